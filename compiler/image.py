@@ -1,0 +1,403 @@
+"""The fixed-point image: hardware configuration, per-layer parameters and weight memories.
+
+The image is the one artefact the golden model, the gateware generator and the board runtime
+share. Its weights are stored as the device's weight memories hold them (see
+docs/image-format.md): per core, one word per (fan-in row, lane group), `lanes` two's-complement
+weights of `weight_bits` bits packed little-endian, lane p in bits [p*w, (p+1)*w).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"SFIMAGE\x00"
+FORMAT_VERSION = 1
+_PREAMBLE = struct.Struct("<8sHHI")  # magic, version, reserved, header length
+_TRAILER = struct.Struct("<I")  # CRC-32 of everything before it
+
+DECAY_MODES = ("none", "shift", "mul")
+RESET_MODES = ("subtract", "zero")
+
+
+class ImageError(ValueError):
+    """An image file or image object is malformed; the message says what is wrong."""
+
+
+def _signed_range(bits: int) -> tuple[int, int]:
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+@dataclass(frozen=True)
+class LayerParams:
+    """One quantized LIF layer, all integers (see docs/neuron.md for the arithmetic)."""
+
+    name: str
+    weights: np.ndarray  # int32 [n_out, n_in]
+    bias: np.ndarray  # int32 [n_out]
+    threshold: np.ndarray  # int32 [n_out], > 0
+    weight_bits: int
+    v_bits: int  # signed membrane width; v saturates to it
+    acc_bits: int  # signed accumulator width; sized so it cannot overflow
+    reset: str = "subtract"
+    decay_mode: str = "shift"
+    decay_shift: np.ndarray | None = None  # int32 [n_out], k: decay(v) = v - (v >> k)
+    decay_mul: np.ndarray | None = None  # int32 [n_out], beta_q: decay(v) = (v * beta_q) >> f
+    decay_frac: int = 0  # f
+    rec_weights: np.ndarray | None = None  # int32 [n_out, n_out]; column = source neuron
+    scale: float = 1.0  # real value of one weight LSB (and of one membrane LSB)
+
+    def __post_init__(self) -> None:
+        cast = object.__setattr__
+        cast(self, "weights", np.ascontiguousarray(self.weights, dtype=np.int32))
+        n_out = self.weights.shape[0]
+        for name in ("bias", "threshold", "decay_shift", "decay_mul"):
+            value = getattr(self, name)
+            if value is not None:
+                arr = np.asarray(value, dtype=np.int32).reshape(-1)
+                cast(self, name, np.ascontiguousarray(np.broadcast_to(arr, (n_out,))))
+        if self.rec_weights is not None:
+            cast(self, "rec_weights", np.ascontiguousarray(self.rec_weights, dtype=np.int32))
+        self.check()
+
+    # -- shape ---------------------------------------------------------------------------------
+    @property
+    def n_in(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def recurrent(self) -> bool:
+        return self.rec_weights is not None
+
+    @property
+    def fan_in(self) -> int:
+        """Rows of the weight memory: feed-forward inputs, then the layer's own neurons."""
+        return self.n_in + (self.n_out if self.recurrent else 0)
+
+    def all_weights(self) -> np.ndarray:
+        """[n_out, fan_in]: feed-forward columns then recurrent columns."""
+        if self.rec_weights is None:
+            return self.weights
+        return np.concatenate([self.weights, self.rec_weights], axis=1)
+
+    # -- validation ----------------------------------------------------------------------------
+    def check(self) -> None:
+        where = f"layer {self.name!r}"
+        if self.weights.ndim != 2:
+            raise ImageError(f"{where}: weights must be 2-D, not {self.weights.shape}")
+        if not 2 <= self.weight_bits <= 16:
+            raise ImageError(f"{where}: weight width must be 2..16 bits, not {self.weight_bits}")
+        if not 4 <= self.v_bits <= 32:
+            raise ImageError(f"{where}: membrane width must be 4..32 bits, not {self.v_bits}")
+        if not 2 <= self.acc_bits <= 40:
+            raise ImageError(f"{where}: accumulator width must be 2..40 bits, not {self.acc_bits}")
+        if self.reset not in RESET_MODES:
+            raise ImageError(f"{where}: reset must be one of {RESET_MODES}, not {self.reset!r}")
+        if self.decay_mode not in DECAY_MODES:
+            raise ImageError(f"{where}: decay mode must be one of {DECAY_MODES}, "
+                             f"not {self.decay_mode!r}")
+        wmin, wmax = _signed_range(self.weight_bits)
+        for what, arr in (("weights", self.weights), ("recurrent weights", self.rec_weights)):
+            if arr is not None and arr.size and (arr.min() < wmin or arr.max() > wmax):
+                raise ImageError(f"{where}: {what} exceed {self.weight_bits} bits")
+        if self.rec_weights is not None and self.rec_weights.shape != (self.n_out, self.n_out):
+            raise ImageError(f"{where}: recurrent weights must be {(self.n_out, self.n_out)}")
+        for what in ("bias", "threshold"):
+            arr = getattr(self, what)
+            if arr is None or arr.shape != (self.n_out,):
+                raise ImageError(f"{where}: {what} must have one value per neuron")
+        vmin, vmax = _signed_range(self.v_bits)
+        if self.threshold.min() < 0 or self.threshold.max() > vmax:
+            raise ImageError(f"{where}: threshold must lie in [0, {vmax}] for a "
+                             f"{self.v_bits}-bit membrane")
+        if self.decay_mode == "shift":
+            if self.decay_shift is None or self.decay_shift.min() < 0 \
+                    or self.decay_shift.max() > 31:
+                raise ImageError(f"{where}: shift decay needs a shift 0..31 per neuron")
+        if self.decay_mode == "mul":
+            if not 1 <= self.decay_frac <= 16:
+                raise ImageError(f"{where}: multiplier decay needs 1..16 fraction bits, "
+                                 f"not {self.decay_frac}")
+            if self.decay_mul is None or self.decay_mul.min() < 0 \
+                    or self.decay_mul.max() > (1 << self.decay_frac):
+                raise ImageError(f"{where}: multiplier decay needs beta_q in "
+                                 f"[0, 2^{self.decay_frac}] per neuron")
+        if self.acc_bits < self.acc_bits_needed():
+            raise ImageError(f"{where}: a {self.acc_bits}-bit accumulator can overflow; "
+                             f"this layer needs {self.acc_bits_needed()} bits")
+
+    def acc_bits_needed(self) -> int:
+        """Signed width that holds the largest |sum of weights| any spike pattern can give."""
+        w = self.all_weights().astype(np.int64)
+        worst = max(int(np.clip(w, 0, None).sum(axis=1).max(initial=0)),
+                    int((-np.clip(w, None, 0)).sum(axis=1).max(initial=0)))
+        return max(2, worst.bit_length() + 1)
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """One core: neurons [lo, hi) of one layer, integrated over `lanes` parallel lanes."""
+
+    layer: int
+    lo: int
+    hi: int
+    lanes: int
+
+    @property
+    def neurons(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def groups(self) -> int:
+        """Lane groups: words per weight row, and cycles per input event."""
+        return -(-self.neurons // self.lanes)
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """What the gateware generator builds: the device target and the cores."""
+
+    device: str
+    cores: tuple[CoreConfig, ...]
+    board: str | None = None
+    clock_hz: float = 12e6
+
+    def cores_of(self, layer: int) -> list[CoreConfig]:
+        return [c for c in self.cores if c.layer == layer]
+
+
+@dataclass
+class Image:
+    n_inputs: int
+    layers: list[LayerParams]
+    config: HwConfig
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].n_out
+
+    def check(self) -> None:
+        width = self.n_inputs
+        for index, layer in enumerate(self.layers):
+            if layer.n_in != width:
+                raise ImageError(f"layer {index} expects {layer.n_in} inputs but its source "
+                                 f"gives {width}")
+            width = layer.n_out
+            cores = sorted(self.config.cores_of(index), key=lambda c: c.lo)
+            covered = 0
+            for core in cores:
+                if core.lo != covered or core.hi <= core.lo or core.lanes < 1:
+                    raise ImageError(f"layer {index}: cores do not tile its neurons")
+                covered = core.hi
+            if covered != layer.n_out:
+                raise ImageError(f"layer {index}: cores cover {covered} of "
+                                 f"{layer.n_out} neurons")
+        if len(self.config.cores) != sum(len(self.config.cores_of(i))
+                                          for i in range(len(self.layers))):
+            raise ImageError("a core names a layer the image does not have")
+
+    def with_weights(self, weights: list[np.ndarray], rec_weights=None) -> Image:
+        """A copy with new integer weights per layer (e.g. learned ones)."""
+        layers = []
+        for index, (layer, w) in enumerate(zip(self.layers, weights, strict=True)):
+            rec = layer.rec_weights if rec_weights is None else rec_weights[index]
+            layers.append(replace(layer, weights=w, rec_weights=rec))
+        return Image(self.n_inputs, layers, self.config, dict(self.meta))
+
+    # -- device memories -----------------------------------------------------------------------
+    def weight_memory(self, core_index: int) -> np.ndarray:
+        """The core's weight memory: uint8 [fan_in * groups, bytes_per_word], little-endian."""
+        core = self.config.cores[core_index]
+        return pack_weights(self.layers[core.layer].all_weights()[core.lo:core.hi],
+                            self.layers[core.layer].weight_bits, core.lanes)
+
+    # -- file ----------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        self.check()
+        arrays: list[tuple[str, np.ndarray]] = []
+        layers_json = []
+        for index, layer in enumerate(self.layers):
+            entry = {
+                "name": layer.name, "n_in": layer.n_in, "n_out": layer.n_out,
+                "recurrent": layer.recurrent, "weight_bits": layer.weight_bits,
+                "v_bits": layer.v_bits, "acc_bits": layer.acc_bits, "reset": layer.reset,
+                "decay_mode": layer.decay_mode, "decay_frac": layer.decay_frac,
+                "scale": layer.scale,
+            }
+            layers_json.append(entry)
+            for name in ("bias", "threshold", "decay_shift", "decay_mul"):
+                value = getattr(layer, name)
+                if value is not None:
+                    arrays.append((f"layer{index}.{name}", value.astype("<i4")))
+        for index in range(len(self.config.cores)):
+            arrays.append((f"core{index}.weights", self.weight_memory(index)))
+        table, offset, blobs = [], 0, []
+        for name, arr in arrays:
+            raw = np.ascontiguousarray(arr).tobytes()
+            table.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape),
+                          "offset": offset, "nbytes": len(raw)})
+            blobs.append(raw)
+            offset += len(raw)
+        header = {
+            "n_inputs": self.n_inputs,
+            "config": {"device": self.config.device, "board": self.config.board,
+                       "clock_hz": self.config.clock_hz,
+                       "cores": [{"layer": c.layer, "lo": c.lo, "hi": c.hi, "lanes": c.lanes}
+                                 for c in self.config.cores]},
+            "layers": layers_json,
+            "arrays": table,
+            "payload_bytes": offset,
+            "meta": self.meta,
+        }
+        head = json.dumps(header, sort_keys=True).encode()
+        body = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(head)) + head + b"".join(blobs)
+        return body + _TRAILER.pack(zlib.crc32(body))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: a failure leaves no partial file behind."""
+        write_atomic(path, self.to_bytes())
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def pack_weights(weights: np.ndarray, weight_bits: int, lanes: int) -> np.ndarray:
+    """Pack [neurons, fan_in] weights as memory words: address = row * groups + group."""
+    neurons, fan_in = weights.shape
+    groups = -(-neurons // lanes)
+    padded = np.zeros((groups * lanes, fan_in), dtype=np.int64)
+    padded[:neurons] = weights
+    mask = (1 << weight_bits) - 1
+    # [fan_in, groups, lanes] of unsigned lane fields
+    fields = (padded.T.reshape(fan_in, groups, lanes) & mask).astype(object)
+    word_bytes = -(-lanes * weight_bits // 8)
+    out = np.zeros((fan_in * groups, word_bytes), dtype=np.uint8)
+    flat = fields.reshape(fan_in * groups, lanes)
+    for address in range(flat.shape[0]):
+        word = 0
+        for lane in range(lanes):
+            word |= int(flat[address, lane]) << (lane * weight_bits)
+        out[address] = np.frombuffer(word.to_bytes(word_bytes, "little"), dtype=np.uint8)
+    return out
+
+
+def unpack_weights(memory: np.ndarray, weight_bits: int, lanes: int, neurons: int,
+                   fan_in: int) -> np.ndarray:
+    """Inverse of pack_weights: [neurons, fan_in] int32."""
+    groups = -(-neurons // lanes)
+    if memory.shape[0] != fan_in * groups:
+        raise ImageError(f"weight memory holds {memory.shape[0]} words, "
+                         f"expected {fan_in * groups}")
+    mask = (1 << weight_bits) - 1
+    sign = 1 << (weight_bits - 1)
+    out = np.zeros((fan_in, groups * lanes), dtype=np.int64)
+    for address in range(memory.shape[0]):
+        word = int.from_bytes(memory[address].tobytes(), "little")
+        row, group = divmod(address, groups)
+        for lane in range(lanes):
+            value = (word >> (lane * weight_bits)) & mask
+            out[row, group * lanes + lane] = value - (value & sign) * 2
+    return out[:, :neurons].T.astype(np.int32)
+
+
+def image_from_bytes(data: bytes, *, source: str = "image") -> Image:
+    if len(data) < _PREAMBLE.size + _TRAILER.size:
+        if data[:len(MAGIC)] != MAGIC[:len(data)] or not data:
+            raise ImageError(f"{source}: not a spikeforge image (no SFIMAGE magic)")
+        raise ImageError(f"{source}: truncated image ({len(data)} bytes)")
+    magic, version, _, head_len = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise ImageError(f"{source}: not a spikeforge image (no SFIMAGE magic)")
+    if version != FORMAT_VERSION:
+        raise ImageError(f"{source}: image format version {version} is not supported "
+                         f"(this spikeforge reads version {FORMAT_VERSION})")
+    head_end = _PREAMBLE.size + head_len
+    if head_end + _TRAILER.size > len(data):
+        raise ImageError(f"{source}: truncated image (header runs past the end of the file)")
+    try:
+        header = json.loads(data[_PREAMBLE.size:head_end])
+        expected = head_end + int(header["payload_bytes"]) + _TRAILER.size
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ImageError(f"{source}: corrupt image header ({exc.__class__.__name__})") from None
+    if len(data) < expected:
+        raise ImageError(f"{source}: truncated image ({len(data)} of {expected} bytes)")
+    if len(data) > expected:
+        raise ImageError(f"{source}: {len(data) - expected} unexpected bytes after the image")
+    (crc,) = _TRAILER.unpack_from(data, expected - _TRAILER.size)
+    if zlib.crc32(data[:expected - _TRAILER.size]) != crc:
+        raise ImageError(f"{source}: checksum mismatch: the image is corrupt")
+    try:
+        return _image_from_header(header, data, head_end)
+    except ImageError as exc:
+        raise ImageError(f"{source}: {exc}") from None
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ImageError(f"{source}: inconsistent image ({exc})") from None
+
+
+def _image_from_header(header: dict, data: bytes, base: int) -> Image:
+    arrays = {}
+    for entry in header["arrays"]:
+        start = base + entry["offset"]
+        raw = data[start:start + entry["nbytes"]]
+        arrays[entry["name"]] = np.frombuffer(raw, dtype=np.dtype(entry["dtype"])).reshape(
+            entry["shape"])
+    cfg = header["config"]
+    cores = tuple(CoreConfig(c["layer"], c["lo"], c["hi"], c["lanes"]) for c in cfg["cores"])
+    config = HwConfig(device=cfg["device"], board=cfg["board"], clock_hz=cfg["clock_hz"],
+                      cores=cores)
+    layers = []
+    for index, entry in enumerate(header["layers"]):
+        n_in, n_out = entry["n_in"], entry["n_out"]
+        fan_in = n_in + (n_out if entry["recurrent"] else 0)
+        full = np.zeros((n_out, fan_in), dtype=np.int32)
+        for core_index, core in enumerate(cores):
+            if core.layer == index:
+                full[core.lo:core.hi] = unpack_weights(arrays[f"core{core_index}.weights"],
+                                                       entry["weight_bits"], core.lanes,
+                                                       core.neurons, fan_in)
+
+        def arr(name, index=index):
+            return arrays.get(f"layer{index}.{name}")
+
+        layers.append(LayerParams(
+            name=entry["name"], weights=full[:, :n_in],
+            rec_weights=full[:, n_in:] if entry["recurrent"] else None,
+            bias=arr("bias"), threshold=arr("threshold"), weight_bits=entry["weight_bits"],
+            v_bits=entry["v_bits"], acc_bits=entry["acc_bits"], reset=entry["reset"],
+            decay_mode=entry["decay_mode"], decay_shift=arr("decay_shift"),
+            decay_mul=arr("decay_mul"), decay_frac=entry["decay_frac"], scale=entry["scale"]))
+    image = Image(header["n_inputs"], layers, config, header.get("meta", {}))
+    image.check()
+    return image
+
+
+def load_image(path: str | os.PathLike) -> Image:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image file") from None
+    return image_from_bytes(data, source=str(path))
