@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compiler.image import Image, LayerParams
+from .encode import given
 
 
 @dataclass
@@ -45,24 +46,9 @@ def decay(v: np.ndarray, layer: LayerParams) -> np.ndarray:
     return (v * layer.decay_mul.astype(np.int64)) >> layer.decay_frac
 
 
-def check_spikes(spikes: np.ndarray, n_inputs: int) -> np.ndarray:
-    """Accept [batch, time, n] or [time, n] of 0/1; return uint8 [batch, time, n]."""
-    arr = np.asarray(spikes)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"spikes must be [batch, time, neurons] or [time, neurons], "
-                         f"not shape {np.shape(spikes)}")
-    if arr.shape[2] != n_inputs:
-        raise ValueError(f"spikes have {arr.shape[2]} input neurons, the network has {n_inputs}")
-    if arr.size and (arr.min() < 0 or arr.max() > 1):
-        raise ValueError("spikes must be 0 or 1")
-    return arr.astype(np.uint8)
-
-
 def run(image: Image, spikes: np.ndarray, *, record: bool = False) -> GoldenResult:
     """Run a batch of spike trains through the image; every sample starts from rest."""
-    x_all = check_spikes(spikes, image.n_inputs)
+    x_all = given(spikes, image.n_inputs)
     batch, steps, _ = x_all.shape
     n_layers = len(image.layers)
     # Integer sums of 0/1 spikes times small integer weights are exact in float64 far beyond

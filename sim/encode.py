@@ -1,0 +1,55 @@
+"""Spike encoders: turn real-valued inputs in [0, 1] into uint8 spike trains [batch, time, n]."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2:
+        raise ValueError(f"inputs must be [batch, features] or [features], not {arr.shape}")
+    if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 1 or np.isnan(arr).any()):
+        raise ValueError("inputs to a spike encoder must lie in [0, 1]")
+    return arr
+
+
+def rate(x: np.ndarray, steps: int, *, seed: int = 0) -> np.ndarray:
+    """Bernoulli rate code: at every step, feature i spikes with probability x_i (seeded)."""
+    arr = _unit(x)
+    rng = np.random.default_rng(seed)
+    draws = rng.random((arr.shape[0], steps, arr.shape[1]))
+    return (draws < arr[:, None, :]).astype(np.uint8)
+
+
+def latency(x: np.ndarray, steps: int, *, threshold: float = 0.01) -> np.ndarray:
+    """One spike per feature, earlier for larger values: t = round((1 - x) * (steps - 1)).
+
+    Features at or below `threshold` never spike.
+    """
+    arr = _unit(x)
+    out = np.zeros((arr.shape[0], steps, arr.shape[1]), dtype=np.uint8)
+    when = np.rint((1.0 - arr) * (steps - 1)).astype(np.int64)
+    b, i = np.nonzero(arr > threshold)
+    out[b, when[b, i], i] = 1
+    return out
+
+
+def given(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
+    """Spikes given as [batch, time, n] or [time, n] of 0/1, checked and made uint8."""
+    arr = np.asarray(spikes)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"spikes must be [batch, time, neurons] or [time, neurons], "
+                         f"not shape {np.shape(spikes)}")
+    if n_inputs is not None and arr.shape[2] != n_inputs:
+        raise ValueError(f"spikes have {arr.shape[2]} input neurons, the network has {n_inputs}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)
+            or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"spikes must be numeric 0/1, not dtype {arr.dtype}")
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        raise ValueError("spikes must be 0 or 1")
+    return arr.astype(np.uint8)
