@@ -1,0 +1,11 @@
+"""spikeforge: trained spiking neural networks to bit-exact LIF core arrays on iCE40 and ECP5.
+
+    image = spikeforge.compile(model_or_path, weight_bits=8, board=None, device=None)
+    image.save("net.sfi"); image = spikeforge.load_image("net.sfi")
+    result = spikeforge.simulate(image, spikes, engine="golden")  # result.spikes [B, T, n_out]
+"""
+
+from .api import Image, compile, load_image, simulate  # noqa: A004
+
+__version__ = "0.1.0"
+__all__ = ["Image", "compile", "load_image", "simulate", "__version__"]

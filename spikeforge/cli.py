@@ -1,0 +1,305 @@
+"""The `spikeforge` command: a thin layer over the Python API.
+
+Every verb exits non-zero with one line on standard error when its input is bad; `--debug`
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+# -- compile ---------------------------------------------------------------------------------
+def _weight_bits(text: str) -> int | dict:
+    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides)."""
+    overrides: dict = {}
+    default = 8
+    for part in text.split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            overrides[int(key) if key.lstrip("-").isdigit() else key] = int(value)
+        else:
+            default = int(part)
+    if not overrides:
+        return default
+    overrides.setdefault("default", default)
+    return overrides
+
+
+def cmd_compile(args) -> int:
+    from . import api
+
+    calibration = _read_spikes(args.calibration) if args.calibration else None
+    image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
+                        device=args.device, dt=args.dt, calibration=calibration,
+                        allow_pickle=args.allow_pickle, lanes=args.lanes)
+    image.save(args.output)
+    if args.json:
+        print(json.dumps(_describe(image, str(args.output))))
+    else:
+        _print_image(image, str(args.output))
+    return 0
+
+
+# -- inspect ---------------------------------------------------------------------------------
+def _describe(image, path: str | None = None) -> dict:
+    out = {
+        "image": path,
+        "n_inputs": image.n_inputs,
+        "n_outputs": image.n_outputs,
+        "device": image.config.device,
+        "board": image.config.board,
+        "clock_hz": image.config.clock_hz,
+        "layers": [{
+            "name": layer.name, "n_in": layer.n_in, "n_out": layer.n_out,
+            "recurrent": layer.recurrent, "weight_bits": layer.weight_bits,
+            "v_bits": layer.v_bits, "acc_bits": layer.acc_bits, "reset": layer.reset,
+            "decay_mode": layer.decay_mode, "scale": layer.scale,
+            "threshold": [int(layer.threshold.min()), int(layer.threshold.max())],
+            "synapses": int(layer.n_out * layer.fan_in),
+        } for layer in image.layers],
+        "cores": [{"layer": c.layer, "neurons": [c.lo, c.hi], "lanes": c.lanes,
+                   "weight_words": image.layers[c.layer].fan_in * c.groups,
+                   "word_bits": c.lanes * image.layers[c.layer].weight_bits}
+                  for c in image.config.cores],
+    }
+    for key in ("source", "quantization", "resources"):
+        if key in image.meta:
+            out[key] = image.meta[key]
+    return out
+
+
+def _print_image(image, path: str | None = None) -> None:
+    from rich.table import Table
+
+    console = _console()
+    where = f" ({image.config.board})" if image.config.board else ""
+    console.print(f"[bold]{path or 'image'}[/]: {image.n_inputs} inputs -> {image.n_outputs} "
+                  f"outputs on {image.config.device}{where}")
+    table = Table(title="layers")
+    for col in ("layer", "in", "out", "rec", "w bits", "scale", "v bits", "acc bits", "decay",
+                "reset", "cores x lanes"):
+        table.add_column(col)
+    for index, layer in enumerate(image.layers):
+        cores = image.config.cores_of(index)
+        table.add_row(layer.name, str(layer.n_in), str(layer.n_out),
+                      "yes" if layer.recurrent else "", str(layer.weight_bits),
+                      f"{layer.scale:.4g}", str(layer.v_bits), str(layer.acc_bits),
+                      layer.decay_mode, layer.reset,
+                      " ".join(f"{c.neurons}x{c.lanes}" for c in cores))
+    console.print(table)
+    quant = image.meta.get("quantization", {}).get("layers")
+    if quant:
+        qt = Table(title="quantization")
+        keys = [k for k in quant[0] if k != "name"]
+        qt.add_column("layer")
+        for key in keys:
+            qt.add_column(key)
+        for row in quant:
+            qt.add_row(str(row.get("name")), *(_fmt(row.get(k)) for k in keys))
+        console.print(qt)
+    resources = image.meta.get("resources")
+    if resources:
+        rt = Table(title=f"resources on {image.config.device} (estimate)")
+        for col in ("resource", "need", "capacity", "use"):
+            rt.add_column(col)
+        for name, (need, cap) in resources.items():
+            rt.add_row(name, str(need), str(cap), f"{100 * need / cap:.1f}%" if cap else "-")
+        console.print(rt)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def cmd_inspect(args) -> int:
+    from .compiler.image import load_image
+
+    image = load_image(args.image)
+    if args.json:
+        print(json.dumps(_describe(image, str(args.image))))
+    else:
+        _print_image(image, str(args.image))
+    return 0
+
+
+# -- simulate --------------------------------------------------------------------------------
+def _read_spikes(path) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise CliError(f"{path}: no such spike file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "spikes" not in data:
+                raise CliError(f"{path}: no array named 'spikes' (found: "
+                               f"{', '.join(data.files) or 'none'})")
+            return np.array(data["spikes"])
+    except CliError:
+        raise
+    except Exception as exc:  # numpy raises several kinds for a bad archive
+        raise CliError(f"{path}: not a readable .npz spike file ({exc})") from None
+
+
+def _write_npz(path, **arrays) -> None:
+    from .compiler.image import write_atomic
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_atomic(path, buf.getvalue())
+
+
+def cmd_simulate(args) -> int:
+    from . import api
+    from .compiler.image import load_image
+
+    image = load_image(args.image)
+    spikes = _read_spikes(args.input)
+    if args.engine == "golden" and (args.simulator or args.waves):
+        raise CliError("--simulator and --waves need --engine rtl")
+    result = api.simulate(image, spikes, engine=args.engine, simulator=args.simulator,
+                          waves=args.waves)
+    arrays = {"spikes": result.spikes, "sops": result.sops, "spike_counts": result.spike_counts,
+              "events_in": result.events_in, "saturations": result.saturations}
+    for index, v in enumerate(result.final_membranes):
+        arrays[f"membrane{index}"] = v
+    _write_npz(args.output, **arrays)
+    summary = {"output": str(args.output), "engine": args.engine,
+               "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
+               "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
+               "saturations": int(result.saturations.sum())}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    if summary["saturations"]:
+        print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
+              file=sys.stderr)
+    return 0
+
+
+# -- boards ----------------------------------------------------------------------------------
+def cmd_boards(args) -> int:
+    from .compiler.mapper import board_capacities
+
+    rows = board_capacities()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="boards")
+    for col in ("board", "device", "clock MHz", "LUTs", "block RAM", "SPRAM", "DSP",
+                "neurons", "synapses @8b", "synapses @4b"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["board"], row["device"], f"{row['clock_hz'] / 1e6:g}",
+                      str(row["luts"]), str(row["bram"]), str(row["spram"]), str(row["dsp"]),
+                      str(row["neurons"]), str(row["synapses_8bit"]), str(row["synapses_4bit"]))
+    _console().print(table)
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(Path(args.output), epochs=args.epochs, json_out=args.json)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+# -- main ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="spikeforge", formatter_class=fmt,
+                                     description="Compile trained SNNs into bit-exact FPGA "
+                                                 "LIF core arrays.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("compile", help="quantize and map a model into an image (.sfi)",
+                       formatter_class=fmt)
+    p.add_argument("model", help="a .nir file, or a pickled torch module with --allow-pickle")
+    p.add_argument("-o", "--output", required=True, type=Path, help="image file to write")
+    p.add_argument("--weight-bits", type=_weight_bits, default=8,
+                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--board", help="target board (see `spikeforge boards`)")
+    target.add_argument("--device", help="target device, e.g. iCE40UP5K, LFE5U-85F")
+    p.add_argument("--dt", type=float, help="time step in seconds (NIR carries none)")
+    p.add_argument("--lanes", type=int, help="parallel lanes per core (default: chosen)")
+    p.add_argument("--calibration", type=Path, help=".npz with input `spikes` to size widths")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load a pickled torch module (unpickling runs its code)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("inspect", help="describe an image", formatter_class=fmt)
+    p.add_argument("image", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("simulate", help="run input spikes through an image",
+                       formatter_class=fmt)
+    p.add_argument("image", type=Path)
+    p.add_argument("--input", required=True, type=Path,
+                   help=".npz with `spikes` uint8 [batch, time, n] or [time, n]")
+    p.add_argument("-o", "--output", required=True, type=Path, help=".npz to write")
+    p.add_argument("--engine", choices=("golden", "rtl"), default="golden")
+    p.add_argument("--simulator", choices=("verilator", "icarus"),
+                   help="RTL simulator (engine rtl; default verilator)")
+    p.add_argument("--waves", type=Path, help="write a waveform (FST/VCD; engine rtl)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("boards", help="list supported boards and their capacity",
+                       formatter_class=fmt)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_boards)
+
+    p = sub.add_parser("demo", help="train on digits, compile, verify (the built-in demo)",
+                       formatter_class=fmt)
+    p.add_argument("-o", "--output", default="build/demo", help="folder for the artefacts")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("spikeforge: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"spikeforge: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
