@@ -1,0 +1,61 @@
+"""Random integer images for the golden model and the RTL (plain functions and Hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from spikeforge.compiler.image import CoreConfig, HwConfig, Image, LayerParams
+
+
+def random_layer(rng: np.random.Generator, name: str, n_in: int, n_out: int, *, weight_bits=4,
+                 v_bits=12, reset="subtract", decay_mode="shift", recurrent=False,
+                 bias=True) -> LayerParams:
+    wmax = (1 << (weight_bits - 1)) - 1
+    weights = rng.integers(-wmax - 1, wmax + 1, (n_out, n_in))
+    rec = rng.integers(-wmax - 1, wmax + 1, (n_out, n_out)) if recurrent else None
+    kwargs = {}
+    if decay_mode == "shift":
+        kwargs["decay_shift"] = rng.integers(0, 6, n_out)
+    elif decay_mode == "mul":
+        kwargs["decay_mul"] = rng.integers(0, 257, n_out)
+        kwargs["decay_frac"] = 8
+    layer = LayerParams(name, weights, bias=rng.integers(-wmax, wmax + 1, n_out) if bias
+                        else np.zeros(n_out), threshold=rng.integers(1, min(4 * wmax + 2, 1 << (v_bits - 1)), n_out),
+                        weight_bits=weight_bits, v_bits=v_bits, acc_bits=40,
+                        reset=reset, decay_mode=decay_mode, rec_weights=rec, **kwargs)
+    from dataclasses import replace
+    return replace(layer, acc_bits=layer.acc_bits_needed())
+
+
+def random_image(seed: int, sizes=(6, 10, 3), *, lanes=(2, 3), split=False, recurrent=None,
+                 weight_bits=4, v_bits=12, reset="subtract", decay_mode="shift") -> Image:
+    rng = np.random.default_rng(seed)
+    layers, cores = [], []
+    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(random_layer(rng, f"l{index}", n_in, n_out, weight_bits=weight_bits,
+                                   v_bits=v_bits, reset=reset, decay_mode=decay_mode,
+                                   recurrent=recurrent == index))
+        lane = lanes[index % len(lanes)]
+        if split and n_out >= 2:
+            mid = n_out // 2
+            cores += [CoreConfig(index, 0, mid, min(lane, mid)),
+                      CoreConfig(index, mid, n_out, min(lane, n_out - mid))]
+        else:
+            cores.append(CoreConfig(index, 0, n_out, min(lane, n_out)))
+    return Image(sizes[0], layers, HwConfig("iCE40UP5K", tuple(cores)))
+
+
+@st.composite
+def images(draw, max_layers=3, max_width=12):
+    n_layers = draw(st.integers(1, max_layers))
+    sizes = tuple(draw(st.integers(1, max_width)) for _ in range(n_layers + 1))
+    recurrent = draw(st.sampled_from([None] + list(range(n_layers))))
+    return random_image(draw(st.integers(0, 2**31)), sizes,
+                        lanes=tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))),
+                        split=draw(st.booleans()), recurrent=recurrent,
+                        weight_bits=draw(st.integers(2, 8)), v_bits=draw(st.integers(6, 16)),
+                        reset=draw(st.sampled_from(["subtract", "zero"])),
+                        decay_mode=draw(st.sampled_from(["none", "shift", "mul"])))
+
+
