@@ -10,8 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeforge.compiler.image import (FORMAT_VERSION, ImageError, image_from_bytes,
-                                       load_image, pack_weights, unpack_weights)
+from spikeforge.compiler.image import (
+    FORMAT_VERSION,
+    ImageError,
+    image_from_bytes,
+    load_image,
+    pack_weights,
+    unpack_weights,
+)
 
 from .strategies import images
 
