@@ -20,8 +20,9 @@ def random_layer(rng: np.random.Generator, name: str, n_in: int, n_out: int, *, 
     elif decay_mode == "mul":
         kwargs["decay_mul"] = rng.integers(0, 257, n_out)
         kwargs["decay_frac"] = 8
+    theta_max = min(4 * wmax + 2, 1 << (v_bits - 1))
     layer = LayerParams(name, weights, bias=rng.integers(-wmax, wmax + 1, n_out) if bias
-                        else np.zeros(n_out), threshold=rng.integers(1, min(4 * wmax + 2, 1 << (v_bits - 1)), n_out),
+                        else np.zeros(n_out), threshold=rng.integers(1, theta_max, n_out),
                         weight_bits=weight_bits, v_bits=v_bits, acc_bits=40,
                         reset=reset, decay_mode=decay_mode, rec_weights=rec, **kwargs)
     from dataclasses import replace
