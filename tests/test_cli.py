@@ -1,0 +1,192 @@
+"""The command line: every verb on good input, and every kind of bad input.
+
+Bad input must give one line on stderr naming the problem, a non-zero exit, no traceback,
+and no file left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from spikeforge.compiler.image import load_image
+from spikeforge.sim import golden
+
+from .strategies import random_image
+
+
+def spikeforge(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "spikeforge.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("spikeforge: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def lif_nir(sizes, *, extra=None, seed=0):
+    """A NIR chain Input -> (Affine -> LIF)* -> Output in snnTorch's convention (r = tau/dt)."""
+    rng = np.random.default_rng(seed)
+    dt, tau = 1e-3, 8e-3
+    nodes = {"input": nir.Input(input_type=np.array([sizes[0]]))}
+    edges, prev = [], "input"
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        nodes[f"fc{i}"] = nir.Affine(weight=rng.normal(0, 0.5, (b, a)).astype(np.float32),
+                                     bias=np.zeros(b, np.float32))
+        nodes[f"lif{i}"] = nir.LIF(tau=np.full(b, tau), r=np.full(b, tau / dt),
+                                   v_leak=np.zeros(b), v_threshold=np.ones(b),
+                                   v_reset=np.zeros(b))
+        edges += [(prev, f"fc{i}"), (f"fc{i}", f"lif{i}")]
+        prev = f"lif{i}"
+    if extra:
+        for name, node in extra.items():
+            nodes[name] = node
+            edges.append((prev, name))
+            prev = name
+    nodes["output"] = nir.Output(output_type=np.array([sizes[-1]]))
+    edges.append((prev, "output"))
+    return nir.NIRGraph(nodes=nodes, edges=edges)
+
+
+@pytest.fixture
+def nir_file(tmp_path):
+    path = tmp_path / "net.nir"
+    nir.write(path, lif_nir((6, 10, 4)))
+    return path
+
+
+def test_compile_inspect_simulate(tmp_path, nir_file):
+    out = tmp_path / "net.sfi"
+    proc = spikeforge("compile", nir_file, "-o", out, "--weight-bits", "6", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["n_inputs"] == 6 and summary["n_outputs"] == 4
+    assert [layer["weight_bits"] for layer in summary["layers"]] == [6, 6]
+    image = load_image(out)
+    proc = spikeforge("inspect", out, "--json")
+    assert json.loads(proc.stdout)["layers"] == summary["layers"]
+    assert spikeforge("inspect", out).returncode == 0
+    rng = np.random.default_rng(0)
+    spikes = (rng.random((3, 15, 6)) < 0.4).astype(np.uint8)
+    np.savez(tmp_path / "in.npz", spikes=spikes)
+    proc = spikeforge("simulate", out, "--input", tmp_path / "in.npz", "-o", tmp_path / "o.npz")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "o.npz") as result:
+        np.testing.assert_array_equal(result["spikes"], golden.run(image, spikes).spikes)
+    # a single sample given as [time, neurons]
+    np.savez(tmp_path / "one.npz", spikes=spikes[1])
+    proc = spikeforge("simulate", out, "--input", tmp_path / "one.npz", "-o", tmp_path / "1.npz")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "1.npz") as result:
+        np.testing.assert_array_equal(result["spikes"], golden.run(image, spikes[1:2]).spikes)
+
+
+def test_boards_and_help():
+    proc = spikeforge("boards", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert any(row["device"] == "iCE40UP5K" for row in rows)
+    for row in rows:
+        assert row["synapses_4bit"] >= 2 * row["synapses_8bit"] > 0
+    for verb in ("compile", "inspect", "simulate", "boards", "demo"):
+        proc = spikeforge(verb, "--help")
+        assert proc.returncode == 0 and "usage" in proc.stdout
+
+
+def _bad_images(tmp_path):
+    image = random_image(2)
+    data = image.to_bytes()
+    (tmp_path / "trunc.sfi").write_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 1
+    (tmp_path / "flip.sfi").write_bytes(bytes(flipped))
+    (tmp_path / "junk.sfi").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    return image
+
+
+@pytest.mark.parametrize("name, needle", [("trunc.sfi", "truncated"),
+                                          ("flip.sfi", "checksum mismatch"),
+                                          ("junk.sfi", "not a spikeforge image"),
+                                          ("absent.sfi", "no such image file")])
+def test_bad_image_files(tmp_path, name, needle):
+    image = _bad_images(tmp_path)
+    np.savez(tmp_path / "in.npz", spikes=np.zeros((2, image.n_inputs), np.uint8))
+    assert_one_line_error(spikeforge("inspect", tmp_path / name), needle)
+    proc = spikeforge("simulate", tmp_path / name, "--input", tmp_path / "in.npz",
+                      "-o", tmp_path / "out.npz")
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_bad_spike_files(tmp_path):
+    image = random_image(3)
+    image.save(tmp_path / "net.sfi")
+    cases = {
+        "wrong-width.npz": (np.zeros((4, image.n_inputs + 1), np.uint8), "input neurons"),
+        "not-binary.npz": (np.full((4, image.n_inputs), 2, np.uint8), "0 or 1"),
+        "four-d.npz": (np.zeros((1, 1, 4, image.n_inputs), np.uint8), "shape"),
+    }
+    for name, (arr, needle) in cases.items():
+        np.savez(tmp_path / name, spikes=arr)
+        proc = spikeforge("simulate", tmp_path / "net.sfi", "--input", tmp_path / name,
+                          "-o", tmp_path / "out.npz")
+        assert_one_line_error(proc, needle)
+    np.savez(tmp_path / "noname.npz", x=np.zeros(3))
+    assert_one_line_error(spikeforge("simulate", tmp_path / "net.sfi", "--input",
+                                     tmp_path / "noname.npz", "-o", tmp_path / "out.npz"),
+                          "no array named 'spikes'")
+    assert not (tmp_path / "out.npz").exists()
+
+
+def _compile_fails(tmp_path, model, *args, needles=()):
+    out = tmp_path / "out.sfi"
+    before = set(tmp_path.iterdir())
+    proc = spikeforge("compile", model, "-o", out, *args)
+    assert_one_line_error(proc, *needles)
+    assert set(tmp_path.iterdir()) == before, "a failed compile left a file behind"
+
+
+def test_bad_models(tmp_path):
+    _compile_fails(tmp_path, tmp_path / "missing.nir", needles=["missing.nir"])
+    (tmp_path / "junk.nir").write_bytes(b"this is not HDF5 at all" * 10)
+    _compile_fails(tmp_path, tmp_path / "junk.nir", needles=["junk.nir"])
+    conv = nir.Conv2d(input_shape=(8, 8), weight=np.zeros((2, 1, 3, 3)), stride=1, padding=0,
+                      dilation=1, groups=1, bias=np.zeros(2))
+    graph = lif_nir((6, 5), extra={"conv1": conv})
+    nir.write(tmp_path / "conv.nir", graph)
+    _compile_fails(tmp_path, tmp_path / "conv.nir", needles=["conv1", "Conv2d"])
+
+
+def test_pickled_module_needs_flag(tmp_path):
+    import snntorch as snn
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), snn.Leaky(beta=0.5, init_hidden=True),
+                                torch.nn.Conv2d(1, 1, 3))
+    torch.save(model, tmp_path / "model.pt")
+    _compile_fails(tmp_path, tmp_path / "model.pt", needles=["--allow-pickle"])
+    _compile_fails(tmp_path, tmp_path / "model.pt", "--allow-pickle", needles=["Conv2d"])
+
+
+def test_network_too_big_for_the_device(tmp_path):
+    nir.write(tmp_path / "big.nir", lif_nir((784, 512, 512, 10)))
+    _compile_fails(tmp_path, tmp_path / "big.nir", "--device", "iCE40HX1K",
+                   needles=["need", "have"])
+    _compile_fails(tmp_path, tmp_path / "big.nir", "--board", "icebraeker",
+                   needles=["icebreaker"])
+
+
+def test_debug_shows_traceback(tmp_path):
+    proc = spikeforge("--debug", "inspect", tmp_path / "absent.sfi")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
