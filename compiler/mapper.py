@@ -1,0 +1,243 @@
+"""Mapper: quantized layers -> cores on a device (HwConfig), with a resource check.
+
+Tiling. A layer with more than `max_neurons_per_core` neurons splits over the fewest cores that
+respect the limit, as evenly as possible (sizes differ by at most one); core c of a layer holds
+neurons [lo, hi).
+
+Lanes. A core integrates `lanes` neurons per cycle, reading one weight word of
+lanes * weight_bits bits. The word must fit the memory read width the family can give a core:
+64 bits on iCE40 (four 16-bit EBRs side by side, or the UP5K's four 16-bit SPRAMs), 72 bits on
+ECP5 (two 36-bit DP16KD). Unless `lanes` is given, a core takes the widest word the budget
+allows, then trims lanes to the fewest that keep the same number of lane groups (cycles per
+event): 10 neurons under an 8-lane budget get 5 lanes, not 8. When that does not fit the device,
+narrower budgets (halving) are tried before giving up.
+
+Resource model (an estimate, to be calibrated against yosys reports). Per core:
+
+    weight memory  depth fan_in * groups, width lanes * weight_bits
+    accumulators   depth groups,          width lanes * acc_bits
+    state          depth neurons,         width v_bits + 1   (membrane, previous spike)
+    parameters     depth neurons,         width 2 * v_bits + leak bits (threshold, bias, k or
+                                          beta_q: 0 / 5 / decay_frac + 1 bits)
+
+Each memory takes block RAMs in the data-port shape that needs fewest blocks
+(iCE40 EBR 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD 512x36, 1024x18, 2048x9, 4096x4,
+8192x2, 16384x1), at least one block. On the UP5K the weight memories go to SPRAM (16 bits x
+16K words, four blocks), largest first, while blocks remain and it saves EBRs.
+
+    LUTs = 400 (host link, router) + per core (300 + 120 * lanes + 30 * v_bits)
+           + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
+    DSPs = one per "mul" core, while the device has them
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+from .devices import DEVICES, Device, find_device
+from .image import CoreConfig, HwConfig, LayerParams
+
+# Board name -> (device, default clock in Hz). A simple lookup; the board catalog in boards/
+# is the full description.
+BOARD_DEVICES: dict[str, tuple[str, float]] = {
+    "icebreaker": ("iCE40UP5K", 12e6),
+    "icesugar": ("iCE40UP5K", 12e6),
+    "upduino-v3": ("iCE40UP5K", 48e6),
+    "fomu-pvt": ("iCE40UP5K", 48e6),
+    "icestick": ("iCE40HX1K", 12e6),
+    "ice40-hx1k-blink-evn": ("iCE40HX1K", 3.3e6),
+    "ice40-hx8k-b-evn": ("iCE40HX8K", 12e6),
+    "ulx3s-25f": ("LFE5U-25F", 25e6),
+    "ulx3s-45f": ("LFE5U-45F", 25e6),
+    "ulx3s-85f": ("LFE5U-85F", 25e6),
+    "orangecrab": ("LFE5U-25F", 48e6),
+    "orangecrab-85f": ("LFE5U-85F", 48e6),
+    "versa-ecp5": ("LFE5U-45F", 100e6),  # LFE5UM-45F: the same fabric and memories
+    "colorlight-i5": ("LFE5U-25F", 25e6),
+    "colorlight-5a-75b": ("LFE5U-25F", 25e6),
+}
+
+FAMILY_CLOCK_HZ = {"ice40": 12e6, "ecp5": 25e6}
+READ_BITS = {"ice40": 64, "ecp5": 72}
+BRAM_SHAPES = {
+    "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
+    "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
+}
+SPRAM_SHAPE = (16, 16384)
+LUT_SOC, LUT_CORE, LUT_PER_LANE, LUT_PER_V_BIT = 400, 300, 120, 30
+MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
+RESOURCES = ("luts", "bram", "spram", "dsp")
+
+
+class FitError(ValueError):
+    """The network does not fit the device; `resources` holds the estimate that failed."""
+
+    def __init__(self, message: str, resources: dict[str, tuple[int, int]]):
+        super().__init__(message)
+        self.resources = resources
+
+
+# -- names ---------------------------------------------------------------------------------------
+def resolve_device(name: str) -> Device:
+    """A device by (forgiving) name; unknown names get the closest known ones suggested."""
+    try:
+        return find_device(name)
+    except ValueError:
+        pass
+    close = difflib.get_close_matches(name.lower(), [d.lower() for d in DEVICES], n=3,
+                                      cutoff=0.4)
+    lower = {d.lower(): d for d in DEVICES}
+    hint = f"did you mean {', '.join(lower[c] for c in close)}? " if close else ""
+    raise ValueError(f"unknown device {name!r}; {hint}known devices: {', '.join(DEVICES)}")
+
+
+def resolve_board(name: str) -> tuple[str, float]:
+    """(device name, default clock) of a board; unknown names get the closest suggested."""
+    key = name.lower().replace("_", "-")
+    if key in BOARD_DEVICES:
+        return BOARD_DEVICES[key]
+    close = difflib.get_close_matches(key, list(BOARD_DEVICES), n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(f"unknown board {name!r}; {hint}known boards: {', '.join(BOARD_DEVICES)}")
+
+
+# -- mapping -------------------------------------------------------------------------------------
+def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None = None,
+                board: str | None = None, lanes: int | None = None,
+                max_neurons_per_core: int = 256, clock_hz: float | None = None) -> HwConfig:
+    """Place every layer on cores of `device` (default iCE40UP5K, or the board's device).
+
+    Raises FitError, naming every exceeded resource, when the estimate does not fit.
+    """
+    _check_chain(layers, n_inputs)
+    max_neurons_per_core = int(max_neurons_per_core)
+    if max_neurons_per_core < 1:
+        raise ValueError(f"max_neurons_per_core must be at least 1, not {max_neurons_per_core}")
+    board_clock = None
+    if board is not None:
+        board_device, board_clock = resolve_board(board)
+        if device is not None and resolve_device(device).name != board_device:
+            raise ValueError(f"board {board!r} carries a {board_device}, not {device!r}")
+        device = board_device
+    dev = resolve_device(device or "iCE40UP5K")
+    if clock_hz is None:
+        clock_hz = board_clock if board_clock is not None else FAMILY_CLOCK_HZ[dev.family]
+    if not clock_hz > 0:
+        raise ValueError(f"clock_hz must be positive, not {clock_hz!r}")
+    budget = READ_BITS[dev.family]
+    if lanes is not None:
+        lanes = int(lanes)
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, not {lanes}")
+        too_wide = [f"{layer.name!r} ({lanes} x {layer.weight_bits} = "
+                    f"{lanes * layer.weight_bits} bits)" for layer in layers
+                    if min(lanes, layer.n_out) * layer.weight_bits > budget]
+        if too_wide:
+            raise ValueError(f"{lanes} lanes make weight words wider than the {budget} bits a "
+                             f"{dev.name} core can read per cycle in layer "
+                             f"{', '.join(too_wide)}")
+        budgets = [None]
+    else:
+        budgets = []
+        bits = budget
+        while bits >= min(layer.weight_bits for layer in layers):
+            budgets.append(bits)
+            bits //= 2
+
+    best = None
+    for bits in budgets:
+        config = HwConfig(device=dev.name, board=board, clock_hz=float(clock_hz),
+                          cores=_tile(layers, max_neurons_per_core, lanes, bits))
+        estimate = estimate_resources(layers, config)
+        over = {r: nc for r, nc in estimate.items() if nc[0] > nc[1]}
+        if not over:
+            return config
+        badness = sum(need / max(cap, 1) for need, cap in over.values())
+        if best is None or badness < best[0]:
+            best = (badness, over, estimate)
+    _, over, estimate = best
+    detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())
+    raise FitError(f"the network does not fit {dev.name}: {detail}", estimate)
+
+
+def _check_chain(layers: list[LayerParams], n_inputs: int) -> None:
+    if not layers:
+        raise ValueError("no layers to map")
+    width = int(n_inputs)
+    if not 1 <= width <= MAX_ADDRESS:
+        raise ValueError(f"the network needs 1..{MAX_ADDRESS} inputs, not {width}")
+    for index, layer in enumerate(layers):
+        if layer.n_in != width:
+            raise ValueError(f"layer {index} ({layer.name!r}) expects {layer.n_in} inputs but "
+                             f"its source gives {width}")
+        if layer.n_out > MAX_ADDRESS:
+            raise ValueError(f"layer {layer.name!r} has {layer.n_out} neurons; AER addresses "
+                             f"reach {MAX_ADDRESS}")
+        width = layer.n_out
+
+
+def _tile(layers: list[LayerParams], max_neurons: int, lanes: int | None,
+          budget_bits: int | None) -> tuple[CoreConfig, ...]:
+    cores = []
+    for index, layer in enumerate(layers):
+        parts = -(-layer.n_out // max_neurons)
+        base, extra = divmod(layer.n_out, parts)
+        lo = 0
+        for part in range(parts):
+            hi = lo + base + (1 if part < extra else 0)
+            cores.append(CoreConfig(index, lo, hi,
+                                    _lanes(hi - lo, layer.weight_bits, lanes, budget_bits)))
+            lo = hi
+    return tuple(cores)
+
+
+def _lanes(neurons: int, weight_bits: int, lanes: int | None, budget_bits: int | None) -> int:
+    if lanes is not None:
+        return min(lanes, neurons)
+    widest = max(1, min(neurons, budget_bits // weight_bits))
+    groups = -(-neurons // widest)
+    return -(-neurons // groups)
+
+
+# -- resources -----------------------------------------------------------------------------------
+def blocks_for(width: int, depth: int, shapes) -> int:
+    """Block RAMs for a width x depth memory in its cheapest data-port shape (>= 1)."""
+    if width <= 0 or depth <= 0:
+        return 0
+    return max(1, min(math.ceil(width / w) * math.ceil(depth / d) for w, d in shapes))
+
+
+def _leak_bits(layer: LayerParams) -> int:
+    return {"none": 0, "shift": 5, "mul": layer.decay_frac + 1}[layer.decay_mode]
+
+
+def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str, tuple[int, int]]:
+    """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring)."""
+    dev = resolve_device(config.device)
+    shapes = BRAM_SHAPES[dev.family]
+    bram = luts = dsp = 0
+    weight_mems = []
+    for core in config.cores:
+        layer = layers[core.layer]
+        width, depth = core.lanes * layer.weight_bits, layer.fan_in * core.groups
+        weight_mems.append((blocks_for(width, depth, shapes), width, depth))
+        bram += blocks_for(core.lanes * layer.acc_bits, core.groups, shapes)
+        bram += blocks_for(layer.v_bits + 1, core.neurons, shapes)
+        bram += blocks_for(2 * layer.v_bits + _leak_bits(layer), core.neurons, shapes)
+        luts += LUT_CORE + LUT_PER_LANE * core.lanes + LUT_PER_V_BIT * layer.v_bits
+        if layer.decay_mode == "mul":
+            if dsp < dev.dsp:
+                dsp += 1
+            else:
+                luts += layer.v_bits * (layer.decay_frac + 1)
+    spram = 0
+    for ebr, width, depth in sorted(weight_mems, key=lambda m: -m[0]):
+        need = blocks_for(width, depth, (SPRAM_SHAPE,)) if dev.spram else 0
+        if dev.spram and spram + need <= dev.spram and need <= ebr:
+            spram += need
+        else:
+            bram += ebr
+    luts += LUT_SOC if config.cores else 0
+    return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (spram, dev.spram),
+            "dsp": (dsp, dev.dsp)}
