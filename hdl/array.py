@@ -2,13 +2,14 @@
 
 import operator
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Cat, Module, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.image import Image
-from .core import MemAccessSignature, param_layout
+from .core import LifCore, MemAccessSignature, param_layout
 from .event import ADDR_BITS, SpikeEvent
+from .router import EventFifo, EventFork, EventMerge
 
 __all__ = ["CoreArray", "COUNTER_BITS"]
 
@@ -140,5 +141,119 @@ class CoreArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        raise NotImplementedError("CoreArray.elaborate is being written")
-        return m
+        image = self._image
+        n_layers = len(image.layers)
+        cores = []
+        for index in range(len(image.config.cores)):
+            core = LifCore.from_image(image, index)
+            m.submodules[f"core{index}"] = core
+            m.d.comb += core.clear.eq(self.clear)
+            cores.append(core)
+        by_layer = [sorted((c for c in cores if c.config.layer == index),
+                           key=lambda c: c.config.lo) for index in range(n_layers)]
+        overflow = Signal()
+        m.d.comb += self.overflow.eq(overflow)
+        layer_fifos = []
+
+        def count(counter, amount):
+            m.d.sync += counter.eq(counter + amount)
+
+        def fork(name, n):
+            m.submodules[name] = block = EventFork(n)
+            return block
+
+        def transfer(port):
+            return port.valid & port.ready & ~port.payload.eos
+
+        # Layer 0's input: events with an address outside the input layer are dropped.
+        source = stream.Signature(SpikeEvent).create(path=("l0_in",))
+        bad = ~self.i.payload.eos & (self.i.payload.addr >= image.n_inputs)
+        m.d.comb += [
+            source.payload.eq(self.i.payload),
+            source.valid.eq(self.i.valid & ~bad),
+            self.i.ready.eq(source.ready | bad),
+        ]
+        with m.If(self.i.valid & bad):
+            m.d.sync += overflow.eq(1)
+        count(self.events_in, transfer(source))
+
+        for index, layer in enumerate(image.layers):
+            group = by_layer[index]
+            if self._fifo_depth:
+                m.submodules[f"l{index}_fifo"] = fifo = EventFifo(self._fifo_depth)
+                wiring.connect(m, source, fifo.i)
+                layer_fifos.append(fifo)
+                source = fifo.o
+            # Broadcast the layer's input to its cores.
+            ff = fork(f"l{index}_fork", len(group))
+            wiring.connect(m, source, ff.i)
+            for port, core in zip(ff.o, group):
+                wiring.connect(m, port, core.i)
+            in_events = transfer(ff.i)
+            # Merge the cores' outputs in address order.
+            m.submodules[f"l{index}_merge"] = merge = EventMerge(len(group))
+            for port, core in zip(merge.i, group):
+                wiring.connect(m, core.o, port)
+            count(self.spikes[index], transfer(merge.o))
+            count(self.saturations[index], sum(core.saturated for core in group))
+            if layer.recurrent:
+                # The merged step also goes back to the layer as next step's rows n_in + addr.
+                # The FIFO never pushes back: it is drained before the layer's next pass.
+                out = fork(f"l{index}_out", 2)
+                wiring.connect(m, merge.o, out.i)
+                m.submodules[f"l{index}_rec_fifo"] = rec = EventFifo(layer.n_out + 1)
+                m.d.comb += [
+                    rec.i.payload.eq(out.o[1].payload),
+                    rec.i.valid.eq(out.o[1].valid),
+                    out.o[1].ready.eq(1),
+                ]
+                with m.If(rec.i.valid & ~rec.i.ready):
+                    m.d.sync += overflow.eq(1)
+                rf = fork(f"l{index}_rec_fork", len(group))
+                wiring.connect(m, rec.o, rf.i)
+                for port, core in zip(rf.o, group):
+                    wiring.connect(m, port, core.r)
+                in_events = in_events + transfer(rf.i)
+                source = out.o[0]
+            else:
+                source = merge.o
+            count(self.sops[index], in_events * layer.n_out)
+        m.d.comb += [
+            self.o.payload.eq(source.payload),
+            self.o.valid.eq(source.valid),
+            source.ready.eq(self.o.ready),
+        ]
+        count(self.events_out, transfer(self.o))
+
+        idle = Signal()
+        m.d.comb += idle.eq(Cat(*(core.idle for core in cores),
+                                *(fifo.level == 0 for fifo in layer_fifos)).all())
+        m.d.comb += self.idle.eq(idle)
+        count(self.busy_cycles, ~idle)
+        count(self.integrate_cycles, Cat(*(core.integrating for core in cores)).any())
+
+        # Memory access: requests go to the addressed core; answers come back registered.
+        req = self.mem
+        ready = Signal(init=1)
+        answer = Signal()  # a read of a core that does not exist answers 0
+        m.d.comb += req.ready.eq(ready)
+        for index, core in enumerate(cores):
+            hit = req.core == index
+            m.d.comb += [
+                core.mem.space.eq(req.space),
+                core.mem.addr.eq(req.addr),
+                core.mem.wdata.eq(req.wdata),
+                core.mem.re.eq(req.re & hit),
+                core.mem.we.eq(req.we & hit),
+            ]
+            with m.If(hit):
+                m.d.comb += ready.eq(core.mem.ready)
+        m.d.sync += answer.eq(req.re & (req.core >= len(cores)))
+        m.d.sync += [
+            req.rvalid.eq(answer | Cat(*(core.mem.rvalid for core in cores)).any()),
+            req.rdata.eq(0),
+        ]
+        for core in cores:
+            with m.If(core.mem.rvalid):
+                m.d.sync += req.rdata.eq(core.mem.rdata)
+        return ResetInserter(self.clear)(m)

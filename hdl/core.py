@@ -2,11 +2,18 @@
 
 
 
-from amaranth.hdl import signed, unsigned
-from amaranth.lib import data, enum, wiring
+import operator
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MemSpace", "MemAccessSignature"]
+from ..compiler.image import CoreConfig, Image, LayerParams
+from .event import SpikeEvent
+
+__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "bias_bits", "param_layout"]
 
 
 class MemSpace(enum.Enum, shape=unsigned(2)):
@@ -59,3 +66,343 @@ def param_layout(layer) -> data.StructLayout:
     elif layer.decay_mode == "mul":
         fields["decay"] = unsigned(layer.decay_frac + 1)
     return data.StructLayout(fields)
+
+
+def _uniform(values: np.ndarray) -> bool:
+    return values.size == 0 or bool((values == values[0]).all())
+
+
+class LifCore(wiring.Component):
+    """``neurons`` leaky integrate-and-fire neurons [lo, hi) of one layer over ``lanes`` lanes.
+
+    Per timestep t the core computes, for each of its neurons i (golden model, docs/neuron.md)::
+
+        A[t]  = sum_j W[i, j] * e_j[t]            j < n_in: feed-forward event j of step t
+                                                  j = n_in + a: recurrent event a of step t-1
+        I[t]  = A[t] + b[i]
+        subtract reset:  u = decay(v[t-1]) + I[t] - theta[i] * s[t-1]
+        zero reset:      u = decay(v[t-1] * (1 - s[t-1])) + I[t]
+        v[t]  = clamp(u, -2^(V-1), 2^(V-1) - 1)   (a clamp raises ``saturated`` for a cycle)
+        s[t]  = v[t] > theta[i]
+        decay(v) = v | v - (v >> k[i]) | (v * beta_q[i]) >> f      (none | shift | mul)
+
+    Memories (all with synchronous read ports, so they map to block RAM):
+
+    - weights: ``fan_in * groups`` words of ``lanes * weight_bits``; word ``row * groups + g``
+      holds the weights from input ``row`` to neurons ``g * lanes + p``, lane p at bits
+      ``[p * w, (p + 1) * w)`` (as ``Image.weight_memory``). A write port serves the host (and
+      the learning unit); ``transparent_weights`` makes the read port transparent to it for
+      read-modify-write.
+    - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes.
+    - state: ``neurons`` words, bits [0, V) = v, bit V = s[t-1].
+    - params: ``neurons`` words of the per-neuron fields of ``param_layout`` that differ between
+      the core's neurons; uniform fields are constants.
+
+    Integration: an event with row j takes ``groups`` cycles, one weight word (``lanes``
+    synapses) per cycle, and the next event is accepted in the cycle the last word of the
+    current one is issued, so a back-to-back event stream runs at ``lanes`` synapses per cycle.
+    Pipeline: cycle c reads weight word and accumulator word g; cycle c+1 adds and writes
+    back. A read of the same accumulator word in cycle c+1 only happens when ``groups`` == 1;
+    that memory's read port is then transparent to its write port.
+
+    Per step the core takes the recurrent events (port ``r``, rows ``n_in + addr``; skipped at
+    the first step after a clear, where s[-1] = 0) up to their ``eos``, starting only once the
+    step's first feed-forward event (or ``eos``) waits at ``i``; then the feed-forward events
+    (port ``i``, rows ``addr``) up to their ``eos``; then one pass over the neurons, one per
+    cycle, that applies the update, clears the accumulators, writes v and s back and emits an
+    event ``lo + n`` per spike, ascending, then an ``eos``. Addresses are not checked here:
+    feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` < ``n_out``.
+
+    ``clear`` resets the control logic and then sweeps the state and accumulator memories to
+    zero (``max(neurons, groups)`` cycles); the same sweep runs after power-on.
+    """
+
+    def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
+                 transparent_weights: bool = False):
+        if not 0 <= config.lo < config.hi <= layer.n_out:
+            raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
+                             f"layer's {layer.n_out} neurons")
+        self._lanes = operator.index(config.lanes)
+        if self._lanes < 1:
+            raise ValueError(f"Lane count must be at least 1, not {config.lanes!r}")
+        self._config = config
+        self._layer = layer
+        weight_memory = np.asarray(weight_memory, dtype=np.uint8)
+        depth = layer.fan_in * config.groups
+        word_bytes = -(-self._lanes * layer.weight_bits // 8)
+        if weight_memory.shape != (depth, word_bytes):
+            raise ValueError(f"weight memory must be {(depth, word_bytes)} bytes, not "
+                             f"{weight_memory.shape}")
+        self._weight_init = [int.from_bytes(row.tobytes(), "little") for row in weight_memory]
+        self._transparent_weights = bool(transparent_weights)
+        self._param_layout = param_layout(layer)
+        lo, hi = config.lo, config.hi
+        values = {"threshold": layer.threshold[lo:hi], "bias": layer.bias[lo:hi]}
+        if layer.decay_mode == "shift":
+            values["decay"] = layer.decay_shift[lo:hi]
+        elif layer.decay_mode == "mul":
+            values["decay"] = layer.decay_mul[lo:hi]
+        self._param_values = values
+        self._stored = [name for name, vals in values.items() if not _uniform(vals)]
+        width = max(self._lanes * layer.weight_bits, layer.v_bits + 1, self._param_layout.size,
+                    self._lanes * layer.acc_bits)
+        addr_width = max(1, (max(depth, config.neurons) - 1).bit_length())
+        members = {"i": In(stream.Signature(SpikeEvent))}
+        if layer.recurrent:
+            members["r"] = In(stream.Signature(SpikeEvent))
+        members.update({
+            "o": Out(stream.Signature(SpikeEvent)),
+            "clear": In(1),
+            "mem": In(MemAccessSignature(data_width=width, addr_width=addr_width)),
+            "idle": Out(1),
+            "integrating": Out(1),
+            "saturated": Out(1),
+        })
+        super().__init__(members)
+
+    @classmethod
+    def from_image(cls, image: Image, core_index: int, **kwargs) -> "LifCore":
+        config = image.config.cores[core_index]
+        return cls(config, image.layers[config.layer], image.weight_memory(core_index),
+                   **kwargs)
+
+    @property
+    def config(self) -> CoreConfig:
+        return self._config
+
+    @property
+    def layer(self) -> LayerParams:
+        return self._layer
+
+    @property
+    def param_layout(self) -> data.StructLayout:
+        return self._param_layout
+
+    @property
+    def stored_params(self) -> tuple[str, ...]:
+        """Parameter fields held in the params memory (the others are constants)."""
+        return tuple(self._stored)
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, cfg = self._layer, self._config
+        lanes, groups, neurons = self._lanes, cfg.groups, cfg.neurons
+        w_bits, a_bits, v_bits = layer.weight_bits, layer.acc_bits, layer.v_bits
+        recurrent = layer.recurrent
+
+        # -- memories ------------------------------------------------------------------------
+        m.submodules.weights = wmem = Memory(
+            shape=unsigned(lanes * w_bits), depth=layer.fan_in * groups, init=self._weight_init)
+        w_wr = wmem.write_port()
+        w_rd = wmem.read_port(transparent_for=(w_wr,) if self._transparent_weights else ())
+        acc_layout = data.ArrayLayout(signed(a_bits), lanes)
+        m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[])
+        a_wr = amem.write_port()
+        a_rd = amem.read_port(transparent_for=(a_wr,) if groups == 1 else ())
+        state_layout = data.StructLayout({"v": signed(v_bits), "s": unsigned(1)})
+        m.submodules.state = smem = Memory(shape=state_layout, depth=neurons, init=[])
+        s_wr = smem.write_port()
+        s_rd = smem.read_port()
+        pfields = self._param_layout.members
+        if self._stored:
+            stored_layout = data.StructLayout({name: pfields[name] for name in self._stored})
+            init = [{name: int(self._param_values[name][n]) for name in self._stored}
+                    for n in range(neurons)]
+            m.submodules.params = pmem = Memory(shape=stored_layout, depth=neurons, init=init)
+            p_wr = pmem.write_port()
+            p_rd = pmem.read_port()
+        params = {}  # field -> value at the pass's second stage (read data or constant)
+        for name in self._param_layout.members:
+            if name in self._stored:
+                params[name] = p_rd.data[name]
+            else:
+                params[name] = Const(int(self._param_values[name][0]), pfields[name])
+
+        # -- host access: only between steps, when no event of the next step was taken ------
+        started = Signal()  # an event (or eos) of the current step was taken
+        between = Signal()
+        host = Signal()
+        m.d.comb += [
+            self.mem.ready.eq(between),
+            host.eq(between & (self.mem.re | self.mem.we)),
+        ]
+        host_space = Signal(MemSpace)
+        m.d.sync += [self.mem.rvalid.eq(host & self.mem.re), host_space.eq(self.mem.space)]
+        with m.Switch(host_space):
+            with m.Case(MemSpace.WEIGHTS):
+                m.d.comb += self.mem.rdata.eq(w_rd.data)
+            with m.Case(MemSpace.STATE):
+                m.d.comb += self.mem.rdata.eq(s_rd.data.as_value())
+            with m.Case(MemSpace.PARAMS):
+                view = Signal(self._param_layout)
+                m.d.comb += [view[name].eq(value) for name, value in params.items()]
+                m.d.comb += self.mem.rdata.eq(view.as_value())
+            with m.Case(MemSpace.ACC):
+                m.d.comb += self.mem.rdata.eq(a_rd.data.as_value())
+        host_we = {space: Signal(name=f"host_we_{space.name.lower()}") for space in MemSpace}
+        for space, strobe in host_we.items():
+            m.d.comb += strobe.eq(host & self.mem.we & (self.mem.space == space))
+        m.d.comb += [
+            w_wr.addr.eq(self.mem.addr), w_wr.data.eq(self.mem.wdata), w_wr.en.eq(
+                host_we[MemSpace.WEIGHTS]),
+        ]
+        if self._stored:
+            host_params = data.View(self._param_layout, self.mem.wdata[:self._param_layout.size])
+            m.d.comb += [
+                p_wr.addr.eq(self.mem.addr),
+                p_wr.en.eq(host_we[MemSpace.PARAMS]),
+                p_rd.addr.eq(self.mem.addr),
+            ]
+            m.d.comb += [p_wr.data[name].eq(host_params[name]) for name in self._stored]
+
+        # -- integration: issue stage (0) and add/write-back stage (1) -----------------------
+        act = Signal()  # stage 0 holds an event
+        g = Signal(range(groups))
+        waddr = Signal(range(layer.fan_in * groups))
+        v1 = Signal()
+        g1 = Signal(range(groups))
+        m.d.comb += self.integrating.eq(act)
+        m.d.sync += v1.eq(act)
+        with m.If(act):
+            m.d.sync += g1.eq(g)
+            with m.If(g == groups - 1):
+                m.d.sync += act.eq(0)
+            with m.Else():
+                m.d.sync += [g.eq(g + 1), waddr.eq(waddr + 1)]
+        can_take = ~act | (g == groups - 1)
+
+        def take(stream_in, row):
+            """Accept one event of `stream_in` (row = weight row of a non-eos event)."""
+            m.d.comb += stream_in.ready.eq(1)
+            with m.If(stream_in.valid):
+                m.d.sync += started.eq(1)
+                with m.If(~stream_in.payload.eos):
+                    m.d.sync += [act.eq(1), g.eq(0), waddr.eq(row * groups)]
+
+        sums = Signal(acc_layout)
+        for p in range(lanes):
+            weight = w_rd.data[p * w_bits:(p + 1) * w_bits].as_signed()
+            m.d.comb += sums[p].eq(a_rd.data[p] + weight)
+
+        # -- pass: stage P0 issues reads of neuron n, stage P1 updates it -------------------
+        n = Signal(range(neurons))
+        pg = Signal(range(groups))
+        pp = Signal(range(lanes))
+        p0_done = Signal()
+        q1 = Signal()
+        n1 = Signal(range(neurons))
+        pp1 = Signal(range(lanes))
+        pg1 = Signal(range(groups))
+        out_valid = Signal()
+        out = Signal(SpikeEvent)
+        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out)]
+        with m.If(self.o.ready):
+            m.d.sync += out_valid.eq(0)
+        stall = out_valid & ~self.o.ready
+        p0_go = Signal()
+        commit = Signal()
+
+        v_prev = s_rd.data.v
+        s_prev = s_rd.data.s
+        theta = params["threshold"]
+        acc = a_rd.data[pp1]
+        u_width = max(v_bits, a_bits, len(params["bias"])) + 4
+
+        if "decay" in self._stored:
+            k = params.get("decay")
+        elif layer.decay_mode != "none":
+            k = int(self._param_values["decay"][0])  # a constant shift is wiring
+
+        def decay(x):
+            if layer.decay_mode == "none":
+                return x
+            if layer.decay_mode == "shift":
+                return x - (x >> k)
+            return (x * k) >> layer.decay_frac
+
+        u = Signal(signed(u_width))
+        if layer.reset == "subtract":
+            m.d.comb += u.eq(decay(v_prev) + acc + params["bias"] - Mux(s_prev, theta, 0))
+        else:
+            m.d.comb += u.eq(decay(Mux(s_prev, 0, v_prev)) + acc + params["bias"])
+        v_min, v_max = -(1 << (v_bits - 1)), (1 << (v_bits - 1)) - 1
+        over, under = u > v_max, u < v_min
+        v_new = Signal(signed(v_bits))
+        m.d.comb += v_new.eq(Mux(over, v_max, Mux(under, v_min, u[:v_bits])))
+        spike = v_new > theta
+        m.d.comb += self.saturated.eq(commit & (over | under))
+
+        # -- memory port addressing ----------------------------------------------------------
+        m.d.comb += [
+            w_rd.addr.eq(Mux(host, self.mem.addr, waddr)),
+            a_rd.addr.eq(Mux(host, self.mem.addr, g)),
+            s_rd.addr.eq(Mux(host, self.mem.addr, n)),
+            s_wr.addr.eq(Mux(host, self.mem.addr, n1)),
+            s_wr.data.eq(Mux(host, self.mem.wdata, Cat(v_new, spike))),
+            s_wr.en.eq(host_we[MemSpace.STATE] | commit),
+            a_wr.addr.eq(Mux(v1, g1, pg1)),
+            a_wr.data.eq(Mux(v1, sums.as_value(), 0)),
+            a_wr.en.eq(v1 | (commit & ((pp1 == lanes - 1) | (n1 == neurons - 1)))),
+        ]
+        if self._stored:
+            m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
+
+        with m.FSM(init="Clear"):
+            with m.State("Clear"):
+                sweep = Signal(range(max(neurons, groups)))
+                m.d.comb += [
+                    s_wr.addr.eq(sweep), s_wr.data.eq(0), s_wr.en.eq(sweep < neurons),
+                    a_wr.addr.eq(sweep), a_wr.data.eq(0), a_wr.en.eq(sweep < groups),
+                ]
+                m.d.sync += sweep.eq(sweep + 1)
+                with m.If(sweep == max(neurons, groups) - 1):
+                    m.next = "Ffwd"
+            if recurrent:
+                with m.State("Rec"):
+                    m.d.comb += between.eq(~started)
+                    with m.If(can_take & ~host & (started | self.i.valid)):
+                        take(self.r, layer.n_in + self.r.payload.addr)
+                        with m.If(self.r.valid & self.r.payload.eos):
+                            m.next = "Ffwd"
+            with m.State("Ffwd"):
+                m.d.comb += between.eq(~started)
+                with m.If(can_take & ~host):
+                    take(self.i, self.i.payload.addr)
+                    with m.If(self.i.valid & self.i.payload.eos):
+                        m.next = "Drain"
+            with m.State("Drain"):
+                with m.If(~act & ~v1):
+                    m.d.sync += [n.eq(0), pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0)]
+                    m.next = "Pass"
+            with m.State("Pass"):
+                m.d.comb += [
+                    p0_go.eq(~stall & ~p0_done),
+                    commit.eq(q1 & ~stall),
+                    s_rd.en.eq(~stall),
+                    a_rd.addr.eq(pg),
+                    a_rd.en.eq(p0_go & (pp == 0)),
+                ]
+                if self._stored:
+                    m.d.comb += p_rd.en.eq(~stall)
+                with m.If(~stall):
+                    m.d.sync += [q1.eq(p0_go), n1.eq(n), pp1.eq(pp), pg1.eq(pg)]
+                with m.If(p0_go):
+                    m.d.sync += n.eq(n + 1)
+                    with m.If(n == neurons - 1):
+                        m.d.sync += p0_done.eq(1)
+                    with m.If(pp == lanes - 1):
+                        m.d.sync += [pp.eq(0), pg.eq(pg + 1)]
+                    with m.Else():
+                        m.d.sync += pp.eq(pp + 1)
+                with m.If(commit):
+                    with m.If(spike):
+                        m.d.sync += [out_valid.eq(1), out.addr.eq(cfg.lo + n1), out.eos.eq(0)]
+                    with m.If(n1 == neurons - 1):
+                        m.next = "PassEos"
+            with m.State("PassEos"):
+                with m.If(~stall):
+                    m.d.sync += [out_valid.eq(1), out.eos.eq(1), started.eq(0)]
+                    m.next = "Rec" if recurrent else "Ffwd"
+
+        m.d.comb += self.idle.eq(between & ~out_valid)
+        return ResetInserter(self.clear)(m)
