@@ -187,7 +187,7 @@ def from_torch(model, *, source: str | None = None) -> Network:
             if pending is not None:
                 problems.append(_no_neuron_after(*pending))
             pending = (path, mod)
-        elif isinstance(mod, leaky_types + rleaky_types):
+        elif _runs_as(mod, leaky_types + rleaky_types):
             recurrent = isinstance(mod, rleaky_types)
             issues = _lif_issues(mod, recurrent=recurrent)
             if pending is None:
@@ -206,7 +206,7 @@ def from_torch(model, *, source: str | None = None) -> Network:
             problems.append(f"{path!r} ({kind})")
     if pending is not None:
         problems.append(_no_neuron_after(*pending))
-    _raise_if(problems)
+    _raise_if(problems, order=[path for path, _ in chain])
     network = Network(n_inputs=layers[0].n_in if layers else 0, layers=layers,
                       source=source or f"torch module {type(model).__name__}")
     if not isinstance(model, nn.Sequential):
@@ -223,6 +223,17 @@ def _torch_chain(module, prefix: str):
             yield from _torch_chain(child, path)
         else:
             yield path, child
+
+
+_DYNAMICS = ("forward", "_base_state_function", "_base_sub", "_base_zero", "_base_int", "fire",
+             "mem_reset")
+
+
+def _runs_as(mod, bases: tuple[type, ...]) -> bool:
+    # A subclass (snnTorch's own DeltaLeaky, say) that overrides the dynamics is another neuron.
+    return any(isinstance(mod, base) and all(getattr(type(mod), fn, None) is getattr(base, fn, None)
+                                             for fn in _DYNAMICS)
+               for base in bases)
 
 
 def _no_neuron_after(path: str, mod) -> str:
@@ -303,7 +314,12 @@ def _strip_layer(exc: ModelError) -> str:
     return re.sub(r"^layer '[^']*': ", "", str(exc))
 
 
-def _raise_if(problems: list[str], extra: list[str] = ()) -> None:
+def _raise_if(problems: list[str], extra: list[str] = (), order: list[str] = ()) -> None:
+    def position(text: str) -> int:  # problems in the model's own order, strays last
+        return next((i for i, name in enumerate(order) if text.startswith(f"{name!r} (")),
+                    len(order))
+
+    problems = sorted(problems, key=position)
     parts = []
     if problems:
         parts.append("the hardware cannot run: " + ", ".join(problems))
@@ -431,7 +447,7 @@ def from_nir(graph, *, dt: float | None = None, source: str | None = None) -> Ne
             problems.append(f"{name!r} ({kind})")
     if pending is not None:
         problems.append(f"{pending!r} ({type(nodes[pending]).__name__}: no LIF neuron after it)")
-    _raise_if(problems, extra)
+    _raise_if(problems, extra, order=[inputs[0], *chain, outputs[0]])
     if not layers:
         raise ModelError("the NIR graph has no LIF layer")
     network = Network(n_inputs=layers[0].n_in, layers=layers, source=source or "NIR graph")
