@@ -71,11 +71,17 @@ RESOURCES = ("luts", "bram", "spram", "dsp")
 
 
 class FitError(ValueError):
-    """The network does not fit the device; `resources` holds the estimate that failed."""
+    """The network does not fit the device.
 
-    def __init__(self, message: str, resources: dict[str, tuple[int, int]]):
+    `resources` holds the estimate that failed and `config` the mapping it was made for (of the
+    lane widths tried, the one that came closest).
+    """
+
+    def __init__(self, message: str, resources: dict[str, tuple[int, int]],
+                 config: HwConfig | None = None):
         super().__init__(message)
         self.resources = resources
+        self.config = config
 
 
 # -- names ---------------------------------------------------------------------------------------
@@ -155,10 +161,10 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
             return config
         badness = sum(need / max(cap, 1) for need, cap in over.values())
         if best is None or badness < best[0]:
-            best = (badness, over, estimate)
-    _, over, estimate = best
+            best = (badness, over, estimate, config)
+    _, over, estimate, config = best
     detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())
-    raise FitError(f"the network does not fit {dev.name}: {detail}", estimate)
+    raise FitError(f"the network does not fit {dev.name}: {detail}", estimate, config)
 
 
 def _check_chain(layers: list[LayerParams], n_inputs: int) -> None:
