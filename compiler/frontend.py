@@ -493,8 +493,8 @@ def _inline(graph, prefix: str, problems: list[str]):
 def _infer_dt(lifs: dict[str, Any]) -> tuple[float | None, str]:
     per_node = {}
     for name, node in lifs.items():
-        tau = np.asarray(node.tau, dtype=np.float64).reshape(-1)
-        r = np.asarray(node.r, dtype=np.float64).reshape(-1)
+        tau = _numpy(node.tau).reshape(-1)
+        r = _numpy(node.r).reshape(-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = tau / r
         per_node[name] = ratio
@@ -521,13 +521,13 @@ def _nir_neuron_issues(node, dt: float | None) -> list[str]:
 
     issues = []
     v_reset = node.v_reset if node.v_reset is not None else 0.0
-    if np.any(np.asarray(v_reset, dtype=np.float64) != 0):
-        issues.append(f"v_reset {_range(np.asarray(v_reset, float).reshape(-1))} is not "
+    if np.any(_numpy(v_reset) != 0):
+        issues.append(f"v_reset {_range(_numpy(v_reset).reshape(-1))} is not "
                       "expressible; only v_reset = 0 (reset to zero) is")
     if isinstance(node, nir.LIF):
-        if np.any(np.asarray(node.v_leak, dtype=np.float64) != 0):
+        if np.any(_numpy(node.v_leak) != 0):
             issues.append("v_leak != 0 is not supported")
-        tau = np.asarray(node.tau, dtype=np.float64)
+        tau = _numpy(node.tau)
         if np.any(~(tau > 0)):
             issues.append("tau must be positive")
         elif dt is not None and np.any(dt > tau):
@@ -540,13 +540,13 @@ def _nir_layer(name: str, dense_node, neuron, dt: float | None, rec_name: str | 
                rec_node) -> LifLayer:
     import nir
 
-    weight = np.asarray(dense_node.weight, dtype=np.float64)
+    weight = _numpy(dense_node.weight)
     n_out = weight.shape[0]
-    bias = (np.asarray(dense_node.bias, dtype=np.float64).reshape(-1)
+    bias = (_numpy(dense_node.bias).reshape(-1)
             if isinstance(dense_node, nir.Affine) else np.zeros(n_out))
 
     def per_neuron(value, what: str) -> np.ndarray:
-        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+        arr = _numpy(value).reshape(-1)
         if arr.size == 1:
             return np.full(n_out, arr[0])
         if arr.size != n_out:
@@ -566,7 +566,7 @@ def _nir_layer(name: str, dense_node, neuron, dt: float | None, rec_name: str | 
         bias = np.full(n_out, bias[0])
     rec_weight = None
     if rec_node is not None:
-        rec_weight = np.asarray(rec_node.weight, dtype=np.float64)
+        rec_weight = _numpy(rec_node.weight)
         if rec_weight.shape != (n_out, n_out):
             raise ModelError(f"recurrent {rec_name!r} weight is {rec_weight.shape}, "
                              f"not {(n_out, n_out)}")
