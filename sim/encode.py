@@ -50,6 +50,6 @@ def given(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)
             or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"spikes must be numeric 0/1, not dtype {arr.dtype}")
-    if arr.size and not np.isin(arr, (0, 1)).all():
+    if arr.size and not ((arr == 0) | (arr == 1)).all():
         raise ValueError("spikes must be 0 or 1")
     return arr.astype(np.uint8)

@@ -38,62 +38,93 @@ class GoldenResult:
     saturations: np.ndarray  # int64 [batch, layers]: membrane updates that saturated
 
 
-def decay(v: np.ndarray, layer: LayerParams) -> np.ndarray:
-    if layer.decay_mode == "none":
+def _decay(v: np.ndarray, mode: str, shift, beta_q, frac: int) -> np.ndarray:
+    if mode == "none":
         return v
-    if layer.decay_mode == "shift":
-        return v - (v >> layer.decay_shift.astype(np.int64))
-    return (v * layer.decay_mul.astype(np.int64)) >> layer.decay_frac
+    if mode == "shift":
+        return v - (v >> shift)
+    return (v * beta_q) >> frac
+
+
+def decay(v: np.ndarray, layer: LayerParams) -> np.ndarray:
+    """decay(v) of docs/neuron.md for one layer (int64)."""
+    return _decay(v, layer.decay_mode, layer.decay_shift.astype(np.int64)
+                  if layer.decay_shift is not None else None,
+                  layer.decay_mul.astype(np.int64) if layer.decay_mul is not None else None,
+                  layer.decay_frac)
+
+
+def _work_dtype(layer: LayerParams) -> type:
+    """int32 where no intermediate of the update can reach 2^31, else int64."""
+    theta_bits = int(layer.threshold.max(initial=0)).bit_length() + 1
+    widest = max(layer.v_bits, layer.acc_bits, theta_bits) + 2
+    if layer.decay_mode == "mul":
+        widest = max(widest, layer.v_bits + layer.decay_frac + 2)
+    return np.int32 if widest <= 31 else np.int64
 
 
 def run(image: Image, spikes: np.ndarray, *, record: bool = False) -> GoldenResult:
     """Run a batch of spike trains through the image; every sample starts from rest."""
     x_all = given(spikes, image.n_inputs)
     batch, steps, _ = x_all.shape
-    n_layers = len(image.layers)
-    # Integer sums of 0/1 spikes times small integer weights are exact in float64 far beyond
-    # any accumulator width the image allows (40 bits), so BLAS does the accumulation.
-    w_ff = [layer.weights.T.astype(np.float64) for layer in image.layers]
-    w_rec = [None if layer.rec_weights is None else layer.rec_weights.T.astype(np.float64)
+    # Sums of 0/1 spikes times integer weights are exact in floating point while they stay
+    # below 2^24 (float32) or 2^53 (float64); acc_bits bounds them, so BLAS accumulates.
+    fdt = [np.float32 if layer.acc_bits <= 24 else np.float64 for layer in image.layers]
+    idt = [_work_dtype(layer) for layer in image.layers]
+    w_ff = [layer.weights.T.astype(f) for layer, f in zip(image.layers, fdt)]
+    w_rec = [None if layer.rec_weights is None else layer.rec_weights.T.astype(f)
+             for layer, f in zip(image.layers, fdt)]
+    x_steps = np.ascontiguousarray(x_all.transpose(1, 0, 2))  # [time, batch, n]
+    v = [np.zeros((batch, layer.n_out), dtype=d) for layer, d in zip(image.layers, idt)]
+    s = [np.zeros((batch, layer.n_out), dtype=np.uint8) for layer in image.layers]
+    sats = np.zeros((batch, len(image.layers)), dtype=np.int64)
+    out_spikes = [np.zeros((steps, batch, layer.n_out), dtype=np.uint8) for layer in image.layers]
+    out_v = [np.zeros((steps, batch, layer.n_out), dtype=np.int32) if record else None
              for layer in image.layers]
-    v = [np.zeros((batch, layer.n_out), dtype=np.int64) for layer in image.layers]
-    s = [np.zeros((batch, layer.n_out), dtype=np.int64) for layer in image.layers]
-    events = np.zeros((batch, n_layers), dtype=np.int64)
-    sops = np.zeros((batch, n_layers), dtype=np.int64)
-    counts = np.zeros((batch, n_layers), dtype=np.int64)
-    sats = np.zeros((batch, n_layers), dtype=np.int64)
-    rec_spikes = [np.zeros((batch, steps, layer.n_out), dtype=np.uint8) for layer in image.layers]
-    rec_v = [np.zeros((batch, steps, layer.n_out), dtype=np.int32) if record else None
-             for layer in image.layers]
+    params = []
+    for layer, d in zip(image.layers, idt):
+        lo, hi = -(1 << (layer.v_bits - 1)), (1 << (layer.v_bits - 1)) - 1
+        shifted = None if layer.decay_shift is None else layer.decay_shift.astype(d)
+        mul = None if layer.decay_mul is None else layer.decay_mul.astype(d)
+        params.append((layer.bias.astype(d), layer.threshold.astype(d), lo, hi, shifted, mul))
     for t in range(steps):
-        x = x_all[:, t, :].astype(np.float64)
+        x = x_steps[t]
         for index, layer in enumerate(image.layers):
+            bias, theta, lo, hi, k, beta_q = params[index]
             s_prev = s[index]
-            acc = x @ w_ff[index]
-            n_events = x.sum(axis=1)
+            acc = x @ w_ff[index] if x.dtype == fdt[index] else x.astype(fdt[index]) @ w_ff[index]
             if w_rec[index] is not None:
-                acc = acc + s_prev.astype(np.float64) @ w_rec[index]
-                n_events = n_events + s_prev.sum(axis=1)
-            current = np.rint(acc).astype(np.int64) + layer.bias
-            theta = layer.threshold.astype(np.int64)
+                acc += s_prev.astype(fdt[index]) @ w_rec[index]
+            current = acc.astype(idt[index]) + bias  # exact: the sums are whole numbers
+            vv = v[index] * (1 - s_prev) if layer.reset == "zero" else v[index]
+            u = _decay(vv, layer.decay_mode, k, beta_q, layer.decay_frac) + current
             if layer.reset == "subtract":
-                u = decay(v[index], layer) + current - theta * s_prev
-            else:
-                u = decay(v[index] * (1 - s_prev), layer) + current
-            lo, hi = -(1 << (layer.v_bits - 1)), (1 << (layer.v_bits - 1)) - 1
-            sats[:, index] += ((u < lo) | (u > hi)).sum(axis=1)
-            v[index] = np.clip(u, lo, hi)
-            s[index] = (v[index] > theta).astype(np.int64)
-            events[:, index] += n_events.astype(np.int64)
-            sops[:, index] += n_events.astype(np.int64) * layer.n_out
-            counts[:, index] += s[index].sum(axis=1)
-            rec_spikes[index][:, t] = s[index]
+                u -= theta * s_prev
+            clipped = u
+            if u.max(initial=0) > hi or u.min(initial=0) < lo:
+                clipped = np.clip(u, lo, hi)
+                sats[:, index] += np.count_nonzero(clipped != u, axis=1)
+            v[index] = clipped
+            s[index] = (clipped > theta).view(np.uint8)
+            out_spikes[index][t] = s[index]
             if record:
-                rec_v[index][:, t] = v[index]
-            x = s[index].astype(np.float64)
+                out_v[index][t] = clipped
+            x = s[index]
+    layer_spikes = [np.ascontiguousarray(o.transpose(1, 0, 2)) for o in out_spikes]
+    counts = np.stack([o.sum(axis=(1, 2), dtype=np.int64) for o in layer_spikes], axis=1)
+    events = np.zeros_like(counts)
+    source = x_all.sum(axis=(1, 2), dtype=np.int64)
+    for index, layer in enumerate(image.layers):
+        events[:, index] = source
+        if layer.recurrent:  # the spikes of steps 0..T-2 come back as inputs one step later
+            events[:, index] += counts[:, index] - layer_spikes[index][:, -1].sum(
+                axis=1, dtype=np.int64)
+        source = counts[:, index]
+    sops = events * np.array([layer.n_out for layer in image.layers], dtype=np.int64)
     return GoldenResult(
-        spikes=rec_spikes[-1],
-        layer_spikes=rec_spikes if record else None,
-        membranes=rec_v if record else None,
+        spikes=layer_spikes[-1],
+        layer_spikes=layer_spikes if record else None,
+        membranes=[np.ascontiguousarray(o.transpose(1, 0, 2)) for o in out_v] if record
+        else None,
         final_membranes=[vi.astype(np.int32) for vi in v],
         events_in=events, sops=sops, spike_counts=counts, saturations=sats)
