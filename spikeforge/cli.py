@@ -22,7 +22,8 @@ class CliError(Exception):
 def _console():
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    # a pipe or a file gets wide tables rather than rich's 80-column default
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 # -- compile ---------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def cmd_simulate(args) -> int:
 
 # -- boards ----------------------------------------------------------------------------------
 def cmd_boards(args) -> int:
-    from .compiler.mapper import board_capacities
+    from .compiler.capacity import board_capacities
 
     rows = board_capacities()
     if args.json:

@@ -36,7 +36,7 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
-def lif_nir(sizes, *, extra=None, seed=0):
+def lif_nir(sizes, *, seed=0):
     """A NIR chain Input -> (Affine -> LIF)* -> Output in snnTorch's convention (r = tau/dt)."""
     rng = np.random.default_rng(seed)
     dt, tau = 1e-3, 8e-3
@@ -50,11 +50,6 @@ def lif_nir(sizes, *, extra=None, seed=0):
                                    v_reset=np.zeros(b))
         edges += [(prev, f"fc{i}"), (f"fc{i}", f"lif{i}")]
         prev = f"lif{i}"
-    if extra:
-        for name, node in extra.items():
-            nodes[name] = node
-            edges.append((prev, name))
-            prev = name
     nodes["output"] = nir.Output(output_type=np.array([sizes[-1]]))
     edges.append((prev, "output"))
     return nir.NIRGraph(nodes=nodes, edges=edges)
@@ -99,7 +94,8 @@ def test_boards_and_help():
     rows = json.loads(proc.stdout)
     assert any(row["device"] == "iCE40UP5K" for row in rows)
     for row in rows:
-        assert row["synapses_4bit"] >= 2 * row["synapses_8bit"] > 0
+        assert row["synapses_4bit"] >= 2 * row["synapses_8bit"]
+        assert row["synapses_8bit"] >= row["neurons"] > 0 or row["device"] == "iCE40HX1K"
     for verb in ("compile", "inspect", "simulate", "boards", "demo"):
         proc = spikeforge(verb, "--help")
         assert proc.returncode == 0 and "usage" in proc.stdout
@@ -162,9 +158,17 @@ def test_bad_models(tmp_path):
     _compile_fails(tmp_path, tmp_path / "missing.nir", needles=["missing.nir"])
     (tmp_path / "junk.nir").write_bytes(b"this is not HDF5 at all" * 10)
     _compile_fails(tmp_path, tmp_path / "junk.nir", needles=["junk.nir"])
-    conv = nir.Conv2d(input_shape=(8, 8), weight=np.zeros((2, 1, 3, 3)), stride=1, padding=0,
-                      dilation=1, groups=1, bias=np.zeros(2))
-    graph = lif_nir((6, 5), extra={"conv1": conv})
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type=np.array([1, 8, 8])),
+        "conv1": nir.Conv2d(input_shape=(8, 8), weight=np.zeros((2, 1, 3, 3)), stride=1,
+                            padding=1, dilation=1, groups=1, bias=np.zeros(2)),
+        "flat": nir.Flatten(input_type={"input": np.array([2, 8, 8])}, start_dim=0),
+        "fc": nir.Affine(weight=np.zeros((5, 128)), bias=np.zeros(5)),
+        "lif": nir.LIF(tau=np.full(5, 8e-3), r=np.full(5, 8.0), v_leak=np.zeros(5),
+                       v_threshold=np.ones(5), v_reset=np.zeros(5)),
+        "output": nir.Output(output_type=np.array([5]))},
+        edges=[("input", "conv1"), ("conv1", "flat"), ("flat", "fc"), ("fc", "lif"),
+               ("lif", "output")])
     nir.write(tmp_path / "conv.nir", graph)
     _compile_fails(tmp_path, tmp_path / "conv.nir", needles=["conv1", "Conv2d"])
 
@@ -172,8 +176,9 @@ def test_bad_models(tmp_path):
 def test_pickled_module_needs_flag(tmp_path):
     import snntorch as snn
 
-    model = torch.nn.Sequential(torch.nn.Linear(4, 3), snn.Leaky(beta=0.5, init_hidden=True),
-                                torch.nn.Conv2d(1, 1, 3))
+    # snnTorch's default surrogate is a closure that pickle refuses
+    lif = snn.Leaky(beta=0.5, init_hidden=True, surrogate_disable=True)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), lif, torch.nn.Conv2d(1, 1, 3))
     torch.save(model, tmp_path / "model.pt")
     _compile_fails(tmp_path, tmp_path / "model.pt", needles=["--allow-pickle"])
     _compile_fails(tmp_path, tmp_path / "model.pt", "--allow-pickle", needles=["Conv2d"])
