@@ -1,0 +1,238 @@
+"""CoreArray in the Amaranth simulator against the golden model: every output spike of every
+step, the final membranes and previous spikes (read through the memory port) and the counters,
+bit-exact, on random images with random input idles and output backpressure."""
+
+import itertools
+
+import numpy as np
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from spikeforge.compiler.image import (
+    DECAY_MODES,
+    RESET_MODES,
+    CoreConfig,
+    HwConfig,
+    Image,
+    LayerParams,
+)
+from spikeforge.hdl.array import CoreArray
+from spikeforge.hdl.core import MemSpace
+from spikeforge.sim import golden
+
+SETTINGS = settings(deadline=None, max_examples=30,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# -- random images --------------------------------------------------------------------------
+
+def random_layer(rng, draw, name, n_in, n_out, recurrent):
+    w_bits = draw(st.integers(2, 6))
+    v_bits = draw(st.integers(4, 10))
+    uniform = draw(st.booleans())
+    w_max = 1 << (w_bits - 1)
+    v_max = (1 << (v_bits - 1)) - 1
+
+    def per_neuron(lo, hi):
+        values = rng.integers(lo, hi + 1, n_out)
+        return np.full(n_out, values[0]) if uniform else values
+
+    decay_mode = draw(st.sampled_from(DECAY_MODES))
+    decay_frac = draw(st.integers(1, 8))
+    kwargs = dict(
+        name=name, weights=rng.integers(-w_max // 2, w_max, (n_out, n_in)),
+        bias=per_neuron(-w_max, w_max), threshold=per_neuron(0, min(v_max, 2 * w_max)),
+        weight_bits=w_bits, v_bits=v_bits, acc_bits=40,
+        reset=draw(st.sampled_from(RESET_MODES)), decay_mode=decay_mode,
+        decay_shift=per_neuron(0, 12) if decay_mode == "shift" else None,
+        decay_mul=per_neuron(0, 1 << decay_frac) if decay_mode == "mul" else None,
+        decay_frac=decay_frac if decay_mode == "mul" else 0,
+        rec_weights=rng.integers(-w_max, w_max, (n_out, n_out)) if recurrent else None)
+    needed = LayerParams(**kwargs).acc_bits_needed()
+    kwargs["acc_bits"] = needed + draw(st.integers(0, 2))
+    return LayerParams(**kwargs)
+
+
+@st.composite
+def images(draw, max_layers=3, max_neurons=9):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_layers = draw(st.integers(1, max_layers))
+    rec_layer = draw(st.sampled_from([None, *range(n_layers)]))
+    n_inputs = draw(st.integers(1, 8))
+    layers, cores, width = [], [], n_inputs
+    for index in range(n_layers):
+        n_out = draw(st.integers(1, max_neurons))
+        layers.append(random_layer(rng, draw, f"l{index}", width, n_out, index == rec_layer))
+        n_cores = draw(st.integers(1, min(3, n_out)))
+        cuts = sorted(rng.choice(np.arange(1, n_out), n_cores - 1, replace=False).tolist())
+        for lo, hi in zip([0, *cuts], [*cuts, n_out]):
+            cores.append(CoreConfig(index, lo, hi, draw(st.integers(1, 4))))
+        width = n_out
+    # Cores in any order: the array sorts a layer's cores by address.
+    order = draw(st.permutations(range(len(cores))))
+    image = Image(n_inputs, layers, HwConfig("iCE40UP5K", tuple(cores[k] for k in order)))
+    image.check()
+    return image
+
+
+# -- drivers --------------------------------------------------------------------------------
+
+def spike_steps(x):
+    return [[int(a) for a in np.flatnonzero(row)] for row in x]
+
+
+async def exchange(ctx, dut, steps, gaps, readiness):
+    """Send the steps' events (and an eos per step) into ``dut.i`` with idle cycles where
+    ``gaps`` says so, while taking ``dut.o`` with ``ready`` as ``readiness`` says; return the
+    output steps (lists of addresses)."""
+    queue = [(addr, 0) for events in steps for addr in [*events, None]]
+    queue = [(0 if addr is None else addr, int(addr is None)) for addr, _ in queue]
+    sent, presenting = 0, False
+    received, current = [], []
+    while len(received) < len(steps):
+        if not presenting and sent < len(queue) and not next(gaps):
+            addr, eos = queue[sent]
+            ctx.set(dut.i.payload, {"addr": addr, "eos": eos})
+            presenting = True
+        ctx.set(dut.i.valid, presenting)
+        ready = next(readiness)
+        ctx.set(dut.o.ready, ready)
+        _, _, i_ready, o_valid, o_payload = await ctx.tick().sample(
+            dut.i.ready, dut.o.valid, dut.o.payload)
+        if presenting and i_ready:
+            sent += 1
+            presenting = False
+        if ready and o_valid:
+            if o_payload.eos:
+                received.append(current)
+                current = []
+            else:
+                current.append(o_payload.addr)
+    assert sent == len(queue)
+    ctx.set(dut.i.valid, 0)
+    ctx.set(dut.o.ready, 0)
+    return received
+
+
+async def mem_access(ctx, dut, core, space, addr, wdata=None):
+    """One access through the memory port, checking its documented timing."""
+    ctx.set(dut.mem.core, core)
+    ctx.set(dut.mem.space, space)
+    ctx.set(dut.mem.addr, addr)
+    strobe = dut.mem.re if wdata is None else dut.mem.we
+    if wdata is not None:
+        ctx.set(dut.mem.wdata, wdata)
+    ctx.set(strobe, 1)
+    await ctx.tick().until(dut.mem.ready)
+    ctx.set(strobe, 0)
+    if wdata is not None:
+        return None
+    assert not ctx.get(dut.mem.rvalid)
+    await ctx.tick()
+    assert ctx.get(dut.mem.rvalid), "rdata comes exactly 2 cycles after the accepting cycle"
+    value = ctx.get(dut.mem.rdata)
+    await ctx.tick()
+    assert not ctx.get(dut.mem.rvalid)
+    return value
+
+
+def signed(value, bits):
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+async def read_state(ctx, dut, image):
+    """Final (v, s) per layer, through the STATE space."""
+    v = [np.zeros(layer.n_out, dtype=np.int64) for layer in image.layers]
+    s = [np.zeros(layer.n_out, dtype=np.int64) for layer in image.layers]
+    for index, core in enumerate(image.config.cores):
+        v_bits = image.layers[core.layer].v_bits
+        for n in range(core.neurons):
+            word = await mem_access(ctx, dut, index, MemSpace.STATE, n)
+            v[core.layer][core.lo + n] = signed(word, v_bits)
+            s[core.layer][core.lo + n] = (word >> v_bits) & 1
+    return v, s
+
+
+def counters(ctx, dut, n_layers):
+    get = ctx.get
+    return {
+        "sops": [get(dut.sops[k]) for k in range(n_layers)],
+        "spikes": [get(dut.spikes[k]) for k in range(n_layers)],
+        "saturations": [get(dut.saturations[k]) for k in range(n_layers)],
+        "events_in": get(dut.events_in), "events_out": get(dut.events_out),
+        "overflow": get(dut.overflow),
+    }
+
+
+def expected_counters(ref, x, b):
+    return {
+        "sops": ref.sops[b].tolist(), "spikes": ref.spike_counts[b].tolist(),
+        "saturations": ref.saturations[b].tolist(), "events_in": int(x[b].sum()),
+        "events_out": int(ref.spikes[b].sum()), "overflow": 0,
+    }
+
+
+def run_batch(image, x, gaps, readiness, *, fifo_depth=0, before=None):
+    """Run every sample of x [batch, time, n] after a clear; return per sample
+    (output steps, final v, final s, counters)."""
+    dut = CoreArray(image, fifo_depth=fifo_depth)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    results = []
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.idle)
+        if before is not None:
+            await before(ctx, dut)
+        for sample in x:
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            await ctx.tick().until(dut.idle)
+            steps = await exchange(ctx, dut, spike_steps(sample), gaps, readiness)
+            await ctx.tick().until(dut.idle)
+            v, s = await read_state(ctx, dut, image)
+            results.append((steps, v, s, counters(ctx, dut, len(image.layers))))
+
+    sim.add_testbench(bench)
+    sim.run()
+    return results
+
+
+def check_against_golden(image, x, results):
+    ref = golden.run(image, x, record=True)
+    event(f"output spikes: {'none' if not ref.spikes.any() else 'some'}")
+    event(f"saturations: {'none' if not ref.saturations.any() else 'some'}")
+    for b, (steps, v, s, count) in enumerate(results):
+        assert steps == spike_steps(ref.spikes[b]), f"sample {b}: output spikes differ"
+        for index in range(len(image.layers)):
+            assert v[index].tolist() == ref.final_membranes[index][b].tolist(), \
+                f"sample {b}: final membranes of layer {index} differ"
+            assert s[index].tolist() == ref.layer_spikes[index][b, -1].tolist(), \
+                f"sample {b}: previous spikes of layer {index} differ"
+        assert count == expected_counters(ref, x, b), f"sample {b}: counters differ"
+
+
+def gaps_and_readiness(data):
+    """Cycles of input idles (True = idle) and output ready, each sometimes progressing."""
+    gaps = data.draw(st.lists(st.booleans(), max_size=5).map(lambda bits: [*bits, False]),
+                     label="input idle pattern")
+    ready = data.draw(st.lists(st.booleans(), max_size=5).map(lambda bits: [*bits, True]),
+                      label="output ready pattern")
+    return itertools.cycle(gaps), itertools.cycle(ready)
+
+
+# -- tests --------------------------------------------------------------------------------
+
+@SETTINGS
+@given(image=images(), data=st.data())
+def test_array_matches_golden(image, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    steps = data.draw(st.integers(1, 5))
+    density = data.draw(st.sampled_from([0.2, 0.5, 0.9]))
+    x = (rng.random((2, steps, image.n_inputs)) < density).astype(np.uint8)
+    gaps, readiness = gaps_and_readiness(data)
+    depth = data.draw(st.sampled_from([0, 3]))
+    check_against_golden(image, x, run_batch(image, x, gaps, readiness, fifo_depth=depth))
