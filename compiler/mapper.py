@@ -35,28 +35,14 @@ from __future__ import annotations
 import difflib
 import math
 
+from ..boards.catalog import BOARDS, suggest
 from .devices import DEVICES, Device, find_device
 from .image import CoreConfig, HwConfig, LayerParams
 
-# Board name -> (device, default clock in Hz). A simple lookup; the board catalog in boards/
-# is the full description.
+# Board name -> (device, board oscillator in Hz), derived from the board catalog
+# (boards/catalog.py, plain data) which holds the full description.
 BOARD_DEVICES: dict[str, tuple[str, float]] = {
-    "icebreaker": ("iCE40UP5K", 12e6),
-    "icesugar": ("iCE40UP5K", 12e6),
-    "upduino-v3": ("iCE40UP5K", 48e6),
-    "fomu-pvt": ("iCE40UP5K", 48e6),
-    "icestick": ("iCE40HX1K", 12e6),
-    "ice40-hx1k-blink-evn": ("iCE40HX1K", 3.3e6),
-    "ice40-hx8k-b-evn": ("iCE40HX8K", 12e6),
-    "ulx3s-25f": ("LFE5U-25F", 25e6),
-    "ulx3s-45f": ("LFE5U-45F", 25e6),
-    "ulx3s-85f": ("LFE5U-85F", 25e6),
-    "orangecrab": ("LFE5U-25F", 48e6),
-    "orangecrab-85f": ("LFE5U-85F", 48e6),
-    "versa-ecp5": ("LFE5U-45F", 100e6),  # LFE5UM-45F: the same fabric and memories
-    "colorlight-i5": ("LFE5U-25F", 25e6),
-    "colorlight-5a-75b": ("LFE5U-25F", 25e6),
-}
+    name: (board.device, board.clock_hz) for name, board in BOARDS.items()}
 
 FAMILY_CLOCK_HZ = {"ice40": 12e6, "ecp5": 25e6}
 READ_BITS = {"ice40": 64, "ecp5": 72}
@@ -103,9 +89,7 @@ def resolve_board(name: str) -> tuple[str, float]:
     key = name.lower().replace("_", "-")
     if key in BOARD_DEVICES:
         return BOARD_DEVICES[key]
-    close = difflib.get_close_matches(key, list(BOARD_DEVICES), n=3, cutoff=0.4)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ValueError(f"unknown board {name!r}; {hint}known boards: {', '.join(BOARD_DEVICES)}")
+    raise ValueError(suggest(name, list(BOARD_DEVICES)))
 
 
 # -- mapping -------------------------------------------------------------------------------------
