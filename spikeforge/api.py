@@ -67,4 +67,57 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
     raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
-__all__ = ["compile", "simulate", "load_image", "Image"]
+def build(image: Image | str | os.PathLike, board: str, out_dir: str | os.PathLike | None = None,
+          *, clock_hz: float | None = None, progress=None, seed: int | None = None):
+    """Build a bitstream of `image` for `board` (default folder build/<board>).
+
+    Returns `boards.build.BuildReport`; raises FitError before synthesis when the network does
+    not fit, TimingError (with `.report`) when nextpnr's Fmax is below the clock.
+    """
+    from .boards.build import build as _build
+    from .boards.catalog import find_board
+
+    name = find_board(board).name
+    out_dir = Path("build") / name if out_dir is None else Path(out_dir)
+    return _build(image, name, out_dir, clock_hz=clock_hz, progress=progress, seed=seed)
+
+
+def flash(bitstream: str | os.PathLike, board: str, *, mode: str | None = None,
+          programmer: str | None = None, dry_run: bool = False):
+    """Write a bitstream to a board ("sram" or "flash"; default the board's usual memory).
+
+    Returns `boards.flash.FlashResult` (its `command` is what ran, or would run with
+    `dry_run=True`)."""
+    from .boards.flash import flash as _flash
+
+    return _flash(bitstream, board, mode=mode, programmer=programmer, dry_run=dry_run)
+
+
+def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, *,
+           weight_bits: int | dict = 8, dt: float | None = None,
+           calibration: np.ndarray | None = None, allow_pickle: bool = False,
+           clock_hz: float | None = None, mode: str | None = None,
+           programmer: str | None = None, dry_run: bool = False, progress=None) -> dict:
+    """Compile a model for `board`, build its bitstream and flash it.
+
+    Writes out_dir/model.sfi and the build products; returns {"image", "build", "flash"}.
+    """
+    from .boards.catalog import find_board
+
+    name = find_board(board).name
+    out_dir = Path("build") / name if out_dir is None else Path(out_dir)
+    if progress is not None:
+        progress("compiling")
+    image = compile(model_or_path, weight_bits=weight_bits, board=name, dt=dt,
+                    calibration=calibration, allow_pickle=allow_pickle)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image_path = out_dir / "model.sfi"
+    image.save(image_path)
+    report = build(image, name, out_dir, clock_hz=clock_hz, progress=progress)
+    if progress is not None:
+        progress("flashing")
+    result = flash(report.bitstream, name, mode=mode, programmer=programmer, dry_run=dry_run)
+    return {"image": str(image_path), "build": report.to_dict(), "flash": result.to_dict()}
+
+
+__all__ = ["compile", "simulate", "build", "flash", "deploy", "load_image", "Image"]

@@ -198,9 +198,15 @@ def cmd_simulate(args) -> int:
 
 # -- boards ----------------------------------------------------------------------------------
 def cmd_boards(args) -> int:
+    from .boards.catalog import BOARDS
     from .compiler.capacity import board_capacities
 
-    rows = board_capacities()
+    rows = []
+    for row in board_capacities():
+        info = BOARDS[row["board"]].to_dict()
+        rows.append({**row, **{k: info[k] for k in ("title", "part", "target_hz", "pll",
+                                                   "buildable", "uart", "leds", "programmer",
+                                                   "programmers", "platform", "notes")}})
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -208,13 +214,139 @@ def cmd_boards(args) -> int:
 
     table = Table(title="boards")
     for col in ("board", "device", "clock MHz", "LUTs", "block RAM", "SPRAM", "DSP",
-                "neurons", "synapses @8b", "synapses @4b"):
+                "neurons", "synapses @8b", "synapses @4b", "UART", "programmer"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["board"], row["device"], f"{row['clock_hz'] / 1e6:g}",
+        clock = f"{row['clock_hz'] / 1e6:g}"
+        if row["target_hz"] != row["clock_hz"]:
+            clock += f" -> {row['target_hz'] / 1e6:g}"
+        uart = (f"{row['uart']['rx']}/{row['uart']['tx']}" if row["uart"]
+                else "none: compile only")
+        table.add_row(row["board"], row["device"], clock,
                       str(row["luts"]), str(row["bram"]), str(row["spram"]), str(row["dsp"]),
-                      str(row["neurons"]), str(row["synapses_8bit"]), str(row["synapses_4bit"]))
+                      str(row["neurons"]), str(row["synapses_8bit"]), str(row["synapses_4bit"]),
+                      uart, row["programmer"] or "-")
     _console().print(table)
+    return 0
+
+
+# -- build, flash, deploy --------------------------------------------------------------------
+class _Stages:
+    """A spinner on standard error naming the current stage, with the time elapsed."""
+
+    def __init__(self, title: str):
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                                  TimeElapsedColumn(), console=Console(stderr=True),
+                                  transient=True)
+        self._title = title
+        self._task = None
+
+    def __enter__(self):
+        self._progress.__enter__()
+        self._task = self._progress.add_task(self._title, total=None)
+        return self
+
+    def __call__(self, stage: str) -> None:
+        self._progress.update(self._task, description=f"{self._title}: {stage}")
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+
+def _print_build(report: dict) -> None:
+    from rich.table import Table
+
+    console = _console()
+    fmax = report.get("fmax_mhz")
+    verdict = "[green]met[/]" if report.get("timing_met") else "[red]MISSED[/]"
+    console.print(f"[bold]{report['board']}[/] ({report['part']}): bitstream "
+                  f"{report.get('bitstream')}")
+    console.print(f"clock {report['clock_mhz']:g} MHz, Fmax {fmax} MHz: timing {verdict}; "
+                  f"{report['cycles_per_step']:g} cycles/step -> "
+                  f"{report['steps_per_s']:,.0f} steps/s ({report['throughput_basis']})")
+    table = Table(title="utilization (nextpnr)")
+    for col in ("resource", "used", "available", "use", "estimate"):
+        table.add_column(col)
+    for name, row in report["utilization"].items():
+        est = report["estimate"].get(name)
+        use = f"{100 * row['used'] / row['available']:.1f}%" if row["available"] else "-"
+        table.add_row(name, str(row["used"]), str(row["available"]), use,
+                      str(est[0]) if est else "")
+    console.print(table)
+    path = report.get("limiting_path")
+    if path and not report.get("timing_met"):
+        console.print(f"limiting path: {path['from']} -> {path['to']} "
+                      f"({path['delay_ns']} ns, {path['logic_levels']} logic levels)")
+
+
+def _mode(args) -> str | None:
+    return "flash" if args.flash else "sram" if args.sram else None
+
+
+def cmd_build(args) -> int:
+    from . import api
+    from .boards.build import TimingError
+
+    clock = args.clock * 1e6 if args.clock else None
+    try:
+        with _Stages(f"building for {args.board}") as stages:
+            report = api.build(args.image, args.board, args.output, clock_hz=clock,
+                               progress=stages, seed=args.seed)
+    except TimingError as exc:
+        report, failed = exc.report, exc
+    else:
+        failed = None
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        _print_build(report.to_dict())
+    if failed is not None:
+        raise CliError(str(failed))
+    return 0
+
+
+def cmd_flash(args) -> int:
+    from . import api
+
+    result = api.flash(args.bitstream, args.board, mode=_mode(args),
+                       programmer=args.programmer, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        import shlex
+
+        verb = "would run" if args.dry_run else "ran"
+        print(f"{verb}: {shlex.join(result.command)}")
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    from . import api
+    from .boards.build import TimingError
+
+    clock = args.clock * 1e6 if args.clock else None
+    try:
+        with _Stages(f"deploying to {args.board}") as stages:
+            result = api.deploy(args.model, args.board, args.output,
+                                weight_bits=args.weight_bits, dt=args.dt,
+                                allow_pickle=args.allow_pickle, clock_hz=clock,
+                                mode=_mode(args), programmer=args.programmer,
+                                dry_run=args.dry_run, progress=stages)
+    except TimingError as exc:
+        if not args.json:
+            _print_build(exc.report.to_dict())
+        raise CliError(f"{exc}; not flashed") from None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        import shlex
+
+        _print_build(result["build"])
+        verb = "would run" if args.dry_run else "ran"
+        print(f"{verb}: {shlex.join(result['flash']['command'])}")
     return 0
 
 
@@ -276,6 +408,48 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_boards)
+
+    def flash_options(p):
+        memory = p.add_mutually_exclusive_group()
+        memory.add_argument("--flash", action="store_true",
+                            help="write the configuration flash (default: the board's usual)")
+        memory.add_argument("--sram", action="store_true",
+                            help="load the FPGA's SRAM only (lost on power-off)")
+        p.add_argument("--programmer", help="programmer kind, e.g. openfpgaloader, iceprog, "
+                                            "dfu-util (default: the board's first)")
+        p.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+
+    p = sub.add_parser("build", help="build a bitstream of an image for a board",
+                       formatter_class=fmt)
+    p.add_argument("image", type=Path, help="image file (.sfi)")
+    p.add_argument("--board", required=True, help="target board (see `spikeforge boards`)")
+    p.add_argument("-o", "--output", type=Path, help="build folder (default: build/BOARD)")
+    p.add_argument("--clock", type=float, help="fabric clock in MHz (default: the board's)")
+    p.add_argument("--seed", type=int, help="nextpnr placement seed")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("flash", help="write a bitstream to a board", formatter_class=fmt)
+    p.add_argument("bitstream", type=Path, help=".bin (iCE40) or .bit (ECP5)")
+    p.add_argument("--board", required=True, help="target board (see `spikeforge boards`)")
+    flash_options(p)
+    p.add_argument("--json", action="store_true", help="print the command as JSON")
+    p.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser("deploy", help="compile a model, build it and flash the board",
+                       formatter_class=fmt)
+    p.add_argument("model", help="a .nir file, or a pickled torch module with --allow-pickle")
+    p.add_argument("--board", required=True, help="target board (see `spikeforge boards`)")
+    p.add_argument("-o", "--output", type=Path, help="build folder (default: build/BOARD)")
+    p.add_argument("--weight-bits", type=_weight_bits, default=8,
+                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4")
+    p.add_argument("--dt", type=float, help="time step in seconds (NIR carries none)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load a pickled torch module (unpickling runs its code)")
+    p.add_argument("--clock", type=float, help="fabric clock in MHz (default: the board's)")
+    flash_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("demo", help="train on digits, compile, verify (the built-in demo)",
                        formatter_class=fmt)
