@@ -9,6 +9,7 @@ weights of `weight_bits` bits packed little-endian, lane p in bits [p*w, (p+1)*w
 from __future__ import annotations
 
 import json
+import operator
 import os
 import struct
 import tempfile
@@ -177,12 +178,96 @@ class HwConfig:
         return [c for c in self.cores if c.layer == layer]
 
 
+LEARNING_RULES = ("stdp", "three_factor")
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """On-chip plasticity of one layer's feed-forward weights (docs/learning.md).
+
+    Traces are unsigned `trace_bits`-bit values: every step `x <- x - (x >> trace_shift)`, then
+    `+ trace_inc` on a spike, saturating. STDP: a postsynaptic spike adds `x_j >> ltp_shift` to
+    w_ij, a presynaptic spike subtracts `y_i >> ltd_shift`. Three-factor: at the end of a step
+    `w_ij += (m_i * x_j) >> mod_shift` for a signed int8 modulator m_i. Weights clip to their
+    range. With `stochastic`, each shift rounds stochastically with bits of a 16-bit LFSR
+    seeded from `seed`.
+    """
+
+    layer: int
+    rule: str
+    trace_bits: int = 8
+    trace_shift: int = 2
+    trace_inc: int = 128
+    ltp_shift: int = 5
+    ltd_shift: int = 5
+    mod_shift: int = 8
+    stochastic: bool = False
+    seed: int = 1
+
+    RATES = ("trace_bits", "trace_shift", "trace_inc", "ltp_shift", "ltd_shift", "mod_shift",
+             "stochastic", "seed")
+
+    def check(self, layers: list[LayerParams]) -> None:
+        if not 0 <= self.layer < len(layers):
+            raise ImageError(f"learning names layer {self.layer}, the image has "
+                             f"{len(layers)} layers")
+        where = f"learning on layer {self.layer} ({layers[self.layer].name!r})"
+        if self.rule not in LEARNING_RULES:
+            raise ImageError(f"{where}: rule must be one of {LEARNING_RULES}, not {self.rule!r}")
+        if layers[self.layer].recurrent:
+            raise ImageError(f"{where}: a recurrent layer cannot learn (its recurrent weights "
+                             f"share the weight memory with the learned ones)")
+        if not 2 <= self.trace_bits <= 16:
+            raise ImageError(f"{where}: trace_bits must be 2..16, not {self.trace_bits}")
+        for name in ("trace_shift", "ltp_shift", "ltd_shift", "mod_shift"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or not 0 <= value <= 15:
+                raise ImageError(f"{where}: {name} must be an integer 0..15, not {value!r}")
+        if not 0 <= self.trace_inc < (1 << self.trace_bits):
+            raise ImageError(f"{where}: trace_inc must be 0..{(1 << self.trace_bits) - 1}, "
+                             f"not {self.trace_inc}")
+        if not 1 <= self.seed <= 0xFFFF:
+            raise ImageError(f"{where}: the LFSR seed must be 1..65535, not {self.seed}")
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "rule": self.rule,
+                **{name: getattr(self, name) for name in self.RATES}}
+
+
 @dataclass
 class Image:
     n_inputs: int
     layers: list[LayerParams]
     config: HwConfig
     meta: dict = field(default_factory=dict)
+    learning: tuple[LearningConfig, ...] = ()
+
+    def learning_of(self, layer: int) -> LearningConfig | None:
+        for entry in self.learning:
+            if entry.layer == layer:
+                return entry
+        return None
+
+    def with_learning(self, layer: int = -1, rule: str = "three_factor", **rates) -> Image:
+        """A copy in which `layer` learns on chip by `rule` (replacing its earlier rule)."""
+        index = operator.index(layer)
+        if index < 0:
+            index += len(self.layers)
+        unknown = sorted(set(rates) - set(LearningConfig.RATES))
+        if unknown:
+            raise ImageError(f"unknown learning parameter(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(LearningConfig.RATES)}")
+        entry = LearningConfig(index, rule, **rates)
+        entry.check(self.layers)
+        learning = tuple(e for e in self.learning if e.layer != index) + (entry,)
+        # learnt weights may take any value of their range: size the accumulator for that
+        layers = list(self.layers)
+        layer = layers[index]
+        worst = layer.fan_in << (layer.weight_bits - 1)
+        acc_bits = max(layer.acc_bits, worst.bit_length() + 1)
+        layers[index] = replace(layer, acc_bits=acc_bits, v_bits=max(layer.v_bits, acc_bits))
+        return Image(self.n_inputs, layers, self.config, dict(self.meta),
+                     tuple(sorted(learning, key=lambda e: e.layer)))
 
     @property
     def n_outputs(self) -> int:
@@ -207,6 +292,10 @@ class Image:
         if len(self.config.cores) != sum(len(self.config.cores_of(i))
                                           for i in range(len(self.layers))):
             raise ImageError("a core names a layer the image does not have")
+        for entry in self.learning:
+            entry.check(self.layers)
+        if len({e.layer for e in self.learning}) != len(self.learning):
+            raise ImageError("a layer has more than one learning rule")
 
     def with_weights(self, weights: list[np.ndarray], rec_weights=None) -> Image:
         """A copy with new integer weights per layer (e.g. learned ones)."""
@@ -214,7 +303,7 @@ class Image:
         for index, (layer, w) in enumerate(zip(self.layers, weights, strict=True)):
             rec = layer.rec_weights if rec_weights is None else rec_weights[index]
             layers.append(replace(layer, weights=w, rec_weights=rec))
-        return Image(self.n_inputs, layers, self.config, dict(self.meta))
+        return Image(self.n_inputs, layers, self.config, dict(self.meta), self.learning)
 
     # -- device memories -----------------------------------------------------------------------
     def weight_memory(self, core_index: int) -> np.ndarray:
@@ -260,6 +349,7 @@ class Image:
             "arrays": table,
             "payload_bytes": offset,
             "meta": self.meta,
+            "learning": [entry.to_dict() for entry in self.learning],
         }
         head = json.dumps(header, sort_keys=True).encode()
         body = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(head)) + head + b"".join(blobs)
@@ -387,7 +477,8 @@ def _image_from_header(header: dict, data: bytes, base: int) -> Image:
             v_bits=entry["v_bits"], acc_bits=entry["acc_bits"], reset=entry["reset"],
             decay_mode=entry["decay_mode"], decay_shift=arr("decay_shift"),
             decay_mul=arr("decay_mul"), decay_frac=entry["decay_frac"], scale=entry["scale"]))
-    image = Image(header["n_inputs"], layers, config, header.get("meta", {}))
+    learning = tuple(LearningConfig(**entry) for entry in header.get("learning", []))
+    image = Image(header["n_inputs"], layers, config, header.get("meta", {}), learning)
     image.check()
     return image
 

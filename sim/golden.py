@@ -36,6 +36,9 @@ class GoldenResult:
     sops: np.ndarray  # int64 [batch, layers]: synaptic operations = events x fan-out
     spike_counts: np.ndarray  # int64 [batch, layers]
     saturations: np.ndarray  # int64 [batch, layers]: membrane updates that saturated
+    weights: list[np.ndarray] | None = None  # with learning: every layer's weights after the run
+    image: Image | None = None  # with learning: the image holding the learned weights
+    learning: dict | None = None  # with learning: per layer, updates and their cycles
 
 
 def _decay(v: np.ndarray, mode: str, shift, beta_q, frac: int) -> np.ndarray:
@@ -63,8 +66,31 @@ def _work_dtype(layer: LayerParams) -> type:
     return np.int32 if widest <= 31 else np.int64
 
 
-def run(image: Image, spikes: np.ndarray, *, record: bool = False) -> GoldenResult:
-    """Run a batch of spike trains through the image; every sample starts from rest."""
+def count_work(image: Image, x_all: np.ndarray, layer_spikes: list[np.ndarray]):
+    """Per sample and layer: spikes, input events (feed-forward + recurrent), synaptic ops."""
+    counts = np.stack([o.sum(axis=(1, 2), dtype=np.int64) for o in layer_spikes], axis=1)
+    events = np.zeros_like(counts)
+    source = x_all.sum(axis=(1, 2), dtype=np.int64)
+    for index, layer in enumerate(image.layers):
+        events[:, index] = source
+        if layer.recurrent:  # the spikes of steps 0..T-2 come back as inputs one step later
+            events[:, index] += counts[:, index] - layer_spikes[index][:, -1].sum(
+                axis=1, dtype=np.int64)
+        source = counts[:, index]
+    sops = events * np.array([layer.n_out for layer in image.layers], dtype=np.int64)
+    return counts, events, sops
+
+
+def run(image: Image, spikes: np.ndarray, *, record: bool = False,
+        modulators: np.ndarray | None = None) -> GoldenResult:
+    """Run a batch of spike trains through the image; every sample starts from rest.
+
+    An image with learning rules runs its samples in sequence (sim/learning.py); `modulators`
+    feeds the three-factor rule.
+    """
+    if image.learning or modulators is not None:
+        from .learning import run_learning
+        return run_learning(image, spikes, modulators, record=record)
     x_all = given(spikes, image.n_inputs)
     batch, steps, _ = x_all.shape
     # Sums of 0/1 spikes times integer weights are exact in floating point while they stay
@@ -111,16 +137,7 @@ def run(image: Image, spikes: np.ndarray, *, record: bool = False) -> GoldenResu
                 out_v[index][t] = clipped
             x = s[index]
     layer_spikes = [np.ascontiguousarray(o.transpose(1, 0, 2)) for o in out_spikes]
-    counts = np.stack([o.sum(axis=(1, 2), dtype=np.int64) for o in layer_spikes], axis=1)
-    events = np.zeros_like(counts)
-    source = x_all.sum(axis=(1, 2), dtype=np.int64)
-    for index, layer in enumerate(image.layers):
-        events[:, index] = source
-        if layer.recurrent:  # the spikes of steps 0..T-2 come back as inputs one step later
-            events[:, index] += counts[:, index] - layer_spikes[index][:, -1].sum(
-                axis=1, dtype=np.int64)
-        source = counts[:, index]
-    sops = events * np.array([layer.n_out for layer in image.layers], dtype=np.int64)
+    counts, events, sops = count_work(image, x_all, layer_spikes)
     return GoldenResult(
         spikes=layer_spikes[-1],
         layer_spikes=layer_spikes if record else None,
