@@ -45,11 +45,15 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
 
 def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str = "golden",
              *, simulator: str | None = None, waves: str | os.PathLike | None = None,
-             record: bool = False):
+             record: bool = False, modulators: np.ndarray | None = None):
     """Run spike trains through the image on the golden model or the generated RTL.
 
     `spikes`: uint8 [batch, time, n_inputs] (or [time, n_inputs] for one sample). The result's
-    `spikes` is uint8 [batch, time, n_outputs]; counters are per sample and layer.
+    `spikes` is uint8 [batch, time, n_outputs]; counters are per sample and layer. When the
+    image learns (`image.with_learning`), samples run in sequence with weights carried over,
+    `modulators` (int8 [batch, time, neurons of the three-factor layer]) feed the three-factor
+    rule, `result.weights` holds every layer's weights after the run and `result.image` an image
+    with them.
     """
     if not isinstance(image, Image):
         image = load_image(image)
@@ -58,11 +62,14 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
         if simulator is not None or waves is not None:
             raise ValueError("the golden engine takes no simulator and writes no waves")
         from .sim.golden import run
-        return run(image, spikes, record=record)
+        return run(image, spikes, record=record, modulators=modulators)
     if engine == "rtl":
         if record:
             raise ValueError("the rtl engine records output spikes and final membranes only")
         from .sim.rtl import run_rtl
+        if modulators is not None or image.learning:
+            return run_rtl(image, spikes, simulator=simulator, waves=waves,
+                           modulators=modulators)
         return run_rtl(image, spikes, simulator=simulator, waves=waves)
     raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
