@@ -1,0 +1,341 @@
+"""LifCore and router blocks in the Amaranth simulator: integration against a numpy closed form,
+the neuron pass against the golden model, the memory port, merge order and broadcast."""
+
+import dataclasses
+import itertools
+
+import numpy as np
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikeforge.compiler.image import (
+    DECAY_MODES,
+    RESET_MODES,
+    CoreConfig,
+    HwConfig,
+    Image,
+    LayerParams,
+    pack_weights,
+)
+from spikeforge.hdl.core import LifCore, MemSpace
+from spikeforge.hdl.router import EventFifo, EventFork, EventMerge
+from spikeforge.sim import golden
+
+SETTINGS = settings(deadline=None, max_examples=20,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def signed(value, bits):
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+async def core_access(ctx, dut, space, addr, wdata=None):
+    """One access through a core's memory port; a read answers one cycle after acceptance."""
+    ctx.set(dut.mem.space, space)
+    ctx.set(dut.mem.addr, addr)
+    strobe = dut.mem.re if wdata is None else dut.mem.we
+    if wdata is not None:
+        ctx.set(dut.mem.wdata, wdata)
+    ctx.set(strobe, 1)
+    await ctx.tick().until(dut.mem.ready)
+    ctx.set(strobe, 0)
+    if wdata is None:
+        assert ctx.get(dut.mem.rvalid)
+        return ctx.get(dut.mem.rdata)
+    return None
+
+
+async def run_core(ctx, dut, steps, *, gaps=None):
+    """Feed steps of feed-forward events (non-recurrent core), take every output; return the
+    output steps and the cycles spent between the first event and the step's eos."""
+    gaps = gaps or itertools.repeat(False)
+    ctx.set(dut.o.ready, 1)
+    received, current = [], []
+    queue = [(a, 0) for events in steps for a in events] if False else \
+        [item for events in steps for item in [*((a, 0) for a in events), (0, 1)]]
+    sent, presenting, busy = 0, False, 0
+    while len(received) < len(steps):
+        if not presenting and sent < len(queue) and not next(gaps):
+            ctx.set(dut.i.payload, {"addr": queue[sent][0], "eos": queue[sent][1]})
+            presenting = True
+        ctx.set(dut.i.valid, presenting)
+        _, _, ready, integrating, valid, payload = await ctx.tick().sample(
+            dut.i.ready, dut.integrating, dut.o.valid, dut.o.payload)
+        busy += integrating
+        if presenting and ready:
+            sent += 1
+            presenting = False
+        if valid:
+            if payload.eos:
+                received.append(current)
+                current = []
+            else:
+                current.append(payload.addr)
+    ctx.set(dut.i.valid, 0)
+    return received, busy
+
+
+def single_core_image(layer, lanes, lo=0, hi=None):
+    hi = layer.n_out if hi is None else hi
+    return Image(layer.n_in, [layer], HwConfig("iCE40UP5K", (CoreConfig(0, lo, hi, lanes),)))
+
+
+def simulate(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+# -- integration: v = sum of weight rows over all events, one word per cycle ----------------
+
+@SETTINGS
+@given(n_in=st.integers(1, 12), n_out=st.integers(1, 20), lanes=st.integers(1, 8),
+       w_bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1))
+def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed):
+    rng = np.random.default_rng(seed)
+    steps = 3
+    x = (rng.random((steps, n_in)) < 0.7).astype(np.int64)
+    w_max = 1 << (w_bits - 1)
+    weights = rng.integers(-w_max, w_max, (n_out, n_in))
+    # No decay, no bias, an unreachable threshold: v[T] = sum_t W @ x[t], exactly.
+    v_bits = 24
+    layer = LayerParams("l", weights, np.zeros(n_out), np.full(n_out, (1 << (v_bits - 1)) - 1),
+                        w_bits, v_bits, 20, decay_mode="none")
+    layer = dataclasses.replace(layer, acc_bits=layer.acc_bits_needed())
+    image = single_core_image(layer, lanes)
+    dut = LifCore.from_image(image, 0)
+    groups = image.config.cores[0].groups
+    expected = weights @ x.sum(axis=0)
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.idle)
+        out, busy = await run_core(ctx, dut, [list(np.flatnonzero(row)) for row in x])
+        assert out == [[]] * steps
+        # Exactly one weight word per integrating cycle, and no bubbles between events.
+        assert busy == int(x.sum()) * groups
+        await ctx.tick().until(dut.idle)
+        got = [signed(await core_access(ctx, dut, MemSpace.STATE, n), v_bits)
+               for n in range(n_out)]
+        assert got == expected.tolist()
+        # Accumulators are cleared by the pass.
+        for g in range(groups):
+            assert await core_access(ctx, dut, MemSpace.ACC, g) == 0
+
+    simulate(dut, bench)
+
+
+def test_integration_throughput():
+    """Back-to-back events keep the loop at one word per cycle: lanes synapses per cycle."""
+    rng = np.random.default_rng(7)
+    n_in, n_out, lanes = 64, 128, 8
+    layer = LayerParams("h", rng.integers(-128, 128, (n_out, n_in)), np.zeros(n_out),
+                        np.full(n_out, 500), 8, 16, 16, decay_shift=3)
+    dut = LifCore.from_image(single_core_image(layer, lanes), 0)
+    events = list(range(n_in))
+    cycles = {}
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.idle)
+        ctx.set(dut.o.ready, 1)
+        for k, addr in enumerate([*events, None]):
+            ctx.set(dut.i.payload, {"addr": addr or 0, "eos": addr is None})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            if k == 0:
+                cycles["start"] = ctx.get(dut.integrating)
+                start = 0
+            start += 1
+        ctx.set(dut.i.valid, 0)
+        cycles["phase"] = start
+        while ctx.get(dut.integrating):
+            await ctx.tick()
+            cycles["phase"] += 1
+
+    simulate(dut, bench)
+    sops = len(events) * n_out
+    # From the first event's handshake to the last word issued.
+    rate = sops / cycles["phase"]
+    print(f"integration: {rate:.3f} SOP/cycle, bound {lanes}")
+    assert rate >= 0.9 * lanes, f"{rate:.2f} SOP/cycle, bound {lanes}"
+
+
+# -- the neuron pass against the golden model ----------------------------------------------
+
+@st.composite
+def single_layers(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_in, n_out = draw(st.integers(1, 8)), draw(st.integers(1, 12))
+    w_bits, v_bits = draw(st.integers(2, 6)), draw(st.integers(4, 12))
+    w_max, v_max = 1 << (w_bits - 1), (1 << (v_bits - 1)) - 1
+    uniform = draw(st.booleans())
+
+    def per_neuron(lo, hi):
+        values = rng.integers(lo, hi + 1, n_out)
+        return np.full(n_out, values[0]) if uniform else values
+
+    decay_mode = draw(st.sampled_from(DECAY_MODES))
+    frac = draw(st.integers(1, 10))
+    layer = LayerParams(
+        "l", rng.integers(-w_max // 2, w_max, (n_out, n_in)), per_neuron(-2 * w_max, 2 * w_max),
+        per_neuron(0, min(v_max, 2 * w_max)), w_bits, v_bits, 40,
+        reset=draw(st.sampled_from(RESET_MODES)), decay_mode=decay_mode,
+        decay_shift=per_neuron(0, 31) if decay_mode == "shift" else None,
+        decay_mul=per_neuron(0, 1 << frac) if decay_mode == "mul" else None,
+        decay_frac=frac if decay_mode == "mul" else 0)
+    return dataclasses.replace(layer, acc_bits=layer.acc_bits_needed())
+
+
+@SETTINGS
+@given(layer=single_layers(), lanes=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
+       gaps=st.lists(st.booleans(), max_size=4))
+def test_pass_matches_golden(layer, lanes, seed, gaps):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((6, layer.n_in)) < 0.6).astype(np.uint8)
+    image = single_core_image(layer, lanes)
+    ref = golden.run(image, x, record=True)
+    dut = LifCore.from_image(image, 0)
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.idle)
+        out, _ = await run_core(ctx, dut, [list(np.flatnonzero(row)) for row in x],
+                                gaps=itertools.cycle([*gaps, False]))
+        assert out == [np.flatnonzero(row).tolist() for row in ref.spikes[0]]
+        await ctx.tick().until(dut.idle)
+        for n in range(layer.n_out):
+            word = await core_access(ctx, dut, MemSpace.STATE, n)
+            assert signed(word, layer.v_bits) == ref.final_membranes[0][0, n]
+            assert word >> layer.v_bits == ref.spikes[0, -1, n]
+
+    simulate(dut, bench)
+
+
+# -- memory port ----------------------------------------------------------------------------
+
+@settings(deadline=None, max_examples=10)
+@given(layer=single_layers(), lanes=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_memory_port_rewrites_weights_and_params(layer, lanes, seed):
+    """Read the image's weights and params back, write new ones, and run against the golden
+    model of the rewritten layer."""
+    rng = np.random.default_rng(seed)
+    w_max = 1 << (layer.weight_bits - 1)
+    new_w = rng.integers(-w_max, w_max, layer.weights.shape)
+    new_theta = rng.integers(0, 2 * w_max + 1, layer.n_out).clip(
+        0, (1 << (layer.v_bits - 1)) - 1)
+    new_layer = dataclasses.replace(layer, weights=new_w, acc_bits=40)
+    new_layer = dataclasses.replace(new_layer, acc_bits=max(new_layer.acc_bits_needed(),
+                                                            layer.acc_bits))
+    dut_image = single_core_image(dataclasses.replace(layer, acc_bits=new_layer.acc_bits),
+                                  lanes)
+    dut = LifCore.from_image(dut_image, 0)
+    stored = "threshold" in dut.stored_params
+    if stored:
+        new_layer = dataclasses.replace(new_layer, threshold=new_theta)
+    image = single_core_image(new_layer, lanes)
+    x = (rng.random((4, layer.n_in)) < 0.6).astype(np.uint8)
+    ref = golden.run(image, x)
+    old_words = dut_image.weight_memory(0)
+    new_words = image.weight_memory(0)
+    layout = dut.param_layout
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.idle)
+        for addr, row in enumerate(old_words):
+            assert await core_access(ctx, dut, MemSpace.WEIGHTS, addr) == \
+                int.from_bytes(row.tobytes(), "little")
+        for n in range(layer.n_out):
+            fields = layout.from_bits(await core_access(ctx, dut, MemSpace.PARAMS, n))
+            assert fields.threshold == layer.threshold[n]
+            assert fields.bias == layer.bias[n]
+        for addr, row in enumerate(new_words):
+            await core_access(ctx, dut, MemSpace.WEIGHTS, addr, int.from_bytes(row.tobytes(),
+                                                                              "little"))
+        if stored:
+            for n in range(layer.n_out):
+                word = layout.const({"threshold": int(new_theta[n]),
+                                     "bias": int(layer.bias[n]),
+                                     **({"decay": int(dut._param_values["decay"][n])}
+                                        if "decay" in layout.members else {})})
+                await core_access(ctx, dut, MemSpace.PARAMS, n, word.as_bits())
+        out, _ = await run_core(ctx, dut, [list(np.flatnonzero(row)) for row in x])
+        assert out == [np.flatnonzero(row).tolist() for row in ref.spikes[0]]
+
+    simulate(dut, bench)
+    assert np.array_equal(new_words, pack_weights(new_w, layer.weight_bits, lanes))
+
+
+# -- router blocks --------------------------------------------------------------------------
+
+@settings(deadline=None, max_examples=15)
+@given(data=st.data())
+def test_merge_orders_steps_and_fork_broadcasts(data):
+    """Merge n producers (each a core-like range of ascending addresses), fork the result to
+    k consumers with random readiness through a FIFO: every consumer sees the concatenation."""
+    n = data.draw(st.integers(1, 4))
+    k = data.draw(st.integers(1, 3))
+    steps = data.draw(st.integers(1, 3))
+    bounds = sorted(data.draw(st.lists(st.integers(0, 30), min_size=n - 1, max_size=n - 1)))
+    ranges = list(zip([0, *bounds], [*bounds, 31]))
+    produced = [[sorted(data.draw(st.sets(st.integers(lo, max(lo, hi - 1)), max_size=4)))
+                 if hi > lo else [] for lo, hi in ranges] for _ in range(steps)]
+    expected = [[a for part in step for a in part] for step in produced]
+    ready_patterns = [itertools.cycle(data.draw(st.lists(st.booleans(), max_size=4))
+                                      + [True]) for _ in range(k)]
+    valid_patterns = [itertools.cycle(data.draw(st.lists(st.booleans(), max_size=4))
+                                      + [True]) for _ in range(n)]
+
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+
+    class Top(wiring.Component):
+        def __init__(self):
+            super().__init__({})
+            self.merge, self.fifo, self.fork = EventMerge(n), EventFifo(3), EventFork(k)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules += [self.merge, self.fifo, self.fork]
+            wiring.connect(m, self.merge.o, self.fifo.i)
+            wiring.connect(m, self.fifo.o, self.fork.i)
+            return m
+
+    top = Top()
+    got = [[[]] for _ in range(k)]
+    queues = [[(a, 0) for step in produced for a in [*step[j]]] for j in range(n)]
+    queues = [[item for step in produced for item in [*((a, 0) for a in step[j]), (0, 1)]]
+              for j in range(n)]
+
+    async def bench(ctx):
+        sent = [0] * n
+        presenting = [False] * n
+        while any(len(g) <= steps for g in got) and sum(len(g) - 1 for g in got) < k * steps:
+            for j, port in enumerate(top.merge.i):
+                if not presenting[j] and sent[j] < len(queues[j]) and next(valid_patterns[j]):
+                    addr, eos = queues[j][sent[j]]
+                    ctx.set(port.payload, {"addr": addr, "eos": eos})
+                    presenting[j] = True
+                ctx.set(port.valid, presenting[j])
+            readies = [next(p) for p in ready_patterns]
+            for c, port in enumerate(top.fork.o):
+                ctx.set(port.ready, readies[c])
+            sampled = await ctx.tick().sample(
+                *(p.ready for p in top.merge.i), *(p.valid for p in top.fork.o),
+                *(p.payload for p in top.fork.o))
+            values = sampled[2:]
+            for j in range(n):
+                if presenting[j] and values[j]:
+                    sent[j] += 1
+                    presenting[j] = False
+            for c in range(k):
+                if readies[c] and values[n + c]:
+                    payload = values[n + k + c]
+                    if payload.eos:
+                        got[c].append([])
+                    else:
+                        got[c][-1].append(payload.addr)
+
+    simulate(top, bench)
+    for c in range(k):
+        assert got[c][:-1] == expected, f"consumer {c}"
