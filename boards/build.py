@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -48,7 +49,7 @@ from .catalog import Board, find_board
 from .top import BoardTop, plan_clock
 
 __all__ = ["BuildReport", "BuildError", "TimingError", "build", "check_fit", "tool_env",
-           "step_cycles", "parse_nextpnr_log", "TOOL_DEFAULTS"]
+           "step_cycles", "parse_nextpnr_log", "collect", "check_timing", "TOOL_DEFAULTS"]
 
 # Amaranth's environment variable -> the YoWASP (or wheel) command used when it is unset
 TOOL_DEFAULTS = {
@@ -239,6 +240,40 @@ def _normalize(util: dict, family: str) -> dict:
     return out
 
 
+# -- results -------------------------------------------------------------------------------------
+def collect(report: BuildReport, board: Board) -> BuildReport:
+    """Fill `report` from the nextpnr log and --report JSON in `report.out_dir`."""
+    out = Path(report.out_dir)
+    log_path, json_path = out / f"{NAME}.tim", out / f"{NAME}.report.json"
+    parsed = parse_nextpnr_log(log_path.read_text(errors="replace"))
+    nextpnr = json.loads(json_path.read_text()) if json_path.exists() else {}
+    util = {cell: {"used": int(v["used"]), "available": int(v["available"])}
+            for cell, v in nextpnr.get("utilization", {}).items()} or parsed["utilization"]
+    fmax = {name: {"achieved": float(v["achieved"]), "constraint": float(v["constraint"])}
+            for name, v in nextpnr.get("fmax", {}).items()} or parsed["fmax"]
+    clock_entry = _fabric_clock(fmax, report.clock_hz)
+    bitstream = out / (f"{NAME}.bin" if board.family == "ice40" else f"{NAME}.bit")
+    report.bitstream = str(bitstream) if bitstream.exists() else None
+    report.nextpnr_utilization = util
+    report.utilization = _normalize(util, board.family)
+    report.log, report.report_json = str(log_path), str(json_path)
+    if clock_entry is not None:
+        report.fmax_hz = clock_entry[1]["achieved"] * 1e6
+        report.timing_met = report.fmax_hz >= report.clock_hz
+        report.limiting_path = _limiting_path(nextpnr, clock_entry[0])
+    return report
+
+
+def check_timing(report: BuildReport) -> None:
+    """TimingError (carrying the report) when nextpnr's Fmax is below the clock."""
+    if report.timing_met is False:
+        path = report.limiting_path or {}
+        raise TimingError(
+            f"{report.board}: Fmax {report.fmax_mhz:.2f} MHz is below the "
+            f"{report.clock_hz / 1e6:g} MHz clock (limiting path {path.get('from')} -> "
+            f"{path.get('to')}); lower it with --clock or see {report.log}", report)
+
+
 # -- build ---------------------------------------------------------------------------------------
 def _watch(out: Path, progress: Callable | None, family: str, done: threading.Event):
     if progress is None:
@@ -308,11 +343,7 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
             watcher.start()
             platform.build(top, name=NAME, build_dir=str(out), do_build=True,
                            nextpnr_opts=" ".join(opts))
-    except Exception as exc:
-        import subprocess
-
-        if not isinstance(exc, subprocess.CalledProcessError):
-            raise
+    except subprocess.CalledProcessError as exc:
         log = out / f"{NAME}.tim"
         log = log if log.exists() else out / f"{NAME}.rpt"
         raise BuildError(f"the toolchain failed for {board.name} ({log}): {_tail(log)}") from exc
@@ -322,30 +353,9 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
             watcher.join()
 
     say("reading the reports")
-    log_path, json_path = out / f"{NAME}.tim", out / f"{NAME}.report.json"
-    parsed = parse_nextpnr_log(log_path.read_text(errors="replace"))
-    nextpnr = json.loads(json_path.read_text()) if json_path.exists() else {}
-    util = {cell: {"used": int(v["used"]), "available": int(v["available"])}
-            for cell, v in nextpnr.get("utilization", {}).items()} or parsed["utilization"]
-    fmax = {name: {"achieved": float(v["achieved"]), "constraint": float(v["constraint"])}
-            for name, v in nextpnr.get("fmax", {}).items()} or parsed["fmax"]
-    clock_entry = _fabric_clock(fmax, clock.f_out)
-    bitstream = out / (f"{NAME}.bin" if board.family == "ice40" else f"{NAME}.bit")
-    report.bitstream = str(bitstream) if bitstream.exists() else None
-    report.nextpnr_utilization = util
-    report.utilization = _normalize(util, board.family)
-    report.log, report.report_json = str(log_path), str(json_path)
-    if clock_entry is not None:
-        report.fmax_hz = clock_entry[1]["achieved"] * 1e6
-        report.timing_met = report.fmax_hz >= clock.f_out
-        report.limiting_path = _limiting_path(nextpnr, clock_entry[0])
+    collect(report, board)
     report.seconds = round(time.monotonic() - started, 1)
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
-    if report.timing_met is False:
-        path = report.limiting_path or {}
-        raise TimingError(
-            f"{board.name}: Fmax {report.fmax_mhz:.2f} MHz is below the "
-            f"{clock.f_out / 1e6:g} MHz clock (limiting path {path.get('from')} -> "
-            f"{path.get('to')}); lower it with --clock or see {log_path}", report)
+    check_timing(report)
     say("done")
     return report

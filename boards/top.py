@@ -217,8 +217,8 @@ class BoardTop(Elaboratable):
                     i_ENCLKOP=Const(0), o_LOCK=locked)
             else:
                 m.d.comb += [cd_sync.clk.eq(clk_buf.i), locked.eq(1)]
-        if pll.primitive:
-            platform.add_clock_constraint(cd_sync.clk, pll.f_out)
+        # nextpnr derives the PLL output's constraint from the oscillator pin's (which the
+        # platform sets) and the dividers, so none is added here
 
         hold = ~locked
         if platform.default_rst is not None:

@@ -1,0 +1,162 @@
+"""Bitstream builds: one real iCEBreaker build (tiny image), the report checked against the
+nextpnr log and the bitstream format; fit checked before synthesis; timing verdicts.
+
+Board-wide and ECP5 builds are slow (`make bitstreams`, `pytest -m slow`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikeforge.boards.build import (
+    TOOL_DEFAULTS,
+    TimingError,
+    build,
+    check_timing,
+    collect,
+    step_cycles,
+    tool_env,
+)
+from spikeforge.boards.catalog import BOARDS
+from spikeforge.compiler.mapper import FitError
+from spikeforge.sim import golden
+
+from .strategies import random_image
+
+
+def _log_figures(log: str) -> tuple[dict, float, float]:
+    """From the nextpnr log alone: final utilisation table and the last Fmax line."""
+    util = {m[0]: (int(m[1]), int(m[2])) for m in
+            re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log)}
+    fmax = re.findall(r"Max frequency for clock\s+'[^']+':\s+([\d.]+) MHz \((?:PASS|FAIL) at "
+                      r"([\d.]+) MHz\)", log)
+    achieved, constraint = fmax[-1]
+    return util, float(achieved), float(constraint)
+
+
+@pytest.fixture(scope="module")
+def icebreaker_build(tmp_path_factory):
+    image = random_image(5, (8, 6, 3))
+    out = tmp_path_factory.mktemp("icebreaker")
+    stages = []
+    report = build(image, "icebreaker", out, progress=stages.append)
+    return image, report, stages
+
+
+def test_icebreaker_build_report(icebreaker_build):
+    image, report, stages = icebreaker_build
+    board = BOARDS["icebreaker"]
+    assert stages[0] == "checking the fit" and stages[-1] == "done"
+    assert "place and route (nextpnr)" in stages
+    bitstream = Path(report.bitstream)
+    data = bitstream.read_bytes()
+    assert bitstream.suffix == ".bin" and b"\x7e\xaa\x99\x7e" in data[:64]  # iCE40 sync word
+    assert report.clock_hz == board.fabric_hz
+    util, achieved, constraint = _log_figures(Path(report.log).read_text())
+    assert report.fmax_mhz == pytest.approx(achieved, abs=0.01)
+    assert constraint == pytest.approx(board.fabric_hz / 1e6, abs=0.01)
+    assert report.timing_met == (achieved >= constraint)
+    for name, cell in (("luts", "ICESTORM_LC"), ("bram", "ICESTORM_RAM"),
+                       ("spram", "ICESTORM_SPRAM"), ("pll", "ICESTORM_PLL")):
+        used, available = util[cell]
+        assert report.utilization[name] == {"used": used, "available": available}
+    assert report.utilization["pll"]["used"] == 1
+    assert report.utilization["luts"]["available"] == 5280
+    assert report.utilization["bram"]["used"] >= 1  # the core memories are block RAM
+    saved = json.loads((Path(report.out_dir) / "report.json").read_text())
+    assert saved["bitstream"] == report.bitstream and saved["fmax_mhz"] == round(achieved, 2)
+    assert saved["clock_mhz"] == board.fabric_hz / 1e6 and saved["utilization"]
+    # throughput: the documented formula on the golden model's event counts
+    rng = np.random.default_rng(0)
+    spikes = (rng.random((4, 25, 8)) < 0.2).astype(np.uint8)
+    events = golden.run(image, spikes).events_in.mean(axis=0) / 25
+    per_layer = [max(events[l] * c.groups + c.neurons + 2 for c in image.config.cores_of(l))
+                 for l in range(len(image.layers))]
+    assert report.cycles_per_step == pytest.approx(sum(per_layer), abs=0.06)
+    assert report.steps_per_s == pytest.approx(report.clock_hz / sum(per_layer), rel=1e-3)
+
+
+def test_timing_verdict_from_the_same_build(icebreaker_build, tmp_path):
+    _, report, _ = icebreaker_build
+    # the nextpnr figures at a clock above the achieved Fmax make a timing failure
+    again = collect(replace(report, clock_hz=report.fmax_hz * 1.5, fmax_hz=None,
+                            timing_met=None), BOARDS["icebreaker"])
+    assert again.timing_met is False and again.fmax_hz == report.fmax_hz
+    with pytest.raises(TimingError, match=r"Fmax [\d.]+ MHz is below the [\d.]+ MHz clock") as e:
+        check_timing(again)
+    assert e.value.report is again and again.limiting_path["nets"]
+    check_timing(report) if report.timing_met else None
+
+
+def test_fit_is_checked_before_synthesis(tmp_path):
+    image = random_image(2, (64, 200, 200, 10), weight_bits=8)
+    with pytest.raises(FitError, match=r"does not fit iCE40HX1K on icestick: .*need \d+, have"):
+        build(image, "icestick", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing was started
+    with pytest.raises(ValueError, match="no UART"):
+        build(image, "orangecrab", tmp_path / "out")
+    with pytest.raises(ValueError, match="did you mean ulx3s-85f"):
+        build(image, "ulx3s_85", tmp_path / "out")
+
+
+def test_cli_build_fails_before_synthesis(tmp_path):
+    image = random_image(2, (64, 200, 200, 10), weight_bits=8)
+    image.save(tmp_path / "big.sfi")
+    proc = subprocess.run([sys.executable, "-m", "spikeforge.cli", "build", tmp_path / "big.sfi",
+                           "--board", "icestick", "-o", tmp_path / "out"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("spikeforge: error: the network does not fit iCE40HX1K")
+
+
+def test_tool_environment(monkeypatch):
+    for var in TOOL_DEFAULTS:
+        monkeypatch.delenv(var, raising=False)
+    env = tool_env()
+    for var, default in TOOL_DEFAULTS.items():
+        assert Path(env[var]).name == default
+    monkeypatch.setenv("NEXTPNR_ICE40", "/opt/native/nextpnr-ice40")
+    assert tool_env()["NEXTPNR_ICE40"] == "/opt/native/nextpnr-ice40"
+
+
+def test_step_cycles_closed_form():
+    # one layer, one core, no input events: only the neuron pass (+2) per step
+    image = random_image(7, (5, 9), lanes=(3,))
+    cycles, pipelined, _ = step_cycles(image, np.zeros((10, 5), np.uint8))
+    assert cycles == pipelined == 9 + 2
+    # every input spiking every step: 5 events x 3 groups of 3 lanes more
+    cycles, _, _ = step_cycles(image, np.ones((10, 5), np.uint8))
+    assert cycles == 5 * 3 + 9 + 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ulx3s-85f", "ulx3s-25f", "versa-ecp5"])
+def test_ecp5_build(name, tmp_path):
+    report = build(random_image(5, (8, 6, 3)), name, tmp_path)
+    data = Path(report.bitstream).read_bytes()
+    assert report.bitstream.endswith(".bit") and data[:2] == b"\xff\x00"  # ecppack's preamble
+    util, achieved, _ = _log_figures(Path(report.log).read_text())
+    assert report.utilization["bram"]["used"] == util["DP16KD"][0]
+    assert report.fmax_mhz == pytest.approx(achieved, abs=0.01) and report.timing_met
+
+
+@pytest.mark.slow
+def test_cli_timing_failure_keeps_the_report(tmp_path):
+    image = random_image(5, (8, 6, 3))
+    image.save(tmp_path / "tiny.sfi")
+    proc = subprocess.run([sys.executable, "-m", "spikeforge.cli", "build", tmp_path / "tiny.sfi",
+                           "--board", "icebreaker", "--clock", "200", "-o", tmp_path / "out",
+                           "--json"], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 1 and "below the 200 MHz clock" in proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["timing_met"] is False and report["clock_mhz"] == 200
+    assert Path(report["bitstream"]).exists() and report["limiting_path"]["from"]
