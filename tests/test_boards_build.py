@@ -78,8 +78,8 @@ def test_icebreaker_build_report(icebreaker_build):
     rng = np.random.default_rng(0)
     spikes = (rng.random((4, 25, 8)) < 0.2).astype(np.uint8)
     events = golden.run(image, spikes).events_in.mean(axis=0) / 25
-    per_layer = [max(events[l] * c.groups + c.neurons + 2 for c in image.config.cores_of(l))
-                 for l in range(len(image.layers))]
+    per_layer = [max(events[i] * c.groups + c.neurons + 2 for c in image.config.cores_of(i))
+                 for i in range(len(image.layers))]
     assert report.cycles_per_step == pytest.approx(sum(per_layer), abs=0.06)
     assert report.steps_per_s == pytest.approx(report.clock_hz / sum(per_layer), rel=1e-3)
 
