@@ -27,6 +27,11 @@ test-slow: venv
 bench: venv
 	$(BIN)/python bench/golden_vs_snntorch.py
 
+# the digits demo for every board in the catalog; figures in build/bitstreams/<board>.json
+.PHONY: bitstreams
+bitstreams: venv
+	$(BIN)/python -m spikeforge.boards.build build/bitstreams
+
 lint: venv
 	$(BIN)/ruff check .
 
