@@ -309,6 +309,9 @@ class HostLink(wiring.Component):
 
         def answer(resp_status, resp_bytes):
             m.d.sync += [status.eq(resp_status), resp_len.eq(resp_bytes), idx.eq(0)]
+            if resp_status != Status.OK:  # a rejected frame: nothing was done
+                bump("dropped_frames")
+                m.d.sync += error.eq(1)
             m.next = "TxHeader"
 
         with m.FSM() as fsm:
@@ -379,8 +382,6 @@ class HostLink(wiring.Component):
                     m.next = "Dispatch"
                 with m.Else():
                     bump("crc_errors")
-                    bump("dropped_frames")
-                    m.d.sync += error.eq(1)
                     answer(Status.CRC, 0)
 
             # -- decide ----------------------------------------------------------------------

@@ -105,8 +105,9 @@ class UartRx(wiring.Component):
 class UartTx(wiring.Component):
     """Send each byte taken at ``i`` as an 8N1 frame on ``tx`` (idle high, LSB first).
 
-    ``i.ready`` is high while the line is idle, so a byte is taken only when its frame can
-    start at once; the stop bit lasts a full bit before the next byte is taken.
+    ``i.ready`` is high while the line is idle and in the last cycle of a stop bit, so a byte
+    is taken only when its frame can start at once, and a stream of bytes goes out back to
+    back.
     """
 
     i: In(stream.Signature(8))
@@ -128,11 +129,13 @@ class UartTx(wiring.Component):
         timer = Signal(range(div))
         bits = Signal(range(11))  # bits of the frame still to send
         shreg = Signal(10, init=1)
-        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq(bits == 0)]
-        with m.If(bits == 0):
-            with m.If(self.i.valid):
-                m.d.sync += [shreg.eq(Cat(0, self.i.payload, 1)), bits.eq(10),
-                             timer.eq(div - 1)]
+        # The next byte may be taken in the last cycle of a stop bit, so frames go back to back.
+        last = (bits == 1) & (timer == 0)
+        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq((bits == 0) | last)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [shreg.eq(Cat(0, self.i.payload, 1)), bits.eq(10), timer.eq(div - 1)]
+        with m.Elif(bits == 0):
+            pass
         with m.Elif(timer == 0):
             m.d.sync += [shreg.eq(Cat(shreg[1:], 1)), bits.eq(bits - 1), timer.eq(div - 1)]
         with m.Else():
