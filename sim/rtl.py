@@ -52,7 +52,7 @@ class RtlError(RuntimeError):
     """A simulator could not be built or run, or the RTL misbehaved; the message says why."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RtlResult(GoldenResult):
     """What the RTL shows: the golden fields it can observe, plus cycle counts per sample."""
 
@@ -314,8 +314,8 @@ def _gateware_digest() -> str:
     """Hash of the gateware generator's sources: a changed generator must rebuild."""
     from .. import hdl
     digest = hashlib.sha256()
-    for folder in (Path(hdl.__file__).parent,):
-        for path in sorted(folder.rglob("*.py")):
+    for path in sorted(Path(hdl.__file__).parent.rglob("*.py")):
+        if path.name != "synth.py":  # not gateware
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
     import amaranth

@@ -1,0 +1,122 @@
+"""Throughput of the core array, measured in RTL simulation (cocotb + Verilator by default).
+
+For each network prints one JSON object: cycles per timestep (first input event to last output
+eos, steps streamed back to back, no idling or backpressure), synaptic operations per cycle in
+the integration phase (sops / cycles in which some core's integration loop read a weight row),
+and the memory bound: a core reads `lanes` weights per cycle, so a layer whose cores hold L
+lanes in all can do at most L SOP/cycle; for a network the bound is the time-weighted one,
+sum(sops) / sum(sops_l / L_l) (the layers integrating one after another). `ratio` = measured /
+bound. The RTL's outputs are checked against the golden model (`bit_exact`).
+
+Cases: (a) digits-like 64-128-10 (8-bit random weights, or `--image NET.sfi`, e.g. the trained
+digits image) on real digits rate-coded; (b) 784-128-10, random 4-bit weights, 10% input
+activity. Run: .venv/bin/python bench/core_throughput.py [--image digits.sfi]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+
+from spikeforge.compiler.image import Image, LayerParams, load_image
+from spikeforge.compiler.mapper import map_network
+from spikeforge.sim import golden
+from spikeforge.sim.rtl import run_rtl
+
+
+def random_network(sizes: tuple[int, ...], weight_bits: int, *, seed: int,
+                   activity: float = 0.1) -> list[LayerParams]:
+    """Uniform random weights; thresholds at the spread of one step's input current when a
+    fraction `activity` of the inputs fire, so layers neither fall silent nor fire every step."""
+    rng = np.random.default_rng(seed)
+    wmax = (1 << (weight_bits - 1)) - 1
+    layers = []
+    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        weights = rng.integers(-wmax - 1, wmax + 1, (n_out, n_in))
+        v_bits = 16
+        spread = wmax / np.sqrt(3) * np.sqrt(n_in * activity)
+        theta = int(min(max(1, spread), (1 << (v_bits - 1)) - 1))
+        layer = LayerParams(f"fc{index}", weights, bias=np.zeros(n_out), threshold=theta,
+                            weight_bits=weight_bits, v_bits=v_bits, acc_bits=40,
+                            decay_mode="shift", decay_shift=3)
+        layers.append(replace(layer, acc_bits=layer.acc_bits_needed()))
+    return layers
+
+
+def digits_spikes(steps: int, batch: int) -> np.ndarray:
+    from spikeforge import digits
+    data = digits.load_digits(steps=steps)
+    return data.test_spikes[:batch]
+
+
+def measure(name: str, image: Image, spikes: np.ndarray, simulator: str | None) -> dict:
+    got = run_rtl(image, spikes, simulator=simulator, idle=0.0, stall=0.0)
+    want = golden.run(image, spikes)
+    exact = bool(np.array_equal(got.spikes, want.spikes) and all(
+        np.array_equal(a, b) for a, b in zip(got.final_membranes, want.final_membranes)))
+    lanes = [sum(c.lanes for c in image.config.cores_of(index))
+             for index in range(len(image.layers))]
+    sops = got.sops.sum(axis=0)
+    integrate = int(got.integrate_cycles.sum())
+    ideal_cycles = sum(s / lane for s, lane in zip(sops, lanes))
+    bound = float(sops.sum() / ideal_cycles) if ideal_cycles else 0.0
+    sop_per_cycle = float(sops.sum() / integrate) if integrate else 0.0
+    steps = spikes.shape[1]
+    return {
+        "network": name,
+        "simulator": got.simulator,
+        "sop_per_cycle": round(sop_per_cycle, 3),
+        "bound_sop_per_cycle": round(bound, 3),
+        "ratio": round(sop_per_cycle / bound, 3) if bound else None,
+        "cycles_per_timestep": round(float(got.cycles.mean()) / steps, 1),
+        "integrate_cycles_per_timestep": round(integrate / got.cycles.size / steps, 1),
+        "layers": [{"name": layer.name, "n_in": layer.n_in, "n_out": layer.n_out,
+                    "weight_bits": layer.weight_bits, "lanes": lane,
+                    "cores": len(image.config.cores_of(index)),
+                    "events_per_step": round(float(got.events_in[:, index].mean()) / steps, 1),
+                    "sops": int(sops[index])}
+                   for index, (layer, lane) in enumerate(zip(image.layers, lanes))],
+        "input_activity": round(float(spikes.mean()), 3),
+        "steps": steps, "batch": int(spikes.shape[0]),
+        "device": image.config.device,
+        "bit_exact": exact,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", help="a compiled 64-input image (e.g. the trained digits "
+                                        "network) instead of random 8-bit weights")
+    parser.add_argument("--device", default="iCE40UP5K", help="device the mapper targets "
+                                                              "(default %(default)s)")
+    parser.add_argument("--steps", type=int, default=16, help="timesteps (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=2, help="samples (default %(default)s)")
+    parser.add_argument("--simulator", choices=("verilator", "icarus"), default=None)
+    parser.add_argument("--only", choices=("digits", "mnist"), default=None)
+    args = parser.parse_args()
+
+    if args.only in (None, "digits"):
+        if args.image:
+            image = load_image(args.image)
+            shape = [image.n_inputs] + [layer.n_out for layer in image.layers]
+            name = f"{args.image} ({'-'.join(map(str, shape))})"
+        else:
+            layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
+            image = Image(64, layers, map_network(layers, 64, device=args.device))
+            name = "digits-like 64-128-10, random 8-bit weights"
+        spikes = digits_spikes(args.steps, args.batch)
+        print(json.dumps(measure(name, image, spikes, args.simulator)), flush=True)
+    if args.only in (None, "mnist"):
+        layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
+        image = Image(784, layers, map_network(layers, 784, device=args.device))
+        rng = np.random.default_rng(3)
+        spikes = (rng.random((args.batch, args.steps, 784)) < 0.1).astype(np.uint8)
+        print(json.dumps(measure("784-128-10, random 4-bit weights, 10% input activity", image,
+                                 spikes, args.simulator)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
