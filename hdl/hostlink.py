@@ -291,7 +291,12 @@ class HostLink(wiring.Component):
             return (c == Cmd.READ_MEM) | (c == Cmd.STEP)
 
         def count_timeout():
-            with m.If(got):
+            with m.If(self.framing_error):
+                # A byte of the frame was lost: drop the frame and skip to the next silence.
+                bump("dropped_frames")
+                m.d.sync += timer.eq(0)
+                m.next = "Discard"
+            with m.Elif(got):
                 m.d.sync += timer.eq(0)
             with m.Elif(timer == timeout - 1):
                 bump("timeouts")
@@ -494,12 +499,9 @@ class HostLink(wiring.Component):
                     m.next = "Fetch"
             with m.State("Issue"):
                 drop_bytes()
-                with m.If(cmd == Cmd.WRITE_MEM):
-                    m.d.comb += self.mem.we.eq(1)
-                    done = self.mem.ready
-                with m.Else():
-                    m.d.comb += self.events.valid.eq(1)
-                    done = self.events.ready
+                writing = cmd == Cmd.WRITE_MEM
+                m.d.comb += [self.mem.we.eq(writing), self.events.valid.eq(~writing)]
+                done = Mux(writing, self.mem.ready, self.events.ready)
                 with m.If(done):
                     m.d.sync += [left.eq(left - 1), mem_addr.eq(mem_addr + 1)]
                     with m.If(left != 1):
