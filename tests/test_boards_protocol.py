@@ -1,0 +1,169 @@
+"""The host side of the protocol: CRC against the standard library's CRC-CCITT, frames round
+trip, every damage is detected, payload builders match the byte layouts written in
+docs/host-protocol.md, constants agree with the gateware's, and the client retries as
+documented over a scripted transport."""
+
+import binascii
+from collections import deque
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikeforge.boards import protocol
+from spikeforge.boards.protocol import Command, LinkClient, Status
+from spikeforge.hdl import core, hostlink
+
+from .strategies import random_image
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.binary(max_size=300))
+def test_crc_matches_crc_ccitt(data):
+    assert protocol.crc16(data) == binascii.crc_hqx(data, 0xFFFF)
+
+
+def test_crc_check_value():
+    assert protocol.crc16(b"123456789") == 0x29B1
+
+
+@settings(deadline=None, max_examples=60)
+@given(seq=st.integers(0, 255), command=st.integers(0, 255), status=st.integers(0, 255),
+       payload=st.binary(max_size=300))
+def test_response_round_trip_and_damage(seq, command, status, payload):
+    frame = protocol.encode_response(seq, command, status, payload)
+    assert frame[0] == protocol.SOF_RESPONSE
+    assert int.from_bytes(frame[4:6], "little") == len(payload)
+    assert protocol.decode_response(frame) == protocol.Response(seq, command, status, payload)
+    # Any single flipped bit after the start byte is caught (CRC-16 finds all 1-bit errors;
+    # a flipped length is caught as a length mismatch).
+    for k in range(8, 8 * len(frame), max(1, len(frame) // 3)):
+        bad = bytearray(frame)
+        bad[k // 8] ^= 1 << (k % 8)
+        with pytest.raises(protocol.ProtocolError):
+            protocol.decode_response(bytes(bad))
+    with pytest.raises(protocol.FrameError):
+        protocol.decode_response(frame[:-1])
+
+
+def test_request_layout():
+    frame = protocol.encode_request(0x12, Command.PUSH, protocol.push_payload([1, 0x203]))
+    body = bytes([0x12, 0x05, 4, 0, 1, 0, 3, 2])
+    assert frame == bytes([0xA5]) + body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "big")
+    args = protocol.read_mem_payload(3, protocol.MemSpace.STATE, 0x01020304, 9)
+    assert args == bytes([3, 1, 4, 3, 2, 1, 9])
+    assert protocol.write_mem_payload(0, 2, 5, [0x0102, 0x0304], 3) == bytes(
+        [0, 2, 5, 0, 0, 0, 2, 2, 1, 0, 4, 3, 0])
+    assert protocol.parse_words(bytes([1, 2, 3, 4, 5, 6]), 3) == [0x030201, 0x060504]
+    for bad in (lambda: protocol.encode_request(256, 1), lambda: protocol.push_payload([70000]),
+                lambda: protocol.read_mem_payload(0, 4, 0, 1),
+                lambda: protocol.read_mem_payload(0, 0, 0, 256),
+                lambda: protocol.write_mem_payload(0, 0, 0, [256], 1)):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_constants_agree_with_the_gateware():
+    assert protocol.PROTOCOL_VERSION == hostlink.PROTOCOL_VERSION
+    assert (protocol.SOF_REQUEST, protocol.SOF_RESPONSE) == (hostlink.SOF_REQUEST,
+                                                             hostlink.SOF_RESPONSE)
+    assert protocol.LINK_COUNTERS == hostlink.LINK_COUNTERS
+    assert protocol.ARGS_BYTES == hostlink.ARGS_BYTES
+    for ours, theirs in ((Command, hostlink.Cmd), (Status, hostlink.Status),
+                         (protocol.MemSpace, core.MemSpace)):
+        assert {m.name: m.value for m in ours} == {m.name: m.value for m in theirs}
+    image = random_image(2)
+    assert protocol.image_id(image.to_bytes()) == hostlink.image_id(image)
+    for n in range(4):
+        assert protocol.status_length(n) == hostlink.status_length(n)
+
+
+def test_parse_hello_and_status():
+    hello = hostlink.hello_payload(n_cores=3, n_layers=2, word_bytes=4, mem_data_bits=32,
+                                   mem_addr_bits=16, max_payload=256, timeout_bytes=128,
+                                   n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
+    info = protocol.parse_hello(hello)
+    assert info == protocol.DeviceInfo(
+        version=protocol.PROTOCOL_VERSION, n_cores=3, n_layers=2, counter_bytes=6,
+        word_bytes=4, mem_data_bits=32, mem_addr_bits=16, max_payload=256, timeout_bytes=128,
+        n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
+    # STATUS: written out from the document's table, field by field.
+    link = [1, 2, 3, 4, 5, 0xFFFF]
+    counters = [10, 11, 2**48 - 1, 13, 100, 200, 7, 8, 0, 1]
+    payload = bytes([1, 0b101, 2, 0]) + b"".join(v.to_bytes(2, "little") for v in link) + \
+        b"".join(v.to_bytes(6, "little") for v in counters)
+    status = protocol.parse_status(payload)
+    assert (status.overflow, status.idle, status.link_error) == (True, False, True)
+    assert list(status.link.values()) == link
+    assert (status.events_in, status.events_out, status.busy_cycles,
+            status.integrate_cycles) == (10, 11, 2**48 - 1, 13)
+    assert (status.sops, status.spikes, status.saturations) == ([100, 200], [7, 8], [0, 1])
+    with pytest.raises(protocol.FrameError):
+        protocol.parse_status(payload[:-1])
+
+
+class ScriptedDevice:
+    """A transport whose answers are scripted per request: an ``answers`` entry is a function of
+    the request frame returning the bytes the device sends back."""
+
+    def __init__(self, answers):
+        self.answers = deque(answers)
+        self.requests = []
+        self.pending = bytearray()
+
+    def write(self, data):
+        self.requests.append(bytes(data))
+        self.pending += self.answers.popleft()(bytes(data))
+
+    def read(self, n, timeout):
+        out = bytes(self.pending[:n])
+        del self.pending[:n]
+        return out
+
+
+def ok(payload=b""):
+    def answer(frame):
+        return protocol.encode_response(frame[1], frame[2], Status.OK, payload)
+    return answer
+
+
+def test_client_retries_with_the_same_seq():
+    nothing = lambda frame: b""  # noqa: E731  (a lost answer)
+    damaged = lambda frame: ok(b"\x03\x00")(frame)[:-1] + b"\x00"  # noqa: E731
+    refused = lambda frame: protocol.encode_response(  # noqa: E731
+        frame[1], frame[2], Status.CRC)
+    device = ScriptedDevice([nothing, damaged, refused, ok(b"\x03\x00")])
+    client = LinkClient(device, byte_time=1e-6, retries=3)
+    client.info = protocol.parse_hello(hostlink.hello_payload(
+        n_cores=1, n_layers=1, word_bytes=1, mem_data_bits=8, mem_addr_bits=16,
+        max_payload=16, timeout_bytes=4, n_inputs=4, n_outputs=4, image_id=0))
+    assert client.step([1]) == [3]
+    assert client.retried == 3
+    assert len({frame for frame in device.requests}) == 1  # the same frame, same seq
+
+
+def test_client_gives_up_and_reports_errors():
+    client = LinkClient(ScriptedDevice([lambda f: b""] * 2), byte_time=1e-6, retries=1)
+    with pytest.raises(protocol.ResponseTimeout):
+        client.clear()
+    refuse = lambda f: protocol.encode_response(f[1], f[2], Status.BUSY)  # noqa: E731
+    client = LinkClient(ScriptedDevice([refuse]), byte_time=1e-6)
+    with pytest.raises(protocol.DeviceError, match="BUSY"):
+        client.clear()
+    stale = lambda f: protocol.encode_response(f[1] ^ 1, f[2], Status.OK)  # noqa: E731
+    client = LinkClient(ScriptedDevice([stale, ok()]), byte_time=1e-6)
+    client.clear()
+    assert client.retried == 1
+
+
+def test_client_splits_long_requests():
+    client = LinkClient(ScriptedDevice([ok()] * 3 + [ok(b"\x01\x00")]), byte_time=1e-6)
+    client.info = protocol.parse_hello(hostlink.hello_payload(
+        n_cores=1, n_layers=1, word_bytes=1, mem_data_bits=8, mem_addr_bits=16,
+        max_payload=8, timeout_bytes=4, n_inputs=40, n_outputs=4, image_id=0))
+    assert client.step(list(range(13))) == [1]  # 4 events per frame: PUSH x3 then STEP
+    frames = [protocol.encode_request(k + 1, cmd, protocol.push_payload(events))
+              for k, (cmd, events) in enumerate([
+                  (Command.PUSH, [0, 1, 2, 3]), (Command.PUSH, [4, 5, 6, 7]),
+                  (Command.PUSH, [8, 9, 10, 11]), (Command.STEP, [12])])]
+    assert client.transport.requests == frames
