@@ -346,7 +346,14 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     except subprocess.CalledProcessError as exc:
         log = out / f"{NAME}.tim"
         log = log if log.exists() else out / f"{NAME}.rpt"
-        raise BuildError(f"the toolchain failed for {board.name} ({log}): {_tail(log)}") from exc
+        over = ""
+        if log.suffix == ".tim":  # nextpnr ran: name what the placer ran out of
+            util = parse_nextpnr_log(log.read_text(errors="replace"))["utilization"]
+            full = [f"{cell} {u['used']}/{u['available']}" for cell, u in util.items()
+                    if u["used"] > u["available"]]
+            over = f"over capacity: {', '.join(full)}; " if full else ""
+        raise BuildError(f"the toolchain failed for {board.name}: {over}{_tail(log)} "
+                         f"(log: {log})") from exc
     finally:
         done.set()
         if watcher.is_alive():

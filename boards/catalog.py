@@ -9,8 +9,10 @@ A board is *buildable* when amaranth-boards describes it and it has a UART the h
 image can be sized for them, and `build` refuses them naming the reason.
 
 Clocks: `clock_hz` is the board oscillator (what `spikeforge compile --board` records);
-`target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), chosen from the
-Fmax measured for the digits demo image (docs/boards.md). `pll` names the PLL primitive:
+`target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), chosen below the
+Fmax nextpnr reports for the SoC (docs/boards.md): the UP5K boards run from their 12 MHz
+oscillator (Fmax ~14.5 MHz, and the PLL's minimum output is 16 MHz), ECP5 boards at 40 MHz.
+`pll` names the PLL primitive (also used when `--clock` asks for another frequency):
 iCE40 "SB_PLL40_PAD" when the oscillator enters on the PLL's own pad, "SB_PLL40_CORE" when it
 comes from a global buffer; ECP5 "EHXPLLL"; None runs from the oscillator directly.
 
@@ -95,20 +97,20 @@ _OFL = "openfpgaloader"
 BOARDS: dict[str, Board] = {b.name: b for b in (
     # -- iCE40 -------------------------------------------------------------------------------
     Board("icebreaker", "1BitSquared iCEBreaker", "iCE40UP5K", 12e6,
-          "icebreaker:ICEBreakerPlatform", target_hz=24e6, pll="SB_PLL40_PAD",
+          "icebreaker:ICEBreakerPlatform", pll="SB_PLL40_PAD",
           uart=("6", "9"), uart_bridge="FT2232H channel B (USB)", leds=2,
           programmers={_OFL: ("-b", "icebreaker"), "iceprog": ()}),
     Board("icesugar", "MuseLab iCESugar", "iCE40UP5K", 12e6,
-          "icesugar:ICESugarPlatform", target_hz=24e6, pll="SB_PLL40_PAD",
+          "icesugar:ICESugarPlatform", pll="SB_PLL40_PAD",
           uart=("4", "6"), uart_bridge="iCELink (USB CDC)", leds=3,
           programmers={"icesprog": ()}),
     Board("ice40-hx8k-b-evn", "Lattice iCE40-HX8K Breakout", "iCE40HX8K", 12e6,
-          "ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", target_hz=48e6, pll="SB_PLL40_CORE",
+          "ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", target_hz=24e6, pll="SB_PLL40_CORE",
           uart=("B10", "B12"), uart_bridge="FT2232H channel B (USB)", leds=8,
           programmers={"iceprog": (), _OFL: ("-b", "ice40_generic")}, flash_default=False,
           notes="SRAM programming needs jumpers J6 horizontal, J7 on"),
     Board("icestick", "Lattice iCEstick", "iCE40HX1K", 12e6,
-          "icestick:ICEStickPlatform", target_hz=48e6, pll="SB_PLL40_CORE",
+          "icestick:ICEStickPlatform", target_hz=24e6, pll="SB_PLL40_CORE",
           uart=("9", "8"), uart_bridge="FT2232H channel B (USB)", leds=5,
           programmers={_OFL: ("-b", "ice40_generic"), "iceprog": ()}),
     Board("nandland-go", "Nandland Go Board", "iCE40HX1K", 25e6,
@@ -125,38 +127,39 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           notes="no UART: compile target only"),
     # -- ECP5 --------------------------------------------------------------------------------
     *(Board(f"ulx3s-{size}f", f"Radiona ULX3S {size}F", f"LFE5U-{size}F", 25e6,
-            f"ulx3s:ULX3S_{size}F_Platform", target_hz=50e6, pll="EHXPLLL",
+            f"ulx3s:ULX3S_{size}F_Platform", target_hz=40e6, pll="EHXPLLL",
             uart=("M1", "L4"), uart_bridge="FT231X (USB)", leds=8,
             programmers={_OFL: ("-b", "ulx3s")}, flash_default=False)
       for size in (25, 45, 85)),
     Board("versa-ecp5", "Lattice ECP5 Versa", "LFE5U-45F", 100e6,
-          "versa_ecp5:VersaECP5Platform", part="LFE5UM-45F", target_hz=50e6, pll="EHXPLLL",
+          "versa_ecp5:VersaECP5Platform", part="LFE5UM-45F", target_hz=40e6, pll="EHXPLLL",
           uart=("C11", "A11"), uart_bridge="FT2232H channel B (USB)", leds=8,
           programmers={_OFL: ("-c", "ft2232")}, flash_default=False,
           notes="LFE5UM-45F: the LFE5U-45F fabric and memories plus SERDES"),
     Board("ecp5-5g-evn", "Lattice ECP5-5G Evaluation Board", "LFE5U-85F", 12e6,
-          "ecp5_5g_evn:ECP55GEVNPlatform", part="LFE5UM5G-85F", target_hz=48e6,
+          "ecp5_5g_evn:ECP55GEVNPlatform", part="LFE5UM5G-85F", target_hz=40e6,
           pll="EHXPLLL", uart=("P2", "P3"), uart_bridge="FT2232H channel B (USB)", leds=8,
           programmers={_OFL: ("-b", "ecp5_evn")}, flash_default=False,
           notes="LFE5UM5G-85F: the LFE5U-85F fabric and memories plus SERDES"),
     *(Board(f"ecpix5-{size}", f"LambdaConcept ECPIX-5 {size}F", f"LFE5U-{size}F", 100e6,
-            f"ecpix5:ECPIX5{size}Platform", part=f"LFE5UM5G-{size}F", target_hz=50e6,
+            f"ecpix5:ECPIX5{size}Platform", part=f"LFE5UM5G-{size}F", target_hz=40e6,
             pll="EHXPLLL", uart=("R26", "R24"), uart_bridge="FT2232H channel B (USB)",
             programmers={_OFL: ("-c", "ft2232")}, flash_default=False,
             notes=f"LFE5UM5G-{size}F: the LFE5U-{size}F fabric; RGB LEDs are not driven")
       for size in (45, 85)),
     Board("colorlight-5a-75b", "Colorlight 5A-75B v7.0", "LFE5U-25F", 25e6,
-          "colorlight_5a75b_r7_0:Colorlight_5A75B_R70Platform", target_hz=50e6, pll="EHXPLLL",
+          "colorlight_5a75b_r7_0:Colorlight_5A75B_R70Platform", target_hz=40e6, pll="EHXPLLL",
           uart=("M13", "P11"), uart_bridge="header pins: needs a USB-UART adapter",
           programmers={_OFL: ("-c", "ft232")}, flash_default=False,
           notes="needs an external JTAG cable and USB-UART adapter; its LED shares the UART "
                 "tx pin and is not driven"),
     Board("icesugar-pro", "MuseLab iCESugar-Pro", "LFE5U-25F", 25e6,
-          "icesugar_pro:ICESugarProPlatform", target_hz=50e6, pll="EHXPLLL",
+          "icesugar_pro:ICESugarProPlatform", target_hz=40e6, pll="EHXPLLL",
           uart=("A9", "B9"), uart_bridge="iCELink (USB CDC)",
           programmers={"icesprog": ()}, notes="RGB LED is not driven"),
     Board("icepi-zero", "Icepi Zero v1.3", "LFE5U-25F", 50e6,
-          "icepi_zero:IcepiZero1_3Platform", uart=("K16", "K15"),
+          "icepi_zero:IcepiZero1_3Platform", target_hz=40e6, pll="EHXPLLL",
+          uart=("K16", "K15"),
           uart_bridge="USB-UART (USB)", leds=5, programmers={_OFL: ("-b", "icepi-zero")}),
     Board("orangecrab", "Good Stuff Department OrangeCrab r0.2 25F", "LFE5U-25F", 48e6,
           "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", programmers={"dfu-util": ()},
