@@ -160,3 +160,21 @@ def test_cli_timing_failure_keeps_the_report(tmp_path):
     report = json.loads(proc.stdout)
     assert report["timing_met"] is False and report["clock_mhz"] == 200
     assert Path(report["bitstream"]).exists() and report["limiting_path"]["from"]
+
+
+@pytest.mark.slow
+def test_cli_deploy_dry_run(tmp_path):
+    import nir
+
+    from .test_cli import lif_nir
+
+    nir.write(tmp_path / "net.nir", lif_nir((8, 6, 3)))
+    proc = subprocess.run([sys.executable, "-m", "spikeforge.cli", "deploy", tmp_path / "net.nir",
+                           "--board", "icebreaker", "-o", tmp_path / "out", "--dry-run",
+                           "--json"], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert Path(result["image"]).exists() and Path(result["build"]["bitstream"]).exists()
+    command = result["flash"]["command"]
+    assert command[1:] == ["-b", "icebreaker", "-f", result["build"]["bitstream"]]
+    assert result["flash"]["ran"] is False
