@@ -71,10 +71,17 @@ def synth_rtlil_stats(rtlil: str, device: str, *, top: str = "top",
                       timeout: float | None = 1800) -> dict:
     """Synthesize RTLIL text for a device; return the resource summary (see synth_stats)."""
     dev = find_device(device)
-    script = {
-        "ice40": f"synth_ice40 -top {top}" + (" -dsp" if dev.dsp else ""),
-        "ecp5": f"synth_ecp5 -top {top}",
-    }[dev.family]
+    # Both synth scripts map LUTs with ABC9, which trips an assertion in ABC_OPS_REINTEGRATE on
+    # larger arrays (Yosys 0.70); the same scripts with classic ABC in that step map them.
+    if dev.family == "ice40":
+        synth = f"synth_ice40 -top {top}" + (" -dsp" if dev.dsp else "")
+        map_luts = ("techmap -map +/ice40/latches_map.v; abc -dress -lut 4; "
+                    "ice40_wrapcarry -unwrap; techmap -map +/ice40/ff_map.v; clean; "
+                    "opt_lut -tech ice40")
+    else:
+        synth = f"synth_ecp5 -top {top}"
+        map_luts = "techmap -map +/lattice/latches_map.v; abc -dress -lut 4:7; clean"
+    script = f"{synth} -run :map_luts; {map_luts}; {synth} -run map_cells:check"
     with tempfile.TemporaryDirectory(prefix="spikeforge-synth-") as tmp:
         folder = Path(tmp)
         (folder / "top.il").write_text(rtlil)
@@ -85,7 +92,7 @@ def synth_rtlil_stats(rtlil: str, device: str, *, top: str = "top",
         if run.returncode != 0:
             log = (folder / "yosys.log")
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else run.stderr
-            raise SynthError(f"yosys {script} failed (exit {run.returncode}):\n{tail}")
+            raise SynthError(f"yosys ({script}) failed (exit {run.returncode}):\n{tail}")
         report = json.loads((folder / "stat.json").read_text())
     design = report.get("design") or report["modules"][f"\\{top}"]
     cells = {name.lstrip("\\$"): int(n)

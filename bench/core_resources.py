@@ -1,0 +1,65 @@
+"""Resources of the core array alone, from yosys synthesis (`synth_ice40`, `synth_ecp5`).
+
+For each network and device prints one JSON object: LUTs, flip-flops, block RAMs (iCE40 EBR /
+ECP5 DP16KD), SPRAMs and DSPs, each with its share of the device. The array only: no host link,
+no PLL; before place and route. Networks as bench/core_throughput.py builds them (digits-like
+64-128-10 with 8-bit weights or `--image NET.sfi`; 784-128-10 with 4-bit weights), mapped by
+the compiler's mapper for each device.
+Run: .venv/bin/python bench/core_resources.py [--image digits.sfi] [--device iCE40UP5K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from spikeforge.compiler.image import Image, load_image
+from spikeforge.compiler.mapper import FitError, map_network
+from spikeforge.hdl.synth import synth_stats
+
+sys.path.insert(0, str(Path(__file__).parent))
+from core_throughput import random_network  # noqa: E402
+
+DEVICES = ("iCE40UP5K", "LFE5U-85F")
+
+
+def networks(image_path: str | None):
+    if image_path:
+        image = load_image(image_path)
+        shape = "-".join(map(str, [image.n_inputs] + [layer.n_out for layer in image.layers]))
+        yield f"{image_path} ({shape})", image.layers, image.n_inputs
+    else:
+        yield ("digits-like 64-128-10, 8-bit weights",
+               random_network((64, 128, 10), 8, seed=1, activity=0.3), 64)
+    yield ("784-128-10, 4-bit weights",
+           random_network((784, 128, 10), 4, seed=2, activity=0.1), 784)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", help="a compiled image instead of the random 64-128-10")
+    parser.add_argument("--device", action="append", choices=DEVICES,
+                        help="device (repeatable; default: both)")
+    args = parser.parse_args()
+    for name, layers, n_inputs in networks(args.image):
+        for device in args.device or DEVICES:
+            row = {"network": name, "device": device}
+            try:
+                config = map_network(layers, n_inputs, device=device)
+            except FitError as exc:
+                print(json.dumps({**row, "error": str(exc)}), flush=True)
+                continue
+            start = time.perf_counter()
+            stats = synth_stats(Image(n_inputs, list(layers), config), device)
+            row.update({key: value for key, value in stats.items() if key != "cells"})
+            row["cores"] = [{"layer": c.layer, "neurons": c.neurons, "lanes": c.lanes}
+                            for c in config.cores]
+            row["synth_seconds"] = round(time.perf_counter() - start, 1)
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
