@@ -28,9 +28,11 @@ class CoreArray(wiring.Component):
     A layer's input stream (the array's ``i`` for layer 0, else the previous layer's merged
     output) is broadcast to all of its cores: an event moves on once every core has taken it.
     The outputs of a layer's cores are merged in core order, so addresses ascend, with one
-    ``eos`` per step. A recurrent layer's merged stream also enters a FIFO of ``n_out + 1``
-    entries whose output is broadcast to the layer's cores as rows ``n_in + addr`` of the NEXT
-    step; at step 0 the cores skip it (``s[-1] = 0``). A core takes, per step, the recurrent
+    ``eos`` per step. A recurrent layer's merged stream also enters a FIFO of ``n_out + 2``
+    entries (a step's ``n_out + 1`` events, plus one because the FIFO's output register takes a
+    cycle to fill, during which a full inner memory cannot take a push) whose output is
+    broadcast to the layer's cores as rows ``n_in + addr`` of the NEXT step; at step 0 the
+    cores skip it (``s[-1] = 0``). A core takes, per step, the recurrent
     events up to their ``eos`` (only once the step's first feed-forward event or ``eos`` is
     waiting), then the feed-forward events up to their ``eos``, then runs its neuron pass.
     Layers pipeline: layer ``l`` may integrate step ``t + 1`` while layer ``l + 1`` is on ``t``.
@@ -79,7 +81,8 @@ class CoreArray(wiring.Component):
     overflow : Out(1)
         Sticky: an event was lost. With backpressure everywhere this only fires for an input
         event whose ``addr`` >= ``n_inputs`` (dropped), or a push into a full recurrent FIFO
-        (impossible by construction: it holds one step of at most ``n_out`` spikes + ``eos``).
+        (impossible by construction: it is drained before the layer's next pass and sized for
+        one step of ``n_out`` spikes + ``eos`` pushed back to back).
     All counters and ``overflow`` are cleared by ``clear``.
     """
 
@@ -201,7 +204,7 @@ class CoreArray(wiring.Component):
                 # The FIFO never pushes back: it is drained before the layer's next pass.
                 out = fork(f"l{index}_out", 2)
                 wiring.connect(m, merge.o, out.i)
-                m.submodules[f"l{index}_rec_fifo"] = rec = EventFifo(layer.n_out + 1)
+                m.submodules[f"l{index}_rec_fifo"] = rec = EventFifo(layer.n_out + 2)
                 m.d.comb += [
                     rec.i.payload.eq(out.o[1].payload),
                     rec.i.valid.eq(out.o[1].valid),

