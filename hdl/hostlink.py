@@ -240,7 +240,10 @@ class HostLink(wiring.Component):
         a_core, a_space = args[0:8], args[8:16]
         a_addr, a_count = args[16:48], args[48:56]
         mem_addr = Signal(self._mem_addr_width)
+        # Words move a byte at a time through a shift register (cheaper than byte multiplexers):
+        # bytes enter at the top and leave at the bottom, little-endian first.
         word = Signal(8 * max(wb, 2))
+        shifted = Cat(word[8:], buf_rd.data)
         left = Signal(16)  # words or events still to move
         out_count = Signal(range(n_out + 1))
         last_seq = Signal(8)
@@ -262,8 +265,8 @@ class HostLink(wiring.Component):
             self.mem.core.eq(a_core),
             self.mem.space.eq(a_space[:2]),
             self.mem.addr.eq(mem_addr),
-            self.mem.wdata.eq(word[:self._mem_data_width]),
-            self.events.payload.addr.eq(word[:ADDR_BITS]),
+            self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
+            self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
             buf_wr.data.eq(byte),
             buf_wr.addr.eq(idx),
             out_wr.addr.eq(out_count),
@@ -394,11 +397,7 @@ class HostLink(wiring.Component):
                 drop_bytes()
                 duplicate = have_last & (seq == last_seq) & (cmd == last_cmd)
                 bad_arg = (a_core >= len(image.config.cores)) | (a_space >= 4)
-                m.d.sync += [
-                    mem_addr.eq(a_addr),
-                    bidx.eq(0),
-                    word.eq(0),
-                ]
+                m.d.sync += [mem_addr.eq(a_addr), bidx.eq(0)]
                 read_len = a_count * wb
                 step_len = out_count * 2
                 with m.If(duplicate):
@@ -485,7 +484,7 @@ class HostLink(wiring.Component):
             with m.State("Shift"):
                 drop_bytes()
                 last_byte = bidx == (wb - 1 if wb > 1 else 0)
-                m.d.sync += [word.word_select(bidx, 8).eq(buf_rd.data), bidx.eq(bidx + 1)]
+                m.d.sync += [word.eq(shifted), bidx.eq(bidx + 1)]
                 with m.If(cmd == Cmd.WRITE_MEM):
                     with m.If(last_byte):
                         m.d.sync += bidx.eq(0)
@@ -602,12 +601,12 @@ class HostLink(wiring.Component):
                     with m.Case(Cmd.STATUS):
                         m.d.comb += value.eq(status_vec.word_select(pidx, 8))
                     with m.Default():
-                        m.d.comb += value.eq(word.word_select(bidx, 8))
+                        m.d.comb += value.eq(word[:8])
                 m.d.comb += [self.tx.payload.eq(value), self.tx.valid.eq(1),
                              crc.data.eq(value), crc.en.eq(self.tx.ready)]
                 word_end = Mux(cmd == Cmd.STEP, bidx == 1, bidx == wb - 1)
                 with m.If(self.tx.ready):
-                    m.d.sync += [idx.eq(idx + 1), bidx.eq(bidx + 1)]
+                    m.d.sync += [idx.eq(idx + 1), bidx.eq(bidx + 1), word.eq(shifted)]
                     with m.If(idx == resp_len - 1):
                         m.d.sync += idx.eq(0)
                         m.next = "TxCrc"
