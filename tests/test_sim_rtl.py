@@ -167,7 +167,8 @@ def test_batch_in_one_run_without_idling(simulator):
     assert (got.cycles > 0).all()
 
 
-@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("simulator", [pytest.param("verilator", marks=[  # a second build
+    pytest.mark.slow, *VERILATOR.marks]), ICARUS])
 def test_waves_are_recorded(simulator, tmp_path):
     image = saturating_image()
     waves = tmp_path / ("run.fst" if simulator == "icarus" else "run.vcd")
