@@ -325,7 +325,8 @@ def _gateware_digest() -> str:
 
 def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
             waves: str | os.PathLike | None = None, build_dir: str | os.PathLike | None = None,
-            seed: int = 0, idle: float = 0.2, stall: float = 0.2) -> RtlResult:
+            seed: int = 0, idle: float = 0.2, stall: float = 0.2,
+            modulators: np.ndarray | None = None) -> RtlResult:
     """Run a batch of spike trains through the RTL of `CoreArray(image)`.
 
     Every sample starts with a `clear`. The testbench feeds each sample's steps back to back
@@ -335,7 +336,12 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
     array's counters per sample; `layer_spikes` and `membranes` are None.
     `waves` names a file to receive a trace of the whole run: VCD when it ends in `.vcd`,
     else FST (Verilator needs lz4.h for FST).
+    The gateware has no learning unit yet: an image with learning rules, or `modulators`, is
+    refused (the golden model runs them).
     """
+    if modulators is not None or getattr(image, "learning", ()):
+        raise RtlError("the RTL has no learning unit yet; run images with learning rules on "
+                       "the golden model (engine='golden')")
     x = given(spikes, image.n_inputs)
     image.check()
     for name, value in (("idle", idle), ("stall", stall)):
