@@ -1,0 +1,439 @@
+"""The host runtime: run spike trains on a board (or the virtual board) over its serial port.
+
+    with spikeforge.Board("/dev/ttyUSB1") as board:   # or Board("sim", image=image)
+        board.load(image)                              # weights and parameters, verified
+        result = board.run(spikes)                     # result.spikes [batch, time, n_out]
+        weights = board.read_weights()                 # per layer [n_out, fan_in]
+
+Everything goes through :class:`spikeforge.boards.protocol.LinkClient` (sequence numbers,
+CRC, retries) over a pyserial port. A request whose answer is lost or damaged is sent again;
+the device answers a repeat from memory rather than running it twice. What could not be
+recovered raises :class:`BoardError` with the device's link counters; every counter is in
+:meth:`Board.status`; an event the array lost (its sticky ``overflow``) raises.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..compiler.image import Image, load_image, unpack_weights
+from . import protocol
+from .protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
+
+__all__ = ["Board", "BoardError", "BoardResult", "BoardStatus", "SerialTransport"]
+
+DEFAULT_BAUD = 115200
+DEFAULT_TIMEOUT = 0.1  # seconds a device may work on one request, beyond the wire time
+
+
+class BoardError(RuntimeError):
+    """The board could not be reached, refused a request, or lost something; one line says
+    what."""
+
+
+class SerialTransport:
+    """:class:`protocol.Transport` over a pyserial port."""
+
+    def __init__(self, port: str, baud: int = DEFAULT_BAUD):
+        import serial
+
+        self.port = port
+        try:
+            self._serial = serial.Serial(port, baudrate=baud, timeout=0, write_timeout=5,
+                                         exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc).split(":")[-1].strip()
+            if not os.path.exists(port):
+                raise BoardError(f"no serial port {port!r} (no such device; is the board "
+                                 f"plugged in?)") from None
+            raise BoardError(f"cannot open serial port {port!r}: {reason}") from None
+        self._timeout = 0.0
+
+    def write(self, data: bytes) -> None:
+        import serial
+
+        try:
+            self._serial.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise BoardError(f"the board on {self.port} went away ({exc})") from None
+
+    def read(self, n: int, timeout: float) -> bytes:
+        import serial
+
+        out = bytearray()
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            while len(out) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if self._timeout != left:
+                    self._serial.timeout = self._timeout = left
+                out += self._serial.read(n - len(out))
+        except (serial.SerialException, OSError) as exc:
+            raise BoardError(f"the board on {self.port} went away ({exc})") from None
+        return bytes(out)
+
+    def close(self) -> None:
+        self._serial.close()
+
+
+@dataclass
+class BoardStatus:
+    """The device's counters (STATUS) and the host's retry count."""
+
+    device: DeviceStatus
+    retries: int  # requests the host sent again, over this Board's life
+
+    @property
+    def link(self) -> dict[str, int]:
+        """Link counters: crc_errors, framing_errors, timeouts, dropped_frames, duplicates,
+        overruns (modulo 2^16, since reset)."""
+        return dict(self.device.link)
+
+    @property
+    def overflow(self) -> bool:
+        return self.device.overflow
+
+    def to_dict(self) -> dict:
+        d = self.device
+        return {"link": self.link, "overflow": d.overflow, "idle": d.idle,
+                "link_error": d.link_error, "events_in": d.events_in,
+                "events_out": d.events_out, "busy_cycles": d.busy_cycles,
+                "integrate_cycles": d.integrate_cycles, "sops": list(d.sops),
+                "spikes": list(d.spikes), "saturations": list(d.saturations),
+                "retries": self.retries}
+
+
+@dataclass
+class BoardResult:
+    """A run on the board; the fields the golden model has keep its names and shapes."""
+
+    spikes: np.ndarray  # uint8 [batch, time, n_out]
+    events_in: np.ndarray  # int64 [batch, layers]: input events per layer (sops / layer size)
+    sops: np.ndarray  # int64 [batch, layers]
+    spike_counts: np.ndarray  # int64 [batch, layers]
+    saturations: np.ndarray  # int64 [batch, layers]
+    input_events: np.ndarray  # int64 [batch]: events the array accepted
+    events_out: np.ndarray  # int64 [batch]
+    busy_cycles: np.ndarray  # int64 [batch]
+    integrate_cycles: np.ndarray  # int64 [batch]
+    overflow: np.ndarray  # bool [batch]
+    link: dict[str, int] = field(default_factory=dict)  # link counters that moved in the run
+    retries: int = 0  # requests sent again during the run
+    seconds: float = 0.0
+
+    def to_npz_dict(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in (
+            "spikes", "events_in", "sops", "spike_counts", "saturations", "input_events",
+            "events_out", "busy_cycles", "integrate_cycles", "overflow")}
+
+
+def _param_words(image: Image, core_index: int) -> list[int]:
+    """The PARAMS words of a core (``hdl.core.param_layout``), one per neuron."""
+    from ..hdl.core import param_layout
+
+    core = image.config.cores[core_index]
+    layer = image.layers[core.layer]
+    layout = param_layout(layer)
+    values = {"threshold": layer.threshold, "bias": layer.bias}
+    if layer.decay_mode == "shift":
+        values["decay"] = layer.decay_shift
+    elif layer.decay_mode == "mul":
+        values["decay"] = layer.decay_mul
+    words = []
+    for neuron in range(core.lo, core.hi):
+        word = 0
+        for name, member in layout:
+            mask = (1 << member.width) - 1
+            word |= (int(values[name][neuron]) & mask) << member.offset
+        words.append(word)
+    return words
+
+
+def _weight_words(image: Image, core_index: int) -> list[int]:
+    return [int.from_bytes(row.tobytes(), "little") for row in image.weight_memory(core_index)]
+
+
+class Board:
+    """A spikeforge board on a serial port (``port="sim"``: the virtual board of ``image``).
+
+    ``baud`` is the line rate; ``timeout`` the seconds the device may work on one request beyond
+    the time its bytes take on the wire (a STEP of a large network); ``retries`` how often a
+    lost or damaged request is sent again. ``image`` is what the board runs: needed for
+    :meth:`run` and :meth:`read_weights` until :meth:`load` gives one.
+    """
+
+    def __init__(self, port: str, *, baud: int = DEFAULT_BAUD, timeout: float = DEFAULT_TIMEOUT,
+                 image: Image | str | os.PathLike | None = None, retries: int = 3,
+                 transport: protocol.Transport | None = None, **virtual):
+        if image is not None and not isinstance(image, Image):
+            image = load_image(image)
+        self.image: Image | None = image
+        self.simulation = None  # the VirtualBoard behind port 'sim'
+        self._serial: SerialTransport | None = None
+        byte_time = 10.0 / baud
+        timeout_bytes = 128
+        if port == "sim":
+            if image is None:
+                raise BoardError("the virtual board (port 'sim') needs the image to simulate")
+            from .virtual import VirtualBoard
+
+            self.simulation = VirtualBoard(image, **virtual)
+            port = self.simulation.port
+            byte_time = self.simulation.byte_time
+            timeout = max(timeout, self.simulation.exec_time)
+            timeout_bytes = self.simulation.timeout_bytes
+        elif virtual:
+            raise TypeError(f"unexpected arguments for a real board: {', '.join(virtual)}")
+        self.port = port
+        try:
+            if transport is None:
+                self._serial = SerialTransport(port, baud)
+                transport = self._serial
+            self.client = LinkClient(transport, byte_time=byte_time, timeout_bytes=timeout_bytes,
+                                     exec_time=timeout, retries=retries)
+            self.info = self._hello()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def virtual(cls, image: Image | str | os.PathLike, **kwargs) -> Board:
+        """The virtual board of ``image`` (as ``Board("sim", image=image)``)."""
+        return cls("sim", image=image, **kwargs)
+
+    # -- plumbing --------------------------------------------------------------------------
+    @property
+    def transport(self) -> protocol.Transport:
+        return self.client.transport
+
+    @transport.setter
+    def transport(self, value: protocol.Transport) -> None:
+        self.client.transport = value
+
+    @property
+    def retries(self) -> int:
+        """Requests sent again (lost or damaged frames), over this Board's life."""
+        return self.client.retried
+
+    def _fail(self, what: str, exc: Exception) -> BoardError:
+        if isinstance(exc, BoardError):
+            return exc
+        counters = ""
+        if not isinstance(exc, protocol.DeviceError):
+            try:  # what the device saw, if it still answers
+                link = self.client.status().link
+                counters = "; device counts " + ", ".join(
+                    f"{k} {v}" for k, v in link.items() if v)
+            except Exception:  # noqa: BLE001 - the report must not hide the first error
+                counters = "; the device does not answer STATUS either"
+        attempts = self.client.retries + 1
+        kind = "refused" if isinstance(exc, protocol.DeviceError) else \
+            f"failed after {attempts} attempts"
+        self._check_virtual()
+        return BoardError(f"{what} on {self.port} {kind}: {exc}{counters}")
+
+    def _check_virtual(self) -> None:
+        if self.simulation is not None and not self.simulation.running:
+            from .virtual import VirtualBoardError
+
+            try:
+                self.simulation.check()
+            except VirtualBoardError as exc:
+                raise BoardError(str(exc)) from None
+
+    def _hello(self) -> DeviceInfo:
+        try:
+            info = self.client.hello()
+        except protocol.ResponseTimeout:
+            self._check_virtual()
+            raise BoardError(f"no answer from the board on {self.port} (is the spikeforge "
+                             f"bitstream loaded, and the baud rate right?)") from None
+        except ProtocolError as exc:
+            raise BoardError(f"the board on {self.port} does not speak the spikeforge "
+                             f"protocol: {exc}") from None
+        if self.image is not None:
+            self._check_shape(self.image, info)
+        return info
+
+    def _check_shape(self, image: Image, info: DeviceInfo) -> None:
+        want = {"cores": len(image.config.cores), "layers": len(image.layers),
+                "inputs": image.n_inputs, "outputs": image.n_outputs}
+        have = {"cores": info.n_cores, "layers": info.n_layers, "inputs": info.n_inputs,
+                "outputs": info.n_outputs}
+        if want != have:
+            diff = ", ".join(f"{k} {have[k]} (image {want[k]})" for k in want
+                             if want[k] != have[k])
+            raise BoardError(f"the board on {self.port} was built for another network: {diff}")
+
+    def _need_image(self) -> Image:
+        if self.image is None:
+            raise BoardError("no image: call load(image) first (or pass image=...)")
+        return self.image
+
+    # -- memories ------------------------------------------------------------------------
+    def _write_core(self, image: Image, core: int, *, params: bool, verify: bool) -> None:
+        spaces = [(MemSpace.WEIGHTS, _weight_words(image, core))]
+        if params:
+            spaces.append((MemSpace.PARAMS, _param_words(image, core)))
+        for space, words in spaces:
+            what = f"writing core {core} {space.name.lower()}"
+            try:
+                self.client.write_mem(core, space, 0, words)
+                back = self.client.read_mem(core, space, 0, len(words)) if verify else words
+            except ProtocolError as exc:
+                raise self._fail(what, exc) from None
+            if back != words:
+                bad = next(k for k, (a, b) in enumerate(zip(back, words, strict=True)) if a != b)
+                layer = image.layers[image.config.cores[core].layer].name
+                raise BoardError(
+                    f"core {core} (layer {layer!r}) {space.name.lower()} word {bad} reads back "
+                    f"0x{back[bad]:x}, wrote 0x{words[bad]:x}: the gateware on {self.port} "
+                    f"fixes it (widths or constant parameters differ); build it for this image")
+
+    def load(self, image: Image | str | os.PathLike, *, verify: bool = True) -> None:
+        """Make the board hold exactly ``image``: every core's weights and parameters are
+        written and (``verify``) read back. The board must run gateware built for a network of
+        the same structure (HELLO's cores, layers, inputs and outputs are checked; an image that
+        only differs in weights or parameters, e.g. learned weights, loads); a new sample
+        starts (CLEAR)."""
+        if not isinstance(image, Image):
+            image = load_image(image)
+        image.check()
+        self._check_shape(image, self.info)
+        for core in range(len(image.config.cores)):
+            self._write_core(image, core, params=True, verify=verify)
+        self.image = image
+        self._request("CLEAR", self.client.clear)
+
+    def read_weights(self) -> list[np.ndarray]:
+        """Every layer's weights as the board holds them: int32 [n_out, fan_in] (feed-forward
+        columns, then recurrent ones), decoded from the weight memories."""
+        image = self._need_image()
+        out = []
+        for index, layer in enumerate(image.layers):
+            w = np.zeros((layer.n_out, layer.fan_in), dtype=np.int32)
+            for core_index, core in enumerate(image.config.cores):
+                if core.layer != index:
+                    continue
+                depth = layer.fan_in * core.groups
+                words = self._request(f"reading core {core_index} weights",
+                                      self.client.read_mem, core_index, MemSpace.WEIGHTS, 0,
+                                      depth)
+                nbytes = -(-core.lanes * layer.weight_bits // 8)
+                memory = np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
+                                   for word in words], dtype=np.uint8).reshape(depth, nbytes)
+                w[core.lo:core.hi] = unpack_weights(memory, layer.weight_bits, core.lanes,
+                                                    core.neurons, layer.fan_in)
+            out.append(w)
+        return out
+
+    def write_weights(self, weights: list[np.ndarray], *, verify: bool = True) -> Image:
+        """Write every layer's weights ([n_out, fan_in] as :meth:`read_weights` gives them;
+        checked against the layer's widths) and return the image the board now holds."""
+        image = self._need_image()
+        if len(weights) != len(image.layers):
+            raise ValueError(f"need weights for {len(image.layers)} layers, not {len(weights)}")
+        ff, rec = [], []
+        for layer, w in zip(image.layers, weights, strict=True):
+            w = np.asarray(w)
+            if w.shape != (layer.n_out, layer.fan_in):
+                raise ValueError(f"layer {layer.name!r} weights must be "
+                                 f"{(layer.n_out, layer.fan_in)}, not {w.shape}")
+            ff.append(w[:, :layer.n_in])
+            rec.append(w[:, layer.n_in:] if layer.recurrent else None)
+        new = image.with_weights(ff, rec)
+        for core in range(len(new.config.cores)):
+            self._write_core(new, core, params=False, verify=verify)
+        self.image = new
+        return new
+
+    # -- running -------------------------------------------------------------------------
+    def _request(self, what: str, call, *args):
+        try:
+            return call(*args)
+        except ProtocolError as exc:
+            raise self._fail(what, exc) from None
+
+    def status(self) -> BoardStatus:
+        """Every device counter (link and array) and the host's retries; warns when the array's
+        sticky overflow is set (an event was lost)."""
+        device = self._request("STATUS", self.client.status)
+        if device.overflow:
+            warnings.warn(f"the board on {self.port} lost an event (array overflow: an input "
+                          f"address beyond the network's inputs)", RuntimeWarning, stacklevel=2)
+        return BoardStatus(device, self.client.retried)
+
+    def run(self, spikes: np.ndarray, *, progress=None) -> BoardResult:
+        """Run spike trains (uint8 [batch, time, n_inputs] or [time, n_inputs]): per sample
+        CLEAR, then per step the input addresses (ascending) and STEP, then STATUS. Raises
+        BoardError when the array lost an event."""
+        from ..sim.encode import given
+
+        image = self._need_image()
+        x = given(spikes, image.n_inputs)
+        batch, steps, _ = x.shape
+        n_layers, n_out = len(image.layers), image.n_outputs
+        out = np.zeros((batch, steps, n_out), dtype=np.uint8)
+        per_layer = {k: np.zeros((batch, n_layers), dtype=np.int64)
+                     for k in ("sops", "spike_counts", "saturations")}
+        per_sample = {k: np.zeros(batch, dtype=np.int64)
+                      for k in ("input_events", "events_out", "busy_cycles", "integrate_cycles")}
+        overflow = np.zeros(batch, dtype=bool)
+        start = time.monotonic()
+        before = self._request("STATUS", self.client.status).link
+        retried = self.client.retried
+        for b in range(batch):
+            self._request("CLEAR", self.client.clear)
+            for t in range(steps):
+                events = np.flatnonzero(x[b, t]).tolist()
+                got = self._request(f"STEP {t} of sample {b}", self.client.step, events)
+                if got != sorted(set(got)) or (got and got[-1] >= n_out):
+                    raise BoardError(f"sample {b} step {t}: the board answered output "
+                                     f"events {got} (not ascending below {n_out})")
+                out[b, t, got] = 1
+            st = self._request("STATUS", self.client.status)
+            for key, value in (("sops", st.sops), ("spike_counts", st.spikes),
+                               ("saturations", st.saturations)):
+                per_layer[key][b] = value
+            per_sample["input_events"][b] = st.events_in
+            per_sample["events_out"][b] = st.events_out
+            per_sample["busy_cycles"][b] = st.busy_cycles
+            per_sample["integrate_cycles"][b] = st.integrate_cycles
+            overflow[b] = st.overflow
+            if st.overflow:
+                raise BoardError(f"sample {b}: the board lost an event (array overflow)")
+            if progress is not None:
+                progress(b + 1, batch)
+        link = {k: (st.link[k] - before[k]) & 0xFFFF for k in st.link} if batch else {}
+        fan_out = np.array([layer.n_out for layer in image.layers], dtype=np.int64)
+        return BoardResult(
+            spikes=out, events_in=per_layer["sops"] // fan_out, sops=per_layer["sops"],
+            spike_counts=per_layer["spike_counts"], saturations=per_layer["saturations"],
+            overflow=overflow, link={k: v for k, v in link.items() if v},
+            retries=self.client.retried - retried, seconds=time.monotonic() - start,
+            **per_sample)
+
+    # -- life ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the port (and stop the virtual board)."""
+        if self._serial is not None:
+            self._serial.close()
+            self._serial = None
+        if self.simulation is not None:
+            self.simulation.close()
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Board({self.port!r})"
