@@ -21,7 +21,7 @@ import numpy as np
 
 MAGIC = b"SFIMAGE\x00"
 FORMAT_VERSION = 1
-_PREAMBLE = struct.Struct("<8sHHI")  # magic, version, reserved, header length
+_PREAMBLE = struct.Struct("<8sHHII")  # magic, version, reserved, header and payload lengths
 _TRAILER = struct.Struct("<I")  # CRC-32 of everything before it
 
 DECAY_MODES = ("none", "shift", "mul")
@@ -352,7 +352,8 @@ class Image:
             "learning": [entry.to_dict() for entry in self.learning],
         }
         head = json.dumps(header, sort_keys=True).encode()
-        body = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(head)) + head + b"".join(blobs)
+        body = (_PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(head), offset) + head
+                + b"".join(blobs))
         return body + _TRAILER.pack(zlib.crc32(body))
 
     def save(self, path: str | os.PathLike) -> None:
@@ -416,20 +417,14 @@ def image_from_bytes(data: bytes, *, source: str = "image") -> Image:
         if data[:len(MAGIC)] != MAGIC[:len(data)] or not data:
             raise ImageError(f"{source}: not a spikeforge image (no SFIMAGE magic)")
         raise ImageError(f"{source}: truncated image ({len(data)} bytes)")
-    magic, version, _, head_len = _PREAMBLE.unpack_from(data)
+    magic, version, _, head_len, payload_len = _PREAMBLE.unpack_from(data)
     if magic != MAGIC:
         raise ImageError(f"{source}: not a spikeforge image (no SFIMAGE magic)")
     if version != FORMAT_VERSION:
         raise ImageError(f"{source}: image format version {version} is not supported "
                          f"(this spikeforge reads version {FORMAT_VERSION})")
     head_end = _PREAMBLE.size + head_len
-    if head_end + _TRAILER.size > len(data):
-        raise ImageError(f"{source}: truncated image (header runs past the end of the file)")
-    try:
-        header = json.loads(data[_PREAMBLE.size:head_end])
-        expected = head_end + int(header["payload_bytes"]) + _TRAILER.size
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ImageError(f"{source}: corrupt image header ({exc.__class__.__name__})") from None
+    expected = head_end + payload_len + _TRAILER.size
     if len(data) < expected:
         raise ImageError(f"{source}: truncated image ({len(data)} of {expected} bytes)")
     if len(data) > expected:
@@ -437,6 +432,12 @@ def image_from_bytes(data: bytes, *, source: str = "image") -> Image:
     (crc,) = _TRAILER.unpack_from(data, expected - _TRAILER.size)
     if zlib.crc32(data[:expected - _TRAILER.size]) != crc:
         raise ImageError(f"{source}: checksum mismatch: the image is corrupt")
+    try:
+        header = json.loads(data[_PREAMBLE.size:head_end])
+        if int(header["payload_bytes"]) != payload_len:
+            raise ValueError("payload length")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ImageError(f"{source}: corrupt image header ({exc.__class__.__name__})") from None
     try:
         return _image_from_header(header, data, head_end)
     except ImageError as exc:
