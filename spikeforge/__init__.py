@@ -5,7 +5,8 @@
     result = spikeforge.simulate(image, spikes, engine="golden")  # result.spikes [B, T, n_out]
 """
 
-from .api import Image, compile, load_image, simulate  # noqa: A004
+from .api import Image, build, compile, deploy, flash, load_image, simulate  # noqa: A004
 
 __version__ = "0.1.0"
-__all__ = ["Image", "compile", "load_image", "simulate", "__version__"]
+__all__ = ["Image", "build", "compile", "deploy", "flash", "load_image", "simulate",
+           "__version__"]
