@@ -46,13 +46,12 @@ def _alive(pid: int, stamp: str) -> bool:
         return False
     except PermissionError:
         return True
-    if not stamp:
-        return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[19] == stamp
+        return not stamp  # no /proc: trust kill(pid, 0)
+    # a zombie has died (its parent has not reaped it yet); another start time is a reused pid
+    return fields[0] != "Z" and (not stamp or fields[19] == stamp)
 
 
 class Bridge:

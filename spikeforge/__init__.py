@@ -3,10 +3,13 @@
     image = spikeforge.compile(model_or_path, weight_bits=8, board=None, device=None)
     image.save("net.sfi"); image = spikeforge.load_image("net.sfi")
     result = spikeforge.simulate(image, spikes, engine="golden")  # result.spikes [B, T, n_out]
+    with spikeforge.Board("/dev/ttyUSB1") as board:  # Board("sim", image=image): virtual board
+        board.load(image); result = board.run(spikes)
 """
 
 from .api import Image, build, compile, deploy, flash, load_image, simulate  # noqa: A004
+from .boards.runtime import Board, BoardError
 
 __version__ = "0.1.0"
-__all__ = ["Image", "build", "compile", "deploy", "flash", "load_image", "simulate",
-           "__version__"]
+__all__ = ["Board", "BoardError", "Image", "build", "compile", "deploy", "flash", "load_image",
+           "simulate", "__version__"]

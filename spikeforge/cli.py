@@ -196,6 +196,101 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+# -- run (a board, or the virtual board) -------------------------------------------------------
+def cmd_run(args) -> int:
+    from .boards.runtime import Board
+    from .compiler.image import load_image
+
+    image = load_image(args.image)
+    spikes = _read_spikes(args.input)
+    from .sim.encode import given
+
+    try:
+        spikes = given(spikes, image.n_inputs)
+    except ValueError as exc:
+        raise CliError(f"{args.input}: {exc}") from None
+    console = None if args.json else _console()
+    if console is not None and args.port == "sim":
+        console.print("starting the virtual board (RTL simulation; the first build of an "
+                      "image takes a minute)")
+    with Board(args.port, baud=args.baud, timeout=args.timeout, image=image) as board:
+        if args.load or (args.port != "sim" and board.info.image_id != _image_id(image)):
+            board.load(image)
+        with _Samples(len(spikes), quiet=args.json) as progress:
+            result = board.run(spikes, progress=progress)
+        status = board.status()
+        if args.save_image:
+            saved = image.with_weights(*_split(image, board.read_weights()))
+            saved.save(args.save_image)
+    _write_npz(args.output, **result.to_npz_dict())
+    summary = {"output": str(args.output), "port": args.port,
+               "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
+               "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
+               "saturations": int(result.saturations.sum()),
+               "seconds": round(result.seconds, 3),
+               "samples_per_s": round(len(spikes) / result.seconds, 3) if result.seconds else None,
+               "retries": result.retries, "link_faults": result.link,
+               "status": status.to_dict()}
+    if args.save_image:
+        summary["saved_image"] = str(args.save_image)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds", "samples_per_s",
+                "retries")
+        console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
+        if result.link:
+            console.print("link faults recovered: " + ", ".join(
+                f"{k} {v}" for k, v in result.link.items()))
+    if summary["saturations"]:
+        print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
+              file=sys.stderr)
+    return 0
+
+
+def _image_id(image) -> int:
+    from .boards.protocol import image_id
+
+    return image_id(image.to_bytes())
+
+
+def _split(image, weights):
+    """[n_out, fan_in] per layer -> (feed-forward, recurrent) as Image.with_weights takes them."""
+    ff = [w[:, :layer.n_in] for layer, w in zip(image.layers, weights, strict=True)]
+    rec = [w[:, layer.n_in:] if layer.recurrent else None
+           for layer, w in zip(image.layers, weights, strict=True)]
+    return ff, rec
+
+
+class _Samples:
+    """A progress bar over samples on standard error (nothing with quiet=True)."""
+
+    def __init__(self, total: int, quiet: bool = False):
+        self._total, self._quiet = total, quiet
+        self._progress = self._task = None
+
+    def __enter__(self):
+        if not self._quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._progress = Progress("samples", BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=Console(stderr=True),
+                                      transient=True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("run", total=self._total)
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            return self._progress.__exit__(*exc)
+        return None
+
+
 # -- boards ----------------------------------------------------------------------------------
 def cmd_boards(args) -> int:
     from .boards.catalog import BOARDS
@@ -403,6 +498,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--waves", type=Path, help="write a waveform (FST/VCD; engine rtl)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("run", help="run input spikes on a board (or --port sim: the virtual "
+                                   "board, the RTL of the SoC in Verilator)",
+                       formatter_class=fmt)
+    p.add_argument("image", type=Path, help="image file (.sfi) the board runs")
+    p.add_argument("--port", required=True,
+                   help="serial port of the board, e.g. /dev/ttyUSB1; `sim` for the virtual "
+                        "board")
+    p.add_argument("--input", required=True, type=Path,
+                   help=".npz with `spikes` uint8 [batch, time, n] or [time, n]")
+    p.add_argument("-o", "--output", required=True, type=Path, help=".npz to write")
+    p.add_argument("--baud", type=int, default=115200, help="serial line rate")
+    p.add_argument("--timeout", type=float, default=0.1,
+                   help="seconds the board may work on one request beyond the wire time")
+    p.add_argument("--load", action="store_true",
+                   help="write the image's weights and parameters first (done anyway when "
+                        "the board's gateware was built from another image)")
+    p.add_argument("--save-image", type=Path,
+                   help="after the run, write an image holding the weights read back from "
+                        "the board")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("boards", help="list supported boards and their capacity",
                        formatter_class=fmt)
