@@ -12,28 +12,36 @@ allows, then trims lanes to the fewest that keep the same number of lane groups 
 event): 10 neurons under an 8-lane budget get 5 lanes, not 8. When that does not fit the device,
 narrower budgets (halving) are tried before giving up.
 
-Resource model (an estimate, to be calibrated against yosys reports). Per core:
+Resource model, calibrated against yosys `synth_ice40` of the generated SoC (hdl/soc.py: host
+link + array) on the digits network at 8 and 4 bits and 2..16 lanes (within one block RAM and
+about 3% of LUTs there). Per core:
 
     weight memory  depth fan_in * groups, width lanes * weight_bits
-    accumulators   depth groups,          width lanes * acc_bits
-    state          depth neurons,         width v_bits + 1   (membrane, previous spike)
-    parameters     depth neurons,         width 2 * v_bits + leak bits (threshold, bias, k or
-                                          beta_q: 0 / 5 / decay_frac + 1 bits)
+    accumulators   depth groups,          width lanes * acc_bits      (flip-flops if depth <= 2)
+    state          depth neurons,         width v_bits + 1            (membrane, previous spike)
+    parameters     depth neurons,         width of the fields that differ between the core's
+                                          neurons (threshold v_bits - 1, bias, decay 5 or f + 1);
+                                          uniform fields are constants and take no memory
+    recurrent FIFO depth n_out + 2,       width 17                    (recurrent layers)
 
 Each memory takes block RAMs in the data-port shape that needs fewest blocks
 (iCE40 EBR 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD 512x36, 1024x18, 2048x9, 4096x4,
-8192x2, 16384x1), at least one block. On the UP5K the weight memories go to SPRAM (16 bits x
-16K words, four blocks), largest first, while blocks remain and it saves EBRs.
+8192x2, 16384x1), at least one block. The gateware keeps every memory in block RAM: the UP5K's
+SPRAMs cannot be initialised by the bitstream and are not used yet.
 
-    LUTs = 400 (host link, router) + per core (300 + 120 * lanes + 30 * v_bits)
+    LUTs = 1620 (host link, router) + per core
+           (216 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
-    DSPs = one per "mul" core, while the device has them
+    block RAM = the memories above + 1 (host link buffers)
+    DSPs = one for the host link and one per "mul" core, while the device has them
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+
+import numpy as np
 
 from ..boards.catalog import BOARDS, suggest
 from .devices import DEVICES, Device, find_device
@@ -50,8 +58,9 @@ BRAM_SHAPES = {
     "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
-SPRAM_SHAPE = (16, 16384)
-LUT_SOC, LUT_CORE, LUT_PER_LANE, LUT_PER_V_BIT = 400, 300, 120, 30
+LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 216, 26, 16, 3
+BRAM_SOC = 1
+FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
 
@@ -202,32 +211,46 @@ def _leak_bits(layer: LayerParams) -> int:
     return {"none": 0, "shift": 5, "mul": layer.decay_frac + 1}[layer.decay_mode]
 
 
+def _param_bits(layer: LayerParams, core: CoreConfig) -> int:
+    """Width of the per-neuron parameter words a core stores (uniform fields are constants)."""
+    lo, hi = core.lo, core.hi
+    bias_bits = max(2, *(int(b).bit_length() + 1 for b in np.abs(layer.bias[lo:hi]) + 1))
+    fields = [(layer.threshold[lo:hi], layer.v_bits - 1), (layer.bias[lo:hi], bias_bits)]
+    if layer.decay_mode == "shift":
+        fields.append((layer.decay_shift[lo:hi], 5))
+    elif layer.decay_mode == "mul":
+        fields.append((layer.decay_mul[lo:hi], layer.decay_frac + 1))
+    return sum(bits for values, bits in fields if values.size and (values != values[0]).any())
+
+
+def _memory_blocks(width: int, depth: int, shapes) -> int:
+    if width == 0 or depth <= FF_MEMORY_DEPTH:
+        return 0
+    return blocks_for(width, depth, shapes)
+
+
 def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str, tuple[int, int]]:
     """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring)."""
     dev = resolve_device(config.device)
     shapes = BRAM_SHAPES[dev.family]
-    bram = luts = dsp = 0
-    weight_mems = []
+    bram = BRAM_SOC if config.cores else 0
+    luts = LUT_SOC if config.cores else 0
+    dsp = 1 if config.cores and dev.dsp else 0
     for core in config.cores:
         layer = layers[core.layer]
-        width, depth = core.lanes * layer.weight_bits, layer.fan_in * core.groups
-        weight_mems.append((blocks_for(width, depth, shapes), width, depth))
-        bram += blocks_for(core.lanes * layer.acc_bits, core.groups, shapes)
-        bram += blocks_for(layer.v_bits + 1, core.neurons, shapes)
-        bram += blocks_for(2 * layer.v_bits + _leak_bits(layer), core.neurons, shapes)
-        luts += LUT_CORE + LUT_PER_LANE * core.lanes + LUT_PER_V_BIT * layer.v_bits
+        bram += blocks_for(core.lanes * layer.weight_bits, layer.fan_in * core.groups, shapes)
+        bram += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
+        bram += _memory_blocks(layer.v_bits + 1, core.neurons, shapes)
+        bram += _memory_blocks(_param_bits(layer, core), core.neurons, shapes)
+        luts += (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
+                 + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
         if layer.decay_mode == "mul":
             if dsp < dev.dsp:
                 dsp += 1
             else:
                 luts += layer.v_bits * (layer.decay_frac + 1)
-    spram = 0
-    for ebr, width, depth in sorted(weight_mems, key=lambda m: -m[0]):
-        need = blocks_for(width, depth, (SPRAM_SHAPE,)) if dev.spram else 0
-        if dev.spram and spram + need <= dev.spram and need <= ebr:
-            spram += need
-        else:
-            bram += ebr
-    luts += LUT_SOC if config.cores else 0
-    return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (spram, dev.spram),
+    for index, layer in enumerate(layers):
+        if layer.recurrent and config.cores_of(index):
+            bram += _memory_blocks(17, layer.n_out + 2, shapes)
+    return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (0, dev.spram),
             "dsp": (dsp, dev.dsp)}
