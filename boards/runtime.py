@@ -278,24 +278,21 @@ class Board:
         return self.image
 
     # -- memories ------------------------------------------------------------------------
-    def _write_core(self, image: Image, core: int, *, params: bool, verify: bool) -> None:
-        spaces = [(MemSpace.WEIGHTS, _weight_words(image, core))]
-        if params:
-            spaces.append((MemSpace.PARAMS, _param_words(image, core)))
-        for space, words in spaces:
-            what = f"writing core {core} {space.name.lower()}"
-            try:
-                self.client.write_mem(core, space, 0, words)
-                back = self.client.read_mem(core, space, 0, len(words)) if verify else words
-            except ProtocolError as exc:
-                raise self._fail(what, exc) from None
-            if back != words:
-                bad = next(k for k, (a, b) in enumerate(zip(back, words, strict=True)) if a != b)
-                layer = image.layers[image.config.cores[core].layer].name
-                raise BoardError(
-                    f"core {core} (layer {layer!r}) {space.name.lower()} word {bad} reads back "
-                    f"0x{back[bad]:x}, wrote 0x{words[bad]:x}: the gateware on {self.port} "
-                    f"fixes it (widths or constant parameters differ); build it for this image")
+    def _write_core(self, image: Image, core: int, space: MemSpace, *, verify: bool) -> None:
+        words = (_weight_words if space == MemSpace.WEIGHTS else _param_words)(image, core)
+        what = f"writing core {core} {space.name.lower()}"
+        try:
+            self.client.write_mem(core, space, 0, words)
+            back = self.client.read_mem(core, space, 0, len(words)) if verify else words
+        except ProtocolError as exc:
+            raise self._fail(what, exc) from None
+        if back != words:
+            bad = next(k for k, (a, b) in enumerate(zip(back, words, strict=True)) if a != b)
+            layer = image.layers[image.config.cores[core].layer].name
+            raise BoardError(
+                f"core {core} (layer {layer!r}) {space.name.lower()} word {bad} reads back "
+                f"0x{back[bad]:x}, wrote 0x{words[bad]:x}: the gateware on {self.port} "
+                f"fixes it (widths or constant parameters differ); build it for this image")
 
     def load(self, image: Image | str | os.PathLike, *, verify: bool = True) -> None:
         """Make the board hold exactly ``image``: every core's weights and parameters are
@@ -307,8 +304,10 @@ class Board:
             image = load_image(image)
         image.check()
         self._check_shape(image, self.info)
-        for core in range(len(image.config.cores)):
-            self._write_core(image, core, params=True, verify=verify)
+        # Parameters first: they are small, and a gateware that cannot hold them fails fast.
+        for space in (MemSpace.PARAMS, MemSpace.WEIGHTS):
+            for core in range(len(image.config.cores)):
+                self._write_core(image, core, space, verify=verify)
         self.image = image
         self._request("CLEAR", self.client.clear)
 
@@ -350,7 +349,7 @@ class Board:
             rec.append(w[:, layer.n_in:] if layer.recurrent else None)
         new = image.with_weights(ff, rec)
         for core in range(len(new.config.cores)):
-            self._write_core(new, core, params=False, verify=verify)
+            self._write_core(new, core, MemSpace.WEIGHTS, verify=verify)
         self.image = new
         return new
 

@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..compiler.image import Image
 from ..hdl.soc import SpikeSoC
+from ..hdl.uart import uart_divisor
 
 __all__ = ["BridgeTop", "VirtualBoard", "VirtualBoardError"]
 
@@ -175,27 +176,33 @@ class VirtualBoard:
         )
 
         image.check()
+        if not 1 <= int(timeout_bytes) <= 0xFFFF:
+            raise ValueError(f"receive timeout must be 1..65535 byte times, not "
+                             f"{timeout_bytes!r}")
         self.image = image
         self.timeout_bytes = int(timeout_bytes)
         self.byte_time = BYTE_TIME
         self.exec_time = EXEC_TIME
-        top = BridgeTop(image, timeout_bytes=self.timeout_bytes)  # checks the parameters
+        divisor = uart_divisor(DIVISOR * BAUD, BAUD)
         root = Path(cache_root) if cache_root is not None else default_cache_root()
         key = hashlib.sha256(b"".join([
             image.to_bytes(), _gateware_digest().encode(), _bridge_digest().encode(),
             json.dumps([self.timeout_bytes, DIVISOR, BAUD, RING_BYTES, _BRIDGE_RECIPE]).encode(),
         ])).hexdigest()
         try:
-            self._build = build_simulator(lambda: generate_verilog(top, simulator=simulator
-                                                                   or "verilator"),
-                                          key=key, simulator=simulator, cache_root=root)
+            def verilog() -> str:  # only on a cache miss
+                top = BridgeTop(image, timeout_bytes=self.timeout_bytes)
+                return generate_verilog(top, simulator=simulator or "verilator")
+
+            self._build = build_simulator(verilog, key=key, simulator=simulator,
+                                          cache_root=root)
         except Exception as exc:
             raise VirtualBoardError(f"could not build the virtual board: {exc}") from exc
         runs = root / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="vboard-", dir=runs))
         (self.folder / "config.json").write_text(json.dumps({
-            "divisor": top.soc.divisor, "ring": RING_BYTES,
+            "divisor": divisor, "ring": RING_BYTES,
             "timeout_bytes": self.timeout_bytes, "idle_limit": float(idle_limit),
             "owner": os.getpid(), "owner_stamp": _owner_stamp(os.getpid()),
         }))
