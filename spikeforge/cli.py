@@ -449,7 +449,9 @@ def cmd_deploy(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    report = run_demo(Path(args.output), epochs=args.epochs, json_out=args.json)
+    report = run_demo(Path(args.output), epochs=args.epochs, json_out=args.json,
+                      rtl_samples=args.rtl_samples, bitstream=not args.no_bitstream,
+                      board=args.board)
     if args.json:
         print(json.dumps(report))
     return 0
@@ -572,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     p.add_argument("-o", "--output", default="build/demo", help="folder for the artefacts")
     p.add_argument("--epochs", type=int, default=40, help="training epochs")
+    p.add_argument("--board", default="icebreaker", help="board to build the bitstream for")
+    p.add_argument("--rtl-samples", type=int, default=4,
+                   help="test samples to check in RTL simulation (0: skip)")
+    p.add_argument("--no-bitstream", action="store_true", help="skip the bitstream build")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_demo)
     return parser

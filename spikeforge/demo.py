@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from . import digits as D
+from .compiler.image import load_image
 
 
 def evaluate(image, model, data: D.DigitsData) -> dict:
@@ -41,14 +43,57 @@ def train_digits(epochs: int = 40, seed: int = 0, progress: bool = True):
     return data, model
 
 
-def run_demo(out_dir: Path, *, epochs: int = 40, json_out: bool = False) -> dict:
+def check_rtl(image, data: D.DigitsData, samples: int) -> dict:
+    """The generated gateware (Verilator) against the golden model on the first test samples."""
+    from .api import simulate
+    from .sim.golden import run
+
+    spikes = data.test_spikes[:samples]
+    rtl = simulate(image, spikes, engine="rtl")
+    gold = run(image, spikes)
+    same = bool(np.array_equal(rtl.spikes, gold.spikes)
+                and all(np.array_equal(a, b) for a, b in zip(rtl.final_membranes,
+                                                              gold.final_membranes))
+                and np.array_equal(rtl.sops, gold.sops))
+    if not same:
+        raise RuntimeError("the RTL differs from the golden model on the digits network")
+    return {"samples": samples, "bit_exact": same, "simulator": rtl.simulator,
+            "sop_per_cycle": float(rtl.sops.sum() / max(rtl.integrate_cycles.sum(), 1))}
+
+
+def build_bitstream(image, out_dir: Path, board: str, console) -> dict:
+    from rich.table import Table
+
+    from .api import build, flash
+
+    with console.status(f"building the {board} bitstream (yosys, nextpnr)"):
+        report = build(image, board, out_dir / board)
+    table = Table(title=f"{board}: {report.device} bitstream")
+    for col in ("resource", "used", "available", "use"):
+        table.add_column(col)
+    for name, row in report.utilization.items():
+        used, total = row["used"], row["available"]
+        table.add_row(name, str(used), str(total), f"{100 * used / total:.1f}%" if total else "-")
+    console.print(table)
+    console.print(f"Fmax {report.fmax_mhz:.1f} MHz at a {report.clock_mhz:g} MHz clock; "
+                  f"{report.cycles_per_step:.0f} cycles per timestep = "
+                  f"{report.steps_per_s:,.0f} timesteps/s")
+    command = flash(report.bitstream, board, dry_run=True).command
+    console.print("flash it with: [bold]spikeforge flash "
+                  f"{report.bitstream} --board {board}[/] (runs: {' '.join(command)})")
+    return {**report.to_dict(), "flash_command": command}
+
+
+def run_demo(out_dir: Path, *, epochs: int = 40, json_out: bool = False,
+             rtl_samples: int = 4, bitstream: bool = True, board: str = "icebreaker") -> dict:
     import torch
     from rich.console import Console
     from rich.table import Table
 
     from .api import compile
 
-    console = Console(quiet=json_out)
+    console = Console(quiet=json_out, highlight=False,
+                      width=None if sys.stdout.isatty() else 160)
     out_dir.mkdir(parents=True, exist_ok=True)
     data, model = train_digits(epochs=epochs, progress=not json_out)
     torch.save(model.state_dict(), out_dir / "digits-state.pt")
@@ -58,7 +103,7 @@ def run_demo(out_dir: Path, *, epochs: int = 40, json_out: bool = False) -> dict
                 "LUTs", "block RAM", "image"):
         table.add_column(col)
     for bits in (8, 4):
-        image = compile(model, weight_bits=bits, board="icebreaker",
+        image = compile(model, weight_bits=bits, board=board,
                         calibration=data.train_spikes)
         path = out_dir / f"digits-{bits}bit.sfi"
         image.save(path)
@@ -71,6 +116,16 @@ def run_demo(out_dir: Path, *, epochs: int = 40, json_out: bool = False) -> dict
                       str(figures["saturations"]), _use(res, "luts"), _use(res, "bram"),
                       str(path))
     console.print(table)
+    image8 = load_image(out_dir / "digits-8bit.sfi")
+    if rtl_samples:
+        with console.status(f"checking the gateware against the golden model "
+                            f"({rtl_samples} samples, Verilator)"):
+            report["rtl"] = check_rtl(image8, data, rtl_samples)
+        console.print(f"RTL (Verilator) equals the golden model on {rtl_samples} test samples: "
+                      f"every spike, membrane and counter; "
+                      f"{report['rtl']['sop_per_cycle']:.2f} synaptic ops per cycle")
+    if bitstream:
+        report["bitstream"] = build_bitstream(image8, out_dir, board, console)
     return report
 
 
