@@ -66,6 +66,9 @@ class MemSpace(enum.IntEnum):
     STATE = 1
     PARAMS = 2
     ACC = 3
+    MOD = 4
+    XTRACE = 5
+    YTRACE = 6
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -192,8 +195,8 @@ def read_response(transport: Transport, timeout: float, *, max_skip: int = 4096)
 def _args(core: int, space: int, addr: int, count: int) -> bytes:
     if not 0 <= core <= 0xFF:
         raise ValueError(f"core index must be a byte, not {core!r}")
-    if not 0 <= int(space) <= 3:
-        raise ValueError(f"memory space must be 0..3, not {space!r}")
+    if not 0 <= int(space) < len(MemSpace):
+        raise ValueError(f"memory space must be 0..{len(MemSpace) - 1}, not {space!r}")
     if not 0 <= addr <= 0xFFFFFFFF:
         raise ValueError(f"address must fit 32 bits, not {addr!r}")
     if not 0 <= count <= 0xFF:

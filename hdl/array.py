@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..compiler.image import Image
 from .core import LifCore, MemAccessSignature, param_layout
 from .event import ADDR_BITS, SpikeEvent
+from .learning import MOD_BITS
 from .router import EventFifo, EventFork, EventMerge
 
 __all__ = ["CoreArray", "COUNTER_BITS"]
@@ -69,9 +70,21 @@ class CoreArray(wiring.Component):
           decay (shift ``k`` or ``beta_q``). Fields that are uniform over the core are
           constants: they read back, writes to them are ignored.
         - ACC: address = group; ``lanes`` accumulators of ``acc_bits``; read-only (debug).
+        - MOD (cores of a three-factor layer): address = local neuron; the signed 8-bit
+          modulator m_i of the next update (docs/learning.md); write-only, kept over ``clear``.
+          Write step t's modulators after step t - 1's output ``eos`` came out and before
+          step t's first input event goes in (the write waits for the core to finish step
+          t - 1's update sweeps).
+        - XTRACE (learning cores): address = input row; the pre-trace x_j; read-only (debug).
+        - YTRACE (learning cores): address = group; per lane ``trace_bits + 1`` bits, the
+          post-trace y then the lane's spike of the last pass; read-only (debug).
     sops, spikes, saturations : Out(data.ArrayLayout(unsigned(48), n_layers))
         Per layer: synaptic operations (input events x neurons of the layer, feed-forward and
         recurrent), output spikes, membrane updates that saturated.
+    learn_cycles : Out(data.ArrayLayout(unsigned(48), n_layers))
+        Per layer, summed over its cores: weight read-modify-write cycles of learning (each
+        steps the LFSRs once; sim.learning counts the same as ``update_cycles``). STDP's
+        depression rides on integration cycles; the rest are update-sweep cycles.
     events_in, events_out : Out(unsigned(48))
         Events (not ``eos``) accepted at ``i`` / delivered at ``o``.
     busy_cycles : Out(unsigned(48))
@@ -83,7 +96,7 @@ class CoreArray(wiring.Component):
         event whose ``addr`` >= ``n_inputs`` (dropped), or a push into a full recurrent FIFO
         (impossible by construction: it is drained before the layer's next pass and sized for
         one step of ``n_out`` spikes + ``eos`` pushed back to back).
-    All counters and ``overflow`` are cleared by ``clear``.
+    All counters and ``overflow`` are cleared by ``clear``; the cores' learning LFSRs are not.
     """
 
     def __init__(self, image: Image, *, fifo_depth: int = 0):
@@ -105,6 +118,9 @@ class CoreArray(wiring.Component):
             width = max(width, core.lanes * layer.weight_bits, layer.v_bits + 1,
                         param_layout(layer).size, core.lanes * layer.acc_bits)
             depth = max(depth, layer.fan_in * core.groups, core.neurons)
+            rule = image.learning_of(core.layer)
+            if rule is not None:
+                width = max(width, core.lanes * (rule.trace_bits + 1), MOD_BITS)
         self._mem_data_width = width
         self._mem_addr_width = max(ADDR_BITS, (depth - 1).bit_length())
         n_layers = len(image.layers)
@@ -119,6 +135,7 @@ class CoreArray(wiring.Component):
             "sops": Out(per_layer),
             "spikes": Out(per_layer),
             "saturations": Out(per_layer),
+            "learn_cycles": Out(per_layer),
             "events_in": Out(unsigned(COUNTER_BITS)),
             "events_out": Out(unsigned(COUNTER_BITS)),
             "busy_cycles": Out(unsigned(COUNTER_BITS)),
@@ -143,13 +160,16 @@ class CoreArray(wiring.Component):
         return self._mem_addr_width
 
     def elaborate(self, platform):
+        # The cores take `clear` themselves (a learning core keeps its LFSRs over it); the
+        # array's own logic is reset by it.
+        top = Module()
         m = Module()
         image = self._image
         n_layers = len(image.layers)
         cores = []
         for index in range(len(image.config.cores)):
             core = LifCore.from_image(image, index)
-            m.submodules[f"core{index}"] = core
+            top.submodules[f"core{index}"] = core
             m.d.comb += core.clear.eq(self.clear)
             cores.append(core)
         by_layer = [sorted((c for c in cores if c.config.layer == index),
@@ -199,6 +219,8 @@ class CoreArray(wiring.Component):
                 wiring.connect(m, core.o, port)
             count(self.spikes[index], transfer(merge.o))
             count(self.saturations[index], sum(core.saturated for core in group))
+            if image.learning_of(index) is not None:
+                count(self.learn_cycles[index], sum(core.updating for core in group))
             if layer.recurrent:
                 # The merged step also goes back to the layer as next step's rows n_in + addr.
                 # The FIFO never pushes back: it is drained before the layer's next pass.
@@ -259,4 +281,5 @@ class CoreArray(wiring.Component):
         for core in cores:
             with m.If(core.mem.rvalid):
                 m.d.sync += req.rdata.eq(core.mem.rdata)
-        return ResetInserter(self.clear)(m)
+        top.submodules.links = ResetInserter(self.clear)(m)
+        return top

@@ -10,19 +10,24 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.image import CoreConfig, Image, LayerParams
+from ..compiler.image import CoreConfig, Image, LayerParams, LearningConfig
+from ..sim.learning import lfsr_initial_state
 from .event import SpikeEvent
+from .learning import MOD_BITS, LaneLfsrs, LearningUnit
 
 __all__ = ["LifCore", "MemSpace", "MemAccessSignature", "bias_bits", "param_layout"]
 
 
-class MemSpace(enum.Enum, shape=unsigned(2)):
+class MemSpace(enum.Enum, shape=unsigned(3)):
     """Which memory of a core an access of the memory-access port addresses."""
 
     WEIGHTS = 0  # word address = row * groups + group; `lanes` weights packed little-endian
     STATE = 1  # address = local neuron; bits [0, v_bits) = v, bit v_bits = previous spike
     PARAMS = 2  # address = local neuron; the core's `param_layout` (threshold, bias, decay)
     ACC = 3  # address = group; `lanes` accumulators of acc_bits, read-only (debug)
+    MOD = 4  # address = local neuron; signed 8-bit three-factor modulator, write-only
+    XTRACE = 5  # address = input row; pre-trace x_j (trace_bits), read-only (debug)
+    YTRACE = 6  # address = group; per lane y (trace_bits) then s (1 bit), read-only (debug)
 
 
 class MemAccessSignature(wiring.Signature):
@@ -115,10 +120,21 @@ class LifCore(wiring.Component):
 
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
     zero (``max(neurons, groups)`` cycles); the same sweep runs after power-on.
+
+    Learning (``learning`` given: the layer's rule, docs/learning.md): a
+    :class:`~.learning.LearningUnit` holds the traces; the integration loop's read of each
+    weight word becomes a read-modify-write (STDP depression, written back one cycle later
+    through the write port, still one word per cycle); after the pass's ``eos`` the core runs
+    the update sweeps before it takes the next step. ``updating`` is high in every weight
+    read-modify-write cycle of learning (the cycles that step the LFSRs). ``clear`` also
+    zeroes the traces (the sweep lasts ``max(neurons, groups, n_in)`` cycles), but neither the
+    per-lane LFSRs (lane p starts at ``lfsr_initial_state(seed, core_index, p)``) nor the
+    modulators.
     """
 
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
-                 transparent_weights: bool = False):
+                 transparent_weights: bool = False, learning: LearningConfig | None = None,
+                 core_index: int = 0):
         if not 0 <= config.lo < config.hi <= layer.n_out:
             raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
                              f"layer's {layer.n_out} neurons")
@@ -146,7 +162,14 @@ class LifCore(wiring.Component):
         self._stored = [name for name, vals in values.items() if not _uniform(vals)]
         width = max(self._lanes * layer.weight_bits, layer.v_bits + 1, self._param_layout.size,
                     self._lanes * layer.acc_bits)
+        self._learning = learning
+        self._core_index = operator.index(core_index)
+        if learning is not None:
+            if layer.recurrent:
+                raise ValueError(f"layer {layer.name!r} is recurrent: it cannot learn")
+            width = max(width, self._lanes * (learning.trace_bits + 1), MOD_BITS)
         addr_width = max(1, (max(depth, config.neurons) - 1).bit_length())
+        self._addr_width = addr_width
         members = {"i": In(stream.Signature(SpikeEvent))}
         if layer.recurrent:
             members["r"] = In(stream.Signature(SpikeEvent))
@@ -158,13 +181,15 @@ class LifCore(wiring.Component):
             "integrating": Out(1),
             "saturated": Out(1),
         })
+        if learning is not None:
+            members["updating"] = Out(1)
         super().__init__(members)
 
     @classmethod
     def from_image(cls, image: Image, core_index: int, **kwargs) -> "LifCore":
         config = image.config.cores[core_index]
         return cls(config, image.layers[config.layer], image.weight_memory(core_index),
-                   **kwargs)
+                   learning=image.learning_of(config.layer), core_index=core_index, **kwargs)
 
     @property
     def config(self) -> CoreConfig:
@@ -173,6 +198,10 @@ class LifCore(wiring.Component):
     @property
     def layer(self) -> LayerParams:
         return self._layer
+
+    @property
+    def learning(self) -> LearningConfig | None:
+        return self._learning
 
     @property
     def param_layout(self) -> data.StructLayout:
@@ -211,6 +240,11 @@ class LifCore(wiring.Component):
             m.submodules.params = pmem = Memory(shape=stored_layout, depth=neurons, init=init)
             p_wr = pmem.write_port()
             p_rd = pmem.read_port()
+        learn = self._learning
+        if learn is not None:
+            m.submodules.learning = unit = LearningUnit(cfg, layer, learn,
+                                                        addr_width=self._addr_width)
+            m.d.comb += [unit.w_rdata.eq(w_rd.data), self.updating.eq(unit.lfsr_step)]
         params = {}  # field -> value at the pass's second stage (read data or constant)
         for name in self._param_layout.members:
             if name in self._stored:
@@ -239,13 +273,31 @@ class LifCore(wiring.Component):
                 m.d.comb += self.mem.rdata.eq(view.as_value())
             with m.Case(MemSpace.ACC):
                 m.d.comb += self.mem.rdata.eq(a_rd.data.as_value())
+            if learn is not None:
+                with m.Case(MemSpace.XTRACE):
+                    m.d.comb += self.mem.rdata.eq(unit.x_rdata)
+                with m.Case(MemSpace.YTRACE):
+                    m.d.comb += self.mem.rdata.eq(unit.y_rdata)
         host_we = {space: Signal(name=f"host_we_{space.name.lower()}") for space in MemSpace}
         for space, strobe in host_we.items():
             m.d.comb += strobe.eq(host & self.mem.we & (self.mem.space == space))
-        m.d.comb += [
-            w_wr.addr.eq(self.mem.addr), w_wr.data.eq(self.mem.wdata), w_wr.en.eq(
-                host_we[MemSpace.WEIGHTS]),
-        ]
+        if learn is None:
+            m.d.comb += [
+                w_wr.addr.eq(self.mem.addr), w_wr.data.eq(self.mem.wdata), w_wr.en.eq(
+                    host_we[MemSpace.WEIGHTS]),
+            ]
+        else:
+            # The host writes only between steps; the learning unit never does then.
+            host_w = host_we[MemSpace.WEIGHTS]
+            m.d.comb += [
+                w_wr.addr.eq(Mux(host_w, self.mem.addr, unit.w_waddr)),
+                w_wr.data.eq(Mux(host_w, self.mem.wdata, unit.w_wdata)),
+                w_wr.en.eq(host_w | unit.w_we),
+                unit.host.eq(host),
+                unit.host_addr.eq(self.mem.addr),
+                unit.mod_we.eq(host_we[MemSpace.MOD]),
+                unit.mod_data.eq(self.mem.wdata[:MOD_BITS]),
+            ]
         if self._stored:
             host_params = data.View(self._param_layout, self.mem.wdata[:self._param_layout.size])
             m.d.comb += [
@@ -278,6 +330,8 @@ class LifCore(wiring.Component):
                 m.d.sync += started.eq(1)
                 with m.If(~stream_in.payload.eos):
                     m.d.sync += [act.eq(1), g.eq(0), waddr.eq(row * groups)]
+                    if learn is not None:  # the pre-trace of the row sees the spike
+                        m.d.comb += [unit.take.eq(1), unit.take_row.eq(row)]
 
         sums = Signal(acc_layout)
         for p in range(lanes):
@@ -332,9 +386,19 @@ class LifCore(wiring.Component):
         spike = v_new > theta
         m.d.comb += self.saturated.eq(commit & (over | under))
 
+        if learn is not None:
+            m.d.comb += [
+                unit.int_issue.eq(act), unit.int_group.eq(g), unit.int_addr.eq(waddr),
+                unit.pass_group.eq(pg), unit.commit.eq(commit), unit.commit_group.eq(pg1),
+                unit.commit_lane.eq(pp1), unit.spike.eq(spike),
+            ]
+            w_raddr = Mux(unit.sweeping, unit.w_raddr, waddr)
+        else:
+            w_raddr = waddr
+
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [
-            w_rd.addr.eq(Mux(host, self.mem.addr, waddr)),
+            w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
             a_rd.addr.eq(Mux(host, self.mem.addr, g)),
             s_rd.addr.eq(Mux(host, self.mem.addr, n)),
             s_wr.addr.eq(Mux(host, self.mem.addr, n1)),
@@ -349,13 +413,16 @@ class LifCore(wiring.Component):
 
         with m.FSM(init="Clear"):
             with m.State("Clear"):
-                sweep = Signal(range(max(neurons, groups)))
+                span = max(neurons, groups, layer.n_in if learn is not None else 0)
+                sweep = Signal(range(span))
                 m.d.comb += [
                     s_wr.addr.eq(sweep), s_wr.data.eq(0), s_wr.en.eq(sweep < neurons),
                     a_wr.addr.eq(sweep), a_wr.data.eq(0), a_wr.en.eq(sweep < groups),
                 ]
+                if learn is not None:
+                    m.d.comb += [unit.wipe.eq(1), unit.wipe_addr.eq(sweep)]
                 m.d.sync += sweep.eq(sweep + 1)
-                with m.If(sweep == max(neurons, groups) - 1):
+                with m.If(sweep == span - 1):
                     m.next = "Ffwd"
             if recurrent:
                 with m.State("Rec"):
@@ -382,6 +449,8 @@ class LifCore(wiring.Component):
                     a_rd.addr.eq(pg),
                     a_rd.en.eq(p0_go & (pp == 0)),
                 ]
+                if learn is not None:
+                    m.d.comb += [unit.pass_active.eq(1), unit.pass_read.eq(p0_go & (pp == 0))]
                 if self._stored:
                     m.d.comb += p_rd.en.eq(~stall)
                 with m.If(~stall):
@@ -402,7 +471,23 @@ class LifCore(wiring.Component):
             with m.State("PassEos"):
                 with m.If(~stall):
                     m.d.sync += [out_valid.eq(1), out.eos.eq(1), started.eq(0)]
-                    m.next = "Rec" if recurrent else "Ffwd"
+                    if learn is not None:
+                        m.d.comb += unit.start.eq(1)
+                        m.next = "Learn"
+                    else:
+                        m.next = "Rec" if recurrent else "Ffwd"
+            if learn is not None:
+                with m.State("Learn"):  # the update sweeps, after the step's last spike
+                    with m.If(~unit.busy):
+                        m.next = "Ffwd"
 
         m.d.comb += self.idle.eq(between & ~out_valid)
-        return ResetInserter(self.clear)(m)
+        if learn is None:
+            return ResetInserter(self.clear)(m)
+        # The LFSRs run on over `clear`: a sample does not restart their sequences.
+        top = Module()
+        top.submodules.core = ResetInserter(self.clear)(m)
+        top.submodules.lfsr = lfsr = LaneLfsrs(
+            [lfsr_initial_state(learn.seed, self._core_index, p) for p in range(lanes)])
+        top.d.comb += [lfsr.step.eq(unit.lfsr_step), unit.lfsr_state.eq(lfsr.state)]
+        return top

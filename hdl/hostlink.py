@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..compiler.image import Image
 from .array import COUNTER_BITS, CoreArray
-from .core import MemAccessSignature
+from .core import MemAccessSignature, MemSpace
 from .crc import Crc16
 from .event import ADDR_BITS, SpikeEvent
 
@@ -263,7 +263,7 @@ class HostLink(wiring.Component):
         m.d.comb += self.rx.ready.eq(1)
         m.d.comb += [
             self.mem.core.eq(a_core),
-            self.mem.space.eq(a_space[:2]),
+            self.mem.space.eq(a_space[:MemSpace.as_shape().width]),
             self.mem.addr.eq(mem_addr),
             self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
             self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
@@ -396,7 +396,7 @@ class HostLink(wiring.Component):
             with m.State("Dispatch"):
                 drop_bytes()
                 duplicate = have_last & (seq == last_seq) & (cmd == last_cmd)
-                bad_arg = (a_core >= len(image.config.cores)) | (a_space >= 4)
+                bad_arg = (a_core >= len(image.config.cores)) | (a_space >= len(MemSpace))
                 m.d.sync += [mem_addr.eq(a_addr), bidx.eq(0)]
                 read_len = a_count * wb
                 step_len = out_count * 2

@@ -56,7 +56,7 @@ def test_request_layout():
         [0, 2, 5, 0, 0, 0, 2, 2, 1, 0, 4, 3, 0])
     assert protocol.parse_words(bytes([1, 2, 3, 4, 5, 6]), 3) == [0x030201, 0x060504]
     for bad in (lambda: protocol.encode_request(256, 1), lambda: protocol.push_payload([70000]),
-                lambda: protocol.read_mem_payload(0, 4, 0, 1),
+                lambda: protocol.read_mem_payload(0, len(protocol.MemSpace), 0, 1),
                 lambda: protocol.read_mem_payload(0, 0, 0, 256),
                 lambda: protocol.write_mem_payload(0, 0, 0, [256], 1)):
         with pytest.raises(ValueError):
