@@ -7,6 +7,10 @@ seed, idle and stall probabilities); the testbench writes `result.npz` there.
 Per sample: pulse `clear`, wait for `idle`; stream every step's input events (ascending
 addresses, then an eos) while collecting output events until one eos per step came back; wait
 for `idle`; read the counters and every core's final membranes through the memory port.
+With modulators (`job.npz` holds `modulators` int8 [batch, time, n] of the three-factor layer),
+step t's modulators are written to that layer's cores (MOD space) once step t - 1's output eos
+came back, and step t's events go in after them. With learning rules, after the last sample
+every core's weight memory is read back (`weights{core}`, the bytes of `Image.weight_memory`).
 """
 
 from __future__ import annotations
@@ -117,6 +121,38 @@ class StreamSink:
         return None
 
 
+class MemWriter:
+    """Writes words through the array's memory port, one per cycle in which `ready` is high."""
+
+    def __init__(self, dut):
+        self._dut = dut
+        self._queue: list[tuple[int, int, int, int]] = []  # core, space, addr, data
+        self._driving = False
+
+    def write(self, core: int, space: int, addr: int, data: int) -> None:
+        self._queue.append((core, space, addr, data))
+
+    @property
+    def done(self) -> bool:
+        return not self._queue
+
+    def drive(self) -> None:
+        dut = self._dut
+        if self._queue:
+            core, space, addr, data = self._queue[0]
+            dut.mem__core.value, dut.mem__space.value = core, space
+            dut.mem__addr.value, dut.mem__wdata.value = addr, data
+            dut.mem__we.value = 1
+            self._driving = True
+        elif self._driving:
+            dut.mem__we.value = 0
+            self._driving = False
+
+    def sample(self) -> None:
+        if self._driving and int(self._dut.mem__ready.value):
+            self._queue.pop(0)
+
+
 class Clocked:
     """Owns the clock and reset of an Amaranth top (`clk`, `rst`) and steps it cycle by cycle.
 
@@ -164,6 +200,7 @@ class TB:
             self.seed = int(spec["seed"])
             self.idle = float(spec["idle"])
             self.stall = float(spec["stall"])
+            self.modulators = spec["modulators"] if spec["modulators"].size else None
         self.clock = Clocked(dut)
         self.rng = random.Random(self.seed)
         array = CoreArray(self.image)
@@ -202,19 +239,50 @@ class TB:
         self.dut.clear.value = 0
         await self.wait_for("idle", "clear")
 
-    async def stream(self, x: np.ndarray, source: StreamSource, sink: StreamSink):
-        """Feed all steps of one sample back to back; return (spikes [time, n_out], cycles)."""
+    def modulator_writes(self, writer: MemWriter, mods: np.ndarray) -> None:
+        """One step's modulators (int8 per neuron of the three-factor layer) to its cores."""
+        from spikeforge.hdl.core import MemSpace
+
+        layer = next(e.layer for e in self.image.learning if e.rule == "three_factor")
+        for index, core in enumerate(self.image.config.cores):
+            if core.layer == layer:
+                for n in range(core.neurons):
+                    writer.write(index, MemSpace.MOD.value, n, int(mods[core.lo + n]) & 0xFF)
+
+    async def stream(self, x: np.ndarray, source: StreamSource, sink: StreamSink,
+                     mods: np.ndarray | None = None):
+        """Feed the steps of one sample (back to back, or, with modulators [time, n], each
+        after its modulators); return (spikes [time, n_out], cycles)."""
         steps = x.shape[0]
         n_out = self.image.n_outputs
-        for t in range(steps):
+        writer = MemWriter(self.dut)
+        released = 0  # steps whose events are queued at the source
+
+        def release(t):
             source.send([event_word(int(a)) for a in np.flatnonzero(x[t])])
             source.send([event_word(0, eos=True)])
+
+        if mods is None:
+            for t in range(steps):
+                release(t)
+            released = steps
         spikes = np.zeros((steps, n_out), dtype=np.uint8)
         step, last_addr, first, quiet = 0, -1, None, 0
+        writing = False
         while step < steps:
+            if released < steps and not writing and step >= released:
+                self.modulator_writes(writer, mods[released])
+                writing = True
+            writer.drive()
             source.drive()
             sink.drive()
             await self.clock.settle()
+            writer.sample()
+            if writing and writer.done:
+                release(released)
+                released += 1
+                writing = False
+                quiet = 0
             took = source.sample()
             word = sink.sample()
             if took and first is None:
@@ -242,19 +310,23 @@ class TB:
         """Every STATE word of one core, reads pipelined one per cycle."""
         from spikeforge.hdl.core import MemSpace
 
+        return await self.read_words(core_index, MemSpace.STATE.value,
+                                     self.image.config.cores[core_index].neurons)
+
+    async def read_words(self, core_index: int, space: int, count: int) -> list[int]:
+        """Words 0..count-1 of one memory space of one core, reads pipelined one per cycle."""
         mem = self.dut
-        neurons = self.image.config.cores[core_index].neurons
         mem.mem__core.value = core_index
-        mem.mem__space.value = MemSpace.STATE.value
+        mem.mem__space.value = space
         mem.mem__we.value = 0
         words: list[int] = []
         addr, waited = 0, 0
-        while len(words) < neurons:
-            if addr < neurons:
+        while len(words) < count:
+            if addr < count:
                 mem.mem__addr.value = addr
                 mem.mem__re.value = 1
             await self.clock.settle()
-            if addr < neurons and int(mem.mem__ready.value):
+            if addr < count and int(mem.mem__ready.value):
                 addr += 1
             if int(mem.mem__rvalid.value):
                 words.append(int(mem.mem__rdata.value))
@@ -262,7 +334,7 @@ class TB:
             waited += 1
             assert waited < self.patience, f"core {core_index}: memory read got no answer"
             await self.clock.edge()
-            if addr == neurons:
+            if addr == count:
                 mem.mem__re.value = 0
         mem.mem__re.value = 0
         return words
@@ -294,6 +366,7 @@ class TB:
                for index, layer in enumerate(self.image.layers)},
             **{f"s{index}": np.zeros((batch, layer.n_out), dtype=np.uint8)
                for index, layer in enumerate(self.image.layers)},
+            "learn_cycles": np.zeros((batch, layers), dtype=np.int64),
         }
         for name in self.inputs:  # no X from an undriven input, in any simulator
             getattr(self.dut, name).value = 0
@@ -303,13 +376,16 @@ class TB:
         await self.wait_for("idle", "power-up")
         for sample in range(batch):
             await self.clear()
-            spikes, cycles = await self.stream(self.spikes[sample], source, sink)
+            spikes, cycles = await self.stream(
+                self.spikes[sample], source, sink,
+                None if self.modulators is None else self.modulators[sample])
             await self.wait_for("idle", f"sample {sample}: end of the last step")
             out["spikes"][sample] = spikes
             out["cycles"][sample] = cycles
             out["sops"][sample] = self.read("sops")
             out["spike_counts"][sample] = self.read("spikes")
             out["saturations"][sample] = self.read("saturations")
+            out["learn_cycles"][sample] = self.read("learn_cycles")
             for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles",
                          "overflow"):
                 out[name][sample] = self.read(name)
@@ -317,6 +393,16 @@ class TB:
             for index in range(layers):
                 out[f"v{index}"][sample] = v[index]
                 out[f"s{index}"][sample] = s[index]
+        if self.image.learning:
+            from spikeforge.hdl.core import MemSpace
+
+            for index, core in enumerate(self.image.config.cores):
+                layer = self.image.layers[core.layer]
+                nbytes = -(-core.lanes * layer.weight_bits // 8)
+                words = await self.read_words(index, MemSpace.WEIGHTS.value,
+                                              layer.fan_in * core.groups)
+                out[f"weights{index}"] = np.array(
+                    [list(word.to_bytes(nbytes, "little")) for word in words], dtype=np.uint8)
         np.savez(self.job / "result.npz", **out)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compiler.image import Image
+from ..compiler.image import Image, unpack_weights
 from .encode import given
 from .golden import GoldenResult
 
@@ -63,6 +63,7 @@ class RtlResult(GoldenResult):
     integrate_cycles: np.ndarray  # int64 [batch]: cycles some core's integration loop ran
     events_out: np.ndarray  # int64 [batch]: output events, eos excluded
     overflow: np.ndarray  # bool [batch]: the array's sticky "an event was lost" flag
+    learn_cycles: np.ndarray | None = None  # int64 [batch, layers]: learning RMW cycles
     simulator: str = ""
 
 
@@ -336,14 +337,19 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
     array's counters per sample; `layer_spikes` and `membranes` are None.
     `waves` names a file to receive a trace of the whole run: VCD when it ends in `.vcd`,
     else FST (Verilator needs lz4.h for FST).
-    The gateware has no learning unit yet: an image with learning rules, or `modulators`, is
-    refused (the golden model runs them).
+
+    With learning rules (docs/learning.md) the samples run in sequence and the weights carry
+    over; `modulators` (int8 [batch, time, neurons of the three-factor layer]) go into the MOD
+    space before each step's events (so steps do not overlap). The result then holds
+    `weights` (every layer's [n_out, n_in], read back from the weight memories after the run),
+    `image` (the image with those weights), `learn_cycles` and `learning` (per layer
+    `update_cycles`, as the golden model counts them).
     """
-    if modulators is not None or getattr(image, "learning", ()):
-        raise RtlError("the RTL has no learning unit yet; run images with learning rules on "
-                       "the golden model (engine='golden')")
+    from .learning import check_modulators
+
     x = given(spikes, image.n_inputs)
     image.check()
+    mods = check_modulators(image, modulators, x.shape[0], x.shape[1])
     for name, value in (("idle", idle), ("stall", stall)):
         if not 0 <= value < 1:
             raise ValueError(f"{name} probability must lie in [0, 1), not {value!r}")
@@ -363,7 +369,8 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
     with tempfile.TemporaryDirectory(dir=runs) as tmp:
         job = Path(tmp)
         (job / "image.sfi").write_bytes(image_bytes)
-        np.savez(job / "job.npz", spikes=x, seed=seed, idle=idle, stall=stall)
+        np.savez(job / "job.npz", spikes=x, seed=seed, idle=idle, stall=stall,
+                 modulators=np.zeros(0, np.int8) if mods is None else mods.astype(np.int8))
         run_cocotb(build, TB_MODULE, test_dir=job, extra_env={JOB_ENV: str(job)}, seed=seed,
                    waves=waves)
         try:
@@ -378,7 +385,22 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
     if (sops % fan_out).any():
         raise RtlError(f"synaptic operation counts {sops.tolist()} are not whole multiples "
                        f"of the layer sizes {fan_out.tolist()}")
+    learned = weights = learning = None
+    if image.learning:
+        full = [np.zeros((layer.n_out, layer.fan_in), dtype=np.int32) for layer in image.layers]
+        for index, core in enumerate(image.config.cores):
+            layer = image.layers[core.layer]
+            full[core.layer][core.lo:core.hi] = unpack_weights(
+                got[f"weights{index}"], layer.weight_bits, core.lanes, core.neurons,
+                layer.fan_in)
+        weights = [w[:, :layer.n_in] for w, layer in zip(full, image.layers)]
+        learned = image.with_weights(weights, [w[:, layer.n_in:] if layer.recurrent else None
+                                               for w, layer in zip(full, image.layers)])
+        learning = {e.layer: {"update_cycles": int(got["learn_cycles"][:, e.layer].sum())}
+                    for e in image.learning}
     return RtlResult(
+        weights=weights, image=learned, learning=learning,
+        learn_cycles=got["learn_cycles"].astype(np.int64),
         spikes=got["spikes"].astype(np.uint8),
         layer_spikes=None, membranes=None,
         final_membranes=[got[f"v{index}"].astype(np.int32) for index in range(n_layers)],
