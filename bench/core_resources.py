@@ -5,7 +5,12 @@ ECP5 DP16KD), SPRAMs and DSPs, each with its share of the device. The array only
 no PLL; before place and route. Networks as bench/core_throughput.py builds them (digits-like
 64-128-10 with 8-bit weights or `--image NET.sfi`; 784-128-10 with 4-bit weights), mapped by
 the compiler's mapper for each device.
+`--learning` instead prints, per device, one core alone (LifCore, no array counters): the
+digits-like output layer (128 inputs, 10 neurons, lanes as the mapper gives them) without
+learning, with STDP and with the three-factor rule (stochastic rounding), and the learning
+unit's share (`learning_luts_pct`: extra LUTs over the core without learning).
 Run: .venv/bin/python bench/core_resources.py [--image digits.sfi] [--device iCE40UP5K]
+     .venv/bin/python bench/core_resources.py --learning
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 
 from spikeforge.compiler.image import Image, load_image
 from spikeforge.compiler.mapper import FitError, map_network
-from spikeforge.hdl.synth import synth_stats
+from spikeforge.hdl.synth import synth_rtlil_stats, synth_stats
 
 sys.path.insert(0, str(Path(__file__).parent))
 from core_throughput import random_network  # noqa: E402
@@ -38,12 +43,48 @@ def networks(image_path: str | None):
            random_network((784, 128, 10), 4, seed=2, activity=0.1), 784)
 
 
+def learning_rows(device: str):
+    """One core of the digits-like output layer, without and with each learning rule."""
+    from amaranth.back import rtlil
+
+    from spikeforge.hdl.core import LifCore
+
+    layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
+    config = map_network(layers, 64, device=device)
+    plain = Image(64, layers, config)
+    index = next(k for k, core in enumerate(config.cores) if core.layer == 1)
+    core = config.cores[index]
+    base = None
+    for rule in (None, "stdp", "three_factor"):
+        image = plain if rule is None else plain.with_learning(1, rule, stochastic=True)
+        start = time.perf_counter()
+        stats = synth_rtlil_stats(rtlil.convert(LifCore.from_image(image, index), name="top",
+                                                emit_src=False), device)
+        row = {"core": "128 inputs -> 10 neurons, 8-bit weights", "device": device,
+               "learning": rule or "none", "lanes": core.lanes, "groups": core.groups,
+               **{key: stats[key] for key in ("luts", "ffs", "bram", "spram", "dsp")}}
+        if base is None:
+            base = stats["luts"]
+        else:
+            row["learning_luts"] = stats["luts"] - base
+            row["learning_luts_pct"] = round(100 * (stats["luts"] - base) / base, 1)
+        row["synth_seconds"] = round(time.perf_counter() - start, 1)
+        yield row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", help="a compiled image instead of the random 64-128-10")
     parser.add_argument("--device", action="append", choices=DEVICES,
                         help="device (repeatable; default: both)")
+    parser.add_argument("--learning", action="store_true",
+                        help="one core without and with the learning unit, per device")
     args = parser.parse_args()
+    if args.learning:
+        for device in args.device or DEVICES:
+            for row in learning_rows(device):
+                print(json.dumps(row), flush=True)
+        return
     for name, layers, n_inputs in networks(args.image):
         for device in args.device or DEVICES:
             row = {"network": name, "device": device}

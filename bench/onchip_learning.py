@@ -4,6 +4,10 @@ Three-factor case: the 64-128-10 demo network, its hidden layer trained off chip
 layer reset to zero weights and trained only by the on-chip three-factor rule with
 m_i[t] = K * (target_i - s_i[t]) (s from an inference pass of the sample on the current weights).
 STDP case: one neuron, fed a fixed spike pattern hidden in Poisson noise, becomes selective to it.
+With `--rtl-samples N` (default 3, 0 skips it) the three-factor case also runs its first N
+training samples through the generated RTL (Verilator, `run_rtl`) from the same start, and
+reports the RTL's learning cycles (`learn_cycles`) beside the golden model's, and whether every
+learned weight agrees.
 Prints one JSON object per case. Run: .venv/bin/python bench/onchip_learning.py
 """
 
@@ -21,7 +25,28 @@ from spikeforge.compiler.image import CoreConfig, HwConfig, Image, LayerParams
 from spikeforge.sim import golden
 
 
-def three_factor(epochs: int, gain: int, mod_shift: int, seed: int) -> dict:
+def rtl_check(image: Image, plain: Image, data, gain: int, samples: int) -> dict:
+    """The first `samples` training samples through the RTL and the golden model."""
+    from spikeforge.sim.rtl import run_rtl
+
+    x = data.train_spikes[:samples]
+    s = golden.run(plain, x).spikes.astype(np.int64)  # [B, T, 10], on the starting weights
+    target = np.zeros_like(s)
+    target[np.arange(samples), :, data.train_labels[:samples]] = 1
+    mods = np.clip(gain * (target - s), -128, 127).astype(np.int8)
+    want = golden.run(image, x, modulators=mods)
+    got = run_rtl(image, x, modulators=mods, idle=0.0, stall=0.0)
+    steps = samples * x.shape[1]
+    return {"samples": samples, "steps": steps,
+            "weights_equal": all(np.array_equal(a, b) for a, b in zip(got.weights, want.weights)),
+            "spikes_equal": bool(np.array_equal(got.spikes, want.spikes)),
+            "update_cycles": got.learning[1]["update_cycles"],
+            "golden_update_cycles": want.learning[1]["update_cycles"],
+            "cycles_per_step": float(got.cycles.sum() / steps),
+            "integrate_cycles_per_step": float(got.integrate_cycles.sum() / steps)}
+
+
+def three_factor(epochs: int, gain: int, mod_shift: int, seed: int, rtl_samples: int = 0) -> dict:
     data = D.load_digits(seed=seed)
     model = D.build_model(seed=seed)
     D.train(model, data, epochs=40, seed=seed)
@@ -32,6 +57,7 @@ def three_factor(epochs: int, gain: int, mod_shift: int, seed: int) -> dict:
     image = image.with_learning(layer=-1, rule="three_factor", mod_shift=mod_shift,
                                 stochastic=True, seed=seed + 1)
     plain = Image(image.n_inputs, image.layers, image.config)  # the same net, not learning
+    rtl = rtl_check(image, plain, data, gain, rtl_samples) if rtl_samples else None
     rng = np.random.default_rng(seed)
     updates = cycles = 0
     for _ in range(epochs):
@@ -52,7 +78,8 @@ def three_factor(epochs: int, gain: int, mod_shift: int, seed: int) -> dict:
     return {"case": "three_factor_digits_readout", "accuracy": accuracy, "epochs": epochs,
             "train_samples": int(len(data.train_labels)), "updates": int(updates),
             "update_cycles": int(cycles), "update_cycles_per_step": cycles / steps,
-            "synapse_updates_per_cycle": updates / max(cycles, 1)}
+            "synapse_updates_per_cycle": updates / max(cycles, 1),
+            **({"rtl": rtl} if rtl is not None else {})}
 
 
 def stdp_selectivity(seed: int) -> dict:
@@ -98,8 +125,11 @@ def main() -> None:
     parser.add_argument("--gain", type=int, default=4)
     parser.add_argument("--mod-shift", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rtl-samples", type=int, default=3,
+                        help="training samples also run in the RTL (0: none)")
     args = parser.parse_args()
-    print(json.dumps(three_factor(args.epochs, args.gain, args.mod_shift, args.seed)))
+    print(json.dumps(three_factor(args.epochs, args.gain, args.mod_shift, args.seed,
+                                  args.rtl_samples)))
     print(json.dumps(stdp_selectivity(args.seed)))
 
 

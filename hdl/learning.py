@@ -154,15 +154,15 @@ class LearningUnit(wiring.Component):
             return Mux(grown > t_max, t_max, grown)
 
         # -- memories --------------------------------------------------------------------
-        m.submodules.xtrace = xmem = Memory(shape=unsigned(tb), depth=n_in, init=[])
-        x_wr, x_rd = xmem.write_port(), xmem.read_port()
-        m.submodules.xspike = smem = Memory(shape=unsigned(1), depth=n_in, init=[])
-        xs_wr, xs_rd = smem.write_port(), smem.read_port()
+        # per row: [0] the pre-trace x_j, [1] bit 0: an event of row j came in this step
+        m.submodules.xtrace = xmem = Memory(shape=data.ArrayLayout(unsigned(tb), 2), depth=n_in,
+                                            init=[])
+        x_wr, x_rd = xmem.write_port(granularity=1), xmem.read_port()
         y_layout = trace_word_layout(tb, lanes)
         m.submodules.ytrace = ymem = Memory(shape=y_layout, depth=groups, init=[])
         y_wr = ymem.write_port(granularity=1)  # one lane
         y_rd = ymem.read_port()
-        m.d.comb += [self.x_rdata.eq(x_rd.data), self.y_rdata.eq(y_rd.data.as_value())]
+        m.d.comb += [self.x_rdata.eq(x_rd.data[0]), self.y_rdata.eq(y_rd.data.as_value())]
         if not stdp:
             m.submodules.mod = mmem = Memory(shape=unsigned(lanes * MOD_BITS), depth=groups,
                                              init=[])
@@ -258,7 +258,7 @@ class LearningUnit(wiring.Component):
         sweep_rmw = s1 & rmw
         m.d.comb += self.sweep_rmw.eq(sweep_rmw)
 
-        x_old, x_spike = x_rd.data, xs_rd.data
+        x_old, x_spike = x_rd.data[0], x_rd.data[1][0]
         x_new = Signal(tb)
         m.d.comb += x_new.eq(trace_next(x_old, x_spike))
         x_now = Mux(first, x_new, x_old) if stdp else x_new  # x_j[t] in this sweep
@@ -268,9 +268,21 @@ class LearningUnit(wiring.Component):
         for p in range(lanes):
             w = self.w_rdata[p * w_bits:(p + 1) * w_bits].as_signed()
             if stdp:
-                down = w - rnd(y_rd.data[p].y, rule.ltd_shift, p)
-                up = w + Mux(mask[p], rnd(x_now, rule.ltp_shift, p), 0)
-                new = Mux(i1, _clip(down, w_bits), _clip(up, w_bits))
+                # One adder for both: R(a, n) = (a * 2^(N-n) + (r & (2^n-1)) * 2^(N-n)) >> N,
+                # and w - R = ~(~w + R), so depression and potentiation only need the upper
+                # clip of ~w + R resp. w + R (a lane that did not fire adds R(0) = 0).
+                top = max(rule.ltd_shift, rule.ltp_shift)
+                operand = Mux(i1, y_rd.data[p].y << (top - rule.ltd_shift),
+                              Mux(mask[p], x_now, 0) << (top - rule.ltp_shift))
+                if lfsr is not None:
+                    operand = operand + Mux(
+                        i1, lfsr[p][:rule.ltd_shift] << (top - rule.ltd_shift),
+                        lfsr[p][:rule.ltp_shift] << (top - rule.ltp_shift))
+                total = Signal(signed(max(w_bits, tb + 1) + 2), name=f"total{p}")
+                m.d.comb += total.eq(Mux(i1, ~w, w) + (operand >> top))
+                w_max = (1 << (w_bits - 1)) - 1
+                upper = Mux(total > w_max, w_max, total[:w_bits])
+                new = Mux(i1, ~upper, upper)
             else:
                 mod = m_rd.data[p * MOD_BITS:(p + 1) * MOD_BITS].as_signed()
                 product = Signal(signed(MOD_BITS + tb + 1), name=f"product{p}")
@@ -287,15 +299,13 @@ class LearningUnit(wiring.Component):
         # -- memory addressing -------------------------------------------------------------
         host = self.host
         x_read = ~issue | row_start  # three-factor: hold row j's trace over its groups
+        x_both = (self.wipe & (self.wipe_addr < n_in)) | x_write1  # trace and spike bit
         m.d.comb += [
             x_rd.addr.eq(Mux(host, self.host_addr, j)), x_rd.en.eq(x_read),
-            xs_rd.addr.eq(j), xs_rd.en.eq(x_read),
-            x_wr.addr.eq(Mux(self.wipe, self.wipe_addr, j1)),
-            x_wr.data.eq(Mux(self.wipe, 0, x_new)),
-            x_wr.en.eq((self.wipe & (self.wipe_addr < n_in)) | x_write1),
-            xs_wr.addr.eq(Mux(self.take, self.take_row, Mux(self.wipe, self.wipe_addr, j1))),
-            xs_wr.data.eq(self.take),
-            xs_wr.en.eq(self.take | (self.wipe & (self.wipe_addr < n_in)) | x_write1),
+            x_wr.addr.eq(Mux(self.take, self.take_row, Mux(self.wipe, self.wipe_addr, j1))),
+            x_wr.data[0].eq(Mux(self.wipe, 0, x_new)),
+            x_wr.data[1].eq(self.take),
+            x_wr.en.eq(Cat(x_both, self.take | x_both)),
         ]
         # post-traces: read by the integration loop (depression), the pass (one read per
         # group, held while its lanes are updated), the STDP scan and the host

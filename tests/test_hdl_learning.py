@@ -195,3 +195,66 @@ def test_lfsr_lanes_follow_the_sequence():
 def test_core_without_learning_has_no_learning_port():
     image = random_image(1, (4, 5))
     assert not hasattr(LifCore.from_image(image, 0), "updating")
+
+
+@pytest.mark.parametrize("rule", [None, "stdp", "three_factor"])
+def test_integration_keeps_one_word_per_cycle(rule):
+    """With or without learning (STDP: every read becomes a read-modify-write), back-to-back
+    events keep the integration loop at one weight word per cycle; the update sweep after the
+    pass takes n_in * groups cycles (three-factor) or n_in per group that fired (STDP)."""
+    from spikeforge.compiler.image import CoreConfig, HwConfig, LayerParams
+
+    rng = np.random.default_rng(7)
+    n_in, n_out, lanes = 32, 24, 8
+    layer = LayerParams("h", rng.integers(-128, 128, (n_out, n_in)), np.zeros(n_out),
+                        np.full(n_out, 200), 8, 24, 24, decay_shift=3)
+    image = Image(n_in, [layer], HwConfig("iCE40UP5K", (CoreConfig(0, 0, n_out, lanes),)))
+    if rule is not None:
+        image = image.with_learning(0, rule, stochastic=True)
+    dut = LifCore.from_image(image, 0)
+    trace = []  # (integrating, updating, o.valid & eos) per cycle from the first handshake
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.idle)
+        ctx.set(dut.o.ready, 1)
+        queue = [(addr, 0) for addr in range(n_in)] + [(0, 1)]
+        while queue or not ctx.get(dut.idle):
+            if queue:
+                ctx.set(dut.i.payload, {"addr": queue[0][0], "eos": queue[0][1]})
+            ctx.set(dut.i.valid, bool(queue))
+            sampled = await ctx.tick().sample(dut.i.ready, dut.integrating, dut.o.valid,
+                                              dut.o.payload)
+            _, _, ready, integrating, valid, payload = sampled
+            if queue and ready:
+                queue.pop(0)
+            updating = ctx.get(dut.updating) if rule is not None else 0
+            trace.append((integrating, updating, int(valid and payload.eos)))
+        ctx.set(dut.i.valid, 0)
+
+    simulate_core(dut, bench)
+    issuing = [t[0] for t in trace]
+    span = len(issuing) - issuing[::-1].index(1) - issuing.index(1)
+    groups = -(-n_out // lanes)
+    assert sum(issuing) == span == n_in * groups  # no bubble between words or events
+    eos = [t[2] for t in trace].index(1)
+    sweep = sum(t[1] for t in trace[eos:])
+    ref = golden.run(image, np.ones((1, 1, n_in), np.uint8),
+                     modulators=np.ones((1, 1, n_out), np.int8) if rule == "three_factor"
+                     else None)
+    if rule == "three_factor":
+        assert sweep == n_in * groups
+    elif rule == "stdp":
+        fired = {n // lanes for n in np.flatnonzero(ref.spikes[0, 0])}
+        assert sweep == n_in * len(fired)
+        assert ref.learning[0]["update_cycles"] == n_in * groups + sweep
+    if rule is not None:
+        # after the eos: the sweep, then two cycles to hand back to the event loop
+        print(f"{rule}: {len(trace) - eos} cycles from the eos to idle, {sweep} of them "
+              f"read-modify-write")
+
+
+def simulate_core(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
