@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..sim.encode import as_batch
 from .ir import Network
 
 
@@ -27,15 +28,7 @@ class FloatResult:
 
 
 def _check_spikes(spikes: np.ndarray, n_inputs: int) -> np.ndarray:
-    arr = np.asarray(spikes)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"spikes must be [batch, time, neurons] or [time, neurons], "
-                         f"not shape {np.shape(spikes)}")
-    if arr.shape[2] != n_inputs:
-        raise ValueError(f"spikes have {arr.shape[2]} input neurons, the network has {n_inputs}")
-    return arr.astype(np.float64)
+    return as_batch(spikes, n_inputs).astype(np.float64)
 
 
 def simulate_float(network: Network, spikes: np.ndarray, *, record: bool = False) -> FloatResult:

@@ -37,8 +37,8 @@ def latency(x: np.ndarray, steps: int, *, threshold: float = 0.01) -> np.ndarray
     return out
 
 
-def given(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
-    """Spikes given as [batch, time, n] or [time, n] of 0/1, checked and made uint8."""
+def as_batch(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
+    """[batch, time, n] as it is, [time, n] as a batch of one; the width checked."""
     arr = np.asarray(spikes)
     if arr.ndim == 2:
         arr = arr[None]
@@ -47,6 +47,12 @@ def given(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
                          f"not shape {np.shape(spikes)}")
     if n_inputs is not None and arr.shape[2] != n_inputs:
         raise ValueError(f"spikes have {arr.shape[2]} input neurons, the network has {n_inputs}")
+    return arr
+
+
+def given(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
+    """Spikes given as [batch, time, n] or [time, n] of 0/1, checked and made uint8."""
+    arr = as_batch(spikes, n_inputs)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)
             or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"spikes must be numeric 0/1, not dtype {arr.dtype}")
