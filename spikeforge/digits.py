@@ -49,15 +49,25 @@ def build_model(hidden: int = HIDDEN, beta: float = BETA, seed: int = 0):
     )
 
 
+def reset_state(model) -> None:
+    """Zero the membranes of this model's neurons only.
+
+    (snnTorch's `utils.reset` resets every neuron instance of the process through a class-level
+    list, and fails on instances whose state was never set.)
+    """
+    for module in model.modules():
+        if hasattr(module, "reset_mem") and getattr(module, "mem", None) is not None:
+            module.reset_mem()
+
+
 def forward(model, spikes: np.ndarray) -> np.ndarray:
     """snnTorch's own forward pass over time: output spikes uint8 [batch, time, 10]."""
     import torch
-    from snntorch import utils
 
     x = torch.as_tensor(np.asarray(spikes), dtype=torch.float32)
     out = []
     with torch.no_grad():
-        utils.reset(model)
+        reset_state(model)
         for t in range(x.shape[1]):
             spk, _ = model(x[:, t])
             out.append(spk)
@@ -69,7 +79,6 @@ def train(model, data: DigitsData, *, epochs: int = 40, batch: int = 128, lr: fl
     """Backprop through time with snnTorch's rate cross-entropy loss; seeded and CPU-only."""
     import torch
     from snntorch import functional as SF
-    from snntorch import utils
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -82,7 +91,7 @@ def train(model, data: DigitsData, *, epochs: int = 40, batch: int = 128, lr: fl
         for start in range(0, len(order), batch):
             idx = torch.as_tensor(order[start:start + batch])
             x, y = x_all[idx], y_all[idx]
-            utils.reset(model)
+            reset_state(model)
             spk = torch.stack([model(x[:, t])[0] for t in range(x.shape[1])])  # [T, B, 10]
             loss = loss_fn(spk, y)
             opt.zero_grad()

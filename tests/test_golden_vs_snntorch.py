@@ -12,9 +12,9 @@ import snntorch as snn
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from snntorch import utils
 
 import spikeforge
+from spikeforge.digits import reset_state
 from spikeforge.sim import golden
 
 
@@ -53,7 +53,7 @@ def snntorch_trace(model, spikes):
     spk = [[] for _ in lifs]
     mem = [[] for _ in lifs]
     with torch.no_grad():
-        utils.reset(model)
+        reset_state(model)
         for t in range(x.shape[1]):
             h = x[:, t]
             for m in model:
