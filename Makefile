@@ -19,10 +19,10 @@ demo: venv
 	$(BIN)/spikeforge demo
 
 test: venv
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
 test-slow: venv
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow -n 2 $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python bench/golden_vs_snntorch.py
