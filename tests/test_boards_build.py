@@ -1,7 +1,8 @@
 """Bitstream builds: one real iCEBreaker build (tiny image), the report checked against the
 nextpnr log and the bitstream format; fit checked before synthesis; timing verdicts.
 
-Board-wide and ECP5 builds are slow (`make bitstreams`, `pytest -m slow`).
+One ECP5 build (ULX3S-85F) runs by default; the other ECP5 boards and board-wide builds are
+slow (`make bitstreams`, `pytest -m slow`).
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ def test_step_cycles_closed_form():
     assert cycles == 5 * 3 + 9 + 2
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["ulx3s-85f", "ulx3s-25f", "versa-ecp5"])
+@pytest.mark.parametrize("name", ["ulx3s-85f",  # one ECP5 board in every run
+                                  pytest.param("ulx3s-25f", marks=pytest.mark.slow),
+                                  pytest.param("versa-ecp5", marks=pytest.mark.slow)])
 def test_ecp5_build(name, tmp_path):
     report = build(random_image(5, (8, 6, 3)), name, tmp_path)
     data = Path(report.bitstream).read_bytes()
