@@ -56,6 +56,10 @@ def given(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)
             or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"spikes must be numeric 0/1, not dtype {arr.dtype}")
-    if arr.size and not ((arr == 0) | (arr == 1)).all():
+    if arr.dtype == np.uint8 or arr.dtype == np.bool_:
+        binary = not arr.size or int(arr.max()) <= 1  # one cheap pass for the usual dtype
+    else:
+        binary = not arr.size or bool(((arr == 0) | (arr == 1)).all())
+    if not binary:
         raise ValueError("spikes must be 0 or 1")
     return arr.astype(np.uint8)
