@@ -49,12 +49,32 @@ def _decay(v: np.ndarray, mode: str, shift, beta_q, frac: int) -> np.ndarray:
     return (v * beta_q) >> frac
 
 
-def decay(v: np.ndarray, layer: LayerParams) -> np.ndarray:
-    """decay(v) of docs/neuron.md for one layer (int64)."""
-    return _decay(v, layer.decay_mode, layer.decay_shift.astype(np.int64)
-                  if layer.decay_shift is not None else None,
-                  layer.decay_mul.astype(np.int64) if layer.decay_mul is not None else None,
-                  layer.decay_frac)
+class NeuronParams:
+    """A layer's per-neuron constants in the integer type the update runs in."""
+
+    def __init__(self, layer: LayerParams, dtype):
+        self.layer = layer
+        self.bias = layer.bias.astype(dtype)
+        self.theta = layer.threshold.astype(dtype)
+        self.shift = None if layer.decay_shift is None else layer.decay_shift.astype(dtype)
+        self.beta_q = None if layer.decay_mul is None else layer.decay_mul.astype(dtype)
+        self.lo, self.hi = -(1 << (layer.v_bits - 1)), (1 << (layer.v_bits - 1)) - 1
+
+    def update(self, v: np.ndarray, s_prev: np.ndarray, current: np.ndarray):
+        """One step of docs/neuron.md: (v[t], s[t], saturations per row) from v[t-1],
+        s[t-1] and I[t] - bias."""
+        layer = self.layer
+        vv = v * (1 - s_prev) if layer.reset == "zero" else v
+        u = _decay(vv, layer.decay_mode, self.shift, self.beta_q, layer.decay_frac)
+        u = u + current + self.bias
+        if layer.reset == "subtract":
+            u -= self.theta * s_prev
+        sats = 0
+        if u.max(initial=0) > self.hi or u.min(initial=0) < self.lo:
+            clipped = np.clip(u, self.lo, self.hi)
+            sats = np.count_nonzero(clipped != u, axis=-1)
+            u = clipped
+        return u, (u > self.theta).view(np.uint8), sats
 
 
 def _work_dtype(layer: LayerParams) -> type:
@@ -107,34 +127,21 @@ def run(image: Image, spikes: np.ndarray, *, record: bool = False,
     out_spikes = [np.zeros((steps, batch, layer.n_out), dtype=np.uint8) for layer in image.layers]
     out_v = [np.zeros((steps, batch, layer.n_out), dtype=np.int32) if record else None
              for layer in image.layers]
-    params = []
-    for layer, d in zip(image.layers, idt):
-        lo, hi = -(1 << (layer.v_bits - 1)), (1 << (layer.v_bits - 1)) - 1
-        shifted = None if layer.decay_shift is None else layer.decay_shift.astype(d)
-        mul = None if layer.decay_mul is None else layer.decay_mul.astype(d)
-        params.append((layer.bias.astype(d), layer.threshold.astype(d), lo, hi, shifted, mul))
+    params = [NeuronParams(layer, d) for layer, d in zip(image.layers, idt)]
     for t in range(steps):
         x = x_steps[t]
-        for index, layer in enumerate(image.layers):
-            bias, theta, lo, hi, k, beta_q = params[index]
+        for index in range(len(image.layers)):
             s_prev = s[index]
             acc = x @ w_ff[index] if x.dtype == fdt[index] else x.astype(fdt[index]) @ w_ff[index]
             if w_rec[index] is not None:
                 acc += s_prev.astype(fdt[index]) @ w_rec[index]
-            current = acc.astype(idt[index]) + bias  # exact: the sums are whole numbers
-            vv = v[index] * (1 - s_prev) if layer.reset == "zero" else v[index]
-            u = _decay(vv, layer.decay_mode, k, beta_q, layer.decay_frac) + current
-            if layer.reset == "subtract":
-                u -= theta * s_prev
-            clipped = u
-            if u.max(initial=0) > hi or u.min(initial=0) < lo:
-                clipped = np.clip(u, lo, hi)
-                sats[:, index] += np.count_nonzero(clipped != u, axis=1)
-            v[index] = clipped
-            s[index] = (clipped > theta).view(np.uint8)
+            # exact: the sums are whole numbers
+            v[index], s[index], saturated = params[index].update(v[index], s_prev,
+                                                                 acc.astype(idt[index]))
+            sats[:, index] += saturated
             out_spikes[index][t] = s[index]
             if record:
-                out_v[index][t] = clipped
+                out_v[index][t] = v[index]
             x = s[index]
     layer_spikes = [np.ascontiguousarray(o.transpose(1, 0, 2)) for o in out_spikes]
     counts, events, sops = count_work(image, x_all, layer_spikes)

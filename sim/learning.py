@@ -228,12 +228,13 @@ def run_learning(image: Image, spikes: np.ndarray, modulators=None, *, record: b
 
 def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | None):
     """One sample, step by step (docs/neuron.md + the learning order above)."""
-    from .golden import decay
+    from .golden import NeuronParams
 
     steps = x.shape[0]
     n_layers = len(image.layers)
     v = [np.zeros(layer.n_out, dtype=np.int64) for layer in image.layers]
     s = [np.zeros(layer.n_out, dtype=np.int64) for layer in image.layers]
+    params = [NeuronParams(layer, np.int64) for layer in image.layers]
     spk = [np.zeros((steps, layer.n_out), dtype=np.uint8) for layer in image.layers]
     mem = [np.zeros((steps, layer.n_out), dtype=np.int32) for layer in image.layers]
     sats = np.zeros(n_layers, dtype=np.int64)
@@ -248,16 +249,9 @@ def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | N
             s_prev = s[index]
             if layer.recurrent:
                 acc = acc + layer.rec_weights.astype(np.int64) @ s_prev
-            current = acc + layer.bias
-            theta = layer.threshold.astype(np.int64)
-            if layer.reset == "subtract":
-                u = decay(v[index], layer) + current - theta * s_prev
-            else:
-                u = decay(v[index] * (1 - s_prev), layer) + current
-            lo, hi = -(1 << (layer.v_bits - 1)), (1 << (layer.v_bits - 1)) - 1
-            sats[index] += int(((u < lo) | (u > hi)).sum())
-            v[index] = np.clip(u, lo, hi)
-            s[index] = (v[index] > theta).astype(np.int64)
+            v[index], spikes, saturated = params[index].update(v[index], s_prev, acc)
+            s[index] = spikes.astype(np.int64)
+            sats[index] += saturated
             spk[index][t] = s[index]
             mem[index][t] = v[index]
             if p is not None:
