@@ -60,3 +60,7 @@ def images(draw, max_layers=3, max_width=12):
                         decay_mode=draw(st.sampled_from(["none", "shift", "mul"])))
 
 
+def signed(value: int, bits: int) -> int:
+    """The `bits`-bit two's-complement field `value` as a Python int."""
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value

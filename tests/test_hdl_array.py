@@ -22,6 +22,8 @@ from spikeforge.hdl.array import CoreArray
 from spikeforge.hdl.core import MemSpace
 from spikeforge.sim import golden
 
+from .strategies import signed
+
 SETTINGS = settings(deadline=None, max_examples=30,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -136,11 +138,6 @@ async def mem_access(ctx, dut, core, space, addr, wdata=None):
     await ctx.tick()
     assert not ctx.get(dut.mem.rvalid)
     return value
-
-
-def signed(value, bits):
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
 
 
 async def read_state(ctx, dut, image):

@@ -22,13 +22,10 @@ from spikeforge.hdl.core import LifCore, MemSpace
 from spikeforge.hdl.router import EventFifo, EventFork, EventMerge
 from spikeforge.sim import golden
 
+from .strategies import signed
+
 SETTINGS = settings(deadline=None, max_examples=20,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def signed(value, bits):
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
 
 
 async def core_access(ctx, dut, space, addr, wdata=None):
