@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from ..compiler.image import CoreConfig, Image, LayerParams, LearningConfig
 from ..sim.learning import lfsr_initial_state
 from .event import SpikeEvent
-from .learning import MOD_BITS, LaneLfsrs, LearningUnit
+from .learning import MOD_BITS, LearningUnit, Lfsr
 
 __all__ = ["LifCore", "MemSpace", "MemAccessSignature", "bias_bits", "param_layout"]
 
@@ -26,8 +26,6 @@ class MemSpace(enum.Enum, shape=unsigned(3)):
     PARAMS = 2  # address = local neuron; the core's `param_layout` (threshold, bias, decay)
     ACC = 3  # address = group; `lanes` accumulators of acc_bits, read-only (debug)
     MOD = 4  # address = local neuron; signed 8-bit three-factor modulator, write-only
-    XTRACE = 5  # address = input row; pre-trace x_j (trace_bits), read-only (debug)
-    YTRACE = 6  # address = group; per lane y (trace_bits) then s (1 bit), read-only (debug)
 
 
 class MemAccessSignature(wiring.Signature):
@@ -167,7 +165,7 @@ class LifCore(wiring.Component):
         if learning is not None:
             if layer.recurrent:
                 raise ValueError(f"layer {layer.name!r} is recurrent: it cannot learn")
-            width = max(width, self._lanes * (learning.trace_bits + 1), MOD_BITS)
+            width = max(width, MOD_BITS)
         addr_width = max(1, (max(depth, config.neurons) - 1).bit_length())
         self._addr_width = addr_width
         members = {"i": In(stream.Signature(SpikeEvent))}
@@ -220,9 +218,10 @@ class LifCore(wiring.Component):
         recurrent = layer.recurrent
 
         # -- memories ------------------------------------------------------------------------
+        learn = self._learning
         m.submodules.weights = wmem = Memory(
             shape=unsigned(lanes * w_bits), depth=layer.fan_in * groups, init=self._weight_init)
-        w_wr = wmem.write_port()
+        w_wr = wmem.write_port(granularity=w_bits if learn is not None else None)
         w_rd = wmem.read_port(transparent_for=(w_wr,) if self._transparent_weights else ())
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
         m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[])
@@ -240,11 +239,10 @@ class LifCore(wiring.Component):
             m.submodules.params = pmem = Memory(shape=stored_layout, depth=neurons, init=init)
             p_wr = pmem.write_port()
             p_rd = pmem.read_port()
-        learn = self._learning
         if learn is not None:
-            m.submodules.learning = unit = LearningUnit(cfg, layer, learn,
-                                                        addr_width=self._addr_width)
-            m.d.comb += [unit.w_rdata.eq(w_rd.data), self.updating.eq(unit.lfsr_step)]
+            m.submodules.learning = unit = LearningUnit(cfg, layer, learn)
+            m.d.comb += [unit.w_rdata.eq(w_rd.data), unit.s_in.eq(s_rd.data.s),
+                         self.updating.eq(unit.updating)]
         params = {}  # field -> value at the pass's second stage (read data or constant)
         for name in self._param_layout.members:
             if name in self._stored:
@@ -273,11 +271,6 @@ class LifCore(wiring.Component):
                 m.d.comb += self.mem.rdata.eq(view.as_value())
             with m.Case(MemSpace.ACC):
                 m.d.comb += self.mem.rdata.eq(a_rd.data.as_value())
-            if learn is not None:
-                with m.Case(MemSpace.XTRACE):
-                    m.d.comb += self.mem.rdata.eq(unit.x_rdata)
-                with m.Case(MemSpace.YTRACE):
-                    m.d.comb += self.mem.rdata.eq(unit.y_rdata)
         host_we = {space: Signal(name=f"host_we_{space.name.lower()}") for space in MemSpace}
         for space, strobe in host_we.items():
             m.d.comb += strobe.eq(host & self.mem.we & (self.mem.space == space))
@@ -291,11 +284,11 @@ class LifCore(wiring.Component):
             host_w = host_we[MemSpace.WEIGHTS]
             m.d.comb += [
                 w_wr.addr.eq(Mux(host_w, self.mem.addr, unit.w_waddr)),
-                w_wr.data.eq(Mux(host_w, self.mem.wdata, unit.w_wdata)),
-                w_wr.en.eq(host_w | unit.w_we),
-                unit.host.eq(host),
-                unit.host_addr.eq(self.mem.addr),
+                w_wr.data.eq(Mux(host_w, self.mem.wdata,
+                                 unit.w_wdata.as_unsigned().replicate(lanes))),
+                w_wr.en.eq(Mux(host_w, (1 << lanes) - 1, unit.w_we)),
                 unit.mod_we.eq(host_we[MemSpace.MOD]),
+                unit.mod_addr.eq(self.mem.addr),
                 unit.mod_data.eq(self.mem.wdata[:MOD_BITS]),
             ]
         if self._stored:
@@ -330,7 +323,7 @@ class LifCore(wiring.Component):
                 m.d.sync += started.eq(1)
                 with m.If(~stream_in.payload.eos):
                     m.d.sync += [act.eq(1), g.eq(0), waddr.eq(row * groups)]
-                    if learn is not None:  # the pre-trace of the row sees the spike
+                    if learn is not None:  # flag the row: input `row` spiked
                         m.d.comb += [unit.take.eq(1), unit.take_row.eq(row)]
 
         sums = Signal(acc_layout)
@@ -387,20 +380,16 @@ class LifCore(wiring.Component):
         m.d.comb += self.saturated.eq(commit & (over | under))
 
         if learn is not None:
-            m.d.comb += [
-                unit.int_issue.eq(act), unit.int_group.eq(g), unit.int_addr.eq(waddr),
-                unit.pass_group.eq(pg), unit.commit.eq(commit), unit.commit_group.eq(pg1),
-                unit.commit_lane.eq(pp1), unit.spike.eq(spike),
-            ]
-            w_raddr = Mux(unit.sweeping, unit.w_raddr, waddr)
+            w_raddr = Mux(unit.w_read, unit.w_raddr, waddr)
+            s_raddr = Mux(unit.n_read, unit.n_addr, n)
         else:
-            w_raddr = waddr
+            w_raddr, s_raddr = waddr, n
 
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
             a_rd.addr.eq(Mux(host, self.mem.addr, g)),
-            s_rd.addr.eq(Mux(host, self.mem.addr, n)),
+            s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
             s_wr.addr.eq(Mux(host, self.mem.addr, n1)),
             s_wr.data.eq(Mux(host, self.mem.wdata, Cat(v_new, spike))),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
@@ -413,16 +402,15 @@ class LifCore(wiring.Component):
 
         with m.FSM(init="Clear"):
             with m.State("Clear"):
-                span = max(neurons, groups, layer.n_in if learn is not None else 0)
-                sweep = Signal(range(span))
+                span = max(neurons, groups)
+                sweep = Signal(range(span + 1))
                 m.d.comb += [
                     s_wr.addr.eq(sweep), s_wr.data.eq(0), s_wr.en.eq(sweep < neurons),
                     a_wr.addr.eq(sweep), a_wr.data.eq(0), a_wr.en.eq(sweep < groups),
                 ]
-                if learn is not None:
-                    m.d.comb += [unit.wipe.eq(1), unit.wipe_addr.eq(sweep)]
-                m.d.sync += sweep.eq(sweep + 1)
-                with m.If(sweep == span - 1):
+                with m.If(sweep < span):
+                    m.d.sync += sweep.eq(sweep + 1)
+                with m.If((sweep >= span - 1) & (~unit.busy if learn is not None else 1)):
                     m.next = "Ffwd"
             if recurrent:
                 with m.State("Rec"):
@@ -449,8 +437,6 @@ class LifCore(wiring.Component):
                     a_rd.addr.eq(pg),
                     a_rd.en.eq(p0_go & (pp == 0)),
                 ]
-                if learn is not None:
-                    m.d.comb += [unit.pass_active.eq(1), unit.pass_read.eq(p0_go & (pp == 0))]
                 if self._stored:
                     m.d.comb += p_rd.en.eq(~stall)
                 with m.If(~stall):
@@ -487,7 +473,6 @@ class LifCore(wiring.Component):
         # The LFSRs run on over `clear`: a sample does not restart their sequences.
         top = Module()
         top.submodules.core = ResetInserter(self.clear)(m)
-        top.submodules.lfsr = lfsr = LaneLfsrs(
-            [lfsr_initial_state(learn.seed, self._core_index, p) for p in range(lanes)])
-        top.d.comb += [lfsr.step.eq(unit.lfsr_step), unit.lfsr_state.eq(lfsr.state)]
+        top.submodules.lfsr = lfsr = Lfsr(lfsr_initial_state(learn.seed, self._core_index))
+        top.d.comb += [lfsr.step.eq(unit.updating), unit.lfsr_state.eq(lfsr.state)]
         return top

@@ -2,25 +2,25 @@
 
 docs/learning.md is the prose of this file. Samples run in sequence: weights (and the LFSRs)
 carry over from sample to sample; membranes, spikes and traces start from zero with each sample
-(the `clear` of the hardware). Within timestep t, for a learning layer, in this order:
+(the `clear` of the hardware). Within timestep t, for a learning layer:
 
-1. Integration. The step's input events arrive in ascending address order; each reads its
-   weight row (the membrane update uses the weights as read). STDP only: the same read-modify-
-   write depresses the row: w_ij <- clip(w_ij - R(y_i[t-1], ltd_shift)) for every neuron i.
-2. Neuron pass: v, s[t] exactly as sim/golden.py.
-3. Traces: y_i[t] = sat(y_i[t-1] - (y_i[t-1] >> trace_shift) + trace_inc * s_i[t]) and the
-   same for x_j[t] with the input spikes s_in[j, t]; sat clips to 2^trace_bits - 1.
-4. STDP: for each lane group that holds a spiking neuron (ascending), for each row j
-   (ascending): w_ij <- clip(w_ij + R(x_j[t], ltp_shift)) for the spiking neurons i of the group.
-   Three-factor: for each row j, for each group: w_ij <- clip(w_ij + R(m_i[t] * x_j[t],
-   mod_shift)) for every neuron i of the group.
+1. Integration and the neuron pass exactly as sim/golden.py: the weights are only read.
+2. Then each core of the layer (neurons [lo, hi)) runs its learning phase, in this order:
 
-R(a, n) = a >> n (floor) or, with stochastic rounding, (a + (r & (2^n - 1))) >> n where r is the
-state of the lane's 16-bit Galois LFSR (taps 0xB400). Every lane of a core holds one LFSR; all
-of a core's LFSRs step once per weight read-modify-write cycle of the core (the cycles listed
-above: groups per input event in 1., n_in per spiking group in 4. for STDP, n_in x groups in 4.
-for three-factor), whether or not that lane's update is used, and never step otherwise. Lane p
-of core c starts at LFSR_SEQUENCE[(position of seed + 251 * (256 c + p)) mod 65535].
+   a. for each input row j ascending: x_j <- sat(x_j - (x_j >> trace_shift) + trace_inc *
+      s_in[j, t]); STDP: if input j spiked at t, for each neuron i of the core ascending:
+      w_ij <- clip(w_ij - R(y_i, ltd_shift))        (y_i is still y_i[t-1])
+   b. STDP: for each neuron i of the core ascending: y_i <- sat(y_i - (y_i >> trace_shift) +
+      trace_inc * s_i[t]); if i fired at t, for each row j ascending:
+      w_ij <- clip(w_ij + R(x_j[t], ltp_shift))
+      Three-factor: for each neuron i of the core ascending with m_i[t] != 0, for each row j
+      ascending: w_ij <- clip(w_ij + R(m_i[t] * x_j[t], mod_shift))
+
+sat clips a trace to 2^trace_bits - 1; clip a weight to its signed range. R(a, n) = a >> n
+(floor) or, with stochastic rounding, (a + (r & (2^n - 1))) >> n where r is the state of the
+core's 16-bit Galois LFSR (taps 0xB400). Each core holds one LFSR; it steps once per weight
+update (one update is one clock cycle of the learning unit) and never otherwise. Core c's LFSR
+starts at LFSR_SEQUENCE[(position of seed + 251 * 256 * c) mod 65535].
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .encode import given
 
 LFSR_TAPS = 0xB400
 LFSR_PERIOD = 0xFFFF
-LANE_STRIDE = 251
+CORE_STRIDE = 251 * 256
 
 
 @lru_cache(maxsize=1)
@@ -58,14 +58,14 @@ def _positions() -> np.ndarray:
     return pos
 
 
-def lfsr_start(seed: int, core: int, lane: int) -> int:
-    """Index into lfsr_sequence() of the first state of lane `lane` of core `core`."""
-    return int((_positions()[seed] + LANE_STRIDE * (256 * core + lane)) % LFSR_PERIOD)
+def lfsr_start(seed: int, core: int) -> int:
+    """Index into lfsr_sequence() of the first state of core `core`'s LFSR."""
+    return int((_positions()[seed] + CORE_STRIDE * core) % LFSR_PERIOD)
 
 
-def lfsr_initial_state(seed: int, core: int, lane: int) -> int:
-    """The value the gateware loads into that lane's LFSR at reset."""
-    return int(lfsr_sequence()[lfsr_start(seed, core, lane)])
+def lfsr_initial_state(seed: int, core: int) -> int:
+    """The value the gateware loads into core `core`'s LFSR at reset."""
+    return int(lfsr_sequence()[lfsr_start(seed, core)])
 
 
 def check_modulators(image: Image, modulators, batch: int, steps: int) -> np.ndarray | None:
@@ -104,90 +104,54 @@ class _Plastic:
         self.tmax = (1 << entry.trace_bits) - 1
         self.cores = [(c_index, core) for c_index, core in enumerate(image.config.cores)
                       if core.layer == entry.layer]
-        self.start = {c: np.array([lfsr_start(entry.seed, c, p) for p in range(core.lanes)])
-                      for c, core in self.cores}
+        self.start = {c: lfsr_start(entry.seed, c) for c, _ in self.cores}
         self.draws = {c: 0 for c, _ in self.cores}
         self.updates = 0
-        self.cycles = 0
         self.clear()
 
     def clear(self) -> None:
         self.x = np.zeros(self.layer.n_in, dtype=np.int64)
         self.y = np.zeros(self.layer.n_out, dtype=np.int64)
 
-    def _round(self, value: np.ndarray, shift: int, core: int, k: np.ndarray) -> np.ndarray:
-        """R(value, shift); `k` [..., lanes] are the draw indices of each lane."""
-        if self.entry.stochastic and shift:
-            states = lfsr_sequence()[(self.start[core] + k) % LFSR_PERIOD]
-            value = value + (states & ((1 << shift) - 1))
+    def _round(self, value: np.ndarray, shift: int, core: int) -> np.ndarray:
+        """R(value, shift) for `value.size` successive updates of `core` (in C order)."""
+        n = value.size
+        if self.entry.stochastic and shift and n:
+            k = self.start[core] + self.draws[core] + np.arange(n).reshape(value.shape)
+            value = value + (lfsr_sequence()[k % LFSR_PERIOD] & ((1 << shift) - 1))
+        self.draws[core] += n
+        self.updates += n
         return value >> shift
 
-    def _tile(self, core):
-        """Padded neuron indices [groups, lanes] of a core and their validity."""
-        idx = core.lo + np.arange(core.groups * core.lanes).reshape(core.groups, core.lanes)
-        return np.minimum(idx, core.hi - 1), idx < core.hi
-
-    def depress(self, x_in: np.ndarray) -> None:
-        """STDP, during integration: each input event's row loses R(y_i, ltd_shift)."""
-        rows = np.flatnonzero(x_in)
-        if not rows.size:
-            return
-        for c, core in self.cores:
-            idx, valid = self._tile(core)
-            k = (self.draws[c] + np.arange(rows.size)[:, None, None] * core.groups
-                 + np.arange(core.groups)[None, :, None] + np.zeros(core.lanes, np.int64))
-            dw = self._round(np.broadcast_to(self.y[idx][None], k.shape), self.entry.ltd_shift,
-                             c, k)
-            cols = np.broadcast_to(rows[:, None, None], dw.shape)
-            sel = np.broadcast_to(valid, dw.shape)
-            rows_i = np.broadcast_to(idx, dw.shape)
-            self.w[rows_i[sel], cols[sel]] = np.clip(
-                self.w[rows_i[sel], cols[sel]] - dw[sel], self.wmin, self.wmax)
-            self.draws[c] += rows.size * core.groups
-            self.cycles += rows.size * core.groups
-            self.updates += int(sel.sum())
-
-    def traces(self, x_in: np.ndarray, s_out: np.ndarray) -> None:
+    def _trace(self, old: np.ndarray, spikes: np.ndarray) -> np.ndarray:
         e = self.entry
-        self.x = np.minimum(self.x - (self.x >> e.trace_shift) + e.trace_inc * x_in, self.tmax)
-        self.y = np.minimum(self.y - (self.y >> e.trace_shift) + e.trace_inc * s_out, self.tmax)
+        return np.minimum(old - (old >> e.trace_shift) + e.trace_inc * spikes, self.tmax)
 
-    def potentiate(self, s_out: np.ndarray) -> None:
-        """STDP, after the pass: spiking neurons gain R(x_j, ltp_shift) on every row j."""
-        n_in = self.layer.n_in
+    def learn(self, x_in: np.ndarray, s_out: np.ndarray, m: np.ndarray | None) -> None:
+        """The learning phase of step t (a, then b, core by core) after the neuron pass."""
+        e = self.entry
+        rows = np.flatnonzero(x_in)
+        x_new = self._trace(self.x, x_in)
         for c, core in self.cores:
-            idx, valid = self._tile(core)
-            fired = (s_out[idx] > 0) & valid  # [G, P]
-            groups = np.flatnonzero(fired.any(axis=1))
-            for q, g in enumerate(groups):
-                k = self.draws[c] + q * n_in + np.arange(n_in)[:, None] + np.zeros(
-                    core.lanes, np.int64)  # [n_in, P]
-                dw = self._round(np.broadcast_to(self.x[:, None], k.shape), self.entry.ltp_shift,
-                                 c, k)
-                lanes = np.flatnonzero(fired[g])
-                neurons = idx[g, lanes]
-                self.w[neurons, :] = np.clip(self.w[neurons, :] + dw[:, lanes].T,
-                                             self.wmin, self.wmax)
-                self.updates += lanes.size * n_in
-            self.draws[c] += groups.size * n_in
-            self.cycles += groups.size * n_in
-
-    def modulate(self, m: np.ndarray) -> None:
-        """Three-factor, end of step: w_ij += R(m_i x_j, mod_shift) for all i, j."""
-        n_in = self.layer.n_in
-        for c, core in self.cores:
-            idx, valid = self._tile(core)
-            k = (self.draws[c] + np.arange(n_in)[:, None, None] * core.groups
-                 + np.arange(core.groups)[None, :, None] + np.zeros(core.lanes, np.int64))
-            dw = self._round(np.broadcast_to(m[idx][None] * self.x[:, None, None], k.shape),
-                             self.entry.mod_shift, c, k)
-            sel = valid.reshape(-1)
-            neurons = idx.reshape(-1)[sel]
-            dw = dw.reshape(n_in, -1)[:, sel]  # [n_in, neurons of the core]
-            self.w[neurons, :] = np.clip(self.w[neurons, :] + dw.T, self.wmin, self.wmax)
-            self.draws[c] += n_in * core.groups
-            self.cycles += n_in * core.groups
-            self.updates += neurons.size * n_in
+            neurons = np.arange(core.lo, core.hi)
+            if e.rule == "stdp":
+                # a. rows that spiked, ascending; neurons of the core ascending; y is y[t-1]
+                dw = self._round(np.broadcast_to(self.y[neurons], (rows.size, neurons.size)),
+                                 e.ltd_shift, c)
+                block = self.w[np.ix_(neurons, rows)]
+                self.w[np.ix_(neurons, rows)] = np.clip(block - dw.T, self.wmin, self.wmax)
+                # b. neurons that fired, ascending; rows ascending
+                active = neurons[s_out[neurons] > 0]
+                dw = self._round(np.broadcast_to(x_new, (active.size, x_new.size)),
+                                 e.ltp_shift, c)
+                self.w[active] = np.clip(self.w[active] + dw, self.wmin, self.wmax)
+            else:
+                active = neurons[m[neurons] != 0]
+                dw = self._round(m[active][:, None] * x_new[None, :], e.mod_shift, c)
+                self.w[active] = np.clip(self.w[active] + dw, self.wmin, self.wmax)
+        self.x = x_new
+        if e.rule == "stdp":
+            self.y = self._trace(self.y, s_out)
 
 
 def run_learning(image: Image, spikes: np.ndarray, modulators=None, *, record: bool = False):
@@ -222,7 +186,7 @@ def run_learning(image: Image, spikes: np.ndarray, modulators=None, *, record: b
         events_in=events, sops=sops, spike_counts=counts, saturations=sats,
         weights=[layer.weights.copy() for layer in learned.layers], image=learned,
         learning={e.layer: {"updates": plastic[e.layer].updates,
-                            "update_cycles": plastic[e.layer].cycles}
+                            "update_cycles": plastic[e.layer].updates}
                   for e in image.learning})
 
 
@@ -243,9 +207,7 @@ def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | N
         for index, layer in enumerate(image.layers):
             p = plastic.get(index)
             w = p.w if p is not None else layer.weights
-            acc = w @ inp  # the rows as read, before this step's depression
-            if p is not None and p.entry.rule == "stdp":
-                p.depress(inp)
+            acc = w @ inp  # the weights are only read during integration
             s_prev = s[index]
             if layer.recurrent:
                 acc = acc + layer.rec_weights.astype(np.int64) @ s_prev
@@ -255,11 +217,7 @@ def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | N
             spk[index][t] = s[index]
             mem[index][t] = v[index]
             if p is not None:
-                p.traces(inp, s[index])
-                if p.entry.rule == "stdp":
-                    p.potentiate(s[index])
-                else:
-                    p.modulate(mods[t])
+                p.learn(inp, s[index], None if mods is None else mods[t])
             inp = s[index]
     return spk, mem, sats
 

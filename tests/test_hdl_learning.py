@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from spikeforge.compiler.image import Image, unpack_weights
 from spikeforge.hdl.array import CoreArray
 from spikeforge.hdl.core import LifCore, MemSpace
-from spikeforge.hdl.learning import LaneLfsrs
+from spikeforge.hdl.learning import Lfsr
 from spikeforge.sim import golden
 from spikeforge.sim.learning import lfsr_sequence, lfsr_start
 
@@ -174,15 +174,14 @@ def test_fixed_learning_cases(rule, stochastic):
     assert not np.array_equal(ref.weights[1], image.layers[1].weights)
 
 
-def test_lfsr_lanes_follow_the_sequence():
+def test_lfsr_follows_the_sequence():
     seq = lfsr_sequence()
-    starts = [lfsr_start(77, 3, p) for p in range(3)]
-    dut = LaneLfsrs([int(seq[s]) for s in starts])
+    start = lfsr_start(77, 3)
+    dut = Lfsr(int(seq[start]))
 
     async def bench(ctx):
         for k in range(40):
-            assert [ctx.get(dut.state[p]) for p in range(3)] == \
-                [int(seq[(s + k // 2) % len(seq)]) for s in starts]
+            assert ctx.get(dut.state) == int(seq[(start + k // 2) % len(seq)])
             ctx.set(dut.step, k % 2)
             await ctx.tick()
 
@@ -199,9 +198,9 @@ def test_core_without_learning_has_no_learning_port():
 
 @pytest.mark.parametrize("rule", [None, "stdp", "three_factor"])
 def test_integration_keeps_one_word_per_cycle(rule):
-    """With or without learning (STDP: every read becomes a read-modify-write), back-to-back
-    events keep the integration loop at one weight word per cycle; the update sweep after the
-    pass takes n_in * groups cycles (three-factor) or n_in per group that fired (STDP)."""
+    """With or without learning, back-to-back events keep the integration loop at one weight
+    word per cycle; after the pass the unit updates one synapse per cycle: n_in per neuron with
+    a modulator (three-factor), n_out per input spike plus n_in per output spike (STDP)."""
     from spikeforge.compiler.image import CoreConfig, HwConfig, LayerParams
 
     rng = np.random.default_rng(7)
@@ -216,6 +215,14 @@ def test_integration_keeps_one_word_per_cycle(rule):
 
     async def bench(ctx):
         await ctx.tick().until(dut.idle)
+        if rule == "three_factor":  # m_i = 1 for every neuron
+            for n in range(n_out):
+                ctx.set(dut.mem.space, MemSpace.MOD)
+                ctx.set(dut.mem.addr, n)
+                ctx.set(dut.mem.wdata, 1)
+                ctx.set(dut.mem.we, 1)
+                await ctx.tick().until(dut.mem.ready)
+            ctx.set(dut.mem.we, 0)
         ctx.set(dut.o.ready, 1)
         queue = [(addr, 0) for addr in range(n_in)] + [(0, 1)]
         while queue or not ctx.get(dut.idle):
@@ -242,15 +249,16 @@ def test_integration_keeps_one_word_per_cycle(rule):
                      modulators=np.ones((1, 1, n_out), np.int8) if rule == "three_factor"
                      else None)
     if rule == "three_factor":
-        assert sweep == n_in * groups
+        assert sweep == n_in * n_out
     elif rule == "stdp":
-        fired = {n // lanes for n in np.flatnonzero(ref.spikes[0, 0])}
-        assert sweep == n_in * len(fired)
-        assert ref.learning[0]["update_cycles"] == n_in * groups + sweep
+        fired = int(ref.spikes[0, 0].sum())
+        assert 0 < fired < n_out
+        assert sweep == n_in * n_out + n_in * fired
     if rule is not None:
-        # after the eos: the sweep, then two cycles to hand back to the event loop
+        assert ref.learning[0]["update_cycles"] == sweep
+        # the trace sweeps (n_in + n_out reads) and the updates
         print(f"{rule}: {len(trace) - eos} cycles from the eos to idle, {sweep} of them "
-              f"read-modify-write")
+              f"weight updates")
 
 
 def simulate_core(dut, bench):

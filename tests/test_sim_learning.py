@@ -1,7 +1,7 @@
 """The learning golden model against a scalar, stateful re-statement of docs/learning.md.
 
-The reference steps a literal 16-bit Galois LFSR per lane (no tables), walks the cores' update
-cycles one at a time in the documented order, and updates one synapse at a time.
+The reference steps a literal 16-bit Galois LFSR per core (no tables), walks each core's
+learning phase in the documented order, and updates one synapse at a time.
 """
 
 from __future__ import annotations
@@ -40,13 +40,10 @@ def reference(image, spikes, modulators):
     wmin, wmax = -(1 << (layer.weight_bits - 1)), (1 << (layer.weight_bits - 1)) - 1
     tmax = (1 << e.trace_bits) - 1
     cores = [(c, core) for c, core in enumerate(image.config.cores) if core.layer == li]
-    lfsrs = {c: [Lfsr(lfsr_initial_state(e.seed, c, p)) for p in range(core.lanes)]
-             for c, core in cores}
+    lfsrs = {c: Lfsr(lfsr_initial_state(e.seed, c)) for c, _ in cores}
 
-    def draw(c):  # one update cycle of core c: every lane steps
-        return [lfsr.step() for lfsr in lfsrs[c]]
-
-    def rnd(value, shift, r):
+    def rnd(value, shift, c):  # one weight update of core c: its LFSR steps
+        r = lfsrs[c].step()
         if e.stochastic and shift:
             value += r & ((1 << shift) - 1)
         return value >> shift
@@ -66,15 +63,6 @@ def reference(image, spikes, modulators):
                 weights = w if lj == li else lay.weights.tolist()
                 acc = [sum(weights[i][j] for j in range(lay.n_in) if x[j])
                        for i in range(lay.n_out)]
-                if lj == li and e.rule == "stdp":
-                    for j in [j for j in range(lay.n_in) if x[j]]:
-                        for c, core in cores:
-                            for g in range(core.groups):
-                                r = draw(c)
-                                for p in range(core.lanes):
-                                    i = core.lo + g * core.lanes + p
-                                    if i < core.hi:
-                                        w[i][j] = clip(w[i][j] - rnd(y_tr[i], e.ltd_shift, r[p]))
                 new_v, new_s = [], []
                 for i in range(lay.n_out):
                     vv = v[lj][i]
@@ -93,37 +81,27 @@ def reference(image, spikes, modulators):
                     new_s.append(int(u > int(lay.threshold[i])))
                 v[lj], s[lj] = new_v, new_s
                 if lj == li:
-                    for j in range(lay.n_in):
-                        x_tr[j] = min(x_tr[j] - (x_tr[j] >> e.trace_shift)
-                                      + e.trace_inc * x[j], tmax)
-                    for i in range(lay.n_out):
-                        y_tr[i] = min(y_tr[i] - (y_tr[i] >> e.trace_shift)
-                                      + e.trace_inc * new_s[i], tmax)
                     for c, core in cores:
-                        for g in range(core.groups):
-                            lanes = [p for p in range(core.lanes)
-                                     if core.lo + g * core.lanes + p < core.hi]
-                            if e.rule == "stdp" and not any(
-                                    new_s[core.lo + g * core.lanes + p] for p in lanes):
-                                continue
+                        x_new = list(x_tr)
+                        for j in range(lay.n_in):  # a.
+                            x_new[j] = min(x_tr[j] - (x_tr[j] >> e.trace_shift)
+                                           + e.trace_inc * x[j], tmax)
+                            if e.rule == "stdp" and x[j]:
+                                for i in range(core.lo, core.hi):
+                                    w[i][j] = clip(w[i][j] - rnd(y_tr[i], e.ltd_shift, c))
+                        for i in range(core.lo, core.hi):  # b.
                             if e.rule == "stdp":
+                                y_tr[i] = min(y_tr[i] - (y_tr[i] >> e.trace_shift)
+                                              + e.trace_inc * new_s[i], tmax)
+                                if new_s[i]:
+                                    for j in range(lay.n_in):
+                                        w[i][j] = clip(w[i][j]
+                                                       + rnd(x_new[j], e.ltp_shift, c))
+                            elif modulators[b][t][i]:
+                                m = int(modulators[b][t][i])
                                 for j in range(lay.n_in):
-                                    r = draw(c)
-                                    for p in lanes:
-                                        i = core.lo + g * core.lanes + p
-                                        if new_s[i]:
-                                            w[i][j] = clip(w[i][j]
-                                                           + rnd(x_tr[j], e.ltp_shift, r[p]))
-                        if e.rule == "three_factor":
-                            for j in range(lay.n_in):
-                                for g in range(core.groups):
-                                    r = draw(c)
-                                    for p in range(core.lanes):
-                                        i = core.lo + g * core.lanes + p
-                                        if i < core.hi:
-                                            m = int(modulators[b][t][i])
-                                            w[i][j] = clip(w[i][j] + rnd(m * x_tr[j],
-                                                                         e.mod_shift, r[p]))
+                                    w[i][j] = clip(w[i][j] + rnd(m * x_new[j], e.mod_shift, c))
+                    x_tr = x_new
                 x = new_s
             trace.append(s[-1])
         out.append(trace)
