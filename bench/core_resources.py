@@ -6,11 +6,12 @@ no PLL; before place and route. Networks as bench/core_throughput.py builds them
 64-128-10 with 8-bit weights or `--image NET.sfi`; 784-128-10 with 4-bit weights), mapped by
 the compiler's mapper for each device.
 `--learning` instead prints, per device, one core alone (LifCore, no array counters): the
-digits-like output layer (128 inputs, 10 neurons, lanes as the mapper gives them) without
-learning, with STDP and with the three-factor rule (stochastic rounding), and the learning
-unit's share (`learning_luts_pct`: extra LUTs over the core without learning).
+digits-like output layer (128 inputs, 10 neurons, lanes as the mapper gives them or
+`--lanes N`) without learning, with a learning layer's widths but no unit, with STDP and with
+the three-factor rule (stochastic rounding). `unit_luts_pct` is the unit's share (over the core
+of the same widths), `learning_luts_pct` the whole cost of learning (over the plain core).
 Run: .venv/bin/python bench/core_resources.py [--image digits.sfi] [--device iCE40UP5K]
-     .venv/bin/python bench/core_resources.py --learning
+     .venv/bin/python bench/core_resources.py --learning [--lanes 10]
 """
 
 from __future__ import annotations
@@ -43,31 +44,44 @@ def networks(image_path: str | None):
            random_network((784, 128, 10), 4, seed=2, activity=0.1), 784)
 
 
-def learning_rows(device: str):
-    """One core of the digits-like output layer, without and with each learning rule."""
+def learning_rows(device: str, lanes: int | None = None):
+    """One core of the digits-like output layer: without learning; with the widths a learning
+    layer needs (accumulator and membrane for any weights in range) but no learning unit; with
+    STDP; with the three-factor rule (both with stochastic rounding)."""
     from amaranth.back import rtlil
 
+    from spikeforge.compiler.image import CoreConfig, HwConfig
     from spikeforge.hdl.core import LifCore
 
     layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
     config = map_network(layers, 64, device=device)
+    if lanes is not None:
+        config = HwConfig(device, tuple(CoreConfig(c.layer, c.lo, c.hi, lanes)
+                                        if c.layer == 1 else c for c in config.cores))
     plain = Image(64, layers, config)
     index = next(k for k, core in enumerate(config.cores) if core.layer == 1)
     core = config.cores[index]
-    base = None
-    for rule in (None, "stdp", "three_factor"):
-        image = plain if rule is None else plain.with_learning(1, rule, stochastic=True)
+    luts = {}
+    for name in ("none", "widths only", "stdp", "three_factor"):
+        rule = name if name in ("stdp", "three_factor") else None
+        image = plain if name == "none" else plain.with_learning(1, rule or "stdp",
+                                                                 stochastic=True)
+        learning = image.learning_of(1) if rule else None
         start = time.perf_counter()
-        stats = synth_rtlil_stats(rtlil.convert(LifCore.from_image(image, index), name="top",
-                                                emit_src=False), device)
+        dut = LifCore(image.config.cores[index], image.layers[1], image.weight_memory(index),
+                      learning=learning, core_index=index)
+        stats = synth_rtlil_stats(rtlil.convert(dut, name="top", emit_src=False), device)
+        luts[name] = stats["luts"]
         row = {"core": "128 inputs -> 10 neurons, 8-bit weights", "device": device,
-               "learning": rule or "none", "lanes": core.lanes, "groups": core.groups,
+               "learning": name, "lanes": core.lanes, "groups": core.groups,
+               "acc_bits": image.layers[1].acc_bits, "v_bits": image.layers[1].v_bits,
                **{key: stats[key] for key in ("luts", "ffs", "bram", "spram", "dsp")}}
-        if base is None:
-            base = stats["luts"]
-        else:
-            row["learning_luts"] = stats["luts"] - base
-            row["learning_luts_pct"] = round(100 * (stats["luts"] - base) / base, 1)
+        if rule:
+            unit = stats["luts"] - luts["widths only"]
+            row["unit_luts"] = unit
+            row["unit_luts_pct"] = round(100 * unit / luts["widths only"], 1)
+            row["learning_luts_pct"] = round(100 * (stats["luts"] - luts["none"])
+                                             / luts["none"], 1)
         row["synth_seconds"] = round(time.perf_counter() - start, 1)
         yield row
 
@@ -79,10 +93,11 @@ def main() -> None:
                         help="device (repeatable; default: both)")
     parser.add_argument("--learning", action="store_true",
                         help="one core without and with the learning unit, per device")
+    parser.add_argument("--lanes", type=int, help="--learning: lanes of the core")
     args = parser.parse_args()
     if args.learning:
         for device in args.device or DEVICES:
-            for row in learning_rows(device):
+            for row in learning_rows(device, args.lanes):
                 print(json.dumps(row), flush=True)
         return
     for name, layers, n_inputs in networks(args.image):
