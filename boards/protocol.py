@@ -67,8 +67,6 @@ class MemSpace(enum.IntEnum):
     PARAMS = 2
     ACC = 3
     MOD = 4
-    XTRACE = 5
-    YTRACE = 6
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -74,10 +74,7 @@ class CoreArray(wiring.Component):
           modulator m_i of the next update (docs/learning.md); write-only, kept over ``clear``.
           Write step t's modulators after step t - 1's output ``eos`` came out and before
           step t's first input event goes in (the write waits for the core to finish step
-          t - 1's update sweeps).
-        - XTRACE (learning cores): address = input row; the pre-trace x_j; read-only (debug).
-        - YTRACE (learning cores): address = group; per lane ``trace_bits + 1`` bits, the
-          post-trace y then the lane's spike of the last pass; read-only (debug).
+          t - 1's learning phase).
     sops, spikes, saturations : Out(data.ArrayLayout(unsigned(48), n_layers))
         Per layer: synaptic operations (input events x neurons of the layer, feed-forward and
         recurrent), output spikes, membrane updates that saturated.

@@ -120,14 +120,13 @@ class LifCore(wiring.Component):
     zero (``max(neurons, groups)`` cycles); the same sweep runs after power-on.
 
     Learning (``learning`` given: the layer's rule, docs/learning.md): a
-    :class:`~.learning.LearningUnit` holds the traces; the integration loop's read of each
-    weight word becomes a read-modify-write (STDP depression, written back one cycle later
-    through the write port, still one word per cycle); after the pass's ``eos`` the core runs
-    the update sweeps before it takes the next step. ``updating`` is high in every weight
-    read-modify-write cycle of learning (the cycles that step the LFSRs). ``clear`` also
-    zeroes the traces (the sweep lasts ``max(neurons, groups, n_in)`` cycles), but neither the
-    per-lane LFSRs (lane p starts at ``lfsr_initial_state(seed, core_index, p)``) nor the
-    modulators.
+    :class:`~.learning.LearningUnit` remembers which input rows spiked (``take``); after the
+    pass's ``eos`` it runs the learning phase, one synapse update per cycle through the weight
+    memory's per-lane write enables (and the state memory's read port for s[t]), before the
+    core takes the next step. Integration is unchanged. ``updating`` is high in every weight
+    update cycle (the cycles that step the core's LFSR). ``clear`` also zeroes the traces (the
+    unit's own sweep), but neither the LFSR (it starts at ``lfsr_initial_state(seed,
+    core_index)``) nor the modulators.
     """
 
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,

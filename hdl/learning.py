@@ -131,7 +131,6 @@ class LearningUnit(wiring.Component):
         w_bits, tb = layer.weight_bits, rule.trace_bits
         stdp = rule.rule == "stdp"
         kb = self._y_bits
-        t_max = (1 << tb) - 1
 
         word = trace_memory_layout(rule)
         m.submodules.mem = mem = Memory(shape=unsigned(word.size), depth=self.y_base + neurons,
@@ -145,7 +144,7 @@ class LearningUnit(wiring.Component):
             return Cat(neuron[:kb], Const(0, max(0, kb - len(neuron))), Const(1, 1))
 
         # -- counters: j over rows, i over neurons (with its group ig and lane ip) -----------
-        j = Signal(range(n_in + 1))
+        j = Signal(range(self.y_base + neurons))  # also the wipe's address
         i = Signal(range(neurons + 1))
         ig = Signal(range(groups))
         ip = Signal(range(lanes))
@@ -170,7 +169,6 @@ class LearningUnit(wiring.Component):
         lane = Signal(range(lanes))  # the weight lane of an update
         w_row = Signal(range(n_in))  # the weight word of an update: row, group
         w_group = Signal(range(groups))
-        wipe_addr = Signal(range(self.y_base + neurons))
         m.d.comb += [
             rd.addr.eq(Mux(y_sel, y_addr(i), j)),
             self.n_addr.eq(i),
@@ -185,7 +183,7 @@ class LearningUnit(wiring.Component):
         lane1 = Signal(range(lanes))
         g1 = Signal(range(groups))
         waddr1 = Signal.like(self.w_raddr)
-        m.d.sync += [op1.eq(op), y1.eq(y_sel), addr1.eq(Mux(op == Op.WIPE, wipe_addr, rd.addr)),
+        m.d.sync += [op1.eq(op), y1.eq(y_sel), addr1.eq(rd.addr),
                      lane1.eq(lane), g1.eq(Mux(op == Op.UPDATE, w_group, ig)),
                      waddr1.eq(self.w_raddr)]
 
@@ -203,9 +201,9 @@ class LearningUnit(wiring.Component):
         with m.FSM(init="Wipe"):
             with m.State("Wipe"):
                 m.d.comb += op.eq(Op.WIPE)
-                m.d.sync += wipe_addr.eq(wipe_addr + 1)
-                with m.If(wipe_addr == (self.y_base + neurons if stdp else n_in) - 1):
-                    m.d.sync += self.busy.eq(0)
+                m.d.sync += j.eq(j + 1)
+                with m.If(j == (self.y_base + neurons if stdp else n_in) - 1):
+                    m.d.sync += [self.busy.eq(0), j.eq(0)]
                     m.next = "Idle"
             with m.State("Idle"):
                 with m.If(self.start):
@@ -260,30 +258,43 @@ class LearningUnit(wiring.Component):
 
         # -- stage 1: the datapath -------------------------------------------------------------
         t_old = rd_data.t[:tb]
-        t_new = Signal(tb + 2)
+        t_new = Signal(tb + 1)  # below 2^(tb+1): bit tb is the saturation
         m.d.comb += t_new.eq(t_old - (t_old >> rule.trace_shift) + Mux(flag, rule.trace_inc, 0))
-        t_sat = Mux(t_new > t_max, t_max, t_new[:tb])
+        t_sat = t_new[:tb] | t_new[tb].replicate(tb)
         r = self.lfsr_state
 
-        def rnd(value, shift):
-            if rule.stochastic and shift:
-                value = value + r[:shift]
-            return value >> shift
+        def split(value, shift):
+            """R(value, shift) as floor(value / 2^shift) and the rounding carry: with stochastic
+            rounding (value + (r & (2^n - 1))) >> n = (value >> n) + (low + r_low >= 2^n)."""
+            if not (rule.stochastic and shift):
+                return value >> shift, Const(0)
+            return value >> shift, value[:shift] > ~r[:shift]
 
+        width = max(w_bits, tb + 1) + 2
         w_old = Signal(signed(w_bits))
         m.d.comb += w_old.eq(self.w_rdata.word_select(lane1, w_bits))
+        operand = Signal(signed(width))
+        carry = Signal()
         if stdp:
-            total = Signal(signed(max(w_bits, tb + 1) + 2))
-            m.d.comb += total.eq(Mux(y1, w_old - rnd(t_old, rule.ltd_shift),
-                                     w_old + rnd(t_old, rule.ltp_shift)))
+            # w - R = w + ~floor + ~carry: one adder for depression and potentiation
+            q_d, c_d = split(t_old, rule.ltd_shift)
+            q_p, c_p = split(t_old, rule.ltp_shift)
+            m.d.comb += [operand.eq(Mux(y1, ~Cat(q_d, Const(0, 1)).as_signed(), q_p)),
+                         carry.eq(Mux(y1, ~c_d, c_p))]
         else:
             product = Signal(signed(MOD_BITS + tb + 1))
             m.d.comb += product.eq(mreg * t_old)
-            total = Signal(signed(max(w_bits, len(product) - rule.mod_shift) + 2))
-            m.d.comb += total.eq(w_old + rnd(product, rule.mod_shift))
+            width = max(w_bits, len(product) - rule.mod_shift) + 2
+            operand = Signal(signed(width))
+            q, c = split(product, rule.mod_shift)
+            m.d.comb += [operand.eq(q), carry.eq(c)]
+        total = Signal(signed(width + 1))
+        m.d.comb += total.eq(w_old + operand + carry)
+        top = total[w_bits - 1:]
+        in_range = top.all() | ~top.any()
         w_min, w_max = -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1
         m.d.comb += [
-            self.w_wdata.eq(Mux(total > w_max, w_max, Mux(total < w_min, w_min, total))),
+            self.w_wdata.eq(Mux(in_range, total[:w_bits], Mux(total[-1], w_min, w_max))),
             self.w_waddr.eq(waddr1),
             self.updating.eq(op1 == Op.UPDATE),
             self.w_we.eq(Mux(op1 == Op.UPDATE, 1 << lane1, 0)),
