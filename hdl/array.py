@@ -79,9 +79,8 @@ class CoreArray(wiring.Component):
         Per layer: synaptic operations (input events x neurons of the layer, feed-forward and
         recurrent), output spikes, membrane updates that saturated.
     learn_cycles : Out(data.ArrayLayout(unsigned(48), n_layers))
-        Per layer, summed over its cores: weight read-modify-write cycles of learning (each
-        steps the LFSRs once; sim.learning counts the same as ``update_cycles``). STDP's
-        depression rides on integration cycles; the rest are update-sweep cycles.
+        Per layer, summed over its cores: weight update cycles of learning, one synapse each
+        (each steps the core's LFSR once; sim.learning counts the same as ``update_cycles``).
     events_in, events_out : Out(unsigned(48))
         Events (not ``eos``) accepted at ``i`` / delivered at ``o``.
     busy_cycles : Out(unsigned(48))
