@@ -159,6 +159,30 @@ def _read_spikes(path) -> np.ndarray:
         raise CliError(f"{path}: not a readable .npz spike file ({exc})") from None
 
 
+def read_modulators(path) -> np.ndarray:
+    """int8 modulators [batch, time, neurons] from a .npy, or the `modulators` array of a .npz
+    (shape and range are checked against the image where they are used)."""
+    path = Path(path)
+    if not path.exists():
+        raise CliError(f"{path}: no such modulator file")
+    try:
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if isinstance(data, np.lib.npyio.NpzFile):
+                with data:
+                    if "modulators" not in data:
+                        raise CliError(f"{path}: no array named 'modulators' (found: "
+                                       f"{', '.join(data.files) or 'none'})")
+                    data = np.array(data["modulators"])
+    except CliError:
+        raise
+    except Exception as exc:
+        raise CliError(f"{path}: not a readable .npy/.npz modulator file ({exc})") from None
+    if not np.issubdtype(data.dtype, np.integer):
+        raise CliError(f"{path}: modulators must be integers (int8), not dtype {data.dtype}")
+    return data
+
+
 def _write_npz(path, **arrays) -> None:
     from .compiler.image import write_atomic
 
@@ -175,17 +199,32 @@ def cmd_simulate(args) -> int:
     spikes = _read_spikes(args.input)
     if args.engine == "golden" and (args.simulator or args.waves):
         raise CliError("--simulator and --waves need --engine rtl")
-    result = api.simulate(image, spikes, engine=args.engine, simulator=args.simulator,
-                          waves=args.waves)
+    if args.save_image and not image.learning:
+        raise CliError(f"{args.image}: --save-image needs an image that learns "
+                       f"(spikeforge learn)")
+    mods = read_modulators(args.modulators) if args.modulators else None
+    try:
+        result = api.simulate(image, spikes, engine=args.engine, simulator=args.simulator,
+                              waves=args.waves, modulators=mods)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     arrays = {"spikes": result.spikes, "sops": result.sops, "spike_counts": result.spike_counts,
               "events_in": result.events_in, "saturations": result.saturations}
     for index, v in enumerate(result.final_membranes):
         arrays[f"membrane{index}"] = v
+    if image.learning:
+        for index, w in enumerate(result.weights):
+            arrays[f"weights{index}"] = w
     _write_npz(args.output, **arrays)
     summary = {"output": str(args.output), "engine": args.engine,
                "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
                "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
                "saturations": int(result.saturations.sum())}
+    if image.learning:
+        summary["learning"] = {str(k): v for k, v in result.learning.items()}
+    if args.save_image:
+        result.image.save(args.save_image)
+        summary["saved_image"] = str(args.save_image)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -193,6 +232,25 @@ def cmd_simulate(args) -> int:
     if summary["saturations"]:
         print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
               file=sys.stderr)
+    return 0
+
+
+# -- learn: configure on-chip learning -------------------------------------------------------
+def cmd_learn(args) -> int:
+    from .compiler.image import LearningConfig, load_image
+
+    image = load_image(args.image)
+    rates = {name: getattr(args, name) for name in LearningConfig.RATES
+             if getattr(args, name, None) is not None}
+    learned = image.with_learning(layer=args.layer, rule=args.rule, **rates)
+    learned.save(args.output)
+    entry = learned.learning_of(args.layer % len(learned.layers))
+    summary = {"output": str(args.output), "layer": entry.layer, "rule": entry.rule,
+               **{name: getattr(entry, name) for name in LearningConfig.RATES}}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
     return 0
 
 
@@ -498,8 +556,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", choices=("verilator", "icarus"),
                    help="RTL simulator (engine rtl; default verilator)")
     p.add_argument("--waves", type=Path, help="write a waveform (FST/VCD; engine rtl)")
+    p.add_argument("--modulators", type=Path,
+                   help="three-factor learning: .npy (or .npz `modulators`) int8 "
+                        "[batch, time, neurons of the learning layer]")
+    p.add_argument("--save-image", type=Path,
+                   help="write the image with the learned weights (learning images)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("learn", help="make a layer of an image learn on chip "
+                       "(docs/learning.md)", formatter_class=fmt)
+    p.add_argument("image", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path, help="image (.sfi) to write")
+    p.add_argument("--layer", type=int, default=-1, help="the learning layer (negative: "
+                   "from the end)")
+    p.add_argument("--rule", choices=("stdp", "three_factor"), required=True)
+    for name, kind in (("trace_bits", int), ("trace_shift", int), ("trace_inc", int),
+                       ("ltp_shift", int), ("ltd_shift", int), ("mod_shift", int),
+                       ("seed", int)):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind,
+                       help="see docs/learning.md (default: its default)")
+    p.add_argument("--stochastic", action="store_true", default=None,
+                   help="stochastic rounding from the core's LFSR")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_learn)
 
     p = sub.add_parser("run", help="run input spikes on a board (or --port sim: the virtual "
                                    "board, the RTL of the SoC in Verilator)",

@@ -195,3 +195,64 @@ def test_network_too_big_for_the_device(tmp_path):
 def test_debug_shows_traceback(tmp_path):
     proc = spikeforge("--debug", "inspect", tmp_path / "absent.sfi")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_learn_then_simulate_with_modulators(tmp_path):
+    """`learn` configures the rule; `simulate --modulators --save-image` learns as the API's
+    golden model does and writes the learned image; bad modulators are one-line errors."""
+    image = random_image(11, (6, 7, 4))
+    image.save(tmp_path / "net.sfi")
+    proc = spikeforge("learn", tmp_path / "net.sfi", "-o", tmp_path / "learn.sfi", "--rule",
+                      "three_factor", "--mod-shift", "6", "--stochastic", "--seed", "9",
+                      "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["layer"], summary["rule"], summary["mod_shift"], summary["stochastic"],
+            summary["seed"]) == (1, "three_factor", 6, True, 9)
+    learn = load_image(tmp_path / "learn.sfi")
+    rng = np.random.default_rng(1)
+    x = (rng.random((2, 5, 6)) < 0.5).astype(np.uint8)
+    mods = rng.integers(-128, 128, (2, 5, 4)).astype(np.int8)
+    np.savez(tmp_path / "in.npz", spikes=x)
+    np.save(tmp_path / "mods.npy", mods)
+    proc = spikeforge("simulate", tmp_path / "learn.sfi", "--input", tmp_path / "in.npz",
+                      "--modulators", tmp_path / "mods.npy", "-o", tmp_path / "out.npz",
+                      "--save-image", tmp_path / "learned.sfi", "--json")
+    assert proc.returncode == 0, proc.stderr
+    want = golden.run(learn, x, modulators=mods)
+    assert json.loads(proc.stdout)["learning"]["1"]["updates"] == want.learning[1]["updates"]
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_array_equal(out["weights1"], want.weights[1])
+    learned = load_image(tmp_path / "learned.sfi")
+    np.testing.assert_array_equal(learned.layers[1].weights, want.weights[1])
+    assert learned.learning == learn.learning
+    assert not np.array_equal(learned.layers[1].weights, image.layers[1].weights)
+
+    def simulate(mod_file, image_file="learn.sfi"):
+        return spikeforge("simulate", tmp_path / image_file, "--input", tmp_path / "in.npz",
+                          "--modulators", mod_file, "-o", tmp_path / "bad.npz",
+                          "--save-image", tmp_path / "bad.sfi")
+
+    np.save(tmp_path / "shape.npy", mods[:, :, :3])
+    np.save(tmp_path / "float.npy", mods.astype(np.float32))
+    np.save(tmp_path / "range.npy", mods.astype(np.int16) * 2)
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    for name, needle in (("shape.npy", "modulators must be int8 [batch, time, neurons]"),
+                         ("float.npy", "must be integers"), ("range.npy", "int8 range"),
+                         ("junk.npy", "not a readable"), ("missing.npy", "no such")):
+        assert_one_line_error(simulate(tmp_path / name), needle)
+    assert_one_line_error(simulate(tmp_path / "mods.npy", "net.sfi"), "needs an image that learns")
+    proc = spikeforge("simulate", tmp_path / "learn.sfi", "--input", tmp_path / "in.npz", "-o",
+                      tmp_path / "bad.npz")
+    assert_one_line_error(proc, "give modulators")
+    assert not (tmp_path / "bad.npz").exists() and not (tmp_path / "bad.sfi").exists()
+
+    recurrent = random_image(7, (5, 7, 4), recurrent=0)
+    recurrent.save(tmp_path / "rec.sfi")
+    proc = spikeforge("learn", tmp_path / "rec.sfi", "-o", tmp_path / "bad.sfi", "--layer", "0",
+                      "--rule", "stdp")
+    assert_one_line_error(proc, "recurrent layer cannot learn")
+    proc = spikeforge("learn", tmp_path / "net.sfi", "-o", tmp_path / "bad.sfi", "--rule",
+                      "stdp", "--trace-bits", "40")
+    assert_one_line_error(proc, "trace_bits")
+    assert not (tmp_path / "bad.sfi").exists()
