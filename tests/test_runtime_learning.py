@@ -263,6 +263,7 @@ def test_board_learns_as_golden_on_random_images():
            rules=st.lists(rule, min_size=2, max_size=2), lanes=st.integers(1, 4),
            split=st.booleans(), stochastic_seed=st.integers(1, 0xFFFF), data=st.data())
     def check(seed, sizes, rules, lanes, split, stochastic_seed, data):
+        rules = list(rules)
         if not any(rules):
             rules[1] = ("stdp", True)
         if sum(1 for r in rules if r and r[0] == "three_factor") > 1:
