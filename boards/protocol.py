@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
-    "ARGS_BYTES", "COUNTER_BYTES", "LINK_COUNTERS", "PROTOCOL_VERSION", "SOF_REQUEST",
-    "SOF_RESPONSE", "Command", "CrcError", "DeviceError", "DeviceInfo", "DeviceStatus",
-    "FrameError", "LinkClient", "MemSpace", "ProtocolError", "Response", "ResponseTimeout",
-    "Status", "Transport", "crc16", "decode_response", "encode_request", "encode_response",
-    "image_id", "parse_events", "parse_hello", "parse_status", "parse_words", "push_payload",
-    "read_mem_payload", "read_response", "write_mem_payload",
+    "ARGS_BYTES", "ARRAY_COUNTERS", "COUNTER_BYTES", "LAYER_COUNTERS", "LINK_COUNTERS",
+    "PROTOCOL_VERSION", "SOF_REQUEST", "SOF_RESPONSE", "Command", "CrcError", "DeviceError",
+    "DeviceInfo", "DeviceStatus", "FrameError", "LinkClient", "MemSpace", "ProtocolError",
+    "Response", "ResponseTimeout", "Status", "Transport", "crc16", "decode_response",
+    "encode_request", "encode_response", "image_id", "parse_events", "parse_hello", "parse_status",
+    "parse_words", "push_payload", "read_mem_payload", "read_response", "write_mem_payload",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: STATUS carries learn_cycles per layer
 SOF_REQUEST = 0xA5
 SOF_RESPONSE = 0x5A
 ARGS_BYTES = 7
@@ -35,6 +35,7 @@ COUNTER_BYTES = 6
 LINK_COUNTERS = ("crc_errors", "framing_errors", "timeouts", "dropped_frames", "duplicates",
                  "overruns")
 ARRAY_COUNTERS = ("events_in", "events_out", "busy_cycles", "integrate_cycles")
+LAYER_COUNTERS = ("sops", "spikes", "saturations", "learn_cycles")  # each per layer, in order
 _REQUEST_HEAD = 5  # SOF, seq, cmd, len
 _RESPONSE_HEAD = 6  # SOF, seq, cmd, status, len
 _HELLO_BYTES = 26
@@ -279,10 +280,12 @@ class DeviceStatus:
     sops: list[int]  # per layer
     spikes: list[int]
     saturations: list[int]
+    learn_cycles: list[int]  # weight read-modify-write cycles of learning (0: layer learns not)
 
 
 def status_length(n_layers: int) -> int:
-    return 4 + 2 * len(LINK_COUNTERS) + COUNTER_BYTES * (len(ARRAY_COUNTERS) + 3 * n_layers)
+    return 4 + 2 * len(LINK_COUNTERS) + COUNTER_BYTES * (
+        len(ARRAY_COUNTERS) + len(LAYER_COUNTERS) * n_layers)
 
 
 def parse_status(payload: bytes) -> DeviceStatus:
@@ -297,13 +300,14 @@ def parse_status(payload: bytes) -> DeviceStatus:
     base = 4 + 2 * len(LINK_COUNTERS)
     values = [int.from_bytes(payload[k:k + COUNTER_BYTES], "little")
               for k in range(base, len(payload), COUNTER_BYTES)]
-    fixed, layers = values[:len(ARRAY_COUNTERS)], values[len(ARRAY_COUNTERS):]
+    fixed = dict(zip(ARRAY_COUNTERS, values[:len(ARRAY_COUNTERS)], strict=True))
+    layers = values[len(ARRAY_COUNTERS):]
+    per_layer = {name: layers[k * n_layers:(k + 1) * n_layers]
+                 for k, name in enumerate(LAYER_COUNTERS)}
     flags = payload[1]
     return DeviceStatus(
         version=payload[0], overflow=bool(flags & 1), idle=bool(flags & 2),
-        link_error=bool(flags & 4), link=link, events_in=fixed[0], events_out=fixed[1],
-        busy_cycles=fixed[2], integrate_cycles=fixed[3], sops=layers[:n_layers],
-        spikes=layers[n_layers:2 * n_layers], saturations=layers[2 * n_layers:])
+        link_error=bool(flags & 4), link=link, **fixed, **per_layer)
 
 
 def image_id(image_bytes: bytes) -> int:

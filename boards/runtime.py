@@ -5,6 +5,10 @@
         result = board.run(spikes)                     # result.spikes [batch, time, n_out]
         weights = board.read_weights()                 # per layer [n_out, fan_in]
 
+With on-chip learning (``image.with_learning(...)``, docs/learning.md) ``run`` writes each
+step's modulators (three-factor) before the step's events, and reads the learned weights back
+after the run: ``result.weights``, ``result.image``, ``result.learn_cycles``.
+
 Everything goes through :class:`spikeforge.boards.protocol.LinkClient` (sequence numbers,
 CRC, retries) over a pyserial port. A request whose answer is lost or damaged is sent again;
 the device answers a repeat from memory rather than running it twice. What could not be
@@ -107,12 +111,18 @@ class BoardStatus:
                 "events_out": d.events_out, "busy_cycles": d.busy_cycles,
                 "integrate_cycles": d.integrate_cycles, "sops": list(d.sops),
                 "spikes": list(d.spikes), "saturations": list(d.saturations),
-                "retries": self.retries}
+                "learn_cycles": list(d.learn_cycles), "retries": self.retries}
 
 
 @dataclass
 class BoardResult:
-    """A run on the board; the fields the golden model has keep its names and shapes."""
+    """A run on the board; the fields the golden model has keep its names and shapes.
+
+    With on-chip learning, ``weights`` (every layer's int32 [n_out, n_in] after the run, the
+    learning layers read back from the board), ``image`` (the image holding them, and the
+    rule) and ``learning`` (per learning layer ``{"update_cycles": ...}`` summed over the
+    samples) are as ``spikeforge.simulate`` gives them; without learning they are None.
+    """
 
     spikes: np.ndarray  # uint8 [batch, time, n_out]
     events_in: np.ndarray  # int64 [batch, layers]: input events per layer (sops / layer size)
@@ -124,6 +134,10 @@ class BoardResult:
     busy_cycles: np.ndarray  # int64 [batch]
     integrate_cycles: np.ndarray  # int64 [batch]
     overflow: np.ndarray  # bool [batch]
+    learn_cycles: np.ndarray | None = None  # int64 [batch, layers]: learning RMW cycles
+    weights: list[np.ndarray] | None = None
+    image: Image | None = None
+    learning: dict[int, dict[str, int]] | None = None
     link: dict[str, int] = field(default_factory=dict)  # link counters that moved in the run
     retries: int = 0  # requests sent again during the run
     seconds: float = 0.0
@@ -131,7 +145,8 @@ class BoardResult:
     def to_npz_dict(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in (
             "spikes", "events_in", "sops", "spike_counts", "saturations", "input_events",
-            "events_out", "busy_cycles", "integrate_cycles", "overflow")}
+            "events_out", "busy_cycles", "integrate_cycles", "overflow", "learn_cycles")
+            if getattr(self, name) is not None}
 
 
 def _param_words(image: Image, core_index: int) -> list[int]:
@@ -315,23 +330,30 @@ class Board:
         """Every layer's weights as the board holds them: int32 [n_out, fan_in] (feed-forward
         columns, then recurrent ones), decoded from the weight memories."""
         image = self._need_image()
-        out = []
-        for index, layer in enumerate(image.layers):
-            w = np.zeros((layer.n_out, layer.fan_in), dtype=np.int32)
-            for core_index, core in enumerate(image.config.cores):
-                if core.layer != index:
-                    continue
-                depth = layer.fan_in * core.groups
-                words = self._request(f"reading core {core_index} weights",
-                                      self.client.read_mem, core_index, MemSpace.WEIGHTS, 0,
-                                      depth)
-                nbytes = -(-core.lanes * layer.weight_bits // 8)
-                memory = np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
-                                   for word in words], dtype=np.uint8).reshape(depth, nbytes)
-                w[core.lo:core.hi] = unpack_weights(memory, layer.weight_bits, core.lanes,
-                                                    core.neurons, layer.fan_in)
-            out.append(w)
-        return out
+        return [self._read_layer(image, index) for index in range(len(image.layers))]
+
+    def _read_layer(self, image: Image, index: int) -> np.ndarray:
+        layer = image.layers[index]
+        w = np.zeros((layer.n_out, layer.fan_in), dtype=np.int32)
+        for core_index, core in enumerate(image.config.cores):
+            if core.layer != index:
+                continue
+            depth = layer.fan_in * core.groups
+            words = self._request(f"reading core {core_index} weights",
+                                  self.client.read_mem, core_index, MemSpace.WEIGHTS, 0, depth)
+            nbytes = -(-core.lanes * layer.weight_bits // 8)
+            memory = np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
+                               for word in words], dtype=np.uint8).reshape(depth, nbytes)
+            w[core.lo:core.hi] = unpack_weights(memory, layer.weight_bits, core.lanes,
+                                                core.neurons, layer.fan_in)
+        return w
+
+    def _read_learned(self, image: Image) -> Image:
+        """The image with the learning layers' weights read back (the others cannot change)."""
+        learns = {entry.layer for entry in image.learning}
+        weights = [self._read_layer(image, index)[:, :layer.n_in] if index in learns
+                   else layer.weights for index, layer in enumerate(image.layers)]
+        return image.with_weights(weights)
 
     def write_weights(self, weights: list[np.ndarray], *, verify: bool = True) -> Image:
         """Write every layer's weights ([n_out, fan_in] as :meth:`read_weights` gives them;
@@ -369,15 +391,34 @@ class Board:
                           f"address beyond the network's inputs)", RuntimeWarning, stacklevel=2)
         return BoardStatus(device, self.client.retried)
 
-    def run(self, spikes: np.ndarray, *, progress=None) -> BoardResult:
+    def _modulator_cores(self, image: Image) -> list[tuple[int, int, int]]:
+        """(core index, lo, hi) of every core of a three-factor layer."""
+        layers = {e.layer for e in image.learning if e.rule == "three_factor"}
+        return [(index, core.lo, core.hi) for index, core in enumerate(image.config.cores)
+                if core.layer in layers]
+
+    def run(self, spikes: np.ndarray, *, modulators: np.ndarray | None = None,
+            progress=None) -> BoardResult:
         """Run spike trains (uint8 [batch, time, n_inputs] or [time, n_inputs]): per sample
         CLEAR, then per step the input addresses (ascending) and STEP, then STATUS. Raises
-        BoardError when the array lost an event."""
+        BoardError when the array lost an event.
+
+        With on-chip learning the samples run in sequence and the weights carry over, as in
+        ``spikeforge.simulate``. A three-factor layer needs ``modulators``, int8 [batch, time,
+        n_out of that layer] (ValueError otherwise, and when modulators are given but nothing
+        learns by that rule): before each step the step's modulators go to the layer's cores
+        (WRITE_MEM, space MOD, one request per core). After the run the learning layers'
+        weights are read back; the result carries them (``weights``, ``image``) and the
+        learning cycles per sample (``learn_cycles``), and the Board's ``image`` becomes the
+        learned one. ``progress(done, total)`` is called after each sample."""
         from ..sim.encode import given
+        from ..sim.learning import check_modulators
 
         image = self._need_image()
         x = given(spikes, image.n_inputs)
         batch, steps, _ = x.shape
+        mods = check_modulators(image, modulators, batch, steps)
+        mod_cores = self._modulator_cores(image) if mods is not None else []
         n_layers, n_out = len(image.layers), image.n_outputs
         out = np.zeros((batch, steps, n_out), dtype=np.uint8)
         per_layer = {k: np.zeros((batch, n_layers), dtype=np.int64)
@@ -385,12 +426,19 @@ class Board:
         per_sample = {k: np.zeros(batch, dtype=np.int64)
                       for k in ("input_events", "events_out", "busy_cycles", "integrate_cycles")}
         overflow = np.zeros(batch, dtype=bool)
+        learn_cycles = np.zeros((batch, n_layers), dtype=np.int64)
         start = time.monotonic()
         before = self._request("STATUS", self.client.status).link
         retried = self.client.retried
         for b in range(batch):
             self._request("CLEAR", self.client.clear)
             for t in range(steps):
+                # Step t's modulators: after STEP t - 1 answered (the link waits for the
+                # learning cores' sweeps), before step t's events.
+                for core, lo, hi in mod_cores:
+                    self._request(f"writing the modulators of step {t} of sample {b} to core "
+                                  f"{core}", self.client.write_mem, core, MemSpace.MOD, 0,
+                                  [int(m) & 0xFF for m in mods[b, t, lo:hi]])
                 events = np.flatnonzero(x[b, t]).tolist()
                 got = self._request(f"STEP {t} of sample {b}", self.client.step, events)
                 if got != sorted(set(got)) or (got and got[-1] >= n_out):
@@ -406,16 +454,25 @@ class Board:
             per_sample["busy_cycles"][b] = st.busy_cycles
             per_sample["integrate_cycles"][b] = st.integrate_cycles
             overflow[b] = st.overflow
+            learn_cycles[b] = st.learn_cycles
             if st.overflow:
                 raise BoardError(f"sample {b}: the board lost an event (array overflow)")
             if progress is not None:
                 progress(b + 1, batch)
         link = {k: (st.link[k] - before[k]) & 0xFFFF for k in st.link} if batch else {}
         fan_out = np.array([layer.n_out for layer in image.layers], dtype=np.int64)
+        learned = learning = None
+        if image.learning:
+            learned = self.image = self._read_learned(image)
+            learning = {e.layer: {"update_cycles": int(learn_cycles[:, e.layer].sum())}
+                        for e in image.learning}
         return BoardResult(
             spikes=out, events_in=per_layer["sops"] // fan_out, sops=per_layer["sops"],
             spike_counts=per_layer["spike_counts"], saturations=per_layer["saturations"],
-            overflow=overflow, link={k: v for k, v in link.items() if v},
+            overflow=overflow, learn_cycles=learn_cycles,
+            weights=None if learned is None else [layer.weights.copy()
+                                                  for layer in learned.layers],
+            image=learned, learning=learning, link={k: v for k, v in link.items() if v},
             retries=self.client.retried - retried, seconds=time.monotonic() - start,
             **per_sample)
 

@@ -19,11 +19,12 @@ from .crc import Crc16
 from .event import ADDR_BITS, SpikeEvent
 
 __all__ = [
-    "ARGS_BYTES", "Cmd", "HostLink", "LINK_COUNTERS", "PROTOCOL_VERSION", "SOF_REQUEST",
+    "ARGS_BYTES", "Cmd", "HostLink", "LAYER_COUNTERS", "LINK_COUNTERS", "PROTOCOL_VERSION",
+    "SOF_REQUEST",
     "SOF_RESPONSE", "Status", "connect_array", "hello_payload", "image_id", "status_length",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: STATUS carries learn_cycles per layer
 SOF_REQUEST = 0xA5
 SOF_RESPONSE = 0x5A
 ARGS_BYTES = 7  # core, space, address (4), count: the head of READ_MEM and WRITE_MEM
@@ -51,6 +52,9 @@ class Status(enum.Enum, shape=unsigned(8)):
     ARG = 0x04  # core index or memory space out of range
     BUSY = 0x05  # memory access while a step is open (PUSH without STEP)
 
+# Per-layer array counters in STATUS, in this order after the four array-wide ones.
+LAYER_COUNTERS = ("sops", "spikes", "saturations", "learn_cycles")
+
 
 def image_id(image: Image) -> int:
     """The 32-bit identity of an image the device reports: the first four bytes of the SHA-256
@@ -76,7 +80,7 @@ def hello_payload(*, n_cores: int, n_layers: int, word_bytes: int, mem_data_bits
 
 def status_length(n_layers: int) -> int:
     """Bytes of the STATUS response payload."""
-    return 4 + 2 * len(LINK_COUNTERS) + COUNTER_BITS // 8 * (4 + 3 * n_layers)
+    return 4 + 2 * len(LINK_COUNTERS) + COUNTER_BITS // 8 * (4 + len(LAYER_COUNTERS) * n_layers)
 
 
 class HostLink(wiring.Component):
@@ -86,6 +90,9 @@ class HostLink(wiring.Component):
     payload (into a block-RAM buffer of ``max_payload`` bytes) while a CRC runs over them, check
     the CRC residue, then execute and answer. Nothing in a frame is acted on before its CRC has
     checked. A partial frame followed by ``timeout_bytes`` byte times of silence is dropped.
+    READ_MEM, WRITE_MEM and STATUS wait until the array is idle (a learning core runs its update
+    sweeps after its step's ``eos``, so after a STEP's answer), except while a step is open
+    (PUSH without STEP): memory requests are then refused with BUSY, STATUS answers at once.
     The last executed request's ``seq`` and command are kept: a repeat of both is answered again
     (from state that nothing changed since: a STEP's output events stay in a buffer until the
     next STEP) without being executed again. Requests are stop-and-wait: bytes that arrive
@@ -107,8 +114,8 @@ class HostLink(wiring.Component):
         Strobe to the array's ``clear``.
     mem : Out(MemAccessSignature(...))
         To the array's memory-access port.
-    idle, overflow, sops, spikes, saturations, events_in, events_out, busy_cycles,
-    integrate_cycles : In
+    idle, overflow, sops, spikes, saturations, learn_cycles, events_in, events_out,
+    busy_cycles, integrate_cycles : In
         The array's status, reported by STATUS.
     activity : Out(1)
         Strobe: a frame ended (executed, rejected or timed out).
@@ -171,6 +178,7 @@ class HostLink(wiring.Component):
             "sops": In(per_layer),
             "spikes": In(per_layer),
             "saturations": In(per_layer),
+            "learn_cycles": In(per_layer),
             "events_in": In(unsigned(COUNTER_BITS)),
             "events_out": In(unsigned(COUNTER_BITS)),
             "busy_cycles": In(unsigned(COUNTER_BITS)),
@@ -249,6 +257,7 @@ class HostLink(wiring.Component):
         last_seq = Signal(8)
         last_cmd = Signal(8)
         have_last = Signal()
+        open_step = Signal()  # a PUSH was executed, its STEP not yet
         timer = Signal(range(timeout + 1))
         error = Signal()
         counters = {name: Signal(_LINK_COUNTER_BITS, name=name) for name in LINK_COUNTERS}
@@ -282,9 +291,7 @@ class HostLink(wiring.Component):
             Const(n_layers, 8), Const(0, 8),
             *(counters[name] for name in LINK_COUNTERS),
             self.events_in, self.events_out, self.busy_cycles, self.integrate_cycles,
-            *(self.sops[k] for k in range(n_layers)),
-            *(self.spikes[k] for k in range(n_layers)),
-            *(self.saturations[k] for k in range(n_layers)))
+            *(getattr(self, name)[k] for name in LAYER_COUNTERS for k in range(n_layers)))
         assert len(status_vec) == 8 * status_length(n_layers)
         hello_vec = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
         pidx = idx  # payload byte index while answering
@@ -387,12 +394,21 @@ class HostLink(wiring.Component):
                 m.d.comb += self.activity.eq(1)
                 drop_bytes()
                 with m.If(crc.crc == 0):
-                    m.next = "Dispatch"
+                    m.next = "Settle"
                 with m.Else():
                     bump("crc_errors")
                     answer(Status.CRC, 0)
 
             # -- decide ----------------------------------------------------------------------
+            with m.State("Settle"):
+                # Memory and counters are read and written between steps only: wait for the
+                # array (a learning core's update sweeps, or deeper layers, still at work after
+                # the output layer's eos). While a PUSH holds a step open the array never gets
+                # idle: go on, and Dispatch refuses memory requests with BUSY.
+                drop_bytes()
+                between = (cmd == Cmd.READ_MEM) | (cmd == Cmd.WRITE_MEM) | (cmd == Cmd.STATUS)
+                with m.If(self.idle | open_step | ~between):
+                    m.next = "Dispatch"
             with m.State("Dispatch"):
                 drop_bytes()
                 duplicate = have_last & (seq == last_seq) & (cmd == last_cmd)
@@ -435,6 +451,7 @@ class HostLink(wiring.Component):
                                 answer(Status.LENGTH, 0)
                             with m.Else():
                                 execute()
+                                m.d.sync += open_step.eq(0)
                                 m.next = "ClearGo"
                         with m.Case(Cmd.READ_MEM):
                             with m.If(length != ARGS_BYTES):
@@ -465,7 +482,8 @@ class HostLink(wiring.Component):
                                 answer(Status.LENGTH, 0)
                             with m.Else():
                                 execute()
-                                m.d.sync += left.eq(length[1:])
+                                m.d.sync += [left.eq(length[1:]),
+                                             open_step.eq(cmd == Cmd.PUSH)]
                                 with m.If(length != 0):
                                     m.next = "Fetch"
                                 with m.Elif(cmd == Cmd.STEP):
@@ -643,6 +661,7 @@ def connect_array(m: Module, link: HostLink, array: CoreArray) -> None:
         link.sops.eq(array.sops),
         link.spikes.eq(array.spikes),
         link.saturations.eq(array.saturations),
+        link.learn_cycles.eq(array.learn_cycles),
         link.events_in.eq(array.events_in),
         link.events_out.eq(array.events_out),
         link.busy_cycles.eq(array.busy_cycles),

@@ -258,15 +258,23 @@ def cmd_learn(args) -> int:
 def cmd_run(args) -> int:
     from .boards.runtime import Board
     from .compiler.image import load_image
+    from .sim.encode import given
+    from .sim.learning import check_modulators
 
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
-    from .sim.encode import given
-
     try:
         spikes = given(spikes, image.n_inputs)
     except ValueError as exc:
         raise CliError(f"{args.input}: {exc}") from None
+    # Modulators are checked before the board starts (the virtual board takes a while).
+    mods = read_modulators(args.modulators) if args.modulators else None
+    try:
+        check_modulators(image, mods, *spikes.shape[:2])
+    except ValueError as exc:
+        where = f"{args.modulators}: " if args.modulators else ""
+        hint = "" if args.modulators else " (--modulators FILE.npy)"
+        raise CliError(f"{where}{exc}{hint}") from None
     console = None if args.json else _console()
     if console is not None and args.port == "sim":
         console.print("starting the virtual board (RTL simulation; the first build of an "
@@ -275,12 +283,18 @@ def cmd_run(args) -> int:
         if args.load or (args.port != "sim" and board.info.image_id != _image_id(image)):
             board.load(image)
         with _Samples(len(spikes), quiet=args.json) as progress:
-            result = board.run(spikes, progress=progress)
+            result = board.run(spikes, modulators=mods, progress=progress)
         status = board.status()
+        saved = None
         if args.save_image:
-            saved = image.with_weights(*_split(image, board.read_weights()))
-            saved.save(args.save_image)
+            # With learning the run read the learned weights back already.
+            saved = result.image if result.image is not None else \
+                image.with_weights(*_split(image, board.read_weights()))
+    # Written only once everything is in: a failed run leaves no file half-written (each file
+    # is written atomically).
     _write_npz(args.output, **result.to_npz_dict())
+    if saved is not None:
+        saved.save(args.save_image)
     summary = {"output": str(args.output), "port": args.port,
                "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
                "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
@@ -289,6 +303,8 @@ def cmd_run(args) -> int:
                "samples_per_s": round(len(spikes) / result.seconds, 3) if result.seconds else None,
                "retries": result.retries, "link_faults": result.link,
                "status": status.to_dict()}
+    if result.learning is not None:
+        summary["learning"] = {str(layer): info for layer, info in result.learning.items()}
     if args.save_image:
         summary["saved_image"] = str(args.save_image)
     if args.json:
@@ -297,6 +313,10 @@ def cmd_run(args) -> int:
         keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds", "samples_per_s",
                 "retries")
         console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
+        if result.learning is not None:
+            console.print("learning: " + ", ".join(
+                f"layer {layer} {info['update_cycles']} update cycles"
+                for layer, info in result.learning.items()))
         if result.link:
             console.print("link faults recovered: " + ", ".join(
                 f"{k} {v}" for k, v in result.link.items()))
@@ -597,9 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load", action="store_true",
                    help="write the image's weights and parameters first (done anyway when "
                         "the board's gateware was built from another image)")
+    p.add_argument("--modulators", type=Path,
+                   help=".npy int8 [batch, time, n_out of the layer]: the modulators of a "
+                        "three-factor learning layer, written before each step")
     p.add_argument("--save-image", type=Path,
                    help="after the run, write an image holding the weights read back from "
-                        "the board")
+                        "the board (with on-chip learning: the learned weights)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
 

@@ -64,3 +64,20 @@ def signed(value: int, bits: int) -> int:
     """The `bits`-bit two's-complement field `value` as a Python int."""
     value &= (1 << bits) - 1
     return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def plastic_image(image_seed: int, sizes, rules, *, lanes=(2, 3), split=True, weight_bits=5,
+                  **rates) -> Image:
+    """`random_image` whose layer k learns by `rules[k]` = (rule, stochastic) (None: it does
+    not), with thresholds low enough that its neurons fire and learning has work to do."""
+    from dataclasses import replace
+
+    image = random_image(image_seed, sizes, lanes=lanes, split=split,
+                         weight_bits=weight_bits, v_bits=10)
+    layers = [replace(layer, threshold=layer.threshold % 3) if rules[k] else layer
+              for k, layer in enumerate(image.layers)]
+    image = Image(image.n_inputs, layers, image.config)
+    for k, rule in enumerate(rules):
+        if rule:
+            image = image.with_learning(layer=k, rule=rule[0], stochastic=rule[1], **rates)
+    return image

@@ -68,6 +68,7 @@ def test_constants_agree_with_the_gateware():
     assert (protocol.SOF_REQUEST, protocol.SOF_RESPONSE) == (hostlink.SOF_REQUEST,
                                                              hostlink.SOF_RESPONSE)
     assert protocol.LINK_COUNTERS == hostlink.LINK_COUNTERS
+    assert protocol.LAYER_COUNTERS == hostlink.LAYER_COUNTERS
     assert protocol.ARGS_BYTES == hostlink.ARGS_BYTES
     for ours, theirs in ((Command, hostlink.Cmd), (Status, hostlink.Status),
                          (protocol.MemSpace, core.MemSpace)):
@@ -89,8 +90,8 @@ def test_parse_hello_and_status():
         n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
     # STATUS: written out from the document's table, field by field.
     link = [1, 2, 3, 4, 5, 0xFFFF]
-    counters = [10, 11, 2**48 - 1, 13, 100, 200, 7, 8, 0, 1]
-    payload = bytes([1, 0b101, 2, 0]) + b"".join(v.to_bytes(2, "little") for v in link) + \
+    counters = [10, 11, 2**48 - 1, 13, 100, 200, 7, 8, 0, 1, 0, 2**40 + 3]
+    payload = bytes([2, 0b101, 2, 0]) + b"".join(v.to_bytes(2, "little") for v in link) + \
         b"".join(v.to_bytes(6, "little") for v in counters)
     status = protocol.parse_status(payload)
     assert (status.overflow, status.idle, status.link_error) == (True, False, True)
@@ -98,6 +99,8 @@ def test_parse_hello_and_status():
     assert (status.events_in, status.events_out, status.busy_cycles,
             status.integrate_cycles) == (10, 11, 2**48 - 1, 13)
     assert (status.sops, status.spikes, status.saturations) == ([100, 200], [7, 8], [0, 1])
+    assert status.learn_cycles == [0, 2**40 + 3]
+    assert status.version == 2
     with pytest.raises(protocol.FrameError):
         protocol.parse_status(payload[:-1])
 

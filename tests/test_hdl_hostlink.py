@@ -18,7 +18,7 @@ from spikeforge.hdl.hostlink import HostLink, connect_array
 from spikeforge.hdl.soc import SpikeSoC
 from spikeforge.sim import golden
 
-from .strategies import random_image
+from .strategies import plastic_image, random_image
 
 BAUD = 115200
 CLK = 4 * BAUD  # four cycles per bit: the shortest UART bit the receiver samples
@@ -208,6 +208,7 @@ def check_status(st, image, x, result, *, link=None):
     assert st.sops == result.sops[0].tolist()
     assert st.spikes == result.spike_counts[0].tolist()
     assert st.saturations == result.saturations[0].tolist()
+    assert st.learn_cycles == [0] * len(image.layers)
     expect = dict.fromkeys(protocol.LINK_COUNTERS, 0) | (link or {})
     assert st.link == expect
     assert st.link_error == any(v for k, v in expect.items() if k != "duplicates")
@@ -395,6 +396,49 @@ def test_repeated_seq_is_answered_not_executed_twice():
     assert st.events_in == int(x.sum())
     assert st.spikes == result.spike_counts[0].tolist()
     assert st.link["duplicates"] == len(steps) + 3
+
+
+@pytest.mark.parametrize("rule", ["three_factor", "stdp"])
+def test_requests_after_a_step_wait_for_the_learning_sweeps(rule):
+    """A learning core runs its update sweeps after its step's eos, while the STEP's answer is
+    on the line. Here they outlast the answer and the next request (three-factor: 64 rows x 6
+    groups = 384 cycles a step; STDP: 64 per group that fired; a request takes 3 cycles a
+    byte), so the modulators' WRITE_MEM, STATUS and the weights' READ_MEM reach a busy array:
+    they wait for it (rather than BUSY, or counters read mid-sweep). Through the host runtime:
+    outputs, every learned weight and learn_cycles per sample as the golden model."""
+    from spikeforge.boards.runtime import Board
+
+    image = plastic_image(2, (4, 64, 6), [None, (rule, True)], lanes=(1,), split=False,
+                          trace_inc=100, mod_shift=6, ltp_shift=3, ltd_shift=4)
+    _, line, client = make_board(image)
+    board = Board("stream", baud=10 / line.byte_time, timeout=3000 / line.clk_freq,
+                  image=image, transport=line)
+    rng = np.random.default_rng(2)
+    x = (rng.random((2, 4, image.n_inputs)) < 0.6).astype(np.uint8)
+    mods = rng.integers(-128, 128, (2, 4, 6)).astype(np.int8) if rule == "three_factor" \
+        else None
+    result = board.run(x, modulators=mods)
+    want = golden.run(image, x, modulators=mods)
+    assert (result.spikes == want.spikes).all()
+    assert all((a == b).all() for a, b in zip(result.weights, want.weights, strict=True))
+    assert not (want.weights[1] == image.layers[1].weights).all()
+    first = golden.run(image, x[:1], modulators=None if mods is None else mods[:1])
+    cycles = [first.learning[1]["update_cycles"], want.learning[1]["update_cycles"]]
+    assert result.learn_cycles[:, 1].tolist() == [cycles[0], cycles[1] - cycles[0]]
+    assert cycles[0] > 0 and result.learn_cycles[:, 0].tolist() == [0, 0]
+    assert result.retries == 0 and result.link == {}
+
+    # While a PUSH holds a step open the array cannot get idle: memory requests are refused
+    # (BUSY), STATUS answers at once; the STEP closes the step.
+    client.hello()
+    client.clear()
+    client.push([0, 1])
+    with pytest.raises(protocol.DeviceError, match="BUSY"):
+        client.read_mem(0, MemSpace.WEIGHTS, 0, 1)
+    assert not client.status().idle
+    client.step([2])
+    assert client.read_mem(0, MemSpace.WEIGHTS, 0, 1) == weight_words(want.image, 0)[:1]
+    assert client.status().idle
 
 
 def test_soc_over_the_pins():
