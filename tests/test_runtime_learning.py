@@ -227,8 +227,8 @@ def test_cli_bad_modulators_are_one_line(tmp_path, capsys):
     junk = tmp_path / "junk.npy"
     junk.write_bytes(b"not an array")
     cases = [(net, f, m) for f, m in bad_modulators(image, x)] + [
-        (net, tmp_path / "missing.npy", "missing.npy: no such modulators file"),
-        (net, junk, "junk.npy: not a readable .npy modulators file"),
+        (net, tmp_path / "missing.npy", "missing.npy: no such modulator file"),
+        (net, junk, "junk.npy: not a readable .npy/.npz modulator file"),
         (plain, np.zeros((2, 5, 4), np.int8),
          "modulators given, but no layer learns by the three-factor rule"),
     ]
