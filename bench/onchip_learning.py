@@ -121,9 +121,9 @@ def stdp_selectivity(seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--gain", type=int, default=4)
-    parser.add_argument("--mod-shift", type=int, default=9)
+    parser.add_argument("--mod-shift", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rtl-samples", type=int, default=3,
                         help="training samples also run in the RTL (0: none)")
