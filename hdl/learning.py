@@ -149,8 +149,6 @@ class LearningUnit(wiring.Component):
         ig = Signal(range(groups))
         ip = Signal(range(lanes))
         row = Signal(range(n_in))  # STDP phase a: the row being depressed
-        hg = Signal(range(groups))  # phase b: group and lane of the neuron being updated
-        hp = Signal(range(lanes))
         mreg = Signal(signed(MOD_BITS))
 
         def next_neuron():
@@ -164,30 +162,32 @@ class LearningUnit(wiring.Component):
             m.d.sync += [i.eq(0), ig.eq(0), ip.eq(0)]
 
         # -- stage 0: issue ------------------------------------------------------------------
+        # An update always concerns neuron i (group ig, lane ip) and row `row` (depression)
+        # or j (the neuron's row sweep).
         op = Signal(Op)  # what stage 0 issues this cycle
         y_sel = Signal()  # it reads y_i / m_i (else x_j)
-        lane = Signal(range(lanes))  # the weight lane of an update
-        w_row = Signal(range(n_in))  # the weight word of an update: row, group
-        w_group = Signal(range(groups))
+        w_row = Signal(range(n_in))
         m.d.comb += [
             rd.addr.eq(Mux(y_sel, y_addr(i), j)),
             self.n_addr.eq(i),
             self.w_read.eq(op == Op.UPDATE),
-            self.w_raddr.eq(w_row * groups + w_group),
+            self.w_raddr.eq(w_row * groups + ig),
         ]
+        if stdp:
+            m.d.comb += w_row.eq(Mux(y_sel, row, j))
+        else:
+            m.d.comb += w_row.eq(j)
 
         # -- stage 1 registers ---------------------------------------------------------------
         op1 = Signal(Op)
         y1 = Signal()
         addr1 = Signal.like(rd.addr)
         lane1 = Signal(range(lanes))
-        g1 = Signal(range(groups))
         waddr1 = Signal.like(self.w_raddr)
-        m.d.sync += [op1.eq(op), y1.eq(y_sel), addr1.eq(rd.addr),
-                     lane1.eq(lane), g1.eq(Mux(op == Op.UPDATE, w_group, ig)),
+        m.d.sync += [op1.eq(op), y1.eq(y_sel), addr1.eq(rd.addr), lane1.eq(ip),
                      waddr1.eq(self.w_raddr)]
 
-        # stage 1 holds a trace whose neuron or row now gets its sweep of updates
+        # stage 1 holds a trace whose row or neuron now gets its sweep of updates
         mod_now = rd_data.t[:MOD_BITS].as_signed()
         if stdp:
             flag = Mux(y1, self.s_in, rd_data.f)
@@ -211,50 +211,44 @@ class LearningUnit(wiring.Component):
                     first_neuron()
                     m.next = "Rows"
             with m.State("Rows"):  # phase a: x_j, and (STDP) the depression of spiking rows
-                with m.If(depress_now):  # row addr1 spiked: its update of neuron 0
+                with m.If(depress_now):  # row addr1 spiked (its trace is written back now)
                     if stdp:
-                        m.d.comb += [op.eq(Op.UPDATE), y_sel.eq(1), w_row.eq(addr1),
-                                     w_group.eq(0), lane.eq(0)]
                         m.d.sync += row.eq(addr1)
-                        if neurons > 1:
-                            next_neuron()
-                            m.next = "Depress"
+                        m.next = "Depress"
                 with m.Elif(j < n_in):
                     m.d.comb += op.eq(Op.TRACE)
                     m.d.sync += j.eq(j + 1)
                 with m.Else():
                     m.d.sync += j.eq(0)
-                    first_neuron()
-                    m.next = "Neurons"
+                    m.next = "NeuronRead"
             if stdp:
                 with m.State("Depress"):  # row `row`, neurons i ascending
-                    m.d.comb += [op.eq(Op.UPDATE), y_sel.eq(1), w_row.eq(row),
-                                 w_group.eq(ig), lane.eq(ip)]
+                    m.d.comb += [op.eq(Op.UPDATE), y_sel.eq(1)]
                     next_neuron()
                     with m.If(i == neurons - 1):
                         first_neuron()
                         m.next = "Rows"
-            with m.State("Neurons"):  # phase b: y_i or m_i, then the neuron's rows
-                with m.If(sweep_now):  # the stage-1 neuron: its update of row 0
-                    m.d.comb += [op.eq(Op.UPDATE), w_row.eq(0), w_group.eq(g1),
-                                 lane.eq(lane1)]
-                    m.d.sync += [hg.eq(g1), hp.eq(lane1), mreg.eq(mod_now)]
-                    if n_in > 1:
-                        m.d.sync += j.eq(1)
-                        m.next = "Update"
-                with m.Elif(i < neurons):
-                    m.d.comb += [op.eq(Op.TRACE), y_sel.eq(1), lane.eq(ip),
-                                 self.n_read.eq(1)]
-                    next_neuron()
+            with m.State("NeuronRead"):  # phase b: y_i (and s_i) or m_i of neuron i
+                with m.If(i < neurons):
+                    m.d.comb += [op.eq(Op.TRACE), y_sel.eq(1), self.n_read.eq(1)]
+                    m.next = "NeuronDecide"
                 with m.Else():
                     m.d.sync += self.busy.eq(0)
                     m.next = "Idle"
-            with m.State("Update"):  # neuron (hg, hp), rows j ascending
-                m.d.comb += [op.eq(Op.UPDATE), w_row.eq(j), w_group.eq(hg), lane.eq(hp)]
+            with m.State("NeuronDecide"):  # stage 1: y_i is written back; sweep its rows?
+                with m.If(sweep_now):
+                    m.d.sync += mreg.eq(mod_now)
+                    m.next = "Update"
+                with m.Else():
+                    next_neuron()
+                    m.next = "NeuronRead"
+            with m.State("Update"):  # neuron i, rows j ascending
+                m.d.comb += op.eq(Op.UPDATE)
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == n_in - 1):
                     m.d.sync += j.eq(0)
-                    m.next = "Neurons"
+                    next_neuron()
+                    m.next = "NeuronRead"
 
         # -- stage 1: the datapath -------------------------------------------------------------
         t_old = rd_data.t[:tb]
