@@ -44,13 +44,14 @@ def trace_memory_layout(rule: LearningConfig) -> data.StructLayout:
     return data.StructLayout({"t": unsigned(max(rule.trace_bits, MOD_BITS)), "f": unsigned(1)})
 
 
-class Op(enum.Enum, shape=2):
+class Op(enum.Enum, shape=3):
     """What the learning memory read of the previous cycle was for (stage 1)."""
 
     NONE = 0
     TRACE = 1  # x_j (phase a) or y_i / m_i (phase b): update the trace, decide on a sweep
     UPDATE = 2  # one weight update (the LFSR steps)
     WIPE = 3  # clear: write zero
+    FLAG = 4  # an input event of row j came in: set its flag
 
 
 class LearningUnit(wiring.Component):
@@ -133,8 +134,8 @@ class LearningUnit(wiring.Component):
         kb = self._y_bits
 
         word = trace_memory_layout(rule)
-        m.submodules.mem = mem = Memory(shape=unsigned(word.size), depth=self.y_base + neurons,
-                                        init=[])
+        depth = self.y_base + neurons if stdp else n_in  # x_j (and STDP: y_i)
+        m.submodules.mem = mem = Memory(shape=unsigned(word.size), depth=depth, init=[])
         wr = mem.write_port(granularity=1)
         rd = mem.read_port()
         rd_data = data.View(word, rd.data)
@@ -144,7 +145,7 @@ class LearningUnit(wiring.Component):
             return Cat(neuron[:kb], Const(0, max(0, kb - len(neuron))), Const(1, 1))
 
         # -- counters: j over rows, i over neurons (with its group ig and lane ip) -----------
-        j = Signal(range(self.y_base + neurons))  # also the wipe's address
+        j = Signal(range(max(depth, n_in + 1)))  # also the wipe's and a flag's address
         i = Signal(range(neurons + 1))
         ig = Signal(range(groups))
         ip = Signal(range(lanes))
@@ -168,7 +169,7 @@ class LearningUnit(wiring.Component):
         y_sel = Signal()  # it reads y_i / m_i (else x_j)
         w_row = Signal(range(n_in))
         m.d.comb += [
-            rd.addr.eq(Mux(y_sel, y_addr(i), j)),
+            rd.addr.eq(Mux(y_sel, y_addr(i), j) if stdp else j),
             self.n_addr.eq(i),
             self.w_read.eq(op == Op.UPDATE),
             self.w_raddr.eq(w_row * groups + ig),
@@ -187,25 +188,37 @@ class LearningUnit(wiring.Component):
         m.d.sync += [op1.eq(op), y1.eq(y_sel), addr1.eq(rd.addr), lane1.eq(ip),
                      waddr1.eq(self.w_raddr)]
 
-        # stage 1 holds a trace whose row or neuron now gets its sweep of updates
-        mod_now = rd_data.t[:MOD_BITS].as_signed()
+        # stage 1 holds a trace whose row (phase a) or neuron (phase b, in NeuronDecide) now
+        # gets its sweep of updates
         if stdp:
             flag = Mux(y1, self.s_in, rd_data.f)
             depress_now = (op1 == Op.TRACE) & ~y1 & rd_data.f
-            sweep_now = (op1 == Op.TRACE) & y1 & self.s_in
+            sweep_now = self.s_in
         else:
+            # the modulators: written by the host at its address, read at neuron i
+            m.submodules.mods = mods = Memory(shape=signed(MOD_BITS), depth=neurons, init=[])
+            m_wr, m_rd = mods.write_port(), mods.read_port()
+            m.d.comb += [m_wr.addr.eq(self.mod_addr), m_wr.data.eq(self.mod_data),
+                         m_wr.en.eq(self.mod_we), m_rd.addr.eq(i)]
+            mod_now = m_rd.data
             flag = rd_data.f
             depress_now = Const(0)
-            sweep_now = (op1 == Op.TRACE) & y1 & (mod_now != 0)
+            sweep_now = mod_now != 0
+        took = Signal()  # the core took an input event last cycle: its row is in j
+        m.d.sync += took.eq(self.take)
 
         with m.FSM(init="Wipe"):
             with m.State("Wipe"):
                 m.d.comb += op.eq(Op.WIPE)
                 m.d.sync += j.eq(j + 1)
-                with m.If(j == (self.y_base + neurons if stdp else n_in) - 1):
+                with m.If(j == depth - 1):
                     m.d.sync += [self.busy.eq(0), j.eq(0)]
                     m.next = "Idle"
             with m.State("Idle"):
+                with m.If(self.take):
+                    m.d.sync += j.eq(self.take_row)
+                with m.If(took):
+                    m.d.comb += op.eq(Op.FLAG)
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), j.eq(0)]
                     first_neuron()
@@ -230,14 +243,16 @@ class LearningUnit(wiring.Component):
                         m.next = "Rows"
             with m.State("NeuronRead"):  # phase b: y_i (and s_i) or m_i of neuron i
                 with m.If(i < neurons):
-                    m.d.comb += [op.eq(Op.TRACE), y_sel.eq(1), self.n_read.eq(1)]
+                    if stdp:
+                        m.d.comb += [op.eq(Op.TRACE), y_sel.eq(1), self.n_read.eq(1)]
                     m.next = "NeuronDecide"
                 with m.Else():
                     m.d.sync += self.busy.eq(0)
                     m.next = "Idle"
             with m.State("NeuronDecide"):  # stage 1: y_i is written back; sweep its rows?
                 with m.If(sweep_now):
-                    m.d.sync += mreg.eq(mod_now)
+                    if not stdp:
+                        m.d.sync += mreg.eq(mod_now)
                     m.next = "Update"
                 with m.Else():
                     next_neuron()
@@ -294,16 +309,13 @@ class LearningUnit(wiring.Component):
             self.w_we.eq(Mux(op1 == Op.UPDATE, 1 << lane1, 0)),
         ]
 
-        # -- the learning memory's write port ------------------------------------------------
+        # -- the learning memory's write port: always one cycle after the read ---------------
         t_mask, f_mask = (1 << (word.size - 1)) - 1, 1 << (word.size - 1)
-        trace_write = (op1 == Op.TRACE) & ~y1 if not stdp else (op1 == Op.TRACE)
-        with m.If(self.mod_we):
-            m.d.comb += [wr.addr.eq(y_addr(self.mod_addr)),
-                         wr_data.t.eq(self.mod_data.as_unsigned()), wr.en.eq(t_mask)]
-        with m.Elif(self.take):
-            m.d.comb += [wr.addr.eq(self.take_row), wr_data.f.eq(1), wr.en.eq(f_mask)]
+        m.d.comb += wr.addr.eq(addr1)
+        with m.If(op1 == Op.FLAG):
+            m.d.comb += [wr_data.f.eq(1), wr.en.eq(f_mask)]
         with m.Elif(op1 == Op.WIPE):
-            m.d.comb += [wr.addr.eq(addr1), wr.en.eq(t_mask | f_mask)]
-        with m.Elif(trace_write):
-            m.d.comb += [wr.addr.eq(addr1), wr_data.t.eq(t_sat), wr.en.eq(t_mask | f_mask)]
+            m.d.comb += wr.en.eq(t_mask | f_mask)
+        with m.Elif(op1 == Op.TRACE):
+            m.d.comb += [wr_data.t.eq(t_sat), wr.en.eq(t_mask | f_mask)]
         return m
