@@ -135,7 +135,9 @@ class LearningUnit(wiring.Component):
 
         word = trace_memory_layout(rule)
         depth = self.y_base + neurons if stdp else n_in  # x_j (and STDP: y_i)
-        m.submodules.mem = mem = Memory(shape=unsigned(word.size), depth=depth, init=[])
+        # Block RAM: as distributed RAM (ECP5) a few hundred words cost hundreds of LUTs.
+        m.submodules.mem = mem = Memory(shape=unsigned(word.size), depth=depth, init=[],
+                                        attrs={"ram_style": "block"})
         wr = mem.write_port(granularity=1)
         rd = mem.read_port()
         rd_data = data.View(word, rd.data)
