@@ -66,24 +66,26 @@ class LearningUnit(wiring.Component):
                  w_ij <- clip(w_ij + R(m_i * x_j, mod))
 
     r is the core's LFSR state (``lfsr_state``; ``updating`` steps it: high in every weight
-    update cycle and only then). One memory holds the traces and modulators: x_j (and the flag
-    s_in_j) at address j, y_i (STDP) or m_i (three-factor) at ``y_base + i`` with ``y_base`` the
-    power of two at or above ``max(n_in, neurons)``. It has one read and one write port, so
-    every phase is a sweep of one read per cycle.
+    update cycle and only then). The learning memory (block RAM, one read and one write port)
+    holds x_j and the flag s_in_j at address j and, for STDP, y_i at ``y_base + i`` with
+    ``y_base`` the power of two at or above ``max(n_in, neurons)``; every write to it lands one
+    cycle after a read of the same address. The three-factor rule keeps m_i in a memory of its
+    own, written by the host and read at neuron i.
 
     Pipeline: stage 0 issues the reads of the learning memory, the weight memory
-    (``w_read``/``w_raddr``: word ``j * groups + g``) and the core's state memory
-    (``n_read``/``n_addr``: STDP, phase b, for s_i, which comes back in ``s_in`` the next
+    (``w_read``/``w_raddr``: word ``row * groups + group of neuron i``) and the core's state
+    memory (``n_read``/``n_addr``: STDP, phase b, for s_i, which comes back in ``s_in`` the next
     cycle); stage 1 computes and writes: the trace back to the learning memory, the weight lane
     through ``w_we`` (one bit per lane) / ``w_waddr`` / ``w_wdata`` (the new weight; the core
     puts it on every lane). A weight word may be read while a lane of it is written: the other
-    lanes are what the read needs.
+    lanes are what the read needs. Phase a is pipelined; phase b takes two cycles per neuron
+    (read, decide); a sweep of updates starts one cycle after its row or neuron was decided.
 
     Protocol with the core: after reset (the core's ``clear``) the unit zeroes the traces and
     flags (``busy`` high; not the modulators); ``take``/``take_row`` sets the flag of an
-    integrated input event's row; ``start`` begins the learning phase, ``busy`` stays high until
-    it is over. ``mod_we``/``mod_addr``/``mod_data`` write a modulator (the host, between
-    steps).
+    integrated input event's row (two cycles later, through ``j``); ``start`` begins the
+    learning phase, ``busy`` stays high until it is over. ``mod_we``/``mod_addr``/``mod_data``
+    write a modulator (the host, between steps; ignored by an STDP core).
     """
 
     def __init__(self, config: CoreConfig, layer: LayerParams, rule: LearningConfig):
