@@ -469,7 +469,7 @@ class LifCore(wiring.Component):
         m.d.comb += self.idle.eq(between & ~out_valid)
         if learn is None:
             return ResetInserter(self.clear)(m)
-        # The LFSRs run on over `clear`: a sample does not restart their sequences.
+        # The LFSR runs on over `clear`: a sample does not restart its sequence.
         top = Module()
         top.submodules.core = ResetInserter(self.clear)(m)
         top.submodules.lfsr = lfsr = Lfsr(lfsr_initial_state(learn.seed, self._core_index))
