@@ -166,7 +166,6 @@ class LifCore(wiring.Component):
                 raise ValueError(f"layer {layer.name!r} is recurrent: it cannot learn")
             width = max(width, MOD_BITS)
         addr_width = max(1, (max(depth, config.neurons) - 1).bit_length())
-        self._addr_width = addr_width
         members = {"i": In(stream.Signature(SpikeEvent))}
         if layer.recurrent:
             members["r"] = In(stream.Signature(SpikeEvent))

@@ -143,44 +143,39 @@ def cmd_inspect(args) -> int:
 
 
 # -- simulate --------------------------------------------------------------------------------
-def _read_spikes(path) -> np.ndarray:
+def _read_array(path, name: str, what: str, *, npy: bool = False) -> np.ndarray:
+    """The array `name` of an .npz file (with `npy`, a bare .npy file too), or one line that
+    says what is wrong with the file."""
     path = Path(path)
     if not path.exists():
-        raise CliError(f"{path}: no such spike file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "spikes" not in data:
-                raise CliError(f"{path}: no array named 'spikes' (found: "
-                               f"{', '.join(data.files) or 'none'})")
-            return np.array(data["spikes"])
-    except CliError:
-        raise
-    except Exception as exc:  # numpy raises several kinds for a bad archive
-        raise CliError(f"{path}: not a readable .npz spike file ({exc})") from None
-
-
-def read_modulators(path) -> np.ndarray:
-    """int8 modulators [batch, time, neurons] from a .npy, or the `modulators` array of a .npz
-    (shape and range are checked against the image where they are used)."""
-    path = Path(path)
-    if not path.exists():
-        raise CliError(f"{path}: no such modulator file")
+        raise CliError(f"{path}: no such {what} file")
     try:
         with open(path, "rb") as f:
             data = np.load(f, allow_pickle=False)
-            if isinstance(data, np.lib.npyio.NpzFile):
-                with data:
-                    if "modulators" not in data:
-                        raise CliError(f"{path}: no array named 'modulators' (found: "
-                                       f"{', '.join(data.files) or 'none'})")
-                    data = np.array(data["modulators"])
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                if npy:
+                    return data
+                raise ValueError("an .npy array, not an .npz archive")
+            with data:
+                if name not in data:
+                    raise CliError(f"{path}: no array named '{name}' (found: "
+                                   f"{', '.join(data.files) or 'none'})")
+                return np.array(data[name])
     except CliError:
         raise
-    except Exception as exc:
-        raise CliError(f"{path}: not a readable .npy/.npz modulator file ({exc})") from None
-    if not np.issubdtype(data.dtype, np.integer):
-        raise CliError(f"{path}: modulators must be integers (int8), not dtype {data.dtype}")
-    return data
+    except Exception as exc:  # numpy raises several kinds for a bad file
+        kinds = ".npy/.npz" if npy else ".npz"
+        raise CliError(f"{path}: not a readable {kinds} {what} file ({exc})") from None
+
+
+def _read_spikes(path) -> np.ndarray:
+    return _read_array(path, "spikes", "spike")
+
+
+def read_modulators(path) -> np.ndarray:
+    """Modulators [batch, time, neurons] from a .npy, or the `modulators` array of a .npz
+    (dtype, shape and range are checked by sim.learning.check_modulators where they are used)."""
+    return _read_array(path, "modulators", "modulator", npy=True)
 
 
 def _write_npz(path, **arrays) -> None:
