@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from spikeforge.compiler.image import Image, load_image
 from spikeforge.compiler.mapper import FitError, map_network
 from spikeforge.hdl.synth import synth_rtlil_stats, synth_stats
+from spikeforge.image import Image, load_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from core_throughput import random_network  # noqa: E402
@@ -50,8 +50,8 @@ def learning_rows(device: str, lanes: int | None = None):
     STDP; with the three-factor rule (both with stochastic rounding)."""
     from amaranth.back import rtlil
 
-    from spikeforge.compiler.image import CoreConfig, HwConfig
     from spikeforge.hdl.core import LifCore
+    from spikeforge.image import CoreConfig, HwConfig
 
     layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
     config = map_network(layers, 64, device=device)

@@ -21,8 +21,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from spikeforge.compiler.image import Image, LayerParams, load_image
 from spikeforge.compiler.mapper import map_network
+from spikeforge.image import Image, LayerParams, load_image
 from spikeforge.sim import golden
 from spikeforge.sim.rtl import run_rtl
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from spikeforge import digits as D
 from spikeforge.api import compile
-from spikeforge.compiler.image import CoreConfig, HwConfig, Image, LayerParams
+from spikeforge.image import CoreConfig, HwConfig, Image, LayerParams
 from spikeforge.sim import golden
 
 

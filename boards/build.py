@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compiler.image import Image, load_image
 from ..compiler.mapper import FitError, estimate_resources
+from ..image import Image, load_image
 from .catalog import Board, find_board
 from .top import BoardTop, plan_clock
 

@@ -9,7 +9,7 @@ With on-chip learning (``image.with_learning(...)``, docs/learning.md) ``run`` w
 step's modulators (three-factor) before the step's events, and reads the learned weights back
 after the run: ``result.weights``, ``result.image``, ``result.learn_cycles``.
 
-Everything goes through :class:`spikeforge.boards.protocol.LinkClient` (sequence numbers,
+Everything goes through :class:`spikeforge.protocol.LinkClient` (sequence numbers,
 CRC, retries) over a pyserial port. A request whose answer is lost or damaged is sent again;
 the device answers a repeat from memory rather than running it twice. What could not be
 recovered raises :class:`BoardError` with the device's link counters; every counter is in
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..compiler.image import Image, load_image, unpack_weights
-from . import protocol
-from .protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
+from .. import protocol
+from ..image import Image, load_image, unpack_weights
+from ..protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
 
 __all__ = ["Board", "BoardError", "BoardResult", "BoardStatus", "SerialTransport"]
 

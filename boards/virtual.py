@@ -35,9 +35,9 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.image import Image
 from ..hdl.soc import SpikeSoC
 from ..hdl.uart import uart_divisor
+from ..image import Image
 
 __all__ = ["BridgeTop", "VirtualBoard", "VirtualBoardError"]
 

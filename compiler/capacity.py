@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..image import LayerParams
 from .devices import find_device
-from .image import LayerParams
 from .mapper import BOARD_DEVICES, FitError, map_network
 
 

@@ -44,8 +44,8 @@ import math
 import numpy as np
 
 from ..boards.catalog import BOARDS, suggest
+from ..image import CoreConfig, HwConfig, LayerParams
 from .devices import DEVICES, Device, find_device
-from .image import CoreConfig, HwConfig, LayerParams
 
 # Board name -> (device, board oscillator in Hz), derived from the board catalog
 # (boards/catalog.py, plain data) which holds the full description.

@@ -1,4 +1,4 @@
-"""Quantizer: float LIF layers (compiler/ir.py) -> integer LayerParams (compiler/image.py).
+"""Quantizer: float LIF layers (compiler/ir.py) -> integer LayerParams (spikeforge/image.py).
 
 Per layer, in one integer domain where one LSB is worth `scale` in the float model's units:
 
@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from ..image import CoreConfig, HwConfig, Image, LayerParams
 from ..sim import golden
 from ..sim.encode import given
-from .image import CoreConfig, HwConfig, Image, LayerParams
 from .ir import LifLayer, ModelError, Network
 
 DECAY_CHOICES = ("auto", "none", "shift", "mul")

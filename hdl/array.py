@@ -6,7 +6,7 @@ from amaranth.hdl import Cat, Module, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.image import Image
+from ..image import Image
 from .core import LifCore, MemAccessSignature, param_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS

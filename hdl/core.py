@@ -10,7 +10,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.image import CoreConfig, Image, LayerParams, LearningConfig
+from ..image import CoreConfig, Image, LayerParams, LearningConfig
 from ..sim.learning import lfsr_initial_state
 from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr

@@ -1,7 +1,7 @@
 """The host link: framed, CRC-checked requests over UART byte streams, driving a core array.
 
 The wire protocol (frames, commands, status codes, counters, timing) is docs/host-protocol.md;
-``spikeforge.boards.protocol`` is its host side.
+``spikeforge.protocol`` is its host side.
 """
 
 import hashlib
@@ -12,7 +12,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.image import Image
+from ..image import Image
 from .array import COUNTER_BITS, CoreArray
 from .core import MemAccessSignature, MemSpace
 from .crc import Crc16

@@ -12,7 +12,7 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.image import CoreConfig, LayerParams, LearningConfig
+from ..image import CoreConfig, LayerParams, LearningConfig
 from ..sim.learning import LFSR_TAPS
 
 __all__ = ["Lfsr", "LearningUnit", "MOD_BITS", "trace_memory_layout"]

@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.image import Image
+from ..image import Image
 from .array import CoreArray
 from .hostlink import HostLink, connect_array
 from .uart import UartRx, UartTx, uart_divisor

@@ -189,8 +189,8 @@ class TB:
     """Clock, reset and AER drivers around `CoreArray(image)`; runs one job folder."""
 
     def __init__(self, dut, job: Path):
-        from spikeforge.compiler.image import load_image
         from spikeforge.hdl.array import CoreArray
+        from spikeforge.image import load_image
 
         self.dut = dut
         self.job = job

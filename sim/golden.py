@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compiler.image import Image, LayerParams
+from ..image import Image, LayerParams
 from .encode import given
 
 

@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..compiler.image import Image, LearningConfig
+from ..image import Image, LearningConfig
 from .encode import given
 
 LFSR_TAPS = 0xB400

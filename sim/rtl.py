@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compiler.image import Image, unpack_weights
+from ..image import Image, unpack_weights
 from .encode import given
 from .golden import GoldenResult
 

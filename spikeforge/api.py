@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler.image import Image, load_image
+from .image import Image, load_image
 from .sim.encode import given
 
 ENGINES = ("golden", "rtl")

@@ -132,7 +132,7 @@ def _fmt(value) -> str:
 
 
 def cmd_inspect(args) -> int:
-    from .compiler.image import load_image
+    from .image import load_image
 
     image = load_image(args.image)
     if args.json:
@@ -179,7 +179,7 @@ def read_modulators(path) -> np.ndarray:
 
 
 def _write_npz(path, **arrays) -> None:
-    from .compiler.image import write_atomic
+    from .image import write_atomic
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -188,7 +188,7 @@ def _write_npz(path, **arrays) -> None:
 
 def cmd_simulate(args) -> int:
     from . import api
-    from .compiler.image import load_image
+    from .image import load_image
 
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
@@ -232,7 +232,7 @@ def cmd_simulate(args) -> int:
 
 # -- learn: configure on-chip learning -------------------------------------------------------
 def cmd_learn(args) -> int:
-    from .compiler.image import LearningConfig, load_image
+    from .image import LearningConfig, load_image
 
     image = load_image(args.image)
     rates = {name: getattr(args, name) for name in LearningConfig.RATES
@@ -252,7 +252,7 @@ def cmd_learn(args) -> int:
 # -- run (a board, or the virtual board) -------------------------------------------------------
 def cmd_run(args) -> int:
     from .boards.runtime import Board
-    from .compiler.image import load_image
+    from .image import load_image
     from .sim.encode import given
     from .sim.learning import check_modulators
 
@@ -322,7 +322,7 @@ def cmd_run(args) -> int:
 
 
 def _image_id(image) -> int:
-    from .boards.protocol import image_id
+    from .protocol import image_id
 
     return image_id(image.to_bytes())
 

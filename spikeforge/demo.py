@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import digits as D
-from .compiler.image import load_image
+from .image import load_image
 
 
 def evaluate(image, model, data: D.DigitsData) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spikeforge.compiler.image import Image
+from spikeforge.image import Image
 
 from .strategies import random_image
 

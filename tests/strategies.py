@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from spikeforge.compiler.image import CoreConfig, HwConfig, Image, LayerParams
+from spikeforge.image import CoreConfig, HwConfig, Image, LayerParams
 
 
 def random_layer(rng: np.random.Generator, name: str, n_in: int, n_out: int, *, weight_bits=4,

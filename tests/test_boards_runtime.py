@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 import spikeforge
-from spikeforge import digits
-from spikeforge.boards import protocol
-from spikeforge.boards.protocol import Command
+from spikeforge import digits, protocol
 from spikeforge.boards.runtime import Board, BoardError
+from spikeforge.protocol import Command
 from spikeforge.sim import golden
 from spikeforge.sim.rtl import available_simulators
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikeforge.compiler.image import load_image
+from spikeforge.image import load_image
 from spikeforge.sim import golden
 
 from .strategies import random_image

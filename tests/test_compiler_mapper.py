@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeforge.compiler.devices import DEVICES
-from spikeforge.compiler.image import Image, LayerParams, image_from_bytes
 from spikeforge.compiler.mapper import (
     BOARD_DEVICES,
     BRAM_SHAPES,
@@ -20,6 +19,7 @@ from spikeforge.compiler.mapper import (
     estimate_resources,
     map_network,
 )
+from spikeforge.image import Image, LayerParams, image_from_bytes
 from spikeforge.sim import golden
 
 SETTINGS = settings(deadline=None, max_examples=40,

@@ -10,7 +10,9 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from spikeforge.compiler.image import (
+from spikeforge.hdl.array import CoreArray
+from spikeforge.hdl.core import MemSpace
+from spikeforge.image import (
     DECAY_MODES,
     RESET_MODES,
     CoreConfig,
@@ -18,8 +20,6 @@ from spikeforge.compiler.image import (
     Image,
     LayerParams,
 )
-from spikeforge.hdl.array import CoreArray
-from spikeforge.hdl.core import MemSpace
 from spikeforge.sim import golden
 
 from .strategies import signed

@@ -9,7 +9,9 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeforge.compiler.image import (
+from spikeforge.hdl.core import LifCore, MemSpace
+from spikeforge.hdl.router import EventFifo, EventFork, EventMerge
+from spikeforge.image import (
     DECAY_MODES,
     RESET_MODES,
     CoreConfig,
@@ -18,8 +20,6 @@ from spikeforge.compiler.image import (
     LayerParams,
     pack_weights,
 )
-from spikeforge.hdl.core import LifCore, MemSpace
-from spikeforge.hdl.router import EventFifo, EventFork, EventMerge
 from spikeforge.sim import golden
 
 from .strategies import signed

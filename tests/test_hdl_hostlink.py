@@ -11,11 +11,11 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from spikeforge.boards import protocol
-from spikeforge.boards.protocol import Command, LinkClient, MemSpace, Status
+from spikeforge import protocol
 from spikeforge.hdl.array import CoreArray
 from spikeforge.hdl.hostlink import HostLink, connect_array
 from spikeforge.hdl.soc import SpikeSoC
+from spikeforge.protocol import Command, LinkClient, MemSpace, Status
 from spikeforge.sim import golden
 
 from .strategies import plastic_image, random_image

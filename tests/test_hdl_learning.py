@@ -11,10 +11,10 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from spikeforge.compiler.image import Image, unpack_weights
 from spikeforge.hdl.array import CoreArray
 from spikeforge.hdl.core import LifCore, MemSpace
 from spikeforge.hdl.learning import Lfsr
+from spikeforge.image import Image, unpack_weights
 from spikeforge.sim import golden
 from spikeforge.sim.learning import lfsr_sequence, lfsr_start
 
@@ -201,7 +201,7 @@ def test_integration_keeps_one_word_per_cycle(rule):
     """With or without learning, back-to-back events keep the integration loop at one weight
     word per cycle; after the pass the unit updates one synapse per cycle: n_in per neuron with
     a modulator (three-factor), n_out per input spike plus n_in per output spike (STDP)."""
-    from spikeforge.compiler.image import CoreConfig, HwConfig, LayerParams
+    from spikeforge.image import CoreConfig, HwConfig, LayerParams
 
     rng = np.random.default_rng(7)
     n_in, n_out, lanes = 32, 24, 8

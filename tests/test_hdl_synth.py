@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from spikeforge.compiler.devices import find_device
-from spikeforge.compiler.image import CoreConfig, HwConfig, Image
 from spikeforge.hdl.synth import synth_stats
+from spikeforge.image import CoreConfig, HwConfig, Image
 
 from .strategies import random_layer
 

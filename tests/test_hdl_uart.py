@@ -9,9 +9,9 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeforge.boards.protocol import crc16
 from spikeforge.hdl.crc import Crc16
 from spikeforge.hdl.uart import UartRx, UartTx, uart_divisor
+from spikeforge.protocol import crc16
 
 CHECK = 0x29B1  # CRC-16/CCITT-FALSE of b"123456789" (the catalogue's check value)
 

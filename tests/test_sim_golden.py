@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeforge.compiler.image import CoreConfig, HwConfig, Image, LayerParams
+from spikeforge.image import CoreConfig, HwConfig, Image, LayerParams
 from spikeforge.sim import encode, golden
 
 from .strategies import images

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spikeforge
-from spikeforge.compiler.image import ImageError
+from spikeforge.image import ImageError
 from spikeforge.sim import golden
 from spikeforge.sim.learning import LFSR_TAPS, lfsr_initial_state
 

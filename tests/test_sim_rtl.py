@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeforge.compiler.image import CoreConfig, HwConfig, Image
+from spikeforge.image import CoreConfig, HwConfig, Image
 from spikeforge.sim import golden, rtl
 
 from .rtl_fifo_tb import EventFifo

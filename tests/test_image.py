@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeforge.compiler.image import (
+from spikeforge.image import (
     FORMAT_VERSION,
     ImageError,
     image_from_bytes,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeforge.boards import protocol
-from spikeforge.boards.protocol import Command, LinkClient, Status
+from spikeforge import protocol
 from spikeforge.hdl import core, hostlink
+from spikeforge.protocol import Command, LinkClient, Status
 
 from .strategies import random_image
 
