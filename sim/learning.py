@@ -52,7 +52,8 @@ def lfsr_sequence() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _positions() -> np.ndarray:
+def lfsr_positions() -> np.ndarray:
+    """Index of every state (1..65535) in lfsr_sequence()."""
     pos = np.empty(LFSR_PERIOD + 1, dtype=np.int64)
     pos[lfsr_sequence()] = np.arange(LFSR_PERIOD)
     return pos
@@ -60,7 +61,7 @@ def _positions() -> np.ndarray:
 
 def lfsr_start(seed: int, core: int) -> int:
     """Index into lfsr_sequence() of the first state of core `core`'s LFSR."""
-    return int((_positions()[seed] + CORE_STRIDE * core) % LFSR_PERIOD)
+    return int((lfsr_positions()[seed] + CORE_STRIDE * core) % LFSR_PERIOD)
 
 
 def lfsr_initial_state(seed: int, core: int) -> int:
