@@ -99,6 +99,8 @@ class GoldenResult:
     values: np.ndarray | None = None  # LI readout: int32 [batch, time, n_out], its v
     scale: float | None = None  # LI readout: the real value of one LSB of `values`
     state: GoldenState | None = None  # the state after the last step (run(..., state=) goes on)
+    currents: list[np.ndarray | None] | None = None  # per layer int32 [batch, time, n] of syn
+    # (None for a layer without one); when recorded
 
 
 def _decay(v: np.ndarray, mode: str, shift, beta_q, frac: int) -> np.ndarray:
@@ -254,6 +256,8 @@ def run(image: Image, spikes: np.ndarray, *, record: bool = False,
               for index, layer in enumerate(layers)]
     out_v = [np.zeros((steps, batch, layer.n_out), dtype=np.int32) if keep else None
              for layer, keep in zip(layers, keep_v)]
+    out_syn = [np.zeros((steps, batch, layer.n_out), dtype=np.int32)
+               if record and layer.current_based else None for layer in layers]
     params = [NeuronParams(layer, d) for layer, d in zip(layers, idt)]
     for t in range(steps):
         x = x_steps[t]
@@ -268,6 +272,8 @@ def run(image: Image, spikes: np.ndarray, *, record: bool = False,
             out_spikes[index][t] = c[index]
             if keep_v[index]:
                 out_v[index][t] = v[index]
+            if out_syn[index] is not None:
+                out_syn[index][t] = syn[index]
             x = c[index]
     layer_spikes = [np.ascontiguousarray(o.transpose(1, 0, 2)) for o in out_spikes]
     counts, events, sops = count_work(image, x_all, layer_spikes, state)
@@ -284,4 +290,6 @@ def run(image: Image, spikes: np.ndarray, *, record: bool = False,
         scale=None if last.spiking else float(last.scale),
         state=GoldenState([vi.astype(np.int64) for vi in v],
                           [None if si is None else si.astype(np.int64) for si in syn],
-                          c, state.steps + steps))
+                          c, state.steps + steps),
+        currents=[None if o is None else np.ascontiguousarray(o.transpose(1, 0, 2))
+                  for o in out_syn] if record else None)
