@@ -6,11 +6,14 @@ file (HDF5) or a pickled PyTorch module. Every front end reduces the model to a 
 Whatever the hardware cannot run is collected over the whole model and reported in one
 `ModelError` that names every offending node by its path and type.
 
-snnTorch (`snn.Leaky`, `snn.RLeaky`, 1.0.0 semantics):
+snnTorch (`snn.Leaky`, `snn.RLeaky`, `snn.Synaptic`, `snn.RSynaptic`, 1.0.0 semantics):
 
     Leaky   v[t] = clamp(beta, 0, 1) * v[t-1] + I[t] - R * theta      reset "subtract"
             v[t] = clamp(beta, 0, 1) * (1 - R) * v[t-1] + I[t]        reset "zero"
     RLeaky  as Leaky, with I[t] += recurrent(s[t-1]) (an nn.Linear: rec_weight and its bias)
+    Synaptic  syn[t] = clamp(alpha, 0, 1) * syn[t-1] + I[t]
+              v[t]   = clamp(beta, 0, 1) * v[t-1] + syn[t] - R * theta  reset "subtract"
+    RSynaptic as Synaptic, with I[t] += recurrent(s[t-1])
 
 with R = (v[t-1] > theta), which is the neuron's previous spike. RLeaky's own reset "zero" also
 discards the input of the step after a spike (v[t] = (1 - R) * (beta * v[t-1] + I[t])), which
@@ -166,8 +169,9 @@ def from_torch(model, *, source: str | None = None) -> Network:
         import snntorch as snn
     except ImportError:  # without snnTorch there can be no LIF module: everything is refused
         snn = None
-    leaky_types = () if snn is None else (snn.Leaky,)
-    rleaky_types = () if snn is None else (snn.RLeaky,)
+    leaky_types = () if snn is None else (snn.Leaky, snn.Synaptic)
+    rleaky_types = () if snn is None else (snn.RLeaky, snn.RSynaptic)
+    other_neurons = () if snn is None else (snn.SpikingNeuron,)
 
     chain = list(_torch_chain(model, ""))
     if not chain:
@@ -202,11 +206,22 @@ def from_torch(model, *, source: str | None = None) -> Network:
                 layers.append(_torch_layer(lin_path, lin, mod, recurrent=recurrent))
             except ModelError as exc:
                 problems.append(f"{path!r} ({kind}: {_strip_layer(exc)})")
+        elif isinstance(mod, other_neurons):
+            # a neuron the hardware cannot run: say why, and do not blame its Linear as well
+            problems.append(f"{path!r} ({kind}: {_unsupported_neuron(mod)})")
+            pending = None
         else:
             problems.append(f"{path!r} ({kind})")
     if pending is not None:
         problems.append(_no_neuron_after(*pending))
-    _raise_if(problems, order=[path for path, _ in chain])
+    extra = []
+    if problems and not isinstance(model, nn.Sequential) and \
+            type(model).forward is not nn.Module.forward:
+        extra.append(f"the layer order {', '.join(repr(p) for p, _ in chain)} is the order in "
+                     f"which {type(model).__name__}.__init__ registers its modules, not the "
+                     f"order its forward() calls them: register them in call order, or use "
+                     f"nn.Sequential")
+    _raise_if(problems, extra, order=[path for path, _ in chain])
     network = Network(n_inputs=layers[0].n_in if layers else 0, layers=layers,
                       source=source or f"torch module {type(model).__name__}")
     if not isinstance(model, nn.Sequential):
@@ -234,6 +249,22 @@ def _runs_as(mod, bases: tuple[type, ...]) -> bool:
     return any(isinstance(mod, base) and all(getattr(type(mod), fn, None) is getattr(base, fn, None)
                                              for fn in _DYNAMICS)
                for base in bases)
+
+
+_UNSUPPORTED_NEURONS = {
+    "Alpha": "a dual-exponential (Alpha) neuron is not supported; snn.Synaptic is the "
+             "current-based neuron the hardware runs",
+    "Lapicque": "Lapicque's RC neuron is not supported; use snn.Leaky with "
+                "beta = 1 - time_step / (R * C) and scale the weights by time_step / C",
+}
+
+
+def _unsupported_neuron(mod) -> str:
+    kind = type(mod).__name__
+    if kind in _UNSUPPORTED_NEURONS:
+        return _UNSUPPORTED_NEURONS[kind]
+    return ("a neuron model the hardware does not run (it runs Leaky, RLeaky, Synaptic and "
+            "RSynaptic, unmodified)")
 
 
 def _no_neuron_after(path: str, mod) -> str:
@@ -264,9 +295,10 @@ def _lif_issues(mod, *, recurrent: bool) -> list[str]:
         issues.append("reset_delay=False with reset_mechanism='subtract' is not supported")
     elif not delayed and np.any(threshold < 0):
         issues.append("reset_delay=False needs a non-negative threshold")
-    elif recurrent and reset == "zero" and delayed:
-        issues.append("RLeaky's reset_mechanism='zero' also discards the input of the step "
-                      "after a spike, which the hardware keeps (use reset_delay=False)")
+    elif (recurrent or hasattr(mod, "alpha")) and reset == "zero" and delayed:
+        issues.append(f"{type(mod).__name__}'s reset_mechanism='zero' also discards the input "
+                      f"of the step after a spike, which the hardware keeps "
+                      f"(use reset_delay=False)")
     if recurrent:
         if not getattr(mod, "all_to_all", True):
             issues.append("one-to-one recurrence (all_to_all=False) is not supported")
@@ -299,9 +331,11 @@ def _torch_layer(lin_path: str, lin, lif, *, recurrent: bool) -> LifLayer:
                                  f"values for {bias.size} neurons")
             bias = bias + rec_bias
     reset = _reset_mechanism(lif)
+    alpha = np.clip(_numpy(lif.alpha), 0.0, 1.0) if hasattr(lif, "alpha") else None
     return LifLayer(name=lin_path, weight=weight, bias=bias,
                     beta=np.clip(_numpy(lif.beta), 0.0, 1.0),
-                    threshold=_numpy(lif.threshold), reset=reset, rec_weight=rec_weight)
+                    threshold=_numpy(lif.threshold), reset=reset, rec_weight=rec_weight,
+                    alpha=alpha)
 
 
 def _numpy(tensor) -> np.ndarray:

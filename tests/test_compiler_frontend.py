@@ -243,10 +243,44 @@ def test_unknown_module_refused():
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), snn.Synaptic(alpha=0.5, beta=0.5),
                           nn.Linear(3, 3), snn.DeltaLeaky(beta=0.5))  # a Leaky subclass
     with pytest.raises(ModelError,
-                       match=r": '0' \(Linear: no LIF neuron after it\), '1' \(ReLU\), "
-                             r"'2' \(Synaptic\), '3' \(Linear: no LIF neuron after it\), "
-                             r"'4' \(DeltaLeaky\)$"):
+                       match=r"^the hardware cannot run: '1' \(ReLU\), '4' \(DeltaLeaky: a "
+                             r"neuron model the hardware does not run \(it runs Leaky, RLeaky, "
+                             r"Synaptic and RSynaptic, unmodified\)\)$"):
         load_network(model)
+
+
+def test_alpha_and_lapicque_refused_with_reasons_and_their_linear_not_blamed():
+    model = nn.Sequential(nn.Linear(3, 3), snn.Alpha(alpha=0.6, beta=0.5),
+                          nn.Linear(3, 3), snn.Lapicque(beta=0.5))
+    with pytest.raises(ModelError) as exc:
+        load_network(model)
+    msg = str(exc.value)
+    assert "'1' (Alpha: a dual-exponential (Alpha) neuron is not supported" in msg
+    assert "'3' (Lapicque: Lapicque's RC neuron is not supported; use snn.Leaky" in msg
+    assert "no LIF neuron after it" not in msg
+
+
+class CalledOutOfOrder(nn.Module):
+    """Registers fc2 before fc1 but calls fc1 first."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc2 = nn.Linear(4, 2)
+        self.fc1 = nn.Linear(3, 4)
+        self.lif1 = snn.Leaky(beta=0.5)
+        self.lif2 = snn.Leaky(beta=0.5)
+
+    def forward(self, x):
+        return self.lif2(self.fc2(self.lif1(self.fc1(x))[0]))[0]
+
+
+def test_custom_forward_refusal_says_the_order_is_registration():
+    with pytest.raises(ModelError) as exc:
+        load_network(CalledOutOfOrder())
+    assert str(exc.value).endswith(
+        "; the layer order 'fc2', 'fc1', 'lif1', 'lif2' is the order in which "
+        "CalledOutOfOrder.__init__ registers its modules, not the order its forward() calls "
+        "them: register them in call order, or use nn.Sequential")
 
 
 def test_subtract_with_immediate_reset_refused():
