@@ -148,6 +148,7 @@ class Network:
     layers: list[LifLayer]
     source: str = ""  # where it came from, for reports
     notes: list[str] = field(default_factory=list)
+    provenance: list[dict] = field(default_factory=list)  # per layer: numbers and their sources
 
     def __post_init__(self) -> None:
         if not self.layers:
