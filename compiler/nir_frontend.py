@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +59,15 @@ class Convention:
     max_spikes: int | None
     euler_dt_squared: bool = False  # Norse writes tau = dt / tau_mem_inv: Euler needs dt^2
     dt_from_r: bool = False  # Rockpool: r = tau exp(-dt/tau) / dt gives dt back
+    fallback_dt: float | None = None  # when no node gives dt (snnTorch's beta = 1: r = tau = inf)
 
 
 CONVENTIONS: dict[str | None, Convention] = {
     # bare NIR: a given --reset subtract applies after the next decay (snnTorch, docs/neuron.md)
     None: Convention("NIR", None, "", "euler", "euler", "euler", "euler", "euler", "dt_r",
                      None, True, ">", None),
-    "snntorch": Convention("snntorch", 1e-4, "snnTorch's exporter writes r = tau/dt with "
-                           "dt = 1e-4", "euler", "euler", "euler", "euler", "euler", "dt_r",
-                           "subtract", True, ">", 1),
+    "snntorch": Convention("snntorch", None, "", "euler", "euler", "euler", "euler", "euler",
+                           "dt_r", "subtract", True, ">", 1),
     "norse": Convention("norse", 1e-3, "Norse's to_nir default dt = 1e-3", "euler", "euler",
                         "w_in", "euler", "euler", "r", "zero", False, ">", 1,
                         euler_dt_squared=True),
@@ -79,6 +79,8 @@ CONVENTIONS: dict[str | None, Convention] = {
                                "dt = 1e-4", "euler", "euler", "euler", "euler", "euler", "dt_r",
                                "zero", False, ">=", 1),
 }
+# snnTorch writes r = tau/dt with dt = 1e-4; the graph's own tau/r says so, node by node
+CONVENTIONS["snntorch"] = replace(CONVENTIONS["snntorch"], fallback_dt=1e-4)
 
 _MULTI_DEFAULT = {
     "sinabs": f"Sinabs' MultiSpike is unbounded; the hardware emits at most {MAX_SPIKES_LIMIT}",
@@ -248,7 +250,12 @@ def _resolve_dt(conv: Convention, neurons: dict[str, Any], dt: float | None
         spread = ", ".join(f"{n!r} {_range(v)}" for n, v in found.items()) or "no LIF node"
         return None, "", (f"Rockpool's r = tau exp(-dt/tau)/dt gives no single dt ({spread}): "
                           f"give --dt")
-    # bare NIR: snnTorch and SpikingJelly write r = tau/dt; r = 1 would say dt = tau (beta 0)
+    # snnTorch and SpikingJelly write r = tau/dt; r = 1 would say dt = tau (beta 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        finite = [np.isfinite(tau / r).any() for tau, r in pairs.values()]
+    if conv.fallback_dt is not None and not any(finite):
+        return conv.fallback_dt, f"{conv.name}'s exporter default dt = {conv.fallback_dt:g} " \
+            f"(no node has a finite tau/r)", None
     if not pairs:
         if any(isinstance(node, nir.IF) for node in neurons.values()):
             return None, "", (f"NIR carries no time step and an IF node's input gain is dt * r: "
@@ -258,7 +265,7 @@ def _resolve_dt(conv: Convention, neurons: dict[str, Any], dt: float | None
     for name, (tau, r) in pairs.items():
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios[name] = tau / r
-        if np.any(r == 1) and np.any(np.isfinite(tau)):
+        if conv.fallback_dt is None and np.any(r == 1) and np.any(np.isfinite(tau)):
             return None, "", (f"NIR carries no time step and {name!r} has r = 1, which as "
                               f"r = tau/dt would make dt equal tau and beta 0 (Norse, Sinabs "
                               f"and SpikingJelly write r = 1 for other reasons): give --exporter "
@@ -319,18 +326,26 @@ def _euler_gain(dt: float, r: np.ndarray, tau: np.ndarray, what: str) -> np.ndar
     return gain
 
 
+def _static_issues(node) -> list[str]:
+    """What no convention can run: a leak toward v_leak != 0, a reset to v_reset != 0."""
+    issues = []
+    v_leak = getattr(node, "v_leak", None)
+    if v_leak is not None and np.any(_numpy(v_leak) != 0):
+        issues.append(f"v_leak != 0 ({_range(_numpy(v_leak))}) is not supported")
+    v_reset = getattr(node, "v_reset", None)
+    if v_reset is not None and np.any(_numpy(v_reset) != 0):
+        issues.append(f"v_reset {_range(_numpy(v_reset))} is not expressible; only "
+                      f"v_reset = 0 is")
+    return issues
+
+
 def _neuron(conv: Convention, node, n: int, dt: float | None, euler_dt: float | None) -> _Neuron:
     """The IR numbers of one NIR neuron node (ModelError with the reason when it cannot run)."""
     import nir
 
-    kind = type(node).__name__
-    v_leak = getattr(node, "v_leak", None)
-    if v_leak is not None and np.any(_numpy(v_leak) != 0):
-        raise ModelError(f"v_leak {_range(_numpy(v_leak))} is not supported; only v_leak = 0 is")
-    v_reset = getattr(node, "v_reset", None)
-    if v_reset is not None and np.any(_numpy(v_reset) != 0):
-        raise ModelError(f"v_reset {_range(_numpy(v_reset))} is not expressible; only "
-                         f"v_reset = 0 is")
+    issues = _static_issues(node)
+    if issues:
+        raise ModelError("; ".join(issues))
     r = _per_neuron(node.r, n, "r")
     if isinstance(node, nir.IF):
         threshold = _per_neuron(node.v_threshold, n, "v_threshold")
@@ -375,7 +390,7 @@ def _neuron(conv: Convention, node, n: int, dt: float | None, euler_dt: float | 
     if isinstance(node, nir.LI):
         return _Neuron("LI", beta, beta_src, gain, gain_src, np.zeros(n))
     threshold = _per_neuron(node.v_threshold, n, "v_threshold")
-    return _Neuron(kind, beta, beta_src, gain, gain_src, threshold)
+    return _Neuron("LIF", beta, beta_src, gain, gain_src, threshold)
 
 
 # --- the whole graph -----------------------------------------------------------------------------
@@ -486,19 +501,21 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
                 continue
             if pending is not None:
                 problems.append(f"{pending!r} ({type(nodes[pending]).__name__}: no neuron "
-                                "after it)")
+                                "node after it)")
             pending = name
             continue
         if not isinstance(node, neurons):
-            problems.append(f"{name!r} ({kind}: a node kind the hardware cannot run)")
-            pending = None
+            problems.append(f"{name!r} ({kind})")
             continue
         if pending is None:
             problems.append(f"{name!r} ({kind}: no Affine or Linear before it)")
             continue
         dense_name, pending = pending, None
-        if extra:
-            continue  # reported once, as the open choices
+        if extra:  # dt, reset or spike count is open (reported once): check what needs none
+            issues = _static_issues(node)
+            if issues:
+                problems.append(f"{name!r} ({kind}: {'; '.join(issues)})")
+            continue
         rec = rec_of.get(name)
         try:
             layer, prov = _layer(conv, dense_name, nodes[dense_name], name, node, rec,
@@ -518,7 +535,8 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
         layers.append(layer)
         provenance.append(prov)
     if pending is not None:
-        problems.append(f"{pending!r} ({type(nodes[pending]).__name__}: no neuron after it)")
+        problems.append(f"{pending!r} ({type(nodes[pending]).__name__}: no neuron node after "
+                        "it)")
     notes: list[str] = []
     if layers:
         _check_io(inputs[0], _io_width(nodes[inputs[0]], "input"), layers[0].n_in, "Input",
@@ -534,6 +552,8 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
     except ModelError as exc:
         raise ModelError(str(exc)) from None
     network.notes.extend(notes)
+    if run_dt is not None:
+        network.notes.append(f"dt = {run_dt:g}: {dt_src}")
     network.notes.append(f"read as {conv.name} exported it" if exporter else
                          "read by NIR's own equations (no --exporter)")
     network.provenance = provenance

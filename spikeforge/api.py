@@ -141,6 +141,7 @@ def flash(bitstream: str | os.PathLike, board: str, *, mode: str | None = None,
 def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, *,
            weight_bits: int | dict = 8, dt: float | None = None,
            calibration: np.ndarray | None = None, allow_pickle: bool = False,
+           exporter: str | None = None, reset: str | None = None, max_spikes: int | None = None,
            clock_hz: float | None = None, mode: str | None = None,
            programmer: str | None = None, dry_run: bool = False, progress=None) -> dict:
     """Compile a model for `board`, build its bitstream and flash it.
@@ -154,7 +155,8 @@ def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, 
     if progress is not None:
         progress("compiling")
     image = compile(model_or_path, weight_bits=weight_bits, board=name, dt=dt,
-                    calibration=calibration, allow_pickle=allow_pickle)
+                    calibration=calibration, allow_pickle=allow_pickle, exporter=exporter,
+                    reset=reset, max_spikes=max_spikes)
     out_dir.mkdir(parents=True, exist_ok=True)
     image_path = out_dir / "model.sfi"
     image.save(image_path)

@@ -64,7 +64,8 @@ def nir_file(tmp_path):
 
 def test_compile_inspect_simulate(tmp_path, nir_file):
     out = tmp_path / "net.sfi"
-    proc = spikeforge("compile", nir_file, "-o", out, "--weight-bits", "6", "--json")
+    proc = spikeforge("compile", nir_file, "-o", out, "--weight-bits", "6", "--json",
+                      "--exporter", "snntorch")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["n_inputs"] == 6 and summary["n_outputs"] == 4
@@ -187,9 +188,9 @@ def test_pickled_module_needs_flag(tmp_path):
 def test_network_too_big_for_the_device(tmp_path):
     nir.write(tmp_path / "big.nir", lif_nir((784, 512, 512, 10)))
     _compile_fails(tmp_path, tmp_path / "big.nir", "--device", "iCE40HX1K",
-                   needles=["need", "have"])
+                   "--exporter", "snntorch", needles=["need", "have"])
     _compile_fails(tmp_path, tmp_path / "big.nir", "--board", "icebraeker",
-                   needles=["icebreaker"])
+                   "--exporter", "snntorch", needles=["icebreaker"])
 
 
 def test_debug_shows_traceback(tmp_path):
