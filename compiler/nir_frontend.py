@@ -114,14 +114,56 @@ def check_options(exporter: str | None = None, dt: float | None = None,
 # --- reading -------------------------------------------------------------------------------------
 
 def read_nir(path: Path):
-    """nir.read without nir's own type check (spikeforge checks the graph itself, the same way
-    for files and graphs in memory): Norse and Rockpool write a batch dimension into Input types,
-    which nir >= 1.0.5 refuses on reading; nir <= 1.0.4 (Sinabs, Rockpool) never checks."""
+    """Read a NIR file with any nir from 1.0.4 on, without nir's own type check.
+
+    spikeforge checks the graph itself, the same way for files and graphs in memory: Norse and
+    Rockpool write a batch dimension into Input types, which nir >= 1.0.5 refuses on reading.
+    Files written by a newer nir than the one installed (fields such as v_reset, which nir 1.0.4
+    -- the version Sinabs and Rockpool pin -- does not know) are read field by field, and a field
+    the node class lacks is kept as an attribute, so its value is still checked.
+    """
     import nir
 
-    if "type_check" in inspect.signature(nir.read).parameters:
-        return nir.read(str(path), type_check=False)
-    return nir.read(str(path))
+    try:
+        if "type_check" in inspect.signature(nir.read).parameters:
+            return nir.read(str(path), type_check=False)
+        return nir.read(str(path))
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+    import h5py
+    from nir.serialization import hdf2dict
+
+    with h5py.File(str(path), "r") as f:
+        return _node_from_dict(nir, hdf2dict(f["node"]))
+
+
+def _node_from_dict(nir, data: dict):
+    data = dict(data)
+    kind = data.pop("type")
+    if kind == "NIRGraph":
+        nodes = {str(k): _node_from_dict(nir, v) for k, v in data["nodes"].items()}
+        edges = [(_text(a), _text(b)) for a, b in data["edges"]]
+        if "type_check" in inspect.signature(nir.NIRGraph).parameters:
+            return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+        return nir.NIRGraph(nodes=nodes, edges=edges)
+    cls = getattr(nir, kind, None)
+    if cls is None:
+        raise ValueError(f"unknown NIR node type {kind!r}")
+    known = set(inspect.signature(cls).parameters)
+    extra = {k: v for k, v in data.items() if k not in known}
+    if kind in ("Input", "Output") and "shape" in extra:  # nir <= 1.0.4 stores a shape
+        key = "input_type" if kind == "Input" else "output_type"
+        data = {key: {"input" if kind == "Input" else "output": extra.pop("shape")}}
+    node = cls(**{k: v for k, v in data.items() if k in known})
+    for k, v in extra.items():
+        if k != "metadata":
+            setattr(node, k, v)
+    return node
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _numpy(value) -> np.ndarray:
