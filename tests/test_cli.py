@@ -257,3 +257,33 @@ def test_learn_then_simulate_with_modulators(tmp_path):
                       "stdp", "--trace-bits", "40")
     assert_one_line_error(proc, "trace_bits")
     assert not (tmp_path / "bad.sfi").exists()
+
+
+def test_nir_options_refuse_bad_values_in_one_line(tmp_path, nir_file):
+    for args, needle in [
+        (("--exporter", "brian2"), "exporter must be one of snntorch, norse, sinabs"),
+        (("--dt", "-1"), "dt must be a positive number of seconds, not -1.0"),
+        (("--dt", "soon"), "--dt must be a positive number of seconds, not 'soon'"),
+        (("--reset", "none"), "reset must be one of subtract, zero, not 'none'"),
+        (("--max-spikes", "0"), "max_spikes must be an integer 1..255, not 0"),
+        (("--max-spikes", "300"), "max_spikes must be an integer 1..255, not 300"),
+        (("--max-spikes", "two"), "--max-spikes must be an integer 1..255, not 'two'"),
+    ]:
+        _compile_fails(tmp_path, nir_file, *args, needles=[needle])
+    # without an exporter the open choices are named, in one line
+    _compile_fails(tmp_path, nir_file, needles=["--reset {zero,subtract}", "--max-spikes K"])
+
+
+def test_compile_shows_provenance(tmp_path, nir_file):
+    out = tmp_path / "net.sfi"
+    proc = spikeforge("compile", nir_file, "-o", out, "--reset", "subtract", "--max-spikes", "1",
+                      "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["provenance"]
+    assert [row["node"] for row in rows] == ["lif0", "lif1"]
+    assert rows[0]["dt"] == {"value": pytest.approx(1e-3),
+                             "source": "inferred from r = tau/dt, one value over every node"}
+    assert rows[0]["beta"]["values"] == pytest.approx([0.875, 0.875])
+    assert rows[0]["reset"]["source"] == "given (--reset)"
+    proc = spikeforge("compile", nir_file, "-o", out, "--exporter", "snntorch")
+    assert proc.returncode == 0 and "where the numbers came from" in proc.stdout
