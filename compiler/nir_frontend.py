@@ -557,6 +557,12 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
             issues = _static_issues(node)
             if issues:
                 problems.append(f"{name!r} ({kind}: {'; '.join(issues)})")
+            for holder in (dense_name, rec_of.get(name)):
+                bad = holder and [f for f in ("weight", "bias") if not np.all(
+                    np.isfinite(_numpy(getattr(nodes[holder], f, 0.0))))]
+                if bad:
+                    problems.append(f"{holder!r} ({type(nodes[holder]).__name__}: "
+                                    f"{' and '.join(bad)} holds NaN or infinity)")
             continue
         rec = rec_of.get(name)
         try:
@@ -609,8 +615,7 @@ def _blame(exc: ModelError, name: str, kind: str, dense_name: str, dense_node, r
         for field_name in ("weight", "bias"):
             value = getattr(node, field_name, None)
             if value is not None and not np.all(np.isfinite(_numpy(value))):
-                return (f"{holder!r} ({type(node).__name__}: {field_name} holds NaN or "
-                        f"infinity)")
+                return f"{holder!r} ({type(node).__name__}: {field_name} holds NaN or infinity)"
     if rec is not None and "recurrent" in text:
         return f"{rec!r} (recurrent weights: {text})"
     return f"{name!r} ({kind}: {text})"

@@ -180,6 +180,8 @@ def test_memory_and_file_paths_agree(name):
     name_of = next(k for k, n in bad.nodes.items() if n is first)
     with pytest.raises(ModelError, match=rf"'{name_of}' \((Affine|Linear): weight holds NaN"):
         load_network(bad, exporter=meta["library"])
+    with pytest.raises(ModelError, match=rf"'{name_of}' \((Affine|Linear): weight holds NaN"):
+        load_network(bad)  # also while dt, reset or the spike count is still open
 
 
 def test_input_type_that_does_not_fit_is_named():
