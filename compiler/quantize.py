@@ -97,8 +97,9 @@ def quantize(network: Network, *, weight_bits: int | dict[str | int, int] = 8,
     """Quantize every layer of `network`; see the module docstring for the arithmetic.
 
     `weight_bits` is one width for all layers or a dict keyed by layer name or index (layers it
-    does not name get 8). `calibration` is a batch of input spike trains [batch, time, n_inputs]
-    used to size the membranes. `decay` is "auto", "none", "shift" or "mul".
+    does not name get the width keyed "*", else 8). `calibration` is a batch of input spike
+    trains [batch, time, n_inputs] used to size the membranes. `decay` is "auto", "none",
+    "shift" or "mul".
     """
     if decay not in DECAY_CHOICES:
         raise ValueError(f"decay must be one of {DECAY_CHOICES}, not {decay!r}")
@@ -188,9 +189,11 @@ def plain_image(layers: list[LayerParams], n_inputs: int) -> Image:
 def _weight_bits_per_layer(network: Network, weight_bits) -> list[int]:
     names = [layer.name for layer in network.layers]
     if isinstance(weight_bits, dict):
-        widths = [8] * len(names)
+        widths = [weight_bits.get("*", 8)] * len(names)
         unknown = []
         for key, value in weight_bits.items():
+            if key == "*":
+                continue
             if isinstance(key, int) and not isinstance(key, bool) and \
                     -len(names) <= key < len(names):
                 widths[key] = value
