@@ -30,6 +30,8 @@ from spikeforge.digits import reset_state
 from spikeforge.image import ImageError, LayerParams
 from spikeforge.sim import golden
 
+from .strategies import neuron_networks, random_ir
+
 NEURONS = (snn.Leaky, snn.RLeaky, snn.Synaptic, snn.RSynaptic)
 
 
@@ -337,48 +339,22 @@ def test_multi_spike_if_neuron_closed_form(data, n, k, steps, compare, reset_del
     assert result.values[0, -1, 0] == int(weights @ want)
 
 
-def random_ir(rng, sizes, *, alpha_choices, compare, reset, reset_delay, syn_delay,
-              recurrent, readout):
-    """A random float IR network with integer weights and thresholds and alpha, beta in
-    `alpha_choices` (0 and 1 keep the integer arithmetic exact)."""
-    layers = []
-    for index, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        last = index == len(sizes) - 2
-        alpha = rng.choice(alpha_choices, b) if rng.random() < 0.6 else None
-        layers.append(LifLayer(
-            name=f"l{index}", weight=rng.integers(-4, 5, (b, a)), bias=rng.integers(-1, 3, b),
-            beta=rng.choice([0.0, 1.0], b), threshold=rng.integers(0, 6, b), reset=reset,
-            rec_weight=rng.integers(-3, 4, (b, b)) if recurrent == index and
-            not (last and readout) else None,
-            alpha=alpha, syn_delay=syn_delay if alpha is not None else 0,
-            max_spikes=int(rng.integers(1, 5)), compare=compare, reset_delay=reset_delay,
-            spiking=not (last and readout)))
-    return Network(sizes[0], layers)
-
-
-@settings(max_examples=60, deadline=None)
-@given(sizes=st.lists(st.integers(1, 7), min_size=2, max_size=4),
-       compare=st.sampled_from([">", ">="]), reset=st.sampled_from(["subtract", "zero"]),
-       reset_delay=st.booleans(), syn_delay=st.sampled_from([0, 1]),
-       recurrent=st.integers(0, 3), readout=st.booleans(), seed=st.integers(0, 2**31))
-def test_golden_equals_float_ir_where_exact(sizes, compare, reset, reset_delay, syn_delay,
-                                            recurrent, readout, seed):
+@settings(max_examples=80, deadline=None)
+@given(network=neuron_networks(), seed=st.integers(0, 2**31))
+def test_golden_equals_float_ir_where_exact(network, seed):
     """Every variant of docs/neuron.md: multi-spike counts, both compares, both reset timings,
     both current orders, recurrence and an LI readout, equal to the float IR."""
-    rng = np.random.default_rng(seed)
-    network = random_ir(rng, sizes, alpha_choices=[0.0, 1.0], compare=compare, reset=reset,
-                        reset_delay=reset_delay, syn_delay=syn_delay, recurrent=recurrent,
-                        readout=readout)
     layers, _ = quantize(network)
     assert all(layer.scale == 1.0 for layer in layers)
-    spikes = (rng.random((3, 20, sizes[0])) < 0.5).astype(np.uint8)
-    result = golden.run(plain_image(layers, sizes[0]), spikes, record=True)
+    rng = np.random.default_rng(seed)
+    spikes = (rng.random((3, 20, network.n_inputs)) < 0.5).astype(np.uint8)
+    result = golden.run(plain_image(layers, network.n_inputs), spikes, record=True)
     ref = simulate_float(network, spikes, record=True)
     assert result.saturations.sum() == 0
     for index in range(len(layers)):
         np.testing.assert_array_equal(result.layer_spikes[index], ref.layer_spikes[index])
         np.testing.assert_array_equal(result.membranes[index], ref.membranes[index])
-    if readout:
+    if not network.layers[-1].spiking:
         np.testing.assert_array_equal(result.values, ref.values)
 
 
