@@ -534,9 +534,17 @@ def cmd_demo(args) -> int:
 
 
 # -- main ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one line too (not argparse's usage block); `--help` shows usage."""
+
+    def error(self, message: str):
+        verb = self.prog.removeprefix("spikeforge").strip()
+        self.exit(2, f"spikeforge: error: {verb + ': ' if verb else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="spikeforge", formatter_class=fmt,
+    parser = _Parser(prog="spikeforge", formatter_class=fmt,
                                      description="Compile trained SNNs into bit-exact FPGA "
                                                  "LIF core arrays.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
