@@ -16,7 +16,8 @@ current-based layer, for alpha alike:
     "none"   every beta == 1
     "shift"  decay(v) = v - (v >> k), beta = 1 - 2^-k, k in 0..31 (k = 0 gives beta = 0), when
              every neuron's beta lies within 2^-(f+1) of such a value (as accurate as the
-             multiplier would be), or when asked for with decay="shift" (nearest k)
+             multiplier would be) and none is exactly 1 (no shift keeps a negative v), or
+             when asked for with decay="shift" (nearest k)
     "mul"    decay(v) = (v * beta_q) >> f, beta_q = round(beta * 2^f), f = 8 by default
 
 Widths: the accumulator is exact (LayerParams.acc_bits_needed()). The membrane holds the
@@ -97,8 +98,9 @@ def quantize(network: Network, *, weight_bits: int | dict[str | int, int] = 8,
     """Quantize every layer of `network`; see the module docstring for the arithmetic.
 
     `weight_bits` is one width for all layers or a dict keyed by layer name or index (layers it
-    does not name get 8). `calibration` is a batch of input spike trains [batch, time, n_inputs]
-    used to size the membranes. `decay` is "auto", "none", "shift" or "mul".
+    does not name get the width keyed "*", else 8). `calibration` is a batch of input spike
+    trains [batch, time, n_inputs] used to size the membranes. `decay` is "auto", "none",
+    "shift" or "mul".
     """
     if decay not in DECAY_CHOICES:
         raise ValueError(f"decay must be one of {DECAY_CHOICES}, not {decay!r}")
@@ -188,9 +190,11 @@ def plain_image(layers: list[LayerParams], n_inputs: int) -> Image:
 def _weight_bits_per_layer(network: Network, weight_bits) -> list[int]:
     names = [layer.name for layer in network.layers]
     if isinstance(weight_bits, dict):
-        widths = [8] * len(names)
+        widths = [weight_bits.get("*", 8)] * len(names)
         unknown = []
         for key, value in weight_bits.items():
+            if key == "*":
+                continue
             if isinstance(key, int) and not isinstance(key, bool) and \
                     -len(names) <= key < len(names):
                 widths[key] = value
@@ -324,7 +328,10 @@ def choose_decay(beta: np.ndarray, decay: str, decay_frac: int, name: str = "?",
     errors = np.abs(beta[:, None] - realizable[None, :])
     shift = errors.argmin(axis=1)
     shift_err = errors[np.arange(beta.size), shift]
-    if decay == "shift" or np.all(shift_err <= 0.5 / one):
+    # beta = 1 has no shift: v - (v >> 31) still adds 1 to a negative v every step, while the
+    # multiplier keeps it exactly ((v * 2^f) >> f = v)
+    exact_one = decay == "auto" and bool(np.any(beta == 1.0))
+    if decay == "shift" or (not exact_one and np.all(shift_err <= 0.5 / one)):
         lo, hi = int(shift.min()), int(shift.max())
         summary = f"k={lo}" if lo == hi else f"k={lo}..{hi}"
         return "shift", shift.astype(np.int32), None, float(shift_err.max()), summary

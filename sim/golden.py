@@ -208,7 +208,8 @@ def count_work(image: Image, x_all: np.ndarray, layer_spikes: list[np.ndarray],
     source = x_all.sum(axis=(1, 2), dtype=np.int64)
     for index, layer in enumerate(image.layers):
         events[:, index] = source
-        if layer.recurrent:  # the spikes of steps 0..T-2 come back as inputs one step later
+        if layer.recurrent and layer_spikes[index].shape[1]:
+            # the spikes of steps -1..T-2 come back as inputs one step later
             events[:, index] += counts[:, index] - layer_spikes[index][:, -1].sum(
                 axis=1, dtype=np.int64)
             if start is not None:

@@ -83,11 +83,15 @@ def _provenance(network, layers) -> list[dict]:
 
 def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str = "golden",
              *, simulator: str | None = None, waves: str | os.PathLike | None = None,
-             record: bool = False, modulators: np.ndarray | None = None):
+             record: bool = False, modulators: np.ndarray | None = None, state=None):
     """Run spike trains through the image on the golden model or the generated RTL.
 
     `spikes`: uint8 [batch, time, n_inputs] (or [time, n_inputs] for one sample). The result's
-    `spikes` is uint8 [batch, time, n_outputs]; counters are per sample and layer. When the
+    `spikes` is uint8 [batch, time, n_outputs] (spike counts for a multi-spike output layer);
+    counters are per sample and layer. An LI readout's membrane comes as `values`, int32
+    [batch, time, n_outputs], worth `scale` each. `result.state` is the network's state after
+    the last step; `state=result.state` continues from it (golden engine), so a stream can run
+    in chunks that together equal one long run bit for bit. When the
     image learns (`image.with_learning`), samples run in sequence with weights carried over,
     `modulators` (int8 [batch, time, neurons of the three-factor layer]) feed the three-factor
     rule, `result.weights` holds every layer's weights after the run and `result.image` an image
@@ -100,8 +104,11 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
         if simulator is not None or waves is not None:
             raise ValueError("the golden engine takes no simulator and writes no waves")
         from .sim.golden import run
-        return run(image, spikes, record=record, modulators=modulators)
+        return run(image, spikes, record=record, modulators=modulators, state=state)
     if engine == "rtl":
+        if state is not None:
+            raise ValueError("state= continues a golden-model run; on the virtual board use "
+                             "Board.run(spikes, clear=False)")
         if record:
             raise ValueError("the rtl engine records output spikes and final membranes only")
         from .sim.rtl import run_rtl

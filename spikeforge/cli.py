@@ -28,7 +28,8 @@ def _console():
 
 # -- compile ---------------------------------------------------------------------------------
 def _weight_bits(text: str) -> int | dict:
-    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides)."""
+    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides);
+    the dict form keys the default as "*" (compiler.quantize)."""
     overrides: dict = {}
     default = 8
     for part in text.split(","):
@@ -39,8 +40,7 @@ def _weight_bits(text: str) -> int | dict:
             default = int(part)
     if not overrides:
         return default
-    overrides.setdefault("default", default)
-    return overrides
+    return {"*": default, **overrides}
 
 
 def _nir_options(p) -> None:
@@ -82,7 +82,8 @@ def cmd_compile(args) -> int:
     calibration = _read_spikes(args.calibration) if args.calibration else None
     image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
                         device=args.device, calibration=calibration,
-                        allow_pickle=args.allow_pickle, lanes=args.lanes, **_nir_kwargs(args))
+                        allow_pickle=args.allow_pickle, lanes=args.lanes, decay=args.decay,
+                        **_nir_kwargs(args))
     image.save(args.output)
     if args.json:
         print(json.dumps(_describe(image, str(args.output))))
@@ -275,6 +276,9 @@ def cmd_simulate(args) -> int:
               "events_in": result.events_in, "saturations": result.saturations}
     for index, v in enumerate(result.final_membranes):
         arrays[f"membrane{index}"] = v
+    if result.values is not None:  # an LI readout: its membrane, and what one LSB is worth
+        arrays["values"] = result.values
+        arrays["scale"] = np.float64(result.scale)
     if image.learning:
         for index, w in enumerate(result.weights):
             arrays[f"weights{index}"] = w
@@ -599,9 +603,17 @@ def cmd_demo(args) -> int:
 
 
 # -- main ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one line too (not argparse's usage block); `--help` shows usage."""
+
+    def error(self, message: str):
+        verb = self.prog.removeprefix("spikeforge").strip()
+        self.exit(2, f"spikeforge: error: {verb + ': ' if verb else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="spikeforge", formatter_class=fmt,
+    parser = _Parser(prog="spikeforge", formatter_class=fmt,
                                      description="Compile trained SNNs into bit-exact FPGA "
                                                  "LIF core arrays.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -612,7 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .nir file, or a pickled torch module with --allow-pickle")
     p.add_argument("-o", "--output", required=True, type=Path, help="image file to write")
     p.add_argument("--weight-bits", type=_weight_bits, default=8,
-                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4")
+                   help="weight width 2..16; per layer as 8,fc2=4 or 8,1=4")
+    p.add_argument("--decay", choices=("auto", "none", "shift", "mul"), default="auto",
+                   help="integer leak of beta and alpha: auto picks shift where it is as "
+                        "accurate as the multiplier (docs/neuron.md)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--board", help="target board (see `spikeforge boards`)")
     target.add_argument("--device", help="target device, e.g. iCE40UP5K, LFE5U-85F")
@@ -727,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, help="target board (see `spikeforge boards`)")
     p.add_argument("-o", "--output", type=Path, help="build folder (default: build/BOARD)")
     p.add_argument("--weight-bits", type=_weight_bits, default=8,
-                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4")
+                   help="weight width 2..16; per layer as 8,fc2=4 or 8,1=4")
     _nir_options(p)
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")

@@ -391,6 +391,17 @@ class Image:
         if len({e.layer for e in self.learning}) != len(self.learning):
             raise ImageError("a layer has more than one learning rule")
 
+    def check_gateware(self) -> None:
+        """Raise ImageError, naming every layer and feature, unless the gateware can run the
+        image: it runs the single-spike LIF; the other neuron models of docs/neuron.md come
+        with the pipelined core and run in the golden model until then."""
+        bad = [f"layer {index} ({layer.name!r}) uses {', '.join(layer.features())}"
+               for index, layer in enumerate(self.layers) if layer.features()]
+        if bad:
+            raise ImageError(f"the gateware runs single-spike LIF layers only, but "
+                             f"{'; '.join(bad)}: run it in the golden model (compile without "
+                             f"a board or device)")
+
     def with_weights(self, weights: list[np.ndarray], rec_weights=None) -> Image:
         """A copy with new integer weights per layer (e.g. learned ones)."""
         layers = []
