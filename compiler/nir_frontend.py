@@ -346,6 +346,7 @@ def _per_neuron(value, n: int, what: str) -> np.ndarray:
 
 
 def _decay(conv: Convention, tau: np.ndarray, dt: float, what: str) -> tuple[np.ndarray, str]:
+    step = _step_name(conv)
     if np.any(~(tau > 0)):
         raise ModelError(f"{what} must be positive, not {_range(tau)}")
     with np.errstate(divide="ignore"):
@@ -353,9 +354,15 @@ def _decay(conv: Convention, tau: np.ndarray, dt: float, what: str) -> tuple[np.
     if conv.decay == "exp":
         return np.exp(-ratio), f"exp(-dt/{what})"
     if np.any(ratio > 1):
-        raise ModelError(f"{what} {_range(tau)} is shorter than the Euler step dt = {dt:g}, so "
-                         f"1 - dt/{what} would be negative (is the exporter or --dt right?)")
-    return 1.0 - ratio, f"1 - dt/{what}"
+        raise ModelError(f"{what} {_range(tau)} is shorter than the Euler step {step} = {dt:g}, "
+                         f"so 1 - {step}/{what} would be negative (is the exporter or --dt "
+                         f"right?)")
+    return 1.0 - ratio, f"1 - {step}/{what}"
+
+
+def _step_name(conv: Convention) -> str:
+    # Norse writes tau = dt / tau_mem_inv, so NIR's Euler step is dt^2 (docs/nir.md)
+    return "dt^2" if conv.euler_dt_squared else "dt"
 
 
 def _euler_gain(dt: float, r: np.ndarray, tau: np.ndarray, what: str) -> np.ndarray:
@@ -393,7 +400,8 @@ def _neuron(conv: Convention, node, n: int, dt: float | None, euler_dt: float | 
         threshold = _per_neuron(node.v_threshold, n, "v_threshold")
         if conv.if_gain == "r":
             return _Neuron("IF", np.ones(n), "1 (IF)", r, "r (per step)", threshold)
-        return _Neuron("IF", np.ones(n), "1 (IF)", euler_dt * r, "dt * r", threshold)
+        return _Neuron("IF", np.ones(n), "1 (IF)", euler_dt * r, f"{_step_name(conv)} * r",
+                       threshold)
     if isinstance(node, nir.CubaLIF):
         if conv.syn_gain == "refuse":
             raise ModelError(f"{conv.name} exports no CubaLIF, so this graph does not follow its "
@@ -407,12 +415,13 @@ def _neuron(conv: Convention, node, n: int, dt: float | None, euler_dt: float | 
         beta, beta_src = _decay(conv, tau_mem, step, "tau_mem")
         syn_gain, syn_src = {
             "euler": (lambda: _euler_gain(euler_dt, w_in, tau_syn, "tau_syn"),
-                      "dt w_in/tau_syn"),
+                      f"{_step_name(conv)} w_in/tau_syn"),
             "w_in": (lambda: w_in, "w_in"),
             "alpha": (lambda: alpha, "alpha (the input decays once before it counts)"),
         }[conv.syn_gain]
         mem_gain, mem_src = {
-            "euler": (lambda: _euler_gain(euler_dt, r, tau_mem, "tau_mem"), "dt r/tau_mem"),
+            "euler": (lambda: _euler_gain(euler_dt, r, tau_mem, "tau_mem"),
+                      f"{_step_name(conv)} r/tau_mem"),
             "one": (lambda: np.ones(n), "1"),
         }[conv.mem_gain]
         return _Neuron("CubaLIF", beta, beta_src, syn_gain() * mem_gain(),
@@ -422,7 +431,7 @@ def _neuron(conv: Convention, node, n: int, dt: float | None, euler_dt: float | 
     beta, beta_src = _decay(conv, tau, step, "tau")
     mode = conv.li_gain if isinstance(node, nir.LI) else conv.lif_gain
     if mode == "euler":
-        gain, gain_src = _euler_gain(euler_dt, r, tau, "tau"), "dt r/tau"
+        gain, gain_src = _euler_gain(euler_dt, r, tau, "tau"), f"{_step_name(conv)} r/tau"
     elif mode == "r":
         gain, gain_src = r, "r (per step)"
     elif mode == "beta":
