@@ -21,6 +21,8 @@ import nir
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spikeforge import api
 from spikeforge.compiler.frontend import load_network
@@ -275,3 +277,41 @@ def test_nir_options_refused_for_torch_modules():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), snn.Leaky(beta=0.5))
     with pytest.raises(ModelError, match=r"^--exporter, --max-spikes apply to NIR graphs"):
         load_network(model, exporter="norse", max_spikes=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(alpha=st.floats(0.05, 0.98), beta=st.floats(0.05, 0.98),
+       dt=st.sampled_from([1e-4, 1e-3, 2e-3]), n=st.integers(1, 4))
+def test_each_exporter_gives_its_own_numbers_back(alpha, beta, dt, n):
+    """A CubaLIF written by each exporter's own formulas (docs/nir.md), float32 as they write it,
+    reads back as the library's alpha, beta and input gain."""
+    def graph(**cuba):
+        cuba = {k: np.full(n, v, np.float32) for k, v in cuba.items()}
+        return nir.NIRGraph.from_list(
+            nir.Linear(weight=np.eye(n, dtype=np.float32)),
+            nir.CubaLIF(v_leak=np.zeros(n, np.float32), v_threshold=np.ones(n, np.float32),
+                        **cuba))
+
+    tau_syn, tau_mem = dt / (1 - alpha), dt / (1 - beta)
+    cases = {  # exporter: (graph, alpha, beta, gain), gain on the feed-forward weights
+        "snntorch": (graph(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, w_in=tau_syn / dt),
+                     alpha, beta, 1.0),
+        "spikingjelly": (graph(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt,
+                               w_in=tau_syn / dt), alpha, beta, 1.0),
+        # Norse at its default dt = 1e-3: tau = dt / tau_inv, tau_inv = (1 - decay) / dt, and
+        # membrane gain dt tau_inv
+        "norse": (graph(tau_syn=1e-3 / ((1 - alpha) / 1e-3), tau_mem=1e-3 / ((1 - beta) / 1e-3),
+                        r=1.0, w_in=1.0), None, None, None),
+        # Rockpool: decays exp(-dt/tau), r = tau exp(-dt/tau)/dt; the input decays once
+        "rockpool": (graph(tau_syn=-dt / np.log(alpha), tau_mem=-dt / np.log(beta),
+                           r=-dt / np.log(beta) * beta / dt, w_in=1.0), alpha, beta, alpha),
+    }
+    for exporter, (g, a, b, gain) in cases.items():
+        # SpikingJelly's export dt is an argument (default 1e-4) the graph does not give back
+        kw = {"norse": {"dt": 1e-3}, "spikingjelly": {"dt": dt}}.get(exporter, {})
+        layer = load_network(g, exporter=exporter, **kw).layers[0]
+        if exporter == "norse":  # Norse ran at dt = 1e-3 with these tau_inv
+            a, b, gain = alpha, beta, 1 - beta
+        np.testing.assert_allclose(layer.alpha, a, rtol=2e-5, err_msg=exporter)
+        np.testing.assert_allclose(layer.beta, b, rtol=2e-5, err_msg=exporter)
+        np.testing.assert_allclose(np.diag(layer.weight), gain, rtol=2e-5, err_msg=exporter)
