@@ -166,6 +166,25 @@ def make_snntorch_rleaky():
                                    "notes": "all-to-all recurrence"})
 
 
+@fixture
+def make_snntorch_rsynaptic():
+    import snntorch as snn
+
+    net = torch.nn.Sequential(
+        linear(N_IN, N_HID, gain=0.3, bias=True, seed=54),
+        snn.RSynaptic(alpha=0.5, beta=0.875, linear_features=N_HID, threshold=1.0,
+                      init_hidden=True),
+        linear(N_HID, N_OUT, gain=0.6, bias=False, seed=55),
+        snn.Synaptic(alpha=0.5, beta=0.75, threshold=1.0, init_hidden=True))
+    with torch.no_grad():
+        rec = net[1].recurrent
+        gen = torch.Generator().manual_seed(56)
+        rec.weight.copy_((torch.rand(N_HID, N_HID, generator=gen) * 2 - 1) * 0.2)
+        rec.bias.zero_()
+    return _snntorch_fixture(net, {"neuron": "RSynaptic", "reset": "subtract",
+                                   "notes": "all-to-all recurrence into the synaptic current"})
+
+
 def int_linear(n_in: int, n_out: int, *, lo: int, hi: int, seed: int) -> torch.nn.Linear:
     """A bias-free Linear with integer weights in lo..hi: arithmetic that 8 bits hold exactly."""
     gen = torch.Generator().manual_seed(seed)
