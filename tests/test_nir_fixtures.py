@@ -315,3 +315,16 @@ def test_each_exporter_gives_its_own_numbers_back(alpha, beta, dt, n):
         np.testing.assert_allclose(layer.alpha, a, rtol=2e-5, err_msg=exporter)
         np.testing.assert_allclose(layer.beta, b, rtol=2e-5, err_msg=exporter)
         np.testing.assert_allclose(np.diag(layer.weight), gain, rtol=2e-5, err_msg=exporter)
+
+
+def test_layer_whose_weights_quantize_to_nothing_is_named():
+    # the recurrent weights set the layer's scale; the feed-forward ones vanish beside them
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([2])),
+               "fc": nir.Affine(weight=np.full((2, 2), 1e-4), bias=np.zeros(2)),
+               "if": nir.IF(r=np.ones(2), v_threshold=np.full(2, 20.0)),
+               "rec": nir.Linear(weight=np.array([[0.0, 10.0], [-10.0, 0.0]])),
+               "output": nir.Output(output_type=np.array([2]))},
+        edges=[("input", "fc"), ("fc", "if"), ("if", "rec"), ("rec", "if"), ("if", "output")])
+    with pytest.raises(ModelError, match=r"^layer 'fc': every weight quantizes to 0 at 8 bits$"):
+        api.compile(graph, exporter="norse")
