@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -579,7 +580,8 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
                                  None if rec is None else nodes[rec], run_dt, euler_dt,
                                  reset_mode, k)
         except ModelError as exc:
-            problems.append(_blame(exc, name, kind, dense_name, nodes[dense_name], rec))
+            holders = {dense_name: nodes[dense_name], **({rec: nodes[rec]} if rec else {})}
+            problems.append(_blame(exc, name, kind, holders))
             continue
         prov.update(dt={"value": run_dt, "source": dt_src} if run_dt is not None else None,
                     reset=None if layer.spiking is False else
@@ -617,17 +619,16 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
     return network
 
 
-def _blame(exc: ModelError, name: str, kind: str, dense_name: str, dense_node, rec) -> str:
-    """Name the node that holds the bad number: a NaN weight is the Affine's, not the neuron's."""
-    text = str(exc)
-    for holder, node in ((dense_name, dense_node),):
+def _blame(exc: ModelError, name: str, kind: str, holders: dict[str, Any]) -> str:
+    """Name the node that holds the bad number: a NaN weight is its Affine's or Linear's (or
+    the recurrent weight node's), not the neuron's."""
+    for holder, node in holders.items():
         for field_name in ("weight", "bias"):
             value = getattr(node, field_name, None)
             if value is not None and not np.all(np.isfinite(_numpy(value))):
                 return f"{holder!r} ({type(node).__name__}: {field_name} holds NaN or infinity)"
-    if rec is not None and "recurrent" in text:
-        return f"{rec!r} (recurrent weights: {text})"
-    return f"{name!r} ({kind}: {text})"
+    reason = re.sub(r"^layer '[^']*': ", "", str(exc))
+    return f"{name!r} ({kind}: {reason})"
 
 
 def _layer(conv: Convention, dense_name: str, dense_node, name: str, node, rec_name, rec_node,

@@ -328,3 +328,10 @@ def test_layer_whose_weights_quantize_to_nothing_is_named():
         edges=[("input", "fc"), ("fc", "if"), ("if", "rec"), ("rec", "if"), ("if", "output")])
     with pytest.raises(ModelError, match=r"^layer 'fc': every weight quantizes to 0 at 8 bits$"):
         api.compile(graph, exporter="norse")
+
+
+def test_nan_in_recurrent_weights_names_their_node():
+    graph = read_nir(FIXTURES / "snntorch_rleaky.nir")
+    graph.nodes["1.w_rec"].weight[3, 4] = np.inf  # nirtorch flattens the RLeaky subgraph
+    with pytest.raises(ModelError, match=r"'1\.w_rec' \(Affine: weight holds NaN or infinity\)"):
+        load_network(graph, exporter="snntorch")
