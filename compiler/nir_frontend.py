@@ -606,10 +606,7 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
     _raise(problems, extra, order=[inputs[0], *chain, outputs[0]])
     if not layers:
         raise ModelError("the NIR graph has no neuron layer")
-    try:
-        network = Network(n_inputs=layers[0].n_in, layers=layers, source=source or "NIR graph")
-    except ModelError as exc:
-        raise ModelError(str(exc)) from None
+    network = Network(n_inputs=layers[0].n_in, layers=layers, source=source or "NIR graph")
     network.notes.extend(notes)
     if run_dt is not None:
         network.notes.append(f"dt = {run_dt:g}: {dt_src}")
