@@ -312,6 +312,7 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     board = find_board(board) if isinstance(board, str) else board
     if not board.buildable:
         raise ValueError(board.why_not_buildable)
+    image.check_gateware()
     say("checking the fit")
     estimate = check_fit(image, board)
     clock = plan_clock(board, clock_hz)

@@ -44,7 +44,7 @@ import math
 import numpy as np
 
 from ..boards.catalog import BOARDS, suggest
-from ..image import CoreConfig, HwConfig, LayerParams
+from ..image import CoreConfig, HwConfig, Image, LayerParams
 from .devices import DEVICES, Device, find_device
 
 # Board name -> (device, board oscillator in Hz), derived from the board catalog
@@ -110,6 +110,11 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
     Raises FitError, naming every exceeded resource, when the estimate does not fit.
     """
     _check_chain(layers, n_inputs)
+    if device is not None or board is not None:
+        # a hardware target: the gateware must run every layer
+        Image(n_inputs, list(layers), HwConfig(device="", cores=tuple(
+            CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers))))\
+            .check_gateware()
     max_neurons_per_core = int(max_neurons_per_core)
     if max_neurons_per_core < 1:
         raise ValueError(f"max_neurons_per_core must be at least 1, not {max_neurons_per_core}")

@@ -97,6 +97,7 @@ class CoreArray(wiring.Component):
 
     def __init__(self, image: Image, *, fifo_depth: int = 0):
         image.check()
+        image.check_gateware()
         self._image = image
         self._fifo_depth = operator.index(fifo_depth)
         if self._fifo_depth < 0:

@@ -198,6 +198,8 @@ def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | N
     steps = x.shape[0]
     n_layers = len(image.layers)
     v = [np.zeros(layer.n_out, dtype=np.int64) for layer in image.layers]
+    syn = [np.zeros(layer.n_out, dtype=np.int64) if layer.current_based else None
+           for layer in image.layers]
     s = [np.zeros(layer.n_out, dtype=np.int64) for layer in image.layers]
     params = [NeuronParams(layer, np.int64) for layer in image.layers]
     spk = [np.zeros((steps, layer.n_out), dtype=np.uint8) for layer in image.layers]
@@ -212,7 +214,8 @@ def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | N
             s_prev = s[index]
             if layer.recurrent:
                 acc = acc + layer.rec_weights.astype(np.int64) @ s_prev
-            v[index], spikes, saturated = params[index].update(v[index], s_prev, acc)
+            v[index], syn[index], spikes, saturated = params[index].update(
+                v[index], syn[index], s_prev, acc)
             s[index] = spikes.astype(np.int64)
             sats[index] += saturated
             spk[index][t] = s[index]

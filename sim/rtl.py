@@ -349,6 +349,7 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
 
     x = given(spikes, image.n_inputs)
     image.check()
+    image.check_gateware()
     mods = check_modulators(image, modulators, x.shape[0], x.shape[1])
     for name, value in (("idle", idle), ("stall", stall)):
         if not 0 <= value < 1:

@@ -26,6 +26,8 @@ _TRAILER = struct.Struct("<I")  # CRC-32 of everything before it
 
 DECAY_MODES = ("none", "shift", "mul")
 RESET_MODES = ("subtract", "zero")
+COMPARES = (">", ">=")
+MAX_SPIKES_LIMIT = 255  # spike counts travel as uint8
 
 
 class ImageError(ValueError):
@@ -54,12 +56,31 @@ class LayerParams:
     decay_frac: int = 0  # f
     rec_weights: np.ndarray | None = None  # int32 [n_out, n_out]; column = source neuron
     scale: float = 1.0  # real value of one weight LSB (and of one membrane LSB)
+    # Neuron models beyond the single-spike LIF (docs/neuron.md). A synaptic current exists
+    # when syn_decay_mode is not None; it decays like v (shift k_a or beta_a_q / 2^f_a) and
+    # saturates to syn_bits.
+    syn_decay_mode: str | None = None
+    syn_decay_shift: np.ndarray | None = None  # int32 [n_out]
+    syn_decay_mul: np.ndarray | None = None  # int32 [n_out]
+    syn_decay_frac: int = 0
+    syn_bits: int = 0  # signed width of the synaptic current (0 without one)
+    syn_delay: int = 0  # the membrane adds syn[t - syn_delay]
+    max_spikes: int = 1  # K: spikes per neuron and step
+    in_max_spikes: int = 1  # the largest count one input carries (the source's K)
+    compare: str = ">"  # fire level j when v > j * theta (or >=)
+    reset_delay: bool = True  # False: a subtract reset applies before the next decay
+    spiking: bool = True  # False: an LI readout; its output is v
+
+    SCALARS = ("syn_decay_mode", "syn_decay_frac", "syn_bits", "syn_delay", "max_spikes",
+               "in_max_spikes", "compare", "reset_delay", "spiking")
+    ARRAYS = ("bias", "threshold", "decay_shift", "decay_mul", "syn_decay_shift",
+              "syn_decay_mul")
 
     def __post_init__(self) -> None:
         cast = object.__setattr__
         cast(self, "weights", np.ascontiguousarray(self.weights, dtype=np.int32))
         n_out = self.weights.shape[0]
-        for name in ("bias", "threshold", "decay_shift", "decay_mul"):
+        for name in self.ARRAYS:
             value = getattr(self, name)
             if value is not None:
                 arr = np.asarray(value, dtype=np.int32).reshape(-1)
@@ -80,6 +101,28 @@ class LayerParams:
     @property
     def recurrent(self) -> bool:
         return self.rec_weights is not None
+
+    @property
+    def current_based(self) -> bool:
+        return self.syn_decay_mode is not None
+
+    def features(self) -> list[str]:
+        """The models beyond the plain single-spike LIF this layer uses (the gateware runs only
+        that one); empty for a plain LIF layer."""
+        found = []
+        if not self.spiking:
+            found.append("LI readout (no spikes)")
+        if self.current_based:
+            found.append("synaptic current (CubaLIF/Synaptic)")
+        if self.spiking and self.max_spikes > 1:
+            found.append(f"multi-spike (up to {self.max_spikes} per step)")
+        if self.in_max_spikes > 1:
+            found.append(f"multi-spike input (up to {self.in_max_spikes} per step)")
+        if self.spiking and self.compare != ">":
+            found.append(f"compare {self.compare!r}")
+        if self.spiking and self.reset == "subtract" and not self.reset_delay:
+            found.append("reset at the spike (reset_delay=False)")
+        return found
 
     @property
     def fan_in(self) -> int:
@@ -134,13 +177,57 @@ class LayerParams:
                     or self.decay_mul.max() > (1 << self.decay_frac):
                 raise ImageError(f"{where}: multiplier decay needs beta_q in "
                                  f"[0, 2^{self.decay_frac}] per neuron")
+        self._check_neuron_model(where)
         if self.acc_bits < self.acc_bits_needed():
             raise ImageError(f"{where}: a {self.acc_bits}-bit accumulator can overflow; "
                              f"this layer needs {self.acc_bits_needed()} bits")
 
+    def _check_neuron_model(self, where: str) -> None:
+        for name in ("max_spikes", "in_max_spikes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or not 1 <= value <= MAX_SPIKES_LIMIT:
+                raise ImageError(f"{where}: {name} must be an integer 1..{MAX_SPIKES_LIMIT}, "
+                                 f"not {value!r}")
+        if self.compare not in COMPARES:
+            raise ImageError(f"{where}: compare must be one of {COMPARES}, not {self.compare!r}")
+        for name in ("reset_delay", "spiking"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ImageError(f"{where}: {name} must be a bool, not {getattr(self, name)!r}")
+        if self.syn_delay not in (0, 1) or isinstance(self.syn_delay, bool):
+            raise ImageError(f"{where}: syn_delay must be 0 or 1, not {self.syn_delay!r}")
+        if not self.spiking and self.recurrent:
+            raise ImageError(f"{where}: an LI readout emits no spikes, so it cannot be recurrent")
+        mode = self.syn_decay_mode
+        if mode is None:
+            if self.syn_bits != 0 or self.syn_delay != 0 or self.syn_decay_shift is not None \
+                    or self.syn_decay_mul is not None:
+                raise ImageError(f"{where}: synaptic-current fields need syn_decay_mode")
+            return
+        if mode not in DECAY_MODES:
+            raise ImageError(f"{where}: synaptic decay mode must be one of {DECAY_MODES}, "
+                             f"not {mode!r}")
+        if not 4 <= self.syn_bits <= 32:
+            raise ImageError(f"{where}: synaptic current width must be 4..32 bits, "
+                             f"not {self.syn_bits!r}")
+        if mode == "shift" and (self.syn_decay_shift is None or self.syn_decay_shift.min() < 0
+                                or self.syn_decay_shift.max() > 31):
+            raise ImageError(f"{where}: shift synaptic decay needs a shift 0..31 per neuron")
+        if mode == "mul":
+            if not 1 <= self.syn_decay_frac <= 16:
+                raise ImageError(f"{where}: multiplier synaptic decay needs 1..16 fraction "
+                                 f"bits, not {self.syn_decay_frac!r}")
+            if self.syn_decay_mul is None or self.syn_decay_mul.min() < 0 \
+                    or self.syn_decay_mul.max() > (1 << self.syn_decay_frac):
+                raise ImageError(f"{where}: multiplier synaptic decay needs alpha_q in "
+                                 f"[0, 2^{self.syn_decay_frac}] per neuron")
+
     def acc_bits_needed(self) -> int:
-        """Signed width that holds the largest |sum of weights| any spike pattern can give."""
-        w = self.all_weights().astype(np.int64)
+        """Signed width that holds the largest |sum of weights x counts| any spike pattern can
+        give (inputs carry up to in_max_spikes, recurrent sources up to max_spikes)."""
+        w = self.weights.astype(np.int64) * self.in_max_spikes
+        if self.rec_weights is not None:
+            w = np.concatenate([w, self.rec_weights.astype(np.int64) * self.max_spikes], axis=1)
         worst = max(int(np.clip(w, 0, None).sum(axis=1).max(initial=0)),
                     int((-np.clip(w, None, 0)).sum(axis=1).max(initial=0)))
         return max(2, worst.bit_length() + 1)
@@ -280,6 +367,13 @@ class Image:
                 raise ImageError(f"layer {index} expects {layer.n_in} inputs but its source "
                                  f"gives {width}")
             width = layer.n_out
+            source_k = 1 if index == 0 else self.layers[index - 1].max_spikes
+            if layer.in_max_spikes != source_k:
+                raise ImageError(f"layer {index}: in_max_spikes must be its source's "
+                                 f"max_spikes {source_k}, not {layer.in_max_spikes!r}")
+            if not layer.spiking and index != len(self.layers) - 1:
+                raise ImageError(f"layer {index}: an LI readout emits no spikes, so it must "
+                                 f"be the last layer")
             cores = sorted(self.config.cores_of(index), key=lambda c: c.lo)
             covered = 0
             for core in cores:
@@ -296,6 +390,17 @@ class Image:
             entry.check(self.layers)
         if len({e.layer for e in self.learning}) != len(self.learning):
             raise ImageError("a layer has more than one learning rule")
+
+    def check_gateware(self) -> None:
+        """Raise ImageError, naming every layer and feature, unless the gateware can run the
+        image: it runs the single-spike LIF; the other neuron models of docs/neuron.md come
+        with the pipelined core and run in the golden model until then."""
+        bad = [f"layer {index} ({layer.name!r}) uses {', '.join(layer.features())}"
+               for index, layer in enumerate(self.layers) if layer.features()]
+        if bad:
+            raise ImageError(f"the gateware runs single-spike LIF layers only, but "
+                             f"{'; '.join(bad)}: run it in the golden model (compile without "
+                             f"a board or device)")
 
     def with_weights(self, weights: list[np.ndarray], rec_weights=None) -> Image:
         """A copy with new integer weights per layer (e.g. learned ones)."""
@@ -324,9 +429,10 @@ class Image:
                 "v_bits": layer.v_bits, "acc_bits": layer.acc_bits, "reset": layer.reset,
                 "decay_mode": layer.decay_mode, "decay_frac": layer.decay_frac,
                 "scale": layer.scale,
+                **{name: _plain(getattr(layer, name)) for name in LayerParams.SCALARS},
             }
             layers_json.append(entry)
-            for name in ("bias", "threshold", "decay_shift", "decay_mul"):
+            for name in LayerParams.ARRAYS:
                 value = getattr(layer, name)
                 if value is not None:
                     arrays.append((f"layer{index}.{name}", value.astype("<i4")))
@@ -359,6 +465,15 @@ class Image:
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a failure leaves no partial file behind."""
         write_atomic(path, self.to_bytes())
+
+
+def _plain(value):
+    """A JSON-ready scalar (numpy integers and bools become Python's)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -477,7 +592,9 @@ def _image_from_header(header: dict, data: bytes, base: int) -> Image:
             bias=arr("bias"), threshold=arr("threshold"), weight_bits=entry["weight_bits"],
             v_bits=entry["v_bits"], acc_bits=entry["acc_bits"], reset=entry["reset"],
             decay_mode=entry["decay_mode"], decay_shift=arr("decay_shift"),
-            decay_mul=arr("decay_mul"), decay_frac=entry["decay_frac"], scale=entry["scale"]))
+            decay_mul=arr("decay_mul"), decay_frac=entry["decay_frac"], scale=entry["scale"],
+            syn_decay_shift=arr("syn_decay_shift"), syn_decay_mul=arr("syn_decay_mul"),
+            **{name: entry[name] for name in LayerParams.SCALARS if name in entry}))
     learning = tuple(LearningConfig(**entry) for entry in header.get("learning", []))
     image = Image(header["n_inputs"], layers, config, header.get("meta", {}), learning)
     image.check()
