@@ -30,7 +30,7 @@ bench: venv
 # the digits demo for every board in the catalog; figures in build/bitstreams/<board>.json
 .PHONY: bitstreams
 bitstreams: venv
-	$(BIN)/python -m spikeforge.boards.build build/bitstreams
+	$(BIN)/python -m spikeforge.bitstreams build/bitstreams
 
 lint: venv
 	$(BIN)/ruff check .

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image import Image, unpack_weights
+from ..image import Image, assemble_weights
 from .encode import given
 from .golden import GoldenResult
 
@@ -387,12 +387,9 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
                        f"of the layer sizes {fan_out.tolist()}")
     learned = weights = learning = None
     if image.learning:
-        full = [np.zeros((layer.n_out, layer.fan_in), dtype=np.int32) for layer in image.layers]
-        for index, core in enumerate(image.config.cores):
-            layer = image.layers[core.layer]
-            full[core.layer][core.lo:core.hi] = unpack_weights(
-                got[f"weights{index}"], layer.weight_bits, core.lanes, core.neurons,
-                layer.fan_in)
+        full = [assemble_weights(image.config.cores, index, layer.n_out, layer.fan_in,
+                                 layer.weight_bits, lambda core: got[f"weights{core}"])
+                for index, layer in enumerate(image.layers)]
         weights = [w[:, :layer.n_in] for w, layer in zip(full, image.layers)]
         learned = image.with_weights(weights, [w[:, layer.n_in:] if layer.recurrent else None
                                                for w, layer in zip(full, image.layers)])

@@ -27,6 +27,11 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     from .compiler.mapper import estimate_resources, map_network
     from .compiler.quantize import quantize
 
+    clock_hz = None
+    if board is not None:
+        from .boards.catalog import board_target
+
+        board, device, clock_hz = board_target(board, device)
     if isinstance(model_or_path, (str, os.PathLike)):
         model_or_path = Path(model_or_path)
     network = load_network(model_or_path, dt=dt, allow_pickle=allow_pickle)
@@ -34,7 +39,8 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
         calibration = given(calibration, network.n_inputs)
     layers, report = quantize(network, weight_bits=weight_bits, calibration=calibration,
                               decay=decay)
-    config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes)
+    config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes,
+                         clock_hz=clock_hz)
     resources = estimate_resources(layers, config)
     meta = {"source": network.source, "quantization": report.to_dict(),
             "resources": {name: list(pair) for name, pair in resources.items()}}
