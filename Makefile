@@ -9,10 +9,11 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
+# torch==2.13.0: the local CPU build (the package metadata admits a range)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[all,dev]' 'torch==2.13.0'
 	touch $(STAMP)
 
 demo: venv

@@ -72,7 +72,7 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
     if engine == "rtl":
         if record:
             raise ValueError("the rtl engine records output spikes and final membranes only")
-        from .sim.rtl import run_rtl
+        from .hdl.rtl import run_rtl
         if modulators is not None or image.learning:
             return run_rtl(image, spikes, simulator=simulator, waves=waves,
                            modulators=modulators)
