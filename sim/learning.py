@@ -18,9 +18,9 @@ carry over from sample to sample; membranes, spikes and traces start from zero w
 
 sat clips a trace to 2^trace_bits - 1; clip a weight to its signed range. R(a, n) = a >> n
 (floor) or, with stochastic rounding, (a + (r & (2^n - 1))) >> n where r is the state of the
-core's 16-bit Galois LFSR (taps 0xB400). Each core holds one LFSR; it steps once per weight
-update (one update is one clock cycle of the learning unit) and never otherwise. Core c's LFSR
-starts at LFSR_SEQUENCE[(position of seed + 251 * 256 * c) mod 65535].
+core's 16-bit Galois LFSR (taps 0xB400; spikeforge/lfsr.py). Each core holds one LFSR; it
+steps once per weight update (one update is one clock cycle of the learning unit) and never
+otherwise. Core c's LFSR starts at LFSR_SEQUENCE[(position of seed + 251 * 256 * c) mod 65535].
 """
 
 from __future__ import annotations
