@@ -3,6 +3,7 @@ board: `import spikeforge` and `spikeforge.Board` need neither torch nor Amarant
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -60,10 +61,13 @@ def test_the_block_works():
 @pytest.mark.slow
 def test_runtime_install_in_a_fresh_venv(tmp_path):
     """`pip install .[runtime]` into a new virtual environment, then use it without torch."""
+    source = tmp_path / "src"  # a copy: pip's in-tree build writes build/ beside the sources
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([python, "-m", "pip", "install", "--quiet", f"{ROOT}[runtime]"],
+    install = subprocess.run([python, "-m", "pip", "install", "--quiet", f"{source}[runtime]"],
                              capture_output=True, text=True, cwd=tmp_path, timeout=1200)
     assert install.returncode == 0, install.stderr[-3000:]
     run = subprocess.run([python, "-c", USE], capture_output=True, text=True, cwd=tmp_path,
