@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import protocol
-from ..image import Image, load_image, unpack_weights
+from ..image import Image, assemble_weights, load_image, param_words
 from ..protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
 
 __all__ = ["Board", "BoardError", "BoardResult", "BoardStatus", "SerialTransport"]
@@ -150,25 +150,9 @@ class BoardResult:
 
 
 def _param_words(image: Image, core_index: int) -> list[int]:
-    """The PARAMS words of a core (``hdl.core.param_layout``), one per neuron."""
-    from ..hdl.core import param_layout
-
+    """The PARAMS words of a core (``image.param_fields``), one per neuron."""
     core = image.config.cores[core_index]
-    layer = image.layers[core.layer]
-    layout = param_layout(layer)
-    values = {"threshold": layer.threshold, "bias": layer.bias}
-    if layer.decay_mode == "shift":
-        values["decay"] = layer.decay_shift
-    elif layer.decay_mode == "mul":
-        values["decay"] = layer.decay_mul
-    words = []
-    for neuron in range(core.lo, core.hi):
-        word = 0
-        for name, member in layout:
-            mask = (1 << member.width) - 1
-            word |= (int(values[name][neuron]) & mask) << member.offset
-        words.append(word)
-    return words
+    return param_words(image.layers[core.layer], core.lo, core.hi)
 
 
 def _weight_words(image: Image, core_index: int) -> list[int]:
@@ -335,19 +319,18 @@ class Board:
 
     def _read_layer(self, image: Image, index: int) -> np.ndarray:
         layer = image.layers[index]
-        w = np.zeros((layer.n_out, layer.fan_in), dtype=np.int32)
-        for core_index, core in enumerate(image.config.cores):
-            if core.layer != index:
-                continue
+
+        def memory(core_index: int) -> np.ndarray:
+            core = image.config.cores[core_index]
             depth = layer.fan_in * core.groups
             words = self._request(f"reading core {core_index} weights",
                                   self.client.read_mem, core_index, MemSpace.WEIGHTS, 0, depth)
             nbytes = -(-core.lanes * layer.weight_bits // 8)
-            memory = np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
-                               for word in words], dtype=np.uint8).reshape(depth, nbytes)
-            w[core.lo:core.hi] = unpack_weights(memory, layer.weight_bits, core.lanes,
-                                                core.neurons, layer.fan_in)
-        return w
+            return np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
+                             for word in words], dtype=np.uint8).reshape(depth, nbytes)
+
+        return assemble_weights(image.config.cores, index, layer.n_out, layer.fan_in,
+                                layer.weight_bits, memory)
 
     def _read_learned(self, image: Image) -> Image:
         """The image with the learning layers' weights read back (the others cannot change)."""

@@ -11,8 +11,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..lfsr import LFSR_TAPS
 from ..sim.encode import RATE_LFSR_STRIDE
-from ..sim.learning import LFSR_TAPS
 from .event import SpikeEvent
 
 __all__ = ["RateEncoder", "lfsr_advance"]

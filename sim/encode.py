@@ -79,7 +79,7 @@ def rate_lfsr(intensity: np.ndarray, steps: int, *, seed: int) -> np.ndarray:
     with probability intensity[j] / 256 (the low bytes of the 65,535 states are uniform but for
     one missing zero).
     """
-    from .learning import LFSR_PERIOD, lfsr_positions, lfsr_sequence
+    from ..lfsr import LFSR_PERIOD, lfsr_positions, lfsr_sequence
 
     arr = np.asarray(intensity)
     if arr.ndim == 1:

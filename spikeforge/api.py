@@ -33,6 +33,11 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     from .compiler.mapper import estimate_resources, map_network
     from .compiler.quantize import quantize
 
+    clock_hz = None
+    if board is not None:
+        from .boards.catalog import board_target
+
+        board, device, clock_hz = board_target(board, device)
     if isinstance(model_or_path, (str, os.PathLike)):
         model_or_path = Path(model_or_path)
     network = load_network(model_or_path, dt=dt, allow_pickle=allow_pickle, exporter=exporter,
@@ -42,7 +47,8 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     layers, report = quantize(network, weight_bits=weight_bits, calibration=calibration,
                               decay=decay)
     _check_quantized(network, layers)
-    config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes)
+    config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes,
+                         clock_hz=clock_hz)
     resources = estimate_resources(layers, config)
     meta = {"source": network.source, "quantization": report.to_dict(),
             "resources": {name: list(pair) for name, pair in resources.items()}}
@@ -111,7 +117,7 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
                              "Board.run(spikes, clear=False)")
         if record:
             raise ValueError("the rtl engine records output spikes and final membranes only")
-        from .sim.rtl import run_rtl
+        from .hdl.rtl import run_rtl
         if modulators is not None or image.learning:
             return run_rtl(image, spikes, simulator=simulator, waves=waves,
                            modulators=modulators)

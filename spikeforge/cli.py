@@ -438,8 +438,7 @@ class _Samples:
 
 # -- boards ----------------------------------------------------------------------------------
 def cmd_boards(args) -> int:
-    from .boards.catalog import BOARDS
-    from .compiler.capacity import board_capacities
+    from .boards.catalog import BOARDS, board_capacities
 
     rows = []
     for row in board_capacities():

@@ -14,6 +14,7 @@ import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -527,6 +528,99 @@ def unpack_weights(memory: np.ndarray, weight_bits: int, lanes: int, neurons: in
     return out[:, :neurons].T.astype(np.int32)
 
 
+def assemble_weights(cores: Sequence[CoreConfig], layer: int, n_out: int, fan_in: int,
+                     weight_bits: int, memory: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Layer ``layer``'s weights, int32 [n_out, fan_in], stitched from the weight memories of its
+    cores; ``memory(core_index)`` gives core ``core_index``'s memory as
+    :meth:`Image.weight_memory` lays it out."""
+    full = np.zeros((n_out, fan_in), dtype=np.int32)
+    for core_index, core in enumerate(cores):
+        if core.layer == layer:
+            full[core.lo:core.hi] = unpack_weights(memory(core_index), weight_bits, core.lanes,
+                                                   core.neurons, fan_in)
+    return full
+
+
+# -- the per-neuron parameter word ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamField:
+    """One field of a layer's parameter word: bits [offset, offset + width), two's complement
+    when ``signed``."""
+
+    name: str  # "threshold" | "bias" | "decay"
+    width: int
+    signed: bool
+    offset: int
+
+
+def bias_bits(bias: np.ndarray) -> int:
+    """Signed width that holds every value of ``bias`` (at least 2)."""
+    return max(2, *(int(b).bit_length() + 1 if b >= 0 else (-int(b) - 1).bit_length() + 1
+                    for b in np.asarray(bias).reshape(-1)))
+
+
+def param_fields(layer: LayerParams) -> tuple[ParamField, ...]:
+    """The fields of the layer's per-neuron parameter word, lowest bits first: the PARAMS
+    memory space of a core and the gateware's ``hdl.core.param_layout``.
+
+    threshold  unsigned, v_bits - 1      (0 <= theta <= 2^(v_bits-1) - 1)
+    bias       signed, bias_bits(bias)   (the narrowest width that holds the layer's biases)
+    decay      unsigned, 5 (shift k) or decay_frac + 1 (mul beta_q); absent for "none"
+    """
+    widths = [("threshold", layer.v_bits - 1, False), ("bias", bias_bits(layer.bias), True)]
+    if layer.decay_mode == "shift":
+        widths.append(("decay", 5, False))
+    elif layer.decay_mode == "mul":
+        widths.append(("decay", layer.decay_frac + 1, False))
+    fields, offset = [], 0
+    for name, width, signed in widths:
+        fields.append(ParamField(name, width, signed, offset))
+        offset += width
+    return tuple(fields)
+
+
+def param_values(layer: LayerParams) -> dict[str, np.ndarray]:
+    """Per-neuron values of each field of :func:`param_fields`, int32 [n_out]."""
+    values = {"threshold": layer.threshold, "bias": layer.bias}
+    if layer.decay_mode == "shift":
+        values["decay"] = layer.decay_shift
+    elif layer.decay_mode == "mul":
+        values["decay"] = layer.decay_mul
+    return values
+
+
+def pack_params(fields: Sequence[ParamField], values: dict[str, int]) -> int:
+    """One parameter word from a value per field; a value must fit its field."""
+    word = 0
+    for f in fields:
+        value = operator.index(values[f.name])
+        low, high = _signed_range(f.width) if f.signed else (0, (1 << f.width) - 1)
+        if not low <= value <= high:
+            raise ValueError(f"{f.name} must fit {'a signed' if f.signed else 'an unsigned'} "
+                             f"{f.width}-bit field, not {value!r}")
+        word |= (value & ((1 << f.width) - 1)) << f.offset
+    return word
+
+
+def unpack_params(fields: Sequence[ParamField], word: int) -> dict[str, int]:
+    """Inverse of :func:`pack_params` (bits above the fields are ignored)."""
+    values = {}
+    for f in fields:
+        value = (operator.index(word) >> f.offset) & ((1 << f.width) - 1)
+        if f.signed and value >> (f.width - 1):
+            value -= 1 << f.width
+        values[f.name] = value
+    return values
+
+
+def param_words(layer: LayerParams, lo: int, hi: int) -> list[int]:
+    """The parameter words of neurons [lo, hi) of the layer (a core's PARAMS space)."""
+    fields = param_fields(layer)
+    values = param_values(layer)
+    return [pack_params(fields, {name: int(v[n]) for name, v in values.items()})
+            for n in range(lo, hi)]
+
+
 def image_from_bytes(data: bytes, *, source: str = "image") -> Image:
     if len(data) < _PREAMBLE.size + _TRAILER.size:
         if data[:len(MAGIC)] != MAGIC[:len(data)] or not data:
@@ -576,12 +670,8 @@ def _image_from_header(header: dict, data: bytes, base: int) -> Image:
     for index, entry in enumerate(header["layers"]):
         n_in, n_out = entry["n_in"], entry["n_out"]
         fan_in = n_in + (n_out if entry["recurrent"] else 0)
-        full = np.zeros((n_out, fan_in), dtype=np.int32)
-        for core_index, core in enumerate(cores):
-            if core.layer == index:
-                full[core.lo:core.hi] = unpack_weights(arrays[f"core{core_index}.weights"],
-                                                       entry["weight_bits"], core.lanes,
-                                                       core.neurons, fan_in)
+        full = assemble_weights(cores, index, n_out, fan_in, entry["weight_bits"],
+                                lambda core_index: arrays[f"core{core_index}.weights"])
 
         def arr(name, index=index):
             return arrays.get(f"layer{index}.{name}")

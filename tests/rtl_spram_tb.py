@@ -13,7 +13,7 @@ except ImportError:
     cocotb = None
 
 if cocotb is not None and cocotb.is_simulation:
-    from spikeforge.sim.cocotb_tb import Clocked
+    from spikeforge.hdl.cocotb_tb import Clocked
 
     from .spram_model import SpramMemoryModel, random_ops
 

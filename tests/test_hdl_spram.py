@@ -16,9 +16,9 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spikeforge.hdl import rtl
 from spikeforge.hdl.spram import SPRAM_POISON, Spram, SpramMemory
 from spikeforge.hdl.synth import synth_rtlil_stats
-from spikeforge.sim import rtl
 
 from .spram_model import SpramMemoryModel, random_ops
 
