@@ -22,6 +22,10 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     `model_or_path`: a torch.nn.Module, a nir.NIRGraph, or a path to a .nir file (or to a
     pickled module, with `allow_pickle=True`). `calibration`: input spikes
     [batch, time, n_inputs] that set the membrane width so nothing saturates on them.
+    `decay`: "auto", "none", "shift" or "mul", the integer leak (docs/neuron.md). A network
+    with current-based, multi-spike or LI readout layers compiles without `board`/`device`
+    (for the golden model); with a hardware target it is refused, naming the layers, until
+    the gateware runs them.
     """
     from .compiler.frontend import load_network
     from .compiler.mapper import estimate_resources, map_network
