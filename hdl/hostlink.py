@@ -174,7 +174,7 @@ class FrameReceiver(wiring.Component):
         wr = buffer.write_port()
         rd = buffer.read_port()
         head = Signal(RequestHead)  # seq, cmd, length; the rest is filled in below
-        idx = Signal(16)  # byte of the header / payload / trailer
+        idx = Signal(range(self._max_payload + 1))  # byte of the header / payload / trailer
         args = Signal(8 * ARGS_BYTES)
         timer = Signal(range(self._timeout_cycles + 1))
         byte, got = self.rx.payload, self.rx.valid
@@ -529,15 +529,17 @@ class RequestExecutor(wiring.Component):
         req = self.i.payload
         cmd = req.cmd
         status = Signal(8)
-        resp_len = Signal(16)
-        idx = Signal(16)  # payload byte to fetch
-        pidx = Signal(16)  # answer payload byte
+        longest = max(255 * wb, 2 * n_out, n_status, len(self._hello))  # answer payload
+        resp_len = Signal(range(longest + 1))
+        idx = Signal(range(self._max_payload + 1))  # payload byte to fetch
+        pidx = Signal(range(longest + 1))  # answer payload byte
         bidx = Signal(range(max(wb, 2)))  # byte inside the current word
         mem_addr = Signal(self._mem_addr_width)
         # Words move a byte at a time through a shift register (cheaper than byte multiplexers):
         # bytes enter at the top and leave at the bottom, little-endian first.
         word = Signal(8 * max(wb, 2))
-        left = Signal(16)  # words or events still to move; the next output event to send
+        # Words or events still to move; the next output event to send.
+        left = Signal(range(max(self._max_payload // 2, 255, n_out) + 1))
         out_count = Signal(range(n_out + 1))
         last_seq = Signal(8)
         last_cmd = Signal(8)
