@@ -41,9 +41,9 @@ from .core import MemAccessSignature
 from .event import ADDR_BITS, SpikeEvent
 
 __all__ = [
-    "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "ReplyHead", "RequestChecker",
-    "RequestExecutor", "RequestHead", "ResponseSender", "StatusBytes", "connect_array",
-    "memory_depths",
+    "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "PayloadByte",
+    "ReplyHead", "RequestChecker", "RequestExecutor", "RequestHead", "ResponseSender",
+    "StatusBytes", "connect_array", "memory_depths",
 ]
 
 
@@ -69,6 +69,13 @@ class ReplyHead(data.Struct):
     cmd: 8
     status: 8
     length: 16
+
+
+class PayloadByte(data.Struct):
+    """A byte of an answer's payload; ``last`` marks the answer's last byte."""
+
+    data: 8
+    last: 1
 
 
 LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
@@ -313,7 +320,9 @@ class RequestChecker(wiring.Component):
         # `depth` is 0 for a core or space that does not exist: only addr = count = 0 passes
         # that, so refuse those explicitly.
         known = (head.core < len(self._depths)) & (head.space < len(MemSpace))
-        in_range = known & (head.addr + head.count <= depth)
+        # addr + count <= depth, on the few bits a depth has (an address above them is out).
+        width = len(depth)
+        in_range = known & (head.addr[width:] == 0) & (head.addr[:width] + head.count <= depth)
         memory = (head.cmd == Command.READ_MEM) | (head.cmd == Command.WRITE_MEM)
         mem_length = Mux(head.cmd == Command.READ_MEM, ARGS_BYTES,
                          ARGS_BYTES + head.count * self._word_bytes)
@@ -386,31 +395,33 @@ class StatusBytes(wiring.Component):
 
 
 class ResponseSender(wiring.Component):
-    """Send answer frames: start byte, head, ``length`` payload bytes, CRC high byte first.
+    """Send answer frames: start byte, head, payload bytes, CRC high byte first.
 
     The CRC-16/CCITT-FALSE (``amaranth.lib.crc``) runs over every byte after the start byte.
-    Payload bytes pass from ``payload`` to ``tx`` combinationally.
+    Payload bytes pass from ``payload`` to ``tx`` combinationally, up to the one marked
+    ``last``; an answer whose head says ``length`` 0 takes none. (The sender does not count
+    them: the source's ``last`` must agree with ``length``.)
 
     Members
     -------
     i : In(stream.Signature(ReplyHead))
         The answer to send; taken in the cycle its last CRC byte is taken by ``tx`` (so a
         transfer at ``i`` means: the answer is out).
-    payload : In(stream.Signature(8))
+    payload : In(stream.Signature(PayloadByte))
         Its payload bytes, taken after the head.
     tx : Out(stream.Signature(8))
         Bytes to the UART transmitter.
     """
 
     i: In(stream.Signature(ReplyHead))
-    payload: In(stream.Signature(8))
+    payload: In(stream.Signature(PayloadByte))
     tx: Out(stream.Signature(8))
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = gen = crc.catalog.CRC16_CCITT_FALSE(8).create()
         head = self.i.payload
-        idx = Signal(16)
+        idx = Signal(range(5))  # byte of the head; of the CRC
         m.d.comb += [gen.data.eq(self.tx.payload), gen.valid.eq(0)]
         with m.FSM():
             with m.State("Start"):
@@ -432,15 +443,12 @@ class ResponseSender(wiring.Component):
                         with m.Else():
                             m.next = "Payload"
             with m.State("Payload"):
-                m.d.comb += [self.tx.payload.eq(self.payload.payload),
+                m.d.comb += [self.tx.payload.eq(self.payload.payload.data),
                              self.tx.valid.eq(self.payload.valid),
                              self.payload.ready.eq(self.tx.ready),
                              gen.valid.eq(self.payload.valid & self.tx.ready)]
-                with m.If(self.payload.valid & self.tx.ready):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == head.length - 1):
-                        m.d.sync += idx.eq(0)
-                        m.next = "Crc"
+                with m.If(self.payload.valid & self.tx.ready & self.payload.payload.last):
+                    m.next = "Crc"
             with m.State("Crc"):
                 m.d.comb += [self.tx.payload.eq(gen.crc.word_select(~idx[0], 8)),
                              self.tx.valid.eq(1)]
@@ -473,7 +481,7 @@ class RequestExecutor(wiring.Component):
     buf_data : In(8)
         The request's payload (the receiver's buffer, one cycle of read latency).
     reply : Out(stream.Signature(ReplyHead))
-    payload : Out(stream.Signature(8))
+    payload : Out(stream.Signature(PayloadByte))
         The answer (see :class:`ResponseSender`).
     status_index : Out(range(status_length(n_layers)))
     status_byte : In(8)
@@ -502,7 +510,7 @@ class RequestExecutor(wiring.Component):
             "buf_addr": Out(range(self._max_payload)),
             "buf_data": In(8),
             "reply": Out(stream.Signature(ReplyHead)),
-            "payload": Out(stream.Signature(8)),
+            "payload": Out(stream.Signature(PayloadByte)),
             "status_index": Out(range(status_length(len(image.layers)))),
             "status_byte": In(8),
             "events": Out(stream.Signature(SpikeEvent)),
@@ -565,6 +573,7 @@ class RequestExecutor(wiring.Component):
             self.reply.payload.status.eq(status),
             self.reply.payload.length.eq(resp_len),
             self.status_index.eq(pidx),
+            self.payload.payload.last.eq(pidx == resp_len - 1),
         ]
 
         def answer(length, code=Status.OK):
@@ -717,11 +726,11 @@ class RequestExecutor(wiring.Component):
                 m.d.sync += word.eq(out_rd.data)
                 m.next = "Bytes"
             with m.State("Bytes"):
-                m.d.comb += [self.payload.payload.eq(word[:8]), self.payload.valid.eq(1)]
+                m.d.comb += [self.payload.payload.data.eq(word[:8]), self.payload.valid.eq(1)]
                 word_end = Mux(cmd == Command.STEP, bidx == 1, bidx == wb - 1)
                 with m.If(self.payload.ready):
                     m.d.sync += [pidx.eq(pidx + 1), bidx.eq(bidx + 1), word.eq(word[8:])]
-                    with m.If(pidx == resp_len - 1):
+                    with m.If(self.payload.payload.last):
                         m.next = "Reply"
                     with m.Elif(word_end):
                         m.d.sync += bidx.eq(0)
@@ -735,9 +744,9 @@ class RequestExecutor(wiring.Component):
                 table = (status == Status.OK) & ((cmd == Command.HELLO) |
                                                  (cmd == Command.STATUS))
                 m.d.comb += [
-                    self.payload.payload.eq(Mux(cmd == Command.HELLO,
-                                                hello.word_select(pidx[:5], 8),
-                                                self.status_byte)),
+                    self.payload.payload.data.eq(Mux(cmd == Command.HELLO,
+                                                     hello.word_select(pidx[:5], 8),
+                                                     self.status_byte)),
                     self.payload.valid.eq(table & (pidx != resp_len)),
                 ]
                 with m.If(self.payload.valid & self.payload.ready):

@@ -59,7 +59,8 @@ def test_sender_frames_are_the_protocols(answers, tx_ready, offer):
             for _ in range(20 * (len(payload) + 10)):
                 ctx.set(dut.tx.ready, next(ready))
                 ctx.set(dut.payload.valid, k < len(payload) and next(valid))
-                ctx.set(dut.payload.payload, payload[k] if k < len(payload) else 0)
+                ctx.set(dut.payload.payload, {"data": payload[k] if k < len(payload) else 0,
+                                              "last": k == len(payload) - 1})
                 if ctx.get(dut.tx.valid) and ctx.get(dut.tx.ready):
                     frame.append(ctx.get(dut.tx.payload))
                 if ctx.get(dut.payload.valid) and ctx.get(dut.payload.ready):
