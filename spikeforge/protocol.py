@@ -15,6 +15,7 @@ from __future__ import annotations
 import binascii
 import enum
 import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -179,9 +180,13 @@ class Transport(Protocol):
 
 
 def read_response(transport: Transport, timeout: float, *, max_skip: int = 4096) -> Response:
-    """Read one response frame: skip bytes up to a start byte (at most ``max_skip``), then read
-    the frame it announces. Each read waits at most ``timeout`` seconds (of the transport's
-    clock); a short read raises ResponseTimeout."""
+    """Read one response frame: skip bytes up to a start byte, then read the frame it announces.
+
+    Each read waits at most ``timeout`` seconds (of the transport's clock): a short read raises
+    ResponseTimeout. Bytes before the start byte are skipped for at most ``max_skip`` bytes and
+    ``timeout`` seconds of wall time after the first of them (a device that trickles garbage
+    is refused as fast as one that floods it), else FrameError. So one call takes at most about
+    four times ``timeout``."""
 
     def take(n: int) -> bytes:
         got = transport.read(n, timeout)
@@ -190,9 +195,15 @@ def read_response(transport: Transport, timeout: float, *, max_skip: int = 4096)
                                   f"({len(got)} of {n} bytes)")
         return got
 
-    for _ in range(max_skip + 1):
+    garbage_until = None
+    for skipped in range(max_skip + 1):
         if take(1)[0] == SOF_RESPONSE:
             break
+        if garbage_until is None:
+            garbage_until = time.monotonic() + timeout
+        elif time.monotonic() > garbage_until:
+            raise FrameError(f"no response start byte in {skipped + 1} bytes over "
+                             f"{timeout:.3g} s")
     else:
         raise FrameError(f"no response start byte in {max_skip} bytes")
     head = take(_RESPONSE_HEAD - 1)

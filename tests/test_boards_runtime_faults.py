@@ -57,6 +57,7 @@ class FakeDevice:
         self.events_in = 0  # since CLEAR, not wrapped
         self.busy_cycles = 0
         self.requests: list[int] = []
+        self.trickle = False  # a byte of garbage every 10 ms while nothing comes in
         self.master, self._slave = os.openpty()
         self.port = os.ttyname(self._slave)
         self._stop = threading.Event()
@@ -118,8 +119,10 @@ class FakeDevice:
     def _serve(self):
         buffer = bytearray()
         while not self._stop.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.02)
+            ready, _, _ = select.select([self.master], [], [], 0.01)
             if not ready:
+                if self.trickle:
+                    os.write(self.master, b"\x00")
                 continue
             try:
                 buffer += os.read(self.master, 4096)
@@ -293,11 +296,20 @@ def test_garbage_and_cut_answers_are_retried_then_reported(image):
         answer = device.answer
         device.answer = lambda c, p: garbage if c == Command.CLEAR else answer(c, p)
         reported(lambda: board.run(np.zeros((1, 1, image.n_inputs), np.uint8)),
-                 r"^CLEAR on .* failed after 4 attempts: no response start byte in 4096 bytes")
+                 r"^CLEAR on .* failed after 4 attempts: no response start byte in \d+ bytes")
         device.answer = lambda c, p: (protocol.encode_response(0, c, Status.OK)[:4]
                                       if c == Command.STEP else answer(c, p))
         reported(lambda: board.run(np.zeros((1, 1, image.n_inputs), np.uint8)),
                  r"^STEP 0 of sample 0 on .* failed after 4 attempts: no complete response")
+
+        # Garbage that trickles (a byte per 10 ms, never a start byte) is cut off by time,
+        # not after 4096 bytes.
+        device.answer = lambda c, p: b"" if c == Command.CLEAR else answer(c, p)
+        device.trickle = True
+        reported(lambda: board.run(np.zeros((1, 1, image.n_inputs), np.uint8)),
+                 r"^CLEAR on .* failed after 4 attempts: no response start byte in \d+ bytes "
+                 r"over")
+        device.trickle = False
 
 
 def test_answers_to_another_request_are_retried_then_reported(image):
