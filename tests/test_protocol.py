@@ -68,10 +68,14 @@ def test_the_gateware_uses_the_contract():
     protocol's HELLO for the image."""
     assert {m.name: m.value for m in protocol.MemSpace} == {m.name: m.value
                                                             for m in core.MemSpace}
-    image = random_image(2)
+    from amaranth.hdl import Fragment
+
     from spikeforge.hdl.array import CoreArray
 
-    link = hostlink.HostLink.for_array(CoreArray(image), byte_cycles=10)
+    image = random_image(2)
+    array = CoreArray(image)
+    link = hostlink.HostLink.for_array(array, byte_cycles=10)
+    Fragment.get(array, None), Fragment.get(link, None)  # they elaborate
     info = protocol.parse_hello(link.hello)
     protocol.check_hello(info)
     assert info.image_id == protocol.image_id(image.to_bytes())
