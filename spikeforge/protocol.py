@@ -354,7 +354,9 @@ def check_hello(info: DeviceInfo) -> None:
     ]
     for name, value, ok, want in checks:
         if not ok:
-            raise ProtocolViolation(f"HELLO's {name} must be {want}, not {value!r}")
+            hint = " (gateware built by another spikeforge: build it again)" \
+                if name == "version" else ""
+            raise ProtocolViolation(f"HELLO's {name} must be {want}, not {value!r}{hint}")
 
 
 @dataclass(frozen=True)
