@@ -283,7 +283,8 @@ class FrameReceiver(wiring.Component):
 
 
 class RequestChecker(wiring.Component):
-    """The status a request gets, registered (one cycle after its inputs).
+    """The status a request gets, registered (one cycle after its inputs, so that the depth
+    table and the range compare end in a register rather than in the executor's FSM).
 
     In order: CRC when its CRC did not check; UNKNOWN_CMD; LENGTH when its payload length does
     not fit the command (HELLO, CLEAR, STATUS: 0; READ_MEM: ``ARGS_BYTES``; WRITE_MEM:
