@@ -72,6 +72,13 @@ def _is_number(value: Any) -> bool:
     return _is_int(value) or isinstance(value, (float, np.floating))
 
 
+def _is_float(value: Any) -> bool:
+    """A finite number that a float holds exactly (the image keeps it as a float)."""
+    if _is_int(value):
+        return abs(value) < 1 << 53
+    return isinstance(value, (float, np.floating)) and math.isfinite(value)
+
+
 # -- the field tables ----------------------------------------------------------------------------
 Getter = Callable[[str], Any]
 
@@ -103,7 +110,7 @@ class Field:
             if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_CHARS:
                 return f"must be a string of 1..{MAX_NAME_CHARS} characters, not {_show(value)}"
         elif self.kind == "positive":
-            if not _is_number(value) or not math.isfinite(value) or not value > 0:
+            if not _is_float(value) or not value > 0:
                 return f"must be a finite number > 0, not {_show(value)}"
         elif self.kind == "bool":
             if not isinstance(value, (bool, np.bool_)):
@@ -579,7 +586,7 @@ def _check_config(config: HwConfig, n_outs: list[int]) -> None:
                                      or not 1 <= len(config.board) <= MAX_NAME_CHARS):
         raise ImageError(f"config.board must be null or a string of 1..{MAX_NAME_CHARS} "
                          f"characters, not {_show(config.board)}")
-    if not _is_number(config.clock_hz) or not 0 < config.clock_hz <= MAX_CLOCK_HZ:
+    if not _is_float(config.clock_hz) or not 0 < config.clock_hz <= MAX_CLOCK_HZ:
         raise ImageError(f"config.clock_hz must be a number in (0, {MAX_CLOCK_HZ:g}], not "
                          f"{_show(config.clock_hz)}")
     if not 1 <= len(config.cores) <= MAX_CORES:
@@ -813,7 +820,9 @@ def _image_from_header(header: Any, payload: memoryview) -> Image:
     cores = []
     for index, core in enumerate(_list(cfg["cores"], "config.cores", 1, MAX_CORES)):
         _keys(core, f"core {index}", ("hi", "lanes", "layer", "lo"))
-        cores.append(CoreConfig(*(_int(core[k], f"core {index}: {k}", 0, MAX_NEURONS)
+        bounds = {"layer": (0, MAX_LAYERS - 1), "lo": (0, MAX_NEURONS - 1),
+                  "hi": (1, MAX_NEURONS), "lanes": (1, MAX_NEURONS)}
+        cores.append(CoreConfig(*(_int(core[k], f"core {index}: {k}", *bounds[k])
                                   for k in ("layer", "lo", "hi", "lanes"))))
     config = HwConfig(device=cfg["device"], cores=tuple(cores), board=cfg["board"],
                       clock_hz=cfg["clock_hz"])
@@ -899,13 +908,14 @@ def load_image(path: str | os.PathLike) -> Image:
         raise ImageError(f"{path}: is a directory, not an image file") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot open the image file ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise ImageError(f"{path}: is a directory, not an image file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"{path}: not a regular file (a pipe or a device); an image is "
-                             f"read from a file")
+        raise ImageError(f"{path}: not a regular file (a pipe or a device); an image is read "
+                         f"from a file")
+    with os.fdopen(fd, "rb") as f:
         try:
             start = f.read(_PREAMBLE.size)
             _check_preamble(start, info.st_size, str(path))
