@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,17 +46,29 @@ def _weight_bits(text: str) -> int | dict:
 
 def cmd_compile(args) -> int:
     from . import api
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"model": args.model, "--calibration": args.calibration},
+                   {"--output": args.output})
     calibration = _read_spikes(args.calibration) if args.calibration else None
     image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
                         device=args.device, dt=args.dt, calibration=calibration,
                         allow_pickle=args.allow_pickle, lanes=args.lanes)
-    image.save(args.output)
-    if args.json:
-        print(json.dumps(_describe(image, str(args.output))))
-    else:
-        _print_image(image, str(args.output))
+    with Outputs() as outputs:
+        outputs.add(args.output, image.to_bytes())
+        if args.json:
+            print(json.dumps(_describe(image, str(args.output))))
+        else:
+            _print_image(image, str(args.output))
+        _commit_after_report(outputs)
     return 0
+
+
+def _commit_after_report(outputs) -> None:
+    """Put a verb's files in place once its report is out: when standard output is a closed
+    pipe, the report fails and no file is left behind."""
+    sys.stdout.flush()
+    outputs.commit()
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -178,18 +191,26 @@ def read_modulators(path) -> np.ndarray:
     return _read_array(path, "modulators", "modulator", npy=True)
 
 
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
 def _write_npz(path, **arrays) -> None:
     from .image import write_atomic
 
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    write_atomic(path, buf.getvalue())
+    write_atomic(path, _npz_bytes(**arrays))
 
 
 def cmd_simulate(args) -> int:
     from . import api
     from .image import load_image
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"image": args.image, "--input": args.input, "--modulators": args.modulators},
+                   {"--output": args.output, "--save-image": args.save_image,
+                    "--waves": args.waves})
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
     if args.engine == "golden" and (args.simulator or args.waves):
@@ -210,20 +231,22 @@ def cmd_simulate(args) -> int:
     if image.learning:
         for index, w in enumerate(result.weights):
             arrays[f"weights{index}"] = w
-    _write_npz(args.output, **arrays)
     summary = {"output": str(args.output), "engine": args.engine,
                "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
                "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
                "saturations": int(result.saturations.sum())}
     if image.learning:
         summary["learning"] = {str(k): v for k, v in result.learning.items()}
-    if args.save_image:
-        result.image.save(args.save_image)
-        summary["saved_image"] = str(args.save_image)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, _npz_bytes(**arrays))
+        if args.save_image:
+            outputs.add(args.save_image, result.image.to_bytes())
+            summary["saved_image"] = str(args.save_image)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+        _commit_after_report(outputs)
     if summary["saturations"]:
         print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
               file=sys.stderr)
@@ -233,19 +256,23 @@ def cmd_simulate(args) -> int:
 # -- learn: configure on-chip learning -------------------------------------------------------
 def cmd_learn(args) -> int:
     from .image import LearningConfig, load_image
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"image": args.image}, {"--output": args.output})
     image = load_image(args.image)
     rates = {name: getattr(args, name) for name in LearningConfig.RATES
              if getattr(args, name, None) is not None}
     learned = image.with_learning(layer=args.layer, rule=args.rule, **rates)
-    learned.save(args.output)
     entry = learned.learning_of(args.layer % len(learned.layers))
     summary = {"output": str(args.output), "layer": entry.layer, "rule": entry.rule,
                **{name: getattr(entry, name) for name in LearningConfig.RATES}}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, learned.to_bytes())
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+        _commit_after_report(outputs)
     return 0
 
 
@@ -253,9 +280,12 @@ def cmd_learn(args) -> int:
 def cmd_run(args) -> int:
     from .boards.runtime import Board
     from .image import load_image
+    from .outputs import Outputs, check_distinct
     from .sim.encode import given
     from .sim.learning import check_modulators
 
+    check_distinct({"image": args.image, "--input": args.input, "--modulators": args.modulators},
+                   {"--output": args.output, "--save-image": args.save_image})
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
     try:
@@ -285,11 +315,7 @@ def cmd_run(args) -> int:
             # With learning the run read the learned weights back already.
             saved = result.image if result.image is not None else \
                 image.with_weights(*_split(image, board.read_weights()))
-    # Written only once everything is in: a failed run leaves no file half-written (each file
-    # is written atomically).
-    _write_npz(args.output, **result.to_npz_dict())
-    if saved is not None:
-        saved.save(args.save_image)
+    # Written only once everything is in, and all or none (spikeforge.outputs).
     summary = {"output": str(args.output), "port": args.port,
                "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
                "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
@@ -300,21 +326,25 @@ def cmd_run(args) -> int:
                "status": status.to_dict()}
     if result.learning is not None:
         summary["learning"] = {str(layer): info for layer, info in result.learning.items()}
-    if args.save_image:
-        summary["saved_image"] = str(args.save_image)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds", "samples_per_s",
-                "retries")
-        console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
-        if result.learning is not None:
-            console.print("learning: " + ", ".join(
-                f"layer {layer} {info['update_cycles']} update cycles"
-                for layer, info in result.learning.items()))
-        if result.link:
-            console.print("link faults recovered: " + ", ".join(
-                f"{k} {v}" for k, v in result.link.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, _npz_bytes(**result.to_npz_dict()))
+        if saved is not None:
+            outputs.add(args.save_image, saved.to_bytes())
+            summary["saved_image"] = str(args.save_image)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds",
+                    "samples_per_s", "retries")
+            console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
+            if result.learning is not None:
+                console.print("learning: " + ", ".join(
+                    f"layer {layer} {info['update_cycles']} update cycles"
+                    for layer, info in result.learning.items()))
+            if result.link:
+                console.print("link faults recovered: " + ", ".join(
+                    f"{k} {v}" for k, v in result.link.items()))
+        _commit_after_report(outputs)
     if summary["saturations"]:
         print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
               file=sys.stderr)
@@ -689,10 +719,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikeforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Standard output was closed (`spikeforge ... --json | head -c1`): the verb wrote no
+        # file; point stdout at /dev/null so that Python's exit does not fail on it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("spikeforge: error: standard output was closed (broken pipe); no file written",
+              file=sys.stderr)
+        return 1
     except Exception as exc:
         if args.debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if getattr(args, "json", False):
+            # a script reading --json output gets the error as JSON too
+            print(json.dumps({"error": message, "kind": type(exc).__name__}), flush=True)
         print(f"spikeforge: error: {message}", file=sys.stderr)
         return 1
 

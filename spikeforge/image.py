@@ -20,7 +20,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -614,16 +613,90 @@ def _check_config(config: HwConfig, n_outs: list[int]) -> None:
             raise ImageError(f"layer {index}: cores cover {done} of {n_out} neurons")
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+class WriteError(OSError):
+    """An output file cannot be written; the message names the requested path."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "cannot write"
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISDIR, "a directory"))
+
+
+def output_target(path: str | os.PathLike) -> tuple[Path, int | None]:
+    """The file that writing `path` replaces (symbolic links followed) and the permission bits
+    it keeps (None: a new file, created with 0666 less the umask, as open() creates one).
+
+    Raises WriteError when `path` is a FIFO, a device, a socket or a directory: those are not
+    replaced by a file.
+    """
+    target = Path(os.path.realpath(path))
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        info = os.stat(target)
+    except FileNotFoundError:
+        return target, None
+    except OSError as exc:
+        raise WriteError(f"{path}: cannot write ({exc.strerror})") from None
+    for test, kind in _KINDS:
+        if test(info.st_mode):
+            raise WriteError(f"{path}: is {kind}, not a regular file; refusing to replace it")
+    return target, stat.S_IMODE(info.st_mode)
+
+
+class StagedFile:
+    """`data` written whole to a temporary file beside `path`'s target; `commit()` renames it
+    into place (atomically: readers see the old file or the new one), `discard()` removes it.
+    Errors name `path`, never the temporary file."""
+
+    def __init__(self, path: str | os.PathLike, data: bytes):
+        self.path = Path(path)
+        self.target, mode = output_target(path)
+        self.tmp: Path | None = None
+        for attempt in range(100):
+            tmp = self.target.with_name(f".{self.target.name}.{os.getpid()}.{attempt}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise WriteError(f"{self.path}: cannot write ({exc.strerror})") from None
+            self.tmp = tmp
+            break
+        else:
+            raise WriteError(f"{self.path}: cannot write (no free temporary name)")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if mode is not None:
+                    os.fchmod(f.fileno(), mode)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            self.discard()
+            raise WriteError(f"{self.path}: cannot write ({exc.strerror})") from None
+        except BaseException:
+            self.discard()
+            raise
+
+    def commit(self) -> None:
+        try:
+            os.replace(self.tmp, self.target)
+        except OSError as exc:
+            self.discard()
+            raise WriteError(f"{self.path}: cannot write ({exc.strerror})") from None
+        self.tmp = None
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all (see StagedFile and output_target)."""
+    StagedFile(path, data).commit()
 
 
 # -- weight memories -----------------------------------------------------------------------------
