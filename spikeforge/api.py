@@ -31,7 +31,10 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
         model_or_path = Path(model_or_path)
     network = load_network(model_or_path, dt=dt, allow_pickle=allow_pickle)
     if calibration is not None:
-        calibration = given(calibration, network.n_inputs)
+        try:
+            calibration = given(calibration, network.n_inputs)
+        except ValueError as exc:
+            raise ValueError(f"calibration {exc}") from None
     layers, report = quantize(network, weight_bits=weight_bits, calibration=calibration,
                               decay=decay)
     config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes)

@@ -10,6 +10,7 @@ import argparse
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -51,9 +52,14 @@ def cmd_compile(args) -> int:
     check_distinct({"model": args.model, "--calibration": args.calibration},
                    {"--output": args.output})
     calibration = _read_spikes(args.calibration) if args.calibration else None
-    image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
-                        device=args.device, dt=args.dt, calibration=calibration,
-                        allow_pickle=args.allow_pickle, lanes=args.lanes)
+    try:
+        image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
+                            device=args.device, dt=args.dt, calibration=calibration,
+                            allow_pickle=args.allow_pickle, lanes=args.lanes)
+    except ValueError as exc:
+        if calibration is not None and str(exc).startswith("calibration"):
+            raise CliError(f"{args.calibration}: {exc}") from None
+        raise
     with Outputs() as outputs:
         outputs.add(args.output, image.to_bytes())
         if args.json:
@@ -158,27 +164,13 @@ def cmd_inspect(args) -> int:
 # -- simulate --------------------------------------------------------------------------------
 def _read_array(path, name: str, what: str, *, npy: bool = False) -> np.ndarray:
     """The array `name` of an .npz file (with `npy`, a bare .npy file too), or one line that
-    says what is wrong with the file."""
-    path = Path(path)
-    if not path.exists():
-        raise CliError(f"{path}: no such {what} file")
+    says what is wrong with the file (spikeforge.inputs: bounded in memory)."""
+    from .inputs import InputError, read_array
+
     try:
-        with open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                if npy:
-                    return data
-                raise ValueError("an .npy array, not an .npz archive")
-            with data:
-                if name not in data:
-                    raise CliError(f"{path}: no array named '{name}' (found: "
-                                   f"{', '.join(data.files) or 'none'})")
-                return np.array(data[name])
-    except CliError:
-        raise
-    except Exception as exc:  # numpy raises several kinds for a bad file
-        kinds = ".npy/.npz" if npy else ".npz"
-        raise CliError(f"{path}: not a readable {kinds} {what} file ({exc})") from None
+        return read_array(path, name, what, npy=npy)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _read_spikes(path) -> np.ndarray:
@@ -189,6 +181,24 @@ def read_modulators(path) -> np.ndarray:
     """Modulators [batch, time, neurons] from a .npy, or the `modulators` array of a .npz
     (dtype, shape and range are checked by sim.learning.check_modulators where they are used)."""
     return _read_array(path, "modulators", "modulator", npy=True)
+
+
+def _checked_inputs(args, image, spikes, mods):
+    """Spikes and modulators checked against the image, errors naming their files."""
+    from .sim.encode import given
+    from .sim.learning import check_modulators
+
+    try:
+        spikes = given(spikes, image.n_inputs)
+    except ValueError as exc:
+        raise CliError(f"{args.input}: {exc}") from None
+    try:
+        check_modulators(image, mods, *spikes.shape[:2])
+    except ValueError as exc:
+        where = f"{args.modulators}: " if args.modulators else ""
+        hint = "" if args.modulators else " (--modulators FILE.npy)"
+        raise CliError(f"{where}{exc}{hint}") from None
+    return spikes, mods
 
 
 def _npz_bytes(**arrays) -> bytes:
@@ -219,6 +229,7 @@ def cmd_simulate(args) -> int:
         raise CliError(f"{args.image}: --save-image needs an image that learns "
                        f"(spikeforge learn)")
     mods = read_modulators(args.modulators) if args.modulators else None
+    spikes, mods = _checked_inputs(args, image, spikes, mods)
     try:
         result = api.simulate(image, spikes, engine=args.engine, simulator=args.simulator,
                               waves=args.waves, modulators=mods)
@@ -561,9 +572,20 @@ def cmd_demo(args) -> int:
 
 
 # -- main ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a negative number in any notation (`--dt -1e-3`, `-.5`, `-inf`)
+    is an option's value: plain argparse takes only `-1` and `-0.5` so, and -1e-3 for an
+    option. (No spikeforge option looks like a number.)"""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="spikeforge", formatter_class=fmt,
+    parser = _Parser(prog="spikeforge", formatter_class=fmt,
                                      description="Compile trained SNNs into bit-exact FPGA "
                                                  "LIF core arrays.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")

@@ -177,3 +177,126 @@ def test_json_errors_are_json_on_stdout(files, capsys):
     assert json.loads(out)["error"].startswith(str(files / "net.sfi"))
     code, out, err = run_cli(capsys, "inspect", files / "absent.sfi")
     assert out == ""
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+def npy_header(shape, dtype="|u1") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False,
+                                              "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def test_a_small_npz_declaring_a_huge_array_is_refused_from_its_header(files, capsys):
+    """The header says 10 GB; nothing is allocated or decompressed for it."""
+    import tracemalloc
+    import zipfile
+
+    from spikeforge.inputs import MAX_ARRAY_BYTES
+
+    path = files / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("spikes.npy", npy_header((10_000, 1_000, 1_000)) + bytes(1 << 16))
+    assert path.stat().st_size < 4096
+    tracemalloc.start()
+    code, _, err = run_cli(capsys, "simulate", files / "net.sfi", "--input", path,
+                           "-o", files / "o.npz")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 1
+    one_line_error(err, f"{path}: array 'spikes' is [10000, 1000, 1000] of uint8 = "
+                        f"10,000,000,000 bytes; at most {MAX_ARRAY_BYTES:,} bytes are read")
+    assert peak < 16 << 20
+    (files / "mods.npy").write_bytes(npy_header((1 << 20, 1 << 10), "<i8"))
+    code, _, err = run_cli(capsys, "simulate", files / "learn.sfi", "--input", files / "in.npz",
+                           "--modulators", files / "mods.npy", "-o", files / "o.npz")
+    one_line_error(err, f"{files / 'mods.npy'}: array 'modulators' is [1048576, 1024] of int64")
+    (files / "short.npy").write_bytes(npy_header((2, 5, 6)) + bytes(7))
+    code, _, err = run_cli(capsys, "simulate", files / "learn.sfi", "--input", files / "in.npz",
+                           "--modulators", files / "short.npy", "-o", files / "o.npz")
+    one_line_error(err, f"{files / 'short.npy'}: array 'modulators' is truncated (7 of 60 bytes)")
+    assert "o.npz" not in listing(files)
+
+
+def test_spike_and_modulator_errors_name_their_file(files, capsys):
+    np.savez(files / "wide.npz", spikes=np.zeros((2, 5, 7), np.uint8))
+    code, _, err = run_cli(capsys, "simulate", files / "net.sfi", "--input", files / "wide.npz",
+                           "-o", files / "o.npz")
+    one_line_error(err, f"{files / 'wide.npz'}: spikes have 7 input neurons, the network has 6")
+    np.savez(files / "two.npz", spikes=np.full((2, 5, 6), 2, np.uint8))
+    code, _, err = run_cli(capsys, "simulate", files / "net.sfi", "--input", files / "two.npz",
+                           "-o", files / "o.npz")
+    one_line_error(err, f"{files / 'two.npz'}: spikes must be 0 or 1")
+    np.save(files / "mods.npy", np.zeros((2, 4, 3), np.int8))
+    image = load_image(files / "learn.sfi")
+    image.with_learning(layer=1, rule="three_factor").save(files / "three.sfi")
+    code, _, err = run_cli(capsys, "simulate", files / "three.sfi", "--input", files / "in.npz",
+                           "--modulators", files / "mods.npy", "-o", files / "o.npz")
+    one_line_error(err, f"{files / 'mods.npy'}: modulators must be int8")
+    code, _, err = run_cli(capsys, "simulate", files / "net.sfi", "--input", files / "absent.npz",
+                           "-o", files / "o.npz")
+    one_line_error(err, f"{files / 'absent.npz'}: no such spike file")
+    code, _, err = run_cli(capsys, "simulate", files / "net.sfi", "--input", files,
+                           "-o", files / "o.npz")
+    one_line_error(err, f"{files}: is a directory")
+
+
+@pytest.fixture
+def nir_file(tmp_path):
+    import nir
+
+    from .test_cli import lif_nir
+
+    path = tmp_path / "net.nir"
+    nir.write(path, lif_nir((6, 10, 4)))
+    return path
+
+
+def test_nir_file_with_a_huge_compressed_dataset(tmp_path, nir_file, capsys):
+    """57 KB of HDF5 that declares a 2.4 GB dataset: refused from the dataset's shape."""
+    import h5py
+
+    with h5py.File(nir_file, "a") as f:
+        f["node"].create_dataset("huge", shape=(20_000, 30_000), dtype="f4",
+                                 compression="gzip", chunks=(1000, 1000))
+    assert nir_file.stat().st_size < 1 << 20
+    code, _, err = run_cli(capsys, "compile", nir_file, "-o", tmp_path / "x.sfi")
+    assert code == 1
+    one_line_error(err, f"{nir_file}: its datasets hold", "'node/huge', 2,400,000,000",
+                   "at most 268,435,456 are read")
+    assert listing(tmp_path) == ["net.nir"]
+
+
+def test_empty_calibration_is_refused(tmp_path, nir_file, capsys):
+    for name, spikes, needle in (
+            ("none.npz", np.zeros((0, 5, 6), np.uint8),
+             "calibration must hold at least one sample of one step"),
+            ("nosteps.npz", np.zeros((3, 0, 6), np.uint8),
+             "calibration must hold at least one sample of one step"),
+            ("silent.npz", np.zeros((3, 5, 6), np.uint8),
+             "calibration must hold at least one spike, not none"),
+            ("wide.npz", np.ones((3, 5, 7), np.uint8),
+             "calibration spikes have 7 input neurons, the network has 6")):
+        np.savez(tmp_path / name, spikes=spikes)
+        code, _, err = run_cli(capsys, "compile", nir_file, "-o", tmp_path / "x.sfi",
+                               "--calibration", tmp_path / name)
+        assert code == 1
+        one_line_error(err, f"{tmp_path / name}: {needle}")
+    assert not (tmp_path / "x.sfi").exists()
+    np.savez(tmp_path / "real.npz", spikes=np.ones((3, 5, 6), np.uint8))
+    code, _, err = run_cli(capsys, "compile", nir_file, "-o", tmp_path / "x.sfi",
+                           "--calibration", tmp_path / "real.npz")
+    assert code == 0, err
+
+
+def test_negative_option_values_parse_without_equals(tmp_path, nir_file, capsys):
+    code, _, err = run_cli(capsys, "compile", nir_file, "-o", tmp_path / "x.sfi",
+                           "--dt", "-1e-3")
+    assert code == 1
+    one_line_error(err, "the time step must be a positive number, not -0.001")
+    code, _, err = run_cli(capsys, "learn", tmp_path / "absent.sfi", "-o", tmp_path / "y.sfi",
+                           "--rule", "stdp", "--layer", "-1")
+    one_line_error(err, "no such image file")
