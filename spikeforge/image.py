@@ -90,10 +90,15 @@ class Field:
     kind "int": `bounds(get)` gives (lo, hi); "choice": `bounds` is the tuple of choices;
     "name": a string of 1..MAX_NAME_CHARS characters; "positive": a finite number > 0;
     "bool": True or False.
+
+    A field added after format version 1 gives a `default`: files without it read as the
+    default, and `save` leaves it out while it holds the default, so older files keep loading
+    and images that do not use it stay byte-identical.
     """
 
     kind: str
     bounds: Any = None
+    default: Any = None  # None: required in every file
 
     def problem(self, value: Any, get: Getter) -> str | None:
         """What is wrong with `value` ("must be ..., not ..."), or None."""
@@ -532,7 +537,10 @@ class Image:
         for index, layer in enumerate(self.layers):
             layers_json.append({"n_in": layer.n_in, "n_out": layer.n_out,
                                 "recurrent": layer.recurrent,
-                                **{name: getattr(layer, name) for name in LAYER_FIELDS}})
+                                **{name: getattr(layer, name)
+                                   for name, spec in LAYER_FIELDS.items()
+                                   if spec.default is None
+                                   or getattr(layer, name) != spec.default}})
             for name in NEURON_ARRAYS:
                 value = getattr(layer, name)
                 if value is not None:
@@ -836,13 +844,14 @@ def image_from_bytes(data: bytes, *, source: str = "image") -> Image:
         raise ImageError(f"{source}: corrupt image header ({exc})") from None
 
 
-def _keys(value: Any, where: str, required: tuple[str, ...]) -> dict:
+def _keys(value: Any, where: str, required: tuple[str, ...],
+          optional: tuple[str, ...] = ()) -> dict:
     if not isinstance(value, dict):
         raise ImageError(f"{where} must be an object, not {_show(value)}")
     missing = [k for k in required if k not in value]
     if missing:
         raise ImageError(f"{where} lacks {', '.join(map(repr, missing))}")
-    extra = sorted(set(value) - set(required))
+    extra = sorted(set(value) - set(required) - set(optional))
     if extra:
         raise ImageError(f"{where} has unknown key(s) {', '.join(map(repr, extra))}")
     return value
@@ -864,7 +873,9 @@ def _int(value: Any, where: str, lo: int, hi: int) -> int:
 
 
 _HEADER_KEYS = ("arrays", "config", "layers", "learning", "meta", "n_inputs", "payload_bytes")
-_LAYER_KEYS = ("n_in", "n_out", "recurrent", *LAYER_FIELDS)
+_LAYER_KEYS = ("n_in", "n_out", "recurrent",
+               *(name for name, spec in LAYER_FIELDS.items() if spec.default is None))
+_LAYER_OPTIONAL = tuple(name for name, spec in LAYER_FIELDS.items() if spec.default is not None)
 _ARRAY_KEYS = ("dtype", "name", "nbytes", "offset", "shape")
 
 
@@ -873,11 +884,13 @@ def _image_from_header(header: Any, payload: memoryview) -> Image:
     _keys(header, "the header", _HEADER_KEYS)
     n_inputs = _int(header["n_inputs"], "n_inputs", 1, MAX_NEURONS)
     _int(header["payload_bytes"], "payload_bytes", len(payload), len(payload))
-    entries = _list(header["layers"], "layers", 1, MAX_LAYERS)
+    entries = list(_list(header["layers"], "layers", 1, MAX_LAYERS))
     width, shapes = n_inputs, []
     for index, entry in enumerate(entries):
         where = f"layer {index}"
-        _keys(entry, where, _LAYER_KEYS)
+        _keys(entry, where, _LAYER_KEYS, _LAYER_OPTIONAL)
+        entry = {**{name: LAYER_FIELDS[name].default for name in _LAYER_OPTIONAL}, **entry}
+        entries[index] = entry
         _check_fields(LAYER_FIELDS, entry.get, where)
         n_in = _int(entry["n_in"], f"{where}: n_in", 1, MAX_NEURONS)
         n_out = _int(entry["n_out"], f"{where}: n_out", 1, MAX_NEURONS)
