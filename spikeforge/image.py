@@ -304,16 +304,13 @@ class LayerParams:
 
     def acc_bits_needed(self) -> int:
         """Signed width that holds the largest |sum of weights| any spike pattern can give."""
-        up = np.zeros(self.n_out, dtype=np.int64)  # largest positive sum per neuron
-        down = np.zeros(self.n_out, dtype=np.int64)  # largest negative sum, negated
+        total = np.zeros(self.n_out, dtype=np.int64)
+        size = np.zeros(self.n_out, dtype=np.int64)  # sum of |w| per neuron
         for arr in (self.weights, self.rec_weights):
-            if arr is None:
-                continue
-            step = max(1, (1 << 22) // max(1, arr.shape[0]))  # columns per slice
-            for lo in range(0, arr.shape[1], step):
-                part = arr[:, lo:lo + step]
-                up += np.where(part > 0, part, 0).sum(axis=1, dtype=np.int64)
-                down -= np.where(part < 0, part, 0).sum(axis=1, dtype=np.int64)
+            if arr is not None and arr.size:
+                total += arr.sum(axis=1, dtype=np.int64)
+                size += np.abs(arr).sum(axis=1, dtype=np.int64)
+        up, down = (size + total) // 2, (size - total) // 2  # sums of positive, negative weights
         return max(2, int(max(up.max(initial=0), down.max(initial=0))).bit_length() + 1)
 
 
@@ -713,7 +710,11 @@ def word_bytes(lanes: int, weight_bits: int) -> int:
     return -(-lanes * weight_bits // 8)
 
 
-_CHUNK_BITS = 1 << 22  # unpacked bits per slice of a weight memory: bounded temporaries
+def _lane_spans(lanes: int, weight_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per lane: the first byte of its field and the field's bit offset in that byte. A field
+    of at most 16 bits spans at most 3 bytes from there."""
+    start = np.arange(lanes, dtype=np.int64) * weight_bits
+    return start // 8, (start % 8).astype(np.uint32)
 
 
 def pack_weights(weights: np.ndarray, weight_bits: int, lanes: int) -> np.ndarray:
@@ -724,16 +725,14 @@ def pack_weights(weights: np.ndarray, weight_bits: int, lanes: int) -> np.ndarra
     padded = np.zeros((groups * lanes, fan_in), dtype=np.int64)
     padded[:neurons] = weights
     fields = (padded.T.reshape(fan_in * groups, lanes) & ((1 << weight_bits) - 1))
-    out = np.zeros((fan_in * groups, nbytes), dtype=np.uint8)
-    shifts = np.arange(weight_bits, dtype=np.int64)
-    rows = max(1, _CHUNK_BITS // max(1, nbytes * 8))
-    for lo in range(0, out.shape[0], rows):
-        part = fields[lo:lo + rows]
-        bits = ((part[:, :, None] >> shifts) & 1).astype(np.uint8).reshape(part.shape[0], -1)
-        full = np.zeros((part.shape[0], nbytes * 8), dtype=np.uint8)
-        full[:, :bits.shape[1]] = bits
-        out[lo:lo + rows] = np.packbits(full, axis=1, bitorder="little")
-    return out
+    fields = fields.astype(np.uint32)
+    out = np.zeros((fan_in * groups, nbytes + 2), dtype=np.uint8)  # 2 spare bytes for spans
+    first, offset = _lane_spans(lanes, weight_bits)
+    for lane in range(lanes):
+        shifted = fields[:, lane] << offset[lane]
+        for k in range(3):
+            out[:, first[lane] + k] |= ((shifted >> (8 * k)) & 0xFF).astype(np.uint8)
+    return np.ascontiguousarray(out[:, :nbytes])
 
 
 def unpack_weights(memory: np.ndarray, weight_bits: int, lanes: int, neurons: int,
@@ -750,17 +749,24 @@ def unpack_weights(memory: np.ndarray, weight_bits: int, lanes: int, neurons: in
         raise ImageError(f"weight memory must be uint8 {list(shape)} (words, bytes per word), "
                          f"not {memory.dtype} {list(memory.shape)}")
     used = lanes * weight_bits
-    place = np.ones(weight_bits, dtype=np.int32) << np.arange(weight_bits, dtype=np.int32)
-    place[-1] = -place[-1]  # two's complement: the top bit weighs -2^(w-1)
-    out = np.zeros((shape[0], lanes), dtype=np.int32)
-    rows = max(1, _CHUNK_BITS // max(1, shape[1] * 8))
-    for lo in range(0, shape[0], rows):
-        bits = np.unpackbits(memory[lo:lo + rows], axis=1, bitorder="little")
-        if bits[:, used:].any():
-            raise ImageError(f"weight memory word {lo + int(bits[:, used:].any(axis=1).argmax())}"
-                             f" has padding bits past its {lanes} lanes set; they must be zero")
-        fields = bits[:, :used].reshape(-1, lanes, weight_bits)
-        out[lo:lo + rows] = (fields * place).sum(axis=2, dtype=np.int32)
+    if used % 8 and shape[0]:
+        stray = memory[:, -1] >> (used % 8)
+        if stray.any():
+            raise ImageError(f"weight memory word {int(np.flatnonzero(stray)[0])} has padding "
+                             f"bits past its {lanes} lanes set; they must be zero")
+    first, offset = _lane_spans(lanes, weight_bits)
+    mask, sign = (1 << weight_bits) - 1, 1 << (weight_bits - 1)
+    spare = np.zeros((shape[0], shape[1] + 2), dtype=np.uint8)
+    spare[:, :shape[1]] = memory
+    out = np.empty((shape[0], lanes), dtype=np.int32)
+    step = max(1, (1 << 20) // max(1, lanes))  # words per slice: bounded temporaries
+    for lo in range(0, shape[0], step):
+        part = spare[lo:lo + step]
+        value = part[:, first].astype(np.uint32)
+        value |= part[:, first + 1].astype(np.uint32) << 8
+        value |= part[:, first + 2].astype(np.uint32) << 16
+        value = ((value >> offset) & mask).astype(np.int32)
+        out[lo:lo + step] = value - ((value & sign) << 1)
     out = out.reshape(fan_in, groups * lanes)
     if neurons < groups * lanes and out[:, neurons:].any():
         raise ImageError(f"weight memory has weights in the {groups * lanes - neurons} unused "
