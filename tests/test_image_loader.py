@@ -550,3 +550,14 @@ def test_unmutated_bases_round_trip():
         assert image_from_bytes(data).to_bytes() == data
         assert not check_mutant(data, record=lambda text: None)
     assert math.isfinite(mul_image().layers[0].scale)
+
+
+def test_caps_match_the_gateware_and_the_protocol():
+    """MAX_NEURONS is the AER address space; MAX_CORES what the host protocol addresses."""
+    from spikeforge.hdl.event import ADDR_BITS
+    from spikeforge.protocol import read_mem_payload
+
+    assert MAX_NEURONS == 1 << ADDR_BITS
+    read_mem_payload(MAX_CORES - 1, 0, 0, 1)
+    with pytest.raises(ValueError, match="core index must be a byte"):
+        read_mem_payload(MAX_CORES, 0, 0, 1)
