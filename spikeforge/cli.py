@@ -292,25 +292,14 @@ def cmd_run(args) -> int:
     from .boards.runtime import Board
     from .image import load_image
     from .outputs import Outputs, check_distinct
-    from .sim.encode import given
-    from .sim.learning import check_modulators
 
     check_distinct({"image": args.image, "--input": args.input, "--modulators": args.modulators},
                    {"--output": args.output, "--save-image": args.save_image})
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
-    try:
-        spikes = given(spikes, image.n_inputs)
-    except ValueError as exc:
-        raise CliError(f"{args.input}: {exc}") from None
     # Modulators are checked before the board starts (the virtual board takes a while).
     mods = read_modulators(args.modulators) if args.modulators else None
-    try:
-        check_modulators(image, mods, *spikes.shape[:2])
-    except ValueError as exc:
-        where = f"{args.modulators}: " if args.modulators else ""
-        hint = "" if args.modulators else " (--modulators FILE.npy)"
-        raise CliError(f"{where}{exc}{hint}") from None
+    spikes, mods = _checked_inputs(args, image, spikes, mods)
     console = None if args.json else _console()
     if console is not None and args.port == "sim":
         console.print("starting the virtual board (RTL simulation; the first build of an "
