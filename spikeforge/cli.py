@@ -499,6 +499,7 @@ def cmd_build(args) -> int:
         failed = None
     if args.json:
         print(json.dumps(report.to_dict()))
+        args.json_reported = True  # the report (timing_met false) is the JSON of a failure
     else:
         _print_build(report.to_dict())
     if failed is not None:
@@ -741,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if getattr(args, "json", False):
+        if getattr(args, "json", False) and not getattr(args, "json_reported", False):
             # a script reading --json output gets the error as JSON too
             print(json.dumps({"error": message, "kind": type(exc).__name__}), flush=True)
         print(f"spikeforge: error: {message}", file=sys.stderr)
