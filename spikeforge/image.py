@@ -420,11 +420,10 @@ def _check_meta(meta: Any) -> None:
         if not isinstance(quant, dict):
             raise ImageError(f"meta.quantization must be an object, not {_show(quant)}")
         rows = quant.get("layers")
-        if rows is not None and (not isinstance(rows, list) or not all(
-                isinstance(row, dict) and all(not isinstance(v, (dict, list))
-                                              for v in row.values()) for row in rows)):
-            raise ImageError(f"meta.quantization.layers must be a list of objects of "
-                             f"numbers and strings, not {_show(rows)}")
+        if rows is not None and (not isinstance(rows, list)
+                                 or not all(isinstance(row, dict) for row in rows)):
+            raise ImageError(f"meta.quantization.layers must be a list of objects, not "
+                             f"{_show(rows)}")
         notes = quant.get("notes")
         if notes is not None and (not isinstance(notes, list)
                                   or not all(isinstance(n, str) for n in notes)):
