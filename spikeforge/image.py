@@ -594,7 +594,7 @@ def _check_config(config: HwConfig, n_outs: list[int]) -> None:
                          f"{_show(config.clock_hz)}")
     if not 1 <= len(config.cores) <= MAX_CORES:
         raise ImageError(f"an image must have 1..{MAX_CORES} cores, not {len(config.cores)}")
-    covered = [0] * len(n_outs)
+    tiles: list[list[tuple[int, int]]] = [[] for _ in n_outs]
     for index, core in enumerate(config.cores):
         where = f"core {index}"
         for name in ("layer", "lo", "hi", "lanes"):
@@ -604,17 +604,22 @@ def _check_config(config: HwConfig, n_outs: list[int]) -> None:
         if not 0 <= core.layer < len(n_outs):
             raise ImageError(f"{where} names layer {core.layer}; the image has {len(n_outs)} "
                              f"layers")
-        if core.lo != covered[core.layer] or not core.lo < core.hi <= n_outs[core.layer]:
-            raise ImageError(f"{where}: neurons [{core.lo}, {core.hi}) do not continue the "
-                             f"tiling of layer {core.layer} ({n_outs[core.layer]} neurons, "
-                             f"{covered[core.layer]} covered so far)")
-        if not 1 <= core.lanes <= core.neurons:
-            raise ImageError(f"{where}: lanes must be 1..{core.neurons} (its neurons), not "
-                             f"{core.lanes}")
-        covered[core.layer] = core.hi
-    for index, (done, n_out) in enumerate(zip(covered, n_outs, strict=True)):
-        if done != n_out:
-            raise ImageError(f"layer {index}: cores cover {done} of {n_out} neurons")
+        if not 0 <= core.lo < core.hi <= n_outs[core.layer]:
+            raise ImageError(f"{where}: neurons [{core.lo}, {core.hi}) are not a range of "
+                             f"layer {core.layer}'s {n_outs[core.layer]} neurons")
+        if not 1 <= core.lanes <= MAX_NEURONS:
+            raise ImageError(f"{where}: lanes must be 1..{MAX_NEURONS}, not {core.lanes}")
+        tiles[core.layer].append((core.lo, core.hi))
+    for index, (ranges, n_out) in enumerate(zip(tiles, n_outs, strict=True)):
+        covered = 0
+        for lo, hi in sorted(ranges):
+            if lo != covered:
+                raise ImageError(f"layer {index}: its cores do not tile its {n_out} neurons "
+                                 f"(neurons {min(lo, covered)}..{max(lo, covered) - 1} are "
+                                 f"{'covered twice' if lo < covered else 'on no core'})")
+            covered = hi
+        if covered != n_out:
+            raise ImageError(f"layer {index}: cores cover {covered} of {n_out} neurons")
 
 
 class WriteError(OSError):
