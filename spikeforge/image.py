@@ -348,8 +348,9 @@ class HwConfig:
 
 def learning_acc_bits(layer: LayerParams) -> int:
     """Accumulator width a learning layer needs: learned weights may take any value of their
-    range, so every input at the most negative weight must not overflow."""
-    return ((layer.fan_in << (layer.weight_bits - 1)) - 1).bit_length() + 1
+    range, so every input at the most negative weight must not overflow (sized as
+    `LayerParams.acc_bits_needed` sizes a sum, which the learned weights must pass)."""
+    return (layer.fan_in << (layer.weight_bits - 1)).bit_length() + 1
 
 
 @dataclass(frozen=True)
