@@ -47,7 +47,10 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     network = load_network(model_or_path, dt=dt, allow_pickle=allow_pickle, exporter=exporter,
                            reset=reset, max_spikes=max_spikes)
     if calibration is not None:
-        calibration = given(calibration, network.n_inputs)
+        try:
+            calibration = given(calibration, network.n_inputs)
+        except ValueError as exc:
+            raise ValueError(f"calibration {exc}") from None
     layers, report = quantize(network, weight_bits=weight_bits, calibration=calibration,
                               decay=decay)
     _check_quantized(network, layers)
