@@ -462,6 +462,9 @@ class LearningConfig:
         if layer.recurrent:
             raise ImageError(f"{where}: a recurrent layer cannot learn (its recurrent weights "
                              f"share the weight memory with the learned ones)")
+        if layer.features():
+            raise ImageError(f"{where}: learning needs a single-spike LIF layer, not one with "
+                             f"{', '.join(layer.features())}")
         _check_fields(LEARNING_FIELDS, lambda name: getattr(self, name), where)
         need = learning_acc_bits(layer)
         if layer.acc_bits < need:

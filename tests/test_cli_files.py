@@ -155,7 +155,7 @@ def test_broken_pipe_after_compile_json_leaves_no_image(tmp_path):
     nir.write(tmp_path / "net.nir", lif_nir((6, 10, 4)))
     out = tmp_path / "net.sfi"
     proc = subprocess.Popen([sys.executable, "-m", "spikeforge.cli", "compile",
-                             tmp_path / "net.nir", "-o", out, "--json"],
+                             tmp_path / "net.nir", "-o", out, "--json", "--exporter", "snntorch"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before spikeforge reports
     err = proc.stderr.read().decode()
@@ -282,21 +282,21 @@ def test_empty_calibration_is_refused(tmp_path, nir_file, capsys):
              "calibration spikes have 7 input neurons, the network has 6")):
         np.savez(tmp_path / name, spikes=spikes)
         code, _, err = run_cli(capsys, "compile", nir_file, "-o", tmp_path / "x.sfi",
-                               "--calibration", tmp_path / name)
+                               "--calibration", tmp_path / name, "--exporter", "snntorch")
         assert code == 1
         one_line_error(err, f"{tmp_path / name}: {needle}")
     assert not (tmp_path / "x.sfi").exists()
     np.savez(tmp_path / "real.npz", spikes=np.ones((3, 5, 6), np.uint8))
     code, _, err = run_cli(capsys, "compile", nir_file, "-o", tmp_path / "x.sfi",
-                           "--calibration", tmp_path / "real.npz")
+                           "--calibration", tmp_path / "real.npz", "--exporter", "snntorch")
     assert code == 0, err
 
 
 def test_negative_option_values_parse_without_equals(tmp_path, nir_file, capsys):
     code, _, err = run_cli(capsys, "compile", nir_file, "-o", tmp_path / "x.sfi",
-                           "--dt", "-1e-3")
+                           "--exporter", "snntorch", "--dt", "-1e-3")
     assert code == 1
-    one_line_error(err, "the time step must be a positive number, not -0.001")
+    one_line_error(err, "dt must be a positive number of seconds, not -0.001")
     code, _, err = run_cli(capsys, "learn", tmp_path / "absent.sfi", "-o", tmp_path / "y.sfi",
                            "--rule", "stdp", "--layer", "-1")
     one_line_error(err, "no such image file")
