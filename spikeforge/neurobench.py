@@ -49,10 +49,9 @@ class IntegerLIF(snn.SpikingNeuron):
         self.decay_mode = layer.decay_mode
         self.decay_frac = layer.decay_frac
         self.v_min, self.v_max = -(1 << (layer.v_bits - 1)), (1 << (layer.v_bits - 1)) - 1
-        if layer.decay_mode == "shift":
-            self.register_buffer("decay", torch.tensor(np.array(layer.decay_shift), dtype=torch.int64))
-        elif layer.decay_mode == "mul":
-            self.register_buffer("decay", torch.tensor(np.array(layer.decay_mul), dtype=torch.int64))
+        decay = {"shift": layer.decay_shift, "mul": layer.decay_mul}.get(layer.decay_mode)
+        if decay is not None:
+            self.register_buffer("decay", torch.tensor(np.array(decay), dtype=torch.int64))
         self.reset()
 
     def reset(self) -> None:
