@@ -82,13 +82,13 @@ def check_labels(labels, batch: int, n_outputs: int) -> np.ndarray | None:
         return None
     arr = np.asarray(labels)
     if arr.ndim != 1 or len(arr) != batch:
-        raise MetricsError(f"labels must be one per sample: {batch} samples, not labels of "
-                           f"shape {arr.shape}")
+        raise MetricsError(f"labels must be one per sample, shape ({batch},), not "
+                           f"{arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
         raise MetricsError(f"labels must be integers, not dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
-        raise MetricsError(f"labels must be classes 0..{n_outputs - 1}, not "
-                           f"{int(arr.min())}..{int(arr.max())}")
+    bad = arr[(arr < 0) | (arr >= n_outputs)]
+    if bad.size:
+        raise MetricsError(f"labels must be classes 0..{n_outputs - 1}, not {int(bad[0])}")
     return arr.astype(np.int64)
 
 
