@@ -39,10 +39,10 @@ def _pyplot():
     return plt
 
 
-def _integer_ticks():
+def _integer_ticks(bins: int | str = "auto"):
     from matplotlib.ticker import MaxNLocator
 
-    return MaxNLocator(integer=True)
+    return MaxNLocator(nbins=bins, integer=True)
 
 
 def _save(fig, path: str | os.PathLike) -> None:
@@ -56,6 +56,11 @@ def _run(image: Image, spikes: np.ndarray):
     from .sim.golden import run
 
     return run(image, spikes, record=True)
+
+
+def _label(index: int, layer) -> str:
+    """"layer 1", with the layer's name when it has one of its own (not an index)."""
+    return f"layer {index}" if layer.name.isdigit() else f"layer {index} ({layer.name})"
 
 
 def _sample(x: np.ndarray, sample: int) -> int:
@@ -77,17 +82,18 @@ def raster(image: Image, spikes: np.ndarray, path, *, sample: int = 0) -> None:
     x = given(spikes, image.n_inputs)
     sample = _sample(x, sample)
     result = _run(image, x[sample:sample + 1])
-    trains = [("input", x[sample])] + [(f"{layer.name} ({layer.n_out})", s[0])
-                                       for layer, s in zip(image.layers, result.layer_spikes)]
+    trains = [(f"input ({image.n_inputs})", x[sample])] + [
+        (f"{_label(k, layer)} ({layer.n_out})", s[0])
+        for k, (layer, s) in enumerate(zip(image.layers, result.layer_spikes))]
     fig, axes = plt.subplots(len(trains), 1, figsize=SIZE, sharex=True, squeeze=False,
                              height_ratios=[max(1, s.shape[1]) ** 0.5 for _, s in trains])
     for ax, (name, train) in zip(axes[:, 0], trains):
-        t, n = np.nonzero(train)
-        ax.scatter(t, n, marker="|", s=30, color="black", linewidths=1)
-        ax.set_ylim(-0.5, train.shape[1] - 0.5)
+        # one cell per (step, neuron): black where it spiked
+        ax.imshow(train.T, aspect="auto", cmap="Greys", vmin=0, vmax=1, origin="lower",
+                  interpolation="nearest")
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.yaxis.set_major_locator(_integer_ticks())
+        ax.yaxis.set_major_locator(_integer_ticks(4))
     axes[-1, 0].set_xlim(-0.5, x.shape[1] - 0.5)
     axes[-1, 0].xaxis.set_major_locator(_integer_ticks())
     axes[-1, 0].set_xlabel("time step")
@@ -121,7 +127,7 @@ def membrane(image: Image, spikes: np.ndarray, path, *, sample: int = 0, layer: 
     ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_xlabel("time step")
     ax.set_ylabel("membrane v (integer LSBs)")
-    ax.set_title(f"layer {params.name!r}, sample {sample}: membrane, threshold (dashed), "
+    ax.set_title(f"{_label(index, params)}, sample {sample}: membrane, threshold (dashed), "
                  f"spikes (circles)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -160,10 +166,11 @@ def activity(image: Image, spikes: np.ndarray, path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=SIZE, sharex=True)
     steps = np.arange(x.shape[1])
     for k, layer in enumerate(image.layers):
-        top.plot(steps, n_spikes[k], marker=".", label=layer.name)
-        (line,) = bottom.plot(steps, sops[k], marker=".", label=f"{layer.name}: cores")
+        name = _label(k, layer)
+        top.plot(steps, n_spikes[k], marker=".", label=name)
+        (line,) = bottom.plot(steps, sops[k], marker=".", label=f"{name}: cores")
         bottom.plot(steps, acs[k], linestyle="--", color=line.get_color(),
-                    label=f"{layer.name}: Effective_ACs")
+                    label=f"{name}: Effective_ACs")
     top.set_ylabel("spikes per step")
     bottom.set_ylabel("synaptic ops per step")
     bottom.xaxis.set_major_locator(_integer_ticks())
@@ -187,8 +194,8 @@ def core_resources(image: Image) -> tuple[list[str], np.ndarray, dict[str, int]]
         others = tuple(c for j, c in enumerate(image.config.cores) if j != k)
         less = estimate_resources(image.layers, replace(image.config, cores=others))
         rows.append([total[r][0] - less[r][0] for r in ("luts", "bram")])
-        layer = image.layers[core.layer]
-        labels.append(f"core {k}: {layer.name}[{core.lo}:{core.hi}] x{core.lanes}")
+        labels.append(f"core {k}: {_label(core.layer, image.layers[core.layer])} "
+                      f"[{core.lo}:{core.hi}] x{core.lanes}")
     rows.append([total[r][0] - sum(row[i] for row in rows)
                  for i, r in enumerate(("luts", "bram"))])
     labels.append("SoC and shared")
