@@ -55,6 +55,49 @@ def test_rtl_and_golden_give_the_same_metrics():
     json.dumps(got, allow_nan=False)
 
 
+@needs_verilator
+def test_neurobench_benchmark_runs_the_rtl():
+    """NeuroBench's Benchmark on ImageModel(engine="rtl"): the RTL's outputs, NeuroBench's
+    hooks on the torch mirror, the same figures as spikeforge.metrics."""
+    pytest.importorskip("neurobench")
+    import torch
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.workload import (
+        ActivationSparsity,
+        ClassificationAccuracy,
+        SynapticOperations,
+    )
+    from neurobench.processors.postprocessors import ChooseMaxCount
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from spikeforge.neurobench import ImageModel
+
+    image = small_image()
+    x, labels = small_input()
+    data = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(labels))
+    with ImageModel(image, engine="rtl") as model:
+        got = Benchmark(model, DataLoader(data, batch_size=2), [], [ChooseMaxCount()],
+                        [[], [ClassificationAccuracy, ActivationSparsity,
+                              SynapticOperations]]).run(quiet=True)
+    want = spikeforge.metrics(image, x, labels)
+    assert got["SynapticOperations"]["Effective_ACs"] == \
+        want["synaptic_operations"]["Effective_ACs"]
+    assert got["ActivationSparsity"] == pytest.approx(want["activation_sparsity"], abs=1e-12)
+    assert got["ClassificationAccuracy"] == pytest.approx(want["classification_accuracy"],
+                                                          abs=1e-6)
+
+
+def test_rtl_without_a_simulator_is_refused(monkeypatch):
+    from spikeforge.measure import MetricsError
+    from spikeforge.sim import rtl
+
+    monkeypatch.setattr(rtl, "available_simulators", lambda: [])
+    x, _ = small_input()
+    with pytest.raises(MetricsError, match=r"^engine 'rtl' is not available: no Verilog "
+                                           r"simulator found"):
+        spikeforge.metrics(small_image(), x, engine="rtl")
+
+
 @pytest.mark.slow
 @needs_verilator
 def test_virtual_board_gives_the_same_metrics_and_counts_its_link_bytes():
@@ -98,6 +141,8 @@ def test_cli_prints_one_json_object(files, capsys):
     (["--engine", "board"], "--engine board needs --port (a serial port, or 'sim' for the "
                             "virtual board)"),
     (["--labels", "missing.npy"], "missing.npy: no such label file"),
+    (["--engine", "board", "--port", "/dev/ttyNOPE"],
+     "no serial port '/dev/ttyNOPE' (no such device; is the board plugged in?)"),
 ])
 def test_cli_refuses_bad_input_in_one_line(files, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(files)
