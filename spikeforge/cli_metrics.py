@@ -23,6 +23,8 @@ def cmd_metrics(args) -> int:
                            "virtual board)")
         if args.port and args.engine != "board":
             raise CliError(f"--port is for --engine board, not {args.engine!r}")
+        if args.input is None:
+            raise CliError("metrics need --input X.npz (the input spikes)")
         spikes = _read_spikes(args.input)
         labels = _labels(args.labels) if args.labels else None
         fmax = args.fmax * 1e6 if args.fmax is not None else None
@@ -101,8 +103,9 @@ def add_parsers(sub, fmt) -> None:
                        "the hardware's cycles, latency, SOP/s and link bytes (docs/metrics.md)",
                        formatter_class=fmt)
     p.add_argument("image", type=Path, help="image file (.sfi)")
-    p.add_argument("--input", required=True, type=Path,
-                   help=".npz with `spikes` uint8 [batch, time, n] or [time, n]")
+    # checked by cmd_metrics, so that with --json its absence is a JSON error too
+    p.add_argument("--input", type=Path,
+                   help="(required) .npz with `spikes` uint8 [batch, time, n] or [time, n]")
     p.add_argument("--labels", type=Path,
                    help=".npy int [batch] (or .npz `labels`): adds classification_accuracy")
     p.add_argument("--engine", default="golden", help=f"one of {', '.join(ENGINES)}")

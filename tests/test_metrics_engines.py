@@ -141,12 +141,14 @@ def test_cli_prints_one_json_object(files, capsys):
     (["--engine", "board"], "--engine board needs --port (a serial port, or 'sim' for the "
                             "virtual board)"),
     (["--labels", "missing.npy"], "missing.npy: no such label file"),
+    (["--no-input"], "metrics need --input X.npz (the input spikes)"),
     (["--engine", "board", "--port", "/dev/ttyNOPE"],
      "no serial port '/dev/ttyNOPE' (no such device; is the board plugged in?)"),
 ])
 def test_cli_refuses_bad_input_in_one_line(files, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(files)
-    base = ["metrics", "net.sfi", "--input", "x.npz"]
+    base = ["metrics", "net.sfi"] + ([] if "--no-input" in argv else ["--input", "x.npz"])
+    argv = [a for a in argv if a != "--no-input"]
     assert main(base + argv) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [f"spikeforge: error: {message}"]
