@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import protocol
-from ..image import Image, load_image, unpack_weights
+from ..image import Image, assemble_weights, load_image, param_words
 from ..protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
 
 __all__ = ["Board", "BoardError", "BoardResult", "BoardStatus", "SerialTransport"]
@@ -150,25 +150,9 @@ class BoardResult:
 
 
 def _param_words(image: Image, core_index: int) -> list[int]:
-    """The PARAMS words of a core (``hdl.core.param_layout``), one per neuron."""
-    from ..hdl.core import param_layout
-
+    """The PARAMS words of a core (``image.param_fields``), one per neuron."""
     core = image.config.cores[core_index]
-    layer = image.layers[core.layer]
-    layout = param_layout(layer)
-    values = {"threshold": layer.threshold, "bias": layer.bias}
-    if layer.decay_mode == "shift":
-        values["decay"] = layer.decay_shift
-    elif layer.decay_mode == "mul":
-        values["decay"] = layer.decay_mul
-    words = []
-    for neuron in range(core.lo, core.hi):
-        word = 0
-        for name, member in layout:
-            mask = (1 << member.width) - 1
-            word |= (int(values[name][neuron]) & mask) << member.offset
-        words.append(word)
-    return words
+    return param_words(image.layers[core.layer], core.lo, core.hi)
 
 
 def _weight_words(image: Image, core_index: int) -> list[int]:
@@ -318,6 +302,7 @@ class Board:
         if not isinstance(image, Image):
             image = load_image(image)
         image.check()
+        image.check_gateware()
         self._check_shape(image, self.info)
         # Parameters first: they are small, and a gateware that cannot hold them fails fast.
         for space in (MemSpace.PARAMS, MemSpace.WEIGHTS):
@@ -334,19 +319,18 @@ class Board:
 
     def _read_layer(self, image: Image, index: int) -> np.ndarray:
         layer = image.layers[index]
-        w = np.zeros((layer.n_out, layer.fan_in), dtype=np.int32)
-        for core_index, core in enumerate(image.config.cores):
-            if core.layer != index:
-                continue
+
+        def memory(core_index: int) -> np.ndarray:
+            core = image.config.cores[core_index]
             depth = layer.fan_in * core.groups
             words = self._request(f"reading core {core_index} weights",
                                   self.client.read_mem, core_index, MemSpace.WEIGHTS, 0, depth)
             nbytes = -(-core.lanes * layer.weight_bits // 8)
-            memory = np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
-                               for word in words], dtype=np.uint8).reshape(depth, nbytes)
-            w[core.lo:core.hi] = unpack_weights(memory, layer.weight_bits, core.lanes,
-                                                core.neurons, layer.fan_in)
-        return w
+            return np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
+                             for word in words], dtype=np.uint8).reshape(depth, nbytes)
+
+        return assemble_weights(image.config.cores, index, layer.n_out, layer.fan_in,
+                                layer.weight_bits, memory)
 
     def _read_learned(self, image: Image) -> Image:
         """The image with the learning layers' weights read back (the others cannot change)."""
@@ -398,10 +382,14 @@ class Board:
                 if core.layer in layers]
 
     def run(self, spikes: np.ndarray, *, modulators: np.ndarray | None = None,
-            progress=None) -> BoardResult:
+            progress=None, clear: bool = True) -> BoardResult:
         """Run spike trains (uint8 [batch, time, n_inputs] or [time, n_inputs]): per sample
         CLEAR, then per step the input addresses (ascending) and STEP, then STATUS. Raises
         BoardError when the array lost an event.
+
+        ``clear=False`` sends no CLEAR: one sample continues the stream from the state the
+        previous run left (membranes, last spikes), as ``simulate(..., state=result.state)``
+        does; its counters are those of this run alone.
 
         With on-chip learning the samples run in sequence and the weights carry over, as in
         ``spikeforge.simulate``. A three-factor layer needs ``modulators``, int8 [batch, time,
@@ -417,6 +405,10 @@ class Board:
         image = self._need_image()
         x = given(spikes, image.n_inputs)
         batch, steps, _ = x.shape
+        if not clear and (batch != 1 or image.learning):
+            raise ValueError(f"clear=False continues one stream without learning: give one "
+                             f"sample of a network that does not learn, not {batch} samples"
+                             f"{' of a learning network' if image.learning else ''}")
         mods = check_modulators(image, modulators, batch, steps)
         mod_cores = self._modulator_cores(image) if mods is not None else []
         n_layers, n_out = len(image.layers), image.n_outputs
@@ -430,8 +422,11 @@ class Board:
         start = time.monotonic()
         before = self._request("STATUS", self.client.status).link
         retried = self.client.retried
+        # without CLEAR the counters go on from where they were: count from there
+        zero = self._request("STATUS", self.client.status) if not clear else None
         for b in range(batch):
-            self._request("CLEAR", self.client.clear)
+            if clear:
+                self._request("CLEAR", self.client.clear)
             for t in range(steps):
                 # Step t's modulators: after STEP t - 1 answered (the link waits for the
                 # learning cores' sweeps), before step t's events.
@@ -449,10 +444,12 @@ class Board:
             for key, value in (("sops", st.sops), ("spike_counts", st.spikes),
                                ("saturations", st.saturations)):
                 per_layer[key][b] = value
-            per_sample["input_events"][b] = st.events_in
-            per_sample["events_out"][b] = st.events_out
-            per_sample["busy_cycles"][b] = st.busy_cycles
-            per_sample["integrate_cycles"][b] = st.integrate_cycles
+                if zero is not None:
+                    per_layer[key][b] -= getattr(zero, "spikes" if key == "spike_counts"
+                                                 else key)
+            for key in ("events_in", "events_out", "busy_cycles", "integrate_cycles"):
+                per_sample["input_events" if key == "events_in" else key][b] = \
+                    getattr(st, key) - (getattr(zero, key) if zero is not None else 0)
             overflow[b] = st.overflow
             learn_cycles[b] = st.learn_cycles
             if st.overflow:

@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..image import Image
+from ..protocol import COUNTER_BYTES
 from .core import LifCore, MemAccessSignature, param_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
@@ -14,7 +15,7 @@ from .router import EventFifo, EventFork, EventMerge
 
 __all__ = ["CoreArray", "COUNTER_BITS"]
 
-COUNTER_BITS = 48
+COUNTER_BITS = 8 * COUNTER_BYTES
 
 
 class CoreArray(wiring.Component):
@@ -97,6 +98,7 @@ class CoreArray(wiring.Component):
 
     def __init__(self, image: Image, *, fifo_depth: int = 0):
         image.check()
+        image.check_gateware()
         self._image = image
         self._fifo_depth = operator.index(fifo_depth)
         if self._fifo_depth < 0:

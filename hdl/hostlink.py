@@ -4,18 +4,31 @@ The wire protocol (frames, commands, status codes, counters, timing) is docs/hos
 ``spikeforge.protocol`` is its host side.
 """
 
-import hashlib
 import operator
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .. import protocol
 from ..image import Image
+from ..protocol import (
+    ARGS_BYTES,
+    LAYER_COUNTERS,
+    LINK_COUNTERS,
+    PROTOCOL_VERSION,
+    SOF_REQUEST,
+    SOF_RESPONSE,
+    Command,
+    hello_payload,
+    image_id,
+    status_length,
+)
 from .array import COUNTER_BITS, CoreArray
 from .core import MemAccessSignature, MemSpace
 from .crc import Crc16
+from .enums import wire_enum
 from .event import ADDR_BITS, SpikeEvent
 
 __all__ = [
@@ -24,63 +37,11 @@ __all__ = [
     "SOF_RESPONSE", "Status", "connect_array", "hello_payload", "image_id", "status_length",
 ]
 
-PROTOCOL_VERSION = 2  # 2: STATUS carries learn_cycles per layer
-SOF_REQUEST = 0xA5
-SOF_RESPONSE = 0x5A
-ARGS_BYTES = 7  # core, space, address (4), count: the head of READ_MEM and WRITE_MEM
-LINK_COUNTERS = ("crc_errors", "framing_errors", "timeouts", "dropped_frames", "duplicates",
-                 "overruns")
 _LINK_COUNTER_BITS = 16
-_HELLO_MAGIC = b"SF"
 
-
-class Cmd(enum.Enum, shape=unsigned(8)):
-    HELLO = 0x01
-    WRITE_MEM = 0x02
-    READ_MEM = 0x03
-    CLEAR = 0x04
-    PUSH = 0x05
-    STEP = 0x06
-    STATUS = 0x07
-
-
-class Status(enum.Enum, shape=unsigned(8)):
-    OK = 0x00
-    CRC = 0x01  # the frame's CRC did not check; nothing was done
-    UNKNOWN_CMD = 0x02
-    LENGTH = 0x03  # the payload length does not fit the command
-    ARG = 0x04  # core index or memory space out of range
-    BUSY = 0x05  # memory access while a step is open (PUSH without STEP)
-
-# Per-layer array counters in STATUS, in this order after the four array-wide ones.
-LAYER_COUNTERS = ("sops", "spikes", "saturations", "learn_cycles")
-
-
-def image_id(image: Image) -> int:
-    """The 32-bit identity of an image the device reports: the first four bytes of the SHA-256
-    of its file bytes, little-endian."""
-    return int.from_bytes(hashlib.sha256(image.to_bytes()).digest()[:4], "little")
-
-
-def hello_payload(*, n_cores: int, n_layers: int, word_bytes: int, mem_data_bits: int,
-                  mem_addr_bits: int, max_payload: int, timeout_bytes: int, n_inputs: int,
-                  n_outputs: int, image_id: int) -> bytes:
-    """The constant payload of the HELLO response (docs/host-protocol.md)."""
-    return b"".join([
-        _HELLO_MAGIC,
-        bytes([PROTOCOL_VERSION, n_cores, n_layers, COUNTER_BITS // 8, word_bytes,
-               mem_data_bits, mem_addr_bits, 0]),
-        max_payload.to_bytes(2, "little"),
-        timeout_bytes.to_bytes(2, "little"),
-        n_inputs.to_bytes(4, "little"),
-        n_outputs.to_bytes(4, "little"),
-        image_id.to_bytes(4, "little"),
-    ])
-
-
-def status_length(n_layers: int) -> int:
-    """Bytes of the STATUS response payload."""
-    return 4 + 2 * len(LINK_COUNTERS) + COUNTER_BITS // 8 * (4 + len(LAYER_COUNTERS) * n_layers)
+# The protocol's enums (spikeforge.protocol) with the shape they have on the wire.
+Cmd = wire_enum(Command, unsigned(8), name="Cmd")
+Status = wire_enum(protocol.Status, unsigned(8))
 
 
 class HostLink(wiring.Component):
@@ -161,7 +122,7 @@ class HostLink(wiring.Component):
             word_bytes=self._word_bytes, mem_data_bits=self._mem_data_width,
             mem_addr_bits=self._mem_addr_width, max_payload=self._max_payload,
             timeout_bytes=self._timeout_bytes, n_inputs=image.n_inputs,
-            n_outputs=image.n_outputs, image_id=image_id(image))
+            n_outputs=image.n_outputs, image_id=image_id(image.to_bytes()))
         per_layer = data.ArrayLayout(unsigned(COUNTER_BITS), len(image.layers))
         super().__init__({
             "rx": In(stream.Signature(8)),

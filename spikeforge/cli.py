@@ -28,7 +28,8 @@ def _console():
 
 # -- compile ---------------------------------------------------------------------------------
 def _weight_bits(text: str) -> int | dict:
-    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides)."""
+    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides);
+    the dict form keys the default as "*" (compiler.quantize)."""
     overrides: dict = {}
     default = 8
     for part in text.split(","):
@@ -39,8 +40,40 @@ def _weight_bits(text: str) -> int | dict:
             default = int(part)
     if not overrides:
         return default
-    overrides.setdefault("default", default)
-    return overrides
+    return {"*": default, **overrides}
+
+
+def _nir_options(p) -> None:
+    """--exporter, --dt, --reset, --max-spikes: how to read a NIR graph (docs/nir.md). Values are
+    checked by the API, so a bad one is a one-line error like every other."""
+    from .compiler.nir_frontend import EXPORTERS
+
+    p.add_argument("--exporter", metavar="{" + ",".join(EXPORTERS) + "}",
+                   help="the library that exported the NIR graph: apply its dt, tau/r meaning, "
+                        "reset and spikes per step (without it, open choices are refused)")
+    p.add_argument("--dt", metavar="SECONDS",
+                   help="time step the library ran with (overrides the exporter's)")
+    p.add_argument("--reset", metavar="{zero,subtract}",
+                   help="reset mode of the spiking layers (overrides the exporter's)")
+    p.add_argument("--max-spikes", metavar="K",
+                   help="spikes a neuron may emit per step, 1..255 (overrides the exporter's)")
+
+
+def _nir_kwargs(args) -> dict:
+    from .compiler.ir import MAX_SPIKES_LIMIT
+
+    def number(text, what, kind):
+        if text is None:
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise CliError(f"{what}, not {text!r}") from None
+
+    return {"exporter": args.exporter, "reset": args.reset,
+            "dt": number(args.dt, "--dt must be a positive number of seconds", float),
+            "max_spikes": number(args.max_spikes,
+                                 f"--max-spikes must be an integer 1..{MAX_SPIKES_LIMIT}", int)}
 
 
 def cmd_compile(args) -> int:
@@ -48,8 +81,9 @@ def cmd_compile(args) -> int:
 
     calibration = _read_spikes(args.calibration) if args.calibration else None
     image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
-                        device=args.device, dt=args.dt, calibration=calibration,
-                        allow_pickle=args.allow_pickle, lanes=args.lanes)
+                        device=args.device, calibration=calibration,
+                        allow_pickle=args.allow_pickle, lanes=args.lanes, decay=args.decay,
+                        **_nir_kwargs(args))
     image.save(args.output)
     if args.json:
         print(json.dumps(_describe(image, str(args.output))))
@@ -80,7 +114,7 @@ def _describe(image, path: str | None = None) -> dict:
                    "word_bits": c.lanes * image.layers[c.layer].weight_bits}
                   for c in image.config.cores],
     }
-    for key in ("source", "quantization", "resources"):
+    for key in ("source", "quantization", "resources", "provenance"):
         if key in image.meta:
             out[key] = image.meta[key]
     return out
@@ -115,6 +149,8 @@ def _print_image(image, path: str | None = None) -> None:
         for row in quant:
             qt.add_row(str(row.get("name")), *(_fmt(row.get(k)) for k in keys))
         console.print(qt)
+    if image.meta.get("provenance"):
+        console.print(_provenance_table(image.meta["provenance"]))
     resources = image.meta.get("resources")
     if resources:
         rt = Table(title=f"resources on {image.config.device} (estimate)")
@@ -123,6 +159,39 @@ def _print_image(image, path: str | None = None) -> None:
         for name, (need, cap) in resources.items():
             rt.add_row(name, str(need), str(cap), f"{100 * need / cap:.1f}%" if cap else "-")
         console.print(rt)
+
+
+def _provenance_table(rows: list[dict]):
+    """Per layer: the numbers the NIR front end used and where each came from."""
+    from rich.table import Table
+
+    def span(entry, key="values"):
+        if not entry:
+            return ""
+        lo, hi = entry[key]
+        text = f"{lo:.6g}" if lo == hi else f"{lo:.6g}..{hi:.6g}"
+        return f"{text} ({entry['source']})" if key == "values" else text
+
+    table = Table(title="where the numbers came from (NIR)")
+    for col in ("layer", "node", "model", "dt", "beta", "alpha", "input gain", "threshold",
+                "reset", "spikes/step"):
+        table.add_column(col)
+    for row in rows:
+        dt, reset, k, thr = row.get("dt"), row.get("reset"), row.get("max_spikes"), \
+            row.get("threshold")
+        threshold = ""
+        if thr:
+            threshold = f"{span(thr)} -> {span(thr, 'integer')} LSB"
+            if row.get("compare"):
+                threshold += f", fires at v {row['compare']['value']} theta"
+        table.add_row(
+            row["layer"], row["node"], row["model"] + (" (recurrent)" if row.get("recurrent")
+                                                       else ""),
+            "" if not dt else f"{dt['value']:.6g} ({dt['source']})", span(row.get("beta")),
+            span(row.get("alpha")), span(row.get("input_gain")), threshold,
+            "" if not reset else f"{reset['value']}, {reset['timing']} ({reset['source']})",
+            "" if not k else f"{k['value']} ({k['source']})")
+    return table
 
 
 def _fmt(value) -> str:
@@ -207,6 +276,9 @@ def cmd_simulate(args) -> int:
               "events_in": result.events_in, "saturations": result.saturations}
     for index, v in enumerate(result.final_membranes):
         arrays[f"membrane{index}"] = v
+    if result.values is not None:  # an LI readout: its membrane, and what one LSB is worth
+        arrays["values"] = result.values
+        arrays["scale"] = np.float64(result.scale)
     if image.learning:
         for index, w in enumerate(result.weights):
             arrays[f"weights{index}"] = w
@@ -366,8 +438,7 @@ class _Samples:
 
 # -- boards ----------------------------------------------------------------------------------
 def cmd_boards(args) -> int:
-    from .boards.catalog import BOARDS
-    from .compiler.capacity import board_capacities
+    from .boards.catalog import BOARDS, board_capacities
 
     rows = []
     for row in board_capacities():
@@ -499,7 +570,7 @@ def cmd_deploy(args) -> int:
     try:
         with _Stages(f"deploying to {args.board}") as stages:
             result = api.deploy(args.model, args.board, args.output,
-                                weight_bits=args.weight_bits, dt=args.dt,
+                                weight_bits=args.weight_bits, **_nir_kwargs(args),
                                 allow_pickle=args.allow_pickle, clock_hz=clock,
                                 mode=_mode(args), programmer=args.programmer,
                                 dry_run=args.dry_run, progress=stages)
@@ -531,9 +602,17 @@ def cmd_demo(args) -> int:
 
 
 # -- main ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one line too (not argparse's usage block); `--help` shows usage."""
+
+    def error(self, message: str):
+        verb = self.prog.removeprefix("spikeforge").strip()
+        self.exit(2, f"spikeforge: error: {verb + ': ' if verb else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="spikeforge", formatter_class=fmt,
+    parser = _Parser(prog="spikeforge", formatter_class=fmt,
                                      description="Compile trained SNNs into bit-exact FPGA "
                                                  "LIF core arrays.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -544,11 +623,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .nir file, or a pickled torch module with --allow-pickle")
     p.add_argument("-o", "--output", required=True, type=Path, help="image file to write")
     p.add_argument("--weight-bits", type=_weight_bits, default=8,
-                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4")
+                   help="weight width 2..16; per layer as 8,fc2=4 or 8,1=4")
+    p.add_argument("--decay", choices=("auto", "none", "shift", "mul"), default="auto",
+                   help="integer leak of beta and alpha: auto picks shift where it is as "
+                        "accurate as the multiplier (docs/neuron.md)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--board", help="target board (see `spikeforge boards`)")
     target.add_argument("--device", help="target device, e.g. iCE40UP5K, LFE5U-85F")
-    p.add_argument("--dt", type=float, help="time step in seconds (NIR carries none)")
+    _nir_options(p)
     p.add_argument("--lanes", type=int, help="parallel lanes per core (default: chosen)")
     p.add_argument("--calibration", type=Path, help=".npz with input `spikes` to size widths")
     p.add_argument("--allow-pickle", action="store_true",
@@ -659,8 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, help="target board (see `spikeforge boards`)")
     p.add_argument("-o", "--output", type=Path, help="build folder (default: build/BOARD)")
     p.add_argument("--weight-bits", type=_weight_bits, default=8,
-                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4")
-    p.add_argument("--dt", type=float, help="time step in seconds (NIR carries none)")
+                   help="weight width 2..16; per layer as 8,fc2=4 or 8,1=4")
+    _nir_options(p)
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")
     p.add_argument("--clock", type=float, help="fabric clock in MHz (default: the board's)")

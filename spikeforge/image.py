@@ -14,6 +14,7 @@ import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +27,8 @@ _TRAILER = struct.Struct("<I")  # CRC-32 of everything before it
 
 DECAY_MODES = ("none", "shift", "mul")
 RESET_MODES = ("subtract", "zero")
+COMPARES = (">", ">=")
+MAX_SPIKES_LIMIT = 255  # spike counts travel as uint8
 
 
 class ImageError(ValueError):
@@ -54,12 +57,31 @@ class LayerParams:
     decay_frac: int = 0  # f
     rec_weights: np.ndarray | None = None  # int32 [n_out, n_out]; column = source neuron
     scale: float = 1.0  # real value of one weight LSB (and of one membrane LSB)
+    # Neuron models beyond the single-spike LIF (docs/neuron.md). A synaptic current exists
+    # when syn_decay_mode is not None; it decays like v (shift k_a or beta_a_q / 2^f_a) and
+    # saturates to syn_bits.
+    syn_decay_mode: str | None = None
+    syn_decay_shift: np.ndarray | None = None  # int32 [n_out]
+    syn_decay_mul: np.ndarray | None = None  # int32 [n_out]
+    syn_decay_frac: int = 0
+    syn_bits: int = 0  # signed width of the synaptic current (0 without one)
+    syn_delay: int = 0  # the membrane adds syn[t - syn_delay]
+    max_spikes: int = 1  # K: spikes per neuron and step
+    in_max_spikes: int = 1  # the largest count one input carries (the source's K)
+    compare: str = ">"  # fire level j when v > j * theta (or >=)
+    reset_delay: bool = True  # False: a subtract reset applies before the next decay
+    spiking: bool = True  # False: an LI readout; its output is v
+
+    SCALARS = ("syn_decay_mode", "syn_decay_frac", "syn_bits", "syn_delay", "max_spikes",
+               "in_max_spikes", "compare", "reset_delay", "spiking")
+    ARRAYS = ("bias", "threshold", "decay_shift", "decay_mul", "syn_decay_shift",
+              "syn_decay_mul")
 
     def __post_init__(self) -> None:
         cast = object.__setattr__
         cast(self, "weights", np.ascontiguousarray(self.weights, dtype=np.int32))
         n_out = self.weights.shape[0]
-        for name in ("bias", "threshold", "decay_shift", "decay_mul"):
+        for name in self.ARRAYS:
             value = getattr(self, name)
             if value is not None:
                 arr = np.asarray(value, dtype=np.int32).reshape(-1)
@@ -80,6 +102,28 @@ class LayerParams:
     @property
     def recurrent(self) -> bool:
         return self.rec_weights is not None
+
+    @property
+    def current_based(self) -> bool:
+        return self.syn_decay_mode is not None
+
+    def features(self) -> list[str]:
+        """The models beyond the plain single-spike LIF this layer uses (the gateware runs only
+        that one); empty for a plain LIF layer."""
+        found = []
+        if not self.spiking:
+            found.append("LI readout (no spikes)")
+        if self.current_based:
+            found.append("synaptic current (CubaLIF/Synaptic)")
+        if self.spiking and self.max_spikes > 1:
+            found.append(f"multi-spike (up to {self.max_spikes} per step)")
+        if self.in_max_spikes > 1:
+            found.append(f"multi-spike input (up to {self.in_max_spikes} per step)")
+        if self.spiking and self.compare != ">":
+            found.append(f"compare {self.compare!r}")
+        if self.spiking and self.reset == "subtract" and not self.reset_delay:
+            found.append("reset at the spike (reset_delay=False)")
+        return found
 
     @property
     def fan_in(self) -> int:
@@ -134,13 +178,57 @@ class LayerParams:
                     or self.decay_mul.max() > (1 << self.decay_frac):
                 raise ImageError(f"{where}: multiplier decay needs beta_q in "
                                  f"[0, 2^{self.decay_frac}] per neuron")
+        self._check_neuron_model(where)
         if self.acc_bits < self.acc_bits_needed():
             raise ImageError(f"{where}: a {self.acc_bits}-bit accumulator can overflow; "
                              f"this layer needs {self.acc_bits_needed()} bits")
 
+    def _check_neuron_model(self, where: str) -> None:
+        for name in ("max_spikes", "in_max_spikes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or not 1 <= value <= MAX_SPIKES_LIMIT:
+                raise ImageError(f"{where}: {name} must be an integer 1..{MAX_SPIKES_LIMIT}, "
+                                 f"not {value!r}")
+        if self.compare not in COMPARES:
+            raise ImageError(f"{where}: compare must be one of {COMPARES}, not {self.compare!r}")
+        for name in ("reset_delay", "spiking"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ImageError(f"{where}: {name} must be a bool, not {getattr(self, name)!r}")
+        if self.syn_delay not in (0, 1) or isinstance(self.syn_delay, bool):
+            raise ImageError(f"{where}: syn_delay must be 0 or 1, not {self.syn_delay!r}")
+        if not self.spiking and self.recurrent:
+            raise ImageError(f"{where}: an LI readout emits no spikes, so it cannot be recurrent")
+        mode = self.syn_decay_mode
+        if mode is None:
+            if self.syn_bits != 0 or self.syn_delay != 0 or self.syn_decay_shift is not None \
+                    or self.syn_decay_mul is not None:
+                raise ImageError(f"{where}: synaptic-current fields need syn_decay_mode")
+            return
+        if mode not in DECAY_MODES:
+            raise ImageError(f"{where}: synaptic decay mode must be one of {DECAY_MODES}, "
+                             f"not {mode!r}")
+        if not 4 <= self.syn_bits <= 32:
+            raise ImageError(f"{where}: synaptic current width must be 4..32 bits, "
+                             f"not {self.syn_bits!r}")
+        if mode == "shift" and (self.syn_decay_shift is None or self.syn_decay_shift.min() < 0
+                                or self.syn_decay_shift.max() > 31):
+            raise ImageError(f"{where}: shift synaptic decay needs a shift 0..31 per neuron")
+        if mode == "mul":
+            if not 1 <= self.syn_decay_frac <= 16:
+                raise ImageError(f"{where}: multiplier synaptic decay needs 1..16 fraction "
+                                 f"bits, not {self.syn_decay_frac!r}")
+            if self.syn_decay_mul is None or self.syn_decay_mul.min() < 0 \
+                    or self.syn_decay_mul.max() > (1 << self.syn_decay_frac):
+                raise ImageError(f"{where}: multiplier synaptic decay needs alpha_q in "
+                                 f"[0, 2^{self.syn_decay_frac}] per neuron")
+
     def acc_bits_needed(self) -> int:
-        """Signed width that holds the largest |sum of weights| any spike pattern can give."""
-        w = self.all_weights().astype(np.int64)
+        """Signed width that holds the largest |sum of weights x counts| any spike pattern can
+        give (inputs carry up to in_max_spikes, recurrent sources up to max_spikes)."""
+        w = self.weights.astype(np.int64) * self.in_max_spikes
+        if self.rec_weights is not None:
+            w = np.concatenate([w, self.rec_weights.astype(np.int64) * self.max_spikes], axis=1)
         worst = max(int(np.clip(w, 0, None).sum(axis=1).max(initial=0)),
                     int((-np.clip(w, None, 0)).sum(axis=1).max(initial=0)))
         return max(2, worst.bit_length() + 1)
@@ -280,6 +368,13 @@ class Image:
                 raise ImageError(f"layer {index} expects {layer.n_in} inputs but its source "
                                  f"gives {width}")
             width = layer.n_out
+            source_k = 1 if index == 0 else self.layers[index - 1].max_spikes
+            if layer.in_max_spikes != source_k:
+                raise ImageError(f"layer {index}: in_max_spikes must be its source's "
+                                 f"max_spikes {source_k}, not {layer.in_max_spikes!r}")
+            if not layer.spiking and index != len(self.layers) - 1:
+                raise ImageError(f"layer {index}: an LI readout emits no spikes, so it must "
+                                 f"be the last layer")
             cores = sorted(self.config.cores_of(index), key=lambda c: c.lo)
             covered = 0
             for core in cores:
@@ -296,6 +391,17 @@ class Image:
             entry.check(self.layers)
         if len({e.layer for e in self.learning}) != len(self.learning):
             raise ImageError("a layer has more than one learning rule")
+
+    def check_gateware(self) -> None:
+        """Raise ImageError, naming every layer and feature, unless the gateware can run the
+        image: it runs the single-spike LIF; the other neuron models of docs/neuron.md come
+        with the pipelined core and run in the golden model until then."""
+        bad = [f"layer {index} ({layer.name!r}) uses {', '.join(layer.features())}"
+               for index, layer in enumerate(self.layers) if layer.features()]
+        if bad:
+            raise ImageError(f"the gateware runs single-spike LIF layers only, but "
+                             f"{'; '.join(bad)}: run it in the golden model (compile without "
+                             f"a board or device)")
 
     def with_weights(self, weights: list[np.ndarray], rec_weights=None) -> Image:
         """A copy with new integer weights per layer (e.g. learned ones)."""
@@ -324,9 +430,10 @@ class Image:
                 "v_bits": layer.v_bits, "acc_bits": layer.acc_bits, "reset": layer.reset,
                 "decay_mode": layer.decay_mode, "decay_frac": layer.decay_frac,
                 "scale": layer.scale,
+                **{name: _plain(getattr(layer, name)) for name in LayerParams.SCALARS},
             }
             layers_json.append(entry)
-            for name in ("bias", "threshold", "decay_shift", "decay_mul"):
+            for name in LayerParams.ARRAYS:
                 value = getattr(layer, name)
                 if value is not None:
                     arrays.append((f"layer{index}.{name}", value.astype("<i4")))
@@ -359,6 +466,15 @@ class Image:
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a failure leaves no partial file behind."""
         write_atomic(path, self.to_bytes())
+
+
+def _plain(value):
+    """A JSON-ready scalar (numpy integers and bools become Python's)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -412,6 +528,99 @@ def unpack_weights(memory: np.ndarray, weight_bits: int, lanes: int, neurons: in
     return out[:, :neurons].T.astype(np.int32)
 
 
+def assemble_weights(cores: Sequence[CoreConfig], layer: int, n_out: int, fan_in: int,
+                     weight_bits: int, memory: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Layer ``layer``'s weights, int32 [n_out, fan_in], stitched from the weight memories of its
+    cores; ``memory(core_index)`` gives core ``core_index``'s memory as
+    :meth:`Image.weight_memory` lays it out."""
+    full = np.zeros((n_out, fan_in), dtype=np.int32)
+    for core_index, core in enumerate(cores):
+        if core.layer == layer:
+            full[core.lo:core.hi] = unpack_weights(memory(core_index), weight_bits, core.lanes,
+                                                   core.neurons, fan_in)
+    return full
+
+
+# -- the per-neuron parameter word ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamField:
+    """One field of a layer's parameter word: bits [offset, offset + width), two's complement
+    when ``signed``."""
+
+    name: str  # "threshold" | "bias" | "decay"
+    width: int
+    signed: bool
+    offset: int
+
+
+def bias_bits(bias: np.ndarray) -> int:
+    """Signed width that holds every value of ``bias`` (at least 2)."""
+    return max(2, *(int(b).bit_length() + 1 if b >= 0 else (-int(b) - 1).bit_length() + 1
+                    for b in np.asarray(bias).reshape(-1)))
+
+
+def param_fields(layer: LayerParams) -> tuple[ParamField, ...]:
+    """The fields of the layer's per-neuron parameter word, lowest bits first: the PARAMS
+    memory space of a core and the gateware's ``hdl.core.param_layout``.
+
+    threshold  unsigned, v_bits - 1      (0 <= theta <= 2^(v_bits-1) - 1)
+    bias       signed, bias_bits(bias)   (the narrowest width that holds the layer's biases)
+    decay      unsigned, 5 (shift k) or decay_frac + 1 (mul beta_q); absent for "none"
+    """
+    widths = [("threshold", layer.v_bits - 1, False), ("bias", bias_bits(layer.bias), True)]
+    if layer.decay_mode == "shift":
+        widths.append(("decay", 5, False))
+    elif layer.decay_mode == "mul":
+        widths.append(("decay", layer.decay_frac + 1, False))
+    fields, offset = [], 0
+    for name, width, signed in widths:
+        fields.append(ParamField(name, width, signed, offset))
+        offset += width
+    return tuple(fields)
+
+
+def param_values(layer: LayerParams) -> dict[str, np.ndarray]:
+    """Per-neuron values of each field of :func:`param_fields`, int32 [n_out]."""
+    values = {"threshold": layer.threshold, "bias": layer.bias}
+    if layer.decay_mode == "shift":
+        values["decay"] = layer.decay_shift
+    elif layer.decay_mode == "mul":
+        values["decay"] = layer.decay_mul
+    return values
+
+
+def pack_params(fields: Sequence[ParamField], values: dict[str, int]) -> int:
+    """One parameter word from a value per field; a value must fit its field."""
+    word = 0
+    for f in fields:
+        value = operator.index(values[f.name])
+        low, high = _signed_range(f.width) if f.signed else (0, (1 << f.width) - 1)
+        if not low <= value <= high:
+            raise ValueError(f"{f.name} must fit {'a signed' if f.signed else 'an unsigned'} "
+                             f"{f.width}-bit field, not {value!r}")
+        word |= (value & ((1 << f.width) - 1)) << f.offset
+    return word
+
+
+def unpack_params(fields: Sequence[ParamField], word: int) -> dict[str, int]:
+    """Inverse of :func:`pack_params` (bits above the fields are ignored)."""
+    values = {}
+    for f in fields:
+        value = (operator.index(word) >> f.offset) & ((1 << f.width) - 1)
+        if f.signed and value >> (f.width - 1):
+            value -= 1 << f.width
+        values[f.name] = value
+    return values
+
+
+def param_words(layer: LayerParams, lo: int, hi: int) -> list[int]:
+    """The parameter words of neurons [lo, hi) of the layer (a core's PARAMS space)."""
+    fields = param_fields(layer)
+    values = param_values(layer)
+    return [pack_params(fields, {name: int(v[n]) for name, v in values.items()})
+            for n in range(lo, hi)]
+
+
 def image_from_bytes(data: bytes, *, source: str = "image") -> Image:
     if len(data) < _PREAMBLE.size + _TRAILER.size:
         if data[:len(MAGIC)] != MAGIC[:len(data)] or not data:
@@ -461,12 +670,8 @@ def _image_from_header(header: dict, data: bytes, base: int) -> Image:
     for index, entry in enumerate(header["layers"]):
         n_in, n_out = entry["n_in"], entry["n_out"]
         fan_in = n_in + (n_out if entry["recurrent"] else 0)
-        full = np.zeros((n_out, fan_in), dtype=np.int32)
-        for core_index, core in enumerate(cores):
-            if core.layer == index:
-                full[core.lo:core.hi] = unpack_weights(arrays[f"core{core_index}.weights"],
-                                                       entry["weight_bits"], core.lanes,
-                                                       core.neurons, fan_in)
+        full = assemble_weights(cores, index, n_out, fan_in, entry["weight_bits"],
+                                lambda core_index: arrays[f"core{core_index}.weights"])
 
         def arr(name, index=index):
             return arrays.get(f"layer{index}.{name}")
@@ -477,7 +682,9 @@ def _image_from_header(header: dict, data: bytes, base: int) -> Image:
             bias=arr("bias"), threshold=arr("threshold"), weight_bits=entry["weight_bits"],
             v_bits=entry["v_bits"], acc_bits=entry["acc_bits"], reset=entry["reset"],
             decay_mode=entry["decay_mode"], decay_shift=arr("decay_shift"),
-            decay_mul=arr("decay_mul"), decay_frac=entry["decay_frac"], scale=entry["scale"]))
+            decay_mul=arr("decay_mul"), decay_frac=entry["decay_frac"], scale=entry["scale"],
+            syn_decay_shift=arr("syn_decay_shift"), syn_decay_mul=arr("syn_decay_mul"),
+            **{name: entry[name] for name in LayerParams.SCALARS if name in entry}))
     learning = tuple(LearningConfig(**entry) for entry in header.get("learning", []))
     image = Image(header["n_inputs"], layers, config, header.get("meta", {}), learning)
     image.check()

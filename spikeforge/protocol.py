@@ -12,6 +12,7 @@ The CRC is CRC-16/CCITT-FALSE over every byte after the start byte, up to the CR
 
 from __future__ import annotations
 
+import binascii
 import enum
 import hashlib
 from collections.abc import Iterable, Sequence
@@ -23,15 +24,16 @@ __all__ = [
     "PROTOCOL_VERSION", "SOF_REQUEST", "SOF_RESPONSE", "Command", "CrcError", "DeviceError",
     "DeviceInfo", "DeviceStatus", "FrameError", "LinkClient", "MemSpace", "ProtocolError",
     "Response", "ResponseTimeout", "Status", "Transport", "crc16", "decode_response",
-    "encode_request", "encode_response", "image_id", "parse_events", "parse_hello", "parse_status",
-    "parse_words", "push_payload", "read_mem_payload", "read_response", "write_mem_payload",
+    "encode_request", "encode_response", "hello_payload", "image_id", "parse_events",
+    "parse_hello", "parse_status", "parse_words", "push_payload", "read_mem_payload",
+    "read_response", "status_length", "write_mem_payload",
 ]
 
 PROTOCOL_VERSION = 2  # 2: STATUS carries learn_cycles per layer
 SOF_REQUEST = 0xA5
 SOF_RESPONSE = 0x5A
-ARGS_BYTES = 7
-COUNTER_BYTES = 6
+ARGS_BYTES = 7  # core, space, address (4), count: the head of READ_MEM and WRITE_MEM
+COUNTER_BYTES = 6  # array counters in STATUS (the link's own counters are 16 bits)
 LINK_COUNTERS = ("crc_errors", "framing_errors", "timeouts", "dropped_frames", "duplicates",
                  "overruns")
 ARRAY_COUNTERS = ("events_in", "events_out", "busy_cycles", "integrate_cycles")
@@ -39,6 +41,7 @@ LAYER_COUNTERS = ("sops", "spikes", "saturations", "learn_cycles")  # each per l
 _REQUEST_HEAD = 5  # SOF, seq, cmd, len
 _RESPONSE_HEAD = 6  # SOF, seq, cmd, status, len
 _HELLO_BYTES = 26
+_HELLO_MAGIC = b"SF"
 
 
 class Command(enum.IntEnum):
@@ -53,21 +56,22 @@ class Command(enum.IntEnum):
 
 class Status(enum.IntEnum):
     OK = 0x00
-    CRC = 0x01
+    CRC = 0x01  # the frame's CRC did not check; nothing was done
     UNKNOWN_CMD = 0x02
-    LENGTH = 0x03
-    ARG = 0x04
-    BUSY = 0x05
+    LENGTH = 0x03  # the payload length does not fit the command
+    ARG = 0x04  # core index or memory space out of range
+    BUSY = 0x05  # memory access while a step is open (PUSH without STEP)
 
 
 class MemSpace(enum.IntEnum):
-    """The memories of a core (as ``spikeforge.hdl.core.MemSpace``)."""
+    """Which memory of a core a READ_MEM/WRITE_MEM addresses (``hdl.core.MemSpace`` is built
+    from this)."""
 
-    WEIGHTS = 0
-    STATE = 1
-    PARAMS = 2
-    ACC = 3
-    MOD = 4
+    WEIGHTS = 0  # word address = row * groups + group; `lanes` weights packed little-endian
+    STATE = 1  # address = local neuron; bits [0, v_bits) = v, bit v_bits = previous spike
+    PARAMS = 2  # address = local neuron; the layer's parameter word (image.param_fields)
+    ACC = 3  # address = group; `lanes` accumulators of acc_bits, read-only (debug)
+    MOD = 4  # address = local neuron; signed 8-bit three-factor modulator, write-only
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -108,12 +112,8 @@ class DeviceError(ProtocolError):
 # -- CRC and frames ----------------------------------------------------------------------------
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR), bit by bit."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR)."""
+    return binascii.crc_hqx(data, crc)
 
 
 def _frame(sof: int, head: bytes, payload: bytes) -> bytes:
@@ -254,8 +254,24 @@ class DeviceInfo:
     image_id: int
 
 
+def hello_payload(*, n_cores: int, n_layers: int, word_bytes: int, mem_data_bits: int,
+                  mem_addr_bits: int, max_payload: int, timeout_bytes: int, n_inputs: int,
+                  n_outputs: int, image_id: int) -> bytes:
+    """The payload of the HELLO response (what the device sends; :func:`parse_hello` reads it)."""
+    return b"".join([
+        _HELLO_MAGIC,
+        bytes([PROTOCOL_VERSION, n_cores, n_layers, COUNTER_BYTES, word_bytes,
+               mem_data_bits, mem_addr_bits, 0]),
+        max_payload.to_bytes(2, "little"),
+        timeout_bytes.to_bytes(2, "little"),
+        n_inputs.to_bytes(4, "little"),
+        n_outputs.to_bytes(4, "little"),
+        image_id.to_bytes(4, "little"),
+    ])
+
+
 def parse_hello(payload: bytes) -> DeviceInfo:
-    if len(payload) != _HELLO_BYTES or payload[:2] != b"SF":
+    if len(payload) != _HELLO_BYTES or payload[:2] != _HELLO_MAGIC:
         raise FrameError(f"not a HELLO answer: {payload[:8].hex()}")
     u16 = lambda k: int.from_bytes(payload[k:k + 2], "little")  # noqa: E731
     u32 = lambda k: int.from_bytes(payload[k:k + 4], "little")  # noqa: E731
@@ -284,6 +300,7 @@ class DeviceStatus:
 
 
 def status_length(n_layers: int) -> int:
+    """Bytes of the STATUS response payload."""
     return 4 + 2 * len(LINK_COUNTERS) + COUNTER_BYTES * (
         len(ARRAY_COUNTERS) + len(LAYER_COUNTERS) * n_layers)
 
