@@ -34,30 +34,20 @@ import math
 
 import numpy as np
 
-from ..image import Image, LayerParams
+from ..image import Image, LayerParams, param_fields
 
-__all__ = ["activation_sparsity", "bias_bits", "classification_accuracy", "connection_sparsity",
+__all__ = ["activation_sparsity", "classification_accuracy", "connection_sparsity",
            "dense_synops", "effective_acs", "footprint", "footprint_bits", "membrane_updates",
            "param_bits", "parameter_count", "predict"]
 
 
 # -- static ------------------------------------------------------------------------------------
 
-def bias_bits(layer: LayerParams) -> int:
-    """Signed width that holds every bias of the layer (at least 2)."""
-    return max(2, *(int(b).bit_length() + 1 if b >= 0 else (-int(b) - 1).bit_length() + 1
-                    for b in layer.bias))
-
-
 def param_bits(layer: LayerParams) -> dict[str, int]:
-    """Bits of each per-neuron parameter as the core's parameter word holds it: the threshold
-    (unsigned, below 2^(V-1)), the bias (signed) and the decay (shift k: 5 bits; beta_q: f+1)."""
-    bits = {"threshold": layer.v_bits - 1, "bias": bias_bits(layer)}
-    if layer.decay_mode == "shift":
-        bits["decay"] = 5
-    elif layer.decay_mode == "mul":
-        bits["decay"] = layer.decay_frac + 1
-    return bits
+    """Bits of each per-neuron parameter as the core's parameter word holds it
+    (`spikeforge.image.param_fields`): the threshold (unsigned, V-1 bits), the bias (the
+    narrowest signed width of the layer's biases) and the decay (shift k: 5 bits; beta_q: f+1)."""
+    return {field.name: field.width for field in param_fields(layer)}
 
 
 def footprint_bits(image: Image) -> dict[str, int]:

@@ -763,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .cli_metrics import add_parsers as add_metrics_parsers
 
-    add_metrics_parsers(sub, fmt)
+    add_metrics_parsers(sub, fmt, read_array=_read_array, console=_console)
     return parser
 
 

@@ -1,32 +1,31 @@
-"""The `metrics` and `plot` verbs of the `spikeforge` command (registered by cli.build_parser)."""
+"""The `metrics` and `plot` verbs of the `spikeforge` command.
+
+`cli.build_parser` registers them with `add_parsers`, handing in its file reader and console
+(this module imports nothing of cli.py, so imports stay acyclic). A ValueError here is a bad
+input: `cli.main` prints its first line.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
 
-def _labels(path):
-    from .cli import _read_array
-
-    return _read_array(path, "labels", "label", npy=True)
-
-
-def cmd_metrics(args) -> int:
-    from .cli import CliError, _console, _read_spikes
+def cmd_metrics(args, *, read_array, console) -> int:
     from .measure import metrics
 
     try:
         if args.engine == "board" and not args.port:
-            raise CliError("--engine board needs --port (a serial port, or 'sim' for the "
+            raise ValueError("--engine board needs --port (a serial port, or 'sim' for the "
                            "virtual board)")
         if args.port and args.engine != "board":
-            raise CliError(f"--port is for --engine board, not {args.engine!r}")
+            raise ValueError(f"--port is for --engine board, not {args.engine!r}")
         if args.input is None:
-            raise CliError("metrics need --input X.npz (the input spikes)")
-        spikes = _read_spikes(args.input)
-        labels = _labels(args.labels) if args.labels else None
+            raise ValueError("metrics need --input X.npz (the input spikes)")
+        spikes = read_array(args.input, "spikes", "spike")
+        labels = read_array(args.labels, "labels", "label", npy=True) if args.labels else None
         fmax = args.fmax * 1e6 if args.fmax is not None else None
         report = metrics(args.image, spikes, labels, engine=args.engine, port=args.port,
                          build=args.build, fmax_hz=fmax, baud=args.baud)
@@ -40,7 +39,7 @@ def cmd_metrics(args) -> int:
     if args.json:
         print(json.dumps(report, allow_nan=False))
     else:
-        _print_metrics(report, _console())
+        _print_metrics(report, console())
     return 0
 
 
@@ -75,27 +74,29 @@ def _print_metrics(report: dict, console) -> None:
     console.print(hw)
 
 
-def cmd_plot(args) -> int:
-    from .cli import CliError, _read_spikes
+def cmd_plot(args, *, read_array) -> int:
     from .plot import plot
 
     if args.kind != "resources" and args.input is None:
-        raise CliError(f"a {args.kind} plot needs --input X.npz")
-    spikes = _read_spikes(args.input) if args.input is not None else None
+        raise ValueError(f"a {args.kind} plot needs --input X.npz")
+    spikes = read_array(args.input, "spikes", "spike") if args.input is not None else None
     neurons = None
     if args.neurons:
         try:
             neurons = [int(n) for n in args.neurons.split(",")]
         except ValueError:
-            raise CliError(f"--neurons must be indices like 0,3,5, not {args.neurons!r}") from None
+            raise ValueError(f"--neurons must be indices like 0,3,5, not {args.neurons!r}") \
+                from None
     plot(args.kind, args.image, spikes, args.output, sample=args.sample, layer=args.layer,
          neurons=neurons)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
-def add_parsers(sub, fmt) -> None:
-    """Add `metrics` and `plot` to the verbs of `spikeforge`."""
+def add_parsers(sub, fmt, *, read_array, console) -> None:
+    """Add `metrics` and `plot` to the verbs of `spikeforge`; `read_array(path, name, what,
+    npy=False)` reads an array of an .npz (or an .npy) or raises with one line, `console()`
+    gives a rich console."""
     from .measure import ENGINES
     from .plot import KINDS, PIXELS
 
@@ -116,7 +117,7 @@ def add_parsers(sub, fmt) -> None:
     p.add_argument("--fmax", type=float, help="clock in MHz for the latency (instead of --build)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (errors too, as {\"error\": ...})")
-    p.set_defaults(func=cmd_metrics)
+    p.set_defaults(func=functools.partial(cmd_metrics, read_array=read_array, console=console))
 
     p = sub.add_parser("plot", help="draw a spike raster, membrane traces, activity or "
                        f"resources as a PNG ({PIXELS[0]} x {PIXELS[1]} pixels)",
@@ -129,4 +130,4 @@ def add_parsers(sub, fmt) -> None:
     p.add_argument("--sample", type=int, default=0, help="raster, membrane: which sample")
     p.add_argument("--layer", type=int, default=-1, help="membrane: which layer")
     p.add_argument("--neurons", help="membrane: neuron indices, e.g. 0,3,5 (default: 0..3)")
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=functools.partial(cmd_plot, read_array=read_array))

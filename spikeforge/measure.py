@@ -96,7 +96,7 @@ def check_engine(engine: str, port: str | None) -> None:
     if engine not in ENGINES:
         raise MetricsError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "rtl":
-        from .sim.rtl import available_simulators
+        from .hdl.rtl import available_simulators
 
         if not available_simulators():
             raise MetricsError("engine 'rtl' is not available: no Verilog simulator found "
@@ -131,7 +131,7 @@ def _run_device(image: Image, x: np.ndarray, engine: str, port: str | None, baud
                 progress) -> tuple[object, dict]:
     """Run on the RTL or a board; (result, {"link_bytes": per sample or None})."""
     if engine == "rtl":
-        from .sim.rtl import run_rtl
+        from .hdl.rtl import run_rtl
 
         # The array at full speed: no idle input, no output stalls.
         return run_rtl(image, x, idle=0.0, stall=0.0), {"link_bytes": None}

@@ -177,7 +177,7 @@ class ImageModel(NeuroBenchModel):
 
             return run(self.image, x).spikes
         if self.engine == "rtl":
-            from .sim.rtl import run_rtl
+            from .hdl.rtl import run_rtl
 
             return run_rtl(self.image, x, idle=0.0, stall=0.0).spikes
         if self._board is None:

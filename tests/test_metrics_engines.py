@@ -12,7 +12,7 @@ import pytest
 
 import spikeforge
 from spikeforge.cli import main
-from spikeforge.sim.rtl import available_simulators
+from spikeforge.hdl.rtl import available_simulators
 
 from .strategies import random_image
 
@@ -88,8 +88,8 @@ def test_neurobench_benchmark_runs_the_rtl():
 
 
 def test_rtl_without_a_simulator_is_refused(monkeypatch):
+    from spikeforge.hdl import rtl
     from spikeforge.measure import MetricsError
-    from spikeforge.sim import rtl
 
     monkeypatch.setattr(rtl, "available_simulators", lambda: [])
     x, _ = small_input()
