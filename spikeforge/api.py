@@ -28,6 +28,10 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     override single facts of it. Without an exporter, an open choice is refused.
     `image.meta["provenance"]` gives per layer the dt, betas, input gain and integer threshold
     used, and where each came from.
+    `decay`: "auto", "none", "shift" or "mul", the integer leak (docs/neuron.md). A network
+    with current-based, multi-spike or LI readout layers compiles without `board`/`device`
+    (for the golden model); with a hardware target it is refused, naming the layers, until
+    the gateware runs them.
     """
     from .compiler.frontend import load_network
     from .compiler.mapper import estimate_resources, map_network

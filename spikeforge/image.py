@@ -305,6 +305,9 @@ class LearningConfig:
         if layers[self.layer].recurrent:
             raise ImageError(f"{where}: a recurrent layer cannot learn (its recurrent weights "
                              f"share the weight memory with the learned ones)")
+        if layers[self.layer].features():
+            raise ImageError(f"{where}: learning needs a single-spike LIF layer, not one with "
+                             f"{', '.join(layers[self.layer].features())}")
         if not 2 <= self.trace_bits <= 16:
             raise ImageError(f"{where}: trace_bits must be 2..16, not {self.trace_bits}")
         for name in ("trace_shift", "ltp_shift", "ltd_shift", "mod_shift"):

@@ -427,3 +427,11 @@ def test_new_fields_survive_the_file(tmp_path):
     spikes = (rng.random((2, 12, 4)) < 0.5).astype(np.uint8)
     np.testing.assert_array_equal(golden.run(image, spikes).values,
                                   golden.run(back, spikes).values)
+
+
+def test_learning_needs_a_single_spike_lif_layer():
+    layer = if_layer("multi", 3, np.ones(2, np.int32), np.ones(2, np.int32), 3)
+    with pytest.raises(ImageError, match=r"^learning on layer 0 \('multi'\): learning needs a "
+                                         r"single-spike LIF layer, not one with multi-spike "
+                                         r"\(up to 3 per step\)$"):
+        plain_image([layer], 3).with_learning(0, "stdp")

@@ -4,16 +4,14 @@ docs/host-protocol.md, constants agree with the gateware's, and the client retri
 documented over a scripted transport."""
 
 import binascii
-import hashlib
 from collections import deque
 
 import pytest
-from amaranth.hdl import Shape, unsigned
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikeforge import protocol
-from spikeforge.hdl import array, core, hostlink
+from spikeforge.hdl import core, hostlink
 from spikeforge.protocol import Command, LinkClient, Status
 
 from .strategies import random_image
@@ -22,12 +20,7 @@ from .strategies import random_image
 @settings(deadline=None, max_examples=60)
 @given(st.binary(max_size=300))
 def test_crc_matches_crc_ccitt(data):
-    crc = 0xFFFF  # CRC-16/CCITT-FALSE bit by bit: poly 0x1021, no reflection, no final XOR
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
-    assert protocol.crc16(data) == crc
+    assert protocol.crc16(data) == binascii.crc_hqx(data, 0xFFFF)
 
 
 def test_crc_check_value():
@@ -70,47 +63,82 @@ def test_request_layout():
             bad()
 
 
-def test_gateware_speaks_the_protocol():
-    # The gateware's enums are built from the protocol's, with the width they have on the wire.
-    for ours, theirs, width in ((Command, hostlink.Cmd, 8), (Status, hostlink.Status, 8),
-                                (protocol.MemSpace, core.MemSpace, 3)):
-        assert {m.name: m.value for m in ours} == {m.name: m.value for m in theirs}
-        assert Shape.cast(theirs) == unsigned(width)
-    assert array.COUNTER_BITS == 8 * protocol.COUNTER_BYTES
-    for n in range(4):  # flags (4), six 16-bit link counters, 4 + 4 n counters of 6 bytes
-        assert protocol.status_length(n) == 4 + 12 + 6 * (4 + 4 * n)
+def test_the_gateware_uses_the_contract():
+    """One definition: the gateware's memory spaces are the protocol's, and its HELLO is the
+    protocol's HELLO for the image."""
+    assert {m.name: m.value for m in protocol.MemSpace} == {m.name: m.value
+                                                            for m in core.MemSpace}
+    from amaranth.hdl import Fragment
+
+    from spikeforge.hdl.array import CoreArray
+
     image = random_image(2)
-    digest = hashlib.sha256(image.to_bytes()).digest()
-    assert protocol.image_id(image.to_bytes()) == int.from_bytes(digest[:4], "little")
+    array = CoreArray(image)
+    link = hostlink.HostLink.for_array(array, byte_cycles=10)
+    Fragment.get(array, None), Fragment.get(link, None)  # they elaborate
+    info = protocol.parse_hello(link.hello)
+    protocol.check_hello(info)
+    assert info.image_id == protocol.image_id(image.to_bytes())
+    assert info.counter_bytes * 8 == protocol.COUNTER_BITS == 24
+    assert [protocol.status_length(n) for n in range(3)] == [4 + 12 + 12, 40, 52]
 
 
 def test_parse_hello_and_status():
     hello = protocol.hello_payload(n_cores=3, n_layers=2, word_bytes=4, mem_data_bits=32,
                                    mem_addr_bits=16, max_payload=256, timeout_bytes=128,
                                    n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
-    # the layout of docs/host-protocol.md, byte by byte
-    assert hello == (b"SF" + bytes([protocol.PROTOCOL_VERSION, 3, 2, 6, 4, 32, 16, 0])
-                     + bytes([0, 1, 128, 0, 64, 0, 0, 0, 10, 0, 0, 0, 0xEF, 0xBE, 0xAD, 0xDE]))
     info = protocol.parse_hello(hello)
     assert info == protocol.DeviceInfo(
-        version=protocol.PROTOCOL_VERSION, n_cores=3, n_layers=2, counter_bytes=6,
+        version=protocol.PROTOCOL_VERSION, n_cores=3, n_layers=2, counter_bytes=3,
         word_bytes=4, mem_data_bits=32, mem_addr_bits=16, max_payload=256, timeout_bytes=128,
         n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
+    protocol.check_hello(info)
     # STATUS: written out from the document's table, field by field.
     link = [1, 2, 3, 4, 5, 0xFFFF]
-    counters = [10, 11, 2**48 - 1, 13, 100, 200, 7, 8, 0, 1, 0, 2**40 + 3]
-    payload = bytes([2, 0b101, 2, 0]) + b"".join(v.to_bytes(2, "little") for v in link) + \
-        b"".join(v.to_bytes(6, "little") for v in counters)
+    counters = [10, 11, 2**24 - 1, 13, 100, 200, 7, 8, 0, 1, 0, 2**23 + 3]
+    payload = bytes([3, 0b101, 2, 0]) + b"".join(v.to_bytes(2, "little") for v in link) + \
+        b"".join(v.to_bytes(3, "little") for v in counters)
     status = protocol.parse_status(payload)
     assert (status.overflow, status.idle, status.link_error) == (True, False, True)
     assert list(status.link.values()) == link
     assert (status.events_in, status.events_out, status.busy_cycles,
-            status.integrate_cycles) == (10, 11, 2**48 - 1, 13)
+            status.integrate_cycles) == (10, 11, 2**24 - 1, 13)
     assert (status.sops, status.spikes, status.saturations) == ([100, 200], [7, 8], [0, 1])
-    assert status.learn_cycles == [0, 2**40 + 3]
-    assert status.version == 2
-    with pytest.raises(protocol.FrameError):
-        protocol.parse_status(payload[:-1])
+    assert status.learn_cycles == [0, 2**23 + 3]
+    assert status.version == 3
+    assert protocol.status_payload(status) == payload
+    assert protocol.parse_status(payload, 2) == status
+    for bad, match in ((payload[:-1], r"^STATUS answer for 2 layers must hold 52 bytes, not 51$"),
+                       (bytes([2]) + payload[1:], r"^STATUS answer's version must be 3, not 2$"),
+                       (payload[:2], r"^STATUS answer must hold at least 4 bytes, not 2$")):
+        with pytest.raises(protocol.ProtocolViolation, match=match):
+            protocol.parse_status(bad)
+    with pytest.raises(protocol.ProtocolViolation,
+                       match=r"^STATUS answer's n_layers must be HELLO's 3, not 2$"):
+        protocol.parse_status(payload, 3)
+
+
+def test_counter_delta_unrolls_one_wrap():
+    top = 1 << protocol.COUNTER_BITS
+    assert protocol.counter_delta(top - 3, 4) == 7
+    assert protocol.counter_delta(5, 5) == 0
+    assert protocol.counter_delta(0, top - 1) == top - 1
+    assert protocol.counter_delta(0xFFFF, 1, protocol.LINK_COUNTER_BITS) == 2
+
+
+def test_parse_step_and_words_refuse_what_the_protocol_does_not_allow():
+    assert protocol.parse_step(protocol.push_payload([0, 2, 9]), 10) == [0, 2, 9]
+    for payload, match in ((protocol.push_payload(range(11)), r"at most n_outputs \(10\) "
+                                                              r"events, not 11$"),
+                           (protocol.push_payload([3, 3]), r"ascend below n_outputs \(10\), "
+                                                           r"not \[3, 3\]$"),
+                           (protocol.push_payload([10]), r"not \[10\]$"),
+                           (b"\x01", r"whole u16 events, not 1 bytes$")):
+        with pytest.raises(protocol.ProtocolViolation, match=match):
+            protocol.parse_step(payload, 10)
+    with pytest.raises(protocol.ProtocolViolation,
+                       match=r"^answer must hold 2 words of 3 bytes, not 3 bytes$"):
+        protocol.parse_words(bytes(3), 3, 2)
 
 
 class ScriptedDevice:
