@@ -45,17 +45,17 @@ def status_exchange_bytes(n_layers: int) -> int:
 def link_bytes(inputs: np.ndarray, outputs: np.ndarray, n_layers: int, *,
                max_payload: int = DEFAULT_MAX_PAYLOAD) -> np.ndarray:
     """Bytes on the serial line (both ways) per sample as `spikeforge.Board.run` moves them:
-    CLEAR; per step the input addresses (PUSH frames while they exceed one frame) and STEP with
-    its output addresses; then STATUS. int64 [batch]."""
+    CLEAR; per step the input addresses (PUSH frames while they exceed one frame), STEP with
+    its output addresses, and STATUS (which unrolls the device's counters). int64 [batch]."""
     per = max_payload // 2
     events = inputs.sum(axis=2, dtype=np.int64)  # [batch, time]
     cut = np.maximum(0, (events - 1) // per * per)  # addresses sent by PUSH before the STEP
     pushes = -(-cut // per)
     step = (pushes * (_REQUEST + _RESPONSE) + 2 * cut  # PUSH frames
-            + _REQUEST + 2 * (events - cut) + _RESPONSE + 2 * outputs.sum(axis=2,
-                                                                          dtype=np.int64))
-    return (_REQUEST + _RESPONSE + step.sum(axis=1, dtype=np.int64)
+            + _REQUEST + 2 * (events - cut) + _RESPONSE
+            + 2 * outputs.sum(axis=2, dtype=np.int64)  # STEP and its answer
             + status_exchange_bytes(n_layers))
+    return _REQUEST + _RESPONSE + step.sum(axis=1, dtype=np.int64)
 
 
 class CountingTransport:

@@ -51,8 +51,9 @@ def test_hand_worked_network():
     assert got["classification_accuracy"] == 1.0  # neuron 1 spiked most
     hw = got["hardware"]
     assert hw["sops_per_sample"] == (2 + 1) * 3  # the cores: every neuron per input event
-    # CLEAR 7+8; STEP 7+2*2 / 8+2*1; STEP 7+2 / 8; STATUS 7 / 8 + 4+2*6+6*(4+4)
-    assert hw["host_link_bytes_per_sample"] == 15 + (11 + 10) + (9 + 8) + (7 + 8 + 64)
+    # CLEAR 7+8; STEP 7+2*2 / 8+2*1; STEP 7+2 / 8; STATUS after each step 7 / 8+payload
+    status = 7 + 8 + protocol.status_length(1)
+    assert hw["host_link_bytes_per_sample"] == 15 + (11 + 10) + (9 + 8) + 2 * status
     assert hw["cycles_per_sample"] is None and hw["latency_s"] is None
     assert got["detail"]["footprint_bits"] == {"weights": 18, "parameters": 21}
 
@@ -68,6 +69,11 @@ def test_link_bytes_split_long_steps_into_push_frames():
     # exactly one frame's worth stays in the STEP
     x[0, 0, 8:] = 0
     assert link_bytes(x, out, 2, max_payload=16).tolist() == [15 + 7 + 16 + 8 + 4 + status]
+    # a second, silent step: STEP 7 / 8, STATUS
+    x2 = np.concatenate([x, np.zeros_like(x)], axis=1)
+    out2 = np.concatenate([out, np.zeros_like(out)], axis=1)
+    assert link_bytes(x2, out2, 2, max_payload=16).tolist() == [
+        15 + 7 + 16 + 8 + 4 + status + 15 + status]
 
 
 def spike_trains(n_inputs: int):
