@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[all,dev]' 'torch==2.13.0'
+	$(BIN)/pip install --quiet -e '.[all,dev,neurobench,plot]' 'torch==2.13.0'
 	touch $(STAMP)
 
 demo: venv

@@ -187,4 +187,15 @@ def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, 
     return {"image": str(image_path), "build": report.to_dict(), "flash": result.to_dict()}
 
 
-__all__ = ["compile", "simulate", "build", "flash", "deploy", "load_image", "Image"]
+def metrics(image: Image | str | os.PathLike, spikes: np.ndarray, labels=None,
+            engine: str = "golden", **options) -> dict:
+    """NeuroBench's metrics of `image` on `spikes` at the image's true integer widths, and the
+    hardware's figures (cycles, latency, SOP/s, host-link bytes) on engine "rtl" or "board"
+    (`port=`); options as `spikeforge.measure.metrics` (`build=`, `fmax_hz=`, `baud=`).
+    Returns a JSON-ready dict (docs/metrics.md)."""
+    from .measure import metrics as _metrics
+
+    return _metrics(image, spikes, labels, engine, **options)
+
+
+__all__ = ["compile", "simulate", "build", "flash", "deploy", "load_image", "metrics", "Image"]

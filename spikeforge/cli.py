@@ -801,6 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bitstream", action="store_true", help="skip the bitstream build")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_demo)
+
+    from .cli_metrics import add_parsers as add_metrics_parsers
+
+    add_metrics_parsers(sub, fmt, read_array=_read_array, console=_console)
     return parser
 
 
