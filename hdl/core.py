@@ -115,7 +115,11 @@ class LifCore(wiring.Component):
     step's first feed-forward event (or ``eos``) waits at ``i``; then the feed-forward events
     (port ``i``, rows ``addr``) up to their ``eos``; then one pass over the neurons, one per
     cycle, that applies the update, clears the accumulators, writes v and s back and emits an
-    event ``lo + n`` per spike, ascending, then an ``eos``. Addresses are not checked here:
+    event ``lo + n`` per spike, ascending, then an ``eos``. The pass is a pipeline (read
+    addresses, memory data with the lane select, then :class:`~.neuron.NeuronUpdate`'s four
+    stages; ``N + 6`` cycles) that advances while the output skid buffer
+    (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event; ``o`` is that
+    buffer's output. Addresses are not checked here:
     feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` < ``n_out``.
 
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
