@@ -33,7 +33,7 @@ SPRAMs cannot be initialised by the bitstream and are not used yet.
     LUTs = 1620 (host link, router) + per core
            (216 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
-    block RAM = the memories above + 1 (host link buffers)
+    block RAM = the memories above + 2 (host link receive and response buffers)
     DSPs = one for the host link and one per "mul" core, while the device has them
 """
 
@@ -60,7 +60,7 @@ BRAM_SHAPES = {
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
 LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 216, 26, 16, 3
-BRAM_SOC = 1
+BRAM_SOC = 2  # the host link's receive and response buffers
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
