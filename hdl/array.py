@@ -6,6 +6,7 @@ from amaranth.hdl import Cat, Module, ResetInserter, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..compiler.devices import find_device
 from ..image import Image
 from .core import LifCore, MemAccessSignature, param_layout
 from .event import ADDR_BITS, SpikeEvent
@@ -173,8 +174,10 @@ class CoreArray(wiring.Component):
         image = self._image
         n_layers = len(image.layers)
         cores = []
+        # ECP5 block RAM's unregistered read data takes ~6 ns: register it in the integration
+        registered = find_device(image.config.device).family == "ecp5"
         for index in range(len(image.config.cores)):
-            core = LifCore.from_image(image, index)
+            core = LifCore.from_image(image, index, registered_reads=registered)
             top.submodules[f"core{index}"] = core
             m.d.comb += core.clear.eq(self.clear)
             cores.append(core)

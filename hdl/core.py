@@ -108,7 +108,11 @@ class LifCore(wiring.Component):
     current one is issued, so a back-to-back event stream runs at ``lanes`` synapses per cycle.
     Pipeline: cycle c reads weight word and accumulator word g; cycle c+1 adds and writes
     back. A read of the same accumulator word in cycle c+1 only happens when ``groups`` == 1;
-    that memory's read port is then transparent to its write port.
+    that memory's read port is then transparent to its write port. With
+    ``registered_reads`` (for parts whose block RAM has a long clock-to-out, as ECP5's DP16KD)
+    cycle c+1 registers both words and cycle c+2 adds and writes back; the sums written in
+    cycles c+1 and c+2 to the word read in c are forwarded into its register. Either way the
+    loop takes one word per cycle.
 
     Per step the core takes the recurrent events (port ``r``, rows ``n_in + addr``; skipped at
     the first step after a clear, where s[-1] = 0) up to their ``eos``, starting only once the
@@ -137,7 +141,7 @@ class LifCore(wiring.Component):
 
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
                  transparent_weights: bool = False, learning: LearningConfig | None = None,
-                 core_index: int = 0):
+                 core_index: int = 0, registered_reads: bool = False):
         if not 0 <= config.lo < config.hi <= layer.n_out:
             raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
                              f"layer's {layer.n_out} neurons")
@@ -154,6 +158,7 @@ class LifCore(wiring.Component):
                              f"{weight_memory.shape}")
         self._weight_init = [int.from_bytes(row.tobytes(), "little") for row in weight_memory]
         self._transparent_weights = bool(transparent_weights)
+        self._registered_reads = bool(registered_reads)
         self._param_layout = param_layout(layer)
         lo, hi = config.lo, config.hi
         values = {"threshold": layer.threshold[lo:hi], "bias": layer.bias[lo:hi]}
@@ -230,7 +235,8 @@ class LifCore(wiring.Component):
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
         m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[])
         a_wr = amem.write_port()
-        a_rd = amem.read_port(transparent_for=(a_wr,) if groups == 1 else ())
+        a_rd = amem.read_port(
+            transparent_for=(a_wr,) if groups == 1 and not self._registered_reads else ())
         state_layout = data.StructLayout({"v": signed(v_bits), "s": unsigned(1)})
         m.submodules.state = smem = Memory(shape=state_layout, depth=neurons, init=[])
         s_wr = smem.write_port()
@@ -330,10 +336,38 @@ class LifCore(wiring.Component):
                     if learn is not None:  # flag the row: input `row` spiked
                         m.d.comb += [unit.take.eq(1), unit.take_row.eq(row)]
 
-        sums = Signal(acc_layout)
-        for p in range(lanes):
-            weight = w_rd.data[p * w_bits:(p + 1) * w_bits].as_signed()
-            m.d.comb += sums[p].eq(a_rd.data[p] + weight)
+        def add_words(acc_word, weight_word):
+            total = Signal(acc_layout)
+            for p in range(lanes):
+                weight = weight_word[p * w_bits:(p + 1) * w_bits].as_signed()
+                m.d.comb += total[p].eq(acc_word[p] + weight)
+            return total
+
+        if not self._registered_reads:
+            # stage 1 adds the memories' read data and writes the sum back
+            sums = add_words(a_rd.data, w_rd.data)
+            w_valid, w_group, in_flight = v1, g1, v1
+        else:
+            # stage 1 registers the read data, stage 2 adds and writes back. The accumulator
+            # word read in stage 1 misses the writes of this cycle and of the previous one
+            # (the read port is not transparent): they are forwarded.
+            v2 = Signal()
+            g2 = Signal(range(groups))
+            w2 = Signal(lanes * w_bits)
+            a2 = Signal(acc_layout)
+            sums = add_words(a2, w2)
+            last_v = Signal()
+            last_g = Signal(range(groups))
+            last_sum = Signal(acc_layout)
+            m.d.sync += [v2.eq(v1), g2.eq(g1), w2.eq(w_rd.data),
+                         last_v.eq(v2), last_g.eq(g2), last_sum.eq(sums)]
+            with m.If(v2 & (g2 == g1)):
+                m.d.sync += a2.eq(sums)
+            with m.Elif(last_v & (last_g == g1)):
+                m.d.sync += a2.eq(last_sum)
+            with m.Else():
+                m.d.sync += a2.eq(a_rd.data)
+            w_valid, w_group, in_flight = v2, g2, v1 | v2
 
         # -- pass: P0 issues the reads of neuron n, P1 has their data, then the update -------
         n = Signal(range(neurons))
@@ -409,9 +443,9 @@ class LifCore(wiring.Component):
             s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
             s_wr.data.eq(Mux(host, self.mem.wdata, Cat(v_new, spike))),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
-            a_wr.addr.eq(Mux(v1, g1, o_tag.g)),
-            a_wr.data.eq(Mux(v1, sums.as_value(), 0)),
-            a_wr.en.eq(v1 | (commit & o_tag.clear_acc)),
+            a_wr.addr.eq(Mux(w_valid, w_group, o_tag.g)),
+            a_wr.data.eq(Mux(w_valid, sums.as_value(), 0)),
+            a_wr.en.eq(w_valid | (commit & o_tag.clear_acc)),
         ]
         if self._stored:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
@@ -442,7 +476,7 @@ class LifCore(wiring.Component):
                     with m.If(self.i.valid & self.i.payload.eos):
                         m.next = "Drain"
             with m.State("Drain"):
-                with m.If(~act & ~v1):
+                with m.If(~act & ~in_flight):
                     m.d.sync += [n.eq(0), pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0)]
                     m.next = "Pass"
             with m.State("Pass"):
