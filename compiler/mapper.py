@@ -31,8 +31,11 @@ Each memory takes block RAMs in the data-port shape that needs fewest blocks
 SPRAMs cannot be initialised by the bitstream and are not used yet.
 
     LUTs = 1620 (host link, router) + per core
-           (216 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
+           (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
+           (LUT4s, within 3 % of yosys on the pipelined core), times 1.27 on iCE40: nextpnr's
+           logic cells, the figure the device's capacity counts, were 1.27 LUT4s in the
+           UP5K builds of the digits SoC (bench/fmax.py, lanes 2-2 and 2-5)
     block RAM = the memories above + 2 (host link receive and response buffers)
     DSPs = one for the host link and one per "mul" core, while the device has them
 """
@@ -59,7 +62,10 @@ BRAM_SHAPES = {
     "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
-LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 216, 26, 16, 3
+LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261, 26, 16, 3
+# iCE40 logic cells per LUT4: nextpnr also spends a cell on a flip-flop or carry it cannot pack
+# with a LUT (the pipeline's registers): 4205 / 3307 and 4300 / 3391 on the UP5K digits builds
+ICE40_CELLS_PER_LUT = 1.27
 BRAM_SOC = 2  # the host link's receive and response buffers
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
@@ -277,5 +283,7 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
             bram += _memory_blocks(17, layer.n_out + 2, shapes)
+    if dev.family == "ice40":
+        luts = math.ceil(luts * ICE40_CELLS_PER_LUT)
     return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (0, dev.spram),
             "dsp": (dsp, dev.dsp)}
