@@ -12,7 +12,8 @@ Clocks: `clock_hz` is the board oscillator (what `spikeforge compile --board` re
 `target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), chosen below the
 Fmax nextpnr reports for the SoC (docs/boards.md) with margin: the UP5K boards at 18 MHz
 (the digits SoC reaches 25.4 MHz, limited by the host link's status multiplexer; 18 MHz is
-12 MHz * 48 / 32 exactly), ECP5 boards at 40 MHz.
+12 MHz * 48 / 32 exactly), the ULX3S at 50 MHz (the digits SoC reaches 64 MHz on the 85F,
+again limited by the host link), the other ECP5 boards at 40 MHz.
 `pll` names the PLL primitive (also used when `--clock` asks for another frequency):
 iCE40 "SB_PLL40_PAD" when the oscillator enters on the PLL's own pad, "SB_PLL40_CORE" when it
 comes from a global buffer; ECP5 "EHXPLLL"; None runs from the oscillator directly.
@@ -128,7 +129,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           notes="no UART: compile target only"),
     # -- ECP5 --------------------------------------------------------------------------------
     *(Board(f"ulx3s-{size}f", f"Radiona ULX3S {size}F", f"LFE5U-{size}F", 25e6,
-            f"ulx3s:ULX3S_{size}F_Platform", target_hz=40e6, pll="EHXPLLL",
+            f"ulx3s:ULX3S_{size}F_Platform", target_hz=50e6, pll="EHXPLLL",
             uart=("M1", "L4"), uart_bridge="FT231X (USB)", leds=8,
             programmers={_OFL: ("-b", "ulx3s")}, flash_default=False)
       for size in (25, 45, 85)),
