@@ -3,7 +3,7 @@
 A board that runs standalone holds its network's memories (weights and per-neuron parameter
 words of every core) in its SPI flash, past the bitstream; the flash loader (``hdl.flashload``)
 copies them into the cores at power-up. This module is the blob's contract (docs/flash.md);
-it imports the image contract and nothing else of the project.
+it imports nothing of the project (``hdl.flashload.image_blob`` builds the blob of an Image).
 
 Layout, every field little-endian::
 
@@ -20,26 +20,32 @@ a new bitstream, shapes and widths may not.
 
 from __future__ import annotations
 
-import json
+import enum
 import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .image import Image, param_fields, param_words
-from .protocol import MemSpace
-
 __all__ = ["MAGIC", "FORMAT_VERSION", "HEADER", "RECORD", "TRAILER_BYTES", "FlashImageError",
-           "Record", "FlashImage", "encode", "decode", "image_id", "image_records",
-           "encode_image"]
+           "MemSpace", "Record", "FlashImage", "encode", "decode"]
 
 MAGIC = b"SFFL"
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<4sHHII")  # magic, version, record count, image id, length
 RECORD = struct.Struct("<BBBxII")  # core, space, word bytes, pad, address, count
 TRAILER_BYTES = 4
-# The spaces a flash image may write (ACC is read-only, MOD a per-step input).
-WRITABLE = (MemSpace.WEIGHTS, MemSpace.STATE, MemSpace.PARAMS)
+
+
+class MemSpace(enum.IntEnum):
+    """A record's memory space: the values of ``spikeforge.protocol.MemSpace`` it may write
+    (ACC is read-only, MOD a per-step input); a test keeps them equal."""
+
+    WEIGHTS = 0
+    STATE = 1
+    PARAMS = 2
+
+
+WRITABLE = tuple(MemSpace)
 
 
 class FlashImageError(ValueError):
@@ -136,38 +142,3 @@ def decode(data: bytes, *, image_id: int | None = None) -> FlashImage:
     if pos != len(body):
         raise FlashImageError(f"flash image has {len(body) - pos} bytes past its last record")
     return FlashImage(blob_id, tuple(records))
-
-
-def image_id(image: Image) -> int:
-    """CRC-32 of the structure the gateware is built for: inputs, cores, and per layer its
-    shape, widths, neuron model and parameter word layout (not weights or parameter values)."""
-    layers = [{"n_in": layer.n_in, "n_out": layer.n_out, "recurrent": layer.recurrent,
-               "weight_bits": layer.weight_bits, "v_bits": layer.v_bits,
-               "acc_bits": layer.acc_bits, "reset": layer.reset,
-               "decay_mode": layer.decay_mode, "decay_frac": layer.decay_frac,
-               "params": [[f.name, f.width, f.signed] for f in param_fields(layer)]}
-              for layer in image.layers]
-    cores = [[c.layer, c.lo, c.hi, c.lanes] for c in image.config.cores]
-    text = json.dumps({"n_inputs": image.n_inputs, "cores": cores, "layers": layers},
-                      sort_keys=True)
-    return zlib.crc32(text.encode())
-
-
-def image_records(image: Image) -> list[Record]:
-    """Every core's PARAMS and WEIGHTS memory, as ``boards.runtime.Board.load`` writes them."""
-    records = []
-    for index, core in enumerate(image.config.cores):
-        layer = image.layers[core.layer]
-        params = param_words(layer, core.lo, core.hi)
-        width = sum(f.width for f in param_fields(layer))
-        records.append(Record(index, MemSpace.PARAMS, 0, max(1, -(-width // 8)), tuple(params)))
-        rows = image.weight_memory(index)
-        words = tuple(int.from_bytes(row.tobytes(), "little") for row in rows)
-        records.append(Record(index, MemSpace.WEIGHTS, 0, rows.shape[1], words))
-    return records
-
-
-def encode_image(image: Image) -> bytes:
-    """The flash blob of ``image``: every core's parameters and weights, for its gateware."""
-    image.check()
-    return encode(image_records(image), image_id=image_id(image))
