@@ -26,7 +26,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "HEADER", "RECORD", "TRAILER_BYTES", "FlashImageError",
+__all__ = ["FLASH_OFFSETS", "MAGIC", "FORMAT_VERSION", "HEADER", "RECORD", "TRAILER_BYTES",
+           "FlashImageError",
            "MemSpace", "Record", "FlashImage", "encode", "decode"]
 
 MAGIC = b"SFFL"
@@ -34,6 +35,10 @@ FORMAT_VERSION = 1
 HEADER = struct.Struct("<4sHHII")  # magic, version, record count, image id, length
 RECORD = struct.Struct("<BBBxII")  # core, space, word bytes, pad, address, count
 TRAILER_BYTES = 4
+# Where the blob sits in a board's SPI flash, per FPGA family: past the largest bitstream of
+# the family (iCE40 UP5K: 104,090 bytes; the HX8K, the largest iCE40, 135,100 bytes; ECP5
+# LFE5U-85F: about 2.3 MB uncompressed), on a 64 KiB erase-block boundary.
+FLASH_OFFSETS = {"ice40": 0x10_0000, "ecp5": 0x30_0000}
 
 
 class MemSpace(enum.IntEnum):
