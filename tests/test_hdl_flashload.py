@@ -4,13 +4,16 @@ the array's memory port, and the reason each fault must give)."""
 
 from __future__ import annotations
 
+import gc
+import warnings
 import zlib
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
+from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
+from hypothesis import given, settings
 
 from spikeforge import flashimage
 from spikeforge.boards.runtime import _param_words, _weight_words
@@ -29,7 +32,7 @@ from spikeforge.hdl.flashload import (
 from spikeforge.hdl.spiflash import SpiFlashModel
 from spikeforge.protocol import MemSpace
 
-from .strategies import random_image
+from .strategies import images, random_image
 from .test_hdl_array import mem_access
 
 OFFSET = 0x100000
@@ -102,7 +105,7 @@ def test_powered_down_flash_answers_nothing_without_the_wake_up():
 class Rig:
     """Flash model -> loader -> lock -> array; the test bench reads through the host side."""
 
-    def __init__(self, image, blob, *, blob_id=None, max_length=1 << 16):
+    def __init__(self, image, blob, *, blob_id=None, max_length=1 << 16, divisor=1):
         self.image = image
         # the bitstream's own memory contents: this image without its weights
         self.array = CoreArray(_unloaded(image))
@@ -110,7 +113,7 @@ class Rig:
             image_id=image_id(image) if blob_id is None else blob_id,
             offset=OFFSET, n_cores=len(image.config.cores),
             data_width=self.array.mem_data_width, addr_width=self.array.mem_addr_width,
-            max_length=max_length, wake_cycles=3)
+            max_length=max_length, divisor=divisor, wake_cycles=3)
         self.lock = MemLock(data_width=self.array.mem_data_width,
                             addr_width=self.array.mem_addr_width)
         m = Module()
@@ -242,8 +245,26 @@ def test_wrong_image_id_is_refused():
     assert (out["state"], out["reason"]) == (LoadState.ERROR, LoadError.IMAGE_ID)
 
 
-def test_loader_parameters_are_checked():
-    with pytest.raises(ValueError, match=r"^Flash offset must be a 24-bit address, not 16777216$"):
-        FlashLoader(image_id=0, offset=1 << 24, n_cores=1, data_width=8, addr_width=4)
-    with pytest.raises(ValueError, match=r"^Core count must be 1\.\.256, not 0$"):
-        FlashLoader(image_id=0, offset=0, n_cores=0, data_width=8, addr_width=4)
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"offset": 1 << 24}, r"^Flash offset must be a 24-bit address, not 16777216$"),
+    ({"n_cores": 0}, r"^Core count must be 1\.\.256, not 0$"),
+    ({"image_id": 1 << 32}, r"^Image id must be a 32-bit unsigned integer, not 4294967296$"),
+    ({"max_length": 19}, r"^Maximum length must be 20\.\.16777216 \(the flash past the "
+                         r"offset\), not 19$"),
+])
+def test_loader_parameters_are_checked(kwargs, message):
+    args = {"image_id": 0, "offset": 0, "n_cores": 1, "data_width": 8, "addr_width": 4,
+            **kwargs}
+    with warnings.catch_warnings():  # the half-built component is never elaborated
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match=message):
+            FlashLoader(**args)
+        gc.collect()
+
+
+@settings(max_examples=6, deadline=None)
+@given(images(max_layers=2, max_width=6))
+def test_any_image_loads_from_flash(image):
+    out = Rig(image, image_blob(image), divisor=2).run()
+    assert (out["state"], out["reason"]) == (LoadState.READY, LoadError.NONE)
+    assert out["mem"] == _expected(image)
