@@ -147,6 +147,9 @@ class HostLink(wiring.Component):
             "activity": Out(1),
             "busy": Out(1),
             "error": Out(1),
+            # the flash loader's verdict (docs/flash.md); a link without one is always loaded
+            "loaded": In(1, init=1),
+            "load_error": In(3),
         })
 
     @classmethod
@@ -248,7 +251,8 @@ class HostLink(wiring.Component):
 
         # The STATUS payload is read live, a byte at a time.
         status_vec = Cat(
-            Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, error, Const(0, 5),
+            Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, error, ~self.loaded,
+            Const(0, 1), self.load_error,
             Const(n_layers, 8), Const(0, 8),
             *(counters[name] for name in LINK_COUNTERS),
             self.events_in, self.events_out, self.busy_cycles, self.integrate_cycles,
@@ -441,6 +445,8 @@ class HostLink(wiring.Component):
                         with m.Case(Cmd.PUSH, Cmd.STEP):
                             with m.If(length[0]):
                                 answer(Status.LENGTH, 0)
+                            with m.Elif(~self.loaded):
+                                answer(Status.NOT_LOADED, 0)
                             with m.Else():
                                 execute()
                                 m.d.sync += [left.eq(length[1:]),
