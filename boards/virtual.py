@@ -31,11 +31,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..flashimage import FLASH_OFFSETS
+from ..hdl.flashload import image_blob
 from ..hdl.soc import SpikeSoC
+from ..hdl.spiflash import SpiFlashModel
 from ..hdl.uart import uart_divisor
 from ..image import Image
 
@@ -71,15 +75,22 @@ class BridgeTop(wiring.Component):
     ``dev_head mod ring``, then ``dev_head`` counts up; the simulator reads them from its own
     count up to ``dev_head`` (it must read before ``ring`` more bytes arrive). A byte whose stop
     bit is low counts ``dev_framing``. ``leds`` are the SoC's.
+
+    With ``flash`` (the bytes of an SPI flash window at the iCE40 offset, docs/flash.md) the
+    SoC loads its memories from a :class:`SpiFlashModel` holding them at reset.
     """
 
     def __init__(self, image: Image, *, divisor: int = DIVISOR, baud: float = BAUD,
-                 timeout_bytes: int = TIMEOUT_BYTES, ring: int = RING_BYTES):
+                 timeout_bytes: int = TIMEOUT_BYTES, ring: int = RING_BYTES,
+                 flash: bytes | None = None):
         if ring < 2 or ring & (ring - 1):
             raise ValueError(f"ring size must be a power of two >= 2, not {ring!r}")
         self._ring = ring
+        self._flash = None if flash is None else bytes(flash)
+        offset = FLASH_OFFSETS["ice40"] if flash is not None else None
         self._soc = SpikeSoC(image, clk_freq=divisor * baud, baud=baud,
-                             timeout_bytes=timeout_bytes)
+                             timeout_bytes=timeout_bytes, flash_offset=offset,
+                             flash_wake_cycles=8)
         super().__init__({
             "host_ring": In(8 * ring), "host_head": In(16), "host_tail": Out(16),
             "host_busy": Out(1),
@@ -97,6 +108,11 @@ class BridgeTop(wiring.Component):
         div = soc.divisor
         index_bits = self._ring.bit_length() - 1
         m.d.comb += self.leds.eq(soc.leds)
+        if self._flash is not None:
+            m.submodules.flash = flash = SpiFlashModel(self._flash,
+                                                       base=FLASH_OFFSETS["ice40"])
+            m.d.comb += [flash.cs_n.eq(soc.flash_cs_n), flash.sck.eq(soc.flash_sck),
+                         flash.copi.eq(soc.flash_copi), soc.flash_cipo.eq(flash.cipo)]
 
         # host -> device: a 10-bit shift register, start bit first, idle high
         shift = Signal(10, init=0x3FF)
@@ -162,12 +178,16 @@ class VirtualBoard:
 
     Starting builds the simulator (cached; the first build of an image takes a minute or two)
     and waits until the simulation has opened its terminal. ``close()`` stops it.
+
+    ``flash=True``: the gateware holds ``image`` with its weights zeroed (as SPRAM starts) and
+    loads the image's memories from a simulated SPI flash at reset (docs/flash.md);
+    ``flash=BYTES`` puts those bytes in the flash instead (e.g. a faulty blob).
     """
 
     def __init__(self, image: Image, *, simulator: str | None = None,
                  cache_root: str | os.PathLike | None = None,
                  timeout_bytes: int = TIMEOUT_BYTES, idle_limit: float = 3600.0,
-                 start_timeout: float = 120.0):
+                 start_timeout: float = 120.0, flash: bool | bytes = False):
         from ..hdl.rtl import build_simulator, default_cache_root, gateware_digest, generate_verilog
 
         image.check()
@@ -180,13 +200,22 @@ class VirtualBoard:
         self.exec_time = EXEC_TIME
         divisor = uart_divisor(DIVISOR * BAUD, BAUD)
         root = Path(cache_root) if cache_root is not None else default_cache_root()
+        blob = None
+        gateware_image = image
+        if flash is not False:
+            blob = image_blob(image) if flash is True else bytes(flash)
+            gateware_image = image.with_weights(
+                [np.zeros_like(layer.weights) for layer in image.layers],
+                [None if layer.rec_weights is None else np.zeros_like(layer.rec_weights)
+                 for layer in image.layers])
         key = hashlib.sha256(b"".join([
-            image.to_bytes(), gateware_digest(__name__).encode(), _bridge_digest().encode(),
+            gateware_image.to_bytes(), b"flash:" + (blob if blob is not None else b"-"),
+            gateware_digest(__name__).encode(), _bridge_digest().encode(),
             json.dumps([self.timeout_bytes, DIVISOR, BAUD, RING_BYTES, _BRIDGE_RECIPE]).encode(),
         ])).hexdigest()
         try:
             def verilog() -> str:  # only on a cache miss
-                top = BridgeTop(image, timeout_bytes=self.timeout_bytes)
+                top = BridgeTop(gateware_image, timeout_bytes=self.timeout_bytes, flash=blob)
                 return generate_verilog(top, simulator=simulator or "verilator")
 
             self._build = build_simulator(verilog, key=key, simulator=simulator,

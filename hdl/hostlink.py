@@ -290,18 +290,22 @@ class RequestChecker(wiring.Component):
     not fit the command (HELLO, CLEAR, STATUS: 0; READ_MEM: ``ARGS_BYTES``; WRITE_MEM:
     ``ARGS_BYTES + count * word_bytes``; PUSH, STEP: even); for READ_MEM and WRITE_MEM, ARG
     when ``core`` is not a core, ``space`` not a memory space, or ``addr + count`` beyond the
-    space's depth (:func:`memory_depths`), and BUSY when the array is not ``idle``; else OK.
+    space's depth (:func:`memory_depths`), and BUSY when the array is not ``idle``; for PUSH
+    and STEP, NOT_LOADED while the flash loader has not made the array ready; else OK.
 
     Members
     -------
     head : In(RequestHead)
     idle : In(1)
+    loaded : In(1)
+        The flash loader's verdict (docs/flash.md); 1 without a loader.
     status : Out(8)
         A ``protocol.Status`` value.
     """
 
     head: In(RequestHead)
     idle: In(1)
+    loaded: In(1, init=1)
     status: Out(8)
 
     def __init__(self, image: Image, *, word_bytes: int):
@@ -344,7 +348,8 @@ class RequestChecker(wiring.Component):
                 with m.Case(Command.HELLO, Command.CLEAR, Command.STATUS):
                     m.d.comb += status.eq(Mux(head.length == 0, Status.OK, Status.LENGTH))
                 with m.Case(Command.PUSH, Command.STEP):
-                    m.d.comb += status.eq(Mux(head.length[0], Status.LENGTH, Status.OK))
+                    m.d.comb += status.eq(Mux(head.length[0], Status.LENGTH,
+                                              Mux(self.loaded, Status.OK, Status.NOT_LOADED)))
                 with m.Default():
                     m.d.comb += status.eq(Status.UNKNOWN_CMD)
         m.d.sync += self.status.eq(status)
@@ -359,8 +364,10 @@ class StatusBytes(wiring.Component):
     index : In(range(status_length(n_layers)))
     byte : Out(8)
         Byte ``index`` of the payload (combinational).
-    overflow, idle, error : In(1)
+    overflow, idle, error, not_loaded : In(1)
         The flags.
+    load_error : In(3)
+        The flash loader's reason code (docs/flash.md), flag bits 5..7.
     link : In(LINK_COUNTER_LAYOUT)
     events_in, events_out, busy_cycles, integrate_cycles : In(COUNTER_BITS)
     sops, spikes, saturations, learn_cycles : In(ArrayLayout(COUNTER_BITS, n_layers))
@@ -375,6 +382,8 @@ class StatusBytes(wiring.Component):
             "overflow": In(1),
             "idle": In(1),
             "error": In(1),
+            "not_loaded": In(1),
+            "load_error": In(3),
             "link": In(LINK_COUNTER_LAYOUT),
             **{name: In(unsigned(COUNTER_BITS))
                for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles")},
@@ -385,7 +394,8 @@ class StatusBytes(wiring.Component):
         m = Module()
         n = self._n_layers
         vector = Cat(
-            Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, self.error, Const(0, 5),
+            Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, self.error, self.not_loaded,
+            Const(0, 1), self.load_error,
             Const(n, 8), Const(0, 8),
             *(self.link[name] for name in LINK_COUNTERS),
             self.events_in, self.events_out, self.busy_cycles, self.integrate_cycles,
@@ -493,6 +503,8 @@ class RequestExecutor(wiring.Component):
     mem : Out(MemAccessSignature(...))
     idle : In(1)
         To and from the array (see :class:`HostLink`).
+    loaded : In(1)
+        The flash loader's verdict (:class:`RequestChecker`).
     refused, duplicate, lost : Out(1)
         Strobes for the link counters: an answer with an error status; a repeat answered
         again; an output event beyond ``n_outputs`` dropped.
@@ -520,6 +532,7 @@ class RequestExecutor(wiring.Component):
             "mem": Out(MemAccessSignature(data_width=self._mem_data_width,
                                           addr_width=self._mem_addr_width, core_width=8)),
             "idle": In(1),
+            "loaded": In(1, init=1),
             "refused": Out(1),
             "duplicate": Out(1),
             "lost": Out(1),
@@ -560,6 +573,7 @@ class RequestExecutor(wiring.Component):
         m.d.comb += [
             checker.head.eq(req),
             checker.idle.eq(self.idle),
+            checker.loaded.eq(self.loaded),
             self.buf_addr.eq(idx),
             self.mem.core.eq(req.core),
             self.mem.space.eq(req.space[:3]),
@@ -859,6 +873,9 @@ class HostLink(wiring.Component):
             "activity": Out(1),
             "busy": Out(1),
             "error": Out(1),
+            # the flash loader's verdict (docs/flash.md); a link without one is always loaded
+            "loaded": In(1, init=1),
+            "load_error": In(3),
         })
 
     @classmethod
@@ -918,6 +935,7 @@ class HostLink(wiring.Component):
             receiver.buf_addr.eq(executor.buf_addr),
             executor.buf_data.eq(receiver.buf_data),
             executor.idle.eq(self.idle),
+            executor.loaded.eq(self.loaded),
             executor.status_byte.eq(status.byte),
             status.index.eq(executor.status_index),
             self.clear.eq(executor.clear),
@@ -930,6 +948,8 @@ class HostLink(wiring.Component):
             status.overflow.eq(self.overflow),
             status.idle.eq(self.idle),
             status.error.eq(counters.error),
+            status.not_loaded.eq(~self.loaded),
+            status.load_error.eq(self.load_error),
             status.link.eq(counters.counters),
             self.activity.eq(receiver.activity),
             self.busy.eq(receiver.o.valid),

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..image import Image
 from .array import CoreArray
+from .flashload import FlashLoader, LoadState, MemLock, image_id
 from .hostlink import HostLink, connect_array
 from .uart import UartRx, UartTx, uart_divisor
 
@@ -33,14 +34,18 @@ class SpikeSoC(wiring.Component):
         frame received, good or bad); 2: busy (lit ~50 ms after the array or the link worked);
         3: sticky error (the array lost an event, or the link saw a bad frame, a framing error,
         a timeout or an overrun; cleared by reset).
+        With ``flash_offset``, until the load is done: leds 1-3 all lit while loading; on a
+        failed load leds 1-3 show the reason code (docs/flash.md) blinking with the heartbeat.
+    flash_cs_n, flash_sck, flash_copi : Out(1); flash_cipo : In(1)
+        Only with ``flash_offset``: the SPI flash the memories are loaded from at reset
+        (:class:`hdl.flashload.FlashLoader`; the host link answers PUSH/STEP with NOT_LOADED
+        and its memory requests wait until the load ends).
     """
 
-    uart_rx: In(1, init=1)
-    uart_tx: Out(1, init=1)
-    leds: Out(4)
-
     def __init__(self, image: Image, *, clk_freq: float, baud: float = 115200,
-                 timeout_bytes: int = 128, max_payload: int = 256, fifo_depth: int = 0):
+                 timeout_bytes: int = 128, max_payload: int = 256, fifo_depth: int = 0,
+                 flash_offset: int | None = None, flash_divisor: int = 1,
+                 flash_wake_cycles: int | None = None):
         image.check()
         self._image = image
         self._clk_freq = float(clk_freq)
@@ -54,7 +59,19 @@ class SpikeSoC(wiring.Component):
         self._link = HostLink.for_array(self._array, byte_cycles=10 * self._divisor,
                                         timeout_bytes=self._timeout_bytes,
                                         max_payload=self._max_payload)
-        super().__init__()
+        members = {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "leds": Out(4)}
+        self._loader = None
+        if flash_offset is not None:
+            wake = (int(self._clk_freq * 3e-6) + 1 if flash_wake_cycles is None
+                    else flash_wake_cycles)
+            self._loader = FlashLoader(
+                image_id=image_id(image), offset=flash_offset, n_cores=len(image.config.cores),
+                data_width=self._array.mem_data_width, addr_width=self._array.mem_addr_width,
+                divisor=flash_divisor, wake_cycles=wake,
+                max_length=min(1 << 20, (1 << 24) - flash_offset))
+            members.update({"flash_cs_n": Out(1, init=1), "flash_sck": Out(1),
+                            "flash_copi": Out(1), "flash_cipo": In(1)})
+        super().__init__(members)
 
     @property
     def image(self) -> Image:
@@ -81,6 +98,10 @@ class SpikeSoC(wiring.Component):
     def link(self) -> HostLink:
         return self._link
 
+    @property
+    def loader(self) -> FlashLoader | None:
+        return self._loader
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.array = array = self._array
@@ -92,6 +113,22 @@ class SpikeSoC(wiring.Component):
         wiring.connect(m, link.tx, tx.i)
         m.d.comb += [link.framing_error.eq(rx.framing_error), link.overrun.eq(rx.overrun)]
         connect_array(m, link, array)
+        loader = self._loader
+        if loader is not None:
+            # re-route the memory port through the lock (the later comb assignments win)
+            m.submodules.loader = loader
+            m.submodules.mem_lock = lock = MemLock(data_width=array.mem_data_width,
+                                                   addr_width=array.mem_addr_width)
+            wiring.connect(m, link.mem, lock.host)
+            wiring.connect(m, loader.mem, lock.loader)
+            wiring.connect(m, lock.o, array.mem)
+            m.d.comb += [
+                lock.locked.eq(loader.state == LoadState.LOADING),
+                link.loaded.eq(loader.state == LoadState.READY),
+                link.load_error.eq(loader.reason),
+                self.flash_cs_n.eq(loader.cs_n), self.flash_sck.eq(loader.sck),
+                self.flash_copi.eq(loader.copi), loader.cipo.eq(self.flash_cipo),
+            ]
 
         heartbeat = Signal(max(1, int(self._clk_freq).bit_length() - 1))
         m.d.sync += heartbeat.eq(heartbeat + 1)
@@ -117,4 +154,9 @@ class SpikeSoC(wiring.Component):
         stretch(1, link.activity)
         stretch(2, link.busy | ~array.idle)
         m.d.comb += self.leds[3].eq(array.overflow | link.error)
+        if loader is not None:
+            with m.If(loader.state == LoadState.LOADING):
+                m.d.comb += self.leds[1:4].eq(0b111)
+            with m.Elif(loader.state == LoadState.ERROR):
+                m.d.comb += self.leds[1:4].eq(loader.reason.as_value() & heartbeat[-1].replicate(3))
         return m

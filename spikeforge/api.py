@@ -148,14 +148,17 @@ def build(image: Image | str | os.PathLike, board: str, out_dir: str | os.PathLi
 
 
 def flash(bitstream: str | os.PathLike, board: str, *, mode: str | None = None,
-          programmer: str | None = None, dry_run: bool = False):
-    """Write a bitstream to a board ("sram" or "flash"; default the board's usual memory).
+          programmer: str | None = None, dry_run: bool = False,
+          image: Image | str | os.PathLike | None = None):
+    """Write a bitstream to a board ("sram" or "flash"; default the board's usual memory);
+    with `image`, also its memory contents into the flash past the bitstream (docs/flash.md).
 
-    Returns `boards.flash.FlashResult` (its `command` is what ran, or would run with
-    `dry_run=True`)."""
+    Returns `boards.flash.FlashResult` (its `command` and `image_command` are what ran, or
+    would run with `dry_run=True`)."""
     from .boards.flash import flash as _flash
 
-    return _flash(bitstream, board, mode=mode, programmer=programmer, dry_run=dry_run)
+    return _flash(bitstream, board, mode=mode, programmer=programmer, dry_run=dry_run,
+                  image=image)
 
 
 def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, *,
@@ -163,8 +166,10 @@ def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, 
            calibration: np.ndarray | None = None, allow_pickle: bool = False,
            exporter: str | None = None, reset: str | None = None, max_spikes: int | None = None,
            clock_hz: float | None = None, mode: str | None = None,
-           programmer: str | None = None, dry_run: bool = False, progress=None) -> dict:
-    """Compile a model for `board`, build its bitstream and flash it.
+           programmer: str | None = None, dry_run: bool = False, progress=None,
+           standalone: bool = False) -> dict:
+    """Compile a model for `board`, build its bitstream and flash it (`standalone`: with the
+    memory contents in the flash past it, docs/flash.md).
 
     Writes out_dir/model.sfi and the build products; returns {"image", "build", "flash"}.
     """
@@ -183,7 +188,8 @@ def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, 
     report = build(image, name, out_dir, clock_hz=clock_hz, progress=progress)
     if progress is not None:
         progress("flashing")
-    result = flash(report.bitstream, name, mode=mode, programmer=programmer, dry_run=dry_run)
+    result = flash(report.bitstream, name, mode=mode, programmer=programmer, dry_run=dry_run,
+                   image=image if standalone else None)
     return {"image": str(image_path), "build": report.to_dict(), "flash": result.to_dict()}
 
 

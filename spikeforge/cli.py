@@ -584,7 +584,7 @@ def cmd_flash(args) -> int:
     from . import api
 
     result = api.flash(args.bitstream, args.board, mode=_mode(args),
-                       programmer=args.programmer, dry_run=args.dry_run)
+                       programmer=args.programmer, dry_run=args.dry_run, image=args.image)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -592,6 +592,8 @@ def cmd_flash(args) -> int:
 
         verb = "would run" if args.dry_run else "ran"
         print(f"{verb}: {shlex.join(result.command)}")
+        if result.image_command is not None:
+            print(f"{verb}: {shlex.join(result.image_command)}")
     return 0
 
 
@@ -606,7 +608,8 @@ def cmd_deploy(args) -> int:
                                 weight_bits=args.weight_bits, **_nir_kwargs(args),
                                 allow_pickle=args.allow_pickle, clock_hz=clock,
                                 mode=_mode(args), programmer=args.programmer,
-                                dry_run=args.dry_run, progress=stages)
+                                dry_run=args.dry_run, progress=stages,
+                                standalone=args.standalone)
     except TimingError as exc:
         if not args.json:
             _print_build(exc.report.to_dict())
@@ -619,6 +622,8 @@ def cmd_deploy(args) -> int:
         _print_build(result["build"])
         verb = "would run" if args.dry_run else "ran"
         print(f"{verb}: {shlex.join(result['flash']['command'])}")
+        if "image_command" in result["flash"]:
+            print(f"{verb}: {shlex.join(result['flash']['image_command'])}")
     return 0
 
 
@@ -773,6 +778,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bitstream", type=Path, help=".bin (iCE40) or .bit (ECP5)")
     p.add_argument("--board", required=True, help="target board (see `spikeforge boards`)")
     flash_options(p)
+    p.add_argument("--image", type=Path,
+                   help="also write this image's memory contents (.sfi) into the flash past "
+                        "the bitstream (docs/flash.md), so the board runs standalone")
     p.add_argument("--json", action="store_true", help="print the command as JSON")
     p.set_defaults(func=cmd_flash)
 
@@ -788,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a pickled torch module (unpickling runs its code)")
     p.add_argument("--clock", type=float, help="fabric clock in MHz (default: the board's)")
     flash_options(p)
+    p.add_argument("--standalone", action="store_true",
+                   help="also write the memory contents into the flash past the bitstream "
+                        "(docs/flash.md)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_deploy)
 

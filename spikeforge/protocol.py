@@ -69,6 +69,7 @@ class Status(enum.IntEnum):
     LENGTH = 0x03  # the payload length does not fit the command
     ARG = 0x04  # core index or memory space out of range
     BUSY = 0x05  # memory access while a step is open (PUSH without STEP)
+    NOT_LOADED = 0x06  # PUSH/STEP before the flash loader made the array ready (docs/flash.md)
 
 
 class MemSpace(enum.IntEnum):
@@ -374,6 +375,8 @@ class DeviceStatus:
     spikes: list[int]
     saturations: list[int]
     learn_cycles: list[int]  # weight read-modify-write cycles of learning (0: layer learns not)
+    not_loaded: bool = False  # the flash loader has not (yet) made the array ready
+    load_error: int = 0  # the flash loader's reason code (docs/flash.md), 0: none
 
 
 def status_length(n_layers: int) -> int:
@@ -422,7 +425,8 @@ def parse_status(payload: bytes, n_layers: int | None = None) -> DeviceStatus:
     flags = payload[1]
     return DeviceStatus(
         version=payload[0], overflow=bool(flags & 1), idle=bool(flags & 2),
-        link_error=bool(flags & 4), link=link, **fixed, **per_layer)
+        link_error=bool(flags & 4), link=link, **fixed, **per_layer,
+        not_loaded=bool(flags & 8), load_error=flags >> 5)
 
 
 def counter_delta(before: int, after: int, bits: int = COUNTER_BITS) -> int:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # folder -> package, as pyproject.toml's package-dir maps them
 FOLDERS = {"spikeforge": "spikeforge", "sim": "spikeforge.sim", "compiler": "spikeforge.compiler",
            "hdl": "spikeforge.hdl", "boards": "spikeforge.boards"}
-CONTRACTS = {"spikeforge.image", "spikeforge.protocol", "spikeforge.lfsr"}
+CONTRACTS = {"spikeforge.image", "spikeforge.protocol", "spikeforge.lfsr", "spikeforge.flashimage"}
 # Layers from the bottom up; a module may import its own layer's modules and lower layers only.
 LAYERS = ("contracts", "sim", "compiler", "hdl", "boards", "api")
 

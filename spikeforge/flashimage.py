@@ -1,0 +1,149 @@
+"""The flash image: an image's memory contents as the gateware's flash loader reads them.
+
+A board that runs standalone holds its network's memories (weights and per-neuron parameter
+words of every core) in its SPI flash, past the bitstream; the flash loader (``hdl.flashload``)
+copies them into the cores at power-up. This module is the blob's contract (docs/flash.md);
+it imports nothing of the project (``hdl.flashload.image_blob`` builds the blob of an Image).
+
+Layout, every field little-endian::
+
+    header   16 bytes  magic b"SFFL" | version u16 | record count u16 | image id u32 | length u32
+    record   12 bytes  core u8 | space u8 | word bytes u8 | 0 u8 | address u32 | count u32
+             then count words of `word bytes` bytes each
+    ...      (record count records)
+    trailer   4 bytes  CRC-32 (zlib.crc32, ISO-HDLC) of every byte before it
+
+``length`` counts the whole blob, trailer included. ``image id`` names the network structure
+the gateware was built for (:func:`image_id`): weights and parameter values may change without
+a new bitstream, shapes and widths may not.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["FLASH_OFFSETS", "MAGIC", "FORMAT_VERSION", "HEADER", "RECORD", "TRAILER_BYTES",
+           "FlashImageError",
+           "MemSpace", "Record", "FlashImage", "encode", "decode"]
+
+MAGIC = b"SFFL"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<4sHHII")  # magic, version, record count, image id, length
+RECORD = struct.Struct("<BBBxII")  # core, space, word bytes, pad, address, count
+TRAILER_BYTES = 4
+# Where the blob sits in a board's SPI flash, per FPGA family: past the largest bitstream of
+# the family (iCE40 UP5K: 104,090 bytes; the HX8K, the largest iCE40, 135,100 bytes; ECP5
+# LFE5U-85F: about 2.3 MB uncompressed), on a 64 KiB erase-block boundary.
+FLASH_OFFSETS = {"ice40": 0x10_0000, "ecp5": 0x30_0000}
+
+
+class MemSpace(enum.IntEnum):
+    """A record's memory space: the values of ``spikeforge.protocol.MemSpace`` it may write
+    (ACC is read-only, MOD a per-step input); a test keeps them equal."""
+
+    WEIGHTS = 0
+    STATE = 1
+    PARAMS = 2
+
+
+WRITABLE = tuple(MemSpace)
+
+
+class FlashImageError(ValueError):
+    """A blob that is not a valid flash image; the message names the fault."""
+
+
+@dataclass(frozen=True)
+class Record:
+    core: int
+    space: MemSpace
+    addr: int
+    word_bytes: int
+    words: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FlashImage:
+    image_id: int
+    records: tuple[Record, ...]
+
+
+def encode(records: Sequence[Record], *, image_id: int) -> bytes:
+    """The blob of ``records`` for the gateware of ``image_id``."""
+    if not 0 <= image_id < 1 << 32:
+        raise FlashImageError(f"image id must be a 32-bit unsigned integer, not {image_id!r}")
+    if len(records) >= 1 << 16:
+        raise FlashImageError(f"record count must be below 65536, not {len(records)!r}")
+    body = []
+    for rec in records:
+        if rec.space not in WRITABLE:
+            raise FlashImageError(f"record space must be one of "
+                                  f"{', '.join(s.name for s in WRITABLE)}, not {rec.space!r}")
+        if not 1 <= rec.word_bytes <= 255 or not 0 <= rec.core < 256:
+            raise FlashImageError(f"record of core {rec.core!r} with {rec.word_bytes!r}-byte "
+                                  f"words does not fit the record header")
+        body.append(RECORD.pack(rec.core, int(rec.space), rec.word_bytes, rec.addr,
+                                len(rec.words)))
+        limit = 1 << (8 * rec.word_bytes)
+        for word in rec.words:
+            if not 0 <= word < limit:
+                raise FlashImageError(f"word of core {rec.core} {rec.space.name.lower()} must "
+                                      f"fit {rec.word_bytes} bytes, not {word!r}")
+            body.append(word.to_bytes(rec.word_bytes, "little"))
+    payload = b"".join(body)
+    length = HEADER.size + len(payload) + TRAILER_BYTES
+    blob = HEADER.pack(MAGIC, FORMAT_VERSION, len(records), image_id, length) + payload
+    return blob + zlib.crc32(blob).to_bytes(TRAILER_BYTES, "little")
+
+
+def decode(data: bytes, *, image_id: int | None = None) -> FlashImage:
+    """Validate and parse a blob (trailing bytes past ``length``, e.g. erased flash, are
+    ignored); the checks and their order are the gateware's."""
+    data = bytes(data)
+    if len(data) < HEADER.size:
+        raise FlashImageError(f"flash image must be at least {HEADER.size} bytes, "
+                              f"not {len(data)}")
+    magic, version, count, blob_id, length = HEADER.unpack_from(data)
+    if magic == b"\xff" * 4:
+        raise FlashImageError("flash is blank (erased) where the image should be")
+    if magic != MAGIC:
+        raise FlashImageError(f"flash image magic must be {MAGIC!r}, not {magic!r}")
+    if version != FORMAT_VERSION:
+        raise FlashImageError(f"flash image version must be {FORMAT_VERSION}, not {version!r}")
+    if image_id is not None and blob_id != image_id:
+        raise FlashImageError(f"flash image id must be 0x{image_id:08x} (the gateware's), "
+                              f"not 0x{blob_id:08x}")
+    if length < HEADER.size + TRAILER_BYTES:
+        raise FlashImageError(f"flash image length must be at least "
+                              f"{HEADER.size + TRAILER_BYTES}, not {length!r}")
+    if length > len(data):
+        raise FlashImageError(f"flash image is truncated: {len(data)} of {length} bytes")
+    body = data[:length - TRAILER_BYTES]
+    crc = int.from_bytes(data[length - TRAILER_BYTES:length], "little")
+    if zlib.crc32(body) != crc:
+        raise FlashImageError(f"flash image CRC must be 0x{zlib.crc32(body):08x}, "
+                              f"not 0x{crc:08x}")
+    records, pos = [], HEADER.size
+    for _ in range(count):
+        if pos + RECORD.size > len(body):
+            raise FlashImageError(f"flash image record at byte {pos} overruns its length")
+        core, space, word_bytes, addr, n = RECORD.unpack_from(body, pos)
+        pos += RECORD.size
+        if space not in {int(s) for s in WRITABLE} or word_bytes == 0:
+            raise FlashImageError(f"flash image record at byte {pos - RECORD.size} has "
+                                  f"space {space} and {word_bytes}-byte words")
+        end = pos + n * word_bytes
+        if end > len(body):
+            raise FlashImageError(f"flash image record at byte {pos - RECORD.size} overruns "
+                                  f"its length")
+        words = tuple(int.from_bytes(body[p:p + word_bytes], "little")
+                      for p in range(pos, end, word_bytes))
+        records.append(Record(core, MemSpace(space), addr, word_bytes, words))
+        pos = end
+    if pos != len(body):
+        raise FlashImageError(f"flash image has {len(body) - pos} bytes past its last record")
+    return FlashImage(blob_id, tuple(records))
