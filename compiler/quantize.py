@@ -34,6 +34,7 @@ from ..image import CoreConfig, HwConfig, Image, LayerParams
 from ..sim import golden
 from ..sim.encode import given
 from .ir import LifLayer, ModelError, Network
+from .scales import check_scale_options, weight_scales
 
 DECAY_CHOICES = ("auto", "none", "shift", "mul")
 DEFAULT_DECAY_FRAC = 8
@@ -60,6 +61,8 @@ class LayerQuant:
     v_source: str  # "calibration" | "bound" | "bound (calibration larger)"
     acc_bits: int
     v_peak: int | None = None  # largest |v_q| seen in calibration
+    clip: float = 1.0  # clipping ratio (clip = ratio * max|W|), mean over the layer's neurons
+    neuron_scales: list[float] | None = field(default=None, repr=False)  # scale per neuron
 
 
 @dataclass
@@ -71,23 +74,30 @@ class QuantReport:
 
     def rows(self) -> list[dict]:
         """One flat dict per layer, in order (for tables)."""
-        return [asdict(layer) for layer in self.layers]
+        rows = [asdict(layer) for layer in self.layers]
+        for row in rows:
+            row.pop("neuron_scales")
+        return rows
 
     def to_dict(self) -> dict:
         return {"layers": self.rows(), "decay_frac": self.decay_frac,
-                "calibrated": self.calibrated, "notes": list(self.notes)}
+                "calibrated": self.calibrated, "notes": list(self.notes),
+                "neuron_scales": [layer.neuron_scales for layer in self.layers]}
 
 
 # -- public entry --------------------------------------------------------------------------------
 def quantize(network: Network, *, weight_bits: int | dict[str | int, int] = 8,
              calibration: np.ndarray | None = None, decay: str = "auto",
-             decay_frac: int = DEFAULT_DECAY_FRAC) -> tuple[list[LayerParams], QuantReport]:
+             decay_frac: int = DEFAULT_DECAY_FRAC, scales: str = "neuron",
+             clip: str = "mse") -> tuple[list[LayerParams], QuantReport]:
     """Quantize every layer of `network`; see the module docstring for the arithmetic.
 
     `weight_bits` is one width for all layers or a dict keyed by layer name or index (layers it
     does not name get 8). `calibration` is a batch of input spike trains [batch, time, n_inputs]
-    used to size the membranes. `decay` is "auto", "none", "shift" or "mul".
+    used to size the membranes. `decay` is "auto", "none", "shift" or "mul". `scales` ("neuron"
+    or "layer") and `clip` ("mse" or "max") choose the weight scales (compiler/scales.py).
     """
+    check_scale_options(scales, clip)
     if decay not in DECAY_CHOICES:
         raise ValueError(f"decay must be one of {DECAY_CHOICES}, not {decay!r}")
     decay_frac = int(decay_frac)
@@ -100,7 +110,8 @@ def quantize(network: Network, *, weight_bits: int | dict[str | int, int] = 8,
     layers: list[LayerParams] = []
     reports: list[LayerQuant] = []
     for layer, bits in zip(network.layers, widths, strict=True):
-        params, report = _quantize_layer(layer, bits, decay, decay_frac, notes)
+        params, report = _quantize_layer(layer, bits, decay, decay_frac, notes,
+                                         (scales, clip))
         layers.append(params)
         reports.append(report)
 
@@ -213,33 +224,23 @@ def _is_exact(layer: LifLayer, bits: int) -> bool:
 
 
 def _quantize_layer(layer: LifLayer, bits: int, decay: str, decay_frac: int,
-                    notes: list[str]) -> tuple[LayerParams, LayerQuant]:
+                    notes: list[str], options=("neuron", "mse")) -> tuple[LayerParams, LayerQuant]:
     qmax = (1 << (bits - 1)) - 1
     w_all = layer.weight if layer.rec_weight is None else \
         np.concatenate([layer.weight, layer.rec_weight], axis=1)
     w_peak = float(np.abs(w_all).max(initial=0.0))
     exact = _is_exact(layer, bits)
-    if exact:
-        scale = 1.0
-    else:
-        p_peak = float(max(layer.threshold.max(initial=0.0), np.abs(layer.bias).max(initial=0.0)))
-        scale = w_peak / qmax if w_peak > 0 else (p_peak / qmax if p_peak > 0 else 1.0)
-        # Threshold and bias must fit the widest membrane with one bit to spare.
-        limit = (1 << (MAX_V_BITS - 2)) - 1
-        if p_peak / scale > limit:
-            scale = p_peak / limit
-            notes.append(f"layer {layer.name!r}: threshold/bias are {p_peak / w_peak:.3g} times "
-                         f"the largest weight; the scale was raised to fit them in a "
-                         f"{MAX_V_BITS}-bit membrane, so weights keep fewer levels")
+    scale, ratio = _layer_scales(layer, w_all, bits, exact, options, notes)
+    col = scale[:, None]
     lo = -qmax - 1 if exact else -qmax
-    w_q = np.clip(np.rint(layer.weight / scale), lo, qmax).astype(np.int64)
+    w_q = np.clip(np.rint(layer.weight / col), lo, qmax).astype(np.int64)
     rec_q = None if layer.rec_weight is None else \
-        np.clip(np.rint(layer.rec_weight / scale), lo, qmax).astype(np.int64)
+        np.clip(np.rint(layer.rec_weight / col), lo, qmax).astype(np.int64)
     bias_q = np.rint(layer.bias / scale).astype(np.int64)
     theta_q = np.rint(layer.threshold / scale).astype(np.int64)
 
     wq_all = w_q if rec_q is None else np.concatenate([w_q, rec_q], axis=1)
-    err = w_all - wq_all * scale
+    err = w_all - wq_all * col
     rms = float(np.sqrt(np.mean(err ** 2))) if err.size else 0.0
     max_rel = float(np.abs(err).max() / w_peak) if w_peak > 0 else 0.0
 
@@ -248,14 +249,42 @@ def _quantize_layer(layer: LifLayer, bits: int, decay: str, decay_frac: int,
         name=layer.name, weights=w_q, rec_weights=rec_q, bias=bias_q, threshold=theta_q,
         weight_bits=bits, v_bits=32, acc_bits=40, reset=layer.reset, decay_mode=mode,
         decay_shift=shift, decay_mul=mul, decay_frac=decay_frac if mode == "mul" else 0,
-        scale=scale)
+        scale=float(scale.max()) if scale.size else 1.0)
     acc_bits = provisional.acc_bits_needed()
     params = replace(provisional, acc_bits=acc_bits)
     report = LayerQuant(
-        name=layer.name, weight_bits=bits, scale=scale, exact=exact, weight_rms_error=rms,
-        weight_max_rel_error=max_rel, decay_mode=mode, decay=summary,
-        beta_max_error=beta_err, v_bits=0, v_source="", acc_bits=acc_bits)
+        name=layer.name, weight_bits=bits, scale=params.scale, exact=exact,
+        weight_rms_error=rms, weight_max_rel_error=max_rel, decay_mode=mode, decay=summary,
+        beta_max_error=beta_err, v_bits=0, v_source="", acc_bits=acc_bits,
+        clip=float(ratio.mean()), neuron_scales=[float(x) for x in scale])
     return params, report
+
+
+def _layer_scales(layer: LifLayer, w_all: np.ndarray, bits: int, exact: bool, options,
+                  notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-neuron scales [n_out] and clipping ratios (compiler/scales.py); 1 for an exact
+    integer layer. A neuron whose threshold or bias would not fit the widest membrane (with one
+    bit to spare) at its scale gets a coarser scale."""
+    if exact:
+        return np.ones(layer.n_out), np.ones(layer.n_out)
+    scales, clip = options
+    qmax = (1 << (bits - 1)) - 1
+    scale, ratio = weight_scales(w_all, bits, scales=scales, clip=clip)
+    p_peak = np.maximum(layer.threshold, np.abs(layer.bias))
+    if scales == "layer":
+        p_peak = np.full(layer.n_out, p_peak.max(initial=0.0))
+    scale = np.where(scale > 0, scale, p_peak / qmax)
+    scale = np.where(scale > 0, scale, 1.0)
+    limit = (1 << (MAX_V_BITS - 2)) - 1
+    raised = p_peak / scale > limit
+    if np.any(raised):
+        scale = np.where(raised, p_peak / limit, scale)
+        w_peak = float(np.abs(w_all).max(initial=0.0))
+        ratio_text = f"{p_peak.max() / w_peak:.3g}" if w_peak > 0 else "infinitely many"
+        notes.append(f"layer {layer.name!r}: threshold/bias are {ratio_text} times the largest "
+                     f"weight in {int(raised.sum())} neuron(s); their scale was raised to fit "
+                     f"a {MAX_V_BITS}-bit membrane, so their weights keep fewer levels")
+    return scale, ratio
 
 
 def choose_decay(beta: np.ndarray, decay: str, decay_frac: int, name: str = "?"):
