@@ -13,15 +13,21 @@ from .sim.encode import given
 ENGINES = ("golden", "rtl")
 
 
-def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None,  # noqa: A001
-            device: str | None = None, dt: float | None = None,
+def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
+            board: str | None = None, device: str | None = None, dt: float | None = None,
             calibration: np.ndarray | None = None, *, allow_pickle: bool = False,
-            lanes: int | None = None, decay: str = "auto") -> Image:
+            lanes: int | None = None, decay: str = "auto", labels: np.ndarray | None = None,
+            budget: float | int | None = None, scales: str = "neuron",
+            clip: str = "mse") -> Image:
     """Quantize and map a trained network; returns the image (nothing is written).
 
     `model_or_path`: a torch.nn.Module, a nir.NIRGraph, or a path to a .nir file (or to a
     pickled module, with `allow_pickle=True`). `calibration`: input spikes
     [batch, time, n_inputs] that set the membrane width so nothing saturates on them.
+    `weight_bits="auto"` chooses bits per layer from the Hessian trace on the calibration spikes
+    and `labels` within `budget` (a float: fraction of the 8-bit weight memory; an int: bits;
+    None: what fits the device); see docs/mixed-precision.md. `scales` ("neuron" or "layer") and
+    `clip` ("mse" or "max") choose the weight scales.
     """
     from .compiler.frontend import load_network
     from .compiler.mapper import estimate_resources, map_network
@@ -32,15 +38,44 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     network = load_network(model_or_path, dt=dt, allow_pickle=allow_pickle)
     if calibration is not None:
         calibration = given(calibration, network.n_inputs)
+    weight_bits, plan = _plan_bits(network, weight_bits, calibration, labels, budget,
+                                   scales, clip, dict(device=device, board=board, lanes=lanes),
+                                   decay)
     layers, report = quantize(network, weight_bits=weight_bits, calibration=calibration,
-                              decay=decay)
+                              decay=decay, scales=scales, clip=clip)
     config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes)
     resources = estimate_resources(layers, config)
     meta = {"source": network.source, "quantization": report.to_dict(),
             "resources": {name: list(pair) for name, pair in resources.items()}}
+    meta.update(_precision_report(plan, network, layers, report, calibration, labels))
     image = Image(network.n_inputs, layers, config, meta)
     image.check()
     return image
+
+
+def _plan_bits(network, weight_bits, calibration, labels, budget, scales, clip, target, decay):
+    """weight_bits="auto" resolved to bits per layer (compiler/mixed.py)."""
+    from .compiler.mapper import FitError, map_network
+    from .compiler.mixed import plan_weight_bits
+    from .compiler.quantize import quantize
+
+    def fits(bits: dict) -> bool:
+        layers, _ = quantize(network, weight_bits=bits, calibration=calibration, decay=decay,
+                             scales=scales, clip=clip)
+        try:
+            map_network(layers, network.n_inputs, **target)
+        except FitError:
+            return False
+        return True
+
+    return plan_weight_bits(network, weight_bits, calibration, labels, budget, scales=scales,
+                            clip=clip, fits=fits)
+
+
+def _precision_report(plan, network, layers, report, calibration, labels) -> dict:
+    from .compiler.mixed import precision_report
+
+    return precision_report(plan, network, layers, report, calibration, labels)
 
 
 def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str = "golden",

@@ -1,0 +1,110 @@
+"""weight_bits="auto": Hessian-aware mixed precision, from calibration data to bits per layer.
+
+1. Hessian trace of the rate loss per layer (compiler/sensitivity.py), on the calibration spikes
+   and labels (or, without labels, the float network's own predictions).
+2. The squared weight error ||Q_b(W_i) - W_i||^2 at every width b in 2..8, with the scales the
+   quantizer will use (compiler/scales.py).
+3. The exact allocation under the budget (compiler/allocate.py); without a budget, the best
+   allocation that the target device holds (tried from the largest down with the mapper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .allocate import BITS, allocate, budget_bits, costs_from, frontier
+from .ir import Network
+from .scales import quantization_error
+from .sensitivity import check_labels, layer_traces
+
+
+def layer_weights(network: Network) -> list[np.ndarray]:
+    """Per layer the weights that share its memory: [n_out, fan_in] (recurrent columns last)."""
+    return [layer.weight if layer.rec_weight is None else
+            np.concatenate([layer.weight, layer.rec_weight], axis=1) for layer in network.layers]
+
+
+def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | None,
+                     labels, budget, *, scales: str = "neuron", clip: str = "mse",
+                     fits: Callable[[dict], bool] | None = None, samples: int = 32,
+                     seed: int = 0) -> tuple[object, dict | None]:
+    """Resolve `weight_bits` ("auto", or what the quantizer takes) into what the quantizer takes,
+    and the mixed-precision plan for the report (None unless "auto").
+
+    `fits(bits_by_index)` says whether the network at those widths fits the target device; it
+    picks the allocation when `budget` is None.
+    """
+    if labels is not None:
+        if calibration is None:
+            raise ValueError("labels must come with calibration spikes, not alone")
+        labels = check_labels(labels, calibration.shape[0], network.n_outputs)
+    if not (isinstance(weight_bits, str) and weight_bits == "auto"):
+        if isinstance(weight_bits, str):
+            raise ValueError(f"weight_bits must be 2..16, a dict per layer or 'auto', "
+                             f"not {weight_bits!r}")
+        if budget is not None:
+            raise ValueError(f"budget is for weight_bits='auto', not {weight_bits!r}")
+        return weight_bits, None
+    if calibration is None:
+        raise ValueError("weight_bits='auto' must have calibration spikes (and labels) to "
+                         "measure each layer's sensitivity, not calibration=None")
+    weights = layer_weights(network)
+    sizes = [w.size for w in weights]
+    full = 8 * sum(sizes)
+    budget_limit = None if budget is None else budget_bits(budget, sizes)
+    traces, stderr = layer_traces(network, calibration, labels, samples=samples, seed=seed)
+    errors = [{b: quantization_error(w, b, scales=scales, clip=clip) for b in BITS}
+              for w in weights]
+    costs = costs_from(traces, errors, sizes)
+    if budget_limit is not None:
+        choice = allocate(costs, sizes, budget_limit)
+    else:
+        choice = None
+        for candidate in reversed(frontier(costs, sizes)):
+            if fits is None or fits(dict(enumerate(candidate.bits))):
+                choice = candidate
+                break
+        if choice is None:
+            raise ValueError("the network does not fit the device even at 2 weight bits "
+                             "per layer; compile with weight_bits=2 to see what is short")
+    plan = {
+        "budget_bits": budget_limit, "budget_fraction":
+            None if budget_limit is None else budget_limit / full,
+        "budget_source": "given" if budget_limit is not None else "device",
+        "size_bits": choice.size_bits, "size_fraction": choice.size_bits / full,
+        "full_8bit_bits": full, "cost": choice.cost, "trace_samples": samples,
+        "layers": [{"name": layer.name, "trace": float(t), "trace_stderr": float(e),
+                    "bits": b, "weights": n, "size_bits": b * n,
+                    "sq_error": float(err[b])}
+                   for layer, t, e, b, n, err in zip(network.layers, traces, stderr,
+                                                      choice.bits, sizes, errors, strict=True)],
+    }
+    return dict(enumerate(choice.bits)), plan
+
+
+def precision_report(plan: dict | None, network: Network, layers, quant_report,
+                     calibration: np.ndarray | None, labels) -> dict:
+    """The image meta entry "mixed_precision": per layer trace, bits, scale, clip and size; with
+    labels, float against golden accuracy on the calibration data. {} when there is nothing to
+    say (no plan and no labels)."""
+    from .quantize import accuracy_report
+
+    if plan is None and labels is None:
+        return {}
+    out = dict(plan) if plan is not None else {"layers": [
+        {"name": layer.name, "bits": layer.weight_bits, "weights": layer.weights.size +
+         (0 if layer.rec_weights is None else layer.rec_weights.size),
+         "trace": None} for layer in layers]}
+    rows = []
+    for row, params, q in zip(out["layers"], layers, quant_report.layers, strict=True):
+        row = dict(row)
+        row.update({"scale": params.scale, "clip": q.clip,
+                    "size_bits": params.weight_bits * row["weights"]})
+        rows.append(row)
+    out["layers"] = rows
+    if labels is not None:
+        acc = accuracy_report(network, layers, calibration, np.asarray(labels).reshape(-1))
+        out["accuracy"] = {"on": "calibration", **acc}
+    return {"mixed_precision": out}
