@@ -54,6 +54,8 @@ def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | No
     sizes = [w.size for w in weights]
     full = 8 * sum(sizes)
     budget_limit = None if budget is None else budget_bits(budget, sizes)
+    if budget_limit is not None and budget_limit < min(BITS) * sum(sizes):
+        allocate([dict.fromkeys(BITS, 0.0) for _ in sizes], sizes, budget_limit)  # raises
     traces, stderr = layer_traces(network, calibration, labels, samples=samples, seed=seed)
     errors = [{b: quantization_error(w, b, scales=scales, clip=clip) for b in BITS}
               for w in weights]

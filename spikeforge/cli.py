@@ -28,7 +28,10 @@ def _console():
 
 # -- compile ---------------------------------------------------------------------------------
 def _weight_bits(text: str) -> int | dict:
-    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides)."""
+    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides),
+    or `auto` (mixed precision from --calibration, --labels and --budget)."""
+    if text.strip().lower() == "auto":
+        return "auto"
     overrides: dict = {}
     default = 8
     for part in text.split(","):
@@ -47,15 +50,60 @@ def cmd_compile(args) -> int:
     from . import api
 
     calibration = _read_spikes(args.calibration) if args.calibration else None
+    labels = _read_array(args.labels, "labels", "label", npy=True) if args.labels else None
     image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
                         device=args.device, dt=args.dt, calibration=calibration,
-                        allow_pickle=args.allow_pickle, lanes=args.lanes)
+                        allow_pickle=args.allow_pickle, lanes=args.lanes, labels=labels,
+                        budget=_budget(args.budget), scales=args.scales, clip=args.clip)
     image.save(args.output)
     if args.json:
         print(json.dumps(_describe(image, str(args.output))))
     else:
         _print_image(image, str(args.output))
     return 0
+
+
+def _budget(text: str | None):
+    """`42%` or `0.42` (a fraction of the 8-bit weight memory) or `30000` (bits); None stays."""
+    if text is None:
+        return None
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            return float(value[:-1]) / 100
+        if any(c in value for c in ".eE"):
+            return float(value)
+        return int(value)
+    except ValueError:
+        raise CliError(f"--budget must be a percentage (42%), a fraction (0.42) or a number of "
+                       f"bits (30000), not {text!r}") from None
+
+
+def _print_precision(console, plan: dict | None) -> None:
+    """The mixed-precision table: per layer trace, bits, scale, clip, size; accuracy line."""
+    from rich.table import Table
+
+    if not plan:
+        return
+    table = Table(title="mixed precision")
+    for col in ("layer", "trace", "bits", "scale", "clip", "size (bits)"):
+        table.add_column(col)
+    for row in plan["layers"]:
+        trace = "-" if row.get("trace") is None else \
+            f"{row['trace']:.4g} +- {row.get('trace_stderr', 0):.2g}"
+        table.add_row(row["name"], trace, str(row["bits"]), f"{row['scale']:.4g}",
+                      f"{row['clip']:.3f}", str(row["size_bits"]))
+    console.print(table)
+    if plan.get("size_bits") is not None:
+        budget = plan.get("budget_fraction")
+        within = f"budget {100 * budget:.1f} %" if budget is not None else "what fits the device"
+        console.print(f"weight memory {plan['size_bits']} bits = "
+                      f"{100 * plan['size_fraction']:.1f} % of 8 bits ({within})")
+    acc = plan.get("accuracy")
+    if acc:
+        console.print(f"accuracy on the {acc['samples']} labelled calibration samples: float "
+                      f"{100 * acc['float_accuracy']:.2f} %, golden "
+                      f"{100 * acc['quant_accuracy']:.2f} %")
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -80,7 +128,7 @@ def _describe(image, path: str | None = None) -> dict:
                    "word_bits": c.lanes * image.layers[c.layer].weight_bits}
                   for c in image.config.cores],
     }
-    for key in ("source", "quantization", "resources"):
+    for key in ("source", "quantization", "resources", "mixed_precision"):
         if key in image.meta:
             out[key] = image.meta[key]
     return out
@@ -123,6 +171,7 @@ def _print_image(image, path: str | None = None) -> None:
         for name, (need, cap) in resources.items():
             rt.add_row(name, str(need), str(cap), f"{100 * need / cap:.1f}%" if cap else "-")
         console.print(rt)
+    _print_precision(console, image.meta.get("mixed_precision"))
 
 
 def _fmt(value) -> str:
@@ -544,13 +593,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .nir file, or a pickled torch module with --allow-pickle")
     p.add_argument("-o", "--output", required=True, type=Path, help="image file to write")
     p.add_argument("--weight-bits", type=_weight_bits, default=8,
-                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4")
+                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4; auto: mixed "
+                        "precision (needs --calibration; see docs/mixed-precision.md)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--board", help="target board (see `spikeforge boards`)")
     target.add_argument("--device", help="target device, e.g. iCE40UP5K, LFE5U-85F")
     p.add_argument("--dt", type=float, help="time step in seconds (NIR carries none)")
     p.add_argument("--lanes", type=int, help="parallel lanes per core (default: chosen)")
     p.add_argument("--calibration", type=Path, help=".npz with input `spikes` to size widths")
+    p.add_argument("--labels", type=Path,
+                   help=".npy (or .npz `labels`) integer class per calibration sample: "
+                        "sensitivity targets and float vs golden accuracy")
+    p.add_argument("--budget", help="weight memory for --weight-bits auto: 42%%, 0.42 or bits "
+                                    "(default: what fits the device)")
+    p.add_argument("--scales", choices=("neuron", "layer"), default="neuron",
+                   help="one weight scale per neuron (folded into threshold and bias) or per "
+                        "layer")
+    p.add_argument("--clip", choices=("mse", "max"), default="mse",
+                   help="weight clipping: least squared error, or the largest weight")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
