@@ -1,7 +1,8 @@
 """weight_bits="auto": Hessian-aware mixed precision, from calibration data to bits per layer.
 
-1. Hessian trace of the rate loss per layer (compiler/sensitivity.py), on the calibration spikes
-   and labels (or, without labels, the float network's own predictions).
+1. Curvature trace of the rate loss per layer (compiler/sensitivity.py: Hutchinson on the
+   Gauss-Newton Hessian by default, or on the full Hessian), on the calibration spikes and labels
+   (or, without labels, the float network's own predictions).
 2. The squared weight error ||Q_b(W_i) - W_i||^2 at every width b in 2..8, with the scales the
    quantizer will use (compiler/scales.py).
 3. The exact allocation under the budget (compiler/allocate.py); without a budget, the best
@@ -29,7 +30,7 @@ def layer_weights(network: Network) -> list[np.ndarray]:
 def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | None,
                      labels, budget, *, scales: str = "neuron", clip: str = "mse",
                      fits: Callable[[dict], bool] | None = None, samples: int = 32,
-                     seed: int = 0) -> tuple[object, dict | None]:
+                     seed: int = 0, curvature: str = "ggn") -> tuple[object, dict | None]:
     """Resolve `weight_bits` ("auto", or what the quantizer takes) into what the quantizer takes,
     and the mixed-precision plan for the report (None unless "auto").
 
@@ -56,7 +57,8 @@ def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | No
     budget_limit = None if budget is None else budget_bits(budget, sizes)
     if budget_limit is not None and budget_limit < min(BITS) * sum(sizes):
         allocate([dict.fromkeys(BITS, 0.0) for _ in sizes], sizes, budget_limit)  # raises
-    traces, stderr = layer_traces(network, calibration, labels, samples=samples, seed=seed)
+    traces, stderr = layer_traces(network, calibration, labels, samples=samples, seed=seed,
+                                  curvature=curvature)
     errors = [{b: quantization_error(w, b, scales=scales, clip=clip) for b in BITS}
               for w in weights]
     costs = costs_from(traces, errors, sizes)
@@ -77,6 +79,7 @@ def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | No
         "budget_source": "given" if budget_limit is not None else "device",
         "size_bits": choice.size_bits, "size_fraction": choice.size_bits / full,
         "full_8bit_bits": full, "cost": choice.cost, "trace_samples": samples,
+        "curvature": curvature,
         "layers": [{"name": layer.name, "trace": float(t), "trace_stderr": float(e),
                     "bits": b, "weights": n, "size_bits": b * n,
                     "sq_error": float(err[b])}

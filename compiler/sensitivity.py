@@ -165,14 +165,57 @@ def hutchinson_trace(loss, params: list, *, samples: int = 32, seed: int = 0):
     return draws.mean(axis=0), stderr
 
 
+def ggn_trace(outputs, labels, groups: list[list], *, samples: int = 16, seed: int = 0):
+    """Hutchinson estimate of tr(G_ii) per group of tensors, G = J^T H_o J the Gauss-Newton part
+    of the Hessian of `rate_loss(outputs, labels)` (J: outputs' Jacobian through the surrogate,
+    H_o: the loss's Hessian in the outputs, positive semi-definite). Each draw is
+    (J_i z_i)^T H_o (J_i z_i) >= 0 with z_i Rademacher on group i alone; J_i z_i comes from
+    double backward (the transpose of J^T u in u). Returns (mean, standard error) [groups]."""
+    import torch
+
+    samples = int(samples)
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, not {samples!r}")
+    flat = [p for group in groups for p in group]
+    u = torch.zeros_like(outputs, requires_grad=True)
+    jt_u = torch.autograd.grad(outputs, flat, grad_outputs=u, create_graph=True)
+    steps = outputs.shape[1]
+    p = torch.softmax(outputs.detach(), dim=-1)
+    norm = 1.0 / (outputs.shape[0] * steps)
+    gen = torch.Generator().manual_seed(int(seed))
+    draws = np.zeros((samples, len(groups)))
+    for k in range(samples):
+        start = 0
+        for i, group in enumerate(groups):
+            zs = [torch.randint(0, 2, t.shape, generator=gen).to(t.dtype) * 2 - 1 for t in group]
+            (q,) = torch.autograd.grad(jt_u[start:start + len(group)], u, grad_outputs=zs,
+                                       retain_graph=True)
+            start += len(group)
+            quad = (p * q ** 2).sum(-1) - (p * q).sum(-1) ** 2
+            draws[k, i] = float(quad.sum()) * norm
+    stderr = draws.std(axis=0, ddof=1) / math.sqrt(samples) if samples > 1 else \
+        np.full(len(groups), np.inf)
+    return draws.mean(axis=0), stderr
+
+
+CURVATURES = ("ggn", "hessian")
+
+
 def layer_traces(network: Network, spikes: np.ndarray, labels: np.ndarray | None = None, *,
-                 samples: int = 32, batch: int = 256, seed: int = 0):
-    """Hessian trace of the rate loss with respect to each layer's weights (feed-forward and
+                 samples: int = 16, batch: int = 256, seed: int = 0, curvature: str = "ggn"):
+    """Trace of the rate loss's curvature with respect to each layer's weights (feed-forward and
     recurrent together), on up to `batch` calibration samples [batch, time, n_inputs].
 
+    curvature="ggn" (default): the Gauss-Newton part of the Hessian (`ggn_trace`), positive
+    semi-definite, so every draw is >= 0 and `samples` draws per layer bound the relative
+    standard error by sqrt(2 / samples). curvature="hessian": the full Hessian (`hutchinson_trace`,
+    one joint draw for all layers), whose surrogate second-derivative terms make it indefinite
+    and, on the first layer of a spiking network, far noisier (docs/mixed-precision.md).
     Without labels the float network's own predictions (spike-count argmax) are the targets.
     Returns (traces, standard errors), float64 arrays [layers].
     """
+    if curvature not in CURVATURES:
+        raise ValueError(f"curvature must be one of {CURVATURES}, not {curvature!r}")
     import torch
 
     from .float_ref import run_float
@@ -184,8 +227,11 @@ def layer_traces(network: Network, spikes: np.ndarray, labels: np.ndarray | None
         y = np.asarray(labels).reshape(-1)[:batch]
     with _one_thread():
         module = torch_network(network)
-        loss = rate_loss(module(torch.as_tensor(x, dtype=torch.float64)), torch.as_tensor(y))
+        out = module(torch.as_tensor(x, dtype=torch.float64))
         groups = module.layer_parameters()
+        if curvature == "ggn":
+            return ggn_trace(out, torch.as_tensor(y), groups, samples=samples, seed=seed)
+        loss = rate_loss(out, torch.as_tensor(y))
         flat = [p for group in groups for p in group]
         mean, stderr = hutchinson_trace(loss, flat, samples=samples, seed=seed)
     traces, errors, k = [], [], 0

@@ -25,6 +25,7 @@ from spikeforge.compiler.mixed import plan_weight_bits
 from spikeforge.compiler.quantize import plain_image, quantize
 from spikeforge.compiler.scales import neuron_scales, quantization_error, weight_scales
 from spikeforge.compiler.sensitivity import (
+    ggn_trace,
     hutchinson_trace,
     layer_traces,
     rate_loss,
@@ -170,6 +171,33 @@ def test_hutchinson_dense_hessian_within_its_error():
     assert err[1] == pytest.approx(np.sqrt(cross / samples), rel=0.2)
 
 
+def test_ggn_trace_of_a_linear_readout_is_the_closed_form():
+    """outputs[b,t] = W x[b,t]: G = J^T H_o J has trace sum_bt |x_bt|^2 (1 - |p_bt|^2) / (B T)
+    for the rate loss (H_o per step is (diag(p) - p p^T) / (B T), p the softmax); each draw is
+    >= 0 and the estimate lies within 4 standard errors."""
+    rng = np.random.default_rng(2)
+    x = torch.tensor(rng.normal(size=(6, 5, 9)))
+    w = torch.tensor(rng.normal(size=(4, 9)), requires_grad=True)
+    out = torch.einsum("btj,cj->btc", x, w)
+    y = torch.as_tensor(rng.integers(0, 4, 6))
+    p = torch.softmax(out.detach(), dim=-1)
+    want = float(((x ** 2).sum(-1) * (1 - (p ** 2).sum(-1))).sum()) / (6 * 5)
+    mean, err = ggn_trace(out, y, [[w]], samples=200, seed=0)
+    assert 0 < err[0] < 0.2 * want
+    assert abs(mean[0] - want) < 4 * err[0]
+
+
+def test_layer_traces_choices():
+    rng = np.random.default_rng(4)
+    net = random_network(rng, [10, 12, 3])
+    x = spikes(rng, 32, 20, 10, p=0.4)
+    ggn, _ = layer_traces(net, x, samples=4, curvature="ggn")
+    assert np.all(ggn >= 0)
+    with pytest.raises(ValueError, match=r"^curvature must be one of \('ggn', 'hessian'\), "
+                                         r"not 'fisher'$"):
+        layer_traces(net, x, curvature="fisher")
+
+
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), reset=st.sampled_from(["subtract", "zero"]),
        recurrent=st.booleans())
@@ -215,13 +243,13 @@ def test_surrogate_gradient_is_snntorchs():
         np.testing.assert_allclose(got.grad.numpy(), ref, rtol=2e-3, atol=1e-5)
 
 
-def test_layer_traces_are_positive_and_reproducible():
+def test_layer_traces_are_reproducible():
     rng = np.random.default_rng(4)
     net = random_network(rng, [10, 12, 3])
     x = spikes(rng, 32, 20, 10, p=0.4)
     y = rng.integers(0, 3, 32)
-    t1, e1 = layer_traces(net, x, y, samples=8, seed=3)
-    t2, _ = layer_traces(net, x, y, samples=8, seed=3)
+    t1, e1 = layer_traces(net, x, y, samples=8, seed=3, curvature="hessian")
+    t2, _ = layer_traces(net, x, y, samples=8, seed=3, curvature="hessian")
     assert t1.shape == (2,) and np.array_equal(t1, t2) and np.all(e1 >= 0)
 
 
