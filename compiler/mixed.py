@@ -7,6 +7,9 @@
    quantizer will use (compiler/scales.py).
 3. The exact allocation under the budget (compiler/allocate.py); without a budget, the best
    allocation that the target device holds (tried from the largest down with the mapper).
+4. With labels: the curvature model is a second-order estimate, so the few best allocations it
+   allows (CANDIDATES, and the widest uniform width that is allowed) are run on the labelled
+   calibration data and the most accurate is kept (ties: the lower curvature cost).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .allocate import BITS, allocate, budget_bits, costs_from, frontier
+from .allocate import BITS, Allocation, allocate, budget_bits, costs_from, frontier
 from .ir import Network
+from .quantize import accuracy_report, quantize
 from .scales import quantization_error
 from .sensitivity import check_labels, layer_traces
 
@@ -30,7 +34,8 @@ def layer_weights(network: Network) -> list[np.ndarray]:
 def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | None,
                      labels, budget, *, scales: str = "neuron", clip: str = "mse",
                      fits: Callable[[dict], bool] | None = None, samples: int = 32,
-                     seed: int = 0, curvature: str = "ggn") -> tuple[object, dict | None]:
+                     seed: int = 0, curvature: str = "ggn",
+                     decay: str = "auto") -> tuple[object, dict | None]:
     """Resolve `weight_bits` ("auto", or what the quantizer takes) into what the quantizer takes,
     and the mixed-precision plan for the report (None unless "auto").
 
@@ -63,23 +68,35 @@ def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | No
               for w in weights]
     costs = costs_from(traces, errors, sizes)
     if budget_limit is not None:
-        choice = allocate(costs, sizes, budget_limit)
+        allocate(costs, sizes, budget_limit)  # raises, naming the smallest, when nothing fits
+
+        def allowed(a: Allocation) -> bool:
+            return a.size_bits <= budget_limit
     else:
-        choice = None
-        for candidate in reversed(frontier(costs, sizes)):
-            if fits is None or fits(dict(enumerate(candidate.bits))):
-                choice = candidate
-                break
-        if choice is None:
-            raise ValueError("the network does not fit the device even at 2 weight bits "
-                             "per layer; compile with weight_bits=2 to see what is short")
+        def allowed(a: Allocation) -> bool:
+            return fits is None or fits(dict(enumerate(a.bits)))
+    candidates = _candidates(costs, sizes, allowed)
+    if not candidates:
+        raise ValueError("the network does not fit the device even at 2 weight bits "
+                         "per layer; compile with weight_bits=2 to see what is short")
+    choice, selection = candidates[0], "curvature"
+    scored = []
+    if labels is not None and len(candidates) > 1:
+        for candidate in candidates:
+            layers, _ = quantize(network, weight_bits=dict(enumerate(candidate.bits)),
+                                 calibration=calibration, decay=decay, scales=scales, clip=clip)
+            acc = accuracy_report(network, layers, calibration, labels)["quant_accuracy"]
+            scored.append({"bits": list(candidate.bits), "size_bits": candidate.size_bits,
+                           "cost": candidate.cost, "calibration_accuracy": acc})
+        best = max(range(len(candidates)), key=lambda k: (scored[k]["calibration_accuracy"], -k))
+        choice, selection = candidates[best], "calibration accuracy"
     plan = {
         "budget_bits": budget_limit, "budget_fraction":
             None if budget_limit is None else budget_limit / full,
         "budget_source": "given" if budget_limit is not None else "device",
         "size_bits": choice.size_bits, "size_fraction": choice.size_bits / full,
         "full_8bit_bits": full, "cost": choice.cost, "trace_samples": samples,
-        "curvature": curvature,
+        "curvature": curvature, "selected_by": selection, "candidates": scored,
         "layers": [{"name": layer.name, "trace": float(t), "trace_stderr": float(e),
                     "bits": b, "weights": n, "size_bits": b * n,
                     "sq_error": float(err[b])}
@@ -89,12 +106,34 @@ def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | No
     return dict(enumerate(choice.bits)), plan
 
 
+CANDIDATES = 3  # best allocations by curvature cost compared on labelled calibration data
+
+
+def _candidates(costs, sizes, allowed) -> list[Allocation]:
+    """The CANDIDATES cheapest allowed allocations of the Pareto front (cheapest first), then
+    the widest allowed uniform width if it is not among them."""
+    out: list[Allocation] = []
+    for candidate in reversed(frontier(costs, sizes)):  # largest, cheapest first
+        if len(out) == CANDIDATES:
+            break
+        if allowed(candidate):
+            out.append(candidate)
+    for b in sorted(BITS, reverse=True):
+        uniform = Allocation((b,) * len(sizes), b * sum(int(n) for n in sizes),
+                             sum(c[b] for c in costs))
+        if any(a.bits == uniform.bits for a in out):
+            break
+        if allowed(uniform):
+            out.append(uniform)
+            break
+    return out
+
+
 def precision_report(plan: dict | None, network: Network, layers, quant_report,
                      calibration: np.ndarray | None, labels) -> dict:
     """The image meta entry "mixed_precision": per layer trace, bits, scale, clip and size; with
     labels, float against golden accuracy on the calibration data. {} when there is nothing to
     say (no plan and no labels)."""
-    from .quantize import accuracy_report
 
     if plan is None and labels is None:
         return {}

@@ -69,7 +69,7 @@ def _plan_bits(network, weight_bits, calibration, labels, budget, scales, clip, 
         return True
 
     return plan_weight_bits(network, weight_bits, calibration, labels, budget, scales=scales,
-                            clip=clip, fits=fits)
+                            clip=clip, fits=fits, decay=decay)
 
 
 def _precision_report(plan, network, layers, report, calibration, labels) -> dict:

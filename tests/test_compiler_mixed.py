@@ -312,6 +312,15 @@ def test_compile_auto_reports_every_layer():
         np.testing.assert_allclose(neuron_scales(image, index).max(), layer.scale)
     acc = plan["accuracy"]
     assert acc["float_accuracy"] == 1.0 and acc["samples"] == 64  # labels are its predictions
+    # the curvature's best candidates and the widest uniform width that fits, run on the labels
+    assert plan["selected_by"] == "calibration accuracy"
+    tried = plan["candidates"]
+    assert any(len(set(c["bits"])) == 1 for c in tried)
+    assert all(c["size_bits"] <= plan["budget_bits"] for c in tried)
+    best = max(c["calibration_accuracy"] for c in tried)
+    assert acc["quant_accuracy"] == best
+    assert [r["bits"] for r in plan["layers"]] in [c["bits"] for c in tried
+                                                   if c["calibration_accuracy"] == best]
     back = json.loads(json.dumps(plan))
     assert back["layers"][0]["name"] == image.layers[0].name
 
