@@ -98,7 +98,9 @@ def _print_precision(console, plan: dict | None) -> None:
         budget = plan.get("budget_fraction")
         within = f"budget {100 * budget:.1f} %" if budget is not None else "what fits the device"
         console.print(f"weight memory {plan['size_bits']} bits = "
-                      f"{100 * plan['size_fraction']:.1f} % of 8 bits ({within})")
+                      f"{100 * plan['size_fraction']:.1f} % of 8 bits ({within}); chosen by "
+                      f"{plan.get('selected_by', 'curvature')} among "
+                      f"{max(1, len(plan.get('candidates') or []))} candidate(s)")
     acc = plan.get("accuracy")
     if acc:
         console.print(f"accuracy on the {acc['samples']} labelled calibration samples: float "
