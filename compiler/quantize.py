@@ -1,13 +1,17 @@
 """Quantizer: float LIF layers (compiler/ir.py) -> integer LayerParams (spikeforge/image.py).
 
-Per layer, in one integer domain where one LSB is worth `scale` in the float model's units:
+Per neuron i, in an integer domain where one LSB is worth `s_i` in the float model's units
+(compiler/scales.py; the spikes do not depend on s_i, docs/neuron.md "Per-neuron scales"):
 
-    scale   = max|W, W_rec| / (2^(b-1) - 1)          symmetric, b = weight bits (2..16)
+    s_i     = r_i * max|W[i], W_rec[i]| / (2^(b-1) - 1)   symmetric, b = weight bits (2..16),
+              clipping ratio r_i from the least squared weight error (clip="mse") or 1 ("max");
+              one s for the whole layer with scales="layer"
             = 1 when W, W_rec, b, theta are already integers that fit (the image is exact)
-    W_q     = round(W / scale)                       round half to even (numpy.rint)
-    bias_q  = round(bias / scale),  theta_q = round(theta / scale)    (theta_q >= 0)
+    W_q     = clip(round(W / s_i), -qmax, qmax)          round half to even (numpy.rint)
+    bias_q  = round(bias / s_i),  theta_q = round(theta / s_i)    (theta_q >= 0)
 
-so v_q ~ v / scale step for step. The leak is chosen per layer:
+so v_q ~ v / s_i step for step; LayerParams.scale is the layer's largest s_i. The leak is chosen
+per layer:
 
     "none"   every beta == 1
     "shift"  decay(v) = v - (v >> k), beta = 1 - 2^-k, k in 0..31 (k = 0 gives beta = 0), when
