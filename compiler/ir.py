@@ -1,13 +1,34 @@
 """Float graph IR: what the front ends produce and the quantizer consumes.
 
-A network is a chain of LIF layers. Each layer is a dense projection (feed-forward weights, an
-optional bias, optional all-to-all recurrent weights) followed by a leaky integrate-and-fire
-population, exactly the discrete neuron of docs/neuron.md in real numbers:
+A network is a chain of neuron layers. Each layer is a dense projection (feed-forward weights, an
+optional bias, optional all-to-all recurrent weights) followed by a population of one neuron
+model, the discrete neuron of docs/neuron.md in real numbers. For neuron i at step t, with
+c[t] the neuron's spike count (0/1 for single-spike neurons) and every state 0 at t = -1:
 
-    I[t] = W @ s_in[t] + W_rec @ s[t-1] + b
-    subtract reset:  v[t] = beta * v[t-1] + I[t] - theta * s[t-1]
-    zero reset:      v[t] = beta * (v[t-1] * (1 - s[t-1])) + I[t]
-    s[t] = v[t] > theta
+    A[t]   = W @ s_in[t] + W_rec @ c[t-1]                       s_in: the source's counts
+    current-based (alpha is not None; NIR CubaLIF, snnTorch Synaptic):
+        syn[t] = alpha * syn[t-1] + A[t] + b
+        J[t]   = syn[t - syn_delay]                             syn_delay 0 (snnTorch) or 1
+    plain LIF (alpha is None):
+        J[t]   = A[t] + b
+    subtract reset, reset_delay=True:   v[t] = beta * v[t-1] + J[t] - theta * c[t-1]
+    subtract reset, reset_delay=False:  v[t] = beta * (v[t-1] - theta * c[t-1]) + J[t]
+    zero reset (either reset_delay):    v[t] = beta * (v[t-1] * (1 - [c[t-1] > 0])) + J[t]
+    c[t]   = #{ j in 1..K : v[t] > j * theta }                  compare ">"  (K = max_spikes)
+           = #{ j in 1..K : v[t] >= j * theta }                 compare ">="
+    LI readout (spiking=False): c[t] = 0 always, so v[t] = beta * v[t-1] + J[t]; its output is
+        v itself (threshold, reset, compare and max_spikes are ignored). Only the last layer.
+
+v[t] is the membrane *before* its reset, the value compared with theta (snnTorch's `mem`).
+`reset_delay=False` is the convention of libraries that reset at the spike (Norse, Sinabs,
+Rockpool, SpikingJelly, snnTorch with reset_delay=False): their post-reset membrane is
+v[t] - theta * c[t] (subtract) or v[t] * (1 - [c[t] > 0]) (zero), and it decays next step.
+For the zero reset both timings give the same v and c. With K = 1, compare ">" and
+reset_delay=True this is snnTorch's Leaky; with alpha, snnTorch's Synaptic (subtract reset).
+
+syn_delay = 1 is the order in which the membrane integrates the current of the previous step
+before the current takes this step's input (Norse's LIFCell). Every input gain (NIR r, w_in,
+dt/tau) is folded into W, W_rec and b by the front end, so J enters v with gain 1.
 """
 
 from __future__ import annotations
@@ -17,6 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 RESET_MODES = ("subtract", "zero")
+COMPARES = (">", ">=")
+MAX_SPIKES_LIMIT = 255  # counts travel as uint8
 
 
 class ModelError(ValueError):
@@ -25,13 +48,21 @@ class ModelError(ValueError):
 
 @dataclass
 class LifLayer:
+    """One layer of the float IR; the module docstring gives its equations exactly."""
+
     name: str
     weight: np.ndarray  # float64 [n_out, n_in]
     bias: np.ndarray  # float64 [n_out] (zeros when the model has none)
-    beta: np.ndarray  # float64 [n_out], in [0, 1]
-    threshold: np.ndarray  # float64 [n_out]
+    beta: np.ndarray  # float64 [n_out], in [0, 1]: membrane decay
+    threshold: np.ndarray  # float64 [n_out] (0 for an LI readout)
     reset: str = "subtract"
     rec_weight: np.ndarray | None = None  # float64 [n_out, n_out], source = column
+    alpha: np.ndarray | None = None  # float64 [n_out] in [0, 1]: synaptic current decay
+    syn_delay: int = 0  # the membrane adds syn[t - syn_delay]
+    max_spikes: int = 1  # K: spikes a neuron may emit per step
+    compare: str = ">"  # fire when v > j * theta, or v >= j * theta
+    reset_delay: bool = True  # True: the reset applies after the next decay (snnTorch)
+    spiking: bool = True  # False: an LI readout whose output is its membrane
 
     def __post_init__(self) -> None:
         self.weight = np.asarray(self.weight, dtype=np.float64)
@@ -41,18 +72,41 @@ class LifLayer:
         self.bias = _per_neuron(self.bias, n_out, self.name, "bias")
         self.beta = _per_neuron(self.beta, n_out, self.name, "beta")
         self.threshold = _per_neuron(self.threshold, n_out, self.name, "threshold")
+        if self.alpha is not None:
+            self.alpha = _per_neuron(self.alpha, n_out, self.name, "alpha")
         if self.reset not in RESET_MODES:
             raise ModelError(f"layer {self.name!r}: reset must be one of {RESET_MODES}, "
                              f"not {self.reset!r}")
+        if self.compare not in COMPARES:
+            raise ModelError(f"layer {self.name!r}: compare must be one of {COMPARES}, "
+                             f"not {self.compare!r}")
+        if isinstance(self.max_spikes, bool) or not isinstance(self.max_spikes, (int, np.integer)) \
+                or not 1 <= self.max_spikes <= MAX_SPIKES_LIMIT:
+            raise ModelError(f"layer {self.name!r}: max_spikes must be an integer "
+                             f"1..{MAX_SPIKES_LIMIT}, not {self.max_spikes!r}")
+        self.max_spikes = int(self.max_spikes)
+        if self.syn_delay not in (0, 1) or isinstance(self.syn_delay, bool):
+            raise ModelError(f"layer {self.name!r}: syn_delay must be 0 or 1, "
+                             f"not {self.syn_delay!r}")
+        if self.syn_delay and self.alpha is None:
+            raise ModelError(f"layer {self.name!r}: syn_delay needs a synaptic current (alpha)")
+        self.reset_delay = bool(self.reset_delay)
+        self.spiking = bool(self.spiking)
         if np.any(self.beta < 0) or np.any(self.beta > 1):
             raise ModelError(f"layer {self.name!r}: beta must lie in [0, 1]")
+        if self.alpha is not None and (np.any(self.alpha < 0) or np.any(self.alpha > 1)):
+            raise ModelError(f"layer {self.name!r}: alpha must lie in [0, 1]")
         if self.rec_weight is not None:
             self.rec_weight = np.asarray(self.rec_weight, dtype=np.float64)
             if self.rec_weight.shape != (n_out, n_out):
                 raise ModelError(f"layer {self.name!r}: recurrent weight must be "
                                  f"{(n_out, n_out)}, not {self.rec_weight.shape}")
+            if not self.spiking:
+                raise ModelError(f"layer {self.name!r}: an LI readout emits no spikes, so it "
+                                 f"cannot be recurrent")
         for what, arr in (("weight", self.weight), ("bias", self.bias), ("beta", self.beta),
-                          ("threshold", self.threshold), ("recurrent weight", self.rec_weight)):
+                          ("threshold", self.threshold), ("recurrent weight", self.rec_weight),
+                          ("alpha", self.alpha)):
             if arr is not None and not np.all(np.isfinite(arr)):
                 raise ModelError(f"layer {self.name!r}: {what} holds NaN or infinity")
 
@@ -68,6 +122,25 @@ class LifLayer:
     def recurrent(self) -> bool:
         return self.rec_weight is not None
 
+    @property
+    def current_based(self) -> bool:
+        return self.alpha is not None
+
+    def features(self) -> list[str]:
+        """The models beyond the plain single-spike LIF this layer uses (for refusals)."""
+        found = []
+        if not self.spiking:
+            found.append("LI readout (no spikes)")
+        if self.alpha is not None:
+            found.append("synaptic current (CubaLIF/Synaptic)")
+        if self.spiking and self.max_spikes > 1:
+            found.append(f"multi-spike (up to {self.max_spikes} per step)")
+        if self.spiking and self.compare != ">":
+            found.append(f"compare {self.compare!r}")
+        if self.spiking and self.reset == "subtract" and not self.reset_delay:
+            found.append("reset at the spike (reset_delay=False)")
+        return found
+
 
 @dataclass
 class Network:
@@ -75,6 +148,7 @@ class Network:
     layers: list[LifLayer]
     source: str = ""  # where it came from, for reports
     notes: list[str] = field(default_factory=list)
+    provenance: list[dict] = field(default_factory=list)  # per layer: numbers and their sources
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -85,6 +159,10 @@ class Network:
                 raise ModelError(f"layer {layer.name!r} expects {layer.n_in} inputs but its "
                                  f"source gives {width}")
             width = layer.n_out
+        for layer in self.layers[:-1]:
+            if not layer.spiking:
+                raise ModelError(f"layer {layer.name!r}: an LI readout emits no spikes, so it "
+                                 f"must be the last layer")
 
     @property
     def n_outputs(self) -> int:

@@ -50,22 +50,23 @@ def _torch_module(network: Network, dtype):
     from torch import nn
 
     class Spike(torch.autograd.Function):
-        """Heaviside forward, the atan surrogate's derivative backward (twice differentiable:
-        the backward is written in torch operations)."""
+        """Heaviside forward (x > 0, or x >= 0 when `inclusive`), the atan surrogate's derivative
+        backward (twice differentiable: the backward is written in torch operations)."""
 
         @staticmethod
-        def forward(ctx, x):
+        def forward(ctx, x, inclusive=False):
             ctx.save_for_backward(x)
-            return (x > 0).to(x.dtype)
+            return (x >= 0 if inclusive else x > 0).to(x.dtype)
 
         @staticmethod
         def backward(ctx, grad):
             (x,) = ctx.saved_tensors
-            return grad * (ALPHA / 2) / (1 + (math.pi / 2 * ALPHA * x) ** 2)
+            return grad * (ALPHA / 2) / (1 + (math.pi / 2 * ALPHA * x) ** 2), None
 
     class TorchNetwork(nn.Module):
         """The float reference as a torch module: forward(x [batch, time, n_inputs]) gives the
-        output layer's spikes [batch, time, n_out] with surrogate gradients."""
+        output layer's spikes (counts) [batch, time, n_out] with surrogate gradients, or an LI
+        readout's membrane."""
 
         def __init__(self, network: Network):
             super().__init__()
@@ -73,17 +74,21 @@ def _torch_module(network: Network, dtype):
             self.weights = nn.ParameterList()
             self.rec_weights = nn.ParameterList()
             self.recurrent = []
-            self.resets = []
+            self.models = []
             for index, layer in enumerate(network.layers):
                 self.weights.append(nn.Parameter(torch.tensor(layer.weight, dtype=dtype)))
                 self.recurrent.append(layer.rec_weight is not None)
                 if layer.rec_weight is not None:
                     self.rec_weights.append(
                         nn.Parameter(torch.tensor(layer.rec_weight, dtype=dtype)))
-                for what in ("bias", "beta", "threshold"):
-                    self.register_buffer(f"{what}{index}",
-                                         torch.tensor(getattr(layer, what), dtype=dtype))
-                self.resets.append(layer.reset)
+                for what in ("bias", "beta", "threshold", "alpha"):
+                    value = getattr(layer, what)
+                    self.register_buffer(f"{what}{index}", None if value is None
+                                         else torch.tensor(value, dtype=dtype))
+                self.models.append(dict(reset=layer.reset, syn_delay=layer.syn_delay,
+                                        max_spikes=layer.max_spikes, spiking=layer.spiking,
+                                        inclusive=layer.compare == ">=",
+                                        reset_delay=layer.reset_delay))
 
         def layer_parameters(self) -> list[list]:
             """Per layer, its weight tensors (feed-forward, then recurrent when present)."""
@@ -91,6 +96,35 @@ def _torch_module(network: Network, dtype):
             for weight, recurrent in zip(self.weights, self.recurrent, strict=True):
                 out.append([weight, next(rec)] if recurrent else [weight])
             return out
+
+        def _step(self, index, tensors, state, inp):
+            """compiler/float_ref.py's `step`, in torch, with no gradient through the reset."""
+            model = self.models[index]
+            bias = getattr(self, f"bias{index}")
+            beta = getattr(self, f"beta{index}")
+            theta = getattr(self, f"threshold{index}")
+            alpha = getattr(self, f"alpha{index}")
+            v, syn, c_prev = state
+            a = inp @ tensors[0].T
+            if len(tensors) == 2:
+                a = a + c_prev @ tensors[1].T
+            if alpha is not None:
+                syn_new = alpha * syn + a + bias
+                current = syn if model["syn_delay"] else syn_new
+            else:
+                syn_new, current = syn, a + bias
+            reset = c_prev.detach()
+            if model["reset"] == "zero":
+                v = beta * (v * (reset == 0).to(v.dtype)) + current
+            elif model["reset_delay"]:
+                v = beta * v + current - theta * reset
+            else:
+                v = beta * (v - theta * reset) + current
+            if not model["spiking"]:
+                return v, syn_new, torch.zeros_like(v)
+            c = sum(Spike.apply(v - j * theta, model["inclusive"])
+                    for j in range(1, model["max_spikes"] + 1))
+            return v, syn_new, c
 
         def forward(self, x, *, all_layers: bool = False):
             batch, steps, _ = x.shape
@@ -100,26 +134,13 @@ def _torch_module(network: Network, dtype):
             for t in range(steps):
                 inp = x[:, t]
                 for index, tensors in enumerate(params):
-                    bias = getattr(self, f"bias{index}")
-                    beta = getattr(self, f"beta{index}")
-                    theta = getattr(self, f"threshold{index}")
-                    n_out = tensors[0].shape[0]
                     if state[index] is None:
-                        zero = torch.zeros(batch, n_out, dtype=x.dtype)
-                        state[index] = (zero, zero)
-                    v, s_prev = state[index]
-                    current = inp @ tensors[0].T + bias
-                    if len(tensors) == 2:
-                        current = current + s_prev @ tensors[1].T
-                    reset = s_prev.detach()
-                    if self.resets[index] == "subtract":
-                        v = beta * v + current - theta * reset
-                    else:
-                        v = beta * (v * (1.0 - reset)) + current
-                    s = Spike.apply(v - theta)
-                    state[index] = (v, s)
-                    out[index].append(s)
-                    inp = s
+                        zero = torch.zeros(batch, tensors[0].shape[0], dtype=x.dtype)
+                        state[index] = (zero, zero, zero)
+                    state[index] = self._step(index, tensors, state[index], inp)
+                    v, _, c = state[index]
+                    out[index].append(c if self.models[index]["spiking"] else v)
+                    inp = c
             stacked = [torch.stack(o, dim=1) for o in out]
             return stacked if all_layers else stacked[-1]
 
@@ -211,18 +232,21 @@ def layer_traces(network: Network, spikes: np.ndarray, labels: np.ndarray | None
     standard error by sqrt(2 / samples). curvature="hessian": the full Hessian (`hutchinson_trace`,
     one joint draw for all layers), whose surrogate second-derivative terms make it indefinite
     and, on the first layer of a spiking network, far noisier (docs/mixed-precision.md).
-    Without labels the float network's own predictions (spike-count argmax) are the targets.
+    Without labels the float network's own predictions (spike-count argmax, or an LI readout's
+    summed membrane argmax) are the targets.
     Returns (traces, standard errors), float64 arrays [layers].
     """
     if curvature not in CURVATURES:
         raise ValueError(f"curvature must be one of {CURVATURES}, not {curvature!r}")
     import torch
 
-    from .float_ref import run_float
+    from .float_ref import simulate_float
+    from .quantize import predictions
 
     x = np.asarray(spikes)[:batch]
     if labels is None:
-        y = run_float(network, x).sum(axis=1).argmax(axis=1)
+        ref = simulate_float(network, x)
+        y = predictions(ref.spikes, ref.values)
     else:
         y = np.asarray(labels).reshape(-1)[:batch]
     with _one_thread():

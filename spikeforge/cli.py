@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,8 +30,9 @@ def _console():
 
 # -- compile ---------------------------------------------------------------------------------
 def _weight_bits(text: str) -> int | dict:
-    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides),
-    or `auto` (mixed precision from --calibration, --labels and --budget)."""
+    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides;
+    the dict form keys the default as "*", compiler.quantize), or `auto` (mixed precision from
+    --calibration, --labels and --budget)."""
     if text.strip().lower() == "auto":
         return "auto"
     overrides: dict = {}
@@ -42,25 +45,75 @@ def _weight_bits(text: str) -> int | dict:
             default = int(part)
     if not overrides:
         return default
-    overrides.setdefault("default", default)
-    return overrides
+    return {"*": default, **overrides}
+
+
+def _nir_options(p) -> None:
+    """--exporter, --dt, --reset, --max-spikes: how to read a NIR graph (docs/nir.md). Values are
+    checked by the API, so a bad one is a one-line error like every other."""
+    from .compiler.nir_frontend import EXPORTERS
+
+    p.add_argument("--exporter", metavar="{" + ",".join(EXPORTERS) + "}",
+                   help="the library that exported the NIR graph: apply its dt, tau/r meaning, "
+                        "reset and spikes per step (without it, open choices are refused)")
+    p.add_argument("--dt", metavar="SECONDS",
+                   help="time step the library ran with (overrides the exporter's)")
+    p.add_argument("--reset", metavar="{zero,subtract}",
+                   help="reset mode of the spiking layers (overrides the exporter's)")
+    p.add_argument("--max-spikes", metavar="K",
+                   help="spikes a neuron may emit per step, 1..255 (overrides the exporter's)")
+
+
+def _nir_kwargs(args) -> dict:
+    from .compiler.ir import MAX_SPIKES_LIMIT
+
+    def number(text, what, kind):
+        if text is None:
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise CliError(f"{what}, not {text!r}") from None
+
+    return {"exporter": args.exporter, "reset": args.reset,
+            "dt": number(args.dt, "--dt must be a positive number of seconds", float),
+            "max_spikes": number(args.max_spikes,
+                                 f"--max-spikes must be an integer 1..{MAX_SPIKES_LIMIT}", int)}
 
 
 def cmd_compile(args) -> int:
     from . import api
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"model": args.model, "--calibration": args.calibration,
+                    "--labels": args.labels}, {"--output": args.output})
     calibration = _read_spikes(args.calibration) if args.calibration else None
     labels = _read_array(args.labels, "labels", "label", npy=True) if args.labels else None
-    image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
-                        device=args.device, dt=args.dt, calibration=calibration,
-                        allow_pickle=args.allow_pickle, lanes=args.lanes, labels=labels,
-                        budget=_budget(args.budget), scales=args.scales, clip=args.clip)
-    image.save(args.output)
-    if args.json:
-        print(json.dumps(_describe(image, str(args.output))))
-    else:
-        _print_image(image, str(args.output))
+    try:
+        image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
+                            device=args.device, calibration=calibration,
+                            allow_pickle=args.allow_pickle, lanes=args.lanes,
+                            decay=args.decay, labels=labels, budget=_budget(args.budget),
+                            scales=args.scales, clip=args.clip, **_nir_kwargs(args))
+    except ValueError as exc:
+        if calibration is not None and str(exc).startswith("calibration"):
+            raise CliError(f"{args.calibration}: {exc}") from None
+        raise
+    with Outputs() as outputs:
+        outputs.add(args.output, image.to_bytes())
+        if args.json:
+            print(json.dumps(_describe(image, str(args.output))))
+        else:
+            _print_image(image, str(args.output))
+        _commit_after_report(outputs)
     return 0
+
+
+def _commit_after_report(outputs) -> None:
+    """Put a verb's files in place once its report is out: when standard output is a closed
+    pipe, the report fails and no file is left behind."""
+    sys.stdout.flush()
+    outputs.commit()
 
 
 def _budget(text: str | None):
@@ -124,13 +177,15 @@ def _describe(image, path: str | None = None) -> dict:
             "decay_mode": layer.decay_mode, "scale": layer.scale,
             "threshold": [int(layer.threshold.min()), int(layer.threshold.max())],
             "synapses": int(layer.n_out * layer.fan_in),
+            "neuron": {name: getattr(layer, name) for name in layer.SCALARS},
+            "gateware": not layer.features(),
         } for layer in image.layers],
         "cores": [{"layer": c.layer, "neurons": [c.lo, c.hi], "lanes": c.lanes,
                    "weight_words": image.layers[c.layer].fan_in * c.groups,
                    "word_bits": c.lanes * image.layers[c.layer].weight_bits}
                   for c in image.config.cores],
     }
-    for key in ("source", "quantization", "resources", "mixed_precision"):
+    for key in ("source", "quantization", "resources", "provenance", "mixed_precision"):
         if key in image.meta:
             out[key] = image.meta[key]
     return out
@@ -165,6 +220,8 @@ def _print_image(image, path: str | None = None) -> None:
         for row in quant:
             qt.add_row(str(row.get("name")), *(_fmt(row.get(k)) for k in keys))
         console.print(qt)
+    if image.meta.get("provenance"):
+        console.print(_provenance_table(image.meta["provenance"]))
     resources = image.meta.get("resources")
     if resources:
         rt = Table(title=f"resources on {image.config.device} (estimate)")
@@ -174,6 +231,39 @@ def _print_image(image, path: str | None = None) -> None:
             rt.add_row(name, str(need), str(cap), f"{100 * need / cap:.1f}%" if cap else "-")
         console.print(rt)
     _print_precision(console, image.meta.get("mixed_precision"))
+
+
+def _provenance_table(rows: list[dict]):
+    """Per layer: the numbers the NIR front end used and where each came from."""
+    from rich.table import Table
+
+    def span(entry, key="values"):
+        if not entry:
+            return ""
+        lo, hi = entry[key]
+        text = f"{lo:.6g}" if lo == hi else f"{lo:.6g}..{hi:.6g}"
+        return f"{text} ({entry['source']})" if key == "values" else text
+
+    table = Table(title="where the numbers came from (NIR)")
+    for col in ("layer", "node", "model", "dt", "beta", "alpha", "input gain", "threshold",
+                "reset", "spikes/step"):
+        table.add_column(col)
+    for row in rows:
+        dt, reset, k, thr = row.get("dt"), row.get("reset"), row.get("max_spikes"), \
+            row.get("threshold")
+        threshold = ""
+        if thr:
+            threshold = f"{span(thr)} -> {span(thr, 'integer')} LSB"
+            if row.get("compare"):
+                threshold += f", fires at v {row['compare']['value']} theta"
+        table.add_row(
+            row["layer"], row["node"], row["model"] + (" (recurrent)" if row.get("recurrent")
+                                                       else ""),
+            "" if not dt else f"{dt['value']:.6g} ({dt['source']})", span(row.get("beta")),
+            span(row.get("alpha")), span(row.get("input_gain")), threshold,
+            "" if not reset else f"{reset['value']}, {reset['timing']} ({reset['source']})",
+            "" if not k else f"{k['value']} ({k['source']})")
+    return table
 
 
 def _fmt(value) -> str:
@@ -196,27 +286,13 @@ def cmd_inspect(args) -> int:
 # -- simulate --------------------------------------------------------------------------------
 def _read_array(path, name: str, what: str, *, npy: bool = False) -> np.ndarray:
     """The array `name` of an .npz file (with `npy`, a bare .npy file too), or one line that
-    says what is wrong with the file."""
-    path = Path(path)
-    if not path.exists():
-        raise CliError(f"{path}: no such {what} file")
+    says what is wrong with the file (spikeforge.inputs: bounded in memory)."""
+    from .inputs import InputError, read_array
+
     try:
-        with open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                if npy:
-                    return data
-                raise ValueError("an .npy array, not an .npz archive")
-            with data:
-                if name not in data:
-                    raise CliError(f"{path}: no array named '{name}' (found: "
-                                   f"{', '.join(data.files) or 'none'})")
-                return np.array(data[name])
-    except CliError:
-        raise
-    except Exception as exc:  # numpy raises several kinds for a bad file
-        kinds = ".npy/.npz" if npy else ".npz"
-        raise CliError(f"{path}: not a readable {kinds} {what} file ({exc})") from None
+        return read_array(path, name, what, npy=npy)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _read_spikes(path) -> np.ndarray:
@@ -229,18 +305,44 @@ def read_modulators(path) -> np.ndarray:
     return _read_array(path, "modulators", "modulator", npy=True)
 
 
+def _checked_inputs(args, image, spikes, mods):
+    """Spikes and modulators checked against the image, errors naming their files."""
+    from .sim.encode import given
+    from .sim.learning import check_modulators
+
+    try:
+        spikes = given(spikes, image.n_inputs)
+    except ValueError as exc:
+        raise CliError(f"{args.input}: {exc}") from None
+    try:
+        check_modulators(image, mods, *spikes.shape[:2])
+    except ValueError as exc:
+        where = f"{args.modulators}: " if args.modulators else ""
+        hint = "" if args.modulators else " (--modulators FILE.npy)"
+        raise CliError(f"{where}{exc}{hint}") from None
+    return spikes, mods
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
 def _write_npz(path, **arrays) -> None:
     from .image import write_atomic
 
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    write_atomic(path, buf.getvalue())
+    write_atomic(path, _npz_bytes(**arrays))
 
 
 def cmd_simulate(args) -> int:
     from . import api
     from .image import load_image
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"image": args.image, "--input": args.input, "--modulators": args.modulators},
+                   {"--output": args.output, "--save-image": args.save_image,
+                    "--waves": args.waves})
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
     if args.engine == "golden" and (args.simulator or args.waves):
@@ -249,6 +351,7 @@ def cmd_simulate(args) -> int:
         raise CliError(f"{args.image}: --save-image needs an image that learns "
                        f"(spikeforge learn)")
     mods = read_modulators(args.modulators) if args.modulators else None
+    spikes, mods = _checked_inputs(args, image, spikes, mods)
     try:
         result = api.simulate(image, spikes, engine=args.engine, simulator=args.simulator,
                               waves=args.waves, modulators=mods)
@@ -258,23 +361,28 @@ def cmd_simulate(args) -> int:
               "events_in": result.events_in, "saturations": result.saturations}
     for index, v in enumerate(result.final_membranes):
         arrays[f"membrane{index}"] = v
+    if result.values is not None:  # an LI readout: its membrane, and what one LSB is worth
+        arrays["values"] = result.values
+        arrays["scale"] = np.float64(result.scale)
     if image.learning:
         for index, w in enumerate(result.weights):
             arrays[f"weights{index}"] = w
-    _write_npz(args.output, **arrays)
     summary = {"output": str(args.output), "engine": args.engine,
                "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
                "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
                "saturations": int(result.saturations.sum())}
     if image.learning:
         summary["learning"] = {str(k): v for k, v in result.learning.items()}
-    if args.save_image:
-        result.image.save(args.save_image)
-        summary["saved_image"] = str(args.save_image)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, _npz_bytes(**arrays))
+        if args.save_image:
+            outputs.add(args.save_image, result.image.to_bytes())
+            summary["saved_image"] = str(args.save_image)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+        _commit_after_report(outputs)
     if summary["saturations"]:
         print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
               file=sys.stderr)
@@ -284,19 +392,23 @@ def cmd_simulate(args) -> int:
 # -- learn: configure on-chip learning -------------------------------------------------------
 def cmd_learn(args) -> int:
     from .image import LearningConfig, load_image
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"image": args.image}, {"--output": args.output})
     image = load_image(args.image)
     rates = {name: getattr(args, name) for name in LearningConfig.RATES
              if getattr(args, name, None) is not None}
     learned = image.with_learning(layer=args.layer, rule=args.rule, **rates)
-    learned.save(args.output)
     entry = learned.learning_of(args.layer % len(learned.layers))
     summary = {"output": str(args.output), "layer": entry.layer, "rule": entry.rule,
                **{name: getattr(entry, name) for name in LearningConfig.RATES}}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, learned.to_bytes())
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+        _commit_after_report(outputs)
     return 0
 
 
@@ -304,23 +416,15 @@ def cmd_learn(args) -> int:
 def cmd_run(args) -> int:
     from .boards.runtime import Board
     from .image import load_image
-    from .sim.encode import given
-    from .sim.learning import check_modulators
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"image": args.image, "--input": args.input, "--modulators": args.modulators},
+                   {"--output": args.output, "--save-image": args.save_image})
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
-    try:
-        spikes = given(spikes, image.n_inputs)
-    except ValueError as exc:
-        raise CliError(f"{args.input}: {exc}") from None
     # Modulators are checked before the board starts (the virtual board takes a while).
     mods = read_modulators(args.modulators) if args.modulators else None
-    try:
-        check_modulators(image, mods, *spikes.shape[:2])
-    except ValueError as exc:
-        where = f"{args.modulators}: " if args.modulators else ""
-        hint = "" if args.modulators else " (--modulators FILE.npy)"
-        raise CliError(f"{where}{exc}{hint}") from None
+    spikes, mods = _checked_inputs(args, image, spikes, mods)
     console = None if args.json else _console()
     if console is not None and args.port == "sim":
         console.print("starting the virtual board (RTL simulation; the first build of an "
@@ -336,11 +440,7 @@ def cmd_run(args) -> int:
             # With learning the run read the learned weights back already.
             saved = result.image if result.image is not None else \
                 image.with_weights(*_split(image, board.read_weights()))
-    # Written only once everything is in: a failed run leaves no file half-written (each file
-    # is written atomically).
-    _write_npz(args.output, **result.to_npz_dict())
-    if saved is not None:
-        saved.save(args.save_image)
+    # Written only once everything is in, and all or none (spikeforge.outputs).
     summary = {"output": str(args.output), "port": args.port,
                "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
                "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
@@ -351,21 +451,25 @@ def cmd_run(args) -> int:
                "status": status.to_dict()}
     if result.learning is not None:
         summary["learning"] = {str(layer): info for layer, info in result.learning.items()}
-    if args.save_image:
-        summary["saved_image"] = str(args.save_image)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds", "samples_per_s",
-                "retries")
-        console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
-        if result.learning is not None:
-            console.print("learning: " + ", ".join(
-                f"layer {layer} {info['update_cycles']} update cycles"
-                for layer, info in result.learning.items()))
-        if result.link:
-            console.print("link faults recovered: " + ", ".join(
-                f"{k} {v}" for k, v in result.link.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, _npz_bytes(**result.to_npz_dict()))
+        if saved is not None:
+            outputs.add(args.save_image, saved.to_bytes())
+            summary["saved_image"] = str(args.save_image)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds",
+                    "samples_per_s", "retries")
+            console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
+            if result.learning is not None:
+                console.print("learning: " + ", ".join(
+                    f"layer {layer} {info['update_cycles']} update cycles"
+                    for layer, info in result.learning.items()))
+            if result.link:
+                console.print("link faults recovered: " + ", ".join(
+                    f"{k} {v}" for k, v in result.link.items()))
+        _commit_after_report(outputs)
     if summary["saturations"]:
         print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
               file=sys.stderr)
@@ -417,8 +521,7 @@ class _Samples:
 
 # -- boards ----------------------------------------------------------------------------------
 def cmd_boards(args) -> int:
-    from .boards.catalog import BOARDS
-    from .compiler.capacity import board_capacities
+    from .boards.catalog import BOARDS, board_capacities
 
     rows = []
     for row in board_capacities():
@@ -520,6 +623,7 @@ def cmd_build(args) -> int:
         failed = None
     if args.json:
         print(json.dumps(report.to_dict()))
+        args.json_reported = True  # the report (timing_met false) is the JSON of a failure
     else:
         _print_build(report.to_dict())
     if failed is not None:
@@ -550,7 +654,7 @@ def cmd_deploy(args) -> int:
     try:
         with _Stages(f"deploying to {args.board}") as stages:
             result = api.deploy(args.model, args.board, args.output,
-                                weight_bits=args.weight_bits, dt=args.dt,
+                                weight_bits=args.weight_bits, **_nir_kwargs(args),
                                 allow_pickle=args.allow_pickle, clock_hz=clock,
                                 mode=_mode(args), programmer=args.programmer,
                                 dry_run=args.dry_run, progress=stages)
@@ -582,9 +686,25 @@ def cmd_demo(args) -> int:
 
 
 # -- main ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that bad arguments give one line too (not argparse's usage block;
+    `--help` shows usage), and that a negative number in any notation (`--dt -1e-3`, `-.5`,
+    `-inf`) is an option's value: plain argparse takes only `-1` and `-0.5` so, and -1e-3 for
+    an option. (No spikeforge option looks like a number.)"""
+
+    def error(self, message: str):
+        verb = self.prog.removeprefix("spikeforge").strip()
+        self.exit(2, f"spikeforge: error: {verb + ': ' if verb else ''}{message}\n")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="spikeforge", formatter_class=fmt,
+    parser = _Parser(prog="spikeforge", formatter_class=fmt,
                                      description="Compile trained SNNs into bit-exact FPGA "
                                                  "LIF core arrays.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -595,12 +715,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .nir file, or a pickled torch module with --allow-pickle")
     p.add_argument("-o", "--output", required=True, type=Path, help="image file to write")
     p.add_argument("--weight-bits", type=_weight_bits, default=8,
-                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4; auto: mixed "
+                   help="weight width 2..16; per layer as 8,fc2=4 or 8,1=4; auto: mixed "
                         "precision (needs --calibration; see docs/mixed-precision.md)")
+    p.add_argument("--decay", choices=("auto", "none", "shift", "mul"), default="auto",
+                   help="integer leak of beta and alpha: auto picks shift where it is as "
+                        "accurate as the multiplier (docs/neuron.md)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--board", help="target board (see `spikeforge boards`)")
     target.add_argument("--device", help="target device, e.g. iCE40UP5K, LFE5U-85F")
-    p.add_argument("--dt", type=float, help="time step in seconds (NIR carries none)")
+    _nir_options(p)
     p.add_argument("--lanes", type=int, help="parallel lanes per core (default: chosen)")
     p.add_argument("--calibration", type=Path, help=".npz with input `spikes` to size widths")
     p.add_argument("--labels", type=Path,
@@ -721,8 +844,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, help="target board (see `spikeforge boards`)")
     p.add_argument("-o", "--output", type=Path, help="build folder (default: build/BOARD)")
     p.add_argument("--weight-bits", type=_weight_bits, default=8,
-                   help="weight width 2..8; per layer as 8,fc2=4 or 8,1=4")
-    p.add_argument("--dt", type=float, help="time step in seconds (NIR carries none)")
+                   help="weight width 2..16; per layer as 8,fc2=4 or 8,1=4")
+    _nir_options(p)
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")
     p.add_argument("--clock", type=float, help="fabric clock in MHz (default: the board's)")
@@ -740,6 +863,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bitstream", action="store_true", help="skip the bitstream build")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_demo)
+
+    from .cli_metrics import add_parsers as add_metrics_parsers
+
+    add_metrics_parsers(sub, fmt, read_array=_read_array, console=_console)
     return parser
 
 
@@ -751,10 +878,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikeforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Standard output was closed (`spikeforge ... --json | head -c1`): the verb wrote no
+        # file; point stdout at /dev/null so that Python's exit does not fail on it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("spikeforge: error: standard output was closed (broken pipe); no file written",
+              file=sys.stderr)
+        return 1
     except Exception as exc:
         if args.debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if getattr(args, "json", False) and not getattr(args, "json_reported", False):
+            # a script reading --json output gets the error as JSON too
+            print(json.dumps({"error": message, "kind": type(exc).__name__}), flush=True)
         print(f"spikeforge: error: {message}", file=sys.stderr)
         return 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
+from spikeforge.compiler.ir import LifLayer, Network
 from spikeforge.image import CoreConfig, HwConfig, Image, LayerParams
 
 
@@ -21,7 +22,8 @@ def random_layer(rng: np.random.Generator, name: str, n_in: int, n_out: int, *, 
         kwargs["decay_mul"] = rng.integers(0, 257, n_out)
         kwargs["decay_frac"] = 8
     theta_max = min(4 * wmax + 2, 1 << (v_bits - 1))
-    layer = LayerParams(name, weights, bias=rng.integers(-wmax, wmax + 1, n_out) if bias
+    bmax = min(wmax, (1 << (v_bits - 1)) - 1)  # a bias lies in the membrane's range
+    layer = LayerParams(name, weights, bias=rng.integers(-bmax, bmax + 1, n_out) if bias
                         else np.zeros(n_out), threshold=rng.integers(1, theta_max, n_out),
                         weight_bits=weight_bits, v_bits=v_bits, acc_bits=40,
                         reset=reset, decay_mode=decay_mode, rec_weights=rec, **kwargs)
@@ -81,3 +83,41 @@ def plastic_image(image_seed: int, sizes, rules, *, lanes=(2, 3), split=True, we
         if rule:
             image = image.with_learning(layer=k, rule=rule[0], stochastic=rule[1], **rates)
     return image
+
+
+def random_ir(rng: np.random.Generator, sizes, *, alpha_choices=(0.0, 1.0),
+              beta_choices=(0.0, 1.0), compare=">", reset="subtract", reset_delay=True,
+              syn_delay=0, recurrent=None, readout=False, max_spikes=4) -> Network:
+    """A random float IR network (compiler/ir.py) with integer weights and thresholds that
+    mixes the neuron models: about 60 % of the layers carry a synaptic current (alpha from
+    `alpha_choices`), each layer emits up to 1..`max_spikes` spikes per step, layer
+    `recurrent` is recurrent and, with `readout`, the last layer is an LI readout. alpha and
+    beta in {0, 1} keep the integer arithmetic exact."""
+    layers = []
+    for index, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = index == len(sizes) - 2
+        alpha = rng.choice(alpha_choices, b) if rng.random() < 0.6 else None
+        layers.append(LifLayer(
+            name=f"l{index}", weight=rng.integers(-4, 5, (b, a)), bias=rng.integers(-1, 3, b),
+            beta=rng.choice(beta_choices, b), threshold=rng.integers(0, 6, b), reset=reset,
+            rec_weight=rng.integers(-3, 4, (b, b)) if recurrent == index and
+            not (last and readout) else None,
+            alpha=alpha, syn_delay=syn_delay if alpha is not None else 0,
+            max_spikes=int(rng.integers(1, max_spikes + 1)), compare=compare,
+            reset_delay=reset_delay, spiking=not (last and readout)))
+    return Network(sizes[0], layers)
+
+
+@st.composite
+def neuron_networks(draw, max_layers=3, max_width=7, exact=True):
+    """`random_ir` networks over every variant of docs/neuron.md (Hypothesis)."""
+    n_layers = draw(st.integers(1, max_layers))
+    sizes = tuple(draw(st.integers(1, max_width)) for _ in range(n_layers + 1))
+    choices = (0.0, 1.0) if exact else (0.0, 0.3, 0.5, 0.75, 0.9, 1.0)
+    return random_ir(np.random.default_rng(draw(st.integers(0, 2**31))), sizes,
+                     alpha_choices=choices, beta_choices=choices,
+                     compare=draw(st.sampled_from([">", ">="])),
+                     reset=draw(st.sampled_from(["subtract", "zero"])),
+                     reset_delay=draw(st.booleans()), syn_delay=draw(st.sampled_from([0, 1])),
+                     recurrent=draw(st.sampled_from([None] + list(range(n_layers)))),
+                     readout=draw(st.booleans()))

@@ -173,7 +173,8 @@ def test_cli_deploy_dry_run(tmp_path):
     nir.write(tmp_path / "net.nir", lif_nir((8, 6, 3)))
     proc = subprocess.run([sys.executable, "-m", "spikeforge.cli", "deploy", tmp_path / "net.nir",
                            "--board", "icebreaker", "-o", tmp_path / "out", "--dry-run",
-                           "--json"], capture_output=True, text=True, timeout=1200)
+                           "--exporter", "snntorch", "--json"],
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert Path(result["image"]).exists() and Path(result["build"]["bitstream"]).exists()

@@ -64,7 +64,8 @@ def nir_file(tmp_path):
 
 def test_compile_inspect_simulate(tmp_path, nir_file):
     out = tmp_path / "net.sfi"
-    proc = spikeforge("compile", nir_file, "-o", out, "--weight-bits", "6", "--json")
+    proc = spikeforge("compile", nir_file, "-o", out, "--weight-bits", "6", "--json",
+                      "--exporter", "snntorch")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["n_inputs"] == 6 and summary["n_outputs"] == 4
@@ -187,9 +188,9 @@ def test_pickled_module_needs_flag(tmp_path):
 def test_network_too_big_for_the_device(tmp_path):
     nir.write(tmp_path / "big.nir", lif_nir((784, 512, 512, 10)))
     _compile_fails(tmp_path, tmp_path / "big.nir", "--device", "iCE40HX1K",
-                   needles=["need", "have"])
+                   "--exporter", "snntorch", needles=["need", "have"])
     _compile_fails(tmp_path, tmp_path / "big.nir", "--board", "icebraeker",
-                   needles=["icebreaker"])
+                   "--exporter", "snntorch", needles=["icebreaker"])
 
 
 def test_debug_shows_traceback(tmp_path):
@@ -256,3 +257,88 @@ def test_learn_then_simulate_with_modulators(tmp_path):
                       "stdp", "--trace-bits", "40")
     assert_one_line_error(proc, "trace_bits")
     assert not (tmp_path / "bad.sfi").exists()
+
+
+def test_nir_options_refuse_bad_values_in_one_line(tmp_path, nir_file):
+    for args, needle in [
+        (("--exporter", "brian2"), "exporter must be one of snntorch, norse, sinabs"),
+        (("--dt", "-1"), "dt must be a positive number of seconds, not -1.0"),
+        (("--dt", "soon"), "--dt must be a positive number of seconds, not 'soon'"),
+        (("--reset", "none"), "reset must be one of subtract, zero, not 'none'"),
+        (("--max-spikes", "0"), "max_spikes must be an integer 1..255, not 0"),
+        (("--max-spikes", "300"), "max_spikes must be an integer 1..255, not 300"),
+        (("--max-spikes", "two"), "--max-spikes must be an integer 1..255, not 'two'"),
+    ]:
+        _compile_fails(tmp_path, nir_file, *args, needles=[needle])
+    # without an exporter the open choices are named, in one line
+    _compile_fails(tmp_path, nir_file, needles=["--reset {zero,subtract}", "--max-spikes K"])
+
+
+def test_compile_shows_provenance(tmp_path, nir_file):
+    out = tmp_path / "net.sfi"
+    proc = spikeforge("compile", nir_file, "-o", out, "--reset", "subtract", "--max-spikes", "1",
+                      "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["provenance"]
+    assert [row["node"] for row in rows] == ["lif0", "lif1"]
+    assert rows[0]["dt"] == {"value": pytest.approx(1e-3),
+                             "source": "inferred from r = tau/dt, one value over every node"}
+    assert rows[0]["beta"]["values"] == pytest.approx([0.875, 0.875])
+    assert rows[0]["reset"]["source"] == "given (--reset)"
+    proc = spikeforge("compile", nir_file, "-o", out, "--exporter", "snntorch")
+    assert proc.returncode == 0 and "where the numbers came from" in proc.stdout
+
+
+def test_per_layer_weight_bits_and_decay(tmp_path, nir_file):
+    out = tmp_path / "net.sfi"
+    proc = spikeforge("compile", nir_file, "-o", out, "--weight-bits", "6,fc1=4", "--decay",
+                      "mul", "--json", "--exporter", "snntorch")
+    assert proc.returncode == 0, proc.stderr
+    layers = json.loads(proc.stdout)["layers"]
+    assert [layer["weight_bits"] for layer in layers] == [6, 4]
+    assert [layer["decay_mode"] for layer in layers] == ["mul", "mul"]
+    proc = spikeforge("compile", nir_file, "-o", out, "--weight-bits", "1=3", "--json",
+                      "--exporter", "snntorch")
+    assert [layer["weight_bits"] for layer in json.loads(proc.stdout)["layers"]] == [8, 3]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--weight-bits", "17"), "weight_bits must be an integer 2..16, not 'fc0': 17"),
+    (("--weight-bits", "8,fc1=1"), "weight_bits must be an integer 2..16, not 'fc1': 1"),
+    (("--weight-bits", "8,lif9=4"), "weight_bits names no layer of the network: 'lif9'"),
+    (("--decay", "linear"), "compile: argument --decay: invalid choice: 'linear'"),
+])
+def test_new_compile_options_refuse_bad_values_in_one_line(tmp_path, nir_file, args, needle):
+    out = tmp_path / "net.sfi"
+    assert_one_line_error(spikeforge("compile", nir_file, "-o", out, "--exporter", "snntorch",
+                                     *args), needle)
+    assert not out.exists()
+
+
+def test_simulate_writes_an_li_readout_as_values_and_scale(tmp_path):
+    from spikeforge.compiler.ir import LifLayer, Network
+    from spikeforge.compiler.quantize import plain_image, quantize
+
+    rng = np.random.default_rng(2)
+    network = Network(5, [
+        LifLayer("hidden", rng.normal(0, 1, (6, 5)), None, 0.75, 0.5, max_spikes=3),
+        LifLayer("readout", rng.normal(0, 1, (2, 6)), None, 0.5, 0.0, alpha=0.5,
+                 spiking=False)])
+    layers, _ = quantize(network)
+    image = plain_image(layers, 5)
+    image.save(tmp_path / "li.sfi")
+    spikes = (rng.random((2, 12, 5)) < 0.5).astype(np.uint8)
+    np.savez(tmp_path / "in.npz", spikes=spikes)
+    proc = spikeforge("simulate", tmp_path / "li.sfi", "--input", tmp_path / "in.npz",
+                      "-o", tmp_path / "o.npz")
+    assert proc.returncode == 0, proc.stderr
+    want = golden.run(image, spikes)
+    with np.load(tmp_path / "o.npz") as result:
+        np.testing.assert_array_equal(result["values"], want.values)
+        assert float(result["scale"]) == layers[-1].scale != 1.0
+    proc = spikeforge("simulate", tmp_path / "li.sfi", "--input", tmp_path / "in.npz",
+                      "-o", tmp_path / "r.npz", "--engine", "rtl")
+    assert_one_line_error(proc, "the gateware runs single-spike LIF layers only, but layer 0 "
+                                "('hidden') uses multi-spike (up to 3 per step); layer 1 "
+                                "('readout') uses LI readout (no spikes)")
+    assert not (tmp_path / "r.npz").exists()

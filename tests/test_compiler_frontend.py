@@ -243,10 +243,44 @@ def test_unknown_module_refused():
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), snn.Synaptic(alpha=0.5, beta=0.5),
                           nn.Linear(3, 3), snn.DeltaLeaky(beta=0.5))  # a Leaky subclass
     with pytest.raises(ModelError,
-                       match=r": '0' \(Linear: no LIF neuron after it\), '1' \(ReLU\), "
-                             r"'2' \(Synaptic\), '3' \(Linear: no LIF neuron after it\), "
-                             r"'4' \(DeltaLeaky\)$"):
+                       match=r"^the hardware cannot run: '1' \(ReLU\), '4' \(DeltaLeaky: a "
+                             r"neuron model the hardware does not run \(it runs Leaky, RLeaky, "
+                             r"Synaptic and RSynaptic, unmodified\)\)$"):
         load_network(model)
+
+
+def test_alpha_and_lapicque_refused_with_reasons_and_their_linear_not_blamed():
+    model = nn.Sequential(nn.Linear(3, 3), snn.Alpha(alpha=0.6, beta=0.5),
+                          nn.Linear(3, 3), snn.Lapicque(beta=0.5))
+    with pytest.raises(ModelError) as exc:
+        load_network(model)
+    msg = str(exc.value)
+    assert "'1' (Alpha: a dual-exponential (Alpha) neuron is not supported" in msg
+    assert "'3' (Lapicque: Lapicque's RC neuron is not supported; use snn.Leaky" in msg
+    assert "no LIF neuron after it" not in msg
+
+
+class CalledOutOfOrder(nn.Module):
+    """Registers fc2 before fc1 but calls fc1 first."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc2 = nn.Linear(4, 2)
+        self.fc1 = nn.Linear(3, 4)
+        self.lif1 = snn.Leaky(beta=0.5)
+        self.lif2 = snn.Leaky(beta=0.5)
+
+    def forward(self, x):
+        return self.lif2(self.fc2(self.lif1(self.fc1(x))[0]))[0]
+
+
+def test_custom_forward_refusal_says_the_order_is_registration():
+    with pytest.raises(ModelError) as exc:
+        load_network(CalledOutOfOrder())
+    assert str(exc.value).endswith(
+        "; the layer order 'fc2', 'fc1', 'lif1', 'lif2' is the order in which "
+        "CalledOutOfOrder.__init__ registers its modules, not the order its forward() calls "
+        "them: register them in call order, or use nn.Sequential")
 
 
 def test_subtract_with_immediate_reset_refused():
@@ -333,7 +367,7 @@ def test_nir_closed_form_with_given_dt(tmp_path):
     graph = nir.NIRGraph.from_list(
         nir.Affine(weight=w1, bias=b1), _lif(tau, r, thr),
         nir.Linear(weight=w2), nir.IF(r=r_if, v_threshold=thr_if, v_reset=np.zeros(3)))
-    net = _roundtrip(graph, tmp_path, dt=dt)
+    net = _roundtrip(graph, tmp_path, dt=dt, reset="zero", max_spikes=1)
     first, second = net.layers
     gain = dt * r / tau
     np.testing.assert_allclose(first.beta, 1 - dt / tau)
@@ -341,7 +375,7 @@ def test_nir_closed_form_with_given_dt(tmp_path):
     np.testing.assert_allclose(first.bias, gain * b1)
     np.testing.assert_allclose(first.threshold, thr)
     np.testing.assert_allclose(second.beta, 1.0)
-    np.testing.assert_allclose(second.weight, r_if[:, None] * w2)
+    np.testing.assert_allclose(second.weight, dt * r_if[:, None] * w2)  # NIR IF: dv/dt = r I
     np.testing.assert_allclose(second.bias, 0.0)
     np.testing.assert_allclose(second.threshold, thr_if)
     assert first.reset == second.reset == "zero"
@@ -367,7 +401,8 @@ def test_nir_dt_inferred_and_matches_torch(tmp_path):
         tau = (dt / (1 - beta)).astype(np.float32)
         nodes.append(_lif(tau, (tau / dt).astype(np.float32),
                           np.broadcast_to(lif.threshold.numpy(), (n,))))
-    from_nir = _roundtrip(nir.NIRGraph.from_list(*nodes), tmp_path)
+    from_nir = _roundtrip(nir.NIRGraph.from_list(*nodes), tmp_path, exporter="snntorch",
+                          reset="zero")
     from_torch = load_network(model)
     assert any("inferred" in note for note in from_nir.notes)
     for a, b in zip(from_nir.layers, from_torch.layers):
@@ -411,7 +446,7 @@ def test_nir_recurrent_subgraph_matches_rleaky(tmp_path):
     nodes = _rleaky_export(model)
     graph = nir.NIRGraph(nodes=nodes,
                          edges=[("input", "fc"), ("fc", "rlif"), ("rlif", "output")])
-    net = _roundtrip(graph, tmp_path)
+    net = _roundtrip(graph, tmp_path, exporter="snntorch", reset="zero")
     want = load_network(model).layers[0]
     got = net.layers[0]
     assert got.recurrent
@@ -429,7 +464,7 @@ def test_nir_flat_recurrent_cycle(tmp_path):
     nodes.update({"lif": sub.nodes["lif"], "w_rec": sub.nodes["w_rec"]})
     graph = nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "w_rec"),
                                              ("w_rec", "lif"), ("lif", "output")])
-    net = _roundtrip(graph, tmp_path)
+    net = _roundtrip(graph, tmp_path, exporter="snntorch", reset="zero")
     np.testing.assert_allclose(net.layers[0].rec_weight,
                                model[1].recurrent.weight.detach().numpy(), rtol=1e-6)
 
@@ -438,9 +473,9 @@ def test_nir_inconsistent_dt_asks_for_dt(tmp_path):
     graph = nir.NIRGraph.from_list(
         nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)),
         _lif([1e-2, 2e-2], [10.0, 10.0], [1.0, 1.0]))
-    with pytest.raises(ModelError, match=r"'lif' 0\.001\.\.0\.002.*give --dt"):
+    with pytest.raises(ModelError, match=r"'lif' 0\.001\.\.0\.002.*or --dt"):
         _roundtrip(graph, tmp_path)
-    net = _roundtrip(graph, tmp_path, dt=1e-3)
+    net = _roundtrip(graph, tmp_path, dt=1e-3, reset="subtract", max_spikes=1)
     np.testing.assert_allclose(net.layers[0].beta, [0.9, 0.95])
     np.testing.assert_allclose(net.layers[0].weight, [[1.0] * 3, [0.5] * 3])
 
@@ -455,15 +490,14 @@ def test_nir_leak_reset_and_kinds_named_together(tmp_path):
         nir.Linear(weight=np.ones((2, 3))),
         _lif(np.full(2, 1e-2), np.full(2, 100.0), np.ones(2), v_reset=np.full(2, -0.5)),
         nir.Affine(weight=np.ones((2, 2)), bias=np.zeros(2)),
-        nir.CubaLIF(tau_syn=np.ones(2), tau_mem=np.ones(2), r=np.ones(2), v_leak=np.zeros(2),
-                    v_threshold=np.ones(2)),
+        nir.Threshold(threshold=np.ones(2)),
         type_check=False)
     with pytest.raises(ModelError) as exc:
         _roundtrip(graph, tmp_path)
     msg = str(exc.value)
     for needle in ["'conv2d' (Conv2d)", "'lif' (LIF: v_leak != 0",
-                   "'lif_1' (LIF: v_reset -0.5 is not expressible", "'cubalif' (CubaLIF)",
-                   "'affine_1' (Affine: no LIF neuron after it)"]:
+                   "'lif_1' (LIF: v_reset -0.5 is not expressible", "'threshold' (Threshold)",
+                   "'affine_1' (Affine: no neuron node after it)"]:
         assert needle in msg
     assert "'flatten'" not in msg and "'linear'" not in msg
 
@@ -480,10 +514,13 @@ def test_nir_branch_refused():
         load_network(graph)
 
 
-def test_nir_if_only_needs_no_dt():
+def test_nir_if_per_step_gain():
+    """Norse and Sinabs run IF with input gain r per step (NIR's dt r at their unit step)."""
     graph = nir.NIRGraph.from_list(nir.Linear(weight=np.full((2, 3), 0.5)),
                                    nir.IF(r=np.array([1.0, 2.0]), v_threshold=np.full(2, 2.0)))
-    net = load_network(graph)
+    with pytest.raises(ModelError, match=r"IF node's input gain is dt \* r.*--dt"):
+        load_network(graph)
+    net = load_network(graph, exporter="norse")
     np.testing.assert_allclose(net.layers[0].weight, [[0.5] * 3, [1.0] * 3])
     np.testing.assert_allclose(net.layers[0].beta, 1.0)
     # IF integrates without leak and resets to zero: check one neuron by hand

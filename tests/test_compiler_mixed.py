@@ -22,7 +22,7 @@ from spikeforge.compiler.float_ref import run_float, simulate_float
 from spikeforge.compiler.frontend import load_network
 from spikeforge.compiler.ir import LifLayer, Network
 from spikeforge.compiler.mixed import plan_weight_bits
-from spikeforge.compiler.quantize import plain_image, quantize
+from spikeforge.compiler.quantize import accuracy_report, plain_image, quantize
 from spikeforge.compiler.scales import neuron_scales, quantization_error, weight_scales
 from spikeforge.compiler.sensitivity import (
     ggn_trace,
@@ -56,11 +56,15 @@ def spikes(rng, batch, steps, n, p=0.3):
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), bits=st.integers(2, 8),
        reset=st.sampled_from(["subtract", "zero"]), beta=st.sampled_from([0.0, 0.5, 0.875, 1.0]),
-       recurrent=st.booleans(), clip=st.sampled_from(["mse", "max"]))
-def test_per_neuron_scale_folding_is_exact(seed, bits, reset, beta, recurrent, clip):
+       recurrent=st.booleans(), clip=st.sampled_from(["mse", "max"]),
+       alpha=st.sampled_from([None, 0.0, 0.5, 0.875]), syn_delay=st.integers(0, 1),
+       max_spikes=st.sampled_from([1, 3]))
+def test_per_neuron_scale_folding_is_exact(seed, bits, reset, beta, recurrent, clip, alpha,
+                                           syn_delay, max_spikes):
     """An integer network (each neuron's largest weight at +-qmax) whose neurons were each
     multiplied by their own positive factor c_i quantizes back to the integer network, threshold
-    and bias included, so the golden model's spikes are identical to the unscaled network's."""
+    and bias included, so the golden model's spikes are identical to the unscaled network's;
+    with a synaptic current (the bias enters it) and several spikes per step too."""
     rng = np.random.default_rng(seed)
     qmax = 2 ** (bits - 1) - 1
     sizes = [9, 7, 4]
@@ -77,7 +81,9 @@ def test_per_neuron_scale_folding_is_exact(seed, bits, reset, beta, recurrent, c
             target.append(LifLayer(
                 f"l{index}", w[:, :n_in] * factor[:, None], bias * factor, beta,
                 theta * factor, reset=reset,
-                rec_weight=w[:, n_in:] * factor[:, None] if recurrent else None))
+                rec_weight=w[:, n_in:] * factor[:, None] if recurrent else None,
+                alpha=alpha, syn_delay=syn_delay if alpha is not None else 0,
+                max_spikes=max_spikes))
     x = spikes(rng, 4, 30, sizes[0], p=0.4)
     exact, _ = quantize(Network(sizes[0], ints), weight_bits=bits, calibration=x)
     folded, report = quantize(Network(sizes[0], scaled), weight_bits=bits, calibration=x,
@@ -92,27 +98,69 @@ def test_per_neuron_scale_folding_is_exact(seed, bits, reset, beta, recurrent, c
     assert got.spikes.any() or want.spikes.sum() == 0
     for g, w in zip(got.layer_spikes, want.layer_spikes, strict=True):
         assert np.array_equal(g, w)
+    if alpha is not None:
+        for g, w in zip(got.currents, want.currents, strict=True):
+            assert np.array_equal(g, w)
 
 
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), reset=st.sampled_from(["subtract", "zero"]),
-       recurrent=st.booleans())
-def test_float_reference_is_invariant_to_neuron_scales(seed, reset, recurrent):
+       recurrent=st.booleans(), alpha=st.sampled_from([None, 0.5, 0.875]),
+       syn_delay=st.integers(0, 1), max_spikes=st.sampled_from([1, 3]),
+       compare=st.sampled_from([">", ">="]), reset_delay=st.booleans())
+def test_float_reference_is_invariant_to_neuron_scales(seed, reset, recurrent, alpha, syn_delay,
+                                                       max_spikes, compare, reset_delay):
     """The folding argument on the float side: multiplying a neuron's weights, bias and threshold
-    by 2^k (exact in floating point) changes no spike of any layer."""
+    by 2^k (exact in floating point) changes no spike (count) of any layer and multiplies its
+    membrane by 2^k, through the synaptic current too (the current is the neuron's own)."""
     rng = np.random.default_rng(seed)
     net = random_network(rng, [8, 6, 5], reset=reset, recurrent=recurrent)
-    layers = []
+    options = dict(alpha=alpha, syn_delay=syn_delay if alpha is not None else 0,
+                   max_spikes=max_spikes, compare=compare, reset_delay=reset_delay)
+    plain, layers, factors = [], [], []
     for layer in net.layers:
         c = 2.0 ** rng.integers(-6, 7, layer.n_out)
-        layers.append(LifLayer(layer.name, layer.weight * c[:, None], layer.bias * c,
-                               layer.beta, layer.threshold * c, reset=layer.reset,
-                               rec_weight=None if layer.rec_weight is None
-                               else layer.rec_weight * c[:, None]))
+        factors.append(c)
+        for target, k in ((plain, np.ones(layer.n_out)), (layers, c)):
+            target.append(LifLayer(layer.name, layer.weight * k[:, None], layer.bias * k,
+                                   layer.beta, layer.threshold * k, reset=layer.reset,
+                                   rec_weight=None if layer.rec_weight is None
+                                   else layer.rec_weight * k[:, None], **options))
     x = spikes(rng, 4, 40, 8, p=0.5)
-    for a, b in zip(simulate_float(net, x).layer_spikes,
-                    simulate_float(Network(8, layers), x).layer_spikes, strict=True):
+    want = simulate_float(Network(8, plain), x, record=True)
+    got = simulate_float(Network(8, layers), x, record=True)
+    for a, b in zip(want.layer_spikes, got.layer_spikes, strict=True):
         assert np.array_equal(a, b)
+    for a, b, c in zip(want.membranes, got.membranes, factors, strict=True):
+        np.testing.assert_allclose(b, a * c, rtol=1e-12, atol=1e-12)
+
+
+def test_li_readout_shares_one_scale():
+    """An LI readout's membranes are its output, read side by side with the one LayerParams.scale:
+    per-neuron scales would rescale each class's value (the float membranes scale with c_i, as
+    the test above shows), so its neurons share one scale while the spiking layers keep theirs.
+    Its values times that scale follow the float readout."""
+    rng = np.random.default_rng(11)
+    net = random_network(rng, [16, 12, 5])
+    last = net.layers[-1]
+    last.weight[np.arange(5), np.arange(5)] = [-1.0, -4.0, 0.25, -2.0, -8.0]  # unequal row peaks
+    readout = LifLayer("readout", last.weight, last.bias, 0.875, 0.0, spiking=False)
+    net = Network(16, [net.layers[0], readout])
+    x = spikes(rng, 16, 40, 16, p=0.4)
+    layers, report = quantize(net, weight_bits=8, calibration=x)
+    hidden, li = report.layers
+    assert len(set(hidden.neuron_scales)) > 1
+    assert len(set(li.neuron_scales)) == 1 and li.neuron_scales[0] == layers[1].scale
+    _, by_layer = quantize(net, weight_bits=8, calibration=x, scales="layer")
+    assert by_layer.layers[1].neuron_scales == li.neuron_scales
+    got = golden.run(plain_image(layers, 16), x).values * layers[1].scale
+    ref = simulate_float(net, x).values
+    assert np.sqrt(np.mean((got - ref) ** 2)) / ref.std() < 0.05
+    # the readout's classes are its summed membranes' argmax, on both sides
+    y = ref.sum(axis=1).argmax(axis=1)
+    assert len(set(y)) > 1
+    acc = accuracy_report(net, layers, x, y)
+    assert acc["float_accuracy"] == 1.0 and acc["agreement"] >= 0.9
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -200,16 +248,34 @@ def test_layer_traces_choices():
 
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), reset=st.sampled_from(["subtract", "zero"]),
-       recurrent=st.booleans())
-def test_torch_network_forward_is_the_float_reference(seed, reset, recurrent):
+       recurrent=st.booleans(), alpha=st.sampled_from([None, 0.5, 0.875]),
+       syn_delay=st.integers(0, 1), max_spikes=st.sampled_from([1, 3]),
+       compare=st.sampled_from([">", ">="]), reset_delay=st.booleans(), readout=st.booleans())
+def test_torch_network_forward_is_the_float_reference(seed, reset, recurrent, alpha, syn_delay,
+                                                      max_spikes, compare, reset_delay, readout):
+    """Every neuron model of the IR: the same spike counts per layer, and an LI readout's
+    membrane, as compiler/float_ref.py."""
     rng = np.random.default_rng(seed)
-    net = random_network(rng, [7, 6, 3], reset=reset, recurrent=recurrent)
+    base = random_network(rng, [7, 6, 3], reset=reset, recurrent=recurrent)
+    options = dict(alpha=alpha, syn_delay=syn_delay if alpha is not None else 0,
+                   max_spikes=max_spikes, compare=compare, reset_delay=reset_delay)
+    layers = [LifLayer(layer.name, layer.weight, layer.bias, layer.beta, layer.threshold,
+                       reset=layer.reset, rec_weight=layer.rec_weight, **options)
+              for layer in base.layers]
+    if readout:
+        last = layers[-1]
+        layers[-1] = LifLayer(last.name, last.weight, last.bias, last.beta, 0.0, spiking=False,
+                              alpha=alpha, syn_delay=options["syn_delay"])
+    net = Network(7, layers)
     x = spikes(rng, 5, 25, 7, p=0.5)
     module = torch_network(net)
     with torch.no_grad():
         got = module(torch.as_tensor(x, dtype=torch.float64), all_layers=True)
-    for g, want in zip(got, simulate_float(net, x).layer_spikes, strict=True):
-        assert np.array_equal(g.numpy().astype(np.uint8), want)
+    want = simulate_float(net, x)
+    for g, w in zip(got[:-1] if readout else got, want.layer_spikes, strict=False):
+        assert np.array_equal(g.numpy().astype(np.uint8), w)
+    if readout:
+        np.testing.assert_allclose(got[-1].numpy(), want.values, rtol=1e-12, atol=1e-12)
 
 
 def test_surrogate_gradient_is_snntorchs():
@@ -298,9 +364,10 @@ def test_compile_auto_reports_every_layer():
     net = random_network(rng, [20, 24, 4])
     graph = _as_nir(net)
     x = spikes(rng, 64, 20, 20, p=0.3)
-    y = run_float(load_network(graph, dt=1e-3), x).sum(axis=1).argmax(axis=1)
+    float_net = load_network(graph, dt=1e-3, exporter="snntorch")
+    y = run_float(float_net, x).sum(axis=1).argmax(axis=1)
     image = spikeforge.compile(graph, weight_bits="auto", calibration=x, labels=y, budget=0.42,
-                               dt=1e-3)
+                               dt=1e-3, exporter="snntorch")
     plan = image.meta["mixed_precision"]
     n = [20 * 24, 24 * 4]
     assert [layer.weight_bits for layer in image.layers] == [r["bits"] for r in plan["layers"]]
@@ -352,9 +419,10 @@ def test_auto_without_budget_fits_the_device():
     graph = _as_nir(net)
     x = spikes(rng, 32, 10, 64)
     with pytest.raises(FitError):
-        spikeforge.compile(graph, weight_bits=8, device="iCE40HX8K", calibration=x, dt=1e-3)
+        spikeforge.compile(graph, weight_bits=8, device="iCE40HX8K", calibration=x, dt=1e-3,
+                           exporter="snntorch")
     image = spikeforge.compile(graph, weight_bits="auto", device="iCE40HX8K", calibration=x,
-                               dt=1e-3)
+                               dt=1e-3, exporter="snntorch")
     plan = image.meta["mixed_precision"]
     assert plan["budget_source"] == "device" and plan["size_fraction"] < 1.0
     assert image.config.device == "iCE40HX8K"
@@ -403,6 +471,7 @@ def cli_files(tmp_path):
 
 def test_cli_compile_auto_json(cli_files):
     proc = run_cli("compile", cli_files / "net.nir", "-o", cli_files / "m.sfi", "--dt", "1e-3",
+                   "--exporter", "snntorch",
                    "--weight-bits", "auto", "--calibration", cli_files / "calib.npz",
                    "--labels", cli_files / "y.npy", "--budget", "42%", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -432,6 +501,6 @@ def test_cli_bad_input_one_line(cli_files, extra, needles):
     np.save(cli_files / "float.npy", np.zeros(24))
     args = [a if not a.endswith((".npz", ".npy")) else cli_files / a for a in extra]
     proc = run_cli("compile", cli_files / "net.nir", "-o", cli_files / "bad.sfi", "--dt",
-                   "1e-3", *args)
+                   "1e-3", "--exporter", "snntorch", *args)
     assert_one_line_error(proc, *needles)
     assert not (cli_files / "bad.sfi").exists()
