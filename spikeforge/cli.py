@@ -729,8 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path,
                    help=".npy (or .npz `labels`) integer class per calibration sample: "
                         "sensitivity targets and float vs golden accuracy")
-    p.add_argument("--budget", help="weight memory for --weight-bits auto: 42%%, 0.42 or bits "
-                                    "(default: what fits the device)")
+    p.add_argument("--budget", help="weight memory for --weight-bits auto: 42%%, 0.42 or bits; "
+                                    "None: what fits the device")
     p.add_argument("--scales", choices=("neuron", "layer"), default="neuron",
                    help="one weight scale per neuron (folded into threshold and bias) or per "
                         "layer")
