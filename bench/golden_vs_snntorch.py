@@ -15,17 +15,19 @@ import torch
 
 import spikeforge
 from spikeforge import digits as D
+from spikeforge.compiler.scales import neuron_scales
 from spikeforge.sim import golden
 
 
 def dequantized_model(image, hidden: int):
-    """The snnTorch network carrying the image's quantized weights (W_q * scale)."""
+    """The snnTorch network carrying the image's quantized weights (W_q * s, s per neuron)."""
     model = D.build_model(hidden=hidden)
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
-        for linear, layer in zip(linears, image.layers, strict=True):
-            linear.weight.copy_(torch.as_tensor(layer.weights * layer.scale))
-            linear.bias.copy_(torch.as_tensor(layer.bias * layer.scale))
+        for index, (linear, layer) in enumerate(zip(linears, image.layers, strict=True)):
+            s = neuron_scales(image, index)
+            linear.weight.copy_(torch.as_tensor(layer.weights * s[:, None]))
+            linear.bias.copy_(torch.as_tensor(layer.bias * s))
     return model
 
 

@@ -1,17 +1,21 @@
 """Quantizer: float LIF layers (compiler/ir.py) -> integer LayerParams (spikeforge/image.py).
 
-Per layer, in one integer domain where one LSB is worth `scale` in the float model's units:
+Per neuron i, in an integer domain where one LSB is worth `s_i` in the float model's units
+(compiler/scales.py; the spikes do not depend on s_i, docs/neuron.md "Per-neuron scales"):
 
-    scale   = max|W, W_rec| / (2^(b-1) - 1)          symmetric, b = weight bits (2..16)
+    s_i     = r_i * max|W[i], W_rec[i]| / (2^(b-1) - 1)   symmetric, b = weight bits (2..16),
+              clipping ratio r_i from the least squared weight error (clip="mse") or 1 ("max");
+              one s for the whole layer with scales="layer"
             = 1 when W, W_rec, b, theta are already integers that fit (the image is exact)
-    W_q     = round(W / scale)                       round half to even (numpy.rint)
-    bias_q  = round(bias / scale),  theta_q = round(theta / scale)    (theta_q >= 0)
+    W_q     = clip(round(W / s_i), -qmax, qmax)          round half to even (numpy.rint)
+    bias_q  = round(bias / s_i),  theta_q = round(theta / s_i)    (theta_q >= 0)
 
-so v_q ~ v / scale step for step (and syn_q ~ syn / scale: the synaptic current shares the
-membrane's LSB, so it enters v with gain 1). An LI readout has no threshold (theta_q = 0);
-`scale` tells the host what one LSB of its membrane is worth. Input gains (NIR w_in, r, dt/tau)
-are already in W by the front end. The leak is chosen per layer, for beta and, in a
-current-based layer, for alpha alike:
+so v_q ~ v / s_i step for step (and syn_q ~ syn / s_i: the synaptic current is the neuron's own
+and shares its membrane's LSB, so it enters v with gain 1). LayerParams.scale is the layer's
+largest s_i. An LI readout has no threshold (theta_q = 0) and its membranes are the output, read
+side by side with one `scale` telling the host what one LSB is worth: its neurons share one scale
+(scales="layer" for that layer). Input gains (NIR w_in, r, dt/tau) are already in W by the front
+end. The leak is chosen per layer, for beta and, in a current-based layer, for alpha alike:
 
     "none"   every beta == 1
     "shift"  decay(v) = v - (v >> k), beta = 1 - 2^-k, k in 0..31 (k = 0 gives beta = 0), when
@@ -41,6 +45,7 @@ from ..image import CoreConfig, HwConfig, Image, LayerParams
 from ..sim import golden
 from ..sim.encode import given
 from .ir import LifLayer, ModelError, Network
+from .scales import check_scale_options, weight_scales
 
 DECAY_CHOICES = ("auto", "none", "shift", "mul")
 DEFAULT_DECAY_FRAC = 8
@@ -67,6 +72,8 @@ class LayerQuant:
     v_source: str  # "calibration" | "bound" | "bound (calibration larger)"
     acc_bits: int
     v_peak: int | None = None  # largest |v_q| seen in calibration
+    clip: float = 1.0  # clipping ratio (clip = ratio * max|W|), mean over the layer's neurons
+    neuron_scales: list[float] | None = field(default=None, repr=False)  # scale per neuron
     model: str = "LIF"  # "LIF" | "CubaLIF" | "LI" | "CubaLI", with "xK" for multi-spike
     syn_decay_mode: str | None = None  # the synaptic current's leak, as decay_mode
     syn_decay: str | None = None
@@ -84,24 +91,31 @@ class QuantReport:
 
     def rows(self) -> list[dict]:
         """One flat dict per layer, in order (for tables)."""
-        return [asdict(layer) for layer in self.layers]
+        rows = [asdict(layer) for layer in self.layers]
+        for row in rows:
+            row.pop("neuron_scales")
+        return rows
 
     def to_dict(self) -> dict:
         return {"layers": self.rows(), "decay_frac": self.decay_frac,
-                "calibrated": self.calibrated, "notes": list(self.notes)}
+                "calibrated": self.calibrated, "notes": list(self.notes),
+                "neuron_scales": [layer.neuron_scales for layer in self.layers]}
 
 
 # -- public entry --------------------------------------------------------------------------------
 def quantize(network: Network, *, weight_bits: int | dict[str | int, int] = 8,
              calibration: np.ndarray | None = None, decay: str = "auto",
-             decay_frac: int = DEFAULT_DECAY_FRAC) -> tuple[list[LayerParams], QuantReport]:
+             decay_frac: int = DEFAULT_DECAY_FRAC, scales: str = "neuron",
+             clip: str = "mse") -> tuple[list[LayerParams], QuantReport]:
     """Quantize every layer of `network`; see the module docstring for the arithmetic.
 
     `weight_bits` is one width for all layers or a dict keyed by layer name or index (layers it
     does not name get the width keyed "*", else 8). `calibration` is a batch of input spike
     trains [batch, time, n_inputs] used to size the membranes. `decay` is "auto", "none",
-    "shift" or "mul".
+    "shift" or "mul". `scales` ("neuron" or "layer") and `clip` ("mse" or "max") choose the
+    weight scales (compiler/scales.py).
     """
+    check_scale_options(scales, clip)
     if decay not in DECAY_CHOICES:
         raise ValueError(f"decay must be one of {DECAY_CHOICES}, not {decay!r}")
     decay_frac = int(decay_frac)
@@ -117,7 +131,8 @@ def quantize(network: Network, *, weight_bits: int | dict[str | int, int] = 8,
     reports: list[LayerQuant] = []
     source_k = 1
     for layer, bits in zip(network.layers, widths, strict=True):
-        params, report = _quantize_layer(layer, bits, decay, decay_frac, notes, source_k)
+        params, report = _quantize_layer(layer, bits, decay, decay_frac, notes, source_k,
+                                         (scales, clip))
         layers.append(params)
         reports.append(report)
         source_k = layer.max_spikes
@@ -160,25 +175,34 @@ def quantize(network: Network, *, weight_bits: int | dict[str | int, int] = 8,
 
 def accuracy_report(network: Network, layers: list[LayerParams], spikes: np.ndarray,
                     labels: np.ndarray) -> dict:
-    """Float vs quantized accuracy by output spike-count argmax on labelled spike trains.
+    """Float vs quantized accuracy by output spike-count argmax (an LI readout: summed membrane
+    argmax, `predictions`) on labelled spike trains.
 
     Returns {"samples", "float_accuracy", "quant_accuracy", "agreement", "saturations"}, where
     agreement is the fraction of samples on which both predict the same class.
     """
-    from .float_ref import run_float
+    from .float_ref import simulate_float
 
     labels = np.asarray(labels).reshape(-1)
     x = given(spikes, network.n_inputs)
     if labels.shape[0] != x.shape[0]:
         raise ValueError(f"{labels.shape[0]} labels for {x.shape[0]} samples")
-    float_pred = run_float(network, x).sum(axis=1).argmax(axis=1)
+    ref = simulate_float(network, x)
+    float_pred = predictions(ref.spikes, ref.values)
     result = golden.run(plain_image(layers, network.n_inputs), x)
-    quant_pred = result.spikes.sum(axis=1).argmax(axis=1)
+    quant_pred = predictions(result.spikes, result.values)
     return {"samples": int(x.shape[0]),
             "float_accuracy": float(np.mean(float_pred == labels)),
             "quant_accuracy": float(np.mean(quant_pred == labels)),
             "agreement": float(np.mean(float_pred == quant_pred)),
             "saturations": int(result.saturations.sum())}
+
+
+def predictions(spikes: np.ndarray, values: np.ndarray | None) -> np.ndarray:
+    """Class per sample: the output spike-count argmax, or an LI readout's summed membrane
+    argmax (`values`, in any positive units: one scale for the layer keeps the argmax)."""
+    out = spikes if values is None else values
+    return np.asarray(out).sum(axis=1).argmax(axis=1)
 
 
 def plain_image(layers: list[LayerParams], n_inputs: int) -> Image:
@@ -259,35 +283,25 @@ def _is_exact(layer: LifLayer, bits: int) -> bool:
 
 
 def _quantize_layer(layer: LifLayer, bits: int, decay: str, decay_frac: int,
-                    notes: list[str], source_k: int) -> tuple[LayerParams, LayerQuant]:
+                    notes: list[str], source_k: int,
+                    options=("neuron", "mse")) -> tuple[LayerParams, LayerQuant]:
     qmax = (1 << (bits - 1)) - 1
     w_all = layer.weight if layer.rec_weight is None else \
         np.concatenate([layer.weight, layer.rec_weight], axis=1)
     w_peak = float(np.abs(w_all).max(initial=0.0))
     exact = _is_exact(layer, bits)
-    if exact:
-        scale = 1.0
-    else:
-        theta_peak = layer.threshold.max(initial=0.0) if layer.spiking else 0.0
-        p_peak = float(max(theta_peak, np.abs(layer.bias).max(initial=0.0)))
-        scale = w_peak / qmax if w_peak > 0 else (p_peak / qmax if p_peak > 0 else 1.0)
-        # Threshold and bias must fit the widest membrane with one bit to spare.
-        limit = (1 << (MAX_V_BITS - 2)) - 1
-        if p_peak / scale > limit:
-            scale = p_peak / limit
-            notes.append(f"layer {layer.name!r}: threshold/bias are {p_peak / w_peak:.3g} times "
-                         f"the largest weight; the scale was raised to fit them in a "
-                         f"{MAX_V_BITS}-bit membrane, so weights keep fewer levels")
+    scale, ratio = _layer_scales(layer, w_all, bits, exact, options, notes)
+    col = scale[:, None]
     lo = -qmax - 1 if exact else -qmax
-    w_q = np.clip(np.rint(layer.weight / scale), lo, qmax).astype(np.int64)
+    w_q = np.clip(np.rint(layer.weight / col), lo, qmax).astype(np.int64)
     rec_q = None if layer.rec_weight is None else \
-        np.clip(np.rint(layer.rec_weight / scale), lo, qmax).astype(np.int64)
+        np.clip(np.rint(layer.rec_weight / col), lo, qmax).astype(np.int64)
     bias_q = np.rint(layer.bias / scale).astype(np.int64)
     theta_q = np.rint(layer.threshold / scale).astype(np.int64) if layer.spiking \
         else np.zeros(layer.n_out, np.int64)
 
     wq_all = w_q if rec_q is None else np.concatenate([w_q, rec_q], axis=1)
-    err = w_all - wq_all * scale
+    err = w_all - wq_all * col
     rms = float(np.sqrt(np.mean(err ** 2))) if err.size else 0.0
     max_rel = float(np.abs(err).max() / w_peak) if w_peak > 0 else 0.0
 
@@ -305,7 +319,8 @@ def _quantize_layer(layer: LifLayer, bits: int, decay: str, decay_frac: int,
         name=layer.name, weights=w_q, rec_weights=rec_q, bias=bias_q, threshold=theta_q,
         weight_bits=bits, v_bits=32, acc_bits=40, reset=layer.reset, decay_mode=mode,
         decay_shift=shift, decay_mul=mul, decay_frac=decay_frac if mode == "mul" else 0,
-        scale=scale, max_spikes=layer.max_spikes if layer.spiking else 1,
+        scale=float(scale.max()) if scale.size else 1.0,
+        max_spikes=layer.max_spikes if layer.spiking else 1,
         in_max_spikes=source_k, compare=layer.compare, reset_delay=layer.reset_delay,
         spiking=layer.spiking, **syn)
     acc_bits = provisional.acc_bits_needed()
@@ -314,11 +329,43 @@ def _quantize_layer(layer: LifLayer, bits: int, decay: str, decay_frac: int,
     if layer.spiking and layer.max_spikes > 1:
         model += f" x{layer.max_spikes}"
     report = LayerQuant(
-        name=layer.name, weight_bits=bits, scale=scale, exact=exact, weight_rms_error=rms,
-        weight_max_rel_error=max_rel, decay_mode=mode, decay=summary,
-        beta_max_error=beta_err, v_bits=0, v_source="", acc_bits=acc_bits, model=model,
-        **syn_report)
+        name=layer.name, weight_bits=bits, scale=params.scale, exact=exact,
+        weight_rms_error=rms, weight_max_rel_error=max_rel, decay_mode=mode, decay=summary,
+        beta_max_error=beta_err, v_bits=0, v_source="", acc_bits=acc_bits,
+        clip=float(ratio.mean()) if ratio.size else 1.0,
+        neuron_scales=[float(x) for x in scale], model=model, **syn_report)
     return params, report
+
+
+def _layer_scales(layer: LifLayer, w_all: np.ndarray, bits: int, exact: bool, options,
+                  notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-neuron scales [n_out] and clipping ratios (compiler/scales.py); 1 for an exact
+    integer layer. A neuron whose threshold or bias would not fit the widest membrane (with one
+    bit to spare) at its scale gets a coarser scale. A non-spiking (LI) layer's membranes are its
+    output, compared across neurons under one LayerParams.scale, so its neurons share one scale."""
+    if exact:
+        return np.ones(layer.n_out), np.ones(layer.n_out)
+    scales, clip = options
+    if not layer.spiking:
+        scales = "layer"
+    qmax = (1 << (bits - 1)) - 1
+    scale, ratio = weight_scales(w_all, bits, scales=scales, clip=clip)
+    theta = layer.threshold if layer.spiking else np.zeros(layer.n_out)
+    p_peak = np.maximum(theta, np.abs(layer.bias))
+    if scales == "layer":
+        p_peak = np.full(layer.n_out, p_peak.max(initial=0.0))
+    scale = np.where(scale > 0, scale, p_peak / qmax)
+    scale = np.where(scale > 0, scale, 1.0)
+    limit = (1 << (MAX_V_BITS - 2)) - 1
+    raised = p_peak / scale > limit
+    if np.any(raised):
+        scale = np.where(raised, p_peak / limit, scale)
+        w_peak = float(np.abs(w_all).max(initial=0.0))
+        ratio_text = f"{p_peak.max() / w_peak:.3g}" if w_peak > 0 else "infinitely many"
+        notes.append(f"layer {layer.name!r}: threshold/bias are {ratio_text} times the largest "
+                     f"weight in {int(raised.sum())} neuron(s); their scale was raised to fit "
+                     f"a {MAX_V_BITS}-bit membrane, so their weights keep fewer levels")
+    return scale, ratio
 
 
 def choose_decay(beta: np.ndarray, decay: str, decay_frac: int, name: str = "?",

@@ -13,11 +13,13 @@ from .sim.encode import given
 ENGINES = ("golden", "rtl")
 
 
-def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None,  # noqa: A001
-            device: str | None = None, dt: float | None = None,
+def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
+            board: str | None = None, device: str | None = None, dt: float | None = None,
             calibration: np.ndarray | None = None, *, allow_pickle: bool = False,
             lanes: int | None = None, decay: str = "auto", exporter: str | None = None,
-            reset: str | None = None, max_spikes: int | None = None) -> Image:
+            reset: str | None = None, max_spikes: int | None = None,
+            labels: np.ndarray | None = None, budget: float | int | None = None,
+            scales: str = "neuron", clip: str = "mse") -> Image:
     """Quantize and map a trained network; returns the image (nothing is written).
 
     `model_or_path`: a torch.nn.Module, a nir.NIRGraph, or a path to a .nir file (or to a
@@ -32,6 +34,10 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     with current-based, multi-spike or LI readout layers compiles without `board`/`device`
     (for the golden model); with a hardware target it is refused, naming the layers, until
     the gateware runs them.
+    `weight_bits="auto"` chooses bits per layer from the Hessian trace on the calibration spikes
+    and `labels` within `budget` (a float: fraction of the 8-bit weight memory; an int: bits;
+    None: what fits the device); see docs/mixed-precision.md. `scales` ("neuron" or "layer") and
+    `clip` ("mse" or "max") choose the weight scales.
     """
     from .compiler.frontend import load_network
     from .compiler.mapper import estimate_resources, map_network
@@ -51,19 +57,47 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
             calibration = given(calibration, network.n_inputs)
         except ValueError as exc:
             raise ValueError(f"calibration {exc}") from None
+    target = dict(device=device, board=board, lanes=lanes, clock_hz=clock_hz)
+    weight_bits, plan = _plan_bits(network, weight_bits, calibration, labels, budget,
+                                   scales, clip, target, decay)
     layers, report = quantize(network, weight_bits=weight_bits, calibration=calibration,
-                              decay=decay)
+                              decay=decay, scales=scales, clip=clip)
     _check_quantized(network, layers)
-    config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes,
-                         clock_hz=clock_hz)
+    config = map_network(layers, network.n_inputs, **target)
     resources = estimate_resources(layers, config)
     meta = {"source": network.source, "quantization": report.to_dict(),
             "resources": {name: list(pair) for name, pair in resources.items()}}
     if network.provenance:
         meta["provenance"] = _provenance(network, layers)
+    meta.update(_precision_report(plan, network, layers, report, calibration, labels))
     image = Image(network.n_inputs, layers, config, meta)
     image.check()
     return image
+
+
+def _plan_bits(network, weight_bits, calibration, labels, budget, scales, clip, target, decay):
+    """weight_bits="auto" resolved to bits per layer (compiler/mixed.py)."""
+    from .compiler.mapper import FitError, map_network
+    from .compiler.mixed import plan_weight_bits
+    from .compiler.quantize import quantize
+
+    def fits(bits: dict) -> bool:
+        layers, _ = quantize(network, weight_bits=bits, calibration=calibration, decay=decay,
+                             scales=scales, clip=clip)
+        try:
+            map_network(layers, network.n_inputs, **target)
+        except FitError:
+            return False
+        return True
+
+    return plan_weight_bits(network, weight_bits, calibration, labels, budget, scales=scales,
+                            clip=clip, fits=fits, decay=decay)
+
+
+def _precision_report(plan, network, layers, report, calibration, labels) -> dict:
+    from .compiler.mixed import precision_report
+
+    return precision_report(plan, network, layers, report, calibration, labels)
 
 
 def _check_quantized(network, layers) -> None:

@@ -30,8 +30,11 @@ def _console():
 
 # -- compile ---------------------------------------------------------------------------------
 def _weight_bits(text: str) -> int | dict:
-    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides);
-    the dict form keys the default as "*" (compiler.quantize)."""
+    """`8`, or per layer: `8,fc2=4` / `8,1=4` (a default then name-or-index=bits overrides;
+    the dict form keys the default as "*", compiler.quantize), or `auto` (mixed precision from
+    --calibration, --labels and --budget)."""
+    if text.strip().lower() == "auto":
+        return "auto"
     overrides: dict = {}
     default = 8
     for part in text.split(","):
@@ -82,14 +85,16 @@ def cmd_compile(args) -> int:
     from . import api
     from .outputs import Outputs, check_distinct
 
-    check_distinct({"model": args.model, "--calibration": args.calibration},
-                   {"--output": args.output})
+    check_distinct({"model": args.model, "--calibration": args.calibration,
+                    "--labels": args.labels}, {"--output": args.output})
     calibration = _read_spikes(args.calibration) if args.calibration else None
+    labels = _read_array(args.labels, "labels", "label", npy=True) if args.labels else None
     try:
         image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
                             device=args.device, calibration=calibration,
                             allow_pickle=args.allow_pickle, lanes=args.lanes,
-                            decay=args.decay, **_nir_kwargs(args))
+                            decay=args.decay, labels=labels, budget=_budget(args.budget),
+                            scales=args.scales, clip=args.clip, **_nir_kwargs(args))
     except ValueError as exc:
         if calibration is not None and str(exc).startswith("calibration"):
             raise CliError(f"{args.calibration}: {exc}") from None
@@ -109,6 +114,51 @@ def _commit_after_report(outputs) -> None:
     pipe, the report fails and no file is left behind."""
     sys.stdout.flush()
     outputs.commit()
+
+
+def _budget(text: str | None):
+    """`42%` or `0.42` (a fraction of the 8-bit weight memory) or `30000` (bits); None stays."""
+    if text is None:
+        return None
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            return float(value[:-1]) / 100
+        if any(c in value for c in ".eE"):
+            return float(value)
+        return int(value)
+    except ValueError:
+        raise CliError(f"--budget must be a percentage (42%), a fraction (0.42) or a number of "
+                       f"bits (30000), not {text!r}") from None
+
+
+def _print_precision(console, plan: dict | None) -> None:
+    """The mixed-precision table: per layer trace, bits, scale, clip, size; accuracy line."""
+    from rich.table import Table
+
+    if not plan:
+        return
+    table = Table(title="mixed precision")
+    for col in ("layer", "trace", "bits", "scale", "clip", "size (bits)"):
+        table.add_column(col)
+    for row in plan["layers"]:
+        trace = "-" if row.get("trace") is None else \
+            f"{row['trace']:.4g} +- {row.get('trace_stderr', 0):.2g}"
+        table.add_row(row["name"], trace, str(row["bits"]), f"{row['scale']:.4g}",
+                      f"{row['clip']:.3f}", str(row["size_bits"]))
+    console.print(table)
+    if plan.get("size_bits") is not None:
+        budget = plan.get("budget_fraction")
+        within = f"budget {100 * budget:.1f} %" if budget is not None else "what fits the device"
+        console.print(f"weight memory {plan['size_bits']} bits = "
+                      f"{100 * plan['size_fraction']:.1f} % of 8 bits ({within}); chosen by "
+                      f"{plan.get('selected_by', 'curvature')} among "
+                      f"{max(1, len(plan.get('candidates') or []))} candidate(s)")
+    acc = plan.get("accuracy")
+    if acc:
+        console.print(f"accuracy on the {acc['samples']} labelled calibration samples: float "
+                      f"{100 * acc['float_accuracy']:.2f} %, golden "
+                      f"{100 * acc['quant_accuracy']:.2f} %")
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -135,7 +185,7 @@ def _describe(image, path: str | None = None) -> dict:
                    "word_bits": c.lanes * image.layers[c.layer].weight_bits}
                   for c in image.config.cores],
     }
-    for key in ("source", "quantization", "resources", "provenance"):
+    for key in ("source", "quantization", "resources", "provenance", "mixed_precision"):
         if key in image.meta:
             out[key] = image.meta[key]
     return out
@@ -180,6 +230,7 @@ def _print_image(image, path: str | None = None) -> None:
         for name, (need, cap) in resources.items():
             rt.add_row(name, str(need), str(cap), f"{100 * need / cap:.1f}%" if cap else "-")
         console.print(rt)
+    _print_precision(console, image.meta.get("mixed_precision"))
 
 
 def _provenance_table(rows: list[dict]):
@@ -669,7 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .nir file, or a pickled torch module with --allow-pickle")
     p.add_argument("-o", "--output", required=True, type=Path, help="image file to write")
     p.add_argument("--weight-bits", type=_weight_bits, default=8,
-                   help="weight width 2..16; per layer as 8,fc2=4 or 8,1=4")
+                   help="weight width 2..16; per layer as 8,fc2=4 or 8,1=4; auto: mixed "
+                        "precision (needs --calibration; see docs/mixed-precision.md)")
     p.add_argument("--decay", choices=("auto", "none", "shift", "mul"), default="auto",
                    help="integer leak of beta and alpha: auto picks shift where it is as "
                         "accurate as the multiplier (docs/neuron.md)")
@@ -679,6 +731,16 @@ def build_parser() -> argparse.ArgumentParser:
     _nir_options(p)
     p.add_argument("--lanes", type=int, help="parallel lanes per core (default: chosen)")
     p.add_argument("--calibration", type=Path, help=".npz with input `spikes` to size widths")
+    p.add_argument("--labels", type=Path,
+                   help=".npy (or .npz `labels`) integer class per calibration sample: "
+                        "sensitivity targets and float vs golden accuracy")
+    p.add_argument("--budget", help="weight memory for --weight-bits auto: 42%%, 0.42 or bits; "
+                                    "None: what fits the device")
+    p.add_argument("--scales", choices=("neuron", "layer"), default="neuron",
+                   help="one weight scale per neuron (folded into threshold and bias) or per "
+                        "layer")
+    p.add_argument("--clip", choices=("mse", "max"), default="mse",
+                   help="weight clipping: least squared error, or the largest weight")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -47,9 +47,10 @@ def spikes(rng, batch, steps, n, p=0.3):
 @SETTINGS
 @given(bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1), recurrent=st.booleans())
 def test_scale_and_rounding_closed_form(bits, seed, recurrent):
+    """One scale per layer at the largest weight (scales="layer", clip="max")."""
     rng = np.random.default_rng(seed)
     net = random_network(rng, [7, 5], recurrent=recurrent, threshold=rng.uniform(0.5, 2.0, 5))
-    [layer], report = quantize(net, weight_bits=bits)
+    [layer], report = quantize(net, weight_bits=bits, scales="layer", clip="max")
     src = net.layers[0]
     w_all = src.weight if src.rec_weight is None else np.hstack([src.weight, src.rec_weight])
     qmax = 2 ** (bits - 1) - 1
