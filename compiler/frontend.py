@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..image import ConvSpec, ImageError
 from .ir import LifLayer, ModelError, Network
 from .nir_frontend import check_options, from_nir, read_nir
 
@@ -60,10 +62,10 @@ def load_network(model_or_path: Any, *, dt: float | None = None, allow_pickle: b
     nir_options = {"exporter": exporter, "dt": dt, "reset": reset, "max_spikes": max_spikes}
     if isinstance(model_or_path, (str, os.PathLike)):
         network = _load_file(Path(model_or_path), nir_options=nir_options,
-                             allow_pickle=allow_pickle)
+                             allow_pickle=allow_pickle, input_shape=input_shape)
     elif _is_torch_module(model_or_path):
         _no_nir_options(nir_options)
-        network = from_torch(model_or_path)
+        network = from_torch(model_or_path, input_shape=input_shape)
     elif _is_nir_graph(model_or_path):
         network = from_nir(model_or_path, **nir_options)
     else:
@@ -80,7 +82,8 @@ def load_network(model_or_path: Any, *, dt: float | None = None, allow_pickle: b
 
 # --- files ---------------------------------------------------------------------------------------
 
-def _load_file(path: Path, *, nir_options: dict, allow_pickle: bool) -> Network:
+def _load_file(path: Path, *, nir_options: dict, allow_pickle: bool,
+               input_shape: tuple[int, ...] | None = None) -> Network:
     if not path.exists():
         raise ModelError(f"no such model file: {path}")
     if path.is_dir():
@@ -95,7 +98,8 @@ def _load_file(path: Path, *, nir_options: dict, allow_pickle: bool) -> Network:
                              f"({type(exc).__name__}: {exc})") from exc
         return from_nir(graph, source=f"NIR file {path}", **nir_options)
     if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80":
-        return _load_torch_file(path, allow_pickle=allow_pickle, nir_options=nir_options)
+        return _load_torch_file(path, allow_pickle=allow_pickle, nir_options=nir_options,
+                                input_shape=input_shape)
     raise ModelError(f"{path} is neither a NIR graph (HDF5) nor a PyTorch file")
 
 
@@ -107,7 +111,8 @@ def _no_nir_options(options: dict) -> None:
                          f"own neurons")
 
 
-def _load_torch_file(path: Path, *, allow_pickle: bool, nir_options: dict) -> Network:
+def _load_torch_file(path: Path, *, allow_pickle: bool, nir_options: dict,
+                     input_shape: tuple[int, ...] | None = None) -> Network:
     import pickle
 
     import torch
@@ -132,7 +137,7 @@ def _load_torch_file(path: Path, *, allow_pickle: bool, nir_options: dict) -> Ne
                          f"({type(exc).__name__}: {exc})") from exc
     if _is_torch_module(obj):
         _no_nir_options(nir_options)
-        return from_torch(obj, source=f"PyTorch module file {path}")
+        return from_torch(obj, source=f"PyTorch module file {path}", input_shape=input_shape)
     if isinstance(obj, dict):
         raise ModelError(f"{path} holds a state_dict (weights without the network's structure); "
                          "spikeforge needs the module itself (torch.save(model), read with "
@@ -160,11 +165,15 @@ def _imported(name: str):
 
 # --- torch / snnTorch ----------------------------------------------------------------------------
 
-def from_torch(model, *, source: str | None = None) -> Network:
-    """Reduce an snnTorch model (Linear -> Leaky/RLeaky chain) to the float IR.
+def from_torch(model, *, source: str | None = None,
+               input_shape: tuple[int, ...] | None = None) -> Network:
+    """Reduce an snnTorch model (a chain of Linear or Conv2d [+ pool] -> neuron) to the float IR.
 
     The chain is the module's children in registration order, recursing into nested
     `nn.Sequential` and `nn.ModuleList`: the order a plain module's `forward` is assumed to use.
+    A network that starts with a Conv2d needs `input_shape` (C, H, W). Pooling between a
+    convolution and its neuron pools the currents (max, or avg as a sum of W / p^2); an
+    AvgPool2d after a spiking layer is folded exactly into the next projection (docs/nir.md).
     """
     import torch.nn as nn
 
@@ -181,42 +190,78 @@ def from_torch(model, *, source: str | None = None) -> Network:
         chain = [(type(model).__name__, model)]
     problems: list[str] = []
     layers: list[LifLayer] = []
-    pending: tuple[str, Any] | None = None  # the Linear waiting for its neuron
+    pending: _Projection | None = None  # the Linear or Conv2d waiting for its neuron
+    maps = _Maps(input_shape)
 
     for path, mod in chain:
         kind = type(mod).__name__
         if isinstance(mod, (nn.Flatten, nn.Identity, nn.Dropout)):
-            continue  # identities on a flat spike vector at inference
+            continue  # identities on a C-order spike vector at inference
         if isinstance(mod, nn.Linear) and type(mod).forward is nn.Linear.forward:
             if isinstance(mod.weight, nn.parameter.UninitializedParameter):
                 problems.append(f"{path!r} ({kind}: not initialised)")
                 continue
             if pending is not None:
-                problems.append(_no_neuron_after(*pending))
-            pending = (path, mod)
+                problems.append(_no_neuron_after(pending.path, pending.mod))
+            pending = _Projection(path, mod, _numpy(mod.weight), None)
+            try:
+                pending.weight = maps.fold_dense(pending.weight)
+            except ModelError as exc:
+                problems.append(f"{path!r} ({kind}: {exc})")
+                pending = None
+        elif isinstance(mod, nn.Conv2d) and type(mod).forward is nn.Conv2d.forward:
+            if pending is not None:
+                problems.append(_no_neuron_after(pending.path, pending.mod))
+            pending = None
+            try:
+                pending = _Projection(path, mod, *maps.conv(_conv_geometry(mod),
+                                                              _numpy(mod.weight)))
+            except ModelError as exc:
+                problems.append(f"{path!r} ({kind}: {exc})")
+                maps.lost()
+        elif isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)) and \
+                type(mod).forward in (nn.MaxPool2d.forward, nn.AvgPool2d.forward):
+            try:
+                size = _pool_size(mod)
+                if pending is not None:
+                    pending.add_pool("max" if isinstance(mod, nn.MaxPool2d) else "avg", size)
+                elif isinstance(mod, nn.MaxPool2d):
+                    raise ModelError("max-pooling spikes after a spiking layer is not "
+                                     "supported; pool the currents (put the pool between the "
+                                     "Conv2d and its neuron, as snnTorch's tutorial 6)")
+                else:
+                    maps.pool_spikes(size)
+            except ModelError as exc:
+                problems.append(f"{path!r} ({kind}: {exc})")
+                maps.lost()
         elif _runs_as(mod, leaky_types + rleaky_types):
             recurrent = isinstance(mod, rleaky_types)
             issues = _lif_issues(mod, recurrent=recurrent)
             if pending is None:
-                issues.insert(0, "no Linear before it")
+                issues.insert(0, "no Linear or Conv2d before it")
+            elif recurrent and pending.conv is not None:
+                issues.append("a recurrent neuron after a convolution is not supported")
             if issues:
                 problems.append(f"{path!r} ({kind}: {'; '.join(issues)})")
                 pending = None
+                maps.lost()
                 continue
-            lin_path, lin = pending
-            pending = None
+            proj, pending = pending, None
             try:
-                layers.append(_torch_layer(lin_path, lin, mod, recurrent=recurrent))
+                layers.append(_torch_layer(proj, mod, recurrent=recurrent))
+                maps.after(proj.conv)
             except ModelError as exc:
                 problems.append(f"{path!r} ({kind}: {_strip_layer(exc)})")
+                maps.lost()
         elif isinstance(mod, other_neurons):
             # a neuron the hardware cannot run: say why, and do not blame its Linear as well
             problems.append(f"{path!r} ({kind}: {_unsupported_neuron(mod)})")
             pending = None
+            maps.lost()
         else:
             problems.append(f"{path!r} ({kind})")
     if pending is not None:
-        problems.append(_no_neuron_after(*pending))
+        problems.append(_no_neuron_after(pending.path, pending.mod))
     extra = []
     if problems and not isinstance(model, nn.Sequential) and \
             type(model).forward is not nn.Module.forward:
@@ -229,7 +274,159 @@ def from_torch(model, *, source: str | None = None) -> Network:
                       source=source or f"torch module {type(model).__name__}")
     if not isinstance(model, nn.Sequential):
         network.notes.append("layer order taken from the module's registration order")
+    network.notes.extend(maps.notes)
     return network
+
+
+class _Projection:
+    """A Linear or Conv2d (with its pool of currents) waiting for its neuron."""
+
+    def __init__(self, path: str, mod, weight: np.ndarray, conv: ConvSpec | None,
+                 bias_gain: float = 1.0):
+        self.path, self.mod, self.weight, self.conv = path, mod, weight, conv
+        bias = getattr(mod, "bias", None)
+        self.bias = None if bias is None else _numpy(bias)
+        self.bias_gain = bias_gain
+
+    def add_pool(self, kind: str, size: int) -> None:
+        conv = self.conv
+        if conv is None:
+            raise ModelError("pooling needs a map, not the output of a Linear")
+        if conv.pool != "none":
+            raise ModelError(f"a second pool before the neuron (the {conv.pool} pool "
+                             f"{conv.pool_size} already pools this convolution)")
+        conv_h, conv_w = conv.conv_shape
+        if conv_h % size or conv_w % size:
+            raise ModelError(f"a {size}x{size} pool must tile the {conv_h}x{conv_w} map")
+        if kind == "avg":  # avg(conv(x) + b) = sum(conv_{W/p^2}(x)) + b
+            self.weight = self.weight / size ** 2
+            kind = "sum"
+        elif kind == "sum":  # sum(conv(x) + b) = sum(conv(x)) + p^2 b
+            self.bias_gain *= size ** 2
+        self.conv = replace(conv, pool=kind, pool_size=size)
+
+
+class _Maps:
+    """The shape of the spike map between layers, and sum or average pools of spikes waiting to
+    be folded into the next projection:
+
+        conv_W(sumpool_p(s)) = conv_W'(s),  W'[o, c, p*i + a, p*j + b] = W[o, c, i, j],
+                               stride * p, padding * p       (avg: W' / p^2)
+        W @ sumpool_p(s)     = W' @ s,      W'[:, (c, y, x)] = W[:, (c, y // p, x // p)]
+    """
+
+    def __init__(self, input_shape):
+        self.shape: tuple[int, int, int] | None = None
+        self.known = True  # False after a refused module: later shapes are not checked
+        self.layered = False  # True once a layer was built
+        if input_shape is not None:
+            shape = tuple(int(n) for n in np.atleast_1d(input_shape))
+            if len(shape) == 3:
+                self.shape = shape
+        self.pool = 1  # spike pool waiting to be folded: its size,
+        self.pool_gain = 1.0  # 1 for a sum, 1 / p^2 for an average
+        self.notes: list[str] = []
+
+    def lost(self) -> None:
+        self.known, self.shape, self.pool, self.pool_gain = False, None, 1, 1.0
+
+    def after(self, conv: ConvSpec | None) -> None:
+        self.layered = True
+        self.shape = None if conv is None else conv.out_shape
+
+    def pool_spikes(self, size: int) -> None:
+        if self.shape is None:
+            raise ModelError("pooling spikes needs the map of a convolution before it")
+        c, h, w = self.shape
+        if h % size or w % size:
+            raise ModelError(f"a {size}x{size} pool must tile the {h}x{w} map")
+        self.pool *= size
+        self.pool_gain /= size ** 2
+        self.shape = (c, h // size, w // size)
+
+    def _unpooled(self) -> tuple[int, int, int]:
+        c, h, w = self.shape
+        return c, h * self.pool, w * self.pool
+
+    def conv(self, geometry: dict, weight: np.ndarray) -> tuple[np.ndarray, ConvSpec]:
+        if self.shape is None:
+            raise ModelError("the map it reads is unknown (an earlier module was refused)"
+                             if not self.known else
+                             "a convolution after a Linear layer has no map to read"
+                             if self.layered else
+                             "a convolution needs the map it reads: give input_shape (C, H, W)")
+        c_out, c_in, k, _ = weight.shape
+        if c_in != self.shape[0]:
+            raise ModelError(f"it reads {c_in} channels, the map before it has "
+                             f"{self.shape[0]}")
+        p = self.pool
+        _, h, w = self._unpooled()
+        stride, padding = geometry["stride"] * p, geometry["padding"] * p
+        if p > 1:
+            weight = np.repeat(np.repeat(weight, p, axis=2), p, axis=3) * self.pool_gain
+            self.notes.append(f"a {p}x{p} pool of spikes folded into a {k * p}x{k * p} "
+                              f"kernel with stride {stride}")
+        try:
+            spec = ConvSpec(c_in, h, w, c_out, k * p, stride=stride, padding=padding)
+        except ImageError as exc:
+            raise ModelError(re.sub(r"^[^:]*: ", "", str(exc))) from None
+        self.pool, self.pool_gain = 1, 1.0
+        return weight.reshape(c_out, -1), spec
+
+    def fold_dense(self, weight: np.ndarray) -> np.ndarray:
+        if self.pool == 1:
+            self.shape = None
+            return weight
+        c, h, w = self.shape
+        if weight.shape[1] != c * h * w:
+            raise ModelError(f"it takes {weight.shape[1]} inputs, the pooled map gives "
+                             f"{c * h * w}")
+        p = self.pool
+        maps = weight.reshape(-1, c, h, w)
+        weight = np.repeat(np.repeat(maps, p, axis=2), p, axis=3).reshape(weight.shape[0], -1)
+        self.notes.append(f"a {p}x{p} pool of spikes folded into the Linear's columns")
+        weight = weight * self.pool_gain
+        self.shape, self.pool, self.pool_gain = None, 1, 1.0
+        return weight
+
+
+def _pair(value, what: str) -> int:
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(set(values)) != 1 or not isinstance(values[0], int):
+        raise ModelError(f"{what} must be one integer for both axes, not {value!r}")
+    return values[0]
+
+
+def _conv_geometry(mod) -> dict:
+    """A torch Conv2d's stride and padding, refused by name where the hardware differs."""
+    if _pair(mod.dilation, "dilation") != 1:
+        raise ModelError(f"dilation must be 1, not {mod.dilation!r}")
+    if mod.groups != 1:
+        raise ModelError(f"groups must be 1, not {mod.groups!r}")
+    if mod.padding_mode != "zeros":
+        raise ModelError(f"padding_mode must be 'zeros', not {mod.padding_mode!r}")
+    _pair(mod.kernel_size, "kernel size")
+    padding = 0 if mod.padding == "valid" else mod.padding
+    if isinstance(padding, str):
+        raise ModelError(f"padding must be an integer or 'valid', not {padding!r}")
+    return {"stride": _pair(mod.stride, "stride"), "padding": _pair(padding, "padding")}
+
+
+def _pool_size(mod) -> int:
+    """A torch pool's window, which must equal its stride (tiles without overlap)."""
+    size = _pair(mod.kernel_size, "kernel size")
+    stride = size if mod.stride is None or mod.stride == () else _pair(mod.stride, "stride")
+    if stride != size:
+        raise ModelError(f"stride must equal the kernel size {size}, not {mod.stride!r}")
+    if _pair(mod.padding, "padding") != 0:
+        raise ModelError(f"padding must be 0, not {mod.padding!r}")
+    if _pair(getattr(mod, "dilation", 1), "dilation") != 1:
+        raise ModelError(f"dilation must be 1, not {mod.dilation!r}")
+    if getattr(mod, "return_indices", False):
+        raise ModelError("return_indices must be False")
+    if getattr(mod, "divisor_override", None) is not None:
+        raise ModelError(f"divisor_override must be None, not {mod.divisor_override!r}")
+    return size
 
 
 def _torch_chain(module, prefix: str):
@@ -321,24 +518,41 @@ def _reset_mechanism(mod) -> str:
     return str(getattr(mod, "reset_mechanism", "subtract"))
 
 
-def _torch_layer(lin_path: str, lin, lif, *, recurrent: bool) -> LifLayer:
-    weight = _numpy(lin.weight)
-    bias = _numpy(lin.bias) if lin.bias is not None else np.zeros(weight.shape[0])
+def _torch_layer(proj: _Projection, lif, *, recurrent: bool) -> LifLayer:
+    weight, conv = proj.weight, proj.conv
+    n_out = weight.shape[0] if conv is None else conv.n_out
+    if proj.bias is None:
+        bias = np.zeros(n_out)
+    elif conv is None:
+        bias = proj.bias
+    else:  # per channel, at every position of the pooled map
+        bias = np.repeat(proj.bias * proj.bias_gain, n_out // conv.out_channels)
     rec_weight = None
     if recurrent:
         rec_weight = _numpy(lif.recurrent.weight)
         if lif.recurrent.bias is not None:
             rec_bias = _numpy(lif.recurrent.bias)
             if rec_bias.shape != bias.shape:
-                raise ModelError(f"layer {lin_path!r}: recurrent bias has {rec_bias.size} "
+                raise ModelError(f"layer {proj.path!r}: recurrent bias has {rec_bias.size} "
                                  f"values for {bias.size} neurons")
             bias = bias + rec_bias
     reset = _reset_mechanism(lif)
-    alpha = np.clip(_numpy(lif.alpha), 0.0, 1.0) if hasattr(lif, "alpha") else None
-    return LifLayer(name=lin_path, weight=weight, bias=bias,
-                    beta=np.clip(_numpy(lif.beta), 0.0, 1.0),
-                    threshold=_numpy(lif.threshold), reset=reset, rec_weight=rec_weight,
-                    alpha=alpha)
+
+    def per_neuron(value) -> np.ndarray:
+        arr = _numpy(value)
+        if conv is None or arr.size == 1:
+            return arr
+        try:  # a neuron parameter broadcast over the map, as torch broadcasts it
+            return np.broadcast_to(arr, conv.out_shape).reshape(-1)
+        except ValueError:
+            raise ModelError(f"layer {proj.path!r}: a parameter of shape {list(arr.shape)} "
+                             f"does not broadcast to the map {list(conv.out_shape)}") from None
+
+    alpha = np.clip(per_neuron(lif.alpha), 0.0, 1.0) if hasattr(lif, "alpha") else None
+    return LifLayer(name=proj.path, weight=weight, bias=bias,
+                    beta=np.clip(per_neuron(lif.beta), 0.0, 1.0),
+                    threshold=per_neuron(lif.threshold), reset=reset, rec_weight=rec_weight,
+                    alpha=alpha, conv=conv)
 
 
 def _numpy(tensor) -> np.ndarray:

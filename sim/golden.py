@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..image import Image, LayerParams
+from ..image import ConvSpec, Image, LayerParams
 from .encode import given
 
 
@@ -186,6 +186,34 @@ class NeuronParams:
         return np.clip(levels, 0, k).astype(np.uint8)
 
 
+def conv_currents(x: np.ndarray, conv: ConvSpec, kernel_t: np.ndarray) -> np.ndarray:
+    """A[t] of a convolutional layer: [batch, n_out] from the source's counts [batch, n_in]
+    and the kernel transposed, [C_in * K * K, C_out], both of a float dtype in which the
+    integer sums are exact (acc_bits bounds them). docs/neuron.md:
+
+        conv[o, y, x] = sum_{c,i,j} W[o, c, i, j] * s_in[c, y*stride + i - pad, x*stride + j - pad]
+                        (positions off the map read 0)
+        A[o, y, x]    = conv[o, y, x]                                   pool "none"
+                      = max_{a, b < p} conv[o, p*y + a, p*x + b]        pool "max"
+                      = sum_{a, b < p} conv[o, p*y + a, p*x + b]        pool "sum"
+    """
+    batch = x.shape[0]
+    k, s, pad, p = conv.kernel, conv.stride, conv.padding, conv.pool_size
+    conv_h, conv_w = conv.conv_shape
+    maps = x.reshape(batch, conv.in_channels, conv.height, conv.width)
+    if pad:
+        maps = np.pad(maps, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    windows = np.lib.stride_tricks.sliding_window_view(maps, (k, k), axis=(2, 3))
+    windows = windows[:, :, :(conv_h - 1) * s + 1:s, :(conv_w - 1) * s + 1:s]
+    # [batch, conv_h, conv_w, C_in * K * K] in the kernel's (c, i, j) order
+    patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(batch, conv_h, conv_w, -1)
+    acc = (patches @ kernel_t).transpose(0, 3, 1, 2)  # [batch, C_out, conv_h, conv_w]
+    if conv.pool != "none":
+        tiles = acc.reshape(batch, conv.out_channels, conv_h // p, p, conv_w // p, p)
+        acc = tiles.max(axis=(3, 5)) if conv.pool == "max" else tiles.sum(axis=(3, 5))
+    return np.ascontiguousarray(acc).reshape(batch, -1)
+
+
 def _work_dtype(layer: LayerParams) -> type:
     """int32 where no intermediate of the update can reach 2^31, else int64."""
     theta_bits = (int(layer.threshold.max(initial=0)) * layer.max_spikes).bit_length() + 1
@@ -216,6 +244,10 @@ def count_work(image: Image, x_all: np.ndarray, layer_spikes: list[np.ndarray],
                 events[:, index] += start.counts[index].sum(axis=1, dtype=np.int64)
         source = counts[:, index]
     sops = events * np.array([layer.n_out for layer in image.layers], dtype=np.int64)
+    for index, layer in enumerate(image.layers):
+        if layer.conv is not None:  # an event reaches only the positions its kernel touches
+            source = x_all if index == 0 else layer_spikes[index - 1]
+            sops[:, index] = source.sum(axis=1, dtype=np.int64) @ layer.fan_out
     return counts, events, sops
 
 
@@ -263,7 +295,12 @@ def run(image: Image, spikes: np.ndarray, *, record: bool = False,
     for t in range(steps):
         x = x_steps[t]
         for index in range(len(layers)):
-            acc = x @ w_ff[index] if x.dtype == fdt[index] else x.astype(fdt[index]) @ w_ff[index]
+            if layers[index].conv is not None:
+                acc = conv_currents(x.astype(fdt[index]), layers[index].conv, w_ff[index])
+            elif x.dtype == fdt[index]:
+                acc = x @ w_ff[index]
+            else:
+                acc = x.astype(fdt[index]) @ w_ff[index]
             if w_rec[index] is not None:
                 acc += c[index].astype(fdt[index]) @ w_rec[index]
             # exact: the sums are whole numbers

@@ -43,7 +43,9 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
                               decay=decay)
     _check_quantized(network, layers)
     config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes)
-    resources = estimate_resources(layers, config)
+    # a convolution has no core on the device yet (the mapper refuses a target for it)
+    resources = {} if any(layer.conv is not None for layer in layers) else \
+        estimate_resources(layers, config)
     meta = {"source": network.source, "quantization": report.to_dict(),
             "resources": {name: list(pair) for name, pair in resources.items()}}
     if network.provenance:

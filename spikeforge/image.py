@@ -38,6 +38,116 @@ def _signed_range(bits: int) -> tuple[int, int]:
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
+POOLS = ("none", "max", "sum")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """The geometry of a convolutional layer (docs/neuron.md, "Convolution and pooling").
+
+    The source's counts form a map [in_channels, height, width] in C order. The layer convolves
+    it with a square kernel (cross-correlation, as torch's Conv2d), with `stride` and zero
+    `padding`, giving currents [out_channels, conv_height, conv_width]; `pool` ("none", "max"
+    on the integer currents, or "sum") over `pool` x `pool` tiles with stride = size gives the
+    neurons [out_channels, out_height, out_width], again in C order. The layer's `weights` are
+    the kernel flattened per output channel: [out_channels, in_channels * kernel * kernel].
+    """
+
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    pool: str = "none"
+    pool_size: int = 1
+
+    FIELDS = ("in_channels", "height", "width", "out_channels", "kernel", "stride", "padding",
+              "pool", "pool_size")
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self, where: str = "convolution") -> None:
+        """Raise ImageError unless the geometry is whole: every check of a conv field."""
+        for name, low in (("in_channels", 1), ("height", 1), ("width", 1), ("out_channels", 1),
+                          ("kernel", 1), ("stride", 1), ("padding", 0), ("pool_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < low:
+                raise ImageError(f"{where}: {name} must be an integer >= {low}, not {value!r}")
+        if self.pool not in POOLS:
+            raise ImageError(f"{where}: pool must be one of {POOLS}, not {self.pool!r}")
+        if (self.pool == "none") != (self.pool_size == 1):
+            raise ImageError(f"{where}: pool size must be 1 exactly when pool is 'none', "
+                             f"not {self.pool_size!r} with pool {self.pool!r}")
+        if self.padding >= self.kernel:
+            raise ImageError(f"{where}: padding must be smaller than the kernel "
+                             f"{self.kernel}, not {self.padding!r}")
+        conv_h, conv_w = self.conv_shape
+        if conv_h < 1 or conv_w < 1:
+            raise ImageError(f"{where}: a {self.kernel}x{self.kernel} kernel with padding "
+                             f"{self.padding} does not fit a {self.height}x{self.width} map")
+        if conv_h % self.pool_size or conv_w % self.pool_size:
+            raise ImageError(f"{where}: a {self.pool_size}x{self.pool_size} pool must tile the "
+                             f"{conv_h}x{conv_w} map")
+
+    @property
+    def conv_shape(self) -> tuple[int, int]:
+        """Height and width of the convolution's output, before pooling."""
+        span = self.kernel - 1
+        return ((self.height + 2 * self.padding - span - 1) // self.stride + 1,
+                (self.width + 2 * self.padding - span - 1) // self.stride + 1)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        conv_h, conv_w = self.conv_shape
+        return self.out_channels, conv_h // self.pool_size, conv_w // self.pool_size
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return self.in_channels, self.height, self.width
+
+    @property
+    def n_in(self) -> int:
+        return self.in_channels * self.height * self.width
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def taps(self) -> int:
+        """Weights per output channel: in_channels * kernel^2."""
+        return self.in_channels * self.kernel * self.kernel
+
+    def to_dict(self) -> dict:
+        return {name: _plain(getattr(self, name)) for name in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, entry) -> ConvSpec:
+        if not isinstance(entry, dict) or set(entry) != set(cls.FIELDS):
+            raise ImageError(f"convolution must hold the fields {', '.join(cls.FIELDS)}, "
+                             f"not {entry!r}")
+        return cls(**entry)
+
+
+def conv_fan_out(conv: ConvSpec) -> np.ndarray:
+    """int64 [n_in]: for each input (c, y, x), the output positions its event touches times
+    out_channels (positions off the convolution's map are not touched)."""
+    conv_h, conv_w = conv.conv_shape
+
+    def reach(size: int, span: int) -> np.ndarray:
+        # output o reads input o * stride - padding + k for k in 0..kernel-1
+        out = np.arange(span)[:, None] * conv.stride - conv.padding + np.arange(conv.kernel)
+        return np.array([np.count_nonzero((out == i).any(axis=1)) for i in range(size)])
+
+    rows, cols = reach(conv.height, conv_h), reach(conv.width, conv_w)
+    per_pos = (rows[:, None] * cols[None, :]).astype(np.int64) * conv.out_channels
+    return np.broadcast_to(per_pos, conv.in_shape).reshape(-1).copy()
+
+
 @dataclass(frozen=True)
 class LayerParams:
     """One quantized LIF layer, all integers (see docs/neuron.md for the arithmetic)."""
@@ -70,6 +180,7 @@ class LayerParams:
     compare: str = ">"  # fire level j when v > j * theta (or >=)
     reset_delay: bool = True  # False: a subtract reset applies before the next decay
     spiking: bool = True  # False: an LI readout; its output is v
+    conv: ConvSpec | None = None  # a convolution: weights are its kernel [C_out, C_in*K*K]
 
     SCALARS = ("syn_decay_mode", "syn_decay_frac", "syn_bits", "syn_delay", "max_spikes",
                "in_max_spikes", "compare", "reset_delay", "spiking")
@@ -79,7 +190,7 @@ class LayerParams:
     def __post_init__(self) -> None:
         cast = object.__setattr__
         cast(self, "weights", np.ascontiguousarray(self.weights, dtype=np.int32))
-        n_out = self.weights.shape[0]
+        n_out = self.n_out
         for name in self.ARRAYS:
             value = getattr(self, name)
             if value is not None:
@@ -92,11 +203,11 @@ class LayerParams:
     # -- shape ---------------------------------------------------------------------------------
     @property
     def n_in(self) -> int:
-        return self.weights.shape[1]
+        return self.weights.shape[1] if self.conv is None else self.conv.n_in
 
     @property
     def n_out(self) -> int:
-        return self.weights.shape[0]
+        return self.weights.shape[0] if self.conv is None else self.conv.n_out
 
     @property
     def recurrent(self) -> bool:
@@ -106,10 +217,22 @@ class LayerParams:
     def current_based(self) -> bool:
         return self.syn_decay_mode is not None
 
+    @property
+    def fan_out(self) -> np.ndarray:
+        """int64 [n_in]: the neuron updates one event of each input makes (its synaptic ops);
+        a recurrent event reaches all n_out neurons."""
+        if self.conv is None:
+            return np.full(self.n_in, self.n_out, np.int64)
+        return conv_fan_out(self.conv)
+
     def features(self) -> list[str]:
         """The models beyond the plain single-spike LIF this layer uses (the gateware runs only
         that one); empty for a plain LIF layer."""
         found = []
+        if self.conv is not None:
+            found.append(f"convolution ({self.conv.kernel}x{self.conv.kernel} kernel"
+                         + ("" if self.conv.pool == "none" else
+                            f", {self.conv.pool} pool {self.conv.pool_size}") + ")")
         if not self.spiking:
             found.append("LI readout (no spikes)")
         if self.current_based:
@@ -140,6 +263,8 @@ class LayerParams:
         where = f"layer {self.name!r}"
         if self.weights.ndim != 2:
             raise ImageError(f"{where}: weights must be 2-D, not {self.weights.shape}")
+        if self.conv is not None:
+            self._check_conv(where)
         if not 2 <= self.weight_bits <= 16:
             raise ImageError(f"{where}: weight width must be 2..16 bits, not {self.weight_bits}")
         if not 4 <= self.v_bits <= 32:
@@ -181,6 +306,18 @@ class LayerParams:
         if self.acc_bits < self.acc_bits_needed():
             raise ImageError(f"{where}: a {self.acc_bits}-bit accumulator can overflow; "
                              f"this layer needs {self.acc_bits_needed()} bits")
+
+    def _check_conv(self, where: str) -> None:
+        """Every check of the convolution's fields (the file loader relies on these)."""
+        if not isinstance(self.conv, ConvSpec):
+            raise ImageError(f"{where}: conv must be a ConvSpec, not {self.conv!r}")
+        self.conv.check(where)
+        shape = (self.conv.out_channels, self.conv.taps)
+        if self.weights.shape != shape:
+            raise ImageError(f"{where}: a convolution's weights must be its kernel "
+                             f"{list(shape)}, not {list(self.weights.shape)}")
+        if self.rec_weights is not None:
+            raise ImageError(f"{where}: a convolution cannot be recurrent")
 
     def _check_neuron_model(self, where: str) -> None:
         for name in ("max_spikes", "in_max_spikes"):
@@ -226,6 +363,8 @@ class LayerParams:
         """Signed width that holds the largest |sum of weights x counts| any spike pattern can
         give (inputs carry up to in_max_spikes, recurrent sources up to max_spikes)."""
         w = self.weights.astype(np.int64) * self.in_max_spikes
+        if self.conv is not None and self.conv.pool == "sum":
+            w = w * self.conv.pool_size ** 2  # a sum pool adds that many positions' currents
         if self.rec_weights is not None:
             w = np.concatenate([w, self.rec_weights.astype(np.int64) * self.max_spikes], axis=1)
         worst = max(int(np.clip(w, 0, None).sum(axis=1).max(initial=0)),
@@ -301,6 +440,9 @@ class LearningConfig:
         where = f"learning on layer {self.layer} ({layers[self.layer].name!r})"
         if self.rule not in LEARNING_RULES:
             raise ImageError(f"{where}: rule must be one of {LEARNING_RULES}, not {self.rule!r}")
+        if layers[self.layer].conv is not None:
+            raise ImageError(f"{where}: a convolution cannot learn (its kernel is shared by "
+                             f"every position)")
         if layers[self.layer].recurrent:
             raise ImageError(f"{where}: a recurrent layer cannot learn (its recurrent weights "
                              f"share the weight memory with the learned ones)")
@@ -414,6 +556,10 @@ class Image:
     def weight_memory(self, core_index: int) -> np.ndarray:
         """The core's weight memory: uint8 [fan_in * groups, bytes_per_word], little-endian."""
         core = self.config.cores[core_index]
+        layer = self.layers[core.layer]
+        if layer.conv is not None:
+            raise ImageError(f"layer {core.layer} ({layer.name!r}) is a convolution: its kernel "
+                             f"has no core weight memory (the gateware runs no convolution)")
         return pack_weights(self.layers[core.layer].all_weights()[core.lo:core.hi],
                             self.layers[core.layer].weight_bits, core.lanes)
 
@@ -431,13 +577,18 @@ class Image:
                 "scale": layer.scale,
                 **{name: _plain(getattr(layer, name)) for name in LayerParams.SCALARS},
             }
+            if layer.conv is not None:
+                # the kernel has no core weight memory yet: it is stored as it is
+                entry["conv"] = layer.conv.to_dict()
+                arrays.append((f"layer{index}.kernel", layer.weights.astype("<i4")))
             layers_json.append(entry)
             for name in LayerParams.ARRAYS:
                 value = getattr(layer, name)
                 if value is not None:
                     arrays.append((f"layer{index}.{name}", value.astype("<i4")))
-        for index in range(len(self.config.cores)):
-            arrays.append((f"core{index}.weights", self.weight_memory(index)))
+        for index, core in enumerate(self.config.cores):
+            if self.layers[core.layer].conv is None:
+                arrays.append((f"core{index}.weights", self.weight_memory(index)))
         table, offset, blobs = [], 0, []
         for name, arr in arrays:
             raw = np.ascontiguousarray(arr).tobytes()
@@ -575,10 +726,22 @@ def _image_from_header(header: dict, data: bytes, base: int) -> Image:
     layers = []
     for index, entry in enumerate(header["layers"]):
         n_in, n_out = entry["n_in"], entry["n_out"]
+        conv = None if entry.get("conv") is None else ConvSpec.from_dict(entry["conv"])
+        if conv is not None:
+            conv.check(f"layer {index}")
+            if (conv.n_in, conv.n_out) != (n_in, n_out) or entry["recurrent"]:
+                raise ImageError(f"layer {index}: its convolution maps {conv.n_in} inputs to "
+                                 f"{conv.n_out} neurons, not {n_in} to {n_out}")
+            kernel = arrays.get(f"layer{index}.kernel")
+            if kernel is None:
+                raise ImageError(f"layer {index}: the convolution's kernel is missing")
+            n_in, n_out = kernel.shape[1], kernel.shape[0]
         fan_in = n_in + (n_out if entry["recurrent"] else 0)
         full = np.zeros((n_out, fan_in), dtype=np.int32)
+        if conv is not None:
+            full[:] = kernel
         for core_index, core in enumerate(cores):
-            if core.layer == index:
+            if core.layer == index and conv is None:
                 full[core.lo:core.hi] = unpack_weights(arrays[f"core{core_index}.weights"],
                                                        entry["weight_bits"], core.lanes,
                                                        core.neurons, fan_in)
@@ -594,6 +757,7 @@ def _image_from_header(header: dict, data: bytes, base: int) -> Image:
             decay_mode=entry["decay_mode"], decay_shift=arr("decay_shift"),
             decay_mul=arr("decay_mul"), decay_frac=entry["decay_frac"], scale=entry["scale"],
             syn_decay_shift=arr("syn_decay_shift"), syn_decay_mul=arr("syn_decay_mul"),
+            conv=conv,
             **{name: entry[name] for name in LayerParams.SCALARS if name in entry}))
     learning = tuple(LearningConfig(**entry) for entry in header.get("learning", []))
     image = Image(header["n_inputs"], layers, config, header.get("meta", {}), learning)
