@@ -197,6 +197,15 @@ def from_torch(model, *, source: str | None = None,
         kind = type(mod).__name__
         if isinstance(mod, (nn.Flatten, nn.Identity, nn.Dropout)):
             continue  # identities on a C-order spike vector at inference
+        if isinstance(mod, nn.Unflatten):
+            size = tuple(int(n) for n in mod.unflattened_size)
+            if pending is None and mod.dim in (1, -len(size)) and len(size) == 3:
+                maps.unflatten(size)  # a C-order vector read as a map
+            else:
+                problems.append(f"{path!r} ({kind}: only unflattening a spike vector into a "
+                                f"map [C, H, W] (dim=1) between layers is supported)")
+                maps.lost()
+            continue
         if isinstance(mod, nn.Linear) and type(mod).forward is nn.Linear.forward:
             if isinstance(mod.weight, nn.parameter.UninitializedParameter):
                 problems.append(f"{path!r} ({kind}: not initialised)")
@@ -333,6 +342,9 @@ class _Maps:
     def after(self, conv: ConvSpec | None) -> None:
         self.layered = True
         self.shape = None if conv is None else conv.out_shape
+
+    def unflatten(self, size: tuple[int, int, int]) -> None:
+        self.shape = size
 
     def pool_spikes(self, size: int) -> None:
         if self.shape is None:

@@ -126,11 +126,14 @@ class ConvSpec:
         return {name: _plain(getattr(self, name)) for name in self.FIELDS}
 
     @classmethod
-    def from_dict(cls, entry) -> ConvSpec:
+    def from_dict(cls, entry, where: str = "convolution") -> ConvSpec:
         if not isinstance(entry, dict) or set(entry) != set(cls.FIELDS):
-            raise ImageError(f"convolution must hold the fields {', '.join(cls.FIELDS)}, "
-                             f"not {entry!r}")
-        return cls(**entry)
+            raise ImageError(f"{where}: a convolution must hold the fields "
+                             f"{', '.join(cls.FIELDS)}, not {entry!r}")
+        try:
+            return cls(**entry)
+        except ImageError as exc:
+            raise ImageError(f"{where}: {str(exc).removeprefix('convolution: ')}") from None
 
 
 def conv_fan_out(conv: ConvSpec) -> np.ndarray:
@@ -726,9 +729,9 @@ def _image_from_header(header: dict, data: bytes, base: int) -> Image:
     layers = []
     for index, entry in enumerate(header["layers"]):
         n_in, n_out = entry["n_in"], entry["n_out"]
-        conv = None if entry.get("conv") is None else ConvSpec.from_dict(entry["conv"])
+        conv = None if entry.get("conv") is None else \
+            ConvSpec.from_dict(entry["conv"], f"layer {entry['name']!r}")
         if conv is not None:
-            conv.check(f"layer {index}")
             if (conv.n_in, conv.n_out) != (n_in, n_out) or entry["recurrent"]:
                 raise ImageError(f"layer {index}: its convolution maps {conv.n_in} inputs to "
                                  f"{conv.n_out} neurons, not {n_in} to {n_out}")
