@@ -17,7 +17,8 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
             device: str | None = None, dt: float | None = None,
             calibration: np.ndarray | None = None, *, allow_pickle: bool = False,
             lanes: int | None = None, decay: str = "auto", exporter: str | None = None,
-            reset: str | None = None, max_spikes: int | None = None) -> Image:
+            reset: str | None = None, max_spikes: int | None = None,
+            input_shape: tuple[int, ...] | None = None) -> Image:
     """Quantize and map a trained network; returns the image (nothing is written).
 
     `model_or_path`: a torch.nn.Module, a nir.NIRGraph, or a path to a .nir file (or to a
@@ -26,6 +27,7 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     For NIR graphs: `exporter` (snntorch, norse, sinabs, rockpool, spikingjelly) applies that
     library's convention (docs/nir.md); `dt`, `reset` ("zero"/"subtract") and `max_spikes`
     override single facts of it. Without an exporter, an open choice is refused.
+    `input_shape` (C, H, W) is the input map of a network that starts with a convolution.
     `image.meta["provenance"]` gives per layer the dt, betas, input gain and integer threshold
     used, and where each came from.
     """
@@ -36,7 +38,7 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     if isinstance(model_or_path, (str, os.PathLike)):
         model_or_path = Path(model_or_path)
     network = load_network(model_or_path, dt=dt, allow_pickle=allow_pickle, exporter=exporter,
-                           reset=reset, max_spikes=max_spikes)
+                           reset=reset, max_spikes=max_spikes, input_shape=input_shape)
     if calibration is not None:
         calibration = given(calibration, network.n_inputs)
     layers, report = quantize(network, weight_bits=weight_bits, calibration=calibration,
