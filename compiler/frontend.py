@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..image import ConvSpec, ImageError
+from .convmaps import Maps, Projection, pair
 from .ir import LifLayer, ModelError, Network
 from .nir_frontend import check_options, from_nir, read_nir
 
@@ -190,8 +189,8 @@ def from_torch(model, *, source: str | None = None,
         chain = [(type(model).__name__, model)]
     problems: list[str] = []
     layers: list[LifLayer] = []
-    pending: _Projection | None = None  # the Linear or Conv2d waiting for its neuron
-    maps = _Maps(input_shape)
+    pending: Projection | None = None  # the Linear or Conv2d waiting for its neuron
+    maps = Maps(input_shape)
 
     for path, mod in chain:
         kind = type(mod).__name__
@@ -212,7 +211,8 @@ def from_torch(model, *, source: str | None = None,
                 continue
             if pending is not None:
                 problems.append(_no_neuron_after(pending.path, pending.mod))
-            pending = _Projection(path, mod, _numpy(mod.weight), None)
+            pending = Projection(path, mod, _numpy(mod.weight), None,
+                                 bias=None if mod.bias is None else _numpy(mod.bias))
             try:
                 pending.weight = maps.fold_dense(pending.weight)
             except ModelError as exc:
@@ -223,8 +223,9 @@ def from_torch(model, *, source: str | None = None,
                 problems.append(_no_neuron_after(pending.path, pending.mod))
             pending = None
             try:
-                pending = _Projection(path, mod, *maps.conv(_conv_geometry(mod),
-                                                              _numpy(mod.weight)))
+                pending = Projection(path, mod, *maps.conv(_conv_geometry(mod),
+                                                             _numpy(mod.weight)),
+                                     bias=None if mod.bias is None else _numpy(mod.bias))
             except ModelError as exc:
                 problems.append(f"{path!r} ({kind}: {exc})")
                 maps.lost()
@@ -287,152 +288,30 @@ def from_torch(model, *, source: str | None = None,
     return network
 
 
-class _Projection:
-    """A Linear or Conv2d (with its pool of currents) waiting for its neuron."""
-
-    def __init__(self, path: str, mod, weight: np.ndarray, conv: ConvSpec | None,
-                 bias_gain: float = 1.0):
-        self.path, self.mod, self.weight, self.conv = path, mod, weight, conv
-        bias = getattr(mod, "bias", None)
-        self.bias = None if bias is None else _numpy(bias)
-        self.bias_gain = bias_gain
-
-    def add_pool(self, kind: str, size: int) -> None:
-        conv = self.conv
-        if conv is None:
-            raise ModelError("pooling needs a map, not the output of a Linear")
-        if conv.pool != "none":
-            raise ModelError(f"a second pool before the neuron (the {conv.pool} pool "
-                             f"{conv.pool_size} already pools this convolution)")
-        conv_h, conv_w = conv.conv_shape
-        if conv_h % size or conv_w % size:
-            raise ModelError(f"a {size}x{size} pool must tile the {conv_h}x{conv_w} map")
-        if kind == "avg":  # avg(conv(x) + b) = sum(conv_{W/p^2}(x)) + b
-            self.weight = self.weight / size ** 2
-            kind = "sum"
-        elif kind == "sum":  # sum(conv(x) + b) = sum(conv(x)) + p^2 b
-            self.bias_gain *= size ** 2
-        self.conv = replace(conv, pool=kind, pool_size=size)
-
-
-class _Maps:
-    """The shape of the spike map between layers, and sum or average pools of spikes waiting to
-    be folded into the next projection:
-
-        conv_W(sumpool_p(s)) = conv_W'(s),  W'[o, c, p*i + a, p*j + b] = W[o, c, i, j],
-                               stride * p, padding * p       (avg: W' / p^2)
-        W @ sumpool_p(s)     = W' @ s,      W'[:, (c, y, x)] = W[:, (c, y // p, x // p)]
-    """
-
-    def __init__(self, input_shape):
-        self.shape: tuple[int, int, int] | None = None
-        self.known = True  # False after a refused module: later shapes are not checked
-        self.layered = False  # True once a layer was built
-        if input_shape is not None:
-            shape = tuple(int(n) for n in np.atleast_1d(input_shape))
-            if len(shape) == 3:
-                self.shape = shape
-        self.pool = 1  # spike pool waiting to be folded: its size,
-        self.pool_gain = 1.0  # 1 for a sum, 1 / p^2 for an average
-        self.notes: list[str] = []
-
-    def lost(self) -> None:
-        self.known, self.shape, self.pool, self.pool_gain = False, None, 1, 1.0
-
-    def after(self, conv: ConvSpec | None) -> None:
-        self.layered = True
-        self.shape = None if conv is None else conv.out_shape
-
-    def unflatten(self, size: tuple[int, int, int]) -> None:
-        self.shape = size
-
-    def pool_spikes(self, size: int) -> None:
-        if self.shape is None:
-            raise ModelError("pooling spikes needs the map of a convolution before it")
-        c, h, w = self.shape
-        if h % size or w % size:
-            raise ModelError(f"a {size}x{size} pool must tile the {h}x{w} map")
-        self.pool *= size
-        self.pool_gain /= size ** 2
-        self.shape = (c, h // size, w // size)
-
-    def _unpooled(self) -> tuple[int, int, int]:
-        c, h, w = self.shape
-        return c, h * self.pool, w * self.pool
-
-    def conv(self, geometry: dict, weight: np.ndarray) -> tuple[np.ndarray, ConvSpec]:
-        if self.shape is None:
-            raise ModelError("the map it reads is unknown (an earlier module was refused)"
-                             if not self.known else
-                             "a convolution after a Linear layer has no map to read"
-                             if self.layered else
-                             "a convolution needs the map it reads: give input_shape (C, H, W)")
-        c_out, c_in, k, _ = weight.shape
-        if c_in != self.shape[0]:
-            raise ModelError(f"it reads {c_in} channels, the map before it has "
-                             f"{self.shape[0]}")
-        p = self.pool
-        _, h, w = self._unpooled()
-        stride, padding = geometry["stride"] * p, geometry["padding"] * p
-        if p > 1:
-            weight = np.repeat(np.repeat(weight, p, axis=2), p, axis=3) * self.pool_gain
-            self.notes.append(f"a {p}x{p} pool of spikes folded into a {k * p}x{k * p} "
-                              f"kernel with stride {stride}")
-        try:
-            spec = ConvSpec(c_in, h, w, c_out, k * p, stride=stride, padding=padding)
-        except ImageError as exc:
-            raise ModelError(re.sub(r"^[^:]*: ", "", str(exc))) from None
-        self.pool, self.pool_gain = 1, 1.0
-        return weight.reshape(c_out, -1), spec
-
-    def fold_dense(self, weight: np.ndarray) -> np.ndarray:
-        if self.pool == 1:
-            self.shape = None
-            return weight
-        c, h, w = self.shape
-        if weight.shape[1] != c * h * w:
-            raise ModelError(f"it takes {weight.shape[1]} inputs, the pooled map gives "
-                             f"{c * h * w}")
-        p = self.pool
-        maps = weight.reshape(-1, c, h, w)
-        weight = np.repeat(np.repeat(maps, p, axis=2), p, axis=3).reshape(weight.shape[0], -1)
-        self.notes.append(f"a {p}x{p} pool of spikes folded into the Linear's columns")
-        weight = weight * self.pool_gain
-        self.shape, self.pool, self.pool_gain = None, 1, 1.0
-        return weight
-
-
-def _pair(value, what: str) -> int:
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(set(values)) != 1 or not isinstance(values[0], int):
-        raise ModelError(f"{what} must be one integer for both axes, not {value!r}")
-    return values[0]
-
-
 def _conv_geometry(mod) -> dict:
     """A torch Conv2d's stride and padding, refused by name where the hardware differs."""
-    if _pair(mod.dilation, "dilation") != 1:
+    if pair(mod.dilation, "dilation") != 1:
         raise ModelError(f"dilation must be 1, not {mod.dilation!r}")
     if mod.groups != 1:
         raise ModelError(f"groups must be 1, not {mod.groups!r}")
     if mod.padding_mode != "zeros":
         raise ModelError(f"padding_mode must be 'zeros', not {mod.padding_mode!r}")
-    _pair(mod.kernel_size, "kernel size")
+    pair(mod.kernel_size, "kernel size")
     padding = 0 if mod.padding == "valid" else mod.padding
     if isinstance(padding, str):
         raise ModelError(f"padding must be an integer or 'valid', not {padding!r}")
-    return {"stride": _pair(mod.stride, "stride"), "padding": _pair(padding, "padding")}
+    return {"stride": pair(mod.stride, "stride"), "padding": pair(padding, "padding")}
 
 
 def _pool_size(mod) -> int:
     """A torch pool's window, which must equal its stride (tiles without overlap)."""
-    size = _pair(mod.kernel_size, "kernel size")
-    stride = size if mod.stride is None or mod.stride == () else _pair(mod.stride, "stride")
+    size = pair(mod.kernel_size, "kernel size")
+    stride = size if mod.stride is None or mod.stride == () else pair(mod.stride, "stride")
     if stride != size:
         raise ModelError(f"stride must equal the kernel size {size}, not {mod.stride!r}")
-    if _pair(mod.padding, "padding") != 0:
+    if pair(mod.padding, "padding") != 0:
         raise ModelError(f"padding must be 0, not {mod.padding!r}")
-    if _pair(getattr(mod, "dilation", 1), "dilation") != 1:
+    if pair(getattr(mod, "dilation", 1), "dilation") != 1:
         raise ModelError(f"dilation must be 1, not {mod.dilation!r}")
     if getattr(mod, "return_indices", False):
         raise ModelError("return_indices must be False")
@@ -530,15 +409,9 @@ def _reset_mechanism(mod) -> str:
     return str(getattr(mod, "reset_mechanism", "subtract"))
 
 
-def _torch_layer(proj: _Projection, lif, *, recurrent: bool) -> LifLayer:
+def _torch_layer(proj: Projection, lif, *, recurrent: bool) -> LifLayer:
     weight, conv = proj.weight, proj.conv
-    n_out = weight.shape[0] if conv is None else conv.n_out
-    if proj.bias is None:
-        bias = np.zeros(n_out)
-    elif conv is None:
-        bias = proj.bias
-    else:  # per channel, at every position of the pooled map
-        bias = np.repeat(proj.bias * proj.bias_gain, n_out // conv.out_channels)
+    bias = proj.bias_per_neuron()
     rec_weight = None
     if recurrent:
         rec_weight = _numpy(lif.recurrent.weight)
