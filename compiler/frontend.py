@@ -191,11 +191,14 @@ def from_torch(model, *, source: str | None = None,
     layers: list[LifLayer] = []
     pending: Projection | None = None  # the Linear or Conv2d waiting for its neuron
     maps = Maps(input_shape)
+    refused_conv = False  # pools after a refused Conv2d are not blamed as well
 
     for path, mod in chain:
         kind = type(mod).__name__
         if isinstance(mod, (nn.Flatten, nn.Identity, nn.Dropout)):
             continue  # identities on a C-order spike vector at inference
+        if not isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            refused_conv = False
         if isinstance(mod, nn.Unflatten):
             size = tuple(int(n) for n in mod.unflattened_size)
             if pending is None and mod.dim in (1, -len(size)) and len(size) == 3:
@@ -229,8 +232,12 @@ def from_torch(model, *, source: str | None = None,
             except ModelError as exc:
                 problems.append(f"{path!r} ({kind}: {exc})")
                 maps.lost()
+                refused_conv = True
+                continue
         elif isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)) and \
                 type(mod).forward in (nn.MaxPool2d.forward, nn.AvgPool2d.forward):
+            if refused_conv:
+                continue  # the pool of a refused convolution: the convolution is named
             try:
                 size = _pool_size(mod)
                 if pending is not None:
