@@ -85,14 +85,15 @@ class Maps:
     def unflatten(self, size: tuple[int, int, int]) -> None:
         self.shape = size
 
-    def pool_spikes(self, size: int) -> None:
+    def pool_spikes(self, size: int, kind: str = "avg") -> None:
         if self.shape is None:
             raise ModelError("pooling spikes needs the map of a convolution before it")
         c, h, w = self.shape
         if h % size or w % size:
             raise ModelError(f"a {size}x{size} pool must tile the {h}x{w} map")
         self.pool *= size
-        self.pool_gain /= size ** 2
+        if kind == "avg":
+            self.pool_gain /= size ** 2
         self.shape = (c, h // size, w // size)
 
     def _unpooled(self) -> tuple[int, int, int]:
@@ -142,7 +143,10 @@ class Maps:
 
 
 def pair(value, what: str) -> int:
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(set(values)) != 1 or not isinstance(values[0], int):
+    """One integer for both axes (an int, or a pair of equal ints as torch and NIR write)."""
+    values = tuple(np.asarray(value).reshape(-1).tolist()) \
+        if isinstance(value, (tuple, list, np.ndarray)) else (value, value)
+    if len(values) not in (1, 2) or len(set(values)) != 1 or isinstance(values[0], bool) \
+            or not float(values[0]).is_integer():
         raise ModelError(f"{what} must be one integer for both axes, not {value!r}")
-    return values[0]
+    return int(values[0])

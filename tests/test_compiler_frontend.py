@@ -496,7 +496,7 @@ def test_nir_leak_reset_and_kinds_named_together(tmp_path):
     with pytest.raises(ModelError) as exc:
         _roundtrip(graph, tmp_path)
     msg = str(exc.value)
-    for needle in ["'conv2d' (Conv2d)", "'lif' (LIF: v_leak != 0",
+    for needle in ["'conv2d' (Conv2d: no neuron node after it)", "'lif' (LIF: v_leak != 0",
                    "'lif_1' (LIF: v_reset -0.5 is not expressible", "'threshold' (Threshold)",
                    "'affine_1' (Affine: no neuron node after it)"]:
         assert needle in msg
