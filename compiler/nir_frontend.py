@@ -647,7 +647,7 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
     if not layers:
         raise ModelError("the NIR graph has no neuron layer")
     network = Network(n_inputs=layers[0].n_in, layers=layers, source=source or "NIR graph")
-    network.notes.extend(notes)
+    network.notes.extend(notes + maps.notes)
     if run_dt is not None:
         network.notes.append(f"dt = {run_dt:g}: {dt_src}")
     network.notes.append(f"read as {conv.name} exported it" if exporter else
