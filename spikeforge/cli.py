@@ -76,6 +76,17 @@ def _nir_kwargs(args) -> dict:
                                  f"--max-spikes must be an integer 1..{MAX_SPIKES_LIMIT}", int)}
 
 
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"input shape must be C,H,W of positive integers, "
+                                         f"not {text!r}")
+    return shape
+
+
 def cmd_compile(args) -> int:
     from . import api
 
@@ -83,7 +94,7 @@ def cmd_compile(args) -> int:
     image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
                         device=args.device, calibration=calibration,
                         allow_pickle=args.allow_pickle, lanes=args.lanes, decay=args.decay,
-                        **_nir_kwargs(args))
+                        input_shape=args.input_shape, **_nir_kwargs(args))
     image.save(args.output)
     if args.json:
         print(json.dumps(_describe(image, str(args.output))))
@@ -636,6 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, help=".npz with input `spikes` to size widths")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")
+    p.add_argument("--input-shape", type=_input_shape, metavar="C,H,W",
+                   help="the input map of a torch network that starts with a Conv2d")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compile)
 

@@ -231,8 +231,10 @@ def test_every_structural_problem_named_with_nested_paths():
     with pytest.raises(ModelError) as exc:
         load_network(model)
     msg = str(exc.value)
-    for needle in ["'0.0' (Conv2d: a convolution needs the map it reads", "'1' (Linear: no LIF neuron after it)",
-                   "'4' (Leaky: no Linear or Conv2d before it)", "'6' (Leaky: reset_mechanism='none'",
+    for needle in ["'0.0' (Conv2d: a convolution needs the map it reads",
+                   "'1' (Linear: no LIF neuron after it)",
+                   "'4' (Leaky: no Linear or Conv2d before it)",
+                   "'6' (Leaky: reset_mechanism='none'",
                    "'8' (RLeaky: one-to-one recurrence", "'10' (Leaky: graded_spikes_factor",
                    "'12' (RLeaky: RLeaky's reset_mechanism='zero'", "'14' (Leaky: inhibition",
                    "'15' (Linear: no LIF neuron after it)"]:
