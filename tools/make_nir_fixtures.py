@@ -587,7 +587,8 @@ def _sinabs_conv(net, neuron: str, extra: dict | None = None):
     meta = {}
     graph = fill_conv_shapes(graph, [(8, 8), (4, 4)], meta, flat=(6, 2, 2))
     meta = {**meta, "library": "sinabs", "dt": 1.0, "threshold": ">=",
-            "reset": "subtract-before-decay", "neuron": neuron, "max_spikes": None, "map": list(MAP), **(extra or {})}
+            "reset": "subtract-before-decay", "neuron": neuron, "max_spikes": None,
+            "map": list(MAP), **(extra or {})}
     return graph, x, {"spikes": y.reshape(BATCH, STEPS, -1).numpy().astype(np.uint8)}, meta
 
 
