@@ -119,3 +119,71 @@ def test_bad_conv_and_pool_are_refused_naming_the_node(mods, message):
     model = nn.Sequential(nn.Unflatten(1, (c, 8, 8)), *mods)
     with pytest.raises(ModelError, match=rf"^the hardware cannot run: (.*, )?{message}"):
         load_network(model)
+
+
+# --- NIR ---------------------------------------------------------------------------------------
+
+def _nir_graph(conv_kwargs: dict, pool=None, shape=(1, 8, 8)):
+    import nir
+
+    c_out = 2
+    weight = np.ones((c_out, shape[0], 3, 3))
+    conv = dict(input_shape=None, weight=weight, stride=1, padding=0, dilation=1, groups=1,
+                bias=np.zeros(c_out))
+    conv.update(conv_kwargs)
+    nodes = {"input": nir.Input(input_type=np.array(shape)), "conv": nir.Conv2d(**conv)}
+    edges = [("input", "conv")]
+    last = "conv"
+    if pool is not None:
+        nodes["pool"] = pool
+        edges.append(("conv", "pool"))
+        last = "pool"
+    nodes["if"] = nir.IF(r=np.array(1.0), v_threshold=np.array(2.0))
+    nodes["output"] = nir.Output(output_type=None)
+    edges += [(last, "if"), ("if", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+@pytest.mark.parametrize("conv_kwargs, pool, message", [
+    ({"groups": 2, "weight": np.ones((2, 1, 3, 3))}, None, r"'conv' \(Conv2d: groups must be 1"),
+    ({"dilation": 2}, None, r"'conv' \(Conv2d: dilation must be 1, not \(2, 2\)\)"),
+    ({"stride": (1, 2)}, None,
+     r"'conv' \(Conv2d: stride must be one integer for both axes, not \(1, 2\)\)"),
+    ({"padding": "same"}, None, r"'conv' \(Conv2d: padding must be an integer or 'valid'"),
+    ({"weight": np.ones((2, 1, 3, 2))}, None, r"'conv' \(Conv2d: kernel must be square, not 3x2\)"),
+    ({}, "sum4", r"'pool' \(SumPool2d: a 4x4 pool must tile the 6x6 map\)"),
+    ({}, "avg-stride", r"'pool' \(AvgPool2d: stride must equal the kernel size 2, not"),
+])
+def test_nir_conv_refusals_name_the_node(conv_kwargs, pool, message):
+    import nir
+
+    pools = {None: None,
+             "sum4": nir.SumPool2d(kernel_size=np.array([4, 4]), stride=np.array([4, 4]),
+                                   padding=np.array([0, 0])),
+             "avg-stride": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([1, 1]),
+                                         padding=np.array([0, 0]))}
+    graph = _nir_graph(conv_kwargs, pools[pool])
+    with pytest.raises(ModelError, match=rf"^the hardware cannot run: (.*, )?{message}"):
+        load_network(graph, exporter="sinabs")
+
+
+def test_nir_sum_pool_of_currents_adds_its_biases():
+    """SumPool2d between Conv2d and IF pools the currents: p^2 biases per neuron."""
+    import nir
+
+    graph = _nir_graph({"bias": np.array([0.25, -0.5])},
+                       nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                     padding=np.array([0, 0])))
+    network = load_network(graph, exporter="sinabs")
+    layer = network.layers[0]
+    assert (layer.conv.pool, layer.conv.pool_size, layer.conv.out_shape) == ("sum", 2, (2, 3, 3))
+    np.testing.assert_array_equal(layer.bias, np.repeat([1.0, -2.0], 9))
+    x = (np.random.default_rng(3).random((2, 4, 64)) < 0.5).astype(np.uint8)
+    # one step from rest: v = A + b with A the sum over each 2x2 tile of the 3x3 box sums
+    ref = torch.nn.functional.conv2d(torch.tensor(x[:, 0].reshape(2, 1, 8, 8), dtype=torch.float64),
+                                     torch.ones(2, 1, 3, 3, dtype=torch.float64))
+    ref = torch.nn.functional.avg_pool2d(ref, 2) * 4 + torch.tensor([1.0, -2.0]).view(1, 2, 1, 1)
+    from spikeforge.compiler.float_ref import simulate_float
+
+    got = simulate_float(network, x, record=True).membranes[0][:, 0]
+    np.testing.assert_allclose(got, ref.reshape(2, -1).numpy())
