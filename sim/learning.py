@@ -192,7 +192,7 @@ def run_learning(image: Image, spikes: np.ndarray, modulators=None, *, record: b
 
 def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | None):
     """One sample, step by step (docs/neuron.md + the learning order above)."""
-    from .golden import NeuronParams
+    from .golden import NeuronParams, conv_currents
 
     steps = x.shape[0]
     n_layers = len(image.layers)
@@ -208,8 +208,12 @@ def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | N
         inp = x[t].astype(np.int64)
         for index, layer in enumerate(image.layers):
             p = plastic.get(index)
-            w = p.w if p is not None else layer.weights
-            acc = w @ inp  # the weights are only read during integration
+            if layer.conv is not None:  # a convolution never learns (LearningConfig.check)
+                acc = conv_currents(inp[None].astype(np.float64), layer.conv,
+                                    layer.weights.T.astype(np.float64))[0].astype(np.int64)
+            else:
+                w = p.w if p is not None else layer.weights
+                acc = w @ inp  # the weights are only read during integration
             s_prev = s[index]
             if layer.recurrent:
                 acc = acc + layer.rec_weights.astype(np.int64) @ s_prev

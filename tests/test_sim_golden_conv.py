@@ -159,3 +159,23 @@ def test_conv_layers_are_refused_by_the_gateware_by_name():
                                          r"layer 0 \('c'\) uses convolution \(3x3 kernel, max "
                                          r"pool 2\)"):
         image.check_gateware()
+
+
+def test_a_conv_layer_runs_alike_in_a_learning_image():
+    """A learning image runs its samples in sequence (sim/learning.py): a convolution before
+    the learning layer integrates exactly as in the plain golden run when nothing is learnt."""
+    from spikeforge.image import ConvSpec
+
+    from .strategies import random_layer
+
+    rng = np.random.default_rng(5)
+    spec = ConvSpec(2, 6, 6, 3, 3, padding=1, pool="max", pool_size=2)
+    layers = [conv_layer(rng, "c", spec), random_layer(rng, "fc", spec.n_out, 4)]
+    image = _image(layers, spec.n_in)
+    x = (rng.random((3, 6, spec.n_in)) < 0.4).astype(np.uint8)
+    plain = golden.run(image, x)
+    learning = golden.run(image.with_learning(1, "three_factor"), x,
+                          modulators=np.zeros((3, 6, 4), np.int8))
+    np.testing.assert_array_equal(learning.spikes, plain.spikes)
+    with pytest.raises(ImageError, match=r"a convolution cannot learn"):
+        image.with_learning(0, "stdp")
