@@ -21,7 +21,7 @@ from amaranth.utils import ceil_log2
 from ..image import ConvSpec, LayerParams, pack_weights
 from .event import SpikeEvent
 
-__all__ = ["ConvAccumulator", "conv_cycles"]
+__all__ = ["ConvAccumulator", "ConvCore", "ConvNeurons", "conv_cycles"]
 
 
 def conv_cycles(events: int, conv: ConvSpec, lanes: int) -> int:
@@ -224,4 +224,142 @@ class ConvAccumulator(wiring.Component):
                 m.d.sync += clear.eq(clear + 1)
                 with m.If(clear == conv_h * conv_w * groups - 1):
                     m.next = "Idle"
+        return m
+
+
+class ConvNeurons(wiring.Component):
+    """The LIF update of a convolutional layer's pooled neurons, in C order (docs/neuron.md):
+
+        u = decay(v) + A + b - theta * s_prev          reset "subtract" (after the next decay)
+        u = decay(v * (s_prev == 0)) + A + b           reset "zero"
+        v = clamp(u, -2^(V-1), 2^(V-1) - 1),  s = v > theta
+        decay(v) = v | v - (v >> k) | (v * beta_q) >> f
+
+    Members
+    -------
+    i : In(stream.Signature(StructLayout({"value": signed(acc_bits), "last": 1})))
+        A[n] of neurons n = 0, 1, ... of a step in C order (``ConvAccumulator.o``).
+    o : Out(stream.Signature(SpikeEvent))
+        The step's spikes, ascending neuron addresses, then one ``eos`` event.
+
+    Each neuron takes two cycles (its state and parameters are read from block RAM while the
+    previous neuron is written) plus one per spike it emits.
+    """
+
+    def __init__(self, layer: LayerParams):
+        if not isinstance(layer, LayerParams) or layer.conv is None:
+            raise TypeError(f"layer must be a convolutional LayerParams, not {layer!r}")
+        other = [f for f in layer.features() if not f.startswith("convolution")]
+        if other:
+            raise ValueError(f"a convolution core runs single-spike LIF neurons, not "
+                             f"{', '.join(other)}")
+        self._layer = layer
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"value": signed(layer.acc_bits),
+                                                        "last": unsigned(1)}))),
+            "o": Out(stream.Signature(SpikeEvent))})
+
+    def elaborate(self, platform) -> Elaboratable:
+        m = Module()
+        layer = self._layer
+        vb = layer.v_bits
+        theta_bits = max(int(layer.threshold.max(initial=0)).bit_length(), 1)
+        k_max = 0 if layer.decay_shift is None else int(layer.decay_shift.max(initial=0))
+        mul_bits = 1 if layer.decay_mul is None else \
+            max(int(layer.decay_mul.max(initial=0)).bit_length(), 1)
+        row = data.StructLayout({
+            "v": signed(vb), "s": unsigned(1),
+            "bias": signed(max(int(abs(layer.bias).max(initial=0)).bit_length() + 1, 2)),
+            "theta": unsigned(theta_bits), "shift": unsigned(max(k_max.bit_length(), 1)),
+            "mul": unsigned(mul_bits)})
+        init = [{"v": 0, "s": 0, "bias": int(layer.bias[n]), "theta": int(layer.threshold[n]),
+                 "shift": 0 if layer.decay_shift is None else int(layer.decay_shift[n]),
+                 "mul": 0 if layer.decay_mul is None else int(layer.decay_mul[n])}
+                for n in range(layer.n_out)]
+        m.submodules.state = mem = Memory(shape=row, depth=layer.n_out, init=init)
+        wr = mem.write_port()
+        rd = mem.read_port(transparent_for=(wr,))
+        n = Signal(range(layer.n_out))
+        m.d.comb += rd.addr.eq(n)
+        cur = rd.data
+
+        wide = signed(vb + max(layer.decay_frac, 0) + mul_bits + 2)
+        v_in = Signal(wide)
+        m.d.comb += v_in.eq(cur.v if layer.reset == "subtract" else
+                            cur.v * (cur.s == 0))
+        decayed = Signal(wide)
+        if layer.decay_mode == "none":
+            m.d.comb += decayed.eq(v_in)
+        elif layer.decay_mode == "shift":
+            m.d.comb += decayed.eq(v_in - (v_in >> cur.shift))
+        else:
+            m.d.comb += decayed.eq((v_in * cur.mul) >> layer.decay_frac)
+        u = Signal(signed(wide.width + layer.acc_bits + theta_bits + 4))
+        drive = decayed + self.i.payload.value + cur.bias
+        if layer.reset == "subtract":
+            drive = drive - cur.theta * cur.s
+        m.d.comb += u.eq(drive)
+        lo, hi = -(1 << (vb - 1)), (1 << (vb - 1)) - 1
+        v_new = Signal(signed(vb))
+        with m.If(u > hi):
+            m.d.comb += v_new.eq(hi)
+        with m.Elif(u < lo):
+            m.d.comb += v_new.eq(lo)
+        with m.Else():
+            m.d.comb += v_new.eq(u)
+        fired = Signal()
+        m.d.comb += fired.eq(v_new > cur.theta)
+        spike = Signal()
+        last = Signal()
+
+        with m.FSM():
+            with m.State("Read"):  # rd.data follows n one cycle later
+                m.next = "Update"
+            with m.State("Update"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.comb += [wr.addr.eq(n), wr.en.eq(1), wr.data.eq(cur),
+                                 wr.data.v.eq(v_new), wr.data.s.eq(fired)]
+                    m.d.sync += [spike.eq(fired), last.eq(self.i.payload.last)]
+                    m.next = "Emit"
+            with m.State("Emit"):
+                m.d.comb += [self.o.valid.eq(spike), self.o.payload.addr.eq(n)]
+                with m.If(~spike | self.o.ready):
+                    with m.If(last):
+                        m.d.sync += n.eq(0)
+                        m.next = "Eos"
+                    with m.Else():
+                        m.d.sync += n.eq(n + 1)
+                        m.next = "Read"
+            with m.State("Eos"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eos.eq(1)]
+                with m.If(self.o.ready):
+                    m.next = "Read"
+        return m
+
+
+class ConvCore(wiring.Component):
+    """A convolutional LIF layer: ``ConvAccumulator`` then ``ConvNeurons``.
+
+    Members
+    -------
+    i : In(stream.Signature(SpikeEvent))
+        The source's events of each step, then ``eos``.
+    o : Out(stream.Signature(SpikeEvent))
+        The layer's spikes of the step in C order, then ``eos``.
+    """
+
+    def __init__(self, layer: LayerParams, *, lanes: int = 1):
+        self._acc = ConvAccumulator(layer, lanes=lanes)
+        self._neurons = ConvNeurons(layer)
+        super().__init__({"i": In(stream.Signature(SpikeEvent)),
+                          "o": Out(stream.Signature(SpikeEvent))})
+
+    def elaborate(self, platform) -> Elaboratable:
+        m = Module()
+        m.submodules.acc = self._acc
+        m.submodules.neurons = self._neurons
+        wiring.connect(m, wiring.flipped(self.i), self._acc.i)
+        wiring.connect(m, self._acc.o, self._neurons.i)
+        wiring.connect(m, self._neurons.o, wiring.flipped(self.o))
         return m
