@@ -9,10 +9,11 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
+# torch==2.13.0: the local CPU build (the package metadata admits a range)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[all,dev,neurobench,plot]' 'torch==2.13.0'
 	touch $(STAMP)
 
 demo: venv
@@ -30,7 +31,7 @@ bench: venv
 # the digits demo for every board in the catalog; figures in build/bitstreams/<board>.json
 .PHONY: bitstreams
 bitstreams: venv
-	$(BIN)/python -m spikeforge.boards.build build/bitstreams
+	$(BIN)/python -m spikeforge.bitstreams build/bitstreams
 
 lint: venv
 	$(BIN)/ruff check .

@@ -22,9 +22,9 @@ from dataclasses import replace
 import numpy as np
 
 from spikeforge.compiler.mapper import map_network
+from spikeforge.hdl.rtl import run_rtl
 from spikeforge.image import Image, LayerParams, load_image
 from spikeforge.sim import golden
-from spikeforge.sim.rtl import run_rtl
 
 
 def random_network(sizes: tuple[int, ...], weight_bits: int, *, seed: int,

@@ -27,7 +27,7 @@ from spikeforge.sim import golden
 
 def rtl_check(image: Image, plain: Image, data, gain: int, samples: int) -> dict:
     """The first `samples` training samples through the RTL and the golden model."""
-    from spikeforge.sim.rtl import run_rtl
+    from spikeforge.hdl.rtl import run_rtl
 
     x = data.train_spikes[:samples]
     s = golden.run(plain, x).spikes.astype(np.int64)  # [B, T, 10], on the starting weights

@@ -1,7 +1,7 @@
 """The board catalog: which boards spikeforge builds for, and how it talks to and flashes them.
 
-Pure data, no Amaranth import: the compiler reads it for board names, devices and clocks
-(`compiler.mapper.BOARD_DEVICES` is derived from it). Each `Board` names its amaranth-boards
+Pure data, no Amaranth import: `board_target` gives the compiler's mapper a board's device and
+clock (`BOARD_DEVICES` lists them all). Each `Board` names its amaranth-boards
 platform as "module:Class", loaded only when a bitstream is built.
 
 A board is *buildable* when amaranth-boards describes it and it has a UART the host reaches
@@ -27,7 +27,8 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 
-__all__ = ["Board", "BOARDS", "find_board", "board_names", "suggest"]
+__all__ = ["BOARD_DEVICES", "Board", "BOARDS", "board_capacities", "board_names", "board_target",
+           "find_board", "resolve_board", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -193,3 +194,38 @@ def find_board(name: str) -> Board:
     if key in BOARDS:
         return BOARDS[key]
     raise ValueError(suggest(name))
+
+
+# Board name -> (device, board oscillator in Hz).
+BOARD_DEVICES: dict[str, tuple[str, float]] = {
+    name: (board.device, board.clock_hz) for name, board in BOARDS.items()}
+
+
+def resolve_board(name: str) -> tuple[str, float]:
+    """(device name, oscillator in Hz) of a board; unknown names get the closest suggested."""
+    board = find_board(name)
+    return board.device, board.clock_hz
+
+
+def board_target(board: str, device: str | None = None) -> tuple[str, str, float]:
+    """(catalog name, device, oscillator in Hz) to map a network for ``board``; ``device``, when
+    given, must be the board's."""
+    from ..compiler.mapper import resolve_device
+
+    found = find_board(board)
+    if device is not None and resolve_device(device).name != found.device:
+        raise ValueError(f"board {board!r} carries a {found.device}, not {device!r}")
+    return found.name, found.device, found.clock_hz
+
+
+def board_capacities() -> list[dict]:
+    """Per board: its oscillator and what fits on its device (``compiler.capacity``)."""
+    from ..compiler.capacity import device_capacity
+
+    cache: dict[str, dict] = {}
+    rows = []
+    for name, (device, clock_hz) in BOARD_DEVICES.items():
+        if device not in cache:
+            cache[device] = device_capacity(device)
+        rows.append({"board": name, "clock_hz": clock_hz, **cache[device]})
+    return rows

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import protocol
-from ..image import Image, load_image, unpack_weights
+from ..image import Image, assemble_weights, load_image, param_words
 from ..protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
 
 __all__ = ["Board", "BoardError", "BoardResult", "BoardStatus", "SerialTransport"]
@@ -150,29 +150,52 @@ class BoardResult:
 
 
 def _param_words(image: Image, core_index: int) -> list[int]:
-    """The PARAMS words of a core (``hdl.core.param_layout``), one per neuron."""
-    from ..hdl.core import param_layout
-
+    """The PARAMS words of a core (``image.param_fields``), one per neuron."""
     core = image.config.cores[core_index]
-    layer = image.layers[core.layer]
-    layout = param_layout(layer)
-    values = {"threshold": layer.threshold, "bias": layer.bias}
-    if layer.decay_mode == "shift":
-        values["decay"] = layer.decay_shift
-    elif layer.decay_mode == "mul":
-        values["decay"] = layer.decay_mul
-    words = []
-    for neuron in range(core.lo, core.hi):
-        word = 0
-        for name, member in layout:
-            mask = (1 << member.width) - 1
-            word |= (int(values[name][neuron]) & mask) << member.offset
-        words.append(word)
-    return words
+    return param_words(image.layers[core.layer], core.lo, core.hi)
 
 
 def _weight_words(image: Image, core_index: int) -> list[int]:
     return [int.from_bytes(row.tobytes(), "little") for row in image.weight_memory(core_index)]
+
+
+class _SampleCounters:
+    """A sample's array counters, unrolled from successive STATUS reads since its CLEAR (which
+    zeroes them), or since `start` (a stream that goes on without CLEAR): each read adds how far
+    each counter moved modulo 2^COUNTER_BITS."""
+
+    def __init__(self, n_layers: int, start: DeviceStatus | None = None):
+        self._last = {name: 0 if start is None else getattr(start, name)
+                      for name in protocol.ARRAY_COUNTERS} | {
+            name: [0] * n_layers if start is None else list(getattr(start, name))
+            for name in protocol.LAYER_COUNTERS}
+        self.totals = {name: 0 for name in protocol.ARRAY_COUNTERS} | {
+            name: np.zeros(n_layers, dtype=np.int64) for name in protocol.LAYER_COUNTERS}
+
+    def add(self, status: DeviceStatus) -> None:
+        for name in protocol.ARRAY_COUNTERS:
+            now = getattr(status, name)
+            self.totals[name] += protocol.counter_delta(self._last[name], now)
+            self._last[name] = now
+        for name in protocol.LAYER_COUNTERS:
+            now = getattr(status, name)
+            self.totals[name] += [protocol.counter_delta(a, b)
+                                  for a, b in zip(self._last[name], now, strict=True)]
+            self._last[name] = list(now)
+
+
+class _LinkCounters:
+    """How far the link counters (16 bits, never cleared) moved since a first STATUS."""
+
+    def __init__(self, status: DeviceStatus):
+        self._last = dict(status.link)
+        self.moved = dict.fromkeys(protocol.LINK_COUNTERS, 0)
+
+    def add(self, status: DeviceStatus) -> None:
+        for name, now in status.link.items():
+            self.moved[name] += protocol.counter_delta(self._last[name], now,
+                                                       protocol.LINK_COUNTER_BITS)
+            self._last[name] = now
 
 
 class Board:
@@ -240,12 +263,16 @@ class Board:
     def _fail(self, what: str, exc: Exception) -> BoardError:
         if isinstance(exc, BoardError):
             return exc
+        if isinstance(exc, protocol.ProtocolViolation):
+            self._check_virtual()
+            return BoardError(f"{what} on {self.port}: the board broke the protocol: {exc}")
         counters = ""
         if not isinstance(exc, protocol.DeviceError):
             try:  # what the device saw, if it still answers
                 link = self.client.status().link
-                counters = "; device counts " + ", ".join(
-                    f"{k} {v}" for k, v in link.items() if v)
+                if any(link.values()):
+                    counters = "; device counts " + ", ".join(
+                        f"{k} {v}" for k, v in link.items() if v)
             except Exception:  # noqa: BLE001 - the report must not hide the first error
                 counters = "; the device does not answer STATUS either"
         attempts = self.client.retries + 1
@@ -335,19 +362,18 @@ class Board:
 
     def _read_layer(self, image: Image, index: int) -> np.ndarray:
         layer = image.layers[index]
-        w = np.zeros((layer.n_out, layer.fan_in), dtype=np.int32)
-        for core_index, core in enumerate(image.config.cores):
-            if core.layer != index:
-                continue
+
+        def memory(core_index: int) -> np.ndarray:
+            core = image.config.cores[core_index]
             depth = layer.fan_in * core.groups
             words = self._request(f"reading core {core_index} weights",
                                   self.client.read_mem, core_index, MemSpace.WEIGHTS, 0, depth)
             nbytes = -(-core.lanes * layer.weight_bits // 8)
-            memory = np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
-                               for word in words], dtype=np.uint8).reshape(depth, nbytes)
-            w[core.lo:core.hi] = unpack_weights(memory, layer.weight_bits, core.lanes,
-                                                core.neurons, layer.fan_in)
-        return w
+            return np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
+                             for word in words], dtype=np.uint8).reshape(depth, nbytes)
+
+        return assemble_weights(image.config.cores, index, layer.n_out, layer.fan_in,
+                                layer.weight_bits, memory)
 
     def _read_learned(self, image: Image) -> Image:
         """The image with the learning layers' weights read back (the others cannot change)."""
@@ -431,19 +457,22 @@ class Board:
         n_layers, n_out = len(image.layers), image.n_outputs
         out = np.zeros((batch, steps, n_out), dtype=np.uint8)
         per_layer = {k: np.zeros((batch, n_layers), dtype=np.int64)
-                     for k in ("sops", "spike_counts", "saturations")}
+                     for k in ("sops", "spike_counts", "saturations", "learn_cycles")}
         per_sample = {k: np.zeros(batch, dtype=np.int64)
                       for k in ("input_events", "events_out", "busy_cycles", "integrate_cycles")}
         overflow = np.zeros(batch, dtype=bool)
-        learn_cycles = np.zeros((batch, n_layers), dtype=np.int64)
         start = time.monotonic()
-        before = self._request("STATUS", self.client.status).link
+        link = _LinkCounters(self._request("STATUS", self.client.status))
         retried = self.client.retried
         # without CLEAR the counters go on from where they were: count from there
         zero = self._request("STATUS", self.client.status) if not clear else None
         for b in range(batch):
             if clear:
                 self._request("CLEAR", self.client.clear)
+            # CLEAR zeroes the array's counters (without it they go on from `zero`); STATUS
+            # after every step unrolls their wrap-around (docs/host-protocol.md: none moves by
+            # 2^COUNTER_BITS in one step).
+            sample = _SampleCounters(n_layers, start=zero)
             for t in range(steps):
                 # Step t's modulators: after STEP t - 1 answered (the link waits for the
                 # learning cores' sweeps), before step t's events.
@@ -453,27 +482,29 @@ class Board:
                                   [int(m) & 0xFF for m in mods[b, t, lo:hi]])
                 events = np.flatnonzero(x[b, t]).tolist()
                 got = self._request(f"STEP {t} of sample {b}", self.client.step, events)
-                if got != sorted(set(got)) or (got and got[-1] >= n_out):
-                    raise BoardError(f"sample {b} step {t}: the board answered output "
-                                     f"events {got} (not ascending below {n_out})")
                 out[b, t, got] = 1
-            st = self._request("STATUS", self.client.status)
-            for key, value in (("sops", st.sops), ("spike_counts", st.spikes),
-                               ("saturations", st.saturations)):
-                per_layer[key][b] = value
-                if zero is not None:
-                    per_layer[key][b] -= getattr(zero, "spikes" if key == "spike_counts"
-                                                 else key)
-            for key in ("events_in", "events_out", "busy_cycles", "integrate_cycles"):
-                per_sample["input_events" if key == "events_in" else key][b] = \
-                    getattr(st, key) - (getattr(zero, key) if zero is not None else 0)
+                st = self._request(f"STATUS after step {t} of sample {b}", self.client.status)
+                sample.add(st)
+                link.add(st)
+                if st.overflow:
+                    raise BoardError(f"sample {b} step {t}: the board lost an event (array "
+                                     f"overflow)")
+            if not steps:
+                st = self._request("STATUS", self.client.status)
+                sample.add(st)
+                link.add(st)
+            for key, name in (("sops", "sops"), ("spike_counts", "spikes"),
+                              ("saturations", "saturations"), ("learn_cycles", "learn_cycles")):
+                per_layer[key][b] = sample.totals[name]
+            per_sample["input_events"][b] = sample.totals["events_in"]
+            for key in ("events_out", "busy_cycles", "integrate_cycles"):
+                per_sample[key][b] = sample.totals[key]
             overflow[b] = st.overflow
-            learn_cycles[b] = st.learn_cycles
             if st.overflow:
                 raise BoardError(f"sample {b}: the board lost an event (array overflow)")
             if progress is not None:
                 progress(b + 1, batch)
-        link = {k: (st.link[k] - before[k]) & 0xFFFF for k in st.link} if batch else {}
+        learn_cycles = per_layer.pop("learn_cycles")
         fan_out = np.array([layer.n_out for layer in image.layers], dtype=np.int64)
         learned = learning = None
         if image.learning:
@@ -486,7 +517,8 @@ class Board:
             overflow=overflow, learn_cycles=learn_cycles,
             weights=None if learned is None else [layer.weights.copy()
                                                   for layer in learned.layers],
-            image=learned, learning=learning, link={k: v for k, v in link.items() if v},
+            image=learned, learning=learning,
+            link={k: v for k, v in link.moved.items() if v},
             retries=self.client.retried - retried, seconds=time.monotonic() - start,
             **per_sample)
 

@@ -3,7 +3,7 @@ behind a pseudo-terminal.
 
 ``VirtualBoard(image)`` converts :class:`BridgeTop` (``SpikeSoC(image)`` plus the host's end of
 its serial line) to Verilog, compiles it once per (image, gateware, bridge) hash with cocotb's
-Python runner (the cache and build helpers of ``spikeforge.sim.rtl``) and starts the simulator
+Python runner (the cache and build helpers of ``spikeforge.hdl.rtl``) and starts the simulator
 on the cocotb module ``spikeforge.sim.cocotb_soc``. That module opens a pseudo-terminal and
 writes its name to a file this class waits for; bytes written to the terminal are bit-banged
 into the SoC's ``uart_rx`` pin, bits decoded from its ``uart_tx`` pin come back out of it. The
@@ -168,12 +168,7 @@ class VirtualBoard:
                  cache_root: str | os.PathLike | None = None,
                  timeout_bytes: int = TIMEOUT_BYTES, idle_limit: float = 3600.0,
                  start_timeout: float = 120.0):
-        from ..sim.rtl import (
-            _gateware_digest,
-            build_simulator,
-            default_cache_root,
-            generate_verilog,
-        )
+        from ..hdl.rtl import build_simulator, default_cache_root, gateware_digest, generate_verilog
 
         image.check()
         if not 1 <= int(timeout_bytes) <= 0xFFFF:
@@ -186,7 +181,7 @@ class VirtualBoard:
         divisor = uart_divisor(DIVISOR * BAUD, BAUD)
         root = Path(cache_root) if cache_root is not None else default_cache_root()
         key = hashlib.sha256(b"".join([
-            image.to_bytes(), _gateware_digest().encode(), _bridge_digest().encode(),
+            image.to_bytes(), gateware_digest(__name__).encode(), _bridge_digest().encode(),
             json.dumps([self.timeout_bytes, DIVISOR, BAUD, RING_BYTES, _BRIDGE_RECIPE]).encode(),
         ])).hexdigest()
         try:
@@ -219,7 +214,7 @@ class VirtualBoard:
             raise
 
     def _simulate(self) -> None:
-        from ..sim.rtl import run_cocotb
+        from ..hdl.rtl import run_cocotb
 
         try:
             run_cocotb(self._build, TEST_MODULE, test_dir=self.folder,

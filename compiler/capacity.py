@@ -1,4 +1,5 @@
-"""What fits on each board: neurons and synapses by the mapper's own resource model."""
+"""What fits on each device: neurons and synapses by the mapper's own resource model
+(``boards.catalog.board_capacities`` lists it per board)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from ..image import LayerParams
 from .devices import find_device
-from .mapper import BOARD_DEVICES, FitError, map_network
+from .mapper import FitError, map_network
 
 
 def _fits(neurons: int, fan_in: int, weight_bits: int, device: str) -> bool:
@@ -45,13 +46,3 @@ def device_capacity(device: str) -> dict:
     return {"device": dev.name, "luts": dev.luts, "bram": dev.bram, "spram": dev.spram,
             "dsp": dev.dsp, "neurons": neurons, "synapses_8bit": synapses[8],
             "synapses_4bit": synapses[4]}
-
-
-def board_capacities() -> list[dict]:
-    cache: dict[str, dict] = {}
-    rows = []
-    for board, (device, clock_hz) in BOARD_DEVICES.items():
-        if device not in cache:
-            cache[device] = device_capacity(device)
-        rows.append({"board": board, "clock_hz": clock_hz, **cache[device]})
-    return rows

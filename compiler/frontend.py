@@ -90,6 +90,7 @@ def _load_file(path: Path, *, nir_options: dict, allow_pickle: bool,
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(_HDF5_MAGIC):
+        _check_hdf5_sizes(path)
         try:
             graph = read_nir(path)
         except Exception as exc:  # h5py and nir raise many kinds on malformed files
@@ -108,6 +109,45 @@ def _no_nir_options(options: dict) -> None:
     if given:
         raise ModelError(f"{', '.join(given)} apply to NIR graphs; a torch module carries its "
                          f"own neurons")
+
+
+#: Largest total of the datasets a NIR file may declare: 256 MiB of parameters (64 M float32),
+#: far beyond any network the boards hold, and checked before a byte is decompressed.
+MAX_NIR_DATA_BYTES = 256 << 20
+MAX_NIR_OBJECTS = 100_000
+
+
+def _check_hdf5_sizes(path: Path) -> None:
+    """Refuse an HDF5 file whose datasets declare more than MAX_NIR_DATA_BYTES in all (their
+    shapes and dtypes are metadata: a small file may hold a compressed dataset of gigabytes)."""
+    import h5py
+
+    total, objects, biggest = 0, 0, ("", 0)
+    try:
+        with h5py.File(path, "r") as f:
+            def visit(name, obj):
+                nonlocal total, objects, biggest
+                objects += 1
+                if objects > MAX_NIR_OBJECTS:
+                    raise ModelError(f"{path}: more than {MAX_NIR_OBJECTS:,} HDF5 objects; "
+                                     f"not a NIR graph spikeforge reads")
+                if isinstance(obj, h5py.Dataset):
+                    size = int(np.prod(obj.shape, dtype=object)) * obj.dtype.itemsize
+                    total += size
+                    if size > biggest[1]:
+                        biggest = (name, size)
+                return None
+
+            f.visititems(visit)
+    except ModelError:
+        raise
+    except Exception as exc:  # h5py raises many kinds on malformed files
+        raise ModelError(f"{path} is an HDF5 file but not a readable NIR graph "
+                         f"({type(exc).__name__}: {exc})") from None
+    if total > MAX_NIR_DATA_BYTES:
+        raise ModelError(f"{path}: its datasets hold {total:,} bytes (the largest, "
+                         f"{biggest[0]!r}, {biggest[1]:,}); at most {MAX_NIR_DATA_BYTES:,} are "
+                         f"read")
 
 
 def _load_torch_file(path: Path, *, allow_pickle: bool, nir_options: dict,

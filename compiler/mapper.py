@@ -43,14 +43,8 @@ import math
 
 import numpy as np
 
-from ..boards.catalog import BOARDS, suggest
-from ..image import CoreConfig, HwConfig, Image, LayerParams
+from ..image import CoreConfig, HwConfig, Image, LayerParams, param_fields, param_values
 from .devices import DEVICES, Device, find_device
-
-# Board name -> (device, board oscillator in Hz), derived from the board catalog
-# (boards/catalog.py, plain data) which holds the full description.
-BOARD_DEVICES: dict[str, tuple[str, float]] = {
-    name: (board.device, board.clock_hz) for name, board in BOARDS.items()}
 
 FAMILY_CLOCK_HZ = {"ice40": 12e6, "ecp5": 25e6}
 READ_BITS = {"ice40": 64, "ecp5": 72}
@@ -93,21 +87,16 @@ def resolve_device(name: str) -> Device:
     raise ValueError(f"unknown device {name!r}; {hint}known devices: {', '.join(DEVICES)}")
 
 
-def resolve_board(name: str) -> tuple[str, float]:
-    """(device name, default clock) of a board; unknown names get the closest suggested."""
-    key = name.lower().replace("_", "-")
-    if key in BOARD_DEVICES:
-        return BOARD_DEVICES[key]
-    raise ValueError(suggest(name, list(BOARD_DEVICES)))
-
-
 # -- mapping -------------------------------------------------------------------------------------
 def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None = None,
                 board: str | None = None, lanes: int | None = None,
                 max_neurons_per_core: int = 256, clock_hz: float | None = None) -> HwConfig:
-    """Place every layer on cores of `device` (default iCE40UP5K, or the board's device).
+    """Place every layer on cores of `device` (default iCE40UP5K) running at `clock_hz` (default:
+    the family's usual oscillator).
 
-    Raises FitError, naming every exceeded resource, when the estimate does not fit.
+    `board` is only recorded in the configuration: ``boards.catalog.board_target`` resolves a
+    board name to its device and oscillator. Raises FitError, naming every exceeded resource,
+    when the estimate does not fit.
     """
     _check_chain(layers, n_inputs)
     if device is not None or board is not None:
@@ -122,15 +111,9 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
     max_neurons_per_core = int(max_neurons_per_core)
     if max_neurons_per_core < 1:
         raise ValueError(f"max_neurons_per_core must be at least 1, not {max_neurons_per_core}")
-    board_clock = None
-    if board is not None:
-        board_device, board_clock = resolve_board(board)
-        if device is not None and resolve_device(device).name != board_device:
-            raise ValueError(f"board {board!r} carries a {board_device}, not {device!r}")
-        device = board_device
     dev = resolve_device(device or "iCE40UP5K")
     if clock_hz is None:
-        clock_hz = board_clock if board_clock is not None else FAMILY_CLOCK_HZ[dev.family]
+        clock_hz = FAMILY_CLOCK_HZ[dev.family]
     if not clock_hz > 0:
         raise ValueError(f"clock_hz must be positive, not {clock_hz!r}")
     budget = READ_BITS[dev.family]
@@ -221,15 +204,15 @@ def _leak_bits(layer: LayerParams) -> int:
 
 
 def _param_bits(layer: LayerParams, core: CoreConfig) -> int:
-    """Width of the per-neuron parameter words a core stores (uniform fields are constants)."""
-    lo, hi = core.lo, core.hi
-    bias_bits = max(2, *(int(b).bit_length() + 1 for b in np.abs(layer.bias[lo:hi]) + 1))
-    fields = [(layer.threshold[lo:hi], layer.v_bits - 1), (layer.bias[lo:hi], bias_bits)]
-    if layer.decay_mode == "shift":
-        fields.append((layer.decay_shift[lo:hi], 5))
-    elif layer.decay_mode == "mul":
-        fields.append((layer.decay_mul[lo:hi], layer.decay_frac + 1))
-    return sum(bits for values, bits in fields if values.size and (values != values[0]).any())
+    """Width of the per-neuron parameter words a core stores (image.param_fields; fields uniform
+    over the core's neurons are constants)."""
+    values = param_values(layer)
+    return sum(f.width for f in param_fields(layer)
+               if _varies(values[f.name][core.lo:core.hi]))
+
+
+def _varies(values: np.ndarray) -> bool:
+    return bool(values.size) and bool((values != values[0]).any())
 
 
 def _memory_blocks(width: int, depth: int, shapes) -> int:

@@ -109,6 +109,8 @@ def quantize(network: Network, *, weight_bits: int | dict[str | int, int] = 8,
         raise ValueError(f"decay_frac must be 1..16 fraction bits, not {decay_frac!r}")
     widths = _weight_bits_per_layer(network, weight_bits)
     _check_thresholds(network)
+    if calibration is not None:
+        _check_calibration(calibration)
 
     notes: list[str] = []
     layers: list[LayerParams] = []
@@ -215,6 +217,19 @@ def _weight_bits_per_layer(network: Network, weight_bits) -> list[int]:
     if bad:
         raise ValueError(f"weight_bits must be an integer {lo}..{hi}, not {'; '.join(bad)}")
     return [int(w) for w in widths]
+
+
+def _check_calibration(calibration: np.ndarray) -> None:
+    """A calibration set sizes the membranes from the largest |v| it reaches: one without a
+    sample, a step or a spike reaches none and would shrink them to the minimum."""
+    shape = np.shape(calibration)
+    shape = (1, *shape) if len(shape) == 2 else shape  # [time, inputs]: one sample
+    if len(shape) != 3 or shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"calibration must hold at least one sample of one step "
+                         f"[batch, time, inputs], not shape {list(shape)}")
+    if not np.any(calibration):
+        raise ValueError("calibration must hold at least one spike, not none (it would size "
+                         "every membrane for silence); give real input or no calibration")
 
 
 def _check_thresholds(network: Network) -> None:

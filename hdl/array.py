@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..image import Image
+from ..protocol import COUNTER_BYTES
 from .core import LifCore, MemAccessSignature, param_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
@@ -14,7 +15,7 @@ from .router import EventFifo, EventFork, EventMerge
 
 __all__ = ["CoreArray", "COUNTER_BITS"]
 
-COUNTER_BITS = 48
+COUNTER_BITS = 8 * COUNTER_BYTES
 
 
 class CoreArray(wiring.Component):
@@ -75,17 +76,17 @@ class CoreArray(wiring.Component):
           Write step t's modulators after step t - 1's output ``eos`` came out and before
           step t's first input event goes in (the write waits for the core to finish step
           t - 1's learning phase).
-    sops, spikes, saturations : Out(data.ArrayLayout(unsigned(48), n_layers))
+    sops, spikes, saturations : Out(data.ArrayLayout(unsigned(COUNTER_BITS), n_layers))
         Per layer: synaptic operations (input events x neurons of the layer, feed-forward and
         recurrent), output spikes, membrane updates that saturated.
-    learn_cycles : Out(data.ArrayLayout(unsigned(48), n_layers))
+    learn_cycles : Out(data.ArrayLayout(unsigned(COUNTER_BITS), n_layers))
         Per layer, summed over its cores: weight update cycles of learning, one synapse each
         (each steps the core's LFSR once; sim.learning counts the same as ``update_cycles``).
-    events_in, events_out : Out(unsigned(48))
+    events_in, events_out : Out(unsigned(COUNTER_BITS))
         Events (not ``eos``) accepted at ``i`` / delivered at ``o``.
-    busy_cycles : Out(unsigned(48))
+    busy_cycles : Out(unsigned(COUNTER_BITS))
         Cycles in which ``idle`` was low.
-    integrate_cycles : Out(unsigned(48))
+    integrate_cycles : Out(unsigned(COUNTER_BITS))
         Cycles in which some core's integration loop issued a weight read.
     overflow : Out(1)
         Sticky: an event was lost. With backpressure everywhere this only fires for an input
@@ -93,6 +94,8 @@ class CoreArray(wiring.Component):
         (impossible by construction: it is drained before the layer's next pass and sized for
         one step of ``n_out`` spikes + ``eos`` pushed back to back).
     All counters and ``overflow`` are cleared by ``clear``; the cores' learning LFSRs are not.
+    Counters are ``COUNTER_BITS`` (``protocol.COUNTER_BITS``, 24) wide and wrap; the host unrolls
+    the wrap-around from frequent reads.
     """
 
     def __init__(self, image: Image, *, fifo_depth: int = 0):

@@ -6,26 +6,22 @@ import operator
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..image import CoreConfig, Image, LayerParams, LearningConfig
-from ..sim.learning import lfsr_initial_state
+from .. import protocol
+from ..image import CoreConfig, Image, LayerParams, LearningConfig, param_fields, param_values
+from ..lfsr import lfsr_initial_state
+from .enums import wire_enum
 from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr
 
-__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "bias_bits", "param_layout"]
+__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "param_layout"]
 
 
-class MemSpace(enum.Enum, shape=unsigned(3)):
-    """Which memory of a core an access of the memory-access port addresses."""
-
-    WEIGHTS = 0  # word address = row * groups + group; `lanes` weights packed little-endian
-    STATE = 1  # address = local neuron; bits [0, v_bits) = v, bit v_bits = previous spike
-    PARAMS = 2  # address = local neuron; the core's `param_layout` (threshold, bias, decay)
-    ACC = 3  # address = group; `lanes` accumulators of acc_bits, read-only (debug)
-    MOD = 4  # address = local neuron; signed 8-bit three-factor modulator, write-only
+# Which memory of a core an access of the memory-access port addresses (spikeforge.protocol).
+MemSpace = wire_enum(protocol.MemSpace, unsigned(3))
 
 
 class MemAccessSignature(wiring.Signature):
@@ -55,20 +51,11 @@ class MemAccessSignature(wiring.Signature):
         super().__init__(members)
 
 
-def bias_bits(layer) -> int:
-    """Signed width that holds every bias of the layer."""
-    return max(2, *(int(b).bit_length() + 1 if b >= 0 else (-int(b) - 1).bit_length() + 1
-                    for b in layer.bias))
-
-
-def param_layout(layer) -> data.StructLayout:
-    """Per-neuron parameter word of a layer, as the PARAMS space of the memory port shows it."""
-    fields = {"threshold": unsigned(layer.v_bits - 1), "bias": signed(bias_bits(layer))}
-    if layer.decay_mode == "shift":
-        fields["decay"] = unsigned(5)
-    elif layer.decay_mode == "mul":
-        fields["decay"] = unsigned(layer.decay_frac + 1)
-    return data.StructLayout(fields)
+def param_layout(layer: LayerParams) -> data.StructLayout:
+    """Per-neuron parameter word of a layer (``spikeforge.image.param_fields``), as the PARAMS
+    space of the memory port shows it."""
+    return data.StructLayout({f.name: (signed if f.signed else unsigned)(f.width)
+                              for f in param_fields(layer)})
 
 
 def _uniform(values: np.ndarray) -> bool:
@@ -150,11 +137,7 @@ class LifCore(wiring.Component):
         self._transparent_weights = bool(transparent_weights)
         self._param_layout = param_layout(layer)
         lo, hi = config.lo, config.hi
-        values = {"threshold": layer.threshold[lo:hi], "bias": layer.bias[lo:hi]}
-        if layer.decay_mode == "shift":
-            values["decay"] = layer.decay_shift[lo:hi]
-        elif layer.decay_mode == "mul":
-            values["decay"] = layer.decay_mul[lo:hi]
+        values = {name: v[lo:hi] for name, v in param_values(layer).items()}
         self._param_values = values
         self._stored = [name for name, vals in values.items() if not _uniform(vals)]
         width = max(self._lanes * layer.weight_bits, layer.v_bits + 1, self._param_layout.size,

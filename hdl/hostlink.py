@@ -1,102 +1,774 @@
 """The host link: framed, CRC-checked requests over UART byte streams, driving a core array.
 
 The wire protocol (frames, commands, status codes, counters, timing) is docs/host-protocol.md;
-``spikeforge.protocol`` is its host side.
+``spikeforge.protocol`` is its host side and holds every constant of it. :class:`HostLink` is a
+composition of small components, each with its own test (tests/test_hdl_hostlink.py):
+
+- :class:`FrameReceiver`: request bytes -> checked request heads, payload kept in a buffer;
+- :class:`RequestChecker`: the status a request gets (length, arguments, memory ranges, busy);
+- :class:`RequestExecutor`: executes a request on the array and produces the answer;
+- :class:`StatusBytes`: the STATUS payload, a byte at a time;
+- :class:`ResponseSender`: answer head and payload bytes -> a response frame with its CRC;
+- :class:`LinkCounters`: the six link counters and the sticky error flag.
 """
 
-import hashlib
 import operator
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import crc, data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..image import Image
-from .array import COUNTER_BITS, CoreArray
-from .core import MemAccessSignature, MemSpace
-from .crc import Crc16
+from ..protocol import (
+    ARGS_BYTES,
+    COUNTER_BITS,
+    LAYER_COUNTERS,
+    LINK_COUNTER_BITS,
+    LINK_COUNTERS,
+    PROTOCOL_VERSION,
+    SOF_REQUEST,
+    SOF_RESPONSE,
+    Command,
+    MemSpace,
+    Status,
+    hello_payload,
+    image_id,
+    status_length,
+)
+from .array import CoreArray
+from .core import MemAccessSignature
 from .event import ADDR_BITS, SpikeEvent
 
 __all__ = [
-    "ARGS_BYTES", "Cmd", "HostLink", "LAYER_COUNTERS", "LINK_COUNTERS", "PROTOCOL_VERSION",
-    "SOF_REQUEST",
-    "SOF_RESPONSE", "Status", "connect_array", "hello_payload", "image_id", "status_length",
+    "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "PayloadByte",
+    "ReplyHead", "RequestChecker", "RequestExecutor", "RequestHead", "ResponseSender",
+    "StatusBytes", "connect_array", "memory_depths",
 ]
 
-PROTOCOL_VERSION = 2  # 2: STATUS carries learn_cycles per layer
-SOF_REQUEST = 0xA5
-SOF_RESPONSE = 0x5A
-ARGS_BYTES = 7  # core, space, address (4), count: the head of READ_MEM and WRITE_MEM
-LINK_COUNTERS = ("crc_errors", "framing_errors", "timeouts", "dropped_frames", "duplicates",
-                 "overruns")
-_LINK_COUNTER_BITS = 16
-_HELLO_MAGIC = b"SF"
+
+class RequestHead(data.Struct):
+    """A received request: its header, the first ``ARGS_BYTES`` of its payload read as the
+    arguments of READ_MEM / WRITE_MEM (undefined when the payload is shorter), and whether its
+    CRC checked."""
+
+    seq: 8
+    cmd: 8
+    length: 16
+    core: 8
+    space: 8
+    addr: 32
+    count: 8
+    crc_ok: 1
 
 
-class Cmd(enum.Enum, shape=unsigned(8)):
-    HELLO = 0x01
-    WRITE_MEM = 0x02
-    READ_MEM = 0x03
-    CLEAR = 0x04
-    PUSH = 0x05
-    STEP = 0x06
-    STATUS = 0x07
+class ReplyHead(data.Struct):
+    """The head of an answer: ``length`` payload bytes follow it."""
+
+    seq: 8
+    cmd: 8
+    status: 8
+    length: 16
 
 
-class Status(enum.Enum, shape=unsigned(8)):
-    OK = 0x00
-    CRC = 0x01  # the frame's CRC did not check; nothing was done
-    UNKNOWN_CMD = 0x02
-    LENGTH = 0x03  # the payload length does not fit the command
-    ARG = 0x04  # core index or memory space out of range
-    BUSY = 0x05  # memory access while a step is open (PUSH without STEP)
+class PayloadByte(data.Struct):
+    """A byte of an answer's payload; ``last`` marks the answer's last byte."""
 
-# Per-layer array counters in STATUS, in this order after the four array-wide ones.
-LAYER_COUNTERS = ("sops", "spikes", "saturations", "learn_cycles")
+    data: 8
+    last: 1
 
 
-def image_id(image: Image) -> int:
-    """The 32-bit identity of an image the device reports: the first four bytes of the SHA-256
-    of its file bytes, little-endian."""
-    return int.from_bytes(hashlib.sha256(image.to_bytes()).digest()[:4], "little")
+LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
 
 
-def hello_payload(*, n_cores: int, n_layers: int, word_bytes: int, mem_data_bits: int,
-                  mem_addr_bits: int, max_payload: int, timeout_bytes: int, n_inputs: int,
-                  n_outputs: int, image_id: int) -> bytes:
-    """The constant payload of the HELLO response (docs/host-protocol.md)."""
-    return b"".join([
-        _HELLO_MAGIC,
-        bytes([PROTOCOL_VERSION, n_cores, n_layers, COUNTER_BITS // 8, word_bytes,
-               mem_data_bits, mem_addr_bits, 0]),
-        max_payload.to_bytes(2, "little"),
-        timeout_bytes.to_bytes(2, "little"),
-        n_inputs.to_bytes(4, "little"),
-        n_outputs.to_bytes(4, "little"),
-        image_id.to_bytes(4, "little"),
-    ])
+def memory_depths(image: Image) -> list[tuple[int, ...]]:
+    """Per core, the words of each memory space (indexed by ``MemSpace``) that READ_MEM and
+    WRITE_MEM may address: WEIGHTS ``fan_in * groups``, STATE and PARAMS one per neuron, ACC
+    one per group, MOD one per neuron on the cores of a three-factor layer (none elsewhere)."""
+    depths = []
+    for core in image.config.cores:
+        layer = image.layers[core.layer]
+        learning = image.learning_of(core.layer)
+        mod = core.neurons if learning is not None and learning.rule == "three_factor" else 0
+        by_space = {MemSpace.WEIGHTS: layer.fan_in * core.groups, MemSpace.STATE: core.neurons,
+                    MemSpace.PARAMS: core.neurons, MemSpace.ACC: core.groups, MemSpace.MOD: mod}
+        depths.append(tuple(by_space[space] for space in MemSpace))
+    return depths
 
 
-def status_length(n_layers: int) -> int:
-    """Bytes of the STATUS response payload."""
-    return 4 + 2 * len(LINK_COUNTERS) + COUNTER_BITS // 8 * (4 + len(LAYER_COUNTERS) * n_layers)
+class LinkCounters(wiring.Component):
+    """The link counters of STATUS, ``LINK_COUNTER_BITS`` wide, wrapping, cleared only by reset.
+
+    Members
+    -------
+    inc : In(StructLayout({name: 1 for name in LINK_COUNTERS}))
+        Strobes: each high bit adds one to its counter at the next clock edge.
+    counters : Out(LINK_COUNTER_LAYOUT)
+    error : Out(1)
+        Sticky: some counter other than ``duplicates`` moved.
+    """
+
+    inc: In(data.StructLayout({name: 1 for name in LINK_COUNTERS}))
+    counters: Out(LINK_COUNTER_LAYOUT)
+    error: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        for name in LINK_COUNTERS:
+            with m.If(self.inc[name]):
+                m.d.sync += self.counters[name].eq(self.counters[name] + 1)
+                if name != "duplicates":
+                    m.d.sync += self.error.eq(1)
+        return m
+
+
+class FrameReceiver(wiring.Component):
+    """Take request frames from a byte stream; hold each one, CRC checked, until it is done.
+
+    Hunts for the start byte, then takes the header and the payload (into a block-RAM buffer of
+    ``max_payload`` bytes; its first ``ARGS_BYTES`` also into ``o.payload``) while a
+    CRC-16/CCITT-FALSE (``amaranth.lib.crc``) runs over them, then offers the head at ``o``
+    with ``crc_ok`` (the CRC over the frame and its own CRC leaves the residue 0) until ``o``
+    is taken: the taker says so when it has answered. A frame whose length exceeds
+    ``max_payload``, or that holds a byte with a framing error, is dropped and every byte is
+    skipped until ``timeout_cycles`` of silence; a partial frame followed by that much silence
+    is dropped (``timeout``). Bytes that arrive while a request is held are dropped
+    (``overrun``).
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+        Bytes from the UART receiver (always taken).
+    framing_error : In(1)
+        Strobe from the UART receiver: a byte was lost.
+    o : Out(stream.Signature(RequestHead))
+        The received request, held until taken.
+    buf_addr : In(range(max_payload))
+    buf_data : Out(8)
+        The payload buffer: ``buf_data`` is the byte at ``buf_addr`` of the cycle before.
+    crc_error, timeout, dropped, overrun : Out(1)
+        Strobes for the link counters (``dropped``: a frame dropped without an answer).
+    activity : Out(1)
+        Strobe: a frame ended (complete, timed out, or skipped).
+    """
+
+    def __init__(self, *, max_payload: int, timeout_cycles: int):
+        self._max_payload = operator.index(max_payload)
+        self._timeout_cycles = operator.index(timeout_cycles)
+        if not ARGS_BYTES <= self._max_payload <= 0xFFFF:
+            raise ValueError(f"Maximum payload must be {ARGS_BYTES}..65535 bytes, not "
+                             f"{max_payload!r}")
+        if self._timeout_cycles < 1:
+            raise ValueError(f"Receive timeout must be at least 1 cycle, not "
+                             f"{timeout_cycles!r}")
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "framing_error": In(1),
+            "o": Out(stream.Signature(RequestHead)),
+            "buf_addr": In(range(self._max_payload)),
+            "buf_data": Out(8),
+            "crc_error": Out(1),
+            "timeout": Out(1),
+            "dropped": Out(1),
+            "overrun": Out(1),
+            "activity": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = check = crc.catalog.CRC16_CCITT_FALSE(8).create()
+        m.submodules.buffer = buffer = Memory(shape=8, depth=self._max_payload, init=[])
+        wr = buffer.write_port()
+        rd = buffer.read_port()
+        head = Signal(RequestHead)  # seq, cmd, length; the rest is filled in below
+        idx = Signal(range(self._max_payload + 1))  # byte of the header / payload / trailer
+        args = Signal(8 * ARGS_BYTES)
+        timer = Signal(range(self._timeout_cycles + 1))
+        byte, got = self.rx.payload, self.rx.valid
+        out = self.o.payload
+        m.d.comb += [
+            self.rx.ready.eq(1),
+            out.seq.eq(head.seq),
+            out.cmd.eq(head.cmd),
+            out.length.eq(head.length),
+            Cat(out.core, out.space, out.addr, out.count).eq(args),
+            out.crc_ok.eq(check.match_detected),
+            check.data.eq(byte),
+            wr.addr.eq(idx),
+            wr.data.eq(byte),
+            rd.addr.eq(self.buf_addr),
+            self.buf_data.eq(rd.data),
+        ]
+
+        def watch_silence():
+            """Inside a frame: a lost byte drops it (skip to silence); silence times it out."""
+            with m.If(self.framing_error):
+                m.d.comb += self.dropped.eq(1)
+                m.d.sync += timer.eq(0)
+                m.next = "Discard"
+            with m.Elif(got):
+                m.d.sync += timer.eq(0)
+            with m.Elif(timer == self._timeout_cycles - 1):
+                m.d.comb += [self.timeout.eq(1), self.dropped.eq(1), self.activity.eq(1)]
+                m.d.sync += timer.eq(0)
+                m.next = "Hunt"
+            with m.Else():
+                m.d.sync += timer.eq(timer + 1)
+
+        with m.FSM():
+            with m.State("Hunt"):
+                m.d.comb += check.start.eq(1)
+                with m.If(got & (byte == SOF_REQUEST)):
+                    m.d.sync += [idx.eq(0), timer.eq(0)]
+                    m.next = "Header"
+            with m.State("Header"):
+                m.d.comb += check.valid.eq(got)
+                length = Cat(head.length[:8], byte)
+                with m.If(got):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.Switch(idx):
+                        with m.Case(0):
+                            m.d.sync += head.seq.eq(byte)
+                        with m.Case(1):
+                            m.d.sync += head.cmd.eq(byte)
+                        with m.Case(2):
+                            m.d.sync += head.length[:8].eq(byte)
+                        with m.Case(3):
+                            m.d.sync += [head.length[8:].eq(byte), idx.eq(0)]
+                            with m.If(length > self._max_payload):
+                                # The length cannot be trusted, so neither can the frame's end.
+                                m.d.comb += self.dropped.eq(1)
+                                m.d.sync += timer.eq(0)
+                                m.next = "Discard"
+                            with m.Elif(length == 0):
+                                m.next = "Trailer"
+                            with m.Else():
+                                m.next = "Payload"
+                watch_silence()
+            with m.State("Payload"):
+                m.d.comb += [check.valid.eq(got), wr.en.eq(got)]
+                with m.If(got):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx < ARGS_BYTES):
+                        m.d.sync += args.word_select(idx[:3], 8).eq(byte)
+                    with m.If(idx == head.length - 1):
+                        m.d.sync += idx.eq(0)
+                        m.next = "Trailer"
+                watch_silence()
+            with m.State("Trailer"):
+                m.d.comb += check.valid.eq(got)
+                with m.If(got):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 1):
+                        m.next = "Check"
+                watch_silence()
+            with m.State("Discard"):
+                with m.If(got):
+                    m.d.sync += timer.eq(0)
+                with m.Elif(timer == self._timeout_cycles - 1):
+                    m.d.comb += self.activity.eq(1)
+                    m.next = "Hunt"
+                with m.Else():
+                    m.d.sync += timer.eq(timer + 1)
+            with m.State("Check"):
+                # The CRC register took the last trailer byte: its residue is final now.
+                m.d.comb += [self.activity.eq(1), self.crc_error.eq(~check.match_detected)]
+                m.d.comb += self.overrun.eq(got)
+                m.next = "Hold"
+            with m.State("Hold"):
+                m.d.comb += [self.o.valid.eq(1), self.overrun.eq(got)]
+                with m.If(self.o.ready):
+                    m.next = "Hunt"
+        return m
+
+
+class RequestChecker(wiring.Component):
+    """The status a request gets, registered (one cycle after its inputs, so that the depth
+    table and the range compare end in a register rather than in the executor's FSM).
+
+    In order: CRC when its CRC did not check; UNKNOWN_CMD; LENGTH when its payload length does
+    not fit the command (HELLO, CLEAR, STATUS: 0; READ_MEM: ``ARGS_BYTES``; WRITE_MEM:
+    ``ARGS_BYTES + count * word_bytes``; PUSH, STEP: even); for READ_MEM and WRITE_MEM, ARG
+    when ``core`` is not a core, ``space`` not a memory space, or ``addr + count`` beyond the
+    space's depth (:func:`memory_depths`), and BUSY when the array is not ``idle``; else OK.
+
+    Members
+    -------
+    head : In(RequestHead)
+    idle : In(1)
+    status : Out(8)
+        A ``protocol.Status`` value.
+    """
+
+    head: In(RequestHead)
+    idle: In(1)
+    status: Out(8)
+
+    def __init__(self, image: Image, *, word_bytes: int):
+        self._depths = memory_depths(image)
+        self._word_bytes = operator.index(word_bytes)
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        head = self.head
+        depth = Signal(range(max(max(d) for d in self._depths) + 1))
+        with m.Switch(Cat(head.space, head.core)):
+            for core, depths in enumerate(self._depths):
+                for space, words in zip(MemSpace, depths, strict=True):
+                    with m.Case(space | core << 8):
+                        m.d.comb += depth.eq(words)
+        # `depth` is 0 for a core or space that does not exist: only addr = count = 0 passes
+        # that, so refuse those explicitly.
+        known = (head.core < len(self._depths)) & (head.space < len(MemSpace))
+        # addr + count <= depth, on the few bits a depth has (an address above them is out).
+        width = len(depth)
+        in_range = known & (head.addr[width:] == 0) & (head.addr[:width] + head.count <= depth)
+        memory = (head.cmd == Command.READ_MEM) | (head.cmd == Command.WRITE_MEM)
+        mem_length = Mux(head.cmd == Command.READ_MEM, ARGS_BYTES,
+                         ARGS_BYTES + head.count * self._word_bytes)
+        status = Signal(8)
+        with m.If(~head.crc_ok):
+            m.d.comb += status.eq(Status.CRC)
+        with m.Elif(memory):
+            with m.If(head.length != mem_length):
+                m.d.comb += status.eq(Status.LENGTH)
+            with m.Elif(~in_range):
+                m.d.comb += status.eq(Status.ARG)
+            with m.Elif(~self.idle):
+                m.d.comb += status.eq(Status.BUSY)
+            with m.Else():
+                m.d.comb += status.eq(Status.OK)
+        with m.Else():
+            with m.Switch(head.cmd):
+                with m.Case(Command.HELLO, Command.CLEAR, Command.STATUS):
+                    m.d.comb += status.eq(Mux(head.length == 0, Status.OK, Status.LENGTH))
+                with m.Case(Command.PUSH, Command.STEP):
+                    m.d.comb += status.eq(Mux(head.length[0], Status.LENGTH, Status.OK))
+                with m.Default():
+                    m.d.comb += status.eq(Status.UNKNOWN_CMD)
+        m.d.sync += self.status.eq(status)
+        return m
+
+
+class StatusBytes(wiring.Component):
+    """The STATUS payload (docs/host-protocol.md), read live a byte at a time.
+
+    Members
+    -------
+    index : In(range(status_length(n_layers)))
+    byte : Out(8)
+        Byte ``index`` of the payload (combinational).
+    overflow, idle, error : In(1)
+        The flags.
+    link : In(LINK_COUNTER_LAYOUT)
+    events_in, events_out, busy_cycles, integrate_cycles : In(COUNTER_BITS)
+    sops, spikes, saturations, learn_cycles : In(ArrayLayout(COUNTER_BITS, n_layers))
+    """
+
+    def __init__(self, n_layers: int):
+        self._n_layers = operator.index(n_layers)
+        per_layer = data.ArrayLayout(unsigned(COUNTER_BITS), self._n_layers)
+        super().__init__({
+            "index": In(range(status_length(self._n_layers))),
+            "byte": Out(8),
+            "overflow": In(1),
+            "idle": In(1),
+            "error": In(1),
+            "link": In(LINK_COUNTER_LAYOUT),
+            **{name: In(unsigned(COUNTER_BITS))
+               for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles")},
+            **{name: In(per_layer) for name in LAYER_COUNTERS},
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._n_layers
+        vector = Cat(
+            Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, self.error, Const(0, 5),
+            Const(n, 8), Const(0, 8),
+            *(self.link[name] for name in LINK_COUNTERS),
+            self.events_in, self.events_out, self.busy_cycles, self.integrate_cycles,
+            *(getattr(self, name)[k] for name in LAYER_COUNTERS for k in range(n)))
+        assert len(vector) == 8 * status_length(n)
+        m.d.comb += self.byte.eq(vector.word_select(self.index, 8))
+        return m
+
+
+class ResponseSender(wiring.Component):
+    """Send answer frames: start byte, head, payload bytes, CRC high byte first.
+
+    The CRC-16/CCITT-FALSE (``amaranth.lib.crc``) runs over every byte after the start byte.
+    Payload bytes pass from ``payload`` to ``tx`` combinationally, up to the one marked
+    ``last``; an answer whose head says ``length`` 0 takes none. (The sender does not count
+    them: the source's ``last`` must agree with ``length``.)
+
+    Members
+    -------
+    i : In(stream.Signature(ReplyHead))
+        The answer to send; taken in the cycle its last CRC byte is taken by ``tx`` (so a
+        transfer at ``i`` means: the answer is out).
+    payload : In(stream.Signature(PayloadByte))
+        Its payload bytes, taken after the head.
+    tx : Out(stream.Signature(8))
+        Bytes to the UART transmitter.
+    """
+
+    i: In(stream.Signature(ReplyHead))
+    payload: In(stream.Signature(PayloadByte))
+    tx: Out(stream.Signature(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = gen = crc.catalog.CRC16_CCITT_FALSE(8).create()
+        head = self.i.payload
+        idx = Signal(range(5))  # byte of the head; of the CRC
+        m.d.comb += [gen.data.eq(self.tx.payload), gen.valid.eq(0)]
+        with m.FSM():
+            with m.State("Start"):
+                m.d.comb += [self.tx.payload.eq(SOF_RESPONSE), self.tx.valid.eq(self.i.valid),
+                             gen.start.eq(1)]
+                with m.If(self.i.valid & self.tx.ready):
+                    m.d.sync += idx.eq(0)
+                    m.next = "Head"
+            with m.State("Head"):
+                m.d.comb += [self.tx.payload.eq(Cat(head.seq, head.cmd, head.status,
+                                                    head.length).word_select(idx[:3], 8)),
+                             self.tx.valid.eq(1), gen.valid.eq(self.tx.ready)]
+                with m.If(self.tx.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 4):
+                        m.d.sync += idx.eq(0)
+                        with m.If(head.length == 0):
+                            m.next = "Crc"
+                        with m.Else():
+                            m.next = "Payload"
+            with m.State("Payload"):
+                m.d.comb += [self.tx.payload.eq(self.payload.payload.data),
+                             self.tx.valid.eq(self.payload.valid),
+                             self.payload.ready.eq(self.tx.ready),
+                             gen.valid.eq(self.payload.valid & self.tx.ready)]
+                with m.If(self.payload.valid & self.tx.ready & self.payload.payload.last):
+                    m.next = "Crc"
+            with m.State("Crc"):
+                m.d.comb += [self.tx.payload.eq(gen.crc.word_select(~idx[0], 8)),
+                             self.tx.valid.eq(1)]
+                with m.If(self.tx.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 1):
+                        m.d.comb += self.i.ready.eq(1)
+                        m.next = "Start"
+        return m
+
+
+class RequestExecutor(wiring.Component):
+    """Execute checked requests on a core array and produce their answers.
+
+    Takes a request at ``i`` (the receiver's, held until the answer is out), waits while
+    READ_MEM, WRITE_MEM or STATUS find the array at work (a learning core's sweeps, deeper
+    layers after the output layer's ``eos``) unless a PUSH holds a step open, gets its status
+    from a :class:`RequestChecker`, executes it, and answers (``reply`` and ``payload``, to a
+    :class:`ResponseSender`). A refused request is not executed. The last executed request's
+    ``seq`` and command are kept: a CRC-clean repeat of both with an OK status is answered
+    again, without executing it again, from state nothing changed since (a STEP's output events
+    stay in a buffer until the next STEP). HELLO starts a session: it forgets the last request
+    and, when a PUSH left a step open, ends that step with a ``clear`` of the array.
+
+    Members
+    -------
+    i : In(stream.Signature(RequestHead))
+        Taken when the answer is out.
+    buf_addr : Out(range(max_payload))
+    buf_data : In(8)
+        The request's payload (the receiver's buffer, one cycle of read latency).
+    reply : Out(stream.Signature(ReplyHead))
+    payload : Out(stream.Signature(PayloadByte))
+        The answer (see :class:`ResponseSender`).
+    status_index : Out(range(status_length(n_layers)))
+    status_byte : In(8)
+        The STATUS payload (:class:`StatusBytes`).
+    events : Out(stream.Signature(SpikeEvent))
+    outputs : In(stream.Signature(SpikeEvent))
+    clear : Out(1)
+    mem : Out(MemAccessSignature(...))
+    idle : In(1)
+        To and from the array (see :class:`HostLink`).
+    refused, duplicate, lost : Out(1)
+        Strobes for the link counters: an answer with an error status; a repeat answered
+        again; an output event beyond ``n_outputs`` dropped.
+    """
+
+    def __init__(self, image: Image, *, mem_data_width: int, mem_addr_width: int,
+                 max_payload: int, hello: bytes):
+        self._image = image
+        self._mem_data_width = operator.index(mem_data_width)
+        self._mem_addr_width = operator.index(mem_addr_width)
+        self._max_payload = operator.index(max_payload)
+        self._word_bytes = -(-self._mem_data_width // 8)
+        self._hello = bytes(hello)
+        super().__init__({
+            "i": In(stream.Signature(RequestHead)),
+            "buf_addr": Out(range(self._max_payload)),
+            "buf_data": In(8),
+            "reply": Out(stream.Signature(ReplyHead)),
+            "payload": Out(stream.Signature(PayloadByte)),
+            "status_index": Out(range(status_length(len(image.layers)))),
+            "status_byte": In(8),
+            "events": Out(stream.Signature(SpikeEvent)),
+            "outputs": In(stream.Signature(SpikeEvent)),
+            "clear": Out(1),
+            "mem": Out(MemAccessSignature(data_width=self._mem_data_width,
+                                          addr_width=self._mem_addr_width, core_width=8)),
+            "idle": In(1),
+            "refused": Out(1),
+            "duplicate": Out(1),
+            "lost": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        wb = self._word_bytes
+        n_out = self._image.n_outputs
+        n_status = status_length(len(self._image.layers))
+        m.submodules.checker = checker = RequestChecker(self._image, word_bytes=wb)
+        m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=n_out, init=[])
+        out_wr = outbuf.write_port()
+        out_rd = outbuf.read_port()
+
+        req = self.i.payload
+        cmd = req.cmd
+        status = Signal(8)
+        longest = max(255 * wb, 2 * n_out, n_status, len(self._hello))  # answer payload
+        resp_len = Signal(range(longest + 1))
+        idx = Signal(range(self._max_payload + 1))  # payload byte to fetch
+        pidx = Signal(range(longest + 1))  # answer payload byte
+        bidx = Signal(range(max(wb, 2)))  # byte inside the current word
+        mem_addr = Signal(self._mem_addr_width)
+        # Words move a byte at a time through a shift register (cheaper than byte multiplexers):
+        # bytes enter at the top and leave at the bottom, little-endian first.
+        word = Signal(8 * max(wb, 2))
+        # Words or events still to move; the next output event to send.
+        left = Signal(range(max(self._max_payload // 2, 255, n_out) + 1))
+        out_count = Signal(range(n_out + 1))
+        last_seq = Signal(8)
+        last_cmd = Signal(8)
+        have_last = Signal()
+        open_step = Signal()  # a PUSH was executed, its STEP not yet
+        replying = Signal()
+        hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
+
+        m.d.comb += [
+            checker.head.eq(req),
+            checker.idle.eq(self.idle),
+            self.buf_addr.eq(idx),
+            self.mem.core.eq(req.core),
+            self.mem.space.eq(req.space[:3]),
+            self.mem.addr.eq(mem_addr),
+            self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
+            self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
+            out_wr.addr.eq(out_count),
+            out_wr.data.eq(self.outputs.payload.addr),
+            self.reply.valid.eq(replying),
+            self.reply.payload.seq.eq(req.seq),
+            self.reply.payload.cmd.eq(cmd),
+            self.reply.payload.status.eq(status),
+            self.reply.payload.length.eq(resp_len),
+            self.status_index.eq(pidx),
+            self.payload.payload.last.eq(pidx == resp_len - 1),
+        ]
+
+        def answer(length, code=Status.OK):
+            m.d.sync += [status.eq(code), resp_len.eq(length), pidx.eq(0), bidx.eq(0),
+                         left.eq(0), replying.eq(1)]
+            if code != Status.OK:
+                m.next = "Reply"
+                return
+            nonempty = Cat(length).any() if not isinstance(length, int) else length != 0
+            with m.If(nonempty & (cmd == Command.READ_MEM)):
+                m.next = "RdReq"
+            with m.Elif(nonempty & (cmd == Command.STEP)):
+                m.next = "OutReq"
+            with m.Else():
+                m.next = "Reply"
+
+        def remember():
+            m.d.sync += [last_seq.eq(req.seq), last_cmd.eq(cmd), have_last.eq(1)]
+
+        with m.FSM():
+            with m.State("Idle"):
+                with m.If(self.i.valid):
+                    m.next = "Settle"
+            with m.State("Settle"):
+                # Memory and counters are read and written between steps only: wait for the
+                # array. While a PUSH holds a step open the array never gets idle: go on, and
+                # the checker refuses memory requests with BUSY.
+                between = ((cmd == Command.READ_MEM) | (cmd == Command.WRITE_MEM) |
+                           (cmd == Command.STATUS))
+                with m.If(self.idle | open_step | ~between):
+                    m.next = "Dispatch"
+            with m.State("Dispatch"):
+                duplicate = have_last & (req.seq == last_seq) & (cmd == last_cmd)
+                m.d.sync += [mem_addr.eq(req.addr), bidx.eq(0)]
+                read_len = req.count * wb
+                with m.If(checker.status != Status.OK):
+                    m.d.comb += self.refused.eq(1)
+                    m.d.sync += [status.eq(checker.status), resp_len.eq(0), pidx.eq(0),
+                                 replying.eq(1)]
+                    m.next = "Reply"
+                with m.Elif(duplicate):
+                    m.d.comb += self.duplicate.eq(1)
+                    with m.Switch(cmd):
+                        with m.Case(Command.READ_MEM):
+                            answer(read_len)
+                        with m.Case(Command.STEP):
+                            answer(out_count * 2)
+                        with m.Case(Command.STATUS):
+                            answer(n_status)
+                        with m.Default():
+                            answer(0)
+                with m.Else():
+                    with m.Switch(cmd):
+                        with m.Case(Command.HELLO):
+                            # A new session: the next request is never a repeat, and a step a
+                            # dead host left open (PUSH without STEP) ends.
+                            m.d.sync += [have_last.eq(0), open_step.eq(0)]
+                            with m.If(open_step):
+                                m.next = "ClearGo"
+                            with m.Else():
+                                answer(len(self._hello))
+                        with m.Case(Command.STATUS):
+                            remember()
+                            answer(n_status)
+                        with m.Case(Command.CLEAR):
+                            remember()
+                            m.d.sync += open_step.eq(0)
+                            m.next = "ClearGo"
+                        with m.Case(Command.READ_MEM):
+                            remember()
+                            answer(read_len)
+                        with m.Case(Command.WRITE_MEM):
+                            remember()
+                            m.d.sync += [left.eq(req.count), idx.eq(ARGS_BYTES)]
+                            with m.If(req.count == 0):
+                                answer(0)
+                            with m.Else():
+                                m.next = "Fetch"
+                        with m.Default():  # PUSH, STEP (the checker refused anything else)
+                            remember()
+                            m.d.sync += [left.eq(req.length[1:]), idx.eq(0),
+                                         open_step.eq(cmd == Command.PUSH)]
+                            with m.If(req.length != 0):
+                                m.next = "Fetch"
+                            with m.Elif(cmd == Command.STEP):
+                                m.next = "Eos"
+                            with m.Else():
+                                answer(0)
+
+            # -- execute: words / events from the payload buffer -----------------------------
+            with m.State("Fetch"):
+                m.d.sync += idx.eq(idx + 1)
+                m.next = "Shift"
+            with m.State("Shift"):
+                m.d.sync += [word.eq(Cat(word[8:], self.buf_data)), bidx.eq(bidx + 1)]
+                with m.If(Mux(cmd == Command.WRITE_MEM, bidx == wb - 1, bidx == 1)):
+                    m.d.sync += bidx.eq(0)
+                    m.next = "Issue"
+                with m.Else():
+                    m.next = "Fetch"
+            with m.State("Issue"):
+                writing = cmd == Command.WRITE_MEM
+                m.d.comb += [self.mem.we.eq(writing), self.events.valid.eq(~writing)]
+                with m.If(Mux(writing, self.mem.ready, self.events.ready)):
+                    m.d.sync += [left.eq(left - 1), mem_addr.eq(mem_addr + 1)]
+                    with m.If(left != 1):
+                        m.next = "Fetch"
+                    with m.Elif(cmd == Command.STEP):
+                        m.next = "Eos"
+                    with m.Else():
+                        answer(0)
+            with m.State("Eos"):
+                m.d.comb += [self.events.valid.eq(1), self.events.payload.eos.eq(1)]
+                with m.If(self.events.ready):
+                    m.d.sync += out_count.eq(0)
+                    m.next = "Collect"
+            with m.State("Collect"):
+                m.d.comb += self.outputs.ready.eq(1)
+                with m.If(self.outputs.valid):
+                    with m.If(self.outputs.payload.eos):
+                        answer(out_count * 2)
+                    with m.Elif(out_count == n_out):
+                        # More spikes than neurons: cannot happen with a correct array; counted
+                        # rather than silently lost.
+                        m.d.comb += self.lost.eq(1)
+                    with m.Else():
+                        m.d.comb += out_wr.en.eq(1)
+                        m.d.sync += out_count.eq(out_count + 1)
+            with m.State("ClearGo"):
+                m.d.comb += self.clear.eq(1)
+                m.next = "ClearWait"
+            with m.State("ClearWait"):
+                with m.If(self.idle):
+                    answer(Mux(cmd == Command.HELLO, len(self._hello), 0))
+
+            # -- answer: payload bytes ---------------------------------------------------------
+            with m.State("RdReq"):
+                m.d.comb += self.mem.re.eq(1)
+                with m.If(self.mem.ready):
+                    m.next = "RdWait"
+            with m.State("RdWait"):
+                with m.If(self.mem.rvalid):
+                    m.d.sync += [word.eq(self.mem.rdata), mem_addr.eq(mem_addr + 1)]
+                    m.next = "Bytes"
+            with m.State("OutReq"):
+                m.d.comb += out_rd.addr.eq(left)  # here: index of the next output event
+                m.d.sync += left.eq(left + 1)
+                m.next = "OutLatch"
+            with m.State("OutLatch"):
+                m.d.sync += word.eq(out_rd.data)
+                m.next = "Bytes"
+            with m.State("Bytes"):
+                m.d.comb += [self.payload.payload.data.eq(word[:8]), self.payload.valid.eq(1)]
+                word_end = Mux(cmd == Command.STEP, bidx == 1, bidx == wb - 1)
+                with m.If(self.payload.ready):
+                    m.d.sync += [pidx.eq(pidx + 1), bidx.eq(bidx + 1), word.eq(word[8:])]
+                    with m.If(self.payload.payload.last):
+                        m.next = "Reply"
+                    with m.Elif(word_end):
+                        m.d.sync += bidx.eq(0)
+                        with m.If(cmd == Command.READ_MEM):
+                            m.next = "RdReq"
+                        with m.Else():
+                            m.next = "OutReq"
+            with m.State("Reply"):
+                # HELLO and STATUS answers are tables read a byte at a time; the others are
+                # empty, or sent by now.
+                table = (status == Status.OK) & ((cmd == Command.HELLO) |
+                                                 (cmd == Command.STATUS))
+                m.d.comb += [
+                    self.payload.payload.data.eq(Mux(cmd == Command.HELLO,
+                                                     hello.word_select(pidx[:5], 8),
+                                                     self.status_byte)),
+                    self.payload.valid.eq(table & (pidx != resp_len)),
+                ]
+                with m.If(self.payload.valid & self.payload.ready):
+                    m.d.sync += pidx.eq(pidx + 1)
+                with m.If(self.reply.ready):
+                    m.d.comb += self.i.ready.eq(1)
+                    m.d.sync += replying.eq(0)
+                    m.next = "Idle"
+        return m
 
 
 class HostLink(wiring.Component):
     """Parse request frames from ``rx``, execute them on a core array, answer on ``tx``.
 
-    One FSM does everything, a byte at a time: hunt for the start byte, take the header and the
-    payload (into a block-RAM buffer of ``max_payload`` bytes) while a CRC runs over them, check
-    the CRC residue, then execute and answer. Nothing in a frame is acted on before its CRC has
-    checked. A partial frame followed by ``timeout_bytes`` byte times of silence is dropped.
-    READ_MEM, WRITE_MEM and STATUS wait until the array is idle (a learning core runs its update
-    sweeps after its step's ``eos``, so after a STEP's answer), except while a step is open
-    (PUSH without STEP): memory requests are then refused with BUSY, STATUS answers at once.
-    The last executed request's ``seq`` and command are kept: a repeat of both is answered again
-    (from state that nothing changed since: a STEP's output events stay in a buffer until the
-    next STEP) without being executed again. Requests are stop-and-wait: bytes that arrive
-    while the link executes or answers are dropped and counted (``overruns``).
+    A composition: :class:`FrameReceiver` -> :class:`RequestExecutor` (with its
+    :class:`RequestChecker`, reading :class:`StatusBytes`) -> :class:`ResponseSender`;
+    :class:`LinkCounters` counts what goes wrong. Nothing in a frame is acted on before its CRC
+    has checked. A partial frame followed by ``timeout_bytes`` byte times of silence is dropped.
+    Requests are stop-and-wait: bytes that arrive while the link executes or answers are
+    dropped and counted (``overruns``). Memory requests out of a memory's range are refused
+    (ARG), as are memory requests while a PUSH holds a step open (BUSY).
 
     Ports
     -----
@@ -116,11 +788,11 @@ class HostLink(wiring.Component):
         To the array's memory-access port.
     idle, overflow, sops, spikes, saturations, learn_cycles, events_in, events_out,
     busy_cycles, integrate_cycles : In
-        The array's status, reported by STATUS.
+        The array's status, reported by STATUS (counters of ``protocol.COUNTER_BITS``).
     activity : Out(1)
-        Strobe: a frame ended (executed, rejected or timed out).
+        Strobe: a frame ended (complete, timed out or skipped).
     busy : Out(1)
-        The link executes a request or sends an answer.
+        The link holds a request: it executes it or sends its answer.
     error : Out(1)
         Sticky: a bad frame, a framing error, a timeout or an overrun was seen.
     """
@@ -135,33 +807,34 @@ class HostLink(wiring.Component):
         self._timeout_bytes = operator.index(timeout_bytes)
         self._max_payload = operator.index(max_payload)
         if not 1 <= self._mem_addr_width <= 32:
-            raise ValueError(f"memory addresses must be 1..32 bits (the protocol sends 4 "
+            raise ValueError(f"Memory address width must be 1..32 bits (the protocol sends 4 "
                              f"bytes), not {mem_addr_width!r}")
         if self._mem_data_width < 1:
-            raise ValueError(f"memory data width must be at least 1, not {mem_data_width!r}")
+            raise ValueError(f"Memory data width must be at least 1, not {mem_data_width!r}")
         if self._byte_cycles < 1:
-            raise ValueError(f"a byte must last at least one cycle, not {byte_cycles!r}")
+            raise ValueError(f"Byte time must be at least one cycle, not {byte_cycles!r}")
         if not 1 <= self._timeout_bytes <= 0xFFFF:
-            raise ValueError(f"receive timeout must be 1..65535 byte times, not "
+            raise ValueError(f"Receive timeout must be 1..65535 byte times, not "
                              f"{timeout_bytes!r}")
-        if not ARGS_BYTES <= self._max_payload <= 0xFFFF:
-            raise ValueError(f"maximum payload must be {ARGS_BYTES}..65535 bytes, not "
-                             f"{max_payload!r}")
+        self._word_bytes = -(-self._mem_data_width // 8)
+        if not ARGS_BYTES + self._word_bytes <= self._max_payload <= 0xFFFF:
+            raise ValueError(f"Maximum payload must be {ARGS_BYTES + self._word_bytes}..65535 "
+                             f"bytes (a WRITE_MEM of one word), not {max_payload!r}")
         if len(image.config.cores) > 255 or len(image.layers) > 255:
-            raise ValueError(f"the protocol counts at most 255 cores and layers, not "
+            raise ValueError(f"Core and layer counts must be at most 255, not "
                              f"{len(image.config.cores)} cores in {len(image.layers)} layers")
         if image.n_outputs > 0x7FFF:
-            raise ValueError(f"a STEP answer holds at most 32767 output events, not "
+            raise ValueError(f"Output count must be at most 32767 (a STEP answer), not "
                              f"{image.n_outputs}")
-        self._word_bytes = -(-self._mem_data_width // 8)
         if 255 * self._word_bytes > 0xFFFF:
-            raise ValueError(f"memory words of {self._mem_data_width} bits are too wide")
+            raise ValueError(f"Memory data width must be at most {8 * (0xFFFF // 255)} bits, "
+                             f"not {mem_data_width!r}")
         self._hello = hello_payload(
             n_cores=len(image.config.cores), n_layers=len(image.layers),
             word_bytes=self._word_bytes, mem_data_bits=self._mem_data_width,
             mem_addr_bits=self._mem_addr_width, max_payload=self._max_payload,
             timeout_bytes=self._timeout_bytes, n_inputs=image.n_inputs,
-            n_outputs=image.n_outputs, image_id=image_id(image))
+            n_outputs=image.n_outputs, image_id=image_id(image.to_bytes()))
         per_layer = data.ArrayLayout(unsigned(COUNTER_BITS), len(image.layers))
         super().__init__({
             "rx": In(stream.Signature(8)),
@@ -222,430 +895,49 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        image = self._image
-        wb = self._word_bytes
-        n_layers = len(image.layers)
-        n_out = image.n_outputs
-        timeout = self.timeout_cycles
+        m.submodules.receiver = receiver = FrameReceiver(max_payload=self._max_payload,
+                                                         timeout_cycles=self.timeout_cycles)
+        m.submodules.executor = executor = RequestExecutor(
+            self._image, mem_data_width=self._mem_data_width,
+            mem_addr_width=self._mem_addr_width, max_payload=self._max_payload,
+            hello=self._hello)
+        m.submodules.sender = sender = ResponseSender()
+        m.submodules.counters = counters = LinkCounters()
+        m.submodules.status = status = StatusBytes(len(self._image.layers))
 
-        m.submodules.crc = crc = Crc16()
-        m.submodules.rxbuf = rxbuf = Memory(shape=8, depth=self._max_payload, init=[])
-        buf_wr = rxbuf.write_port()
-        buf_rd = rxbuf.read_port()
-        m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=n_out, init=[])
-        out_wr = outbuf.write_port()
-        out_rd = outbuf.read_port()
-
-        # -- registers -------------------------------------------------------------------------
-        seq = Signal(8)
-        cmd = Signal(8)
-        status = Signal(Status)
-        length = Signal(16)  # request payload bytes
-        resp_len = Signal(16)  # response payload bytes
-        idx = Signal(16)  # byte index inside the current header / payload / trailer
-        bidx = Signal(range(max(wb, 2)))  # byte inside the current word
-        args = Signal(8 * ARGS_BYTES)
-        a_core, a_space = args[0:8], args[8:16]
-        a_addr, a_count = args[16:48], args[48:56]
-        mem_addr = Signal(self._mem_addr_width)
-        # Words move a byte at a time through a shift register (cheaper than byte multiplexers):
-        # bytes enter at the top and leave at the bottom, little-endian first.
-        word = Signal(8 * max(wb, 2))
-        shifted = Cat(word[8:], buf_rd.data)
-        left = Signal(16)  # words or events still to move
-        out_count = Signal(range(n_out + 1))
-        last_seq = Signal(8)
-        last_cmd = Signal(8)
-        have_last = Signal()
-        open_step = Signal()  # a PUSH was executed, its STEP not yet
-        timer = Signal(range(timeout + 1))
-        error = Signal()
-        counters = {name: Signal(_LINK_COUNTER_BITS, name=name) for name in LINK_COUNTERS}
-
-        def bump(name):
-            m.d.sync += counters[name].eq(counters[name] + 1)
-
-        m.d.comb += self.error.eq(error)
-
-        # -- fixed wiring ----------------------------------------------------------------------
-        byte, got = self.rx.payload, self.rx.valid
-        m.d.comb += self.rx.ready.eq(1)
+        wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
+        wiring.connect(m, receiver.o, executor.i)
+        wiring.connect(m, executor.reply, sender.i)
+        wiring.connect(m, executor.payload, sender.payload)
+        wiring.connect(m, sender.tx, wiring.flipped(self.tx))
+        wiring.connect(m, executor.events, wiring.flipped(self.events))
+        wiring.connect(m, wiring.flipped(self.outputs), executor.outputs)
+        wiring.connect(m, executor.mem, wiring.flipped(self.mem))
         m.d.comb += [
-            self.mem.core.eq(a_core),
-            self.mem.space.eq(a_space[:MemSpace.as_shape().width]),
-            self.mem.addr.eq(mem_addr),
-            self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
-            self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
-            buf_wr.data.eq(byte),
-            buf_wr.addr.eq(idx),
-            out_wr.addr.eq(out_count),
-            out_wr.data.eq(self.outputs.payload.addr),
+            receiver.framing_error.eq(self.framing_error),
+            receiver.buf_addr.eq(executor.buf_addr),
+            executor.buf_data.eq(receiver.buf_data),
+            executor.idle.eq(self.idle),
+            executor.status_byte.eq(status.byte),
+            status.index.eq(executor.status_index),
+            self.clear.eq(executor.clear),
+            counters.inc.crc_errors.eq(receiver.crc_error),
+            counters.inc.framing_errors.eq(self.framing_error),
+            counters.inc.timeouts.eq(receiver.timeout),
+            counters.inc.dropped_frames.eq(receiver.dropped | executor.refused),
+            counters.inc.duplicates.eq(executor.duplicate),
+            counters.inc.overruns.eq(receiver.overrun | self.overrun | executor.lost),
+            status.overflow.eq(self.overflow),
+            status.idle.eq(self.idle),
+            status.error.eq(counters.error),
+            status.link.eq(counters.counters),
+            self.activity.eq(receiver.activity),
+            self.busy.eq(receiver.o.valid),
+            self.error.eq(counters.error),
         ]
-        with m.If(self.framing_error):
-            bump("framing_errors")
-            m.d.sync += error.eq(1)
-
-        # The STATUS payload is read live, a byte at a time.
-        status_vec = Cat(
-            Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, error, Const(0, 5),
-            Const(n_layers, 8), Const(0, 8),
-            *(counters[name] for name in LINK_COUNTERS),
-            self.events_in, self.events_out, self.busy_cycles, self.integrate_cycles,
-            *(getattr(self, name)[k] for name in LAYER_COUNTERS for k in range(n_layers)))
-        assert len(status_vec) == 8 * status_length(n_layers)
-        hello_vec = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
-        pidx = idx  # payload byte index while answering
-
-        def words_of(c):
-            """Commands whose answer payload is memory words (not a byte vector)."""
-            return (c == Cmd.READ_MEM) | (c == Cmd.STEP)
-
-        def count_timeout():
-            with m.If(self.framing_error):
-                # A byte of the frame was lost: drop the frame and skip to the next silence.
-                bump("dropped_frames")
-                m.d.sync += timer.eq(0)
-                m.next = "Discard"
-            with m.Elif(got):
-                m.d.sync += timer.eq(0)
-            with m.Elif(timer == timeout - 1):
-                bump("timeouts")
-                bump("dropped_frames")
-                m.d.sync += [error.eq(1), timer.eq(0)]
-                m.d.comb += self.activity.eq(1)
-                m.next = "Hunt"
-            with m.Else():
-                m.d.sync += timer.eq(timer + 1)
-
-        def drop_bytes():
-            with m.If(got | self.overrun):
-                bump("overruns")
-                m.d.sync += error.eq(1)
-
-        def answer(resp_status, resp_bytes):
-            m.d.sync += [status.eq(resp_status), resp_len.eq(resp_bytes), idx.eq(0)]
-            if resp_status != Status.OK:  # a rejected frame: nothing was done
-                bump("dropped_frames")
-                m.d.sync += error.eq(1)
-            m.next = "TxHeader"
-
-        with m.FSM() as fsm:
-            # -- receive ---------------------------------------------------------------------
-            with m.State("Hunt"):
-                m.d.comb += crc.init.eq(1)
-                with m.If(got & (byte == SOF_REQUEST)):
-                    m.d.sync += [idx.eq(0), timer.eq(0)]
-                    m.next = "Header"
-                with m.If(self.overrun):
-                    bump("overruns")
-                    m.d.sync += error.eq(1)
-            with m.State("Header"):
-                m.d.comb += [crc.data.eq(byte), crc.en.eq(got)]
-                full_len = Cat(length[:8], byte)
-                with m.If(got):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.Switch(idx):
-                        with m.Case(0):
-                            m.d.sync += seq.eq(byte)
-                        with m.Case(1):
-                            m.d.sync += cmd.eq(byte)
-                        with m.Case(2):
-                            m.d.sync += length[:8].eq(byte)
-                        with m.Case(3):
-                            m.d.sync += [length[8:].eq(byte), idx.eq(0)]
-                            with m.If(full_len > self._max_payload):
-                                # The length cannot be trusted, so neither can the frame's end:
-                                # drop everything up to the next silence.
-                                bump("dropped_frames")
-                                m.d.sync += [error.eq(1), timer.eq(0)]
-                                m.next = "Discard"
-                            with m.Elif(full_len == 0):
-                                m.next = "Trailer"
-                            with m.Else():
-                                m.next = "Payload"
-                count_timeout()
-            with m.State("Payload"):
-                m.d.comb += [crc.data.eq(byte), crc.en.eq(got), buf_wr.en.eq(got)]
-                with m.If(got):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx < ARGS_BYTES):
-                        m.d.sync += args.word_select(idx[:3], 8).eq(byte)
-                    with m.If(idx == length - 1):
-                        m.d.sync += idx.eq(0)
-                        m.next = "Trailer"
-                count_timeout()
-            with m.State("Trailer"):
-                m.d.comb += [crc.data.eq(byte), crc.en.eq(got)]
-                with m.If(got):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 1):
-                        m.next = "Check"
-                count_timeout()
-            with m.State("Discard"):
-                with m.If(got):
-                    m.d.sync += timer.eq(0)
-                with m.Elif(timer == timeout - 1):
-                    m.d.comb += self.activity.eq(1)
-                    m.next = "Hunt"
-                with m.Else():
-                    m.d.sync += timer.eq(timer + 1)
-            with m.State("Check"):
-                # The CRC over the frame and its own CRC (sent high byte first) leaves 0.
-                m.d.comb += self.activity.eq(1)
-                drop_bytes()
-                with m.If(crc.crc == 0):
-                    m.next = "Settle"
-                with m.Else():
-                    bump("crc_errors")
-                    answer(Status.CRC, 0)
-
-            # -- decide ----------------------------------------------------------------------
-            with m.State("Settle"):
-                # Memory and counters are read and written between steps only: wait for the
-                # array (a learning core's update sweeps, or deeper layers, still at work after
-                # the output layer's eos). While a PUSH holds a step open the array never gets
-                # idle: go on, and Dispatch refuses memory requests with BUSY.
-                drop_bytes()
-                between = (cmd == Cmd.READ_MEM) | (cmd == Cmd.WRITE_MEM) | (cmd == Cmd.STATUS)
-                with m.If(self.idle | open_step | ~between):
-                    m.next = "Dispatch"
-            with m.State("Dispatch"):
-                drop_bytes()
-                duplicate = have_last & (seq == last_seq) & (cmd == last_cmd)
-                bad_arg = (a_core >= len(image.config.cores)) | (a_space >= len(MemSpace))
-                m.d.sync += [mem_addr.eq(a_addr), bidx.eq(0)]
-                read_len = a_count * wb
-                step_len = out_count * 2
-                with m.If(duplicate):
-                    bump("duplicates")
-                    with m.Switch(cmd):
-                        with m.Case(Cmd.READ_MEM):
-                            answer(Status.OK, read_len)
-                        with m.Case(Cmd.STEP):
-                            answer(Status.OK, step_len)
-                        with m.Case(Cmd.STATUS):
-                            answer(Status.OK, status_length(n_layers))
-                        with m.Default():
-                            answer(Status.OK, 0)
-                with m.Else():
-                    def execute():
-                        m.d.sync += [last_seq.eq(seq), last_cmd.eq(cmd), have_last.eq(1),
-                                     status.eq(Status.OK), idx.eq(0)]
-
-                    with m.Switch(cmd):
-                        with m.Case(Cmd.HELLO):
-                            with m.If(length != 0):
-                                answer(Status.LENGTH, 0)
-                            with m.Else():
-                                # HELLO starts a session: the next request is never a repeat.
-                                m.d.sync += have_last.eq(0)
-                                answer(Status.OK, len(self._hello))
-                        with m.Case(Cmd.STATUS):
-                            with m.If(length != 0):
-                                answer(Status.LENGTH, 0)
-                            with m.Else():
-                                execute()
-                                answer(Status.OK, status_length(n_layers))
-                        with m.Case(Cmd.CLEAR):
-                            with m.If(length != 0):
-                                answer(Status.LENGTH, 0)
-                            with m.Else():
-                                execute()
-                                m.d.sync += open_step.eq(0)
-                                m.next = "ClearGo"
-                        with m.Case(Cmd.READ_MEM):
-                            with m.If(length != ARGS_BYTES):
-                                answer(Status.LENGTH, 0)
-                            with m.Elif(bad_arg):
-                                answer(Status.ARG, 0)
-                            with m.Elif(~self.idle):
-                                answer(Status.BUSY, 0)
-                            with m.Else():
-                                execute()
-                                answer(Status.OK, read_len)
-                        with m.Case(Cmd.WRITE_MEM):
-                            with m.If(length != ARGS_BYTES + read_len):
-                                answer(Status.LENGTH, 0)
-                            with m.Elif(bad_arg):
-                                answer(Status.ARG, 0)
-                            with m.Elif(~self.idle):
-                                answer(Status.BUSY, 0)
-                            with m.Else():
-                                execute()
-                                m.d.sync += [left.eq(a_count), idx.eq(ARGS_BYTES)]
-                                with m.If(a_count == 0):
-                                    answer(Status.OK, 0)
-                                with m.Else():
-                                    m.next = "Fetch"
-                        with m.Case(Cmd.PUSH, Cmd.STEP):
-                            with m.If(length[0]):
-                                answer(Status.LENGTH, 0)
-                            with m.Else():
-                                execute()
-                                m.d.sync += [left.eq(length[1:]),
-                                             open_step.eq(cmd == Cmd.PUSH)]
-                                with m.If(length != 0):
-                                    m.next = "Fetch"
-                                with m.Elif(cmd == Cmd.STEP):
-                                    m.next = "Eos"
-                                with m.Else():
-                                    answer(Status.OK, 0)
-                        with m.Default():
-                            answer(Status.UNKNOWN_CMD, 0)
-
-            # -- execute: words / events from the payload buffer -----------------------------
-            with m.State("Fetch"):
-                drop_bytes()
-                m.d.comb += buf_rd.addr.eq(idx)
-                m.d.sync += idx.eq(idx + 1)
-                m.next = "Shift"
-            with m.State("Shift"):
-                drop_bytes()
-                last_byte = bidx == (wb - 1 if wb > 1 else 0)
-                m.d.sync += [word.eq(shifted), bidx.eq(bidx + 1)]
-                with m.If(cmd == Cmd.WRITE_MEM):
-                    with m.If(last_byte):
-                        m.d.sync += bidx.eq(0)
-                        m.next = "Issue"
-                    with m.Else():
-                        m.next = "Fetch"
-                with m.Elif(bidx == 1):
-                    m.d.sync += bidx.eq(0)
-                    m.next = "Issue"
-                with m.Else():
-                    m.next = "Fetch"
-            with m.State("Issue"):
-                drop_bytes()
-                writing = cmd == Cmd.WRITE_MEM
-                m.d.comb += [self.mem.we.eq(writing), self.events.valid.eq(~writing)]
-                done = Mux(writing, self.mem.ready, self.events.ready)
-                with m.If(done):
-                    m.d.sync += [left.eq(left - 1), mem_addr.eq(mem_addr + 1)]
-                    with m.If(left != 1):
-                        m.next = "Fetch"
-                    with m.Elif(cmd == Cmd.STEP):
-                        m.next = "Eos"
-                    with m.Else():
-                        answer(Status.OK, 0)
-            with m.State("Eos"):
-                drop_bytes()
-                m.d.comb += [self.events.valid.eq(1), self.events.payload.eos.eq(1)]
-                with m.If(self.events.ready):
-                    m.d.sync += out_count.eq(0)
-                    m.next = "Collect"
-            with m.State("Collect"):
-                drop_bytes()
-                m.d.comb += self.outputs.ready.eq(1)
-                with m.If(self.outputs.valid):
-                    with m.If(self.outputs.payload.eos):
-                        answer(Status.OK, out_count * 2)
-                    with m.Elif(out_count == n_out):
-                        # More spikes than neurons: cannot happen with a correct array; counted
-                        # rather than silently lost.
-                        bump("overruns")
-                        m.d.sync += error.eq(1)
-                    with m.Else():
-                        m.d.comb += out_wr.en.eq(1)
-                        m.d.sync += out_count.eq(out_count + 1)
-            with m.State("ClearGo"):
-                drop_bytes()
-                m.d.comb += self.clear.eq(1)
-                m.next = "ClearWait"
-            with m.State("ClearWait"):
-                drop_bytes()
-                with m.If(self.idle):
-                    answer(Status.OK, 0)
-
-            # -- answer ----------------------------------------------------------------------
-            with m.State("TxHeader"):
-                drop_bytes()
-                header = Signal(8)
-                with m.Switch(idx):
-                    with m.Case(0):
-                        m.d.comb += header.eq(SOF_RESPONSE)
-                    with m.Case(1):
-                        m.d.comb += header.eq(seq)
-                    with m.Case(2):
-                        m.d.comb += header.eq(cmd)
-                    with m.Case(3):
-                        m.d.comb += header.eq(status)
-                    with m.Case(4):
-                        m.d.comb += header.eq(resp_len[:8])
-                    with m.Default():
-                        m.d.comb += header.eq(resp_len[8:])
-                m.d.comb += [
-                    self.tx.payload.eq(header), self.tx.valid.eq(1),
-                    crc.data.eq(header), crc.init.eq(idx == 0),
-                    crc.en.eq(self.tx.ready & (idx != 0)),
-                ]
-                with m.If(self.tx.ready):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 5):
-                        m.d.sync += [idx.eq(0), bidx.eq(0)]
-                        with m.If(resp_len == 0):
-                            m.next = "TxCrc"
-                        with m.Elif(cmd == Cmd.READ_MEM):
-                            m.next = "RdReq"
-                        with m.Elif(cmd == Cmd.STEP):
-                            m.d.sync += left.eq(0)
-                            m.next = "OutReq"
-                        with m.Else():
-                            m.next = "TxPayload"
-            with m.State("RdReq"):
-                drop_bytes()
-                m.d.comb += self.mem.re.eq(1)
-                with m.If(self.mem.ready):
-                    m.next = "RdWait"
-            with m.State("RdWait"):
-                drop_bytes()
-                with m.If(self.mem.rvalid):
-                    m.d.sync += [word.eq(self.mem.rdata), mem_addr.eq(mem_addr + 1)]
-                    m.next = "TxPayload"
-            with m.State("OutReq"):
-                drop_bytes()
-                m.d.comb += out_rd.addr.eq(left)  # here: index of the next output event
-                m.d.sync += left.eq(left + 1)
-                m.next = "OutLatch"
-            with m.State("OutLatch"):
-                drop_bytes()
-                m.d.sync += word.eq(out_rd.data)
-                m.next = "TxPayload"
-            with m.State("TxPayload"):
-                drop_bytes()
-                value = Signal(8)
-                with m.Switch(cmd):
-                    with m.Case(Cmd.HELLO):
-                        m.d.comb += value.eq(hello_vec.word_select(pidx, 8))
-                    with m.Case(Cmd.STATUS):
-                        m.d.comb += value.eq(status_vec.word_select(pidx, 8))
-                    with m.Default():
-                        m.d.comb += value.eq(word[:8])
-                m.d.comb += [self.tx.payload.eq(value), self.tx.valid.eq(1),
-                             crc.data.eq(value), crc.en.eq(self.tx.ready)]
-                word_end = Mux(cmd == Cmd.STEP, bidx == 1, bidx == wb - 1)
-                with m.If(self.tx.ready):
-                    m.d.sync += [idx.eq(idx + 1), bidx.eq(bidx + 1), word.eq(shifted)]
-                    with m.If(idx == resp_len - 1):
-                        m.d.sync += idx.eq(0)
-                        m.next = "TxCrc"
-                    with m.Elif(words_of(cmd) & word_end):
-                        m.d.sync += bidx.eq(0)
-                        with m.If(cmd == Cmd.READ_MEM):
-                            m.next = "RdReq"
-                        with m.Else():
-                            m.next = "OutReq"
-            with m.State("TxCrc"):
-                drop_bytes()
-                m.d.comb += [self.tx.payload.eq(crc.crc.word_select(~idx[0], 8)),
-                             self.tx.valid.eq(1)]
-                with m.If(self.tx.ready):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 1):
-                        m.d.sync += idx.eq(0)
-                        m.next = "Hunt"
-        receiving = Cat(*(fsm.ongoing(state)
-                          for state in ("Hunt", "Header", "Payload", "Trailer", "Discard")))
-        m.d.comb += self.busy.eq(~receiving.any())
+        for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles",
+                     *LAYER_COUNTERS):
+            m.d.comb += getattr(status, name).eq(getattr(self, name))
         return m
 
 

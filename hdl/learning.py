@@ -13,7 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..image import CoreConfig, LayerParams, LearningConfig
-from ..sim.learning import LFSR_TAPS
+from ..lfsr import LFSR_TAPS
 
 __all__ = ["Lfsr", "LearningUnit", "MOD_BITS", "trace_memory_layout"]
 

@@ -67,3 +67,40 @@ def given(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
     if not binary:
         raise ValueError("spikes must be 0 or 1")
     return arr.astype(np.uint8)
+
+
+#: LFSR steps per draw of the on-chip rate encoder: 8, so that successive draws share no bits.
+RATE_LFSR_STRIDE = 8
+
+
+def rate_lfsr(intensity: np.ndarray, steps: int, *, seed: int) -> np.ndarray:
+    """The on-chip rate encoder (hdl/encoder.py), bit for bit: uint8 spikes [batch, time, n].
+
+    `intensity` is uint8 [batch, n] (or [n]). Each sample starts the 16-bit Galois LFSR of the
+    learning unit (taps 0xB400) at state `seed`; every draw first advances it 8 steps, then
+    input j spikes at step t when the low byte of the state is below intensity[j]. Draws run
+    over the inputs in order, step after step, so draw k = t * n + j (k from 1). Input j spikes
+    with probability intensity[j] / 256 (the low bytes of the 65,535 states are uniform but for
+    one missing zero).
+    """
+    from ..lfsr import LFSR_PERIOD, lfsr_positions, lfsr_sequence
+
+    arr = np.asarray(intensity)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise ValueError(f"intensities must be integers [batch, inputs] or [inputs], "
+                         f"not {arr.dtype} {np.shape(intensity)}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise ValueError("intensities must lie in 0..255")
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    seed = int(seed)
+    if not 1 <= seed <= LFSR_PERIOD:
+        raise ValueError(f"an LFSR seed must be 1..65535, not {seed}")
+    n = arr.shape[1]
+    draws = np.arange(1, steps * n + 1, dtype=np.int64) * RATE_LFSR_STRIDE
+    states = lfsr_sequence()[(lfsr_positions()[seed] + draws) % LFSR_PERIOD]
+    low = (states & 0xFF).reshape(steps, n)
+    return (low[None, :, :] < arr[:, None, :].astype(np.int64)).astype(np.uint8)

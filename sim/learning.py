@@ -18,54 +18,19 @@ carry over from sample to sample; membranes, spikes and traces start from zero w
 
 sat clips a trace to 2^trace_bits - 1; clip a weight to its signed range. R(a, n) = a >> n
 (floor) or, with stochastic rounding, (a + (r & (2^n - 1))) >> n where r is the state of the
-core's 16-bit Galois LFSR (taps 0xB400). Each core holds one LFSR; it steps once per weight
-update (one update is one clock cycle of the learning unit) and never otherwise. Core c's LFSR
-starts at LFSR_SEQUENCE[(position of seed + 251 * 256 * c) mod 65535].
+core's 16-bit Galois LFSR (taps 0xB400; spikeforge/lfsr.py). Each core holds one LFSR; it
+steps once per weight update (one update is one clock cycle of the learning unit) and never
+otherwise. Core c's LFSR starts at LFSR_SEQUENCE[(position of seed + 251 * 256 * c) mod 65535].
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from ..image import Image, LearningConfig
+from ..lfsr import LFSR_PERIOD, lfsr_sequence, lfsr_start
 from .encode import given
-
-LFSR_TAPS = 0xB400
-LFSR_PERIOD = 0xFFFF
-CORE_STRIDE = 251 * 256
-
-
-@lru_cache(maxsize=1)
-def lfsr_sequence() -> np.ndarray:
-    """The 65535 states of the 16-bit Galois LFSR, starting from state 1."""
-    out = np.empty(LFSR_PERIOD, dtype=np.int64)
-    state = 1
-    for index in range(LFSR_PERIOD):
-        out[index] = state
-        lsb = state & 1
-        state >>= 1
-        if lsb:
-            state ^= LFSR_TAPS
-    return out
-
-
-@lru_cache(maxsize=1)
-def _positions() -> np.ndarray:
-    pos = np.empty(LFSR_PERIOD + 1, dtype=np.int64)
-    pos[lfsr_sequence()] = np.arange(LFSR_PERIOD)
-    return pos
-
-
-def lfsr_start(seed: int, core: int) -> int:
-    """Index into lfsr_sequence() of the first state of core `core`'s LFSR."""
-    return int((_positions()[seed] + CORE_STRIDE * core) % LFSR_PERIOD)
-
-
-def lfsr_initial_state(seed: int, core: int) -> int:
-    """The value the gateware loads into core `core`'s LFSR at reset."""
-    return int(lfsr_sequence()[lfsr_start(seed, core)])
+from .lif import GoldenResult, NeuronParams, conv_currents, count_work
 
 
 def check_modulators(image: Image, modulators, batch: int, steps: int) -> np.ndarray | None:
@@ -157,8 +122,6 @@ class _Plastic:
 def run_learning(image: Image, spikes: np.ndarray, modulators=None, *, record: bool = False):
     """Samples in sequence with the image's learning rules; returns a GoldenResult with
     `weights` (every layer's [n_out, n_in] after the run) and `image` (the learned image)."""
-    from .golden import GoldenResult, count_work
-
     x_all = given(spikes, image.n_inputs)
     batch, steps, _ = x_all.shape
     mods = check_modulators(image, modulators, batch, steps)
@@ -192,8 +155,6 @@ def run_learning(image: Image, spikes: np.ndarray, modulators=None, *, record: b
 
 def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | None):
     """One sample, step by step (docs/neuron.md + the learning order above)."""
-    from .golden import NeuronParams, conv_currents
-
     steps = x.shape[0]
     n_layers = len(image.layers)
     v = [np.zeros(layer.n_out, dtype=np.int64) for layer in image.layers]

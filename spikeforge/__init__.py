@@ -5,11 +5,21 @@
     result = spikeforge.simulate(image, spikes, engine="golden")  # result.spikes [B, T, n_out]
     with spikeforge.Board("/dev/ttyUSB1") as board:  # Board("sim", image=image): virtual board
         board.load(image); result = board.run(spikes)
+    figures = spikeforge.metrics(image, spikes, labels, engine="golden")  # NeuroBench's names
 """
 
-from .api import Image, build, compile, deploy, flash, load_image, simulate  # noqa: A004
+from .api import (  # noqa: A004
+    Image,
+    build,
+    compile,
+    deploy,
+    flash,
+    load_image,
+    metrics,
+    simulate,
+)
 from .boards.runtime import Board, BoardError
 
 __version__ = "0.1.0"
 __all__ = ["Board", "BoardError", "Image", "build", "compile", "deploy", "flash", "load_image",
-           "simulate", "__version__"]
+           "metrics", "simulate", "__version__"]

@@ -30,21 +30,34 @@ def compile(model_or_path, weight_bits: int | dict = 8, board: str | None = None
     `input_shape` (C, H, W) is the input map of a network that starts with a convolution.
     `image.meta["provenance"]` gives per layer the dt, betas, input gain and integer threshold
     used, and where each came from.
+    `decay`: "auto", "none", "shift" or "mul", the integer leak (docs/neuron.md). A network
+    with current-based, multi-spike or LI readout layers compiles without `board`/`device`
+    (for the golden model); with a hardware target it is refused, naming the layers, until
+    the gateware runs them.
     """
     from .compiler.frontend import load_network
     from .compiler.mapper import estimate_resources, map_network
     from .compiler.quantize import quantize
 
+    clock_hz = None
+    if board is not None:
+        from .boards.catalog import board_target
+
+        board, device, clock_hz = board_target(board, device)
     if isinstance(model_or_path, (str, os.PathLike)):
         model_or_path = Path(model_or_path)
     network = load_network(model_or_path, dt=dt, allow_pickle=allow_pickle, exporter=exporter,
                            reset=reset, max_spikes=max_spikes, input_shape=input_shape)
     if calibration is not None:
-        calibration = given(calibration, network.n_inputs)
+        try:
+            calibration = given(calibration, network.n_inputs)
+        except ValueError as exc:
+            raise ValueError(f"calibration {exc}") from None
     layers, report = quantize(network, weight_bits=weight_bits, calibration=calibration,
                               decay=decay)
     _check_quantized(network, layers)
-    config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes)
+    config = map_network(layers, network.n_inputs, device=device, board=board, lanes=lanes,
+                         clock_hz=clock_hz)
     # a convolution has no core on the device yet (the mapper refuses a target for it)
     resources = {} if any(layer.conv is not None for layer in layers) else \
         estimate_resources(layers, config)
@@ -115,7 +128,7 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
                              "Board.run(spikes, clear=False)")
         if record:
             raise ValueError("the rtl engine records output spikes and final membranes only")
-        from .sim.rtl import run_rtl
+        from .hdl.rtl import run_rtl
         if modulators is not None or image.learning:
             return run_rtl(image, spikes, simulator=simulator, waves=waves,
                            modulators=modulators)
@@ -178,4 +191,15 @@ def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, 
     return {"image": str(image_path), "build": report.to_dict(), "flash": result.to_dict()}
 
 
-__all__ = ["compile", "simulate", "build", "flash", "deploy", "load_image", "Image"]
+def metrics(image: Image | str | os.PathLike, spikes: np.ndarray, labels=None,
+            engine: str = "golden", **options) -> dict:
+    """NeuroBench's metrics of `image` on `spikes` at the image's true integer widths, and the
+    hardware's figures (cycles, latency, SOP/s, host-link bytes) on engine "rtl" or "board"
+    (`port=`); options as `spikeforge.measure.metrics` (`build=`, `fmax_hz=`, `baud=`).
+    Returns a JSON-ready dict (docs/metrics.md)."""
+    from .measure import metrics as _metrics
+
+    return _metrics(image, spikes, labels, engine, **options)
+
+
+__all__ = ["compile", "simulate", "build", "flash", "deploy", "load_image", "metrics", "Image"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -89,18 +91,36 @@ def _input_shape(text: str) -> tuple[int, ...]:
 
 def cmd_compile(args) -> int:
     from . import api
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"model": args.model, "--calibration": args.calibration},
+                   {"--output": args.output})
     calibration = _read_spikes(args.calibration) if args.calibration else None
-    image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
-                        device=args.device, calibration=calibration,
-                        allow_pickle=args.allow_pickle, lanes=args.lanes, decay=args.decay,
-                        input_shape=args.input_shape, **_nir_kwargs(args))
-    image.save(args.output)
-    if args.json:
-        print(json.dumps(_describe(image, str(args.output))))
-    else:
-        _print_image(image, str(args.output))
+    try:
+        image = api.compile(args.model, weight_bits=args.weight_bits, board=args.board,
+                            device=args.device, calibration=calibration,
+                            allow_pickle=args.allow_pickle, lanes=args.lanes,
+                            decay=args.decay, input_shape=args.input_shape,
+                            **_nir_kwargs(args))
+    except ValueError as exc:
+        if calibration is not None and str(exc).startswith("calibration"):
+            raise CliError(f"{args.calibration}: {exc}") from None
+        raise
+    with Outputs() as outputs:
+        outputs.add(args.output, image.to_bytes())
+        if args.json:
+            print(json.dumps(_describe(image, str(args.output))))
+        else:
+            _print_image(image, str(args.output))
+        _commit_after_report(outputs)
     return 0
+
+
+def _commit_after_report(outputs) -> None:
+    """Put a verb's files in place once its report is out: when standard output is a closed
+    pipe, the report fails and no file is left behind."""
+    sys.stdout.flush()
+    outputs.commit()
 
 
 # -- inspect ---------------------------------------------------------------------------------
@@ -119,6 +139,8 @@ def _describe(image, path: str | None = None) -> dict:
             "decay_mode": layer.decay_mode, "scale": layer.scale,
             "threshold": [int(layer.threshold.min()), int(layer.threshold.max())],
             "synapses": int(layer.n_out * layer.fan_in),
+            "neuron": {name: getattr(layer, name) for name in layer.SCALARS},
+            "gateware": not layer.features(),
         } for layer in image.layers],
         "cores": [{"layer": c.layer, "neurons": [c.lo, c.hi], "lanes": c.lanes,
                    "weight_words": image.layers[c.layer].fan_in * c.groups,
@@ -225,27 +247,13 @@ def cmd_inspect(args) -> int:
 # -- simulate --------------------------------------------------------------------------------
 def _read_array(path, name: str, what: str, *, npy: bool = False) -> np.ndarray:
     """The array `name` of an .npz file (with `npy`, a bare .npy file too), or one line that
-    says what is wrong with the file."""
-    path = Path(path)
-    if not path.exists():
-        raise CliError(f"{path}: no such {what} file")
+    says what is wrong with the file (spikeforge.inputs: bounded in memory)."""
+    from .inputs import InputError, read_array
+
     try:
-        with open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                if npy:
-                    return data
-                raise ValueError("an .npy array, not an .npz archive")
-            with data:
-                if name not in data:
-                    raise CliError(f"{path}: no array named '{name}' (found: "
-                                   f"{', '.join(data.files) or 'none'})")
-                return np.array(data[name])
-    except CliError:
-        raise
-    except Exception as exc:  # numpy raises several kinds for a bad file
-        kinds = ".npy/.npz" if npy else ".npz"
-        raise CliError(f"{path}: not a readable {kinds} {what} file ({exc})") from None
+        return read_array(path, name, what, npy=npy)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _read_spikes(path) -> np.ndarray:
@@ -258,18 +266,44 @@ def read_modulators(path) -> np.ndarray:
     return _read_array(path, "modulators", "modulator", npy=True)
 
 
+def _checked_inputs(args, image, spikes, mods):
+    """Spikes and modulators checked against the image, errors naming their files."""
+    from .sim.encode import given
+    from .sim.learning import check_modulators
+
+    try:
+        spikes = given(spikes, image.n_inputs)
+    except ValueError as exc:
+        raise CliError(f"{args.input}: {exc}") from None
+    try:
+        check_modulators(image, mods, *spikes.shape[:2])
+    except ValueError as exc:
+        where = f"{args.modulators}: " if args.modulators else ""
+        hint = "" if args.modulators else " (--modulators FILE.npy)"
+        raise CliError(f"{where}{exc}{hint}") from None
+    return spikes, mods
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
 def _write_npz(path, **arrays) -> None:
     from .image import write_atomic
 
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    write_atomic(path, buf.getvalue())
+    write_atomic(path, _npz_bytes(**arrays))
 
 
 def cmd_simulate(args) -> int:
     from . import api
     from .image import load_image
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"image": args.image, "--input": args.input, "--modulators": args.modulators},
+                   {"--output": args.output, "--save-image": args.save_image,
+                    "--waves": args.waves})
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
     if args.engine == "golden" and (args.simulator or args.waves):
@@ -278,6 +312,7 @@ def cmd_simulate(args) -> int:
         raise CliError(f"{args.image}: --save-image needs an image that learns "
                        f"(spikeforge learn)")
     mods = read_modulators(args.modulators) if args.modulators else None
+    spikes, mods = _checked_inputs(args, image, spikes, mods)
     try:
         result = api.simulate(image, spikes, engine=args.engine, simulator=args.simulator,
                               waves=args.waves, modulators=mods)
@@ -293,20 +328,22 @@ def cmd_simulate(args) -> int:
     if image.learning:
         for index, w in enumerate(result.weights):
             arrays[f"weights{index}"] = w
-    _write_npz(args.output, **arrays)
     summary = {"output": str(args.output), "engine": args.engine,
                "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
                "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
                "saturations": int(result.saturations.sum())}
     if image.learning:
         summary["learning"] = {str(k): v for k, v in result.learning.items()}
-    if args.save_image:
-        result.image.save(args.save_image)
-        summary["saved_image"] = str(args.save_image)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, _npz_bytes(**arrays))
+        if args.save_image:
+            outputs.add(args.save_image, result.image.to_bytes())
+            summary["saved_image"] = str(args.save_image)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+        _commit_after_report(outputs)
     if summary["saturations"]:
         print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
               file=sys.stderr)
@@ -316,19 +353,23 @@ def cmd_simulate(args) -> int:
 # -- learn: configure on-chip learning -------------------------------------------------------
 def cmd_learn(args) -> int:
     from .image import LearningConfig, load_image
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"image": args.image}, {"--output": args.output})
     image = load_image(args.image)
     rates = {name: getattr(args, name) for name in LearningConfig.RATES
              if getattr(args, name, None) is not None}
     learned = image.with_learning(layer=args.layer, rule=args.rule, **rates)
-    learned.save(args.output)
     entry = learned.learning_of(args.layer % len(learned.layers))
     summary = {"output": str(args.output), "layer": entry.layer, "rule": entry.rule,
                **{name: getattr(entry, name) for name in LearningConfig.RATES}}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, learned.to_bytes())
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _console().print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+        _commit_after_report(outputs)
     return 0
 
 
@@ -336,23 +377,15 @@ def cmd_learn(args) -> int:
 def cmd_run(args) -> int:
     from .boards.runtime import Board
     from .image import load_image
-    from .sim.encode import given
-    from .sim.learning import check_modulators
+    from .outputs import Outputs, check_distinct
 
+    check_distinct({"image": args.image, "--input": args.input, "--modulators": args.modulators},
+                   {"--output": args.output, "--save-image": args.save_image})
     image = load_image(args.image)
     spikes = _read_spikes(args.input)
-    try:
-        spikes = given(spikes, image.n_inputs)
-    except ValueError as exc:
-        raise CliError(f"{args.input}: {exc}") from None
     # Modulators are checked before the board starts (the virtual board takes a while).
     mods = read_modulators(args.modulators) if args.modulators else None
-    try:
-        check_modulators(image, mods, *spikes.shape[:2])
-    except ValueError as exc:
-        where = f"{args.modulators}: " if args.modulators else ""
-        hint = "" if args.modulators else " (--modulators FILE.npy)"
-        raise CliError(f"{where}{exc}{hint}") from None
+    spikes, mods = _checked_inputs(args, image, spikes, mods)
     console = None if args.json else _console()
     if console is not None and args.port == "sim":
         console.print("starting the virtual board (RTL simulation; the first build of an "
@@ -368,11 +401,7 @@ def cmd_run(args) -> int:
             # With learning the run read the learned weights back already.
             saved = result.image if result.image is not None else \
                 image.with_weights(*_split(image, board.read_weights()))
-    # Written only once everything is in: a failed run leaves no file half-written (each file
-    # is written atomically).
-    _write_npz(args.output, **result.to_npz_dict())
-    if saved is not None:
-        saved.save(args.save_image)
+    # Written only once everything is in, and all or none (spikeforge.outputs).
     summary = {"output": str(args.output), "port": args.port,
                "batch": int(result.spikes.shape[0]), "steps": int(result.spikes.shape[1]),
                "output_spikes": int(result.spikes.sum()), "sops": int(result.sops.sum()),
@@ -383,21 +412,25 @@ def cmd_run(args) -> int:
                "status": status.to_dict()}
     if result.learning is not None:
         summary["learning"] = {str(layer): info for layer, info in result.learning.items()}
-    if args.save_image:
-        summary["saved_image"] = str(args.save_image)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds", "samples_per_s",
-                "retries")
-        console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
-        if result.learning is not None:
-            console.print("learning: " + ", ".join(
-                f"layer {layer} {info['update_cycles']} update cycles"
-                for layer, info in result.learning.items()))
-        if result.link:
-            console.print("link faults recovered: " + ", ".join(
-                f"{k} {v}" for k, v in result.link.items()))
+    with Outputs() as outputs:
+        outputs.add(args.output, _npz_bytes(**result.to_npz_dict()))
+        if saved is not None:
+            outputs.add(args.save_image, saved.to_bytes())
+            summary["saved_image"] = str(args.save_image)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds",
+                    "samples_per_s", "retries")
+            console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
+            if result.learning is not None:
+                console.print("learning: " + ", ".join(
+                    f"layer {layer} {info['update_cycles']} update cycles"
+                    for layer, info in result.learning.items()))
+            if result.link:
+                console.print("link faults recovered: " + ", ".join(
+                    f"{k} {v}" for k, v in result.link.items()))
+        _commit_after_report(outputs)
     if summary["saturations"]:
         print(f"spikeforge: warning: {summary['saturations']} membrane updates saturated",
               file=sys.stderr)
@@ -449,8 +482,7 @@ class _Samples:
 
 # -- boards ----------------------------------------------------------------------------------
 def cmd_boards(args) -> int:
-    from .boards.catalog import BOARDS
-    from .compiler.capacity import board_capacities
+    from .boards.catalog import BOARDS, board_capacities
 
     rows = []
     for row in board_capacities():
@@ -552,6 +584,7 @@ def cmd_build(args) -> int:
         failed = None
     if args.json:
         print(json.dumps(report.to_dict()))
+        args.json_reported = True  # the report (timing_met false) is the JSON of a failure
     else:
         _print_build(report.to_dict())
     if failed is not None:
@@ -615,11 +648,19 @@ def cmd_demo(args) -> int:
 
 # -- main ------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
-    """Bad arguments give one line too (not argparse's usage block); `--help` shows usage."""
+    """argparse, except that bad arguments give one line too (not argparse's usage block;
+    `--help` shows usage), and that a negative number in any notation (`--dt -1e-3`, `-.5`,
+    `-inf`) is an option's value: plain argparse takes only `-1` and `-0.5` so, and -1e-3 for
+    an option. (No spikeforge option looks like a number.)"""
 
     def error(self, message: str):
         verb = self.prog.removeprefix("spikeforge").strip()
         self.exit(2, f"spikeforge: error: {verb + ': ' if verb else ''}{message}\n")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -774,6 +815,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bitstream", action="store_true", help="skip the bitstream build")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_demo)
+
+    from .cli_metrics import add_parsers as add_metrics_parsers
+
+    add_metrics_parsers(sub, fmt, read_array=_read_array, console=_console)
     return parser
 
 
@@ -785,10 +830,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikeforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Standard output was closed (`spikeforge ... --json | head -c1`): the verb wrote no
+        # file; point stdout at /dev/null so that Python's exit does not fail on it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("spikeforge: error: standard output was closed (broken pipe); no file written",
+              file=sys.stderr)
+        return 1
     except Exception as exc:
         if args.debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if getattr(args, "json", False) and not getattr(args, "json_reported", False):
+            # a script reading --json output gets the error as JSON too
+            print(json.dumps({"error": message, "kind": type(exc).__name__}), flush=True)
         print(f"spikeforge: error: {message}", file=sys.stderr)
         return 1
 

@@ -126,7 +126,51 @@ def run_demo(out_dir: Path, *, epochs: int = 40, json_out: bool = False,
                       f"{report['rtl']['sop_per_cycle']:.2f} synaptic ops per cycle")
     if bitstream:
         report["bitstream"] = build_bitstream(image8, out_dir, board, console)
+    report["metrics"] = demo_metrics(image8, data, out_dir, console, rtl_samples=rtl_samples,
+                                     build=out_dir / board if bitstream else None)
+    report["figures"] = demo_figures(image8, data, out_dir, console)
     return report
+
+
+def demo_metrics(image, data: D.DigitsData, out_dir: Path, console, *, rtl_samples: int,
+                 build: Path | None) -> dict:
+    """NeuroBench's metrics on the test split (golden), and with the hardware's cycles on the
+    first test samples in RTL (at the bitstream's Fmax when one was built)."""
+    import json
+
+    from .measure import metrics
+
+    figures = {"golden": metrics(image, data.test_spikes, data.test_labels)}
+    if rtl_samples:
+        figures["rtl"] = metrics(image, data.test_spikes[:rtl_samples],
+                                 data.test_labels[:rtl_samples], engine="rtl", build=build)
+    (out_dir / "metrics.json").write_text(json.dumps(figures, indent=1, allow_nan=False))
+    gold = figures["golden"]
+    console.print(f"NeuroBench metrics (8 bit, golden): footprint {gold['footprint']} bytes, "
+                  f"activation sparsity {gold['activation_sparsity']:.3f}, "
+                  f"{gold['synaptic_operations']['Effective_ACs']:.0f} Effective_ACs per sample, "
+                  f"accuracy {gold['classification_accuracy']:.1%}; {out_dir / 'metrics.json'}")
+    return figures
+
+
+def demo_figures(image, data: D.DigitsData, out_dir: Path, console) -> dict:
+    """Raster, membrane, activity and resources figures of the 8-bit network (PNG), from the
+    test split, which is written beside them (digits-test.npz: `spikes`, `labels`) for
+    `spikeforge metrics` and `spikeforge plot`."""
+    from .plot import plot
+
+    spikes = data.test_spikes
+    np.savez_compressed(out_dir / "digits-test.npz", spikes=spikes, labels=data.test_labels)
+    paths = {}
+    try:
+        for kind in ("raster", "membrane", "activity", "resources"):
+            paths[kind] = str(out_dir / f"{kind}.png")
+            plot(kind, image, spikes, paths[kind])
+    except ImportError as exc:
+        console.print(f"no figures: {exc}")
+        return {}
+    console.print(f"figures: {', '.join(paths.values())}")
+    return paths
 
 
 def _use(resources: dict, key: str) -> str:

@@ -12,33 +12,44 @@ The CRC is CRC-16/CCITT-FALSE over every byte after the start byte, up to the CR
 
 from __future__ import annotations
 
+import binascii
 import enum
 import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
-    "ARGS_BYTES", "ARRAY_COUNTERS", "COUNTER_BYTES", "LAYER_COUNTERS", "LINK_COUNTERS",
-    "PROTOCOL_VERSION", "SOF_REQUEST", "SOF_RESPONSE", "Command", "CrcError", "DeviceError",
-    "DeviceInfo", "DeviceStatus", "FrameError", "LinkClient", "MemSpace", "ProtocolError",
-    "Response", "ResponseTimeout", "Status", "Transport", "crc16", "decode_response",
-    "encode_request", "encode_response", "image_id", "parse_events", "parse_hello", "parse_status",
-    "parse_words", "push_payload", "read_mem_payload", "read_response", "write_mem_payload",
+    "ARGS_BYTES", "ARRAY_COUNTERS", "COUNTER_BITS", "COUNTER_BYTES", "HELLO_BYTES",
+    "LAYER_COUNTERS", "LINK_COUNTERS", "LINK_COUNTER_BITS", "PROTOCOL_VERSION", "SOF_REQUEST",
+    "SOF_RESPONSE", "Command", "CrcError", "DeviceError", "DeviceInfo", "DeviceStatus",
+    "FrameError", "LinkClient", "MemSpace", "ProtocolError", "ProtocolViolation", "Response",
+    "ResponseTimeout", "Status", "Transport", "check_hello", "counter_delta", "crc16",
+    "decode_response", "encode_request", "encode_response", "hello_payload", "image_id",
+    "parse_events", "parse_hello", "parse_status", "parse_step", "parse_words", "push_payload",
+    "read_mem_payload", "read_response", "status_length", "status_payload", "write_mem_payload",
 ]
 
-PROTOCOL_VERSION = 2  # 2: STATUS carries learn_cycles per layer
+# 2: STATUS carries learn_cycles per layer. 3: array counters of COUNTER_BITS (24, wrapping),
+# memory requests range-checked (ARG), HELLO ends a step a PUSH left open.
+PROTOCOL_VERSION = 3
 SOF_REQUEST = 0xA5
 SOF_RESPONSE = 0x5A
-ARGS_BYTES = 7
-COUNTER_BYTES = 6
+ARGS_BYTES = 7  # core, space, address (4), count: the head of READ_MEM and WRITE_MEM
+# The array's counters wrap at 2^COUNTER_BITS; the host unrolls the wrap-around from STATUS
+# reads frequent enough that none moves by 2^COUNTER_BITS in between (docs/host-protocol.md).
+COUNTER_BITS = 24
+COUNTER_BYTES = COUNTER_BITS // 8  # array counters in STATUS
+LINK_COUNTER_BITS = 16  # the link's own counters
 LINK_COUNTERS = ("crc_errors", "framing_errors", "timeouts", "dropped_frames", "duplicates",
                  "overruns")
 ARRAY_COUNTERS = ("events_in", "events_out", "busy_cycles", "integrate_cycles")
 LAYER_COUNTERS = ("sops", "spikes", "saturations", "learn_cycles")  # each per layer, in order
 _REQUEST_HEAD = 5  # SOF, seq, cmd, len
 _RESPONSE_HEAD = 6  # SOF, seq, cmd, status, len
-_HELLO_BYTES = 26
+HELLO_BYTES = 26
+_HELLO_MAGIC = b"SF"
 
 
 class Command(enum.IntEnum):
@@ -53,21 +64,22 @@ class Command(enum.IntEnum):
 
 class Status(enum.IntEnum):
     OK = 0x00
-    CRC = 0x01
+    CRC = 0x01  # the frame's CRC did not check; nothing was done
     UNKNOWN_CMD = 0x02
-    LENGTH = 0x03
-    ARG = 0x04
-    BUSY = 0x05
+    LENGTH = 0x03  # the payload length does not fit the command
+    ARG = 0x04  # core index or memory space out of range
+    BUSY = 0x05  # memory access while a step is open (PUSH without STEP)
 
 
 class MemSpace(enum.IntEnum):
-    """The memories of a core (as ``spikeforge.hdl.core.MemSpace``)."""
+    """Which memory of a core a READ_MEM/WRITE_MEM addresses (``hdl.core.MemSpace`` is built
+    from this)."""
 
-    WEIGHTS = 0
-    STATE = 1
-    PARAMS = 2
-    ACC = 3
-    MOD = 4
+    WEIGHTS = 0  # word address = row * groups + group; `lanes` weights packed little-endian
+    STATE = 1  # address = local neuron; bits [0, v_bits) = v, bit v_bits = previous spike
+    PARAMS = 2  # address = local neuron; the layer's parameter word (image.param_fields)
+    ACC = 3  # address = group; `lanes` accumulators of acc_bits, read-only (debug)
+    MOD = 4  # address = local neuron; signed 8-bit three-factor modulator, write-only
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -86,6 +98,11 @@ class CrcError(ProtocolError):
 
 class ResponseTimeout(ProtocolError, TimeoutError):
     """The device did not answer (completely) in time."""
+
+
+class ProtocolViolation(ProtocolError):
+    """The device answered with a clean frame that the protocol does not allow (a value out of
+    range, a payload of the wrong size): not retried, since a repeat would answer the same."""
 
 
 class DeviceError(ProtocolError):
@@ -108,12 +125,8 @@ class DeviceError(ProtocolError):
 # -- CRC and frames ----------------------------------------------------------------------------
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR), bit by bit."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR)."""
+    return binascii.crc_hqx(data, crc)
 
 
 def _frame(sof: int, head: bytes, payload: bytes) -> bytes:
@@ -167,9 +180,13 @@ class Transport(Protocol):
 
 
 def read_response(transport: Transport, timeout: float, *, max_skip: int = 4096) -> Response:
-    """Read one response frame: skip bytes up to a start byte (at most ``max_skip``), then read
-    the frame it announces. Each read waits at most ``timeout`` seconds (of the transport's
-    clock); a short read raises ResponseTimeout."""
+    """Read one response frame: skip bytes up to a start byte, then read the frame it announces.
+
+    Each read waits at most ``timeout`` seconds (of the transport's clock): a short read raises
+    ResponseTimeout. Bytes before the start byte are skipped for at most ``max_skip`` bytes and
+    ``timeout`` seconds of wall time after the first of them (a device that trickles garbage
+    is refused as fast as one that floods it), else FrameError. So one call takes at most about
+    four times ``timeout``."""
 
     def take(n: int) -> bytes:
         got = transport.read(n, timeout)
@@ -178,9 +195,15 @@ def read_response(transport: Transport, timeout: float, *, max_skip: int = 4096)
                                   f"({len(got)} of {n} bytes)")
         return got
 
-    for _ in range(max_skip + 1):
+    garbage_until = None
+    for skipped in range(max_skip + 1):
         if take(1)[0] == SOF_RESPONSE:
             break
+        if garbage_until is None:
+            garbage_until = time.monotonic() + timeout
+        elif time.monotonic() > garbage_until:
+            raise FrameError(f"no response start byte in {skipped + 1} bytes over "
+                             f"{timeout:.3g} s")
     else:
         raise FrameError(f"no response start byte in {max_skip} bytes")
     head = take(_RESPONSE_HEAD - 1)
@@ -227,15 +250,37 @@ def push_payload(addresses: Iterable[int]) -> bytes:
     return bytes(out)
 
 
-def parse_words(payload: bytes, word_bytes: int) -> list[int]:
-    if len(payload) % word_bytes:
-        raise FrameError(f"{len(payload)} bytes are not whole {word_bytes}-byte words")
+def parse_words(payload: bytes, word_bytes: int, count: int | None = None) -> list[int]:
+    """Little-endian words of ``word_bytes``; exactly ``count`` of them when given
+    (:class:`ProtocolViolation` otherwise)."""
+    if word_bytes < 1 or len(payload) % word_bytes or (
+            count is not None and len(payload) != count * word_bytes):
+        want = f"{count} words" if count is not None else "whole words"
+        raise ProtocolViolation(f"answer must hold {want} of {word_bytes} bytes, not "
+                                f"{len(payload)} bytes")
     return [int.from_bytes(payload[k:k + word_bytes], "little")
             for k in range(0, len(payload), word_bytes)]
 
 
 def parse_events(payload: bytes) -> list[int]:
     return parse_words(payload, 2)
+
+
+def parse_step(payload: bytes, n_outputs: int) -> list[int]:
+    """A STEP answer: output neuron indices, strictly ascending, below ``n_outputs``."""
+    if len(payload) % 2:
+        raise ProtocolViolation(f"STEP answer must hold whole u16 events, not {len(payload)} "
+                                f"bytes")
+    events = parse_events(payload)
+    if len(events) > n_outputs:
+        raise ProtocolViolation(f"STEP answer must hold at most n_outputs ({n_outputs}) "
+                                f"events, not {len(events)}")
+    if any(a >= b for a, b in zip(events, events[1:], strict=False)) or (
+            events and events[-1] >= n_outputs):
+        shown = events if len(events) <= 12 else [*events[:12], "..."]
+        raise ProtocolViolation(f"STEP answer's events must ascend below n_outputs "
+                                f"({n_outputs}), not {shown}")
+    return events
 
 
 @dataclass(frozen=True)
@@ -254,9 +299,28 @@ class DeviceInfo:
     image_id: int
 
 
+def hello_payload(*, n_cores: int, n_layers: int, word_bytes: int, mem_data_bits: int,
+                  mem_addr_bits: int, max_payload: int, timeout_bytes: int, n_inputs: int,
+                  n_outputs: int, image_id: int) -> bytes:
+    """The payload of the HELLO response (what the device sends; :func:`parse_hello` reads it)."""
+    return b"".join([
+        _HELLO_MAGIC,
+        bytes([PROTOCOL_VERSION, n_cores, n_layers, COUNTER_BYTES, word_bytes,
+               mem_data_bits, mem_addr_bits, 0]),
+        max_payload.to_bytes(2, "little"),
+        timeout_bytes.to_bytes(2, "little"),
+        n_inputs.to_bytes(4, "little"),
+        n_outputs.to_bytes(4, "little"),
+        image_id.to_bytes(4, "little"),
+    ])
+
+
 def parse_hello(payload: bytes) -> DeviceInfo:
-    if len(payload) != _HELLO_BYTES or payload[:2] != b"SF":
-        raise FrameError(f"not a HELLO answer: {payload[:8].hex()}")
+    """The fields of a HELLO answer (:func:`check_hello` checks their values)."""
+    if len(payload) != HELLO_BYTES or payload[:2] != _HELLO_MAGIC:
+        raise ProtocolViolation(f"HELLO answer must be {HELLO_BYTES} bytes starting with "
+                                f"{_HELLO_MAGIC!r}, not {len(payload)} bytes "
+                                f"{payload[:8].hex()}")
     u16 = lambda k: int.from_bytes(payload[k:k + 2], "little")  # noqa: E731
     u32 = lambda k: int.from_bytes(payload[k:k + 4], "little")  # noqa: E731
     return DeviceInfo(version=payload[2], n_cores=payload[3], n_layers=payload[4],
@@ -266,14 +330,43 @@ def parse_hello(payload: bytes) -> DeviceInfo:
                       n_outputs=u32(18), image_id=u32(22))
 
 
+def check_hello(info: DeviceInfo) -> None:
+    """Raise :class:`ProtocolViolation` naming the first HELLO field that this host cannot use
+    (everything the client divides by, sizes its requests with or checks answers against)."""
+    word_bytes = -(-info.mem_data_bits // 8)
+    checks = [
+        ("version", info.version, PROTOCOL_VERSION == info.version, f"{PROTOCOL_VERSION}"),
+        ("counter_bytes", info.counter_bytes, info.counter_bytes == COUNTER_BYTES,
+         f"{COUNTER_BYTES}"),
+        ("n_cores", info.n_cores, info.n_cores >= 1, "at least 1"),
+        ("n_layers", info.n_layers, info.n_layers >= 1, "at least 1"),
+        ("mem_data_bits", info.mem_data_bits, info.mem_data_bits >= 1, "at least 1"),
+        ("word_bytes", info.word_bytes, info.word_bytes == word_bytes,
+         f"{word_bytes} (mem_data_bits {info.mem_data_bits} in whole bytes)"),
+        ("mem_addr_bits", info.mem_addr_bits, 1 <= info.mem_addr_bits <= 32, "1..32"),
+        ("max_payload", info.max_payload, info.max_payload >= ARGS_BYTES + info.word_bytes,
+         f"at least {ARGS_BYTES + info.word_bytes} (a WRITE_MEM of one word)"),
+        ("timeout_bytes", info.timeout_bytes, info.timeout_bytes >= 1, "at least 1"),
+        ("n_inputs", info.n_inputs, 1 <= info.n_inputs <= 0x10000,
+         "1..65536 (u16 event addresses)"),
+        ("n_outputs", info.n_outputs, 1 <= info.n_outputs <= 0x7FFF,
+         "1..32767 (a STEP answer's payload)"),
+    ]
+    for name, value, ok, want in checks:
+        if not ok:
+            hint = " (gateware built by another spikeforge: build it again)" \
+                if name == "version" else ""
+            raise ProtocolViolation(f"HELLO's {name} must be {want}, not {value!r}{hint}")
+
+
 @dataclass(frozen=True)
 class DeviceStatus:
     version: int
     overflow: bool  # sticky: the array lost an event
     idle: bool
     link_error: bool  # sticky: the link saw a bad frame, framing error, timeout or overrun
-    link: dict[str, int]  # LINK_COUNTERS, each modulo 2^16
-    events_in: int
+    link: dict[str, int]  # LINK_COUNTERS, each modulo 2^LINK_COUNTER_BITS
+    events_in: int  # the array's counters, each modulo 2^COUNTER_BITS
     events_out: int
     busy_cycles: int
     integrate_cycles: int
@@ -284,17 +377,39 @@ class DeviceStatus:
 
 
 def status_length(n_layers: int) -> int:
+    """Bytes of the STATUS response payload."""
     return 4 + 2 * len(LINK_COUNTERS) + COUNTER_BYTES * (
         len(ARRAY_COUNTERS) + len(LAYER_COUNTERS) * n_layers)
 
 
-def parse_status(payload: bytes) -> DeviceStatus:
+def status_payload(status: DeviceStatus) -> bytes:
+    """The STATUS answer's payload (what the device sends; :func:`parse_status` reads it)."""
+    n_layers = len(status.sops)
+    flags = int(status.overflow) | int(status.idle) << 1 | int(status.link_error) << 2
+    return b"".join([
+        bytes([status.version, flags, n_layers, 0]),
+        *(status.link[name].to_bytes(2, "little") for name in LINK_COUNTERS),
+        *(getattr(status, name).to_bytes(COUNTER_BYTES, "little") for name in ARRAY_COUNTERS),
+        *(value.to_bytes(COUNTER_BYTES, "little")
+          for name in LAYER_COUNTERS for value in getattr(status, name)),
+    ])
+
+
+def parse_status(payload: bytes, n_layers: int | None = None) -> DeviceStatus:
+    """A STATUS answer; with ``n_layers`` (HELLO's) its layer count must match."""
     if len(payload) < 4:
-        raise FrameError(f"STATUS answer too short: {len(payload)} bytes")
+        raise ProtocolViolation(f"STATUS answer must hold at least 4 bytes, not "
+                                f"{len(payload)}")
+    if payload[0] != PROTOCOL_VERSION:
+        raise ProtocolViolation(f"STATUS answer's version must be {PROTOCOL_VERSION}, not "
+                                f"{payload[0]}")
+    if n_layers is not None and payload[2] != n_layers:
+        raise ProtocolViolation(f"STATUS answer's n_layers must be HELLO's {n_layers}, not "
+                                f"{payload[2]}")
     n_layers = payload[2]
     if len(payload) != status_length(n_layers):
-        raise FrameError(f"STATUS answer of {len(payload)} bytes, expected "
-                         f"{status_length(n_layers)} for {n_layers} layers")
+        raise ProtocolViolation(f"STATUS answer for {n_layers} layers must hold "
+                                f"{status_length(n_layers)} bytes, not {len(payload)}")
     link = {name: int.from_bytes(payload[4 + 2 * k:6 + 2 * k], "little")
             for k, name in enumerate(LINK_COUNTERS)}
     base = 4 + 2 * len(LINK_COUNTERS)
@@ -308,6 +423,12 @@ def parse_status(payload: bytes) -> DeviceStatus:
     return DeviceStatus(
         version=payload[0], overflow=bool(flags & 1), idle=bool(flags & 2),
         link_error=bool(flags & 4), link=link, **fixed, **per_layer)
+
+
+def counter_delta(before: int, after: int, bits: int = COUNTER_BITS) -> int:
+    """How far a counter that wraps at ``2**bits`` moved from one read to the next: exact as
+    long as it moved less than ``2**bits`` in between."""
+    return (after - before) % (1 << bits)
 
 
 def image_id(image_bytes: bytes) -> int:
@@ -376,10 +497,11 @@ class LinkClient:
 
     # -- commands ------------------------------------------------------------------------------
     def hello(self) -> DeviceInfo:
-        info = parse_hello(self.request(Command.HELLO, answer_bytes=_HELLO_BYTES).payload)
-        if info.version != PROTOCOL_VERSION:
-            raise ProtocolError(f"device speaks protocol version {info.version}, this host "
-                                f"speaks {PROTOCOL_VERSION}")
+        """HELLO: start a session; the device's answer is checked (:func:`check_hello`) before
+        any of it is used."""
+        response = self.request(Command.HELLO, answer_bytes=HELLO_BYTES)
+        info = parse_hello(response.payload)
+        check_hello(info)
         self.info = info
         self.timeout_bytes = info.timeout_bytes
         return info
@@ -389,11 +511,17 @@ class LinkClient:
             self.hello()
         return self.info
 
+    def _empty(self, command: Command, payload: bytes = b"") -> None:
+        answer = self.request(command, payload).payload
+        if answer:
+            raise ProtocolViolation(f"{command.name} answer must be empty, not "
+                                    f"{len(answer)} bytes")
+
     def write_mem(self, core: int, space: int, addr: int, words: Sequence[int]) -> None:
         info = self._need_info()
-        per = max(1, min(255, (info.max_payload - ARGS_BYTES) // info.word_bytes))
+        per = min(255, (info.max_payload - ARGS_BYTES) // info.word_bytes)
         for k in range(0, len(words), per):
-            self.request(Command.WRITE_MEM, write_mem_payload(
+            self._empty(Command.WRITE_MEM, write_mem_payload(
                 core, space, addr + k, words[k:k + per], info.word_bytes))
 
     def read_mem(self, core: int, space: int, addr: int, count: int) -> list[int]:
@@ -403,21 +531,24 @@ class LinkClient:
             n = min(255, count - len(out))
             response = self.request(Command.READ_MEM, read_mem_payload(
                 core, space, addr + len(out), n), answer_bytes=n * info.word_bytes)
-            out += parse_words(response.payload, info.word_bytes)
+            try:
+                out += parse_words(response.payload, info.word_bytes, n)
+            except ProtocolViolation as exc:
+                raise ProtocolViolation(f"READ_MEM {exc}") from None
         return out
 
     def clear(self) -> None:
-        self.request(Command.CLEAR)
+        self._empty(Command.CLEAR)
 
     def push(self, addresses: Sequence[int]) -> None:
         info = self._need_info()
         per = info.max_payload // 2
         for k in range(0, len(addresses), per):
-            self.request(Command.PUSH, push_payload(addresses[k:k + per]))
+            self._empty(Command.PUSH, push_payload(addresses[k:k + per]))
 
     def step(self, addresses: Sequence[int] = ()) -> list[int]:
         """One timestep: its input events (sent in as many frames as needed), then the
-        output events of the step."""
+        output events of the step (checked: ascending, below ``n_outputs``)."""
         info = self._need_info()
         per = info.max_payload // 2
         addresses = list(addresses)
@@ -426,9 +557,9 @@ class LinkClient:
             self.push(addresses[:cut])
         response = self.request(Command.STEP, push_payload(addresses[cut:]),
                                 answer_bytes=2 * info.n_outputs)
-        return parse_events(response.payload)
+        return parse_step(response.payload, info.n_outputs)
 
     def status(self) -> DeviceStatus:
         info = self._need_info()
         response = self.request(Command.STATUS, answer_bytes=status_length(info.n_layers))
-        return parse_status(response.payload)
+        return parse_status(response.payload, info.n_layers)

@@ -52,7 +52,7 @@ except ImportError:  # imported outside a simulator only for EventFifo
     cocotb = None
 
 if cocotb is not None and cocotb.is_simulation:
-    from spikeforge.sim.cocotb_tb import Clocked, StreamSink, StreamSource, event_word
+    from spikeforge.hdl.cocotb_tb import Clocked, StreamSink, StreamSource, event_word
 
     @cocotb.test()
     async def fifo_passes_events_in_order(dut):

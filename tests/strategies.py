@@ -22,7 +22,8 @@ def random_layer(rng: np.random.Generator, name: str, n_in: int, n_out: int, *, 
         kwargs["decay_mul"] = rng.integers(0, 257, n_out)
         kwargs["decay_frac"] = 8
     theta_max = min(4 * wmax + 2, 1 << (v_bits - 1))
-    layer = LayerParams(name, weights, bias=rng.integers(-wmax, wmax + 1, n_out) if bias
+    bmax = min(wmax, (1 << (v_bits - 1)) - 1)  # a bias lies in the membrane's range
+    layer = LayerParams(name, weights, bias=rng.integers(-bmax, bmax + 1, n_out) if bias
                         else np.zeros(n_out), threshold=rng.integers(1, theta_max, n_out),
                         weight_bits=weight_bits, v_bits=v_bits, acc_bits=40,
                         reset=reset, decay_mode=decay_mode, rec_weights=rec, **kwargs)

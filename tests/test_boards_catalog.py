@@ -19,10 +19,9 @@ from amaranth.vendor import LatticeECP5Platform, LatticeICE40Platform
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeforge.boards.catalog import BOARDS, find_board
+from spikeforge.boards.catalog import BOARD_DEVICES, BOARDS, find_board, resolve_board
 from spikeforge.boards.top import BoardTop, PllError, ecp5_pll, ice40_pll, plan_clock
 from spikeforge.compiler.devices import DEVICES
-from spikeforge.compiler.mapper import BOARD_DEVICES, resolve_board
 
 from .strategies import random_image
 

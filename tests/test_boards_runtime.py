@@ -19,9 +19,9 @@ import pytest
 import spikeforge
 from spikeforge import digits, protocol
 from spikeforge.boards.runtime import Board, BoardError
+from spikeforge.hdl.rtl import available_simulators
 from spikeforge.protocol import Command
 from spikeforge.sim import golden
-from spikeforge.sim.rtl import available_simulators
 
 pytestmark = pytest.mark.skipif("verilator" not in available_simulators(),
                                 reason="the virtual board needs Verilator")

@@ -9,17 +9,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spikeforge.boards.catalog import BOARD_DEVICES, board_target
 from spikeforge.compiler.devices import DEVICES
 from spikeforge.compiler.mapper import (
-    BOARD_DEVICES,
     BRAM_SHAPES,
     READ_BITS,
     FitError,
+    _memory_blocks,
+    _param_bits,
     blocks_for,
     estimate_resources,
     map_network,
 )
-from spikeforge.image import Image, LayerParams, image_from_bytes
+from spikeforge.hdl.core import param_layout
+from spikeforge.image import MAX_CORES, CoreConfig, Image, ImageError, LayerParams, image_from_bytes
 from spikeforge.sim import golden
 
 SETTINGS = settings(deadline=None, max_examples=40,
@@ -69,7 +72,11 @@ def test_cores_tile_every_layer(sizes, max_neurons, bits, device):
         for core in cores:
             assert 1 <= core.lanes <= core.neurons
             assert core.lanes * bits <= budget or core.lanes == 1
-    Image(sizes[0], layers, config).check()
+    if len(config.cores) > MAX_CORES:  # the host protocol and the array address a core by a byte
+        with pytest.raises(ImageError, match=rf"^an image must have 1\.\.{MAX_CORES} cores"):
+            Image(sizes[0], layers, config).check()
+    else:
+        Image(sizes[0], layers, config).check()
 
 
 @pytest.mark.parametrize(("neurons", "bits", "device", "lanes"), [
@@ -124,7 +131,8 @@ def test_big_network_does_not_fit_hx1k():
 
 def test_digits_network_fits_up5k():
     layers = make_layers([64, 128, 10], bits=8)
-    config = map_network(layers, 64, board="icebreaker")
+    board, device, clock_hz = board_target("icebreaker")
+    config = map_network(layers, 64, board=board, device=device, clock_hz=clock_hz)
     assert config.device == "iCE40UP5K" and config.board == "icebreaker"
     assert config.clock_hz == 12e6
     for resource, (need, cap) in estimate_resources(layers, config).items():
@@ -192,19 +200,36 @@ def test_block_count_examples():
 ])
 def test_board_devices(board, device, clock):
     layers = make_layers([8, 4])
-    config = map_network(layers, 8, board=board)
+    name, found, clock_hz = board_target(board)
+    config = map_network(layers, 8, board=name, device=found, clock_hz=clock_hz)
     assert (config.device, config.clock_hz) == (device, clock)
-    assert map_network(layers, 8, board=board, clock_hz=30e6).clock_hz == 30e6
+    assert map_network(layers, 8, board=name, device=found, clock_hz=30e6).clock_hz == 30e6
     assert BOARD_DEVICES[board.lower()][0] == device
 
 
 def test_unknown_names_suggest_the_closest():
     layers = make_layers([8, 4])
     with pytest.raises(ValueError, match="unknown board 'icebraker'; did you mean icebreaker"):
-        map_network(layers, 8, board="icebraker")
+        board_target("icebraker")
     with pytest.raises(ValueError, match="unknown device 'iCE40UP6K'; did you mean iCE40UP5K"):
         map_network(layers, 8, device="iCE40UP6K")
     with pytest.raises(ValueError, match="carries a iCE40UP5K"):
-        map_network(layers, 8, board="icebreaker", device="LFE5U-25F")
+        board_target("icebreaker", "LFE5U-25F")
     assert map_network(layers, 8, device="up5k").device == "iCE40UP5K"
     assert map_network(layers, 8).device == "iCE40UP5K"
+
+
+def test_parameter_memory_width_is_the_gateware_word():
+    """Threshold 8 bits (v_bits 9), biases in [-4, 3] (3 bits), a varying shift (5 bits): a
+    16-bit word, so 256 neurons fit one 256 x 16 EBR."""
+    n = 256
+    layer = LayerParams("p", np.ones((n, 4), np.int32), bias=np.arange(n) % 8 - 4,
+                        threshold=np.arange(n) % 200 + 1, weight_bits=2, v_bits=9, acc_bits=4,
+                        decay_mode="shift", decay_shift=np.arange(n) % 4)
+    core = CoreConfig(0, 0, n, 1)
+    assert _param_bits(layer, core) == 16 == param_layout(layer).size
+    assert _memory_blocks(_param_bits(layer, core), n, BRAM_SHAPES["ice40"]) == 1
+    uniform_bias = LayerParams("q", layer.weights, bias=3, threshold=layer.threshold,
+                               weight_bits=2, v_bits=9, acc_bits=4, decay_mode="shift",
+                               decay_shift=layer.decay_shift)
+    assert _param_bits(uniform_bias, core) == 13  # a uniform field is a constant

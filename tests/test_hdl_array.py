@@ -45,7 +45,8 @@ def random_layer(rng, draw, name, n_in, n_out, recurrent):
     decay_frac = draw(st.integers(1, 8))
     kwargs = dict(
         name=name, weights=rng.integers(-w_max // 2, w_max, (n_out, n_in)),
-        bias=per_neuron(-w_max, w_max), threshold=per_neuron(0, min(v_max, 2 * w_max)),
+        bias=per_neuron(max(-w_max, -v_max - 1), min(w_max, v_max)),
+        threshold=per_neuron(0, min(v_max, 2 * w_max)),
         weight_bits=w_bits, v_bits=v_bits, acc_bits=40,
         reset=draw(st.sampled_from(RESET_MODES)), decay_mode=decay_mode,
         decay_shift=per_neuron(0, 12) if decay_mode == "shift" else None,

@@ -174,7 +174,8 @@ def single_layers(draw):
     decay_mode = draw(st.sampled_from(DECAY_MODES))
     frac = draw(st.integers(1, 10))
     layer = LayerParams(
-        "l", rng.integers(-w_max // 2, w_max, (n_out, n_in)), per_neuron(-2 * w_max, 2 * w_max),
+        "l", rng.integers(-w_max // 2, w_max, (n_out, n_in)),
+        per_neuron(max(-2 * w_max, -v_max - 1), min(2 * w_max, v_max)),
         per_neuron(0, min(v_max, 2 * w_max)), w_bits, v_bits, 40,
         reset=draw(st.sampled_from(RESET_MODES)), decay_mode=decay_mode,
         decay_shift=per_neuron(0, 31) if decay_mode == "shift" else None,
@@ -203,6 +204,53 @@ def test_pass_matches_golden(layer, lanes, seed, gaps):
             word = await core_access(ctx, dut, MemSpace.STATE, n)
             assert signed(word, layer.v_bits) == ref.final_membranes[0][0, n]
             assert word >> layer.v_bits == ref.spikes[0, -1, n]
+
+    simulate(dut, bench)
+
+
+@st.composite
+def edge_layers(draw):
+    """Layers at the ends of every range the image allows (spikeforge.image.NEURON_ARRAYS):
+    bias at -2^(V-1) or 2^(V-1)-1, threshold at 0 or 2^(V-1)-1, shift 0 or 31, beta_q 0 or
+    2^f, the widest weights: where a golden model that wraps and gateware that saturates would
+    part."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_in, n_out = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    w_bits, v_bits = draw(st.integers(2, 8)), draw(st.integers(4, 12))
+    w_lo, w_hi = -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1
+    v_lo, v_hi = -(1 << (v_bits - 1)), (1 << (v_bits - 1)) - 1
+    frac = draw(st.integers(1, 16))
+    decay_mode = draw(st.sampled_from(DECAY_MODES))
+
+    def ends(lo, hi):
+        return rng.choice([lo, hi], n_out)
+
+    layer = LayerParams(
+        "edge", rng.choice([w_lo, w_hi, 0], (n_out, n_in)), ends(v_lo, v_hi), ends(0, v_hi),
+        w_bits, v_bits, 40, reset=draw(st.sampled_from(RESET_MODES)), decay_mode=decay_mode,
+        decay_shift=ends(0, 31) if decay_mode == "shift" else None,
+        decay_mul=ends(0, 1 << frac) if decay_mode == "mul" else None,
+        decay_frac=frac if decay_mode == "mul" else 0)
+    return dataclasses.replace(layer, acc_bits=layer.acc_bits_needed())
+
+
+@SETTINGS
+@given(layer=edge_layers(), lanes=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_pass_matches_golden_at_range_ends(layer, lanes, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((5, layer.n_in)) < 0.7).astype(np.uint8)
+    image = single_core_image(layer, min(lanes, layer.n_out))
+    ref = golden.run(image, x, record=True)
+    dut = LifCore.from_image(image, 0)
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.idle)
+        out, _ = await run_core(ctx, dut, [list(np.flatnonzero(row)) for row in x])
+        assert out == [np.flatnonzero(row).tolist() for row in ref.spikes[0]]
+        await ctx.tick().until(dut.idle)
+        for n in range(layer.n_out):
+            word = await core_access(ctx, dut, MemSpace.STATE, n)
+            assert signed(word, layer.v_bits) == ref.final_membranes[0][0, n]
 
     simulate(dut, bench)
 

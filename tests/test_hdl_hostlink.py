@@ -465,3 +465,109 @@ def test_soc_over_the_pins():
                                                        "dropped_frames": 1}
     check_status(client.status(), image, x, result, link=link)
     assert client.retried == 0
+
+
+def test_memory_requests_out_of_range_are_refused():
+    """Addresses past a memory's depth (or a wrapping 32-bit address, a core or space that does
+    not exist, MOD of a core that does not learn) are refused with ARG and change nothing;
+    the last word of each memory still answers."""
+    from .test_hdl_hostlink_parts import depths_of
+
+    image = random_image(6, (5, 8, 4), split=True)
+    array, board, client = make_board(image)
+    client.hello()
+    depths = depths_of(image)
+    seq = 0x60
+    refused = 0
+    for core, by_space in enumerate(depths):
+        for space in (MemSpace.WEIGHTS, MemSpace.STATE, MemSpace.PARAMS, MemSpace.ACC):
+            d = by_space[space]
+            for addr, count in ((d - 1, 2), (d, 1), (0, d + 1), (0xFFFFFFFF, 1)):
+                seq += 1
+                answer = raw(board, seq, Command.READ_MEM,
+                             protocol.read_mem_payload(core, space, addr, count))
+                assert answer.status == Status.ARG, (core, space, addr, count)
+                refused += 1
+            if space != MemSpace.ACC:
+                seq += 1
+                answer = raw(board, seq, Command.WRITE_MEM, protocol.write_mem_payload(
+                    core, space, d, [1], client.info.word_bytes))
+                assert answer.status == Status.ARG
+                refused += 1
+            assert len(client.read_mem(core, space, d - 1, 1)) == 1
+        seq += 1
+        answer = raw(board, seq, Command.WRITE_MEM, protocol.write_mem_payload(
+            core, MemSpace.MOD, 0, [1], client.info.word_bytes))
+        assert answer.status == Status.ARG  # MOD: only the cores of a three-factor layer
+        refused += 1
+    for core, space in ((len(depths), MemSpace.WEIGHTS), (0, len(MemSpace))):
+        seq += 1
+        payload = bytes([core, space]) + bytes(4) + b"\x01"
+        assert raw(board, seq, Command.READ_MEM, payload).status == Status.ARG
+        refused += 1
+    # Nothing was written: the weights are the image's, and a sample runs as the golden model.
+    for core in range(len(depths)):
+        words = weight_words(image, core)
+        assert client.read_mem(core, MemSpace.WEIGHTS, 0, len(words)) == words
+    client.clear()
+    rng = np.random.default_rng(6)
+    x = (rng.random((5, image.n_inputs)) < 0.6).astype(np.uint8)
+    result, expect = golden_steps(image, x)
+    assert run_steps(client, x) == expect
+    check_status(client.status(), image, x, result, link={"dropped_frames": refused})
+
+
+def test_repeats_are_checked_again():
+    """A repeat (same seq and command as the last executed request) passes the same checks as
+    a new request before it is answered from memory: a repeat with other, bad arguments is
+    refused, and not counted as a repeat."""
+    image = random_image(8, (5, 8, 4), split=True)
+    array, board, client = make_board(image)
+    client.hello()
+    wb = client.info.word_bytes
+    depth = len(weight_words(image, 0))
+    good = protocol.read_mem_payload(0, MemSpace.WEIGHTS, depth - 2, 2)
+    first = raw(board, 0x21, Command.READ_MEM, good)
+    assert first.status == Status.OK
+    assert protocol.parse_words(first.payload, wb) == weight_words(image, 0)[-2:]
+    outside = protocol.read_mem_payload(0, MemSpace.WEIGHTS, depth - 1, 2)
+    assert raw(board, 0x21, Command.READ_MEM, outside).status == Status.ARG
+    assert raw(board, 0x21, Command.READ_MEM, good[:-1]).status == Status.LENGTH
+    assert raw(board, 0x21, Command.READ_MEM, good) == first  # the real repeat
+
+    write = protocol.write_mem_payload(0, MemSpace.WEIGHTS, 0, [0], wb)
+    assert raw(board, 0x22, Command.WRITE_MEM, write).status == Status.OK
+    beyond = protocol.write_mem_payload(0, MemSpace.WEIGHTS, depth, [0], wb)
+    assert raw(board, 0x22, Command.WRITE_MEM, beyond).status == Status.ARG
+    assert raw(board, 0x22, Command.STEP, b"\x00").status == Status.LENGTH  # another command
+    assert raw(board, 0x23, Command.STEP, b"").status == Status.OK
+    assert raw(board, 0x23, Command.STEP, b"\x00").status == Status.LENGTH
+    assert client.read_mem(0, MemSpace.WEIGHTS, 0, depth) == [0] + weight_words(image, 0)[1:]
+    st = client.status()
+    assert st.link["duplicates"] == 1
+    assert st.link["dropped_frames"] == 5
+
+
+def test_hello_ends_a_step_a_dead_host_left_open():
+    """A host that died after a PUSH leaves a step open (memory requests BUSY). The next host's
+    HELLO ends it (the array is cleared): memory requests work, and a sample runs as the golden
+    model from rest."""
+    image = random_image(9, (5, 8, 4), split=True)
+    array, board, client = make_board(image)
+    client.hello()
+    client.push([0, 1, 2])
+    with pytest.raises(protocol.DeviceError, match="BUSY"):
+        client.read_mem(0, MemSpace.WEIGHTS, 0, 1)
+    assert not client.status().idle
+
+    host = LinkClient(board, byte_time=board.byte_time, timeout_bytes=TIMEOUT_BYTES,
+                      exec_time=3000 / board.clk_freq, seq=0x80)
+    host.hello()
+    assert host.status().idle
+    words = weight_words(image, 1)
+    assert host.read_mem(1, MemSpace.WEIGHTS, 0, len(words)) == words
+    rng = np.random.default_rng(9)
+    x = (rng.random((5, image.n_inputs)) < 0.6).astype(np.uint8)
+    result, expect = golden_steps(image, x)
+    assert run_steps(host, x) == expect
+    check_status(host.status(), image, x, result, link={"dropped_frames": 1})

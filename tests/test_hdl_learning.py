@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from spikeforge.hdl.array import CoreArray
 from spikeforge.hdl.core import LifCore, MemSpace
 from spikeforge.hdl.learning import Lfsr
-from spikeforge.image import Image, unpack_weights
+from spikeforge.image import Image, assemble_weights
+from spikeforge.lfsr import lfsr_sequence, lfsr_start
 from spikeforge.sim import golden
-from spikeforge.sim.learning import lfsr_sequence, lfsr_start
 
 from .strategies import random_image
 from .test_hdl_array import exchange, mem_access, spike_steps
@@ -57,16 +57,17 @@ async def write_modulators(ctx, dut, image, mods):
 
 async def read_weights(ctx, dut, image):
     """Every layer's [n_out, n_in] weights, read back word by word through the WEIGHTS space."""
-    out = [np.zeros(layer.weights.shape, dtype=np.int32) for layer in image.layers]
+    memories = {}
     for index, core in enumerate(image.config.cores):
         layer = image.layers[core.layer]
         words = [await mem_access(ctx, dut, index, MemSpace.WEIGHTS, a)
                  for a in range(layer.fan_in * core.groups)]
         nbytes = -(-core.lanes * layer.weight_bits // 8)
-        memory = np.array([list(w.to_bytes(nbytes, "little")) for w in words], dtype=np.uint8)
-        out[core.layer][core.lo:core.hi] = unpack_weights(memory, layer.weight_bits, core.lanes,
-                                                          core.neurons, layer.fan_in)
-    return out
+        memories[index] = np.array([list(w.to_bytes(nbytes, "little")) for w in words],
+                                   dtype=np.uint8)
+    return [assemble_weights(image.config.cores, index, layer.n_out, layer.fan_in,
+                             layer.weight_bits, memories.__getitem__)[:, :layer.n_in]
+            for index, layer in enumerate(image.layers)]
 
 
 def run_learning_array(image, x, mods, gaps, readiness):

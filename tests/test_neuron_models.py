@@ -392,15 +392,15 @@ def test_ir_refuses_out_of_range_values_in_one_line(field, value, message):
 @pytest.mark.parametrize(("fields", "message"), [
     ({"max_spikes": 0}, r"max_spikes must be an integer 1\.\.255, not 0"),
     ({"in_max_spikes": 300}, r"in_max_spikes must be an integer 1\.\.255, not 300"),
-    ({"compare": "=="}, r"compare must be one of \('>', '>='\), not '=='"),
+    ({"compare": "=="}, r"compare must be one of '>', '>=', not '=='"),
     ({"syn_decay_mode": "shift", "syn_bits": 12},
-     r"shift synaptic decay needs a shift 0\.\.31 per neuron"),
+     r"syn_decay_shift must have one value per neuron \(2\), not none"),
     ({"syn_decay_mode": "mul", "syn_bits": 12, "syn_decay_frac": 8, "syn_decay_mul": 300},
-     r"multiplier synaptic decay needs alpha_q in \[0, 2\^8\] per neuron"),
-    ({"syn_decay_mode": "none", "syn_bits": 40}, r"synaptic current width must be 4\.\.32 "
-                                                 r"bits, not 40"),
-    ({"syn_bits": 12}, r"synaptic-current fields need syn_decay_mode"),
-    ({"spiking": "no"}, r"spiking must be a bool, not 'no'"),
+     r"syn_decay_mul must lie in \[0, 256\], not 300"),
+    ({"syn_decay_mode": "none", "syn_bits": 40}, r"syn_bits must be an integer 4\.\.32, "
+                                                 r"not 40"),
+    ({"syn_bits": 12}, r"syn_bits must be an integer 0, not 12"),
+    ({"spiking": "no"}, r"spiking must be true or false, not 'no'"),
 ])
 def test_layer_params_refuse_out_of_range_values_in_one_line(fields, message):
     with pytest.raises(ImageError, match=rf"^layer 'x': {message}$"):
@@ -427,3 +427,11 @@ def test_new_fields_survive_the_file(tmp_path):
     spikes = (rng.random((2, 12, 4)) < 0.5).astype(np.uint8)
     np.testing.assert_array_equal(golden.run(image, spikes).values,
                                   golden.run(back, spikes).values)
+
+
+def test_learning_needs_a_single_spike_lif_layer():
+    layer = if_layer("multi", 3, np.ones(2, np.int32), np.ones(2, np.int32), 3)
+    with pytest.raises(ImageError, match=r"^learning on layer 0 \('multi'\): learning needs a "
+                                         r"single-spike LIF layer, not one with multi-spike "
+                                         r"\(up to 3 per step\)$"):
+        plain_image([layer], 3).with_learning(0, "stdp")

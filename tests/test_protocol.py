@@ -63,46 +63,82 @@ def test_request_layout():
             bad()
 
 
-def test_constants_agree_with_the_gateware():
-    assert protocol.PROTOCOL_VERSION == hostlink.PROTOCOL_VERSION
-    assert (protocol.SOF_REQUEST, protocol.SOF_RESPONSE) == (hostlink.SOF_REQUEST,
-                                                             hostlink.SOF_RESPONSE)
-    assert protocol.LINK_COUNTERS == hostlink.LINK_COUNTERS
-    assert protocol.LAYER_COUNTERS == hostlink.LAYER_COUNTERS
-    assert protocol.ARGS_BYTES == hostlink.ARGS_BYTES
-    for ours, theirs in ((Command, hostlink.Cmd), (Status, hostlink.Status),
-                         (protocol.MemSpace, core.MemSpace)):
-        assert {m.name: m.value for m in ours} == {m.name: m.value for m in theirs}
+def test_the_gateware_uses_the_contract():
+    """One definition: the gateware's memory spaces are the protocol's, and its HELLO is the
+    protocol's HELLO for the image."""
+    assert {m.name: m.value for m in protocol.MemSpace} == {m.name: m.value
+                                                            for m in core.MemSpace}
+    from amaranth.hdl import Fragment
+
+    from spikeforge.hdl.array import CoreArray
+
     image = random_image(2)
-    assert protocol.image_id(image.to_bytes()) == hostlink.image_id(image)
-    for n in range(4):
-        assert protocol.status_length(n) == hostlink.status_length(n)
+    array = CoreArray(image)
+    link = hostlink.HostLink.for_array(array, byte_cycles=10)
+    Fragment.get(array, None), Fragment.get(link, None)  # they elaborate
+    info = protocol.parse_hello(link.hello)
+    protocol.check_hello(info)
+    assert info.image_id == protocol.image_id(image.to_bytes())
+    assert info.counter_bytes * 8 == protocol.COUNTER_BITS == 24
+    assert [protocol.status_length(n) for n in range(3)] == [4 + 12 + 12, 40, 52]
 
 
 def test_parse_hello_and_status():
-    hello = hostlink.hello_payload(n_cores=3, n_layers=2, word_bytes=4, mem_data_bits=32,
+    hello = protocol.hello_payload(n_cores=3, n_layers=2, word_bytes=4, mem_data_bits=32,
                                    mem_addr_bits=16, max_payload=256, timeout_bytes=128,
                                    n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
     info = protocol.parse_hello(hello)
     assert info == protocol.DeviceInfo(
-        version=protocol.PROTOCOL_VERSION, n_cores=3, n_layers=2, counter_bytes=6,
+        version=protocol.PROTOCOL_VERSION, n_cores=3, n_layers=2, counter_bytes=3,
         word_bytes=4, mem_data_bits=32, mem_addr_bits=16, max_payload=256, timeout_bytes=128,
         n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
+    protocol.check_hello(info)
     # STATUS: written out from the document's table, field by field.
     link = [1, 2, 3, 4, 5, 0xFFFF]
-    counters = [10, 11, 2**48 - 1, 13, 100, 200, 7, 8, 0, 1, 0, 2**40 + 3]
-    payload = bytes([2, 0b101, 2, 0]) + b"".join(v.to_bytes(2, "little") for v in link) + \
-        b"".join(v.to_bytes(6, "little") for v in counters)
+    counters = [10, 11, 2**24 - 1, 13, 100, 200, 7, 8, 0, 1, 0, 2**23 + 3]
+    payload = bytes([3, 0b101, 2, 0]) + b"".join(v.to_bytes(2, "little") for v in link) + \
+        b"".join(v.to_bytes(3, "little") for v in counters)
     status = protocol.parse_status(payload)
     assert (status.overflow, status.idle, status.link_error) == (True, False, True)
     assert list(status.link.values()) == link
     assert (status.events_in, status.events_out, status.busy_cycles,
-            status.integrate_cycles) == (10, 11, 2**48 - 1, 13)
+            status.integrate_cycles) == (10, 11, 2**24 - 1, 13)
     assert (status.sops, status.spikes, status.saturations) == ([100, 200], [7, 8], [0, 1])
-    assert status.learn_cycles == [0, 2**40 + 3]
-    assert status.version == 2
-    with pytest.raises(protocol.FrameError):
-        protocol.parse_status(payload[:-1])
+    assert status.learn_cycles == [0, 2**23 + 3]
+    assert status.version == 3
+    assert protocol.status_payload(status) == payload
+    assert protocol.parse_status(payload, 2) == status
+    for bad, match in ((payload[:-1], r"^STATUS answer for 2 layers must hold 52 bytes, not 51$"),
+                       (bytes([2]) + payload[1:], r"^STATUS answer's version must be 3, not 2$"),
+                       (payload[:2], r"^STATUS answer must hold at least 4 bytes, not 2$")):
+        with pytest.raises(protocol.ProtocolViolation, match=match):
+            protocol.parse_status(bad)
+    with pytest.raises(protocol.ProtocolViolation,
+                       match=r"^STATUS answer's n_layers must be HELLO's 3, not 2$"):
+        protocol.parse_status(payload, 3)
+
+
+def test_counter_delta_unrolls_one_wrap():
+    top = 1 << protocol.COUNTER_BITS
+    assert protocol.counter_delta(top - 3, 4) == 7
+    assert protocol.counter_delta(5, 5) == 0
+    assert protocol.counter_delta(0, top - 1) == top - 1
+    assert protocol.counter_delta(0xFFFF, 1, protocol.LINK_COUNTER_BITS) == 2
+
+
+def test_parse_step_and_words_refuse_what_the_protocol_does_not_allow():
+    assert protocol.parse_step(protocol.push_payload([0, 2, 9]), 10) == [0, 2, 9]
+    for payload, match in ((protocol.push_payload(range(11)), r"at most n_outputs \(10\) "
+                                                              r"events, not 11$"),
+                           (protocol.push_payload([3, 3]), r"ascend below n_outputs \(10\), "
+                                                           r"not \[3, 3\]$"),
+                           (protocol.push_payload([10]), r"not \[10\]$"),
+                           (b"\x01", r"whole u16 events, not 1 bytes$")):
+        with pytest.raises(protocol.ProtocolViolation, match=match):
+            protocol.parse_step(payload, 10)
+    with pytest.raises(protocol.ProtocolViolation,
+                       match=r"^answer must hold 2 words of 3 bytes, not 3 bytes$"):
+        protocol.parse_words(bytes(3), 3, 2)
 
 
 class ScriptedDevice:
@@ -137,7 +173,7 @@ def test_client_retries_with_the_same_seq():
         frame[1], frame[2], Status.CRC)
     device = ScriptedDevice([nothing, damaged, refused, ok(b"\x03\x00")])
     client = LinkClient(device, byte_time=1e-6, retries=3)
-    client.info = protocol.parse_hello(hostlink.hello_payload(
+    client.info = protocol.parse_hello(protocol.hello_payload(
         n_cores=1, n_layers=1, word_bytes=1, mem_data_bits=8, mem_addr_bits=16,
         max_payload=16, timeout_bytes=4, n_inputs=4, n_outputs=4, image_id=0))
     assert client.step([1]) == [3]
@@ -161,7 +197,7 @@ def test_client_gives_up_and_reports_errors():
 
 def test_client_splits_long_requests():
     client = LinkClient(ScriptedDevice([ok()] * 3 + [ok(b"\x01\x00")]), byte_time=1e-6)
-    client.info = protocol.parse_hello(hostlink.hello_payload(
+    client.info = protocol.parse_hello(protocol.hello_payload(
         n_cores=1, n_layers=1, word_bytes=1, mem_data_bits=8, mem_addr_bits=16,
         max_payload=8, timeout_bytes=4, n_inputs=40, n_outputs=4, image_id=0))
     assert client.step(list(range(13))) == [1]  # 4 events per frame: PUSH x3 then STEP

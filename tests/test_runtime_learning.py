@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import spikeforge
 from spikeforge.boards.runtime import Board
 from spikeforge.cli import main
-from spikeforge.sim.rtl import available_simulators
+from spikeforge.hdl.rtl import available_simulators
 
 from .strategies import plastic_image, random_image
 from .test_hdl_hostlink import make_board

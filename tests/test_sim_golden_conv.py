@@ -131,8 +131,8 @@ def test_conv_image_refuses_a_bad_geometry_in_the_file():
     body = (_PREAMBLE.pack(magic, version, reserved, len(head), payload_len) + head
             + data[_PREAMBLE.size + head_len:-_TRAILER.size])
     bad = body + struct.pack("<I", zlib.crc32(body))
-    with pytest.raises(ImageError, match=r"^image: layer 'c': stride must be an integer >= 1, "
-                                         r"not 0$"):
+    with pytest.raises(ImageError, match=r"^image: layer 0: conv: stride must be an integer "
+                                         r"1\.\.32, not 0$"):
         image_from_bytes(bad)
 
 
@@ -140,8 +140,10 @@ def test_conv_image_refuses_a_bad_geometry_in_the_file():
     ({"kernel": 3, "padding": 3}, r"padding must be smaller than the kernel 3, not 3"),
     ({"kernel": 7}, r"a 7x7 kernel with padding 0 does not fit a 6x6 map"),
     ({"kernel": 3, "pool": "max", "pool_size": 3}, r"a 3x3 pool must tile the 4x4 map"),
+    ({"kernel": 33}, r"kernel must be an integer 1\.\.32, not 33"),
+    ({"kernel": 1, "stride": 0}, r"stride must be an integer 1\.\.32, not 0"),
     ({"kernel": 3, "pool": "avg", "pool_size": 2},
-     r"pool must be one of \('none', 'max', 'sum'\), not 'avg'"),
+     r"pool must be one of 'none', 'max', 'sum', not 'avg'"),
 ])
 def test_conv_spec_refusals(kwargs, message):
     from spikeforge.image import ConvSpec

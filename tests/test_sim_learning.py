@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import spikeforge
 from spikeforge.image import ImageError
+from spikeforge.lfsr import LFSR_TAPS, lfsr_initial_state
 from spikeforge.sim import golden
-from spikeforge.sim.learning import LFSR_TAPS, lfsr_initial_state
 
 from .strategies import random_image
 

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spikeforge.hdl import rtl
 from spikeforge.image import CoreConfig, HwConfig, Image
-from spikeforge.sim import golden, rtl
+from spikeforge.sim import golden
 
 from .rtl_fifo_tb import EventFifo
 from .strategies import images, random_layer

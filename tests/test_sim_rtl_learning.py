@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spikeforge
-from spikeforge.sim import golden, rtl
+from spikeforge.hdl import rtl
+from spikeforge.sim import golden
 
 from .test_hdl_learning import learning_cases, learning_image, modulators_for
 from .test_sim_rtl import SLOW_SETTINGS, VERILATOR

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import spikeforge
 from spikeforge.compiler.quantize import plain_image, quantize
+from spikeforge.hdl.rtl import available_simulators
 from spikeforge.sim import golden
-from spikeforge.sim.rtl import available_simulators
 
 from .strategies import neuron_networks, random_image
 

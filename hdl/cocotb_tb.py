@@ -1,6 +1,6 @@
 """cocotb testbench that runs a batch of spike trains through the RTL of a core array.
 
-Loaded by the simulator (see sim/rtl.py), never imported by the package itself. The job folder
+Loaded by the simulator (see hdl/rtl.py), never imported by the package itself. The job folder
 named by `$SPIKEFORGE_RTL_JOB` holds `image.sfi` and `job.npz` (spikes uint8 [batch, time, n],
 seed, idle and stall probabilities); the testbench writes `result.npz` there.
 

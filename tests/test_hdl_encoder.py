@@ -1,0 +1,115 @@
+"""The on-chip rate encoder: `sim.encode.rate_lfsr` against a scalar restatement and its
+closed-form rate; `hdl.encoder.RateEncoder` in the Amaranth simulator against `rate_lfsr`."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikeforge.hdl.encoder import RateEncoder
+from spikeforge.sim.encode import rate_lfsr
+
+
+def scalar_rate_lfsr(intensity: list[int], steps: int, seed: int) -> np.ndarray:
+    """One LFSR step at a time, as the docstring of rate_lfsr says it."""
+    state = seed
+    out = np.zeros((steps, len(intensity)), dtype=np.uint8)
+    for t in range(steps):
+        for j, x in enumerate(intensity):
+            for _ in range(8):
+                state = (state >> 1) ^ (0xB400 if state & 1 else 0)
+            out[t, j] = (state & 0xFF) < x
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(intensity=st.lists(st.integers(0, 255), min_size=1, max_size=20),
+       steps=st.integers(1, 6), seed=st.integers(1, 0xFFFF))
+def test_rate_lfsr_is_the_scalar_definition(intensity, steps, seed):
+    got = rate_lfsr(np.array([intensity, intensity[::-1]], dtype=np.uint8), steps, seed=seed)
+    assert np.array_equal(got[0], scalar_rate_lfsr(intensity, steps, seed))
+    assert np.array_equal(got[1], scalar_rate_lfsr(intensity[::-1], steps, seed))
+
+
+def test_rate_lfsr_rate_is_intensity_over_256():
+    # With 4 inputs, input j's draws are states 32 apart (8 steps x 4 inputs), and 32 is prime
+    # to the period 65,535: over 65,535 steps each input meets every state once. The low bytes
+    # of the states are uniform but for one missing zero, so input j spikes 256 x - 1 times.
+    intensity = np.array([[1, 64, 128, 255], [0, 200, 3, 100]], dtype=np.uint8)
+    spikes = rate_lfsr(intensity, 65535, seed=1)
+    expected = np.where(intensity > 0, 256 * intensity.astype(np.int64) - 1, 0)
+    assert np.array_equal(spikes.sum(axis=1, dtype=np.int64), expected)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((np.array([[1.5]]), 2), r"^intensities must be integers"),
+    ((np.array([256]), 2), r"^intensities must lie in 0\.\.255$"),
+    ((np.array([3]), 0), r"^steps must be at least 1, not 0$"),
+])
+def test_rate_lfsr_refuses(args, message):
+    with pytest.raises(ValueError, match=message):
+        rate_lfsr(*args, seed=1)
+    with pytest.raises(ValueError, match=r"^an LFSR seed must be 1\.\.65535, not 0$"):
+        rate_lfsr(np.array([3]), 2, seed=0)
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 24), steps=st.integers(1, 4), seed=st.integers(1, 0xFFFF),
+       samples=st.integers(1, 2), data=st.data())
+def test_gateware_encodes_as_rate_lfsr(n, steps, seed, samples, data):
+    intensity = np.array(data.draw(st.lists(st.lists(st.integers(0, 255), min_size=n,
+                                                     max_size=n),
+                                            min_size=samples, max_size=samples)),
+                         dtype=np.uint8)
+    stall = data.draw(st.lists(st.booleans(), min_size=1, max_size=7))
+    dut = RateEncoder(n_inputs=n, seed=seed)
+    expected = rate_lfsr(intensity, steps, seed=seed)
+    got = np.zeros_like(expected)
+
+    async def bench(ctx):
+        ready = itertools.cycle(stall)
+        for b in range(samples):
+            ctx.set(dut.w_en, 1)
+            for j in range(n):
+                ctx.set(dut.w_addr, j)
+                ctx.set(dut.w_data, int(intensity[b, j]))
+                await ctx.tick()
+            ctx.set(dut.w_en, 0)
+            ctx.set(dut.restart, 1)
+            await ctx.tick()
+            ctx.set(dut.restart, 0)
+            for t in range(steps):
+                ctx.set(dut.start, 1)
+                await ctx.tick()
+                ctx.set(dut.start, 0)
+                last = -1
+                for _ in range(20 * n + 20):
+                    ctx.set(dut.o.ready, not next(ready))
+                    valid, payload, accepted = ctx.get(dut.o.valid), ctx.get(dut.o.payload), \
+                        ctx.get(dut.o.ready)
+                    await ctx.tick()
+                    if valid and accepted:
+                        if payload.eos:
+                            break
+                        assert payload.addr > last  # ascending
+                        last = payload.addr
+                        got[b, t, payload.addr] = 1
+                else:
+                    raise AssertionError("the encoder never ended its step")
+                assert not ctx.get(dut.busy)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert np.array_equal(got, expected)
+
+
+def test_encoder_parameters_are_checked():
+    with pytest.raises(ValueError, match=r"^LFSR seed must be 1\.\.65535, not 0$"):
+        RateEncoder(n_inputs=4, seed=0)

@@ -1,0 +1,364 @@
+"""The host link's components alone, in the Amaranth simulator: the frame receiver and the
+response sender against the host side's frames (CRC by ``binascii.crc_hqx``), the request
+checker against the status rules of docs/host-protocol.md written out here, the STATUS bytes
+against the document's layout, the link counters against a count. The composition (HostLink
+with a CoreArray) is tests/test_hdl_hostlink.py."""
+
+import binascii
+import itertools
+
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikeforge import protocol
+from spikeforge.hdl.hostlink import (
+    FrameReceiver,
+    LinkCounters,
+    RequestChecker,
+    ResponseSender,
+    StatusBytes,
+    memory_depths,
+)
+from spikeforge.protocol import ARGS_BYTES, Command, MemSpace, Status
+
+from .strategies import plastic_image, random_image
+
+
+def run(dut, bench, *, clock=True):
+    sim = Simulator(dut)
+    if clock:
+        sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+# -- ResponseSender ------------------------------------------------------------------------------
+
+@settings(deadline=None, max_examples=30)
+@given(answers=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255),
+                                  st.integers(0, 255), st.binary(max_size=24)),
+                        min_size=1, max_size=3),
+       tx_ready=st.lists(st.booleans(), min_size=1, max_size=5),
+       offer=st.lists(st.booleans(), min_size=1, max_size=5))
+def test_sender_frames_are_the_protocols(answers, tx_ready, offer):
+    """Each answer goes out as protocol.encode_response frames it (CRC-16/CCITT-FALSE as
+    binascii computes it), under backpressure and gaps in the payload; the head is taken
+    exactly with the last CRC byte."""
+    dut = ResponseSender()
+    sent = []
+
+    async def bench(ctx):
+        ready, valid = itertools.cycle(tx_ready + [True]), itertools.cycle(offer + [True])
+        for seq, cmd, status, payload in answers:
+            ctx.set(dut.i.payload, {"seq": seq, "cmd": cmd, "status": status,
+                                    "length": len(payload)})
+            ctx.set(dut.i.valid, 1)
+            frame, k = bytearray(), 0
+            for _ in range(20 * (len(payload) + 10)):
+                ctx.set(dut.tx.ready, next(ready))
+                ctx.set(dut.payload.valid, k < len(payload) and next(valid))
+                ctx.set(dut.payload.payload, {"data": payload[k] if k < len(payload) else 0,
+                                              "last": k == len(payload) - 1})
+                if ctx.get(dut.tx.valid) and ctx.get(dut.tx.ready):
+                    frame.append(ctx.get(dut.tx.payload))
+                if ctx.get(dut.payload.valid) and ctx.get(dut.payload.ready):
+                    k += 1
+                done = ctx.get(dut.i.ready)
+                await ctx.tick()
+                if done:
+                    break
+            else:
+                raise AssertionError("the answer never went out")
+            ctx.set(dut.i.valid, 0)
+            sent.append(bytes(frame))
+            await ctx.tick()
+
+    run(dut, bench)
+    for frame, (seq, cmd, status, payload) in zip(sent, answers, strict=True):
+        assert frame == protocol.encode_response(seq, cmd, status, payload)
+        assert binascii.crc_hqx(frame[1:-2], 0xFFFF) == int.from_bytes(frame[-2:], "big")
+
+
+# -- FrameReceiver -------------------------------------------------------------------------------
+
+TIMEOUT = 12  # cycles of silence that end a partial frame
+
+
+class Line:
+    """Drives a FrameReceiver's ``rx`` a byte per ``gap`` cycles and records what it says."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.strobes = {name: 0 for name in ("crc_error", "timeout", "dropped", "overrun",
+                                             "activity")}
+
+    async def tick(self, ctx, n=1):
+        for _ in range(n):
+            for name in self.strobes:
+                self.strobes[name] += ctx.get(getattr(self.dut, name))
+            await ctx.tick()
+
+    async def send(self, ctx, data, *, gap=2, framing_error_at=None):
+        for k, byte in enumerate(data):
+            if k == framing_error_at:
+                ctx.set(self.dut.framing_error, 1)
+            else:
+                ctx.set(self.dut.rx.payload, byte)
+                ctx.set(self.dut.rx.valid, 1)
+            await self.tick(ctx)
+            ctx.set(self.dut.rx.valid, 0)
+            ctx.set(self.dut.framing_error, 0)
+            await self.tick(ctx, gap - 1)
+
+    async def take(self, ctx, *, within=20):
+        """The held request (head fields and payload read from the buffer); takes it."""
+        for _ in range(within):
+            if ctx.get(self.dut.o.valid):
+                break
+            await self.tick(ctx)
+        else:
+            return None
+        head = {name: ctx.get(getattr(self.dut.o.payload, name))
+                for name in ("seq", "cmd", "length", "core", "space", "addr", "count", "crc_ok")}
+        payload = bytearray()
+        for k in range(head["length"]):
+            ctx.set(self.dut.buf_addr, k)
+            await self.tick(ctx)
+            payload.append(ctx.get(self.dut.buf_data))
+        ctx.set(self.dut.o.ready, 1)
+        await self.tick(ctx)
+        ctx.set(self.dut.o.ready, 0)
+        head["payload"] = bytes(payload)
+        return head
+
+
+@settings(deadline=None, max_examples=25)
+@given(requests=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255),
+                                   st.binary(max_size=20)), min_size=1, max_size=3),
+       gap=st.integers(1, 3))
+def test_receiver_takes_the_protocols_frames(requests, gap):
+    dut = FrameReceiver(max_payload=20, timeout_cycles=TIMEOUT)
+    got = []
+
+    async def bench(ctx):
+        line = Line(dut)
+        for seq, cmd, payload in requests:
+            await line.send(ctx, b"\x00\x13" + protocol.encode_request(seq, cmd, payload),
+                            gap=gap)  # garbage before the start byte is skipped
+            got.append(await line.take(ctx))
+        assert line.strobes == {"crc_error": 0, "timeout": 0, "dropped": 0, "overrun": 0,
+                                "activity": len(requests)}
+
+    run(dut, bench)
+    for head, (seq, cmd, payload) in zip(got, requests, strict=True):
+        args = payload[:ARGS_BYTES].ljust(ARGS_BYTES, b"\x00")
+        assert head is not None
+        assert (head["seq"], head["cmd"], head["length"], head["payload"], head["crc_ok"]) == (
+            seq, cmd, len(payload), payload, 1)
+        if len(payload) >= ARGS_BYTES:
+            assert (head["core"], head["space"], head["addr"], head["count"]) == (
+                args[0], args[1], int.from_bytes(args[2:6], "little"), args[6])
+
+
+def test_receiver_faults():
+    dut = FrameReceiver(max_payload=20, timeout_cycles=TIMEOUT)
+    good = protocol.encode_request(7, Command.PUSH, b"\x01\x00\x02\x00")
+
+    async def bench(ctx):
+        line = Line(dut)
+
+        def moved(before):
+            return {k: v - before[k] for k, v in line.strobes.items() if v != before[k]}
+
+        # A damaged frame is held with crc_ok low (the executor answers CRC).
+        before = dict(line.strobes)
+        bad = bytearray(good)
+        bad[6] ^= 0x40
+        await line.send(ctx, bad)
+        head = await line.take(ctx)
+        assert head["crc_ok"] == 0 and head["seq"] == 7
+        assert moved(before) == {"crc_error": 1, "activity": 1}
+
+        # A truncated frame times out after TIMEOUT cycles of silence; the next frame is taken.
+        before = dict(line.strobes)
+        await line.send(ctx, good[:-3])
+        assert await line.take(ctx, within=TIMEOUT - 2) is None
+        await line.tick(ctx, 4)
+        await line.send(ctx, good)
+        assert (await line.take(ctx))["crc_ok"] == 1
+        assert moved(before) == {"timeout": 1, "dropped": 1, "activity": 2}
+
+        # A length beyond max_payload: dropped, every byte skipped until silence (the start
+        # bytes inside are not frames).
+        before = dict(line.strobes)
+        await line.send(ctx, bytes([protocol.SOF_REQUEST, 1, 2, 21, 0]) + good[:-1])
+        assert await line.take(ctx, within=TIMEOUT - 2) is None
+        await line.tick(ctx, TIMEOUT)
+        assert moved(before) == {"dropped": 1, "activity": 1}
+
+        # A framing error inside a frame drops it likewise.
+        before = dict(line.strobes)
+        await line.send(ctx, good, framing_error_at=4)
+        await line.tick(ctx, TIMEOUT + 2)
+        await line.send(ctx, good)
+        assert (await line.take(ctx))["crc_ok"] == 1
+        assert moved(before) == {"dropped": 1, "activity": 2}
+
+        # Bytes that arrive while a request is held are dropped, each counted.
+        before = dict(line.strobes)
+        await line.send(ctx, good + b"\xa5\x01\x02")
+        await line.tick(ctx, TIMEOUT + 2)  # silence: the held request does not time out
+        assert (await line.take(ctx))["crc_ok"] == 1
+        await line.send(ctx, good)
+        assert (await line.take(ctx))["crc_ok"] == 1
+        assert moved(before) == {"overrun": 3, "activity": 2}
+
+    run(dut, bench)
+
+
+# -- RequestChecker ------------------------------------------------------------------------------
+
+def depths_of(image):
+    """Words per (core, space), from the image's own packing: the oracle for memory_depths."""
+    out = []
+    for index, core in enumerate(image.config.cores):
+        learning = image.learning_of(core.layer)
+        out.append({MemSpace.WEIGHTS: len(image.weight_memory(index)),
+                    MemSpace.STATE: core.hi - core.lo, MemSpace.PARAMS: core.hi - core.lo,
+                    MemSpace.ACC: -(-(core.hi - core.lo) // core.lanes),
+                    MemSpace.MOD: core.hi - core.lo if learning is not None
+                    and learning.rule == "three_factor" else 0})
+    return out
+
+
+def expected_status(head, idle, depths, word_bytes):
+    """docs/host-protocol.md's status rules, in its order."""
+    cmd, length = head["cmd"], head["length"]
+    if not head["crc_ok"]:
+        return Status.CRC
+    if cmd in (Command.HELLO, Command.CLEAR, Command.STATUS):
+        return Status.OK if length == 0 else Status.LENGTH
+    if cmd in (Command.PUSH, Command.STEP):
+        return Status.LENGTH if length % 2 else Status.OK
+    if cmd in (Command.READ_MEM, Command.WRITE_MEM):
+        want = ARGS_BYTES + (head["count"] * word_bytes if cmd == Command.WRITE_MEM else 0)
+        if length != want:
+            return Status.LENGTH
+        core, space = head["core"], head["space"]
+        if core >= len(depths) or space >= len(MemSpace) or \
+                head["addr"] + head["count"] > depths[core][MemSpace(space)]:
+            return Status.ARG
+        return Status.OK if idle else Status.BUSY
+    return Status.UNKNOWN_CMD
+
+
+IMAGE = plastic_image(4, (5, 9, 4), [None, ("three_factor", True)], lanes=(2, 3), split=True)
+
+
+def test_memory_depths_are_the_images():
+    for image in (IMAGE, random_image(1, (6, 10, 3), split=True, recurrent=0)):
+        assert [dict(zip(MemSpace, d, strict=True)) for d in memory_depths(image)] == \
+            depths_of(image)
+
+
+@st.composite
+def heads(draw):
+    depths = depths_of(IMAGE)
+    cmd = draw(st.sampled_from([*Command, 0, 8, 0xFF]))
+    core = draw(st.integers(0, len(depths)))
+    space = draw(st.integers(0, 6))
+    depth = depths[core][MemSpace(space)] if core < len(depths) and space < 5 else 4
+    count = draw(st.integers(0, 6) | st.integers(0, 255))
+    addr = draw(st.sampled_from([0, depth - count, depth - count + 1, depth, 1 << 31])
+                | st.integers(0, 2**32 - 1))
+    addr = min(max(addr, 0), 2**32 - 1)
+    right = ARGS_BYTES + (count * 2 if cmd == Command.WRITE_MEM else 0)
+    length = draw(st.sampled_from([0, 1, 2, right, right + 1, right - 2]))
+    return {"seq": draw(st.integers(0, 255)), "cmd": int(cmd), "length": max(length, 0),
+            "core": core, "space": space, "addr": addr, "count": count,
+            "crc_ok": draw(st.booleans())}
+
+
+@settings(deadline=None, max_examples=40)
+@given(cases=st.lists(st.tuples(heads(), st.booleans()), min_size=1, max_size=12))
+def test_checker_follows_the_documented_rules(cases):
+    dut = RequestChecker(IMAGE, word_bytes=2)
+    depths = depths_of(IMAGE)
+
+    async def bench(ctx):
+        for head, idle in cases:
+            ctx.set(dut.head, head)
+            ctx.set(dut.idle, idle)
+            await ctx.tick()
+            assert ctx.get(dut.status) == expected_status(head, idle, depths, 2), (head, idle)
+
+    run(dut, bench)
+
+
+# -- StatusBytes and LinkCounters ----------------------------------------------------------------
+
+@settings(deadline=None, max_examples=20)
+@given(n_layers=st.integers(1, 3), data=st.data())
+def test_status_bytes_are_the_documented_layout(n_layers, data):
+    top = (1 << protocol.COUNTER_BITS) - 1
+    counter = st.integers(0, top)
+    status = protocol.DeviceStatus(
+        version=protocol.PROTOCOL_VERSION, overflow=data.draw(st.booleans()),
+        idle=data.draw(st.booleans()), link_error=data.draw(st.booleans()),
+        link={name: data.draw(st.integers(0, 0xFFFF)) for name in protocol.LINK_COUNTERS},
+        **{name: data.draw(counter) for name in protocol.ARRAY_COUNTERS},
+        **{name: data.draw(st.lists(counter, min_size=n_layers, max_size=n_layers))
+           for name in protocol.LAYER_COUNTERS})
+    dut = StatusBytes(n_layers)
+    got = bytearray()
+
+    async def bench(ctx):
+        ctx.set(dut.overflow, status.overflow)
+        ctx.set(dut.idle, status.idle)
+        ctx.set(dut.error, status.link_error)
+        ctx.set(dut.link, status.link)
+        for name in protocol.ARRAY_COUNTERS:
+            ctx.set(getattr(dut, name), getattr(status, name))
+        for name in protocol.LAYER_COUNTERS:
+            ctx.set(getattr(dut, name), getattr(status, name))
+        for k in range(protocol.status_length(n_layers)):
+            ctx.set(dut.index, k)
+            got.append(ctx.get(dut.byte))
+        await ctx.delay(1e-6)
+
+    run(dut, bench, clock=False)
+    assert bytes(got) == protocol.status_payload(status)
+    assert protocol.parse_status(bytes(got), n_layers) == status
+
+
+def test_link_counters_count_and_error_is_sticky():
+    dut = LinkCounters()
+    pattern = [{name: (k * (i + 3)) % 5 == 0 for i, name in enumerate(protocol.LINK_COUNTERS)}
+               for k in range(200)]
+
+    async def bench(ctx):
+        only_duplicates = {name: name == "duplicates" for name in protocol.LINK_COUNTERS}
+        ctx.set(dut.inc, only_duplicates)
+        await ctx.tick()
+        assert not ctx.get(dut.error)  # repeats are no error
+        for strobes in pattern:
+            ctx.set(dut.inc, strobes)
+            await ctx.tick()
+        ctx.set(dut.inc, dict.fromkeys(protocol.LINK_COUNTERS, 0))
+        await ctx.tick()
+        counts = ctx.get(dut.counters)
+        for name in protocol.LINK_COUNTERS:
+            want = sum(s[name] for s in pattern) + (name == "duplicates")
+            assert getattr(counts, name) == want
+        assert ctx.get(dut.error)
+
+    run(dut, bench)
+
+
+def test_component_parameters_are_checked():
+    with pytest.raises(ValueError, match=r"^Maximum payload must be 7\.\.65535 bytes, not 3$"):
+        FrameReceiver(max_payload=3, timeout_cycles=10)
+    with pytest.raises(ValueError, match=r"^Receive timeout must be at least 1 cycle, not 0$"):
+        FrameReceiver(max_payload=16, timeout_cycles=0)

@@ -1,0 +1,56 @@
+"""The RTL simulator cache is keyed on every source file the gateware generation runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from spikeforge.hdl.array import CoreArray
+from spikeforge.hdl.rtl import ARRAY_MODULE, gateware_sources
+
+from .strategies import plastic_image, random_image
+
+ROOT = Path(__file__).resolve().parent.parent  # the package folders of pyproject.toml
+
+
+def _files_run_by(make) -> set[Path]:
+    """Project source files with a Python frame while ``make()`` runs."""
+    seen = set()
+
+    def profile(frame, event, arg):
+        if event == "call":
+            seen.add(frame.f_code.co_filename)
+
+    sys.setprofile(profile)
+    try:
+        make()
+    finally:
+        sys.setprofile(None)
+    folders = [ROOT / name for name in ("spikeforge", "hdl", "compiler", "sim", "boards")]
+    return {Path(f).resolve() for f in seen
+            if any(Path(f).resolve().is_relative_to(folder) for folder in folders)}
+
+
+def test_cache_key_covers_the_array_generator():
+    keyed = {path.resolve() for path in gateware_sources(ARRAY_MODULE).values()}
+    for image in (random_image(1, (5, 7, 3), split=True, decay_mode="mul"),
+                  plastic_image(2, (4, 6, 3), [None, ("three_factor", True)])):
+        ran = _files_run_by(lambda image=image: rtlil.convert(CoreArray(image)))
+        assert ran, "the profiler saw no project code"
+        assert ran <= keyed, sorted(str(p.relative_to(ROOT)) for p in ran - keyed)
+    names = set(gateware_sources(ARRAY_MODULE))
+    assert {"spikeforge.lfsr", "spikeforge.image", "spikeforge.protocol",
+            "spikeforge.hdl.core"} <= names
+    assert not any(name.startswith(("spikeforge.sim", "spikeforge.boards")) for name in names)
+
+
+def test_cache_key_covers_the_virtual_board_generator():
+    from spikeforge.boards.virtual import BridgeTop
+
+    keyed = {path.resolve() for path in gateware_sources("spikeforge.boards.virtual").values()}
+    image = random_image(3, (4, 5, 2))
+    ran = _files_run_by(lambda: rtlil.convert(BridgeTop(image, timeout_bytes=16)))
+    assert ran <= keyed, sorted(str(p.relative_to(ROOT)) for p in ran - keyed)
+    assert ROOT / "hdl" / "hostlink.py" in ran
