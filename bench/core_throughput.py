@@ -10,7 +10,8 @@ bound. The RTL's outputs are checked against the golden model (`bit_exact`).
 
 Cases: (a) digits-like 64-128-10 (8-bit random weights, or `--image NET.sfi`, e.g. the trained
 digits image) on real digits rate-coded; (b) 784-128-10, random 4-bit weights, 10% input
-activity. Run: .venv/bin/python bench/core_throughput.py [--image digits.sfi]
+activity, mapped for the LFE5U-85F unless `--device` says otherwise (its weights do not fit
+the UP5K's block RAM). Run: .venv/bin/python bench/core_throughput.py [--image digits.sfi]
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", help="a compiled 64-input image (e.g. the trained digits "
                                         "network) instead of random 8-bit weights")
-    parser.add_argument("--device", default="iCE40UP5K", help="device the mapper targets "
-                                                              "(default %(default)s)")
+    parser.add_argument("--device", default=None,
+                        help="device the mapper targets (default: iCE40UP5K for the digits "
+                             "network; LFE5U-85F for 784-128-10, whose 400 kbit of weights "
+                             "exceed the UP5K's block RAM)")
     parser.add_argument("--steps", type=int, default=16, help="timesteps (default %(default)s)")
     parser.add_argument("--batch", type=int, default=2, help="samples (default %(default)s)")
     parser.add_argument("--simulator", choices=("verilator", "icarus"), default=None)
@@ -105,13 +108,14 @@ def main() -> None:
             name = f"{args.image} ({'-'.join(map(str, shape))})"
         else:
             layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
-            image = Image(64, layers, map_network(layers, 64, device=args.device))
+            image = Image(64, layers, map_network(layers, 64,
+                                                  device=args.device or "iCE40UP5K"))
             name = "digits-like 64-128-10, random 8-bit weights"
         spikes = digits_spikes(args.steps, args.batch)
         print(json.dumps(measure(name, image, spikes, args.simulator)), flush=True)
     if args.only in (None, "mnist"):
         layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
-        image = Image(784, layers, map_network(layers, 784, device=args.device))
+        image = Image(784, layers, map_network(layers, 784, device=args.device or "LFE5U-85F"))
         rng = np.random.default_rng(3)
         spikes = (rng.random((args.batch, args.steps, 784)) < 0.1).astype(np.uint8)
         print(json.dumps(measure("784-128-10, random 4-bit weights, 10% input activity", image,

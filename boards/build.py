@@ -49,6 +49,7 @@ from .catalog import Board, find_board
 from .top import BoardTop, plan_clock
 
 __all__ = ["BuildReport", "BuildError", "TimingError", "build", "check_fit", "tool_env",
+           "synth_options",
            "step_cycles", "parse_nextpnr_log", "collect", "check_timing", "TOOL_DEFAULTS"]
 
 # Amaranth's environment variable -> the YoWASP (or wheel) command used when it is unset
@@ -148,6 +149,20 @@ def _environment(values: dict[str, str]):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def synth_options(board: Board) -> str:
+    """Options of `synth_ice40` / `synth_ecp5` in a board build (and in `hdl.synth`).
+
+    iCE40 parts with DSPs (the UP5K's SB_MAC16) get ``-dsp``: a "mul" decay's multiplier and
+    the registers around it go into one. ECP5 gets ``-dff``: Yosys 0.70's ABC9 asserts
+    (``rtlil.cc:3091``) on some arrays without it; with it, ABC9 maps the flip-flops too.
+    """
+    if board.family == "ecp5":
+        return "-dff"
+    from ..compiler.devices import find_device
+
+    return "-dsp" if find_device(board.device).dsp else ""
 
 
 # -- checks and estimates ------------------------------------------------------------------------
@@ -343,7 +358,7 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
             say("synthesis (yosys)")
             watcher.start()
             platform.build(top, name=NAME, build_dir=str(out), do_build=True,
-                           nextpnr_opts=" ".join(opts))
+                           synth_opts=synth_options(board), nextpnr_opts=" ".join(opts))
     except subprocess.CalledProcessError as exc:
         log = out / f"{NAME}.tim"
         log = log if log.exists() else out / f"{NAME}.rpt"

@@ -10,8 +10,10 @@ image can be sized for them, and `build` refuses them naming the reason.
 
 Clocks: `clock_hz` is the board oscillator (what `spikeforge compile --board` records);
 `target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), chosen below the
-Fmax nextpnr reports for the SoC (docs/boards.md): the UP5K boards run from their 12 MHz
-oscillator (Fmax ~14.5 MHz, and the PLL's minimum output is 16 MHz), ECP5 boards at 40 MHz.
+Fmax nextpnr reports for the SoC (docs/boards.md) with margin: the UP5K boards at 18 MHz
+(the digits SoC reaches 25.4 MHz, limited by the host link's status multiplexer; 18 MHz is
+12 MHz * 48 / 32 exactly), the ULX3S at 50 MHz (the digits SoC reaches 64 MHz on the 85F,
+again limited by the host link), the other ECP5 boards at 40 MHz.
 `pll` names the PLL primitive (also used when `--clock` asks for another frequency):
 iCE40 "SB_PLL40_PAD" when the oscillator enters on the PLL's own pad, "SB_PLL40_CORE" when it
 comes from a global buffer; ECP5 "EHXPLLL"; None runs from the oscillator directly.
@@ -98,11 +100,11 @@ _OFL = "openfpgaloader"
 BOARDS: dict[str, Board] = {b.name: b for b in (
     # -- iCE40 -------------------------------------------------------------------------------
     Board("icebreaker", "1BitSquared iCEBreaker", "iCE40UP5K", 12e6,
-          "icebreaker:ICEBreakerPlatform", pll="SB_PLL40_PAD",
+          "icebreaker:ICEBreakerPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
           uart=("6", "9"), uart_bridge="FT2232H channel B (USB)", leds=2,
           programmers={_OFL: ("-b", "icebreaker"), "iceprog": ()}),
     Board("icesugar", "MuseLab iCESugar", "iCE40UP5K", 12e6,
-          "icesugar:ICESugarPlatform", pll="SB_PLL40_PAD",
+          "icesugar:ICESugarPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
           uart=("4", "6"), uart_bridge="iCELink (USB CDC)", leds=3,
           programmers={"icesprog": ()}),
     Board("ice40-hx8k-b-evn", "Lattice iCE40-HX8K Breakout", "iCE40HX8K", 12e6,
@@ -128,7 +130,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           notes="no UART: compile target only"),
     # -- ECP5 --------------------------------------------------------------------------------
     *(Board(f"ulx3s-{size}f", f"Radiona ULX3S {size}F", f"LFE5U-{size}F", 25e6,
-            f"ulx3s:ULX3S_{size}F_Platform", target_hz=40e6, pll="EHXPLLL",
+            f"ulx3s:ULX3S_{size}F_Platform", target_hz=50e6, pll="EHXPLLL",
             uart=("M1", "L4"), uart_bridge="FT231X (USB)", leds=8,
             programmers={_OFL: ("-b", "ulx3s")}, flash_default=False)
       for size in (25, 45, 85)),

@@ -10,7 +10,8 @@ lanes * weight_bits bits. The word must fit the memory read width the family can
 ECP5 (two 36-bit DP16KD). Unless `lanes` is given, a core takes the widest word the budget
 allows, then trims lanes to the fewest that keep the same number of lane groups (cycles per
 event): 10 neurons under an 8-lane budget get 5 lanes, not 8. When that does not fit the device,
-narrower budgets (halving) are tried before giving up.
+the budget of one layer at a time is halved: the layer whose halving brings the estimate
+closest to fitting (ties: the layer with the most lanes), until it fits or no layer can narrow.
 
 Resource model, calibrated against yosys `synth_ice40` of the generated SoC (hdl/soc.py: host
 link + array) on the digits network at 8 and 4 bits and 2..16 lanes (within one block RAM and
@@ -30,9 +31,12 @@ Each memory takes block RAMs in the data-port shape that needs fewest blocks
 SPRAMs cannot be initialised by the bitstream and are not used yet.
 
     LUTs = 1620 (host link, router) + per core
-           (216 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
+           (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
-    block RAM = the memories above + 1 (host link buffers)
+           (LUT4s, within 3 % of yosys on the pipelined core), times 1.27 on iCE40: nextpnr's
+           logic cells, the figure the device's capacity counts, were 1.27 LUT4s in the
+           UP5K builds of the digits SoC (bench/fmax.py, lanes 2-2 and 2-5)
+    block RAM = the memories above + 2 (host link receive and response buffers)
     DSPs = one for the host link and one per "mul" core, while the device has them
 """
 
@@ -52,8 +56,11 @@ BRAM_SHAPES = {
     "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
-LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 216, 26, 16, 3
-BRAM_SOC = 1
+LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261, 26, 16, 3
+# iCE40 logic cells per LUT4: nextpnr also spends a cell on a flip-flop or carry it cannot pack
+# with a LUT (the pipeline's registers): 4205 / 3307 and 4300 / 3391 on the UP5K digits builds
+ICE40_CELLS_PER_LUT = 1.27
+BRAM_SOC = 2  # the host link's receive and response buffers
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
@@ -128,28 +135,50 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
             raise ValueError(f"{lanes} lanes make weight words wider than the {budget} bits a "
                              f"{dev.name} core can read per cycle in layer "
                              f"{', '.join(too_wide)}")
-        budgets = [None]
-    else:
-        budgets = []
-        bits = budget
-        while bits >= min(layer.weight_bits for layer in layers):
-            budgets.append(bits)
-            bits //= 2
-
-    best = None
-    for bits in budgets:
         config = HwConfig(device=dev.name, board=board, clock_hz=float(clock_hz),
-                          cores=_tile(layers, max_neurons_per_core, lanes, bits))
+                          cores=_tile(layers, max_neurons_per_core, lanes, None))
+        return _checked(layers, config)
+
+    # Per layer, the widest word first; while the network does not fit, halve the budget of
+    # the one layer whose halving helps most (ties: the layer with the most lanes in all).
+    budgets = [budget] * len(layers)
+
+    def mapping(bits):
+        return HwConfig(device=dev.name, board=board, clock_hz=float(clock_hz),
+                        cores=_tile(layers, max_neurons_per_core, None, bits))
+
+    config = mapping(budgets)
+    while True:
         estimate = estimate_resources(layers, config)
-        over = {r: nc for r, nc in estimate.items() if nc[0] > nc[1]}
-        if not over:
+        if _badness(estimate) == 0:
             return config
-        badness = sum(need / max(cap, 1) for need, cap in over.values())
-        if best is None or badness < best[0]:
-            best = (badness, over, estimate, config)
-    _, over, estimate, config = best
+        options = []
+        for index, layer in enumerate(layers):
+            if budgets[index] // 2 < layer.weight_bits:
+                continue
+            trial = list(budgets)
+            trial[index] //= 2
+            narrower = mapping(trial)
+            lanes_now = sum(c.lanes for c in config.cores_of(index))
+            options.append((_badness(estimate_resources(layers, narrower)), -lanes_now,
+                            index, trial, narrower))
+        if not options:
+            return _checked(layers, config)
+        _, _, _, budgets, config = min(options, key=lambda o: o[:3])
+
+
+def _badness(estimate: dict[str, tuple[int, int]]) -> float:
+    return sum(need / max(cap, 1) for need, cap in estimate.values() if need > cap)
+
+
+def _checked(layers: list[LayerParams], config: HwConfig) -> HwConfig:
+    """`config`, or FitError naming every resource it exceeds."""
+    estimate = estimate_resources(layers, config)
+    over = {r: nc for r, nc in estimate.items() if nc[0] > nc[1]}
+    if not over:
+        return config
     detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())
-    raise FitError(f"the network does not fit {dev.name}: {detail}", estimate, config)
+    raise FitError(f"the network does not fit {config.device}: {detail}", estimate, config)
 
 
 def _check_chain(layers: list[LayerParams], n_inputs: int) -> None:
@@ -169,7 +198,7 @@ def _check_chain(layers: list[LayerParams], n_inputs: int) -> None:
 
 
 def _tile(layers: list[LayerParams], max_neurons: int, lanes: int | None,
-          budget_bits: int | None) -> tuple[CoreConfig, ...]:
+          budget_bits: list[int] | None) -> tuple[CoreConfig, ...]:
     cores = []
     for index, layer in enumerate(layers):
         parts = -(-layer.n_out // max_neurons)
@@ -178,7 +207,9 @@ def _tile(layers: list[LayerParams], max_neurons: int, lanes: int | None,
         for part in range(parts):
             hi = lo + base + (1 if part < extra else 0)
             cores.append(CoreConfig(index, lo, hi,
-                                    _lanes(hi - lo, layer.weight_bits, lanes, budget_bits)))
+                                    _lanes(hi - lo, layer.weight_bits, lanes,
+                                           None if budget_bits is None
+                                           else budget_bits[index])))
             lo = hi
     return tuple(cores)
 
@@ -244,5 +275,7 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
             bram += _memory_blocks(17, layer.n_out + 2, shapes)
+    if dev.family == "ice40":
+        luts = math.ceil(luts * ICE40_CELLS_PER_LUT)
     return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (0, dev.spram),
             "dsp": (dsp, dev.dsp)}

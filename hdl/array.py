@@ -2,16 +2,18 @@
 
 import operator
 
-from amaranth.hdl import Cat, Module, ResetInserter, Signal, unsigned
+from amaranth.hdl import Cat, Module, ResetInserter, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..compiler.devices import find_device
 from ..image import Image
 from ..protocol import COUNTER_BYTES
 from .core import LifCore, MemAccessSignature, param_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
 from .router import EventFifo, EventFork, EventMerge
+from .skid import SkidBuffer
 
 __all__ = ["CoreArray", "COUNTER_BITS"]
 
@@ -98,9 +100,12 @@ class CoreArray(wiring.Component):
     the wrap-around from frequent reads.
     """
 
-    def __init__(self, image: Image, *, fifo_depth: int = 0):
+    def __init__(self, image: Image, *, fifo_depth: int = 0, counter_bits: int = COUNTER_BITS):
         image.check()
         image.check_gateware()
+        self._counter_bits = operator.index(counter_bits)
+        if self._counter_bits < 1:
+            raise ValueError(f"Counter width must be at least 1, not {counter_bits!r}")
         self._image = image
         self._fifo_depth = operator.index(fifo_depth)
         if self._fifo_depth < 0:
@@ -124,7 +129,8 @@ class CoreArray(wiring.Component):
         self._mem_data_width = width
         self._mem_addr_width = max(ADDR_BITS, (depth - 1).bit_length())
         n_layers = len(image.layers)
-        per_layer = data.ArrayLayout(unsigned(COUNTER_BITS), n_layers)
+        bits = self._counter_bits
+        per_layer = data.ArrayLayout(unsigned(bits), n_layers)
         super().__init__({
             "i": In(stream.Signature(SpikeEvent)),
             "o": Out(stream.Signature(SpikeEvent)),
@@ -136,10 +142,10 @@ class CoreArray(wiring.Component):
             "spikes": Out(per_layer),
             "saturations": Out(per_layer),
             "learn_cycles": Out(per_layer),
-            "events_in": Out(unsigned(COUNTER_BITS)),
-            "events_out": Out(unsigned(COUNTER_BITS)),
-            "busy_cycles": Out(unsigned(COUNTER_BITS)),
-            "integrate_cycles": Out(unsigned(COUNTER_BITS)),
+            "events_in": Out(unsigned(bits)),
+            "events_out": Out(unsigned(bits)),
+            "busy_cycles": Out(unsigned(bits)),
+            "integrate_cycles": Out(unsigned(bits)),
             "overflow": Out(1),
         })
 
@@ -150,6 +156,11 @@ class CoreArray(wiring.Component):
     @property
     def fifo_depth(self) -> int:
         return self._fifo_depth
+
+    @property
+    def counter_bits(self) -> int:
+        """Width of every counter; they wrap around (the host unrolls them)."""
+        return self._counter_bits
 
     @property
     def mem_data_width(self) -> int:
@@ -167,8 +178,10 @@ class CoreArray(wiring.Component):
         image = self._image
         n_layers = len(image.layers)
         cores = []
+        # ECP5 block RAM's unregistered read data takes ~6 ns: register it in the integration
+        registered = find_device(image.config.device).family == "ecp5"
         for index in range(len(image.config.cores)):
-            core = LifCore.from_image(image, index)
+            core = LifCore.from_image(image, index, registered_reads=registered)
             top.submodules[f"core{index}"] = core
             m.d.comb += core.clear.eq(self.clear)
             cores.append(core)
@@ -179,7 +192,11 @@ class CoreArray(wiring.Component):
         layer_fifos = []
 
         def count(counter, amount):
-            m.d.sync += counter.eq(counter + amount)
+            # The increment is registered first: no logic of the cores or streams sits in
+            # front of the counter's carry chain.
+            amount = Value.cast(amount)
+            step = Signal(amount.shape())
+            m.d.sync += [step.eq(amount), counter.eq(counter + step)]
 
         def fork(name, n):
             m.submodules[name] = block = EventFork(n)
@@ -189,16 +206,27 @@ class CoreArray(wiring.Component):
             return port.valid & port.ready & ~port.payload.eos
 
         # Layer 0's input: events with an address outside the input layer are dropped.
-        source = stream.Signature(SpikeEvent).create(path=("l0_in",))
+        skids = []
+
+        def skid(name, port):
+            """`port` through a skid buffer: its ready is a register of this stage."""
+            m.submodules[name] = block = SkidBuffer(SpikeEvent)
+            wiring.connect(m, port, block.i)
+            skids.append(block)
+            return block.o
+
+        m.submodules.l0_in = entry = SkidBuffer(SpikeEvent)
+        skids.append(entry)
         bad = ~self.i.payload.eos & (self.i.payload.addr >= image.n_inputs)
         m.d.comb += [
-            source.payload.eq(self.i.payload),
-            source.valid.eq(self.i.valid & ~bad),
-            self.i.ready.eq(source.ready | bad),
+            entry.i.payload.eq(self.i.payload),
+            entry.i.valid.eq(self.i.valid & ~bad),
+            self.i.ready.eq(entry.i.ready | bad),
         ]
         with m.If(self.i.valid & bad):
             m.d.sync += overflow.eq(1)
-        count(self.events_in, transfer(source))
+        count(self.events_in, transfer(entry.i))
+        source = entry.o
 
         for index, layer in enumerate(image.layers):
             group = by_layer[index]
@@ -218,6 +246,7 @@ class CoreArray(wiring.Component):
             for port, core in zip(merge.i, group):
                 wiring.connect(m, core.o, port)
             count(self.spikes[index], transfer(merge.o))
+            merged = skid(f"l{index}_skid", merge.o)
             count(self.saturations[index], sum(core.saturated for core in group))
             if image.learning_of(index) is not None:
                 count(self.learn_cycles[index], sum(core.updating for core in group))
@@ -225,7 +254,7 @@ class CoreArray(wiring.Component):
                 # The merged step also goes back to the layer as next step's rows n_in + addr.
                 # The FIFO never pushes back: it is drained before the layer's next pass.
                 out = fork(f"l{index}_out", 2)
-                wiring.connect(m, merge.o, out.i)
+                wiring.connect(m, merged, out.i)
                 m.submodules[f"l{index}_rec_fifo"] = rec = EventFifo(layer.n_out + 2)
                 m.d.comb += [
                     rec.i.payload.eq(out.o[1].payload),
@@ -241,7 +270,7 @@ class CoreArray(wiring.Component):
                 in_events = in_events + transfer(rf.i)
                 source = out.o[0]
             else:
-                source = merge.o
+                source = merged
             count(self.sops[index], in_events * layer.n_out)
         m.d.comb += [
             self.o.payload.eq(source.payload),
@@ -250,8 +279,9 @@ class CoreArray(wiring.Component):
         ]
         count(self.events_out, transfer(self.o))
 
+        # Registered: a cycle late, as the counters (their increments are registered too).
         idle = Signal()
-        m.d.comb += idle.eq(Cat(*(core.idle for core in cores),
+        m.d.sync += idle.eq(Cat(*(core.idle for core in cores), *(b.empty for b in skids),
                                 *(fifo.level == 0 for fifo in layer_fifos)).all())
         m.d.comb += self.idle.eq(idle)
         count(self.busy_cycles, ~idle)

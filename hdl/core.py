@@ -16,6 +16,8 @@ from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
 from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr
+from .neuron import NeuronUpdate
+from .skid import SkidBuffer
 
 __all__ = ["LifCore", "MemSpace", "MemAccessSignature", "param_layout"]
 
@@ -93,14 +95,22 @@ class LifCore(wiring.Component):
     current one is issued, so a back-to-back event stream runs at ``lanes`` synapses per cycle.
     Pipeline: cycle c reads weight word and accumulator word g; cycle c+1 adds and writes
     back. A read of the same accumulator word in cycle c+1 only happens when ``groups`` == 1;
-    that memory's read port is then transparent to its write port.
+    that memory's read port is then transparent to its write port. With
+    ``registered_reads`` (for parts whose block RAM has a long clock-to-out, as ECP5's DP16KD)
+    cycle c+1 registers both words and cycle c+2 adds and writes back; the sums written in
+    cycles c+1 and c+2 to the word read in c are forwarded into its register. Either way the
+    loop takes one word per cycle.
 
     Per step the core takes the recurrent events (port ``r``, rows ``n_in + addr``; skipped at
     the first step after a clear, where s[-1] = 0) up to their ``eos``, starting only once the
     step's first feed-forward event (or ``eos``) waits at ``i``; then the feed-forward events
     (port ``i``, rows ``addr``) up to their ``eos``; then one pass over the neurons, one per
     cycle, that applies the update, clears the accumulators, writes v and s back and emits an
-    event ``lo + n`` per spike, ascending, then an ``eos``. Addresses are not checked here:
+    event ``lo + n`` per spike, ascending, then an ``eos``. The pass is a pipeline (read
+    addresses, memory data with the lane select, then :class:`~.neuron.NeuronUpdate`'s four
+    stages; ``N + 6`` cycles) that advances while the output skid buffer
+    (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event; ``o`` is that
+    buffer's output. Addresses are not checked here:
     feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` < ``n_out``.
 
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
@@ -118,7 +128,7 @@ class LifCore(wiring.Component):
 
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
                  transparent_weights: bool = False, learning: LearningConfig | None = None,
-                 core_index: int = 0):
+                 core_index: int = 0, registered_reads: bool = False):
         if not 0 <= config.lo < config.hi <= layer.n_out:
             raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
                              f"layer's {layer.n_out} neurons")
@@ -135,6 +145,7 @@ class LifCore(wiring.Component):
                              f"{weight_memory.shape}")
         self._weight_init = [int.from_bytes(row.tobytes(), "little") for row in weight_memory]
         self._transparent_weights = bool(transparent_weights)
+        self._registered_reads = bool(registered_reads)
         self._param_layout = param_layout(layer)
         lo, hi = config.lo, config.hi
         values = {name: v[lo:hi] for name, v in param_values(layer).items()}
@@ -207,7 +218,8 @@ class LifCore(wiring.Component):
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
         m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[])
         a_wr = amem.write_port()
-        a_rd = amem.read_port(transparent_for=(a_wr,) if groups == 1 else ())
+        a_rd = amem.read_port(
+            transparent_for=(a_wr,) if groups == 1 and not self._registered_reads else ())
         state_layout = data.StructLayout({"v": signed(v_bits), "s": unsigned(1)})
         m.submodules.state = smem = Memory(shape=state_layout, depth=neurons, init=[])
         s_wr = smem.write_port()
@@ -307,12 +319,40 @@ class LifCore(wiring.Component):
                     if learn is not None:  # flag the row: input `row` spiked
                         m.d.comb += [unit.take.eq(1), unit.take_row.eq(row)]
 
-        sums = Signal(acc_layout)
-        for p in range(lanes):
-            weight = w_rd.data[p * w_bits:(p + 1) * w_bits].as_signed()
-            m.d.comb += sums[p].eq(a_rd.data[p] + weight)
+        def add_words(acc_word, weight_word):
+            total = Signal(acc_layout)
+            for p in range(lanes):
+                weight = weight_word[p * w_bits:(p + 1) * w_bits].as_signed()
+                m.d.comb += total[p].eq(acc_word[p] + weight)
+            return total
 
-        # -- pass: stage P0 issues reads of neuron n, stage P1 updates it -------------------
+        if not self._registered_reads:
+            # stage 1 adds the memories' read data and writes the sum back
+            sums = add_words(a_rd.data, w_rd.data)
+            w_valid, w_group, in_flight = v1, g1, v1
+        else:
+            # stage 1 registers the read data, stage 2 adds and writes back. The accumulator
+            # word read in stage 1 misses the writes of this cycle and of the previous one
+            # (the read port is not transparent): they are forwarded.
+            v2 = Signal()
+            g2 = Signal(range(groups))
+            w2 = Signal(lanes * w_bits)
+            a2 = Signal(acc_layout)
+            sums = add_words(a2, w2)
+            last_v = Signal()
+            last_g = Signal(range(groups))
+            last_sum = Signal(acc_layout)
+            m.d.sync += [v2.eq(v1), g2.eq(g1), w2.eq(w_rd.data),
+                         last_v.eq(v2), last_g.eq(g2), last_sum.eq(sums)]
+            with m.If(v2 & (g2 == g1)):
+                m.d.sync += a2.eq(sums)
+            with m.Elif(last_v & (last_g == g1)):
+                m.d.sync += a2.eq(last_sum)
+            with m.Else():
+                m.d.sync += a2.eq(a_rd.data)
+            w_valid, w_group, in_flight = v2, g2, v1 | v2
+
+        # -- pass: P0 issues the reads of neuron n, P1 has their data, then the update -------
         n = Signal(range(neurons))
         pg = Signal(range(groups))
         pp = Signal(range(lanes))
@@ -321,44 +361,56 @@ class LifCore(wiring.Component):
         n1 = Signal(range(neurons))
         pp1 = Signal(range(lanes))
         pg1 = Signal(range(groups))
-        out_valid = Signal()
-        out = Signal(SpikeEvent)
-        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out)]
-        with m.If(self.o.ready):
-            m.d.sync += out_valid.eq(0)
-        stall = out_valid & ~self.o.ready
+        m.submodules.out = obuf = SkidBuffer(SpikeEvent)
+        wiring.connect(m, obuf.o, wiring.flipped(self.o))
+        # The pass stalls while the output buffer is full (a register, not the consumer's
+        # ready), whether or not the neuron at the end of the pipeline spikes.
+        adv = Signal()
+        m.d.comb += adv.eq(obuf.i.ready)
         p0_go = Signal()
         commit = Signal()
 
-        v_prev = s_rd.data.v
-        s_prev = s_rd.data.s
-        theta = params["threshold"]
-        acc = a_rd.data[pp1]
-        u_width = max(v_bits, a_bits, len(params["bias"])) + 4
-
-        if "decay" in self._stored:
-            k = params.get("decay")
-        elif layer.decay_mode != "none":
-            k = int(self._param_values["decay"][0])  # a constant shift is wiring
-
-        def decay(x):
-            if layer.decay_mode == "none":
-                return x
-            if layer.decay_mode == "shift":
-                return x - (x >> k)
-            return (x * k) >> layer.decay_frac
-
-        u = Signal(signed(u_width))
-        if layer.reset == "subtract":
-            m.d.comb += u.eq(decay(v_prev) + acc + params["bias"] - Mux(s_prev, theta, 0))
-        else:
-            m.d.comb += u.eq(decay(Mux(s_prev, 0, v_prev)) + acc + params["bias"])
-        v_min, v_max = -(1 << (v_bits - 1)), (1 << (v_bits - 1)) - 1
-        over, under = u > v_max, u < v_min
-        v_new = Signal(signed(v_bits))
-        m.d.comb += v_new.eq(Mux(over, v_max, Mux(under, v_min, u[:v_bits])))
-        spike = v_new > theta
-        m.d.comb += self.saturated.eq(commit & (over | under))
+        tag_layout = data.StructLayout({
+            "n": unsigned(max(1, (neurons - 1).bit_length())),
+            "g": unsigned(max(1, (groups - 1).bit_length())),
+            "clear_acc": unsigned(1),  # the last lane of its group (or the last neuron)
+            "last": unsigned(1),
+        })
+        stored_layout = data.StructLayout({name: pfields[name] for name in self._stored})
+        m.submodules.update = update = NeuronUpdate(
+            layer, stored=stored_layout,
+            constants={name: int(self._param_values[name][0])
+                       for name in pfields if name not in self._stored},
+            bias_bits=pfields["bias"].width, tag_width=tag_layout.size)
+        # The lane select: lane 0 of the group's word straight from the memory, the others
+        # from a register that shifts the word down one lane per neuron.
+        acc_rest = Signal(acc_layout)
+        acc_word = Mux(pp1 == 0, a_rd.data.as_value(), acc_rest.as_value())
+        with m.If(adv & q1):
+            m.d.sync += acc_rest.eq(acc_word >> a_bits)
+        i_tag = data.View(tag_layout, update.i_tag)
+        o_tag = data.View(tag_layout, update.o_tag)
+        m.d.comb += [
+            update.en.eq(adv),
+            update.i_valid.eq(q1),
+            i_tag.n.eq(n1),
+            i_tag.g.eq(pg1),
+            i_tag.clear_acc.eq((pp1 == lanes - 1) | (n1 == neurons - 1)),
+            i_tag.last.eq(n1 == neurons - 1),
+            update.acc.eq(acc_word[:a_bits]),
+            update.v.eq(s_rd.data.v),
+            update.s.eq(s_rd.data.s),
+        ]
+        if self._stored:
+            m.d.comb += update.params.eq(p_rd.data)
+        v_new, spike = update.v_new, update.spike
+        m.d.comb += [
+            commit.eq(update.o_valid & adv),
+            self.saturated.eq(commit & update.saturated),
+            obuf.i.valid.eq(commit & spike),
+            obuf.i.payload.addr.eq(cfg.lo + o_tag.n),
+            obuf.i.payload.eos.eq(0),
+        ]
 
         if learn is not None:
             w_raddr = Mux(unit.w_read, unit.w_raddr, waddr)
@@ -371,12 +423,12 @@ class LifCore(wiring.Component):
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
             a_rd.addr.eq(Mux(host, self.mem.addr, g)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
-            s_wr.addr.eq(Mux(host, self.mem.addr, n1)),
+            s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
             s_wr.data.eq(Mux(host, self.mem.wdata, Cat(v_new, spike))),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
-            a_wr.addr.eq(Mux(v1, g1, pg1)),
-            a_wr.data.eq(Mux(v1, sums.as_value(), 0)),
-            a_wr.en.eq(v1 | (commit & ((pp1 == lanes - 1) | (n1 == neurons - 1)))),
+            a_wr.addr.eq(Mux(w_valid, w_group, o_tag.g)),
+            a_wr.data.eq(Mux(w_valid, sums.as_value(), 0)),
+            a_wr.en.eq(w_valid | (commit & o_tag.clear_acc)),
         ]
         if self._stored:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
@@ -407,20 +459,19 @@ class LifCore(wiring.Component):
                     with m.If(self.i.valid & self.i.payload.eos):
                         m.next = "Drain"
             with m.State("Drain"):
-                with m.If(~act & ~v1):
+                with m.If(~act & ~in_flight):
                     m.d.sync += [n.eq(0), pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0)]
                     m.next = "Pass"
             with m.State("Pass"):
                 m.d.comb += [
-                    p0_go.eq(~stall & ~p0_done),
-                    commit.eq(q1 & ~stall),
-                    s_rd.en.eq(~stall),
+                    p0_go.eq(adv & ~p0_done),
+                    s_rd.en.eq(adv),
                     a_rd.addr.eq(pg),
                     a_rd.en.eq(p0_go & (pp == 0)),
                 ]
                 if self._stored:
-                    m.d.comb += p_rd.en.eq(~stall)
-                with m.If(~stall):
+                    m.d.comb += p_rd.en.eq(adv)
+                with m.If(adv):
                     m.d.sync += [q1.eq(p0_go), n1.eq(n), pp1.eq(pp), pg1.eq(pg)]
                 with m.If(p0_go):
                     m.d.sync += n.eq(n + 1)
@@ -430,14 +481,12 @@ class LifCore(wiring.Component):
                         m.d.sync += [pp.eq(0), pg.eq(pg + 1)]
                     with m.Else():
                         m.d.sync += pp.eq(pp + 1)
-                with m.If(commit):
-                    with m.If(spike):
-                        m.d.sync += [out_valid.eq(1), out.addr.eq(cfg.lo + n1), out.eos.eq(0)]
-                    with m.If(n1 == neurons - 1):
-                        m.next = "PassEos"
+                with m.If(commit & o_tag.last):
+                    m.next = "PassEos"
             with m.State("PassEos"):
-                with m.If(~stall):
-                    m.d.sync += [out_valid.eq(1), out.eos.eq(1), started.eq(0)]
+                m.d.comb += [obuf.i.valid.eq(1), obuf.i.payload.eos.eq(1)]
+                with m.If(obuf.i.ready):
+                    m.d.sync += started.eq(0)
                     if learn is not None:
                         m.d.comb += unit.start.eq(1)
                         m.next = "Learn"
@@ -448,7 +497,7 @@ class LifCore(wiring.Component):
                     with m.If(~unit.busy):
                         m.next = "Ffwd"
 
-        m.d.comb += self.idle.eq(between & ~out_valid)
+        m.d.comb += self.idle.eq(between & obuf.empty)
         if learn is None:
             return ResetInserter(self.clear)(m)
         # The LFSR runs on over `clear`: a sample does not restart its sequence.

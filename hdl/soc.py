@@ -97,14 +97,22 @@ class SpikeSoC(wiring.Component):
         m.d.sync += heartbeat.eq(heartbeat + 1)
         m.d.comb += self.leds[0].eq(heartbeat[-1])
 
+        # The LEDs' ~50 ms stretch counts prescaler ticks (2^12 cycles each), so its counters
+        # stay a few bits wide: a 21-bit decrement and compare limited the whole SoC's clock.
+        tick_bits = 12
+        tick = Signal()
+        m.d.sync += tick.eq(heartbeat[:tick_bits].all())
+
         def stretch(index, strobe):
-            cycles = max(1, int(self._clk_freq / 20))
-            left = Signal(range(cycles + 1), name=f"led{index}_left")
+            ticks = max(1, int(self._clk_freq / 20) >> tick_bits)
+            left = Signal(range(ticks + 1), name=f"led{index}_left")
+            lit = Signal(name=f"led{index}_lit")
             with m.If(strobe):
-                m.d.sync += left.eq(cycles)
-            with m.Elif(left != 0):
+                m.d.sync += left.eq(ticks)
+            with m.Elif(tick & (left != 0)):
                 m.d.sync += left.eq(left - 1)
-            m.d.comb += self.leds[index].eq(left != 0)
+            m.d.sync += lit.eq(strobe | (left != 0))
+            m.d.comb += self.leds[index].eq(lit)
 
         stretch(1, link.activity)
         stretch(2, link.busy | ~array.idle)

@@ -90,8 +90,8 @@ def simulate(dut, bench):
 
 @SETTINGS
 @given(n_in=st.integers(1, 12), n_out=st.integers(1, 20), lanes=st.integers(1, 8),
-       w_bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1))
-def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed):
+       w_bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1), registered=st.booleans())
+def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed, registered):
     rng = np.random.default_rng(seed)
     steps = 3
     x = (rng.random((steps, n_in)) < 0.7).astype(np.int64)
@@ -103,7 +103,7 @@ def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed):
                         w_bits, v_bits, 20, decay_mode="none")
     layer = dataclasses.replace(layer, acc_bits=layer.acc_bits_needed())
     image = single_core_image(layer, lanes)
-    dut = LifCore.from_image(image, 0)
+    dut = LifCore.from_image(image, 0, registered_reads=registered)
     groups = image.config.cores[0].groups
     expected = weights @ x.sum(axis=0)
 
@@ -186,13 +186,13 @@ def single_layers(draw):
 
 @SETTINGS
 @given(layer=single_layers(), lanes=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
-       gaps=st.lists(st.booleans(), max_size=4))
-def test_pass_matches_golden(layer, lanes, seed, gaps):
+       gaps=st.lists(st.booleans(), max_size=4), registered=st.booleans())
+def test_pass_matches_golden(layer, lanes, seed, gaps, registered):
     rng = np.random.default_rng(seed)
     x = (rng.random((6, layer.n_in)) < 0.6).astype(np.uint8)
     image = single_core_image(layer, lanes)
     ref = golden.run(image, x, record=True)
-    dut = LifCore.from_image(image, 0)
+    dut = LifCore.from_image(image, 0, registered_reads=registered)
 
     async def bench(ctx):
         await ctx.tick().until(dut.idle)

@@ -1,0 +1,105 @@
+"""Fmax and resources of full board builds (SoC: host link + array), from nextpnr's report.
+
+For each board and network builds a bitstream with `spikeforge.boards.build.build` at the
+requested clock (default: the board's catalog clock) and prints one JSON object: board, network,
+clock and achieved Fmax in MHz, whether timing was met, LUTs, block RAM, SPRAM and DSPs
+(used / available) and the critical path (start cell, end cell, delay, logic levels).
+
+Networks (`--net`, repeatable; default all that fit the board):
+
+- digits8, digits4: the digits demo network (snnTorch 64-128-10, untrained weights, as
+  `make bitstreams` builds it) compiled at 8 / 4 bits;
+- three: a 3-layer random network 64-40-24-10 (about 3,800 synapses), 8-bit weights;
+- mnist4: 784-128-10 with random 4-bit weights.
+
+Run: .venv/bin/python bench/fmax.py --board icebreaker --net digits8 --clock 40
+One nextpnr build at a time; each takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from spikeforge.boards.build import BuildError, TimingError, build
+from spikeforge.compiler.mapper import FitError, map_network
+from spikeforge.image import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from core_throughput import random_network  # noqa: E402
+
+NETS = ("digits8", "digits4", "three", "mnist4")
+
+
+def make_image(net: str, board: str) -> Image:
+    if net in ("digits8", "digits4"):
+        import spikeforge
+        from spikeforge.digits import build_model
+
+        return spikeforge.compile(build_model(), weight_bits=int(net[-1]), board=board)
+    if net == "three":
+        layers = random_network((64, 40, 24, 10), 8, seed=4, activity=0.3)
+        return Image(64, layers, map_network(layers, 64, board=board))
+    if net == "mnist4":
+        layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
+        return Image(784, layers, map_network(layers, 784, board=board))
+    raise ValueError(f"network must be one of {', '.join(NETS)}, not {net!r}")
+
+
+def _used(report: dict, resource: str) -> list[int] | None:
+    entry = report.get("utilization", {}).get(resource)
+    return None if entry is None else [entry["used"], entry["available"]]
+
+
+def measure(board: str, net: str, clock_mhz: float | None, out_dir: Path,
+            seed: int | None) -> dict:
+    row: dict = {"board": board, "network": net}
+    try:
+        image = make_image(net, board)
+        clock_hz = None if clock_mhz is None else clock_mhz * 1e6
+        report = build(image, board, out_dir, clock_hz=clock_hz, seed=seed).to_dict()
+    except TimingError as exc:
+        report = exc.report.to_dict()
+    except (FitError, BuildError) as exc:
+        return {**row, "error": str(exc).splitlines()[0]}
+    path = report.get("limiting_path") or {}
+    row.update({
+        "clock_mhz": report["clock_mhz"], "fmax_mhz": report["fmax_mhz"],
+        "timing_met": report["timing_met"],
+        "luts": _used(report, "luts"), "bram": _used(report, "bram"),
+        "spram": _used(report, "spram"), "dsp": _used(report, "dsp"),
+        "critical_path": {"from": path.get("from"), "to": path.get("to"),
+                          "delay_ns": path.get("delay_ns"),
+                          "logic_levels": path.get("logic_levels")},
+        "lanes": [c.lanes for c in image.config.cores],
+        "seconds": report["seconds"],
+    })
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--board", action="append", help="board (repeatable; default "
+                        "icebreaker and ulx3s-85f)")
+    parser.add_argument("--net", action="append", choices=NETS,
+                        help="network (repeatable; default all)")
+    parser.add_argument("--clock", type=float, default=None,
+                        help="fabric clock in MHz (default: the board's catalog clock)")
+    parser.add_argument("--seed", type=int, default=None, help="nextpnr placer seed")
+    parser.add_argument("--out", default=None, help="build folder (default: a temporary one)")
+    args = parser.parse_args()
+    boards = args.board or ["icebreaker", "ulx3s-85f"]
+    nets = args.net or list(NETS)
+    with tempfile.TemporaryDirectory(prefix="spikeforge-fmax-") as tmp:
+        root = Path(args.out or tmp)
+        for board in boards:
+            for net in nets:
+                row = measure(board, net, args.clock, root / f"{board}-{net}", args.seed)
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""A two-entry skid buffer: a stream register stage whose ``ready`` is a flip-flop."""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .event import SpikeEvent
+
+__all__ = ["SkidBuffer"]
+
+
+class SkidBuffer(wiring.Component):
+    """Passes a stream through two registers so that no combinational path runs from ``o.ready``
+    to ``i.ready`` or from ``i.valid`` to ``o.valid``: both outputs are flip-flops.
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+        ``i.ready`` is high unless both entries are full (a register).
+    o : Out(stream.Signature(shape))
+        ``o.valid`` and ``o.payload`` are registers. Order is kept and nothing is lost.
+    empty : Out(1)
+        No entry is held.
+
+    Latency: an item taken at ``i`` is offered at ``o`` the next cycle. Throughput: one item per
+    cycle while ``o.ready`` stays high.
+    """
+
+    def __init__(self, shape=SpikeEvent):
+        self._shape = shape
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+            "empty": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        main_valid = Signal()
+        skid_valid = Signal()
+        skid = Signal(self._shape)
+        m.d.comb += [
+            self.o.valid.eq(main_valid),
+            self.i.ready.eq(~skid_valid),
+            self.empty.eq(~main_valid),  # the skid entry is only ever full behind main
+        ]
+        taken = self.i.valid & ~skid_valid
+        with m.If(~main_valid | self.o.ready):  # main is free at the edge
+            with m.If(skid_valid):
+                m.d.sync += [self.o.payload.eq(skid), main_valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += main_valid.eq(taken)
+                with m.If(taken):
+                    m.d.sync += self.o.payload.eq(self.i.payload)
+        with m.Elif(taken):  # main holds on: the item waits in the skid entry
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
