@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..sim.encode import as_batch
+from ..sim.golden import conv_currents
 from .ir import LifLayer, Network
 
 
@@ -66,7 +67,10 @@ def step(layer: LifLayer, v: np.ndarray, syn: np.ndarray, c_prev: np.ndarray,
          x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One step of one layer: (v[t], syn[t], c[t]) from v[t-1], syn[t-1], c[t-1] and the
     source's counts c_in[t]."""
-    a = x @ layer.weight.T
+    if layer.conv is not None:
+        a = conv_currents(x, layer.conv, layer.weight.T)
+    else:
+        a = x @ layer.weight.T
     if layer.rec_weight is not None:
         a = a + c_prev @ layer.rec_weight.T
     if layer.alpha is not None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .convmaps import Maps, Projection, pair
 from .ir import LifLayer, ModelError, Network
 from .nir_frontend import check_options, from_nir, read_nir
 
@@ -60,10 +61,10 @@ def load_network(model_or_path: Any, *, dt: float | None = None, allow_pickle: b
     nir_options = {"exporter": exporter, "dt": dt, "reset": reset, "max_spikes": max_spikes}
     if isinstance(model_or_path, (str, os.PathLike)):
         network = _load_file(Path(model_or_path), nir_options=nir_options,
-                             allow_pickle=allow_pickle)
+                             allow_pickle=allow_pickle, input_shape=input_shape)
     elif _is_torch_module(model_or_path):
         _no_nir_options(nir_options)
-        network = from_torch(model_or_path)
+        network = from_torch(model_or_path, input_shape=input_shape)
     elif _is_nir_graph(model_or_path):
         network = from_nir(model_or_path, **nir_options)
     else:
@@ -80,7 +81,8 @@ def load_network(model_or_path: Any, *, dt: float | None = None, allow_pickle: b
 
 # --- files ---------------------------------------------------------------------------------------
 
-def _load_file(path: Path, *, nir_options: dict, allow_pickle: bool) -> Network:
+def _load_file(path: Path, *, nir_options: dict, allow_pickle: bool,
+               input_shape: tuple[int, ...] | None = None) -> Network:
     if not path.exists():
         raise ModelError(f"no such model file: {path}")
     if path.is_dir():
@@ -96,7 +98,8 @@ def _load_file(path: Path, *, nir_options: dict, allow_pickle: bool) -> Network:
                              f"({type(exc).__name__}: {exc})") from exc
         return from_nir(graph, source=f"NIR file {path}", **nir_options)
     if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80":
-        return _load_torch_file(path, allow_pickle=allow_pickle, nir_options=nir_options)
+        return _load_torch_file(path, allow_pickle=allow_pickle, nir_options=nir_options,
+                                input_shape=input_shape)
     raise ModelError(f"{path} is neither a NIR graph (HDF5) nor a PyTorch file")
 
 
@@ -147,7 +150,8 @@ def _check_hdf5_sizes(path: Path) -> None:
                          f"read")
 
 
-def _load_torch_file(path: Path, *, allow_pickle: bool, nir_options: dict) -> Network:
+def _load_torch_file(path: Path, *, allow_pickle: bool, nir_options: dict,
+                     input_shape: tuple[int, ...] | None = None) -> Network:
     import pickle
 
     import torch
@@ -172,7 +176,7 @@ def _load_torch_file(path: Path, *, allow_pickle: bool, nir_options: dict) -> Ne
                          f"({type(exc).__name__}: {exc})") from exc
     if _is_torch_module(obj):
         _no_nir_options(nir_options)
-        return from_torch(obj, source=f"PyTorch module file {path}")
+        return from_torch(obj, source=f"PyTorch module file {path}", input_shape=input_shape)
     if isinstance(obj, dict):
         raise ModelError(f"{path} holds a state_dict (weights without the network's structure); "
                          "spikeforge needs the module itself (torch.save(model), read with "
@@ -200,11 +204,15 @@ def _imported(name: str):
 
 # --- torch / snnTorch ----------------------------------------------------------------------------
 
-def from_torch(model, *, source: str | None = None) -> Network:
-    """Reduce an snnTorch model (Linear -> Leaky/RLeaky chain) to the float IR.
+def from_torch(model, *, source: str | None = None,
+               input_shape: tuple[int, ...] | None = None) -> Network:
+    """Reduce an snnTorch model (a chain of Linear or Conv2d [+ pool] -> neuron) to the float IR.
 
     The chain is the module's children in registration order, recursing into nested
     `nn.Sequential` and `nn.ModuleList`: the order a plain module's `forward` is assumed to use.
+    A network that starts with a Conv2d needs `input_shape` (C, H, W). Pooling between a
+    convolution and its neuron pools the currents (max, or avg as a sum of W / p^2); an
+    AvgPool2d after a spiking layer is folded exactly into the next projection (docs/nir.md).
     """
     import torch.nn as nn
 
@@ -221,42 +229,96 @@ def from_torch(model, *, source: str | None = None) -> Network:
         chain = [(type(model).__name__, model)]
     problems: list[str] = []
     layers: list[LifLayer] = []
-    pending: tuple[str, Any] | None = None  # the Linear waiting for its neuron
+    pending: Projection | None = None  # the Linear or Conv2d waiting for its neuron
+    maps = Maps(input_shape)
+    refused_conv = False  # pools after a refused Conv2d are not blamed as well
 
     for path, mod in chain:
         kind = type(mod).__name__
         if isinstance(mod, (nn.Flatten, nn.Identity, nn.Dropout)):
-            continue  # identities on a flat spike vector at inference
+            continue  # identities on a C-order spike vector at inference
+        if not isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            refused_conv = False
+        if isinstance(mod, nn.Unflatten):
+            size = tuple(int(n) for n in mod.unflattened_size)
+            if pending is None and mod.dim in (1, -len(size)) and len(size) == 3:
+                maps.unflatten(size)  # a C-order vector read as a map
+            else:
+                problems.append(f"{path!r} ({kind}: only unflattening a spike vector into a "
+                                f"map [C, H, W] (dim=1) between layers is supported)")
+                maps.lost()
+            continue
         if isinstance(mod, nn.Linear) and type(mod).forward is nn.Linear.forward:
             if isinstance(mod.weight, nn.parameter.UninitializedParameter):
                 problems.append(f"{path!r} ({kind}: not initialised)")
                 continue
             if pending is not None:
-                problems.append(_no_neuron_after(*pending))
-            pending = (path, mod)
+                problems.append(_no_neuron_after(pending.path, pending.mod))
+            pending = Projection(path, mod, _numpy(mod.weight), None,
+                                 bias=None if mod.bias is None else _numpy(mod.bias))
+            try:
+                pending.weight = maps.fold_dense(pending.weight)
+            except ModelError as exc:
+                problems.append(f"{path!r} ({kind}: {exc})")
+                pending = None
+        elif isinstance(mod, nn.Conv2d) and type(mod).forward is nn.Conv2d.forward:
+            if pending is not None:
+                problems.append(_no_neuron_after(pending.path, pending.mod))
+            pending = None
+            try:
+                pending = Projection(path, mod, *maps.conv(_conv_geometry(mod),
+                                                             _numpy(mod.weight)),
+                                     bias=None if mod.bias is None else _numpy(mod.bias))
+            except ModelError as exc:
+                problems.append(f"{path!r} ({kind}: {exc})")
+                maps.lost()
+                refused_conv = True
+                continue
+        elif isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)) and \
+                type(mod).forward in (nn.MaxPool2d.forward, nn.AvgPool2d.forward):
+            if refused_conv:
+                continue  # the pool of a refused convolution: the convolution is named
+            try:
+                size = _pool_size(mod)
+                if pending is not None:
+                    pending.add_pool("max" if isinstance(mod, nn.MaxPool2d) else "avg", size)
+                elif isinstance(mod, nn.MaxPool2d):
+                    raise ModelError("max-pooling spikes after a spiking layer is not "
+                                     "supported; pool the currents (put the pool between the "
+                                     "Conv2d and its neuron, as snnTorch's tutorial 6)")
+                else:
+                    maps.pool_spikes(size)
+            except ModelError as exc:
+                problems.append(f"{path!r} ({kind}: {exc})")
+                maps.lost()
         elif _runs_as(mod, leaky_types + rleaky_types):
             recurrent = isinstance(mod, rleaky_types)
             issues = _lif_issues(mod, recurrent=recurrent)
             if pending is None:
-                issues.insert(0, "no Linear before it")
+                issues.insert(0, "no Linear or Conv2d before it")
+            elif recurrent and pending.conv is not None:
+                issues.append("a recurrent neuron after a convolution is not supported")
             if issues:
                 problems.append(f"{path!r} ({kind}: {'; '.join(issues)})")
                 pending = None
+                maps.lost()
                 continue
-            lin_path, lin = pending
-            pending = None
+            proj, pending = pending, None
             try:
-                layers.append(_torch_layer(lin_path, lin, mod, recurrent=recurrent))
+                layers.append(_torch_layer(proj, mod, recurrent=recurrent))
+                maps.after(proj.conv)
             except ModelError as exc:
                 problems.append(f"{path!r} ({kind}: {_strip_layer(exc)})")
+                maps.lost()
         elif isinstance(mod, other_neurons):
             # a neuron the hardware cannot run: say why, and do not blame its Linear as well
             problems.append(f"{path!r} ({kind}: {_unsupported_neuron(mod)})")
             pending = None
+            maps.lost()
         else:
             problems.append(f"{path!r} ({kind})")
     if pending is not None:
-        problems.append(_no_neuron_after(*pending))
+        problems.append(_no_neuron_after(pending.path, pending.mod))
     extra = []
     if problems and not isinstance(model, nn.Sequential) and \
             type(model).forward is not nn.Module.forward:
@@ -269,7 +331,40 @@ def from_torch(model, *, source: str | None = None) -> Network:
                       source=source or f"torch module {type(model).__name__}")
     if not isinstance(model, nn.Sequential):
         network.notes.append("layer order taken from the module's registration order")
+    network.notes.extend(maps.notes)
     return network
+
+
+def _conv_geometry(mod) -> dict:
+    """A torch Conv2d's stride and padding, refused by name where the hardware differs."""
+    if pair(mod.dilation, "dilation") != 1:
+        raise ModelError(f"dilation must be 1, not {mod.dilation!r}")
+    if mod.groups != 1:
+        raise ModelError(f"groups must be 1, not {mod.groups!r}")
+    if mod.padding_mode != "zeros":
+        raise ModelError(f"padding_mode must be 'zeros', not {mod.padding_mode!r}")
+    pair(mod.kernel_size, "kernel size")
+    padding = 0 if mod.padding == "valid" else mod.padding
+    if isinstance(padding, str):
+        raise ModelError(f"padding must be an integer or 'valid', not {padding!r}")
+    return {"stride": pair(mod.stride, "stride"), "padding": pair(padding, "padding")}
+
+
+def _pool_size(mod) -> int:
+    """A torch pool's window, which must equal its stride (tiles without overlap)."""
+    size = pair(mod.kernel_size, "kernel size")
+    stride = size if mod.stride is None or mod.stride == () else pair(mod.stride, "stride")
+    if stride != size:
+        raise ModelError(f"stride must equal the kernel size {size}, not {mod.stride!r}")
+    if pair(mod.padding, "padding") != 0:
+        raise ModelError(f"padding must be 0, not {mod.padding!r}")
+    if pair(getattr(mod, "dilation", 1), "dilation") != 1:
+        raise ModelError(f"dilation must be 1, not {mod.dilation!r}")
+    if getattr(mod, "return_indices", False):
+        raise ModelError("return_indices must be False")
+    if getattr(mod, "divisor_override", None) is not None:
+        raise ModelError(f"divisor_override must be None, not {mod.divisor_override!r}")
+    return size
 
 
 def _torch_chain(module, prefix: str):
@@ -361,24 +456,35 @@ def _reset_mechanism(mod) -> str:
     return str(getattr(mod, "reset_mechanism", "subtract"))
 
 
-def _torch_layer(lin_path: str, lin, lif, *, recurrent: bool) -> LifLayer:
-    weight = _numpy(lin.weight)
-    bias = _numpy(lin.bias) if lin.bias is not None else np.zeros(weight.shape[0])
+def _torch_layer(proj: Projection, lif, *, recurrent: bool) -> LifLayer:
+    weight, conv = proj.weight, proj.conv
+    bias = proj.bias_per_neuron()
     rec_weight = None
     if recurrent:
         rec_weight = _numpy(lif.recurrent.weight)
         if lif.recurrent.bias is not None:
             rec_bias = _numpy(lif.recurrent.bias)
             if rec_bias.shape != bias.shape:
-                raise ModelError(f"layer {lin_path!r}: recurrent bias has {rec_bias.size} "
+                raise ModelError(f"layer {proj.path!r}: recurrent bias has {rec_bias.size} "
                                  f"values for {bias.size} neurons")
             bias = bias + rec_bias
     reset = _reset_mechanism(lif)
-    alpha = np.clip(_numpy(lif.alpha), 0.0, 1.0) if hasattr(lif, "alpha") else None
-    return LifLayer(name=lin_path, weight=weight, bias=bias,
-                    beta=np.clip(_numpy(lif.beta), 0.0, 1.0),
-                    threshold=_numpy(lif.threshold), reset=reset, rec_weight=rec_weight,
-                    alpha=alpha)
+
+    def per_neuron(value) -> np.ndarray:
+        arr = _numpy(value)
+        if conv is None or arr.size == 1:
+            return arr
+        try:  # a neuron parameter broadcast over the map, as torch broadcasts it
+            return np.broadcast_to(arr, conv.out_shape).reshape(-1)
+        except ValueError:
+            raise ModelError(f"layer {proj.path!r}: a parameter of shape {list(arr.shape)} "
+                             f"does not broadcast to the map {list(conv.out_shape)}") from None
+
+    alpha = np.clip(per_neuron(lif.alpha), 0.0, 1.0) if hasattr(lif, "alpha") else None
+    return LifLayer(name=proj.path, weight=weight, bias=bias,
+                    beta=np.clip(per_neuron(lif.beta), 0.0, 1.0),
+                    threshold=per_neuron(lif.threshold), reset=reset, rec_weight=rec_weight,
+                    alpha=alpha, conv=conv)
 
 
 def _numpy(tensor) -> np.ndarray:

@@ -29,6 +29,12 @@ reset_delay=True this is snnTorch's Leaky; with alpha, snnTorch's Synaptic (subt
 syn_delay = 1 is the order in which the membrane integrates the current of the previous step
 before the current takes this step's input (Norse's LIFCell). Every input gain (NIR r, w_in,
 dt/tau) is folded into W, W_rec and b by the front end, so J enters v with gain 1.
+
+A convolutional layer (`conv` set, spikeforge/image.py ConvSpec) replaces W @ s_in by the
+convolution of the source's map with the kernel `weight` [C_out, C_in*K*K], followed by its
+pooling of the currents ("max" or "sum"; an average pool is a sum pool of W / p^2); b, beta and
+theta are then per neuron of the pooled map [C_out, H_out, W_out] in C order, and b is added
+after the pooling.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..image import ConvSpec, ImageError
 
 RESET_MODES = ("subtract", "zero")
 COMPARES = (">", ">=")
@@ -63,12 +71,24 @@ class LifLayer:
     compare: str = ">"  # fire when v > j * theta, or v >= j * theta
     reset_delay: bool = True  # True: the reset applies after the next decay (snnTorch)
     spiking: bool = True  # False: an LI readout whose output is its membrane
+    conv: ConvSpec | None = None  # a convolution: weight is its kernel [C_out, C_in*K*K]
 
     def __post_init__(self) -> None:
         self.weight = np.asarray(self.weight, dtype=np.float64)
         if self.weight.ndim != 2:
             raise ModelError(f"layer {self.name!r}: weight must be 2-D, not {self.weight.shape}")
-        n_out = self.weight.shape[0]
+        if self.conv is not None:
+            try:
+                self.conv.check(f"layer {self.name!r}")
+            except ImageError as exc:
+                raise ModelError(str(exc)) from None
+            if self.weight.shape != (self.conv.out_channels, self.conv.taps):
+                raise ModelError(f"layer {self.name!r}: a convolution's weight must be its "
+                                 f"kernel {(self.conv.out_channels, self.conv.taps)}, not "
+                                 f"{self.weight.shape}")
+            if self.rec_weight is not None:
+                raise ModelError(f"layer {self.name!r}: a convolution cannot be recurrent")
+        n_out = self.n_out
         self.bias = _per_neuron(self.bias, n_out, self.name, "bias")
         self.beta = _per_neuron(self.beta, n_out, self.name, "beta")
         self.threshold = _per_neuron(self.threshold, n_out, self.name, "threshold")
@@ -112,11 +132,11 @@ class LifLayer:
 
     @property
     def n_in(self) -> int:
-        return self.weight.shape[1]
+        return self.weight.shape[1] if self.conv is None else self.conv.n_in
 
     @property
     def n_out(self) -> int:
-        return self.weight.shape[0]
+        return self.weight.shape[0] if self.conv is None else self.conv.n_out
 
     @property
     def recurrent(self) -> bool:
@@ -129,6 +149,8 @@ class LifLayer:
     def features(self) -> list[str]:
         """The models beyond the plain single-spike LIF this layer uses (for refusals)."""
         found = []
+        if self.conv is not None:
+            found.append("convolution")
         if not self.spiking:
             found.append("LI readout (no spikes)")
         if self.alpha is not None:

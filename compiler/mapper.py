@@ -111,6 +111,10 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
         Image(n_inputs, list(layers), HwConfig(device="", cores=tuple(
             CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers))))\
             .check_gateware()
+    if any(layer.conv is not None for layer in layers):
+        # no conv core yet: one core per layer, which only the golden model runs
+        return HwConfig(device=resolve_device("iCE40UP5K").name, cores=tuple(
+            CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers)))
     max_neurons_per_core = int(max_neurons_per_core)
     if max_neurons_per_core < 1:
         raise ValueError(f"max_neurons_per_core must be at least 1, not {max_neurons_per_core}")

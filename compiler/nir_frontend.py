@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .convmaps import Maps, Projection, pair
 from .ir import MAX_SPIKES_LIMIT, RESET_MODES, LifLayer, ModelError, Network
 
 __all__ = ["EXPORTERS", "CONVENTIONS", "Convention", "from_nir", "read_nir", "check_options"]
@@ -238,6 +239,10 @@ def _check_io(name: str, shape: tuple[int, ...] | None, width: int, what: str,
     if shape is None or len(shape) == 0:
         return
     if int(np.prod(shape)) == width:
+        return
+    if len(shape) > 3 and int(np.prod(shape[-3:])) == width:
+        notes.append(f"{what} type {list(shape)} of {name!r}: the map {list(shape[-3:])} "
+                     f"behind leading dimensions {list(shape[:-3])} (batch or time) dropped")
         return
     if shape[-1] == width:
         notes.append(f"{what} type {list(shape)} of {name!r}: leading dimensions "
@@ -541,6 +546,8 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
     layers: list[LifLayer] = []
     provenance: list[dict] = []
     pending: str | None = None
+    projections: dict[str, Projection] = {}
+    maps = Maps(_input_map(_io_width(nodes[inputs[0]], "input")))
     for name in chain:
         node = nodes[name]
         kind = type(node).__name__
@@ -550,19 +557,52 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
             weight = _numpy(node.weight)
             if weight.ndim != 2:
                 problems.append(f"{name!r} ({kind}: weight must be 2-D, not {weight.shape})")
+                maps.lost()
                 continue
             if pending is not None:
                 problems.append(f"{pending!r} ({type(nodes[pending]).__name__}: no neuron "
                                 "node after it)")
-            pending = name
+            pending = None
+            try:
+                projections[name] = Projection(name, node, maps.fold_dense(weight), None)
+                pending = name
+            except ModelError as exc:
+                problems.append(f"{name!r} ({kind}: {exc})")
+            continue
+        if isinstance(node, nir.Conv2d):
+            if pending is not None:
+                problems.append(f"{pending!r} ({type(nodes[pending]).__name__}: no neuron "
+                                "node after it)")
+            pending = None
+            try:
+                projections[name] = _nir_conv(name, node, maps)
+                pending = name
+            except ModelError as exc:
+                problems.append(f"{name!r} ({kind}: {exc})")
+                maps.lost()
+            continue
+        if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+            pool = "sum" if isinstance(node, nir.SumPool2d) else "avg"
+            try:
+                size = _nir_pool_size(node)
+                if pending is not None:
+                    projections[pending].add_pool(pool, size)
+                else:
+                    maps.pool_spikes(size, pool)
+            except ModelError as exc:
+                problems.append(f"{name!r} ({kind}: {exc})")
+                maps.lost()
             continue
         if not isinstance(node, neurons):
             problems.append(f"{name!r} ({kind})")
+            maps.lost()
             continue
         if pending is None:
-            problems.append(f"{name!r} ({kind}: no Affine or Linear before it)")
+            problems.append(f"{name!r} ({kind}: no Affine, Linear or Conv2d before it)")
+            maps.lost()
             continue
         dense_name, pending = pending, None
+        maps.after(projections[dense_name].conv)
         if extra:  # dt, reset or spike count is open (reported once): check what needs none
             issues = _static_issues(node)
             if issues:
@@ -576,7 +616,7 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
             continue
         rec = rec_of.get(name)
         try:
-            layer, prov = _layer(conv, dense_name, nodes[dense_name], name, node, rec,
+            layer, prov = _layer(conv, projections[dense_name], name, node, rec,
                                  None if rec is None else nodes[rec], run_dt, euler_dt,
                                  reset_mode, k)
         except ModelError as exc:
@@ -607,7 +647,7 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
     if not layers:
         raise ModelError("the NIR graph has no neuron layer")
     network = Network(n_inputs=layers[0].n_in, layers=layers, source=source or "NIR graph")
-    network.notes.extend(notes)
+    network.notes.extend(notes + maps.notes)
     if run_dt is not None:
         network.notes.append(f"dt = {run_dt:g}: {dt_src}")
     network.notes.append(f"read as {conv.name} exported it" if exporter else
@@ -628,20 +668,31 @@ def _blame(exc: ModelError, name: str, kind: str, holders: dict[str, Any]) -> st
     return f"{name!r} ({kind}: {reason})"
 
 
-def _layer(conv: Convention, dense_name: str, dense_node, name: str, node, rec_name, rec_node,
+def _layer(conv: Convention, proj: Projection, name: str, node, rec_name, rec_node,
            dt, euler_dt, reset: str | None, k: int | None) -> tuple[LifLayer, dict]:
     import nir
 
-    weight = _numpy(dense_node.weight)
-    n_out = weight.shape[0]
+    dense_name, dense_node, weight, geometry = proj.path, proj.mod, proj.weight, proj.conv
+    n_out = weight.shape[0] if geometry is None else geometry.n_out
     for holder, what, arr in ((dense_name, "weight", weight),
                               (dense_name, "bias", _numpy(getattr(dense_node, "bias", 0.0)))):
         if not np.all(np.isfinite(arr)):
             raise ModelError(f"{what} of {holder!r} holds NaN or infinity")
-    bias = (_per_neuron(dense_node.bias, n_out, f"the bias of {dense_name!r}")
-            if isinstance(dense_node, nir.Affine) else np.zeros(n_out))
+    if geometry is not None:
+        bias = proj.bias_per_neuron()
+    else:
+        bias = (_per_neuron(dense_node.bias, n_out, f"the bias of {dense_name!r}")
+                if isinstance(dense_node, nir.Affine) else np.zeros(n_out))
     neuron = _neuron(conv, node, n_out, dt, euler_dt)
     gain = neuron.gain
+    if geometry is not None:  # the kernel is shared over positions: so must its gain be
+        per_channel = gain.reshape(geometry.out_channels, -1)
+        if not np.allclose(per_channel, per_channel[:, :1], rtol=1e-12, atol=0.0):
+            raise ModelError("the input gain (r, dt/tau) varies within a channel, but a "
+                             "convolution shares its kernel over the positions")
+        kernel_gain = per_channel[:, 0]
+    else:
+        kernel_gain = gain
     rec_weight = None
     if rec_node is not None:
         rec_weight = _numpy(rec_node.weight)
@@ -652,12 +703,12 @@ def _layer(conv: Convention, dense_name: str, dense_node, name: str, node, rec_n
         if isinstance(rec_node, nir.Affine):
             bias = bias + _per_neuron(rec_node.bias, n_out, f"the bias of {rec_name!r}")
     spiking = neuron.model != "LI"
-    layer = LifLayer(name=dense_name, weight=gain[:, None] * weight, bias=gain * bias,
+    layer = LifLayer(name=dense_name, weight=kernel_gain[:, None] * weight, bias=gain * bias,
                      beta=neuron.beta, threshold=neuron.threshold,
                      reset=reset if (spiking and reset) else "zero", rec_weight=rec_weight,
                      alpha=neuron.alpha, max_spikes=k if (spiking and k) else 1,
                      compare=conv.compare if spiking else ">",
-                     reset_delay=conv.reset_delay, spiking=spiking)
+                     reset_delay=conv.reset_delay, spiking=spiking, conv=geometry)
     prov = {"layer": dense_name, "node": name, "model": neuron.model,
             "recurrent": rec_name,
             "beta": {"values": _span(neuron.beta), "source": neuron.beta_src},
@@ -667,6 +718,48 @@ def _layer(conv: Convention, dense_name: str, dense_node, name: str, node, rec_n
             "threshold": None if not spiking else
             {"values": _span(neuron.threshold), "source": "v_threshold"}}
     return layer, prov
+
+
+def _input_map(shape: tuple[int, ...] | None) -> tuple[int, int, int] | None:
+    """The input map [C, H, W]: the Input type's last three dimensions (exporters write a
+    leading batch or time dimension), or None for a flat or unknown input."""
+    if shape is None or len(shape) < 3:
+        return None
+    return tuple(int(n) for n in shape[-3:])
+
+
+def _nir_conv(name: str, node, maps: Maps) -> Projection:
+    """A NIR Conv2d as every exporter writes it (input_shape None, weight [C_out, C_in, kH,
+    kW], stride/padding/dilation pairs, groups, bias per channel, zeros without one)."""
+    weight = _numpy(node.weight)
+    if weight.ndim != 4:
+        raise ModelError(f"weight must be 4-D [C_out, C_in, kH, kW], not {list(weight.shape)}")
+    if pair(node.dilation, "dilation") != 1:
+        raise ModelError(f"dilation must be 1, not {node.dilation!r}")
+    if int(node.groups) != 1:
+        raise ModelError(f"groups must be 1, not {node.groups!r}")
+    if weight.shape[2] != weight.shape[3]:
+        raise ModelError(f"kernel must be square, not {weight.shape[2]}x{weight.shape[3]}")
+    padding = node.padding
+    if isinstance(padding, str):
+        if padding != "valid":
+            raise ModelError(f"padding must be an integer or 'valid', not {padding!r}")
+        padding = 0
+    geometry = {"stride": pair(node.stride, "stride"), "padding": pair(padding, "padding")}
+    if maps.shape is None and maps.known and getattr(node, "input_shape", None) is not None:
+        maps.unflatten((weight.shape[1], *(int(n) for n in node.input_shape)))
+    kernel, spec = maps.conv(geometry, weight)
+    bias = getattr(node, "bias", None)
+    return Projection(name, node, kernel, spec, bias=None if bias is None else _numpy(bias))
+
+
+def _nir_pool_size(node) -> int:
+    size = pair(node.kernel_size, "kernel size")
+    if pair(node.stride, "stride") != size:
+        raise ModelError(f"stride must equal the kernel size {size}, not {node.stride!r}")
+    if pair(node.padding, "padding") != 0:
+        raise ModelError(f"padding must be 0, not {node.padding!r}")
+    return size
 
 
 def _raise(problems: list[str], extra: list[str], order: list[str]) -> None:

@@ -322,7 +322,7 @@ def _quantize_layer(layer: LifLayer, bits: int, decay: str, decay_frac: int,
         scale=float(scale.max()) if scale.size else 1.0,
         max_spikes=layer.max_spikes if layer.spiking else 1,
         in_max_spikes=source_k, compare=layer.compare, reset_delay=layer.reset_delay,
-        spiking=layer.spiking, **syn)
+        spiking=layer.spiking, conv=layer.conv, **syn)
     acc_bits = provisional.acc_bits_needed()
     params = replace(provisional, acc_bits=acc_bits)
     model = ("Cuba" if layer.alpha is not None else "") + ("LIF" if layer.spiking else "LI")
@@ -436,8 +436,13 @@ def _drive(layer: LayerParams) -> np.ndarray:
     if layer.rec_weights is not None:
         w = np.concatenate([w, layer.rec_weights.astype(np.int64) * k_rec], axis=1)
     bias = layer.bias.astype(np.int64)
-    up = np.clip(w, 0, None).sum(axis=1) + np.clip(bias, 0, None)
-    down = (-np.clip(w, None, 0)).sum(axis=1) + np.clip(-bias, 0, None)
+    up, down = np.clip(w, 0, None).sum(axis=1), (-np.clip(w, None, 0)).sum(axis=1)
+    if layer.conv is not None:  # per output channel, for each of its positions
+        tiles = layer.conv.pool_size ** 2 if layer.conv.pool == "sum" else 1
+        positions = layer.n_out // layer.conv.out_channels
+        up, down = np.repeat(up * tiles, positions), np.repeat(down * tiles, positions)
+    up = up + np.clip(bias, 0, None)
+    down = down + np.clip(-bias, 0, None)
     return np.maximum(up, down) + 1
 
 

@@ -38,12 +38,16 @@ def latency(x: np.ndarray, steps: int, *, threshold: float = 0.01) -> np.ndarray
 
 
 def as_batch(spikes: np.ndarray, n_inputs: int | None = None) -> np.ndarray:
-    """[batch, time, n] as it is, [time, n] as a batch of one; the width checked."""
+    """[batch, time, n] as it is, [time, n] as a batch of one, [batch, time, C, H, W] (maps of
+    a convolutional network) flattened in C order to n = C * H * W; the width checked."""
     arr = np.asarray(spikes)
     if arr.ndim == 2:
         arr = arr[None]
+    if arr.ndim == 5:
+        arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
     if arr.ndim != 3:
-        raise ValueError(f"spikes must be [batch, time, neurons] or [time, neurons], "
+        raise ValueError(f"spikes must be [batch, time, neurons], [time, neurons] or "
+                         f"[batch, time, C, H, W], "
                          f"not shape {np.shape(spikes)}")
     if n_inputs is not None and arr.shape[2] != n_inputs:
         raise ValueError(f"spikes have {arr.shape[2]} input neurons, the network has {n_inputs}")

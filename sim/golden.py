@@ -32,9 +32,10 @@ import numpy as np
 from ..image import Image
 from .encode import given
 from .learning import run_learning
-from .lif import GoldenResult, GoldenState, NeuronParams, count_work, work_dtype
+from .lif import GoldenResult, GoldenState, NeuronParams, conv_currents, count_work, work_dtype
 
-__all__ = ["GoldenResult", "GoldenState", "NeuronParams", "count_work", "run", "work_dtype"]
+__all__ = ["GoldenResult", "GoldenState", "NeuronParams", "conv_currents", "count_work", "run",
+           "work_dtype"]
 
 
 def run(image: Image, spikes: np.ndarray, *, record: bool = False,
@@ -80,7 +81,12 @@ def run(image: Image, spikes: np.ndarray, *, record: bool = False,
     for t in range(steps):
         x = x_steps[t]
         for index in range(len(layers)):
-            acc = x @ w_ff[index] if x.dtype == fdt[index] else x.astype(fdt[index]) @ w_ff[index]
+            if layers[index].conv is not None:
+                acc = conv_currents(x.astype(fdt[index]), layers[index].conv, w_ff[index])
+            elif x.dtype == fdt[index]:
+                acc = x @ w_ff[index]
+            else:
+                acc = x.astype(fdt[index]) @ w_ff[index]
             if w_rec[index] is not None:
                 acc += c[index].astype(fdt[index]) @ w_rec[index]
             # exact: the sums are whole numbers

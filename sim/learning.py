@@ -30,7 +30,7 @@ import numpy as np
 from ..image import Image, LearningConfig
 from ..lfsr import LFSR_PERIOD, lfsr_sequence, lfsr_start
 from .encode import given
-from .lif import GoldenResult, NeuronParams, count_work
+from .lif import GoldenResult, NeuronParams, conv_currents, count_work
 
 
 def check_modulators(image: Image, modulators, batch: int, steps: int) -> np.ndarray | None:
@@ -169,8 +169,12 @@ def _run_sample(image: Image, x: np.ndarray, plastic: dict, mods: np.ndarray | N
         inp = x[t].astype(np.int64)
         for index, layer in enumerate(image.layers):
             p = plastic.get(index)
-            w = p.w if p is not None else layer.weights
-            acc = w @ inp  # the weights are only read during integration
+            if layer.conv is not None:  # a convolution never learns (LearningConfig.check)
+                acc = conv_currents(inp[None].astype(np.float64), layer.conv,
+                                    layer.weights.T.astype(np.float64))[0].astype(np.int64)
+            else:
+                w = p.w if p is not None else layer.weights
+                acc = w @ inp  # the weights are only read during integration
             s_prev = s[index]
             if layer.recurrent:
                 acc = acc + layer.rec_weights.astype(np.int64) @ s_prev

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..image import Image, LayerParams
+from ..image import ConvSpec, Image, LayerParams
 
-__all__ = ["GoldenResult", "GoldenState", "NeuronParams", "count_work", "work_dtype"]
+__all__ = ["GoldenResult", "GoldenState", "NeuronParams", "conv_currents", "count_work",
+           "work_dtype"]
 
 
 @dataclass
@@ -167,6 +168,34 @@ class NeuronParams:
         return np.clip(levels, 0, k).astype(np.uint8)
 
 
+def conv_currents(x: np.ndarray, conv: ConvSpec, kernel_t: np.ndarray) -> np.ndarray:
+    """A[t] of a convolutional layer: [batch, n_out] from the source's counts [batch, n_in]
+    and the kernel transposed, [C_in * K * K, C_out], both of a float dtype in which the
+    integer sums are exact (acc_bits bounds them). docs/neuron.md:
+
+        conv[o, y, x] = sum_{c,i,j} W[o, c, i, j] * s_in[c, y*stride + i - pad, x*stride + j - pad]
+                        (positions off the map read 0)
+        A[o, y, x]    = conv[o, y, x]                                   pool "none"
+                      = max_{a, b < p} conv[o, p*y + a, p*x + b]        pool "max"
+                      = sum_{a, b < p} conv[o, p*y + a, p*x + b]        pool "sum"
+    """
+    batch = x.shape[0]
+    k, s, pad, p = conv.kernel, conv.stride, conv.padding, conv.pool_size
+    conv_h, conv_w = conv.conv_shape
+    maps = x.reshape(batch, conv.in_channels, conv.height, conv.width)
+    if pad:
+        maps = np.pad(maps, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    windows = np.lib.stride_tricks.sliding_window_view(maps, (k, k), axis=(2, 3))
+    windows = windows[:, :, :(conv_h - 1) * s + 1:s, :(conv_w - 1) * s + 1:s]
+    # [batch, conv_h, conv_w, C_in * K * K] in the kernel's (c, i, j) order
+    patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(batch, conv_h, conv_w, -1)
+    acc = (patches @ kernel_t).transpose(0, 3, 1, 2)  # [batch, C_out, conv_h, conv_w]
+    if conv.pool != "none":
+        tiles = acc.reshape(batch, conv.out_channels, conv_h // p, p, conv_w // p, p)
+        acc = tiles.max(axis=(3, 5)) if conv.pool == "max" else tiles.sum(axis=(3, 5))
+    return np.ascontiguousarray(acc).reshape(batch, -1)
+
+
 def work_dtype(layer: LayerParams) -> type:
     """int32 where no intermediate of the update can reach 2^31, else int64."""
     theta_bits = (int(layer.threshold.max(initial=0)) * layer.max_spikes).bit_length() + 1
@@ -197,4 +226,8 @@ def count_work(image: Image, x_all: np.ndarray, layer_spikes: list[np.ndarray],
                 events[:, index] += start.counts[index].sum(axis=1, dtype=np.int64)
         source = counts[:, index]
     sops = events * np.array([layer.n_out for layer in image.layers], dtype=np.int64)
+    for index, layer in enumerate(image.layers):
+        if layer.conv is not None:  # an event reaches only the positions its kernel touches
+            source = x_all if index == 0 else layer_spikes[index - 1]
+            sops[:, index] = source.sum(axis=1, dtype=np.int64) @ layer.fan_out
     return counts, events, sops

@@ -7,8 +7,9 @@ and membranes of a run (docs/metrics.md writes each one out).
 Static, from the image alone:
 
     footprint            bytes of the weights and per-neuron parameters at their widths:
-                         ceil((sum_l n_out*fan_in*weight_bits + n_out*param_bits) / 8)
-    parameter_count      sum_l n_out*fan_in + n_out     (weights incl. recurrent, and biases)
+                         ceil((sum_l weights_l*weight_bits + n_out*param_bits) / 8)
+    parameter_count      sum_l weights_l + n_out        (weights incl. recurrent, and biases)
+                         where weights_l = n_out*fan_in (a convolution: its kernel, C_out*C_in*K^2)
     connection_sparsity  zero weights / all weights     (feed-forward and recurrent)
 
 Workload, from a run of B samples of T steps (per sample = summed, then divided by B):
@@ -17,7 +18,8 @@ Workload, from a run of B samples of T steps (per sample = summed, then divided 
     synaptic_operations  Effective_ACs: every input spike of a layer counted once per non-zero
                          weight it meets (recurrent spikes of step t-1 too), per sample;
                          Effective_MACs: 0 (every layer input is binary);
-                         Dense: T * sum_l n_out * fan_in, per sample
+                         Dense: T * sum_l sum_j fan_out_j (n_out * fan_in without a
+                         convolution), per sample
     membrane_updates     per layer n_out at the first step, then the neurons whose membrane
                          changed from one step to the next; per sample
     classification_accuracy  predicted class (spike-count argmax, ties to the lower index)
@@ -31,14 +33,16 @@ these, not instead of them.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from ..image import Image, LayerParams, param_fields
+from .lif import conv_currents
 
 __all__ = ["activation_sparsity", "classification_accuracy", "connection_sparsity",
-           "dense_synops", "effective_acs", "footprint", "footprint_bits", "membrane_updates",
-           "param_bits", "parameter_count", "predict"]
+           "dense_synops", "effective_acs", "footprint", "footprint_bits", "input_acs",
+           "membrane_updates", "param_bits", "parameter_count", "predict"]
 
 
 # -- static ------------------------------------------------------------------------------------
@@ -52,7 +56,7 @@ def param_bits(layer: LayerParams) -> dict[str, int]:
 
 def footprint_bits(image: Image) -> dict[str, int]:
     """{"weights": bits, "parameters": bits} of the whole image."""
-    weights = sum(layer.n_out * layer.fan_in * layer.weight_bits for layer in image.layers)
+    weights = sum(layer.all_weights().size * layer.weight_bits for layer in image.layers)
     params = sum(layer.n_out * sum(param_bits(layer).values()) for layer in image.layers)
     return {"weights": weights, "parameters": params}
 
@@ -64,7 +68,7 @@ def footprint(image: Image) -> int:
 
 def parameter_count(image: Image) -> int:
     """Weights (feed-forward and recurrent) and biases."""
-    return sum(layer.n_out * layer.fan_in + layer.n_out for layer in image.layers)
+    return sum(layer.all_weights().size + layer.n_out for layer in image.layers)
 
 
 def connection_sparsity(image: Image) -> float:
@@ -89,6 +93,19 @@ def _check_run(image: Image, x: np.ndarray, layer_spikes: list[np.ndarray]) -> t
     return x.shape[0], x.shape[1]
 
 
+def input_acs(layer: LayerParams, counts: np.ndarray) -> np.ndarray:
+    """int64 [...]: the non-zero feed-forward weights the input events `counts` (int
+    [..., n_in]) meet. A convolution's event meets each non-zero kernel tap at each position
+    before pooling it reaches."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if layer.conv is None:
+        return counts @ np.count_nonzero(layer.weights, axis=0).astype(np.int64)
+    unpooled = replace(layer.conv, pool="none", pool_size=1)
+    flat = counts.reshape(-1, layer.n_in).astype(np.float64)  # exact: sums stay far below 2^53
+    met = conv_currents(flat, unpooled, (layer.weights != 0).T.astype(np.float64))
+    return np.rint(met.sum(axis=1)).astype(np.int64).reshape(counts.shape[:-1])
+
+
 def effective_acs(image: Image, x: np.ndarray, layer_spikes: list[np.ndarray]) -> float:
     """Input spikes of every layer, each counted once per non-zero weight it meets; per
     sample. A recurrent layer's spikes of step t meet its recurrent weights at step t+1."""
@@ -96,8 +113,7 @@ def effective_acs(image: Image, x: np.ndarray, layer_spikes: list[np.ndarray]) -
     total = 0
     source = x
     for layer, s in zip(image.layers, layer_spikes):
-        nnz = np.count_nonzero(layer.weights, axis=0).astype(np.int64)  # per input j
-        total += int(source.sum(axis=(0, 1), dtype=np.int64) @ nnz)
+        total += int(input_acs(layer, source.sum(axis=(0, 1), dtype=np.int64)))
         if layer.recurrent:
             nnz_rec = np.count_nonzero(layer.rec_weights, axis=0).astype(np.int64)
             total += int(s[:, :-1].sum(axis=(0, 1), dtype=np.int64) @ nnz_rec)
@@ -107,7 +123,8 @@ def effective_acs(image: Image, x: np.ndarray, layer_spikes: list[np.ndarray]) -
 
 def dense_synops(image: Image, steps: int) -> int:
     """Every weight used at every step: per sample."""
-    return steps * sum(layer.n_out * layer.fan_in for layer in image.layers)
+    return steps * sum(int(layer.fan_out.sum()) + (layer.n_out ** 2 if layer.recurrent else 0)
+                       for layer in image.layers)
 
 
 def activation_sparsity(image: Image, spike_counts: np.ndarray, steps: int) -> float:

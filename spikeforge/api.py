@@ -19,7 +19,8 @@ def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
             lanes: int | None = None, decay: str = "auto", exporter: str | None = None,
             reset: str | None = None, max_spikes: int | None = None,
             labels: np.ndarray | None = None, budget: float | int | None = None,
-            scales: str = "neuron", clip: str = "mse") -> Image:
+            scales: str = "neuron", clip: str = "mse",
+            input_shape: tuple[int, ...] | None = None) -> Image:
     """Quantize and map a trained network; returns the image (nothing is written).
 
     `model_or_path`: a torch.nn.Module, a nir.NIRGraph, or a path to a .nir file (or to a
@@ -28,6 +29,7 @@ def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
     For NIR graphs: `exporter` (snntorch, norse, sinabs, rockpool, spikingjelly) applies that
     library's convention (docs/nir.md); `dt`, `reset` ("zero"/"subtract") and `max_spikes`
     override single facts of it. Without an exporter, an open choice is refused.
+    `input_shape` (C, H, W) is the input map of a network that starts with a convolution.
     `image.meta["provenance"]` gives per layer the dt, betas, input gain and integer threshold
     used, and where each came from.
     `decay`: "auto", "none", "shift" or "mul", the integer leak (docs/neuron.md). A network
@@ -51,7 +53,7 @@ def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
     if isinstance(model_or_path, (str, os.PathLike)):
         model_or_path = Path(model_or_path)
     network = load_network(model_or_path, dt=dt, allow_pickle=allow_pickle, exporter=exporter,
-                           reset=reset, max_spikes=max_spikes)
+                           reset=reset, max_spikes=max_spikes, input_shape=input_shape)
     if calibration is not None:
         try:
             calibration = given(calibration, network.n_inputs)
@@ -64,7 +66,9 @@ def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
                               decay=decay, scales=scales, clip=clip)
     _check_quantized(network, layers)
     config = map_network(layers, network.n_inputs, **target)
-    resources = estimate_resources(layers, config)
+    # a convolution has no core on the device yet (the mapper refuses a target for it)
+    resources = {} if any(layer.conv is not None for layer in layers) else \
+        estimate_resources(layers, config)
     meta = {"source": network.source, "quantization": report.to_dict(),
             "resources": {name: list(pair) for name, pair in resources.items()}}
     if network.provenance:
@@ -77,9 +81,15 @@ def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
 
 def _plan_bits(network, weight_bits, calibration, labels, budget, scales, clip, target, decay):
     """weight_bits="auto" resolved to bits per layer (compiler/mixed.py)."""
+    from .compiler.ir import ModelError
     from .compiler.mapper import FitError, map_network
     from .compiler.mixed import plan_weight_bits
     from .compiler.quantize import quantize
+
+    conv = [layer.name for layer in network.layers if layer.conv is not None]
+    if conv and weight_bits == "auto":  # its torch float reference has dense layers only
+        raise ModelError(f"weight_bits='auto' cannot weigh convolutional layers yet "
+                         f"({', '.join(map(repr, conv))}): give the bits per layer")
 
     def fits(bits: dict) -> bool:
         layers, _ = quantize(network, weight_bits=bits, calibration=calibration, decay=decay,

@@ -81,6 +81,17 @@ def _nir_kwargs(args) -> dict:
                                  f"--max-spikes must be an integer 1..{MAX_SPIKES_LIMIT}", int)}
 
 
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"input shape must be C,H,W of positive integers, "
+                                         f"not {text!r}")
+    return shape
+
+
 def cmd_compile(args) -> int:
     from . import api
     from .outputs import Outputs, check_distinct
@@ -94,7 +105,8 @@ def cmd_compile(args) -> int:
                             device=args.device, calibration=calibration,
                             allow_pickle=args.allow_pickle, lanes=args.lanes,
                             decay=args.decay, labels=labels, budget=_budget(args.budget),
-                            scales=args.scales, clip=args.clip, **_nir_kwargs(args))
+                            scales=args.scales, clip=args.clip, input_shape=args.input_shape,
+                            **_nir_kwargs(args))
     except ValueError as exc:
         if calibration is not None and str(exc).startswith("calibration"):
             raise CliError(f"{args.calibration}: {exc}") from None
@@ -743,6 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight clipping: least squared error, or the largest weight")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")
+    p.add_argument("--input-shape", type=_input_shape, metavar="C,H,W",
+                   help="the input map of a torch network that starts with a Conv2d")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compile)
 

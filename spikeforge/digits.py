@@ -105,3 +105,52 @@ def train(model, data: DigitsData, *, epochs: int = 40, batch: int = 128, lr: fl
 def predict(spikes: np.ndarray) -> np.ndarray:
     """Spike-count argmax over time (ties go to the lower class index)."""
     return np.asarray(spikes).sum(axis=1).argmax(axis=1)
+
+
+# -- snnTorch's tutorial-6 architecture on the digits upsampled to 28 x 28 ----------------------
+CONV_STEPS = 15
+CONV_BETA = 0.5  # tutorial 6's beta; 1 - 2^-1, a shift decay
+
+
+def upsample_28(x: np.ndarray) -> np.ndarray:
+    """[n, 64] digits in [0, 1] -> [n, 784] at 28 x 28, bilinear (align_corners=False)."""
+    import torch
+    import torch.nn.functional as F
+
+    images = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1, 1, 8, 8))
+    big = F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
+    return big.clamp(0.0, 1.0).reshape(-1, 784).numpy()
+
+
+def load_digits_28(steps: int = CONV_STEPS, seed: int = 0) -> DigitsData:
+    """The digits of `load_digits`, upsampled to 28 x 28 and rate-coded: spikes are
+    [n, steps, 784], the C-order flattening of [n, steps, 1, 28, 28]."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sk_digits()
+    x = upsample_28(digits.data.astype(np.float64) / 16.0)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, digits.target, test_size=0.25, random_state=seed, stratify=digits.target)
+    return DigitsData(encode.rate(x_train, steps, seed=seed), y_train.astype(np.int64),
+                      encode.rate(x_test, steps, seed=seed + 1), y_test.astype(np.int64))
+
+
+def build_conv_model(beta: float = CONV_BETA, seed: int = 0):
+    """snnTorch tutorial 6: 12C5-MP2-64C5-MP2-FC10 on [1, 28, 28], pooling the currents."""
+    import snntorch as snn
+    import torch
+    from snntorch import surrogate
+    from torch import nn
+
+    torch.manual_seed(seed)
+    grad = surrogate.fast_sigmoid(slope=25)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 12, 5), nn.MaxPool2d(2),
+        snn.Leaky(beta=beta, spike_grad=grad, init_hidden=True),
+        nn.Conv2d(12, 64, 5), nn.MaxPool2d(2),
+        snn.Leaky(beta=beta, spike_grad=grad, init_hidden=True),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 10),
+        snn.Leaky(beta=beta, spike_grad=grad, init_hidden=True, output=True),
+    )

@@ -49,6 +49,8 @@ MAX_LAYERS = 256
 MAX_CORES = 256  # the host protocol addresses a core with one byte
 MAX_NAME_CHARS = 256  # a layer name, the device and board names
 MAX_CLOCK_HZ = 1e10
+MAX_KERNEL = 32  # a convolution's kernel side, stride and pool size
+MAX_CONV_POSITIONS = 1 << 20  # a convolution's accumulators before pooling, C_out x conv map
 
 
 class ImageError(ValueError):
@@ -182,7 +184,7 @@ class NeuronArray:
 
 #: Per-neuron arrays of a layer. Each range keeps the golden model and the gateware equal:
 #: the gateware's parameter word holds exactly these values (hdl/core.py param_layout), and the
-#: golden model computes exactly within them (sim/golden.py _work_dtype).
+#: golden model computes exactly within them (sim/lif.py work_dtype).
 NEURON_ARRAYS: dict[str, NeuronArray] = {
     "bias": NeuronArray(lambda get: True, lambda get: _signed_range(get("v_bits"))),
     "threshold": NeuronArray(lambda get: True,
@@ -208,6 +210,23 @@ LEARNING_FIELDS: dict[str, Field] = {
 }
 
 
+POOLS = ("none", "max", "sum")
+
+#: Fields of a convolution (ConvSpec), in checking order. The caps bound the work a declared
+#: geometry costs: its maps are bounded by the neuron counts, the rest by MAX_KERNEL.
+CONV_FIELDS: dict[str, Field] = {
+    "in_channels": Field("int", _const(1, MAX_NEURONS)),
+    "height": Field("int", _const(1, MAX_NEURONS)),
+    "width": Field("int", _const(1, MAX_NEURONS)),
+    "out_channels": Field("int", _const(1, MAX_NEURONS)),
+    "kernel": Field("int", _const(1, MAX_KERNEL)),
+    "stride": Field("int", _const(1, MAX_KERNEL)),
+    "padding": Field("int", _const(0, MAX_KERNEL - 1)),
+    "pool": Field("choice", POOLS),
+    "pool_size": Field("int", _const(1, MAX_KERNEL)),
+}
+
+
 def _check_fields(fields: dict[str, Field], get: Getter, where: str) -> None:
     for name, spec in fields.items():
         problem = spec.problem(get(name), get)
@@ -226,6 +245,119 @@ def _int_array(value: Any, what: str, where: str) -> np.ndarray:
         raise ImageError(f"{where}: {what} must fit 32 bits")
     arr = arr.astype(np.int32, copy=False)
     return np.ascontiguousarray(arr) if arr.ndim else arr  # (which would make a scalar 1-D)
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """The geometry of a convolutional layer (docs/neuron.md, "Convolution and pooling").
+
+    The source's counts form a map [in_channels, height, width] in C order. The layer convolves
+    it with a square kernel (cross-correlation, as torch's Conv2d), with `stride` and zero
+    `padding`, giving currents [out_channels, conv_height, conv_width]; `pool` ("none", "max"
+    on the integer currents, or "sum") over `pool` x `pool` tiles with stride = size gives the
+    neurons [out_channels, out_height, out_width], again in C order. The layer's `weights` are
+    the kernel flattened per output channel: [out_channels, in_channels * kernel * kernel].
+    """
+
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    pool: str = "none"
+    pool_size: int = 1
+
+    FIELDS = tuple(CONV_FIELDS)
+
+    def __post_init__(self) -> None:
+        self.check()
+        for name, spec in CONV_FIELDS.items():
+            object.__setattr__(self, name, spec.normal(getattr(self, name)))
+
+    def check(self, where: str = "convolution") -> None:
+        """Raise ImageError unless the geometry is whole: every check of a conv field (the
+        file loader runs it before it allocates anything)."""
+        _check_fields(CONV_FIELDS, lambda name: getattr(self, name), where)
+        if (self.pool == "none") != (self.pool_size == 1):
+            raise ImageError(f"{where}: pool size must be 1 exactly when pool is 'none', "
+                             f"not {self.pool_size!r} with pool {self.pool!r}")
+        if self.padding >= self.kernel:
+            raise ImageError(f"{where}: padding must be smaller than the kernel "
+                             f"{self.kernel}, not {self.padding!r}")
+        conv_h, conv_w = self.conv_shape
+        if conv_h < 1 or conv_w < 1:
+            raise ImageError(f"{where}: a {self.kernel}x{self.kernel} kernel with padding "
+                             f"{self.padding} does not fit a {self.height}x{self.width} map")
+        if conv_h % self.pool_size or conv_w % self.pool_size:
+            raise ImageError(f"{where}: a {self.pool_size}x{self.pool_size} pool must tile the "
+                             f"{conv_h}x{conv_w} map")
+        for what, size in (("inputs", self.n_in), ("neurons", self.n_out)):
+            if size > MAX_NEURONS:
+                raise ImageError(f"{where}: its {size} {what} exceed {MAX_NEURONS}")
+        positions = self.out_channels * conv_h * conv_w
+        if positions > MAX_CONV_POSITIONS:
+            raise ImageError(f"{where}: its {positions} positions before pooling exceed "
+                             f"{MAX_CONV_POSITIONS}")
+
+    @property
+    def conv_shape(self) -> tuple[int, int]:
+        """Height and width of the convolution's output, before pooling."""
+        span = self.kernel - 1
+        return ((self.height + 2 * self.padding - span - 1) // self.stride + 1,
+                (self.width + 2 * self.padding - span - 1) // self.stride + 1)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        conv_h, conv_w = self.conv_shape
+        return self.out_channels, conv_h // self.pool_size, conv_w // self.pool_size
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return self.in_channels, self.height, self.width
+
+    @property
+    def n_in(self) -> int:
+        return self.in_channels * self.height * self.width
+
+    @property
+    def n_out(self) -> int:
+        return math.prod(self.out_shape)
+
+    @property
+    def taps(self) -> int:
+        """Weights per output channel: in_channels * kernel^2."""
+        return self.in_channels * self.kernel * self.kernel
+
+    def to_dict(self) -> dict:
+        return {name: spec.normal(getattr(self, name)) for name, spec in CONV_FIELDS.items()}
+
+    @classmethod
+    def from_dict(cls, entry: Any, where: str = "convolution") -> ConvSpec:
+        """The geometry of a file's "conv" entry: every key present, every check passed."""
+        _keys(entry, where, cls.FIELDS)
+        try:
+            return cls(**entry)
+        except ImageError as exc:
+            raise ImageError(f"{where}: {str(exc).removeprefix('convolution: ')}") from None
+
+
+def conv_fan_out(conv: ConvSpec) -> np.ndarray:
+    """int64 [n_in]: for each input (c, y, x), the output positions its event touches times
+    out_channels (positions off the convolution's map are not touched)."""
+    conv_h, conv_w = conv.conv_shape
+
+    def reach(size: int, span: int) -> np.ndarray:
+        # output o reads input o * stride - padding + k for k in 0..kernel-1, each k another
+        # input, so an input's count of (o, k) pairs is its count of outputs
+        taps = (np.arange(span)[:, None] * conv.stride - conv.padding
+                + np.arange(conv.kernel)).reshape(-1)
+        return np.bincount(taps[(taps >= 0) & (taps < size)], minlength=size)
+
+    rows, cols = reach(conv.height, conv_h), reach(conv.width, conv_w)
+    per_pos = (rows[:, None] * cols[None, :]).astype(np.int64) * conv.out_channels
+    return np.broadcast_to(per_pos, conv.in_shape).reshape(-1).copy()
 
 
 @dataclass(frozen=True)
@@ -260,6 +392,7 @@ class LayerParams:
     compare: str = ">"  # fire level j when v > j * theta (or >=)
     reset_delay: bool = True  # False: a subtract reset applies before the next decay
     spiking: bool = True  # False: an LI readout; its output is v
+    conv: ConvSpec | None = None  # a convolution: weights are its kernel [C_out, C_in*K*K]
 
     # the neuron-model fields, as `inspect` shows them
     SCALARS = ("syn_decay_mode", "syn_decay_frac", "syn_bits", "syn_delay", "max_spikes",
@@ -274,7 +407,7 @@ class LayerParams:
             raise ImageError(f"{where}: weights must be 2-D [n_out, n_in], not shape "
                              f"{list(weights.shape)}")
         cast(self, "weights", weights)
-        n_out = weights.shape[0]
+        n_out = self.conv.n_out if isinstance(self.conv, ConvSpec) else weights.shape[0]
         for name in NEURON_ARRAYS:
             value = getattr(self, name)
             if value is not None:
@@ -292,11 +425,11 @@ class LayerParams:
     # -- shape ---------------------------------------------------------------------------------
     @property
     def n_in(self) -> int:
-        return self.weights.shape[1]
+        return self.weights.shape[1] if self.conv is None else self.conv.n_in
 
     @property
     def n_out(self) -> int:
-        return self.weights.shape[0]
+        return self.weights.shape[0] if self.conv is None else self.conv.n_out
 
     @property
     def recurrent(self) -> bool:
@@ -306,10 +439,22 @@ class LayerParams:
     def current_based(self) -> bool:
         return self.syn_decay_mode is not None
 
+    @property
+    def fan_out(self) -> np.ndarray:
+        """int64 [n_in]: the neuron updates one event of each input makes (its synaptic ops);
+        a recurrent event reaches all n_out neurons."""
+        if self.conv is None:
+            return np.full(self.n_in, self.n_out, np.int64)
+        return conv_fan_out(self.conv)
+
     def features(self) -> list[str]:
         """The models beyond the plain single-spike LIF this layer uses (the gateware runs only
         that one); empty for a plain LIF layer."""
         found = []
+        if self.conv is not None:
+            found.append(f"convolution ({self.conv.kernel}x{self.conv.kernel} kernel"
+                         + ("" if self.conv.pool == "none" else
+                            f", {self.conv.pool} pool {self.conv.pool_size}") + ")")
         if not self.spiking:
             found.append("LI readout (no spikes)")
         if self.current_based:
@@ -340,6 +485,8 @@ class LayerParams:
         where = f"layer {self.name!r}"
         get = lambda name: getattr(self, name)  # noqa: E731
         _check_fields(LAYER_FIELDS, get, where)
+        if self.conv is not None:
+            self._check_conv(where)
         for what, size in (("n_in", self.n_in), ("n_out", self.n_out)):
             if not 1 <= size <= MAX_NEURONS:
                 raise ImageError(f"{where}: {what} must be 1..{MAX_NEURONS}, not {size}")
@@ -372,12 +519,27 @@ class LayerParams:
             raise ImageError(f"{where}: a {self.acc_bits}-bit accumulator can overflow; "
                              f"this layer needs {self.acc_bits_needed()} bits")
 
+    def _check_conv(self, where: str) -> None:
+        """Every check of the convolution's fields (the file loader relies on these)."""
+        if not isinstance(self.conv, ConvSpec):
+            raise ImageError(f"{where}: conv must be a ConvSpec, not {_show(self.conv)}")
+        self.conv.check(where)
+        shape = (self.conv.out_channels, self.conv.taps)
+        if self.weights.shape != shape:
+            raise ImageError(f"{where}: a convolution's weights must be its kernel "
+                             f"{list(shape)}, not {list(self.weights.shape)}")
+        if self.rec_weights is not None:
+            raise ImageError(f"{where}: a convolution cannot be recurrent")
+
     def acc_bits_needed(self) -> int:
         """Signed width that holds the largest |sum of weights x counts| any spike pattern can
-        give (inputs carry up to in_max_spikes, recurrent sources up to max_spikes)."""
-        total = np.zeros(self.n_out, dtype=np.int64)
-        size = np.zeros(self.n_out, dtype=np.int64)  # sum of |w| x count per neuron
-        for arr, count in ((self.weights, self.in_max_spikes),
+        give (inputs carry up to in_max_spikes, recurrent sources up to max_spikes; a sum pool
+        adds pool_size^2 positions' currents)."""
+        rows = self.weights.shape[0]  # neurons, or a convolution's output channels
+        total = np.zeros(rows, dtype=np.int64)
+        size = np.zeros(rows, dtype=np.int64)  # sum of |w| x count per neuron
+        pooled = 1 if self.conv is None or self.conv.pool != "sum" else self.conv.pool_size ** 2
+        for arr, count in ((self.weights, self.in_max_spikes * pooled),
                            (self.rec_weights, self.max_spikes)):
             if arr is not None and arr.size:
                 total += arr.sum(axis=1, dtype=np.int64) * count
@@ -459,6 +621,9 @@ class LearningConfig:
         if not isinstance(self.rule, str) or self.rule not in LEARNING_RULES:
             raise ImageError(f"{where}: rule must be one of {LEARNING_RULES}, not "
                              f"{_show(self.rule)}")
+        if layer.conv is not None:
+            raise ImageError(f"{where}: a convolution cannot learn (its kernel is shared by "
+                             f"every position)")
         if layer.recurrent:
             raise ImageError(f"{where}: a recurrent layer cannot learn (its recurrent weights "
                              f"share the weight memory with the learned ones)")
@@ -609,6 +774,10 @@ class Image:
     def weight_memory(self, core_index: int) -> np.ndarray:
         """The core's weight memory: uint8 [fan_in * groups, bytes_per_word], little-endian."""
         core = self.config.cores[core_index]
+        layer = self.layers[core.layer]
+        if layer.conv is not None:
+            raise ImageError(f"layer {core.layer} ({layer.name!r}) is a convolution: its kernel "
+                             f"has no core weight memory (the gateware runs no convolution)")
         return pack_weights(self.layers[core.layer].all_weights()[core.lo:core.hi],
                             self.layers[core.layer].weight_bits, core.lanes)
 
@@ -618,18 +787,21 @@ class Image:
         arrays: list[tuple[str, np.ndarray]] = []
         layers_json = []
         for index, layer in enumerate(self.layers):
-            layers_json.append({"n_in": layer.n_in, "n_out": layer.n_out,
-                                "recurrent": layer.recurrent,
-                                **{name: getattr(layer, name)
-                                   for name, spec in LAYER_FIELDS.items()
-                                   if spec.required
-                                   or getattr(layer, name) != spec.default}})
+            entry = {"n_in": layer.n_in, "n_out": layer.n_out, "recurrent": layer.recurrent,
+                     **{name: getattr(layer, name) for name, spec in LAYER_FIELDS.items()
+                        if spec.required or getattr(layer, name) != spec.default}}
+            if layer.conv is not None:
+                # the kernel has no core weight memory: it is stored as it is
+                entry["conv"] = layer.conv.to_dict()
+                arrays.append((f"layer{index}.kernel", layer.weights.astype("<i4")))
+            layers_json.append(entry)
             for name in NEURON_ARRAYS:
                 value = getattr(layer, name)
                 if value is not None:
                     arrays.append((f"layer{index}.{name}", value.astype("<i4")))
-        for index in range(len(self.config.cores)):
-            arrays.append((f"core{index}.weights", self.weight_memory(index)))
+        for index, core in enumerate(self.config.cores):
+            if self.layers[core.layer].conv is None:
+                arrays.append((f"core{index}.weights", self.weight_memory(index)))
         table, offset, blobs = [], 0, []
         for name, arr in arrays:
             raw = np.ascontiguousarray(arr).tobytes()
@@ -1078,10 +1250,10 @@ def _image_from_header(header: Any, payload: memoryview) -> Image:
     n_inputs = _int(header["n_inputs"], "n_inputs", 1, MAX_NEURONS)
     _int(header["payload_bytes"], "payload_bytes", len(payload), len(payload))
     entries = list(_list(header["layers"], "layers", 1, MAX_LAYERS))
-    width, shapes = n_inputs, []
+    width, shapes, convs = n_inputs, [], []
     for index, entry in enumerate(entries):
         where = f"layer {index}"
-        _keys(entry, where, _LAYER_KEYS, _LAYER_OPTIONAL)
+        _keys(entry, where, _LAYER_KEYS, (*_LAYER_OPTIONAL, "conv"))
         entry = {**{name: LAYER_FIELDS[name].default for name in _LAYER_OPTIONAL}, **entry}
         entries[index] = entry
         _check_fields(LAYER_FIELDS, entry.get, where)
@@ -1092,7 +1264,16 @@ def _image_from_header(header: Any, payload: memoryview) -> Image:
         if not isinstance(entry["recurrent"], bool):
             raise ImageError(f"{where}: recurrent must be true or false, not "
                              f"{_show(entry['recurrent'])}")
+        conv = None
+        if "conv" in entry:  # checked whole (and capped) before the kernel is read
+            conv = ConvSpec.from_dict(entry["conv"], f"{where}: conv")
+            if (conv.n_in, conv.n_out) != (n_in, n_out):
+                raise ImageError(f"{where}: its convolution maps {conv.n_in} inputs to "
+                                 f"{conv.n_out} neurons, not {n_in} to {n_out}")
+            if entry["recurrent"]:
+                raise ImageError(f"{where}: a convolution cannot be recurrent")
         shapes.append((n_in, n_out, entry["recurrent"]))
+        convs.append(conv)
         width = n_out
 
     cfg = _keys(header["config"], "config", ("board", "clock_hz", "cores", "device"))
@@ -1118,10 +1299,15 @@ def _image_from_header(header: Any, payload: memoryview) -> Image:
     # them, back to back.
     expected = []
     for index, entry in enumerate(entries):
+        if convs[index] is not None:
+            expected.append((f"layer{index}.kernel", "<i4",
+                             [convs[index].out_channels, convs[index].taps]))
         for name, spec in NEURON_ARRAYS.items():
             if spec.needed(entry.get):
                 expected.append((f"layer{index}.{name}", "<i4", [shapes[index][1]]))
     for index, core in enumerate(cores):
+        if convs[core.layer] is not None:
+            continue  # a convolution's kernel is the layer's, its cores hold no weights
         n_in, n_out, recurrent = shapes[core.layer]
         fan_in = n_in + (n_out if recurrent else 0)
         expected.append((f"core{index}.weights", "|u1",
@@ -1156,11 +1342,15 @@ def _image_from_header(header: Any, payload: memoryview) -> Image:
 
     layers = []
     for index, ((n_in, n_out, recurrent), entry) in enumerate(zip(shapes, entries, strict=True)):
-        fan_in = n_in + (n_out if recurrent else 0)
-        full = assemble_weights(cores, index, n_out, fan_in, entry["weight_bits"],
-                                lambda core_index: arrays[f"core{core_index}.weights"])
+        if convs[index] is not None:
+            weights, rec_weights = arrays[f"layer{index}.kernel"], None
+        else:
+            fan_in = n_in + (n_out if recurrent else 0)
+            full = assemble_weights(cores, index, n_out, fan_in, entry["weight_bits"],
+                                    lambda core_index: arrays[f"core{core_index}.weights"])
+            weights, rec_weights = full[:, :n_in], full[:, n_in:] if recurrent else None
         layers.append(LayerParams(
-            weights=full[:, :n_in], rec_weights=full[:, n_in:] if recurrent else None,
+            weights=weights, rec_weights=rec_weights, conv=convs[index],
             **{name: entry[name] for name in LAYER_FIELDS},
             **{name: arrays.get(f"layer{index}.{name}") for name in NEURON_ARRAYS}))
     image = Image(n_inputs, layers, config, header["meta"], tuple(rules))

@@ -162,6 +162,11 @@ class ImageModel(NeuroBenchModel):
         check_engine(engine, port)
         if image.learning:
             raise ValueError("ImageModel needs an image without on-chip learning")
+        convs = [f"layer {index} ({layer.name!r})" for index, layer in enumerate(image.layers)
+                 if layer.conv is not None]
+        if convs:
+            raise ValueError(f"ImageModel mirrors dense layers only, not the convolution of "
+                             f"{', '.join(convs)}")
         self.image, self.engine, self.port, self.options = image, engine, port, options
         self.mirror = ImageMirror(image)
         self.mirror.eval()

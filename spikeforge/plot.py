@@ -21,6 +21,7 @@ import numpy as np
 
 from .image import Image, load_image, write_atomic
 from .sim.encode import given
+from .sim.metrics import input_acs
 
 KINDS = ("raster", "membrane", "activity", "resources")
 SIZE = (8.0, 5.0)
@@ -145,14 +146,13 @@ def step_activity(image: Image, x: np.ndarray, layer_spikes: list[np.ndarray]):
     source = x
     for k, (layer, s) in enumerate(zip(image.layers, layer_spikes)):
         spikes[k] = s.sum(axis=(0, 2))
-        events = source.sum(axis=(0, 2), dtype=np.int64)
-        acs[k] = source.sum(axis=0, dtype=np.int64) @ np.count_nonzero(layer.weights, axis=0)
+        acs[k] = input_acs(layer, source.sum(axis=0, dtype=np.int64))
+        sops[k] = source.sum(axis=0, dtype=np.int64) @ layer.fan_out
         if layer.recurrent:
             prev = s[:, :-1]
-            events[1:] += prev.sum(axis=(0, 2), dtype=np.int64)
+            sops[k, 1:] += prev.sum(axis=(0, 2), dtype=np.int64) * layer.n_out
             acs[k, 1:] += prev.sum(axis=0, dtype=np.int64) @ np.count_nonzero(
                 layer.rec_weights, axis=0)
-        sops[k] = events * layer.n_out
         source = s
     return spikes, sops, acs
 

@@ -121,3 +121,41 @@ def neuron_networks(draw, max_layers=3, max_width=7, exact=True):
                      reset_delay=draw(st.booleans()), syn_delay=draw(st.sampled_from([0, 1])),
                      recurrent=draw(st.sampled_from([None] + list(range(n_layers)))),
                      readout=draw(st.booleans()))
+
+
+@st.composite
+def conv_specs(draw, max_channels=8, max_map=16):
+    """Convolution geometries: kernel 1-5, stride 1-2, padding 0-2 (< kernel), 1-8 channels,
+    maps up to 16 x 16, pooling none, max or sum over sizes that tile the map."""
+    from spikeforge.image import ConvSpec
+
+    kernel = draw(st.integers(1, 5))
+    stride = draw(st.integers(1, 2))
+    padding = draw(st.integers(0, min(2, kernel - 1)))
+    low = max(1, kernel - 2 * padding)
+    height, width = draw(st.integers(low, max_map)), draw(st.integers(low, max_map))
+    spec = ConvSpec(draw(st.integers(1, max_channels)), height, width,
+                    draw(st.integers(1, max_channels)), kernel, stride=stride, padding=padding)
+    conv_h, conv_w = spec.conv_shape
+    sizes = [p for p in (2, 3, 4) if conv_h % p == 0 and conv_w % p == 0]
+    pool = draw(st.sampled_from(["none"] + (["max", "sum"] if sizes else [])))
+    if pool == "none":
+        return spec
+    from dataclasses import replace
+    return replace(spec, pool=pool, pool_size=draw(st.sampled_from(sizes)))
+
+
+def conv_layer(rng: np.random.Generator, name: str, spec, *, weight_bits=4, v_bits=16,
+               threshold=None, decay_mode="shift", in_max_spikes=1) -> LayerParams:
+    """A random integer convolutional layer of geometry `spec`."""
+    from dataclasses import replace
+
+    wmax = (1 << (weight_bits - 1)) - 1
+    n = spec.n_out
+    kwargs = {"decay_shift": rng.integers(0, 6, n)} if decay_mode == "shift" else {}
+    theta = rng.integers(1, 4 * wmax + 2, n) if threshold is None else threshold
+    layer = LayerParams(name, rng.integers(-wmax - 1, wmax + 1, (spec.out_channels, spec.taps)),
+                        bias=rng.integers(-wmax, wmax + 1, n), threshold=theta,
+                        weight_bits=weight_bits, v_bits=v_bits, acc_bits=40,
+                        decay_mode=decay_mode, conv=spec, in_max_spikes=in_max_spikes, **kwargs)
+    return replace(layer, acc_bits=layer.acc_bits_needed())

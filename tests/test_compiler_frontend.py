@@ -210,7 +210,8 @@ def test_conv_and_pool_named_together():
     model.add_module("lif", snn.Leaky(beta=0.5))
     with pytest.raises(ModelError) as exc:
         load_network(model)
-    assert str(exc.value) == "the hardware cannot run: 'conv1' (Conv2d), 'pool' (MaxPool2d)"
+    assert str(exc.value) == ("the hardware cannot run: 'conv1' (Conv2d: a convolution needs the "
+                              "map it reads: give input_shape (C, H, W))")
 
 
 def test_every_structural_problem_named_with_nested_paths():
@@ -230,8 +231,10 @@ def test_every_structural_problem_named_with_nested_paths():
     with pytest.raises(ModelError) as exc:
         load_network(model)
     msg = str(exc.value)
-    for needle in ["'0.0' (Conv2d)", "'1' (Linear: no LIF neuron after it)",
-                   "'4' (Leaky: no Linear before it)", "'6' (Leaky: reset_mechanism='none'",
+    for needle in ["'0.0' (Conv2d: a convolution needs the map it reads",
+                   "'1' (Linear: no LIF neuron after it)",
+                   "'4' (Leaky: no Linear or Conv2d before it)",
+                   "'6' (Leaky: reset_mechanism='none'",
                    "'8' (RLeaky: one-to-one recurrence", "'10' (Leaky: graded_spikes_factor",
                    "'12' (RLeaky: RLeaky's reset_mechanism='zero'", "'14' (Leaky: inhibition",
                    "'15' (Linear: no LIF neuron after it)"]:
@@ -495,7 +498,7 @@ def test_nir_leak_reset_and_kinds_named_together(tmp_path):
     with pytest.raises(ModelError) as exc:
         _roundtrip(graph, tmp_path)
     msg = str(exc.value)
-    for needle in ["'conv2d' (Conv2d)", "'lif' (LIF: v_leak != 0",
+    for needle in ["'conv2d' (Conv2d: no neuron node after it)", "'lif' (LIF: v_leak != 0",
                    "'lif_1' (LIF: v_reset -0.5 is not expressible", "'threshold' (Threshold)",
                    "'affine_1' (Affine: no neuron node after it)"]:
         assert needle in msg

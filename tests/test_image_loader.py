@@ -26,11 +26,16 @@ from hypothesis import strategies as st
 
 from spikeforge.image import (
     LAYER_FIELDS,
+    MAX_CONV_POSITIONS,
     MAX_CORES,
     MAX_HEADER_BYTES,
     MAX_JSON_DEPTH,
+    MAX_KERNEL,
     MAX_NEURONS,
     MAX_PAYLOAD_BYTES,
+    ConvSpec,
+    CoreConfig,
+    HwConfig,
     Image,
     ImageError,
     LayerParams,
@@ -38,7 +43,7 @@ from spikeforge.image import (
     load_image,
 )
 
-from .strategies import plastic_image, random_image
+from .strategies import conv_layer, plastic_image, random_image, random_layer
 
 HEAD = struct.Struct("<8sHHII")
 
@@ -95,6 +100,15 @@ def mul_image() -> Image:
                                                "notes": ["a note"], "calibrated": False},
             "resources": {"luts": [1000, 5280], "bram": [4, 30]}}
     return Image(image.n_inputs, image.layers, image.config, meta)
+
+
+def conv_image() -> Image:
+    """A convolution with padding and a max pool (two cores), then a dense layer."""
+    rng = np.random.default_rng(7)
+    spec = ConvSpec(2, 6, 6, 3, 3, padding=1, pool="max", pool_size=2)
+    layers = [conv_layer(rng, "c", spec), random_layer(rng, "fc", spec.n_out, 4)]
+    cores = (CoreConfig(0, 0, 20, 4), CoreConfig(0, 20, spec.n_out, 2), CoreConfig(1, 0, 4, 2))
+    return Image(spec.n_in, layers, HwConfig("iCE40UP5K", cores))
 
 
 # -- the faults of issue 15, one by one -----------------------------------------------------------
@@ -421,7 +435,7 @@ def test_more_cores_than_the_protocol_addresses(small_image):
 # -- fuzzing: mutated header fields, CRC recomputed ------------------------------------------------
 
 BASES = {"small": lambda: random_image(1, (6, 10, 3), split=True, recurrent=0),
-         "learning": learning_image, "mul": mul_image}
+         "learning": learning_image, "mul": mul_image, "conv": conv_image}
 _BASE_BYTES: dict[str, bytes] = {}
 
 
@@ -558,6 +572,91 @@ def test_unmutated_bases_round_trip():
         assert image_from_bytes(data).to_bytes() == data
         assert not check_mutant(data, record=lambda text: None)
     assert math.isfinite(mul_image().layers[0].scale)
+
+
+# -- convolutions ----------------------------------------------------------------------------------
+
+def test_conv_image_stores_the_kernel_and_no_core_weights():
+    image = conv_image()
+    header, _ = split(image.to_bytes())
+    assert [a["name"] for a in header["arrays"]] == [
+        "layer0.kernel", "layer0.bias", "layer0.threshold", "layer0.decay_shift",
+        "layer1.bias", "layer1.threshold", "layer1.decay_shift", "core2.weights"]
+    assert header["arrays"][0]["shape"] == [3, 2 * 3 * 3]
+    back = image_from_bytes(image.to_bytes())
+    assert back.layers[0].conv == image.layers[0].conv
+    np.testing.assert_array_equal(back.layers[0].weights, image.layers[0].weights)
+    with pytest.raises(ImageError, match=r"^layer 0 \('c'\) is a convolution: its kernel has no "
+                                         r"core weight memory"):
+        image.weight_memory(0)
+
+
+@pytest.mark.parametrize(("key", "value", "pattern"), [
+    ("kernel", MAX_KERNEL + 1, rf"kernel must be an integer 1\.\.{MAX_KERNEL}, not "
+                               rf"{MAX_KERNEL + 1}"),
+    ("kernel", 10**12, rf"kernel must be an integer 1\.\.{MAX_KERNEL}, not {10**12}"),
+    ("height", MAX_NEURONS + 1, rf"height must be an integer 1\.\.{MAX_NEURONS}, not "
+                                 rf"{MAX_NEURONS + 1}"),
+    ("in_channels", 2**63, rf"in_channels must be an integer 1\.\.{MAX_NEURONS}, not "
+                            rf"{2**63}"),
+    ("stride", 3.0, r"stride must be an integer 1\.\.32, not 3\.0"),
+    ("pool", "avg", r"pool must be one of 'none', 'max', 'sum', not 'avg'"),
+    ("pool_size", 1, r"pool size must be 1 exactly when pool is 'none', not 1 with pool 'max'"),
+    ("padding", 3, r"padding must be smaller than the kernel 3, not 3"),
+    ("out_channels", 4, r"its convolution maps 72 inputs to 36 neurons, not 72 to 27"),
+])
+def test_conv_geometry_is_checked_before_allocation(key, value, pattern):
+    def mutate(h):
+        h["layers"][0]["conv"][key] = value
+    refused_within(rewrite(conv_image().to_bytes(), mutate),
+                   rf"^image: layer 0: (conv: )?{pattern}$")
+
+
+def test_conv_caps_bound_a_declared_geometry():
+    """The largest maps the caps let through stay within the neuron and position caps."""
+    with pytest.raises(ImageError, match=rf"^convolution: its {MAX_NEURONS * 2} inputs exceed "
+                                         rf"{MAX_NEURONS}$"):
+        ConvSpec(2, 256, 256, 1, 1)
+    with pytest.raises(ImageError, match=rf"^convolution: its {65 * 128 * 128} positions before "
+                                         rf"pooling exceed {MAX_CONV_POSITIONS}$"):
+        ConvSpec(1, 128, 128, 65, 1, pool="max", pool_size=32)
+
+
+@pytest.mark.parametrize("entry", [None, [], {"kernel": 3}, "3x3"])
+def test_conv_entry_must_be_a_whole_object(entry):
+    def mutate(h):
+        h["layers"][0]["conv"] = entry
+    refused(rewrite(conv_image().to_bytes(), mutate), r"^image: layer 0: conv (must be an object|"
+                                                      r"lacks 'in_channels')")
+
+
+def test_conv_kernel_and_core_arrays_follow_the_table():
+    data = conv_image().to_bytes()
+
+    def no_kernel(h):  # a dense layer's core weights where the kernel belongs
+        h["layers"][0].pop("conv")
+    refused(rewrite(data, no_kernel), r"^image: arrays must be a list of 9 entries, not 8 "
+                                      r"entries$")
+
+    def kernel_shape(h):
+        h["arrays"][0]["shape"] = [3, 17]
+    refused(rewrite(data, kernel_shape),
+            r"^image: array 'layer0\.kernel': shape must be \[3, 18\], not \[3, 17\]$")
+
+    def recurrent(h):
+        h["layers"][0]["recurrent"] = True
+    refused(rewrite(data, recurrent), r"^image: layer 0: a convolution cannot be recurrent$")
+
+    header, payload = split(data)  # a weight memory listed for a convolution's core
+    memory = np.zeros((18, 1), np.uint8).tobytes()
+    header["arrays"].insert(-1, {"name": "core0.weights", "dtype": "|u1", "shape": [18, 1],
+                                 "offset": header["arrays"][-1]["offset"], "nbytes": 18})
+    header["arrays"][-1]["offset"] += 18
+    header["payload_bytes"] += 18
+    split_at = header["arrays"][-2]["offset"]
+    bad = assemble(json.dumps(header, sort_keys=True).encode(),
+                   payload[:split_at] + memory + payload[split_at:])
+    refused(bad, r"^image: arrays must be a list of 8 entries, not 9 entries$")
 
 
 def test_caps_match_the_gateware_and_the_protocol():

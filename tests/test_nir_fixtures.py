@@ -108,8 +108,7 @@ def test_with_exporter_every_open_choice_is_closed():
     for name in NAMES:
         meta, _ = fixture(name)
         network = load_network(FIXTURES / f"{name}.nir", exporter=meta["library"])
-        assert len(network.layers) == 2
-        assert len(network.provenance) == 2
+        assert len(network.layers) == len(network.provenance) >= 2
 
 
 def test_bare_nir_names_the_options():

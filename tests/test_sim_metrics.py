@@ -19,7 +19,7 @@ from spikeforge.measure import MetricsError, link_bytes
 from spikeforge.sim import golden
 from spikeforge.sim import metrics as M
 
-from .strategies import images
+from .strategies import conv_layer, conv_specs, images
 
 
 def hand_image() -> Image:
@@ -193,3 +193,34 @@ def test_build_reports_give_the_latency_clock(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"fmax_mhz": None}))
     with pytest.raises(MetricsError, match=r"the build has no Fmax \(None\)$"):
         spikeforge.metrics(hand_image(), HAND_SPIKES, build=tmp_path)
+
+
+@settings(max_examples=15, deadline=None)
+@given(spec=conv_specs(max_channels=3, max_map=7), seed=st.integers(0, 2**31))
+def test_conv_metrics_equal_brute_force(spec, seed):
+    """A convolution's event meets each non-zero kernel tap at each position it reaches; the
+    dense count is every input at every position it reaches; its weights are its kernel."""
+    rng = np.random.default_rng(seed)
+    layer = conv_layer(rng, "c", spec)
+    image = Image(spec.n_in, [layer], HwConfig("iCE40UP5K", (CoreConfig(0, 0, spec.n_out, 1),)))
+    x = (rng.random((2, 3, spec.n_in)) < 0.4).astype(np.uint8)
+    k, s, pad = spec.kernel, spec.stride, spec.padding
+    conv_h, conv_w = spec.conv_shape
+    acs = dense = 0
+    for c in range(spec.in_channels):
+        for y in range(spec.height):
+            for x_ in range(spec.width):
+                events = int(x[:, :, (c * spec.height + y) * spec.width + x_].sum())
+                for oy in range(conv_h):
+                    for ox in range(conv_w):
+                        i, j = y - oy * s + pad, x_ - ox * s + pad
+                        if 0 <= i < k and 0 <= j < k:
+                            dense += 3 * spec.out_channels
+                            tap = (c * k + i) * k + j
+                            acs += events * int(np.count_nonzero(layer.weights[:, tap]))
+    got = spikeforge.metrics(image, x)
+    assert got["synaptic_operations"]["Effective_ACs"] == acs / 2
+    assert got["synaptic_operations"]["Dense"] == dense
+    assert got["parameter_count"] == layer.weights.size + spec.n_out
+    assert got["connection_sparsity"] == pytest.approx(
+        np.count_nonzero(layer.weights == 0) / layer.weights.size, abs=1e-12)

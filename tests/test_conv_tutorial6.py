@@ -1,0 +1,66 @@
+"""snnTorch's tutorial-6 network (12C5-MP2-64C5-MP2-FC10 on 28 x 28), trained briefly on the
+digits upsampled to 28 x 28: the float IR is snnTorch's forward pass, and the golden model at
+8 bits predicts snnTorch's class on >= 97 % of the test samples with accuracy within 1 point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spikeforge import api, digits
+from spikeforge.compiler.float_ref import run_float
+from spikeforge.compiler.frontend import load_network
+from spikeforge.image import image_from_bytes
+from spikeforge.sim import golden
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the figures below are for this exact, seeded training run
+    try:
+        data = digits.load_digits_28()
+        model = digits.build_conv_model()
+        digits.train(model, data, epochs=3, batch=32, lr=1e-2)
+        return model, data, digits.forward(model, data.test_spikes)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_float_ir_is_snntorch(trained):
+    model, data, snn_out = trained
+    network = load_network(model)
+    assert [(layer.conv.kernel, layer.conv.pool, layer.conv.out_shape)
+            for layer in network.layers[:2]] == [(5, "max", (12, 12, 12)), (5, "max", (64, 4, 4))]
+    assert network.layers[2].conv is None and network.layers[2].n_in == 1024
+    np.testing.assert_array_equal(run_float(network, data.test_spikes), snn_out)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_tutorial6_compiles_and_runs_as_snntorch(trained, bits):
+    model, data, snn_out = trained
+    image = api.compile(model, weight_bits=bits, calibration=data.train_spikes[:100])
+    assert [layer.conv is not None for layer in image.layers] == [True, True, False]
+    assert image_from_bytes(image.to_bytes()).layers[1].conv == image.layers[1].conv
+    result = golden.run(image, data.test_spikes)
+    ours, theirs = digits.predict(result.spikes), digits.predict(snn_out)
+    assert int(result.saturations.sum()) == 0
+    if bits == 8:
+        assert np.mean(ours == theirs) >= 0.97
+        assert abs(np.mean(ours == data.test_labels) - np.mean(theirs == data.test_labels)) <= 0.01
+    else:  # four bits keep most of the behaviour
+        assert np.mean(ours == theirs) >= 0.8
+
+
+def test_tutorial6_on_a_hardware_target_is_refused_by_name(trained):
+    from spikeforge.image import ImageError
+
+    model, _, _ = trained
+    with pytest.raises(ImageError, match=r"^the gateware runs single-spike LIF layers only, but "
+                                         r"layer 0 \('1'\) uses convolution \(5x5 kernel, max "
+                                         r"pool 2\); layer 1 \('4'\) uses convolution"):
+        api.compile(model, weight_bits=8, board="icebreaker")
