@@ -709,9 +709,12 @@ class _Parser(argparse.ArgumentParser):
     `-inf`) is an option's value: plain argparse takes only `-1` and `-0.5` so, and -1e-3 for
     an option. (No spikeforge option looks like a number.)"""
 
+    usage_error: str | None = None  # the last one, for main's --json answer
+
     def error(self, message: str):
         verb = self.prog.removeprefix("spikeforge").strip()
-        self.exit(2, f"spikeforge: error: {verb + ': ' if verb else ''}{message}\n")
+        _Parser.usage_error = f"{verb + ': ' if verb else ''}{message}"
+        self.exit(2, f"spikeforge: error: {_Parser.usage_error}\n")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -897,7 +900,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 2 and "--json" in (sys.argv[1:] if argv is None else argv):
+            # a script reading --json output gets a bad command line as JSON too
+            print(json.dumps({"error": _Parser.usage_error, "kind": "UsageError"}), flush=True)
+        raise
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -300,3 +300,16 @@ def test_negative_option_values_parse_without_equals(tmp_path, nir_file, capsys)
     code, _, err = run_cli(capsys, "learn", tmp_path / "absent.sfi", "-o", tmp_path / "y.sfi",
                            "--rule", "stdp", "--layer", "-1")
     one_line_error(err, "no such image file")
+
+
+def test_a_bad_command_line_with_json_answers_json(capsys):
+    """A script reading --json output gets a usage error as one JSON object on stdout too."""
+    from spikeforge.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--json", "--engine", "nope", "net.sfi", "--input", "x.npz"])
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert answer["kind"] == "UsageError" and "--engine" in answer["error"]
+    assert err.count("\n") == 1 and "spikeforge: error: simulate: " in err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from spikeforge.compiler.float_ref import run_float, simulate_float
@@ -341,7 +341,8 @@ def test_float_ref_matches_snntorch_leaky(seed, reset, per_neuron):
     got = simulate_float(net, x, record=True)
     assert np.array_equal(got.spikes, np.stack(want_spikes, axis=1))
     assert np.allclose(got.membranes[-1], np.stack(want_mem, axis=1), atol=1e-9)
-    assert got.spikes.any()
+    # a draw whose output never fires (seed 609, subtract, per-neuron) compares little: draw again
+    assume(got.spikes.any())
 
 
 @settings(deadline=None, max_examples=8)
