@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .convmaps import Maps, Projection, pair
-from .ir import LifLayer, ModelError, Network
+from .ir import LifLayer, ModelError, Network, raise_problems
 from .nir_frontend import check_options, from_nir, read_nir
 
 __all__ = ["load_network", "from_torch", "from_nir"]
@@ -326,7 +326,7 @@ def from_torch(model, *, source: str | None = None,
                      f"which {type(model).__name__}.__init__ registers its modules, not the "
                      f"order its forward() calls them: register them in call order, or use "
                      f"nn.Sequential")
-    _raise_if(problems, extra, order=[path for path, _ in chain])
+    raise_problems(problems, extra, order=[path for path, _ in chain])
     network = Network(n_inputs=layers[0].n_in if layers else 0, layers=layers,
                       source=source or f"torch module {type(model).__name__}")
     if not isinstance(model, nn.Sequential):
@@ -495,20 +495,6 @@ def _numpy(tensor) -> np.ndarray:
 
 def _strip_layer(exc: ModelError) -> str:
     return re.sub(r"^layer '[^']*': ", "", str(exc))
-
-
-def _raise_if(problems: list[str], extra: list[str] = (), order: list[str] = ()) -> None:
-    def position(text: str) -> int:  # problems in the model's own order, strays last
-        return next((i for i, name in enumerate(order) if text.startswith(f"{name!r} (")),
-                    len(order))
-
-    problems = sorted(problems, key=position)
-    parts = []
-    if problems:
-        parts.append("the hardware cannot run: " + ", ".join(problems))
-    parts.extend(extra)
-    if parts:
-        raise ModelError("; ".join(parts))
 
 
 # --- NIR: compiler/nir_frontend.py --------------------------------------------------------------

@@ -54,6 +54,22 @@ class ModelError(ValueError):
     """The model cannot be run by the hardware; the message names every offending node."""
 
 
+def raise_problems(problems: list[str], extra: list[str] = (), order: list[str] = ()) -> None:
+    """Raise one ModelError naming every problem, in the model's own `order` (problems start
+    with the node's quoted name; strays last), then the `extra` sentences; or nothing."""
+    def position(text: str) -> int:
+        return next((i for i, name in enumerate(order) if text.startswith(f"{name!r} (")),
+                    len(order))
+
+    problems = sorted(problems, key=position)
+    parts = []
+    if problems:
+        parts.append("the hardware cannot run: " + ", ".join(problems))
+    parts.extend(extra)
+    if parts:
+        raise ModelError("; ".join(parts))
+
+
 @dataclass
 class LifLayer:
     """One layer of the float IR; the module docstring gives its equations exactly."""

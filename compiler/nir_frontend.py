@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .convmaps import Maps, Projection, pair
-from .ir import MAX_SPIKES_LIMIT, RESET_MODES, LifLayer, ModelError, Network
+from .ir import MAX_SPIKES_LIMIT, RESET_MODES, LifLayer, ModelError, Network, raise_problems
 
 __all__ = ["EXPORTERS", "CONVENTIONS", "Convention", "from_nir", "read_nir", "check_options"]
 
@@ -643,7 +643,7 @@ def from_nir(graph, *, exporter: str | None = None, dt: float | None = None,
         _check_io(outputs[0], _io_width(nodes[outputs[0]], "output")
                   or _io_width(nodes[outputs[0]], "input"), layers[-1].n_out, "Output", notes,
                   problems)
-    _raise(problems, extra, order=[inputs[0], *chain, outputs[0]])
+    raise_problems(problems, extra, order=[inputs[0], *chain, outputs[0]])
     if not layers:
         raise ModelError("the NIR graph has no neuron layer")
     network = Network(n_inputs=layers[0].n_in, layers=layers, source=source or "NIR graph")
@@ -762,15 +762,3 @@ def _nir_pool_size(node) -> int:
     return size
 
 
-def _raise(problems: list[str], extra: list[str], order: list[str]) -> None:
-    def position(text: str) -> int:
-        return next((i for i, name in enumerate(order) if text.startswith(f"{name!r} (")),
-                    len(order))
-
-    problems = sorted(problems, key=position)
-    parts = []
-    if problems:
-        parts.append("the hardware cannot run: " + ", ".join(problems))
-    parts.extend(extra)
-    if parts:
-        raise ModelError("; ".join(parts))

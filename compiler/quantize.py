@@ -291,7 +291,8 @@ def _quantize_layer(layer: LifLayer, bits: int, decay: str, decay_frac: int,
     w_peak = float(np.abs(w_all).max(initial=0.0))
     exact = _is_exact(layer, bits)
     scale, ratio = _layer_scales(layer, w_all, bits, exact, options, notes)
-    col = scale[:, None]
+    # a weight row's scale: its neuron's, or for a convolution the layer's one scale
+    col = scale[:, None] if layer.conv is None else np.full((w_all.shape[0], 1), scale[0])
     lo = -qmax - 1 if exact else -qmax
     w_q = np.clip(np.rint(layer.weight / col), lo, qmax).astype(np.int64)
     rec_q = None if layer.rec_weight is None else \
@@ -342,14 +343,18 @@ def _layer_scales(layer: LifLayer, w_all: np.ndarray, bits: int, exact: bool, op
     """Per-neuron scales [n_out] and clipping ratios (compiler/scales.py); 1 for an exact
     integer layer. A neuron whose threshold or bias would not fit the widest membrane (with one
     bit to spare) at its scale gets a coarser scale. A non-spiking (LI) layer's membranes are its
-    output, compared across neurons under one LayerParams.scale, so its neurons share one scale."""
+    output, compared across neurons under one LayerParams.scale, so its neurons share one scale;
+    so do a convolution's, whose kernel rows are shared by every position of their channel."""
     if exact:
         return np.ones(layer.n_out), np.ones(layer.n_out)
     scales, clip = options
-    if not layer.spiking:
+    if not layer.spiking or layer.conv is not None:
         scales = "layer"
     qmax = (1 << (bits - 1)) - 1
     scale, ratio = weight_scales(w_all, bits, scales=scales, clip=clip)
+    if scales == "layer":  # one value per neuron (a conv layer's rows are its channels)
+        scale = np.full(layer.n_out, scale.max(initial=0.0))
+        ratio = np.full(layer.n_out, float(ratio[0]) if ratio.size else 1.0)
     theta = layer.threshold if layer.spiking else np.zeros(layer.n_out)
     p_peak = np.maximum(theta, np.abs(layer.bias))
     if scales == "layer":
