@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..sim import golden
 from .allocate import BITS, Allocation, allocate, budget_bits, costs_from, frontier
 from .ir import Network
-from ..sim import golden
 from .quantize import accuracy_report, plain_image, predictions, quantize
 from .scales import quantization_error
 from .sensitivity import check_labels, layer_traces

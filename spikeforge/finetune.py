@@ -34,10 +34,12 @@ from .sim.encode import given
 
 
 def qat(model, spikes, labels, *, weight_bits: int | dict | str = 4,
-        budget: float | int | None = None, epochs: int = 5, lr: float = 1e-3, batch: int = 128, seed: int = 0,
-        scales: str = "neuron", clip: str = "mse", decay: str = "auto", progress=None):
+        budget: float | int | None = None, epochs: int = 5, lr: float = 1e-3,
+        batch: int = 128, seed: int = 0, scales: str = "neuron", clip: str = "mse",
+        decay: str = "auto", progress=None):
     """Fine-tune a copy of snnTorch `model` on (`spikes` [batch, time, inputs], integer `labels`
-    [batch]) with fake-quantised weights (module docstring); returns the copy.
+    [batch]) with fake-quantised weights (module docstring); returns the copy (the membranes
+    of `model` itself are reset, nothing else of it changes).
 
     `weight_bits`: 2..16, a dict per layer (index or name), or "auto" (the allocation
     `spikeforge.compile(weight_bits="auto", calibration=spikes, labels=labels, budget=budget)`
@@ -75,6 +77,7 @@ def qat(model, spikes, labels, *, weight_bits: int | dict | str = 4,
         if budget is not None:
             raise ValueError(f"budget is for weight_bits='auto', not {weight_bits!r}")
         bits = _weight_bits_per_layer(network, weight_bits)
+    _reset_state(model)  # a membrane left by training holds its graph, which cannot be copied
     model = copy.deepcopy(model)
     targets = _targets(model, network)
     losses = _train(model, targets, network, bits, x, y, epochs=epochs, lr=lr, batch=batch,
