@@ -2,14 +2,17 @@
 
 For each network (the demo's 64-128-10 and a deeper 64-256-128-10), trained briefly with
 snnTorch, and each budget (percent of the uniform 8-bit weight memory), prints one JSON line:
-the bits per layer weight_bits="auto" chose, the size, float (snnTorch) and golden accuracy on
-the held-out split, and the uniform width at the nearest equal or larger size with its golden
-accuracy. Then, for uniform widths b (--equal-bits), mixed at exactly the b-bit size against
-uniform b. A last line per network says whether the figures hold: at 42 % golden within 1 point
-of float, at 30 % within 3, mixed never below uniform at equal size (and, reported beside it, at
-the nearest equal or larger size).
+the bits per layer weight_bits="auto" chose (and the candidates it compared on the labelled
+calibration data), the size, float (snnTorch) and golden accuracy on the held-out split, and the
+uniform width at the nearest equal or larger size with its golden accuracy. With --qat-epochs
+(default 5), the same allocation and the same uniform width are also fine-tuned with
+spikeforge.qat on the training split and compiled again (qat_* keys: the tuned model's float
+and golden accuracy). Then, for uniform widths b (--equal-bits), mixed at exactly the b-bit size
+against uniform b, with and without QAT. A last line per network says whether the figures hold:
+at 42 % golden within 1 point of float, at 30 % within 3, mixed never below uniform at equal
+size (and, beside it, at the nearest equal or larger size), each with and without QAT.
 
-Run: .venv/bin/python bench/mixed_precision.py   (about a minute per network on one core)
+Run: .venv/bin/python bench/mixed_precision.py   (about 5 minutes per network on one core)
 """
 
 from __future__ import annotations
