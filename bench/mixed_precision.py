@@ -69,8 +69,7 @@ def run(name: str, args, data) -> list[dict]:
     train_s = time.perf_counter() - start
     float_acc = float_accuracy(model, data)
     n_weights = weights_of(model)
-    calib = data.train_spikes[:args.calibration]
-    labels = data.train_labels[:args.calibration]
+    calib, labels = args.calib
     cache: dict = {}
 
     def tuned(bits) -> tuple[float, float]:
@@ -168,6 +167,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--calibration", type=int, default=512,
                         help="training samples used as calibration data (with labels)")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="hold this many training samples back from training and QAT and "
+                             "calibrate on them instead (0: calibrate on training samples)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--qat-epochs", type=int, default=5,
                         help="epochs of spikeforge.qat on the training split (0: no QAT rows)")
@@ -176,6 +178,14 @@ def main() -> None:
     args.budgets = [int(b) for b in args.budgets.split(",")]
     args.equal_bits = [int(b) for b in args.equal_bits.split(",") if b]
     data = D.load_digits(seed=args.seed)
+    if args.validation:  # held back from training (and QAT): the calibration set
+        n = args.validation
+        args.calib = data.train_spikes[-n:], data.train_labels[-n:]
+        data = D.DigitsData(data.train_spikes[:-n], data.train_labels[:-n], data.test_spikes,
+                            data.test_labels)
+    else:
+        args.calib = (data.train_spikes[:args.calibration],
+                      data.train_labels[:args.calibration])
     for name in args.networks.split(","):
         if name not in NETWORKS:
             parser.error(f"network must be one of {', '.join(NETWORKS)}, not {name!r}")
