@@ -21,12 +21,18 @@ from spikeforge.finetune import fake_quantize
 from spikeforge.sim import golden
 
 
-def _net(sizes, *, beta=1.0, threshold=0.9, seed=0):
+def _net(sizes, *, beta=1.0, threshold=0.9, seed=0, alpha=None):
     torch.manual_seed(seed)
+
+    def neuron(**kw):
+        if alpha is None:
+            return snn.Leaky(beta=beta, threshold=threshold, init_hidden=True, **kw)
+        return snn.Synaptic(alpha=alpha, beta=beta, threshold=threshold, init_hidden=True, **kw)
+
     mods = []
     for a, b in zip(sizes, sizes[1:]):
-        mods += [nn.Linear(a, b), snn.Leaky(beta=beta, threshold=threshold, init_hidden=True)]
-    mods[-1] = snn.Leaky(beta=beta, threshold=threshold, init_hidden=True, output=True)
+        mods += [nn.Linear(a, b), neuron()]
+    mods[-1] = neuron(output=True)
     return nn.Sequential(*mods)
 
 
@@ -39,7 +45,7 @@ def _linears(model):
 
 
 def _neurons(model):
-    return [m for m in model if isinstance(m, snn.Leaky)]
+    return [m for m in model if isinstance(m, (snn.Leaky, snn.Synaptic))]
 
 
 def test_golden_runs_the_fake_quantised_network_exactly():
@@ -72,11 +78,13 @@ def test_golden_runs_the_fake_quantised_network_exactly():
     np.testing.assert_array_equal(golden.run(image, x).spikes, D.forward(tuned, x))
 
 
-def test_compiled_image_holds_the_trained_grid():
-    """After fine-tuning, compiling at the same widths gives integers whose values in the
-    model's units are the tuned weights, biases and thresholds (float32 precision)."""
+@pytest.mark.parametrize("alpha", [None, 0.5])
+def test_compiled_image_holds_the_trained_grid(alpha):
+    """After fine-tuning (Leaky, or Synaptic with `alpha`), compiling at the same widths gives
+    integers whose values in the model's units are the tuned weights, biases and thresholds
+    (float32 precision)."""
     rng = np.random.default_rng(4)
-    model = _net([16, 12, 4], beta=0.875)
+    model = _net([16, 12, 4], beta=0.875, alpha=alpha)
     x = _spikes(rng, 48, 10, 16)
     y = rng.integers(0, 4, 48)
     tuned = spikeforge.qat(model, x, y, weight_bits={0: 2, 1: 3}, epochs=2, batch=16)
