@@ -27,8 +27,19 @@ about 3% of LUTs there). Per core:
 
 Each memory takes block RAMs in the data-port shape that needs fewest blocks
 (iCE40 EBR 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD 512x36, 1024x18, 2048x9, 4096x4,
-8192x2, 16384x1), at least one block. The gateware keeps every memory in block RAM: the UP5K's
-SPRAMs cannot be initialised by the bitstream and are not used yet.
+8192x2, 16384x1), at least one block.
+
+Memory placement (`spram_cores`). A device with SPRAM (the UP5K: four SB_SPRAM256KA of
+16K x 16) may hold cores' weight memories there instead. A weight memory of width W and depth D
+takes ceil(W / 16) SPRAMs side by side (the port bandwidth: one word of up to 64 bits, 16
+synapses at 4 bits, per cycle) times ceil(D / 16384) banks. The bitstream cannot initialise
+SPRAM, so a memory goes there only when block RAM runs out: while the block RAM estimate
+exceeds the device, the weight memory that frees the most block RAMs per SPRAM it takes (ties:
+the lower core index) moves to SPRAM, as long as SPRAMs are left. SPRAM is single-port, so only
+weights move (the state, accumulator and parameter memories read and write in the same cycle);
+a learning layer's weights cannot live there (its read-modify-write needs both ports), which
+`hdl.array.CoreArray` refuses by name. An image with SPRAM-placed weights loads them from flash
+at power-up or over the host link (docs/flash.md).
 
     LUTs = 1620 (host link, router) + per core
            (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
@@ -36,7 +47,9 @@ SPRAMs cannot be initialised by the bitstream and are not used yet.
            (LUT4s, within 3 % of yosys on the pipelined core), times 1.27 on iCE40: nextpnr's
            logic cells, the figure the device's capacity counts, were 1.27 LUT4s in the
            UP5K builds of the digits SoC (bench/fmax.py, lanes 2-2 and 2-5)
-    block RAM = the memories above + 2 (host link receive and response buffers)
+    block RAM = the memories above (less the weights placed in SPRAM)
+                + 2 (host link receive and response buffers)
+    SPRAM = the primitives of the weights placed there
     DSPs = one for the host link and one per "mul" core, while the device has them
 """
 
@@ -61,6 +74,7 @@ LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261
 # with a LUT (the pipeline's registers): 4205 / 3307 and 4300 / 3391 on the UP5K digits builds
 ICE40_CELLS_PER_LUT = 1.27
 BRAM_SOC = 2  # the host link's receive and response buffers
+SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
@@ -254,19 +268,71 @@ def _memory_blocks(width: int, depth: int, shapes) -> int:
     return blocks_for(width, depth, shapes)
 
 
+def spram_primitives(width: int, depth: int) -> int:
+    """SB_SPRAM256KA primitives a width x depth single-port memory takes (hdl.spram.SpramMemory:
+    ceil(width / 16) side by side, ceil(depth / 16384) banks)."""
+    return -(-width // SPRAM_WIDTH) * -(-depth // SPRAM_DEPTH)
+
+
+def _weight_shape(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
+    return core.lanes * layer.weight_bits, layer.fan_in * core.groups
+
+
+def _block_ram(layers: list[LayerParams], config: HwConfig) -> tuple[list[int], int]:
+    """Block RAMs of each core's weight memory, and of everything else."""
+    shapes = BRAM_SHAPES[resolve_device(config.device).family]
+    weights = []
+    other = BRAM_SOC if config.cores else 0
+    for core in config.cores:
+        layer = layers[core.layer]
+        weights.append(blocks_for(*_weight_shape(layer, core), shapes))
+        other += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
+        other += _memory_blocks(layer.v_bits + 1, core.neurons, shapes)
+        other += _memory_blocks(_param_bits(layer, core), core.neurons, shapes)
+    for index, layer in enumerate(layers):
+        if layer.recurrent and config.cores_of(index):
+            other += _memory_blocks(17, layer.n_out + 2, shapes)
+    return weights, other
+
+
+def spram_cores(layers: list[LayerParams], config: HwConfig) -> frozenset[int]:
+    """Indices (into ``config.cores``) of the cores whose weight memory goes to SPRAM
+    (placement rule: module docstring). Empty on devices without SPRAM and whenever block RAM
+    suffices; ``hdl.array.CoreArray`` builds exactly this placement."""
+    dev = resolve_device(config.device)
+    if not dev.spram or not config.cores:
+        return frozenset()
+    weights, other = _block_ram(layers, config)
+    need = sum(weights) + other
+    left = dev.spram
+    placed = set()
+    cost = [spram_primitives(*_weight_shape(layers[core.layer], core))
+            for core in config.cores]
+    for index in sorted(range(len(config.cores)), key=lambda i: (-weights[i] / cost[i], i)):
+        if need <= dev.bram:
+            break
+        if cost[index] <= left:
+            placed.add(index)
+            left -= cost[index]
+            need -= weights[index]
+    return frozenset(placed)
+
+
 def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str, tuple[int, int]]:
     """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring)."""
     dev = resolve_device(config.device)
-    shapes = BRAM_SHAPES[dev.family]
-    bram = BRAM_SOC if config.cores else 0
+    weights, bram = _block_ram(layers, config)
+    placed = spram_cores(layers, config)
+    spram = 0
+    for index, core in enumerate(config.cores):
+        if index in placed:
+            spram += spram_primitives(*_weight_shape(layers[core.layer], core))
+        else:
+            bram += weights[index]
     luts = LUT_SOC if config.cores else 0
     dsp = 1 if config.cores and dev.dsp else 0
     for core in config.cores:
         layer = layers[core.layer]
-        bram += blocks_for(core.lanes * layer.weight_bits, layer.fan_in * core.groups, shapes)
-        bram += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
-        bram += _memory_blocks(layer.v_bits + 1, core.neurons, shapes)
-        bram += _memory_blocks(_param_bits(layer, core), core.neurons, shapes)
         luts += (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
                  + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
         if layer.decay_mode == "mul":
@@ -274,10 +340,7 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
                 dsp += 1
             else:
                 luts += layer.v_bits * (layer.decay_frac + 1)
-    for index, layer in enumerate(layers):
-        if layer.recurrent and config.cores_of(index):
-            bram += _memory_blocks(17, layer.n_out + 2, shapes)
     if dev.family == "ice40":
         luts = math.ceil(luts * ICE40_CELLS_PER_LUT)
-    return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (0, dev.spram),
+    return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (spram, dev.spram),
             "dsp": (dsp, dev.dsp)}
