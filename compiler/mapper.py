@@ -12,6 +12,8 @@ allows, then trims lanes to the fewest that keep the same number of lane groups 
 event): 10 neurons under an 8-lane budget get 5 lanes, not 8. When that does not fit the device,
 the budget of one layer at a time is halved: the layer whose halving brings the estimate
 closest to fitting (ties: the layer with the most lanes), until it fits or no layer can narrow.
+On a device with SPRAM that search runs first with block RAM alone, and only when no lane
+widths fit that way again with the weights allowed into SPRAM (placement below).
 
 Resource model, calibrated against yosys `synth_ice40` of the generated SoC (hdl/soc.py: host
 link + array) on the digits network at 8 and 4 bits and 2..16 lanes (within one block RAM and
@@ -163,24 +165,30 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
         return HwConfig(device=dev.name, board=board, clock_hz=float(clock_hz),
                         cores=_tile(layers, max_neurons_per_core, None, bits))
 
-    config = mapping(budgets)
-    while True:
-        estimate = estimate_resources(layers, config)
-        if _badness(estimate) == 0:
-            return config
-        options = []
-        for index, layer in enumerate(layers):
-            if budgets[index] // 2 < layer.weight_bits:
-                continue
-            trial = list(budgets)
-            trial[index] //= 2
-            narrower = mapping(trial)
-            lanes_now = sum(c.lanes for c in config.cores_of(index))
-            options.append((_badness(estimate_resources(layers, narrower)), -lanes_now,
-                            index, trial, narrower))
-        if not options:
-            return _checked(layers, config)
-        _, _, _, budgets, config = min(options, key=lambda o: o[:3])
+    # Block RAM alone first (the bitstream initialises it, so the board runs without a
+    # loader); SPRAM only for a network that fits no other way.
+    first = budgets
+    for spram in (False, True) if dev.spram else (True,):
+        budgets = first
+        config = mapping(budgets)
+        while True:
+            estimate = _estimate(layers, config, spram=spram)
+            if _badness(estimate) == 0:
+                return config
+            options = []
+            for index, layer in enumerate(layers):
+                if budgets[index] // 2 < layer.weight_bits:
+                    continue
+                trial = list(budgets)
+                trial[index] //= 2
+                narrower = mapping(trial)
+                lanes_now = sum(c.lanes for c in config.cores_of(index))
+                options.append((_badness(_estimate(layers, narrower, spram=spram)),
+                                -lanes_now, index, trial, narrower))
+            if not options:
+                break
+            _, _, _, budgets, config = min(options, key=lambda o: o[:3])
+    return _checked(layers, config)
 
 
 def _badness(estimate: dict[str, tuple[int, int]]) -> float:
@@ -194,7 +202,26 @@ def _checked(layers: list[LayerParams], config: HwConfig) -> HwConfig:
     if not over:
         return config
     detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())
+    detail += _spram_note(layers, config, estimate)
     raise FitError(f"the network does not fit {config.device}: {detail}", estimate, config)
+
+
+def _spram_note(layers: list[LayerParams], config: HwConfig,
+                estimate: dict[str, tuple[int, int]]) -> str:
+    """On a device with SPRAM and block RAM over: what the SPRAM holds and the largest weight
+    memory left in block RAM, with what it would take there."""
+    used, cap = estimate["spram"]
+    if not cap or estimate["bram"][0] <= estimate["bram"][1]:
+        return ""
+    placed = spram_cores(layers, config)
+    left = [(spram_primitives(*_weight_shape(layers[c.layer], c)), index, c)
+            for index, c in enumerate(config.cores) if index not in placed]
+    if not left:
+        return f" (SPRAM: {used} of {cap} in use)"
+    need, index, core = max(left, key=lambda item: (item[0], -item[1]))
+    width, depth = _weight_shape(layers[core.layer], core)
+    return (f" (SPRAM: {used} of {cap} in use; core {index}'s {width} x {depth} weight memory "
+            f"would take {need} more)")
 
 
 def _check_chain(layers: list[LayerParams], n_inputs: int) -> None:
@@ -320,9 +347,14 @@ def spram_cores(layers: list[LayerParams], config: HwConfig) -> frozenset[int]:
 
 def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str, tuple[int, int]]:
     """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring)."""
+    return _estimate(layers, config, spram=True)
+
+
+def _estimate(layers: list[LayerParams], config: HwConfig, *,
+              spram: bool) -> dict[str, tuple[int, int]]:
     dev = resolve_device(config.device)
     weights, bram = _block_ram(layers, config)
-    placed = spram_cores(layers, config)
+    placed = spram_cores(layers, config) if spram else frozenset()
     spram = 0
     for index, core in enumerate(config.cores):
         if index in placed:
@@ -344,3 +376,43 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
         luts = math.ceil(luts * ICE40_CELLS_PER_LUT)
     return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (spram, dev.spram),
             "dsp": (dsp, dev.dsp)}
+
+
+# -- capacity ------------------------------------------------------------------------------------
+def _fits(neurons: int, fan_in: int, weight_bits: int, device: str) -> bool:
+    layer = LayerParams("probe", np.zeros((neurons, fan_in), np.int32), bias=np.zeros(neurons),
+                        threshold=np.ones(neurons), weight_bits=weight_bits, v_bits=16,
+                        acc_bits=2, decay_mode="shift", decay_shift=np.full(neurons, 3))
+    try:
+        map_network([layer], fan_in, device=device)
+    except FitError:
+        return False
+    return True
+
+
+def _largest(fits, high: int) -> int:
+    lo, hi = 0, high
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def device_capacity(device: str) -> dict:
+    """What this mapper places on `device`, SPRAM included (``boards.catalog.board_capacities``
+    and ``spikeforge boards`` list it): neurons (one layer, fan-in 1, 8-bit) and synapses at 8
+    and 4 bits (one layer of up to 256 neurons with the largest fan-in that maps, so the weight
+    memory is what limits; on the UP5K its weights go to SPRAM once block RAM runs out)."""
+    dev = resolve_device(device)
+    neurons = _largest(lambda n: _fits(n, 1, 8, dev.name), 1 << 16)
+    width = min(neurons, 256)
+    synapses = {8: 0, 4: 0}
+    for bits in (8, 4) if width else ():
+        fan_in = _largest(lambda f, b=bits: _fits(width, f, b, dev.name), (1 << 16) - 1)
+        synapses[bits] = width * fan_in
+    return {"device": dev.name, "luts": dev.luts, "bram": dev.bram, "spram": dev.spram,
+            "dsp": dev.dsp, "neurons": neurons, "synapses_8bit": synapses[8],
+            "synapses_4bit": synapses[4]}
