@@ -199,3 +199,37 @@ def test_mnist_size_rtl_matches_golden(hidden):
     assert np.array_equal(got.spikes, want.spikes)
     for a, b in zip(got.final_membranes, want.final_membranes, strict=True):
         assert np.array_equal(a, b)
+
+
+def _spram_image(seed: int = 9) -> Image:
+    """256-128-10 at 4 bits: 32 EBRs of hidden weights, so the mapper puts them in SPRAM."""
+    layers = make_layers([256, 128, 10], bits=4, seed=seed)
+    layers = [dataclasses.replace(layer, threshold=np.full(layer.n_out, t))
+              for layer, t in zip(layers, (12, 6))]
+    image = Image(256, layers, map_network(layers, 256, device="iCE40UP5K"))
+    assert spram_cores(layers, image.config)
+    return image
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flash", [False, True], ids=["host-link", "flash"])
+def test_virtual_board_with_spram_weights_matches_golden(flash):
+    """The whole SoC in Verilator: the SPRAM-placed weights come over the host link (Board
+    loads and verifies them: WRITE_MEM reaches SPRAM) or from the simulated flash at reset."""
+    from spikeforge.boards.runtime import Board
+    from spikeforge.hdl.rtl import available_simulators
+
+    from .test_boards_virtual_flash import _wait_loaded
+
+    if "verilator" not in available_simulators():
+        pytest.skip("needs Verilator")
+    image = _spram_image()
+    x = (np.random.default_rng(9).random((1, 4, 256)) < 0.1).astype(np.uint8)
+    with Board.virtual(image, flash=flash) as board:
+        if flash:
+            _wait_loaded(board)
+        result = board.run(x)
+    want = golden.run(image, x)
+    assert want.spike_counts.sum() > 0
+    assert np.array_equal(result.spikes, want.spikes)
+    assert np.array_equal(result.sops, want.sops)
