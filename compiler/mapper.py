@@ -168,11 +168,12 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
     # Block RAM alone first (the bitstream initialises it, so the board runs without a
     # loader); SPRAM only for a network that fits no other way.
     first = budgets
+    cache: dict = {}
     for spram in (False, True) if dev.spram else (True,):
         budgets = first
         config = mapping(budgets)
         while True:
-            estimate = _estimate(layers, config, spram=spram)
+            estimate = _estimate(layers, config, spram=spram, cache=cache)
             if _badness(estimate) == 0:
                 return config
             options = []
@@ -183,7 +184,8 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
                 trial[index] //= 2
                 narrower = mapping(trial)
                 lanes_now = sum(c.lanes for c in config.cores_of(index))
-                options.append((_badness(_estimate(layers, narrower, spram=spram)),
+                options.append((_badness(_estimate(layers, narrower, spram=spram,
+                                                   cache=cache)),
                                 -lanes_now, index, trial, narrower))
             if not options:
                 break
@@ -305,8 +307,11 @@ def _weight_shape(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
     return core.lanes * layer.weight_bits, layer.fan_in * core.groups
 
 
-def _block_ram(layers: list[LayerParams], config: HwConfig) -> tuple[list[int], int]:
-    """Block RAMs of each core's weight memory, and of everything else."""
+def _block_ram(layers: list[LayerParams], config: HwConfig,
+               cache: dict | None = None) -> tuple[list[int], int]:
+    """Block RAMs of each core's weight memory, and of everything else (`cache` keeps the
+    parameter widths of a core's neurons between calls of one mapping search)."""
+    cache = {} if cache is None else cache
     shapes = BRAM_SHAPES[resolve_device(config.device).family]
     weights = []
     other = BRAM_SOC if config.cores else 0
@@ -315,7 +320,10 @@ def _block_ram(layers: list[LayerParams], config: HwConfig) -> tuple[list[int], 
         weights.append(blocks_for(*_weight_shape(layer, core), shapes))
         other += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
         other += _memory_blocks(layer.v_bits + 1, core.neurons, shapes)
-        other += _memory_blocks(_param_bits(layer, core), core.neurons, shapes)
+        key = (core.layer, core.lo, core.hi)
+        if key not in cache:
+            cache[key] = _param_bits(layer, core)
+        other += _memory_blocks(cache[key], core.neurons, shapes)
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
             other += _memory_blocks(17, layer.n_out + 2, shapes)
@@ -326,10 +334,14 @@ def spram_cores(layers: list[LayerParams], config: HwConfig) -> frozenset[int]:
     """Indices (into ``config.cores``) of the cores whose weight memory goes to SPRAM
     (placement rule: module docstring). Empty on devices without SPRAM and whenever block RAM
     suffices; ``hdl.array.CoreArray`` builds exactly this placement."""
+    return _place(layers, config, *_block_ram(layers, config))
+
+
+def _place(layers: list[LayerParams], config: HwConfig, weights: list[int],
+           other: int) -> frozenset[int]:
     dev = resolve_device(config.device)
     if not dev.spram or not config.cores:
         return frozenset()
-    weights, other = _block_ram(layers, config)
     need = sum(weights) + other
     left = dev.spram
     placed = set()
@@ -350,11 +362,11 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
     return _estimate(layers, config, spram=True)
 
 
-def _estimate(layers: list[LayerParams], config: HwConfig, *,
-              spram: bool) -> dict[str, tuple[int, int]]:
+def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
+              cache: dict | None = None) -> dict[str, tuple[int, int]]:
     dev = resolve_device(config.device)
-    weights, bram = _block_ram(layers, config)
-    placed = spram_cores(layers, config) if spram else frozenset()
+    weights, bram = _block_ram(layers, config, cache)
+    placed = _place(layers, config, weights, bram) if spram else frozenset()
     spram = 0
     for index, core in enumerate(config.cores):
         if index in placed:
