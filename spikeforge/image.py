@@ -1059,7 +1059,7 @@ class ParamField:
     """One field of a layer's parameter word: bits [offset, offset + width), two's complement
     when ``signed``."""
 
-    name: str  # "threshold" | "bias" | "decay"
+    name: str  # "threshold" | "bias" | "decay" | "syn_decay"
     width: int
     signed: bool
     offset: int
@@ -1078,12 +1078,18 @@ def param_fields(layer: LayerParams) -> tuple[ParamField, ...]:
     threshold  unsigned, v_bits - 1      (0 <= theta <= 2^(v_bits-1) - 1)
     bias       signed, bias_bits(bias)   (the narrowest width that holds the layer's biases)
     decay      unsigned, 5 (shift k) or decay_frac + 1 (mul beta_q); absent for "none"
+    syn_decay  unsigned, 5 (shift k_a) or syn_decay_frac + 1 (mul alpha_q); only with a
+               synaptic current whose decay mode is not "none"
     """
     widths = [("threshold", layer.v_bits - 1, False), ("bias", bias_bits(layer.bias), True)]
     if layer.decay_mode == "shift":
         widths.append(("decay", 5, False))
     elif layer.decay_mode == "mul":
         widths.append(("decay", layer.decay_frac + 1, False))
+    if layer.syn_decay_mode == "shift":
+        widths.append(("syn_decay", 5, False))
+    elif layer.syn_decay_mode == "mul":
+        widths.append(("syn_decay", layer.syn_decay_frac + 1, False))
     fields, offset = [], 0
     for name, width, signed in widths:
         fields.append(ParamField(name, width, signed, offset))
@@ -1098,6 +1104,10 @@ def param_values(layer: LayerParams) -> dict[str, np.ndarray]:
         values["decay"] = layer.decay_shift
     elif layer.decay_mode == "mul":
         values["decay"] = layer.decay_mul
+    if layer.syn_decay_mode == "shift":
+        values["syn_decay"] = layer.syn_decay_shift
+    elif layer.syn_decay_mode == "mul":
+        values["syn_decay"] = layer.syn_decay_mul
     return values
 
 
