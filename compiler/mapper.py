@@ -111,10 +111,9 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
         Image(n_inputs, list(layers), HwConfig(device="", cores=tuple(
             CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers))))\
             .check_gateware()
-    if any(layer.features() for layer in layers):
-        # Without a target (a target was refused above): the gateware runs none of these
-        # layers yet (convolution, synaptic current, multi-spike, LI readout...), so there is no
-        # fit to check; one core per layer, which only the golden model runs.
+    if any(layer.gateware_features() for layer in layers):
+        # Without a target (a target was refused above): the gateware runs no convolution yet,
+        # so there is no fit to check; one core per layer, which only the golden model runs.
         return HwConfig(device=resolve_device("iCE40UP5K").name, cores=tuple(
             CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers)))
     max_neurons_per_core = int(max_neurons_per_core)

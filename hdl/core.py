@@ -16,10 +16,10 @@ from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
 from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr
-from .neuron import NeuronUpdate
+from .neuron import NeuronUpdate, count_bits
 from .skid import SkidBuffer
 
-__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "param_layout"]
+__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "param_layout", "state_layout"]
 
 
 # Which memory of a core an access of the memory-access port addresses (spikeforge.protocol).
@@ -58,6 +58,17 @@ def param_layout(layer: LayerParams) -> data.StructLayout:
     space of the memory port shows it."""
     return data.StructLayout({f.name: (signed if f.signed else unsigned)(f.width)
                               for f in param_fields(layer)})
+
+
+def state_layout(layer: LayerParams) -> data.StructLayout:
+    """A neuron's state word, as the STATE space of the memory port shows it: the membrane
+    ``v`` (bits ``[0, V)``), the last step's spike count ``c`` (1 bit for a single-spike layer,
+    else wide enough for ``max_spikes``) and, for a current-based layer, the synaptic current
+    ``syn`` (``syn_bits``) above it."""
+    fields = {"v": signed(layer.v_bits), "c": unsigned(count_bits(layer))}
+    if layer.current_based:
+        fields["syn"] = signed(layer.syn_bits)
+    return data.StructLayout(fields)
 
 
 def _uniform(values: np.ndarray) -> bool:
@@ -151,7 +162,8 @@ class LifCore(wiring.Component):
         values = {name: v[lo:hi] for name, v in param_values(layer).items()}
         self._param_values = values
         self._stored = [name for name, vals in values.items() if not _uniform(vals)]
-        width = max(self._lanes * layer.weight_bits, layer.v_bits + 1, self._param_layout.size,
+        width = max(self._lanes * layer.weight_bits, state_layout(layer).size,
+                    self._param_layout.size,
                     self._lanes * layer.acc_bits)
         self._learning = learning
         self._core_index = operator.index(core_index)
@@ -169,7 +181,7 @@ class LifCore(wiring.Component):
             "mem": In(MemAccessSignature(data_width=width, addr_width=addr_width)),
             "idle": Out(1),
             "integrating": Out(1),
-            "saturated": Out(1),
+            "saturated": Out(2 if layer.current_based else 1),
         })
         if learning is not None:
             members["updating"] = Out(1)
@@ -220,8 +232,7 @@ class LifCore(wiring.Component):
         a_wr = amem.write_port()
         a_rd = amem.read_port(
             transparent_for=(a_wr,) if groups == 1 and not self._registered_reads else ())
-        state_layout = data.StructLayout({"v": signed(v_bits), "s": unsigned(1)})
-        m.submodules.state = smem = Memory(shape=state_layout, depth=neurons, init=[])
+        m.submodules.state = smem = Memory(shape=state_layout(layer), depth=neurons, init=[])
         s_wr = smem.write_port()
         s_rd = smem.read_port()
         pfields = self._param_layout.members
@@ -234,7 +245,7 @@ class LifCore(wiring.Component):
             p_rd = pmem.read_port()
         if learn is not None:
             m.submodules.learning = unit = LearningUnit(cfg, layer, learn)
-            m.d.comb += [unit.w_rdata.eq(w_rd.data), unit.s_in.eq(s_rd.data.s),
+            m.d.comb += [unit.w_rdata.eq(w_rd.data), unit.s_in.eq(s_rd.data.c),
                          self.updating.eq(unit.updating)]
         params = {}  # field -> value at the pass's second stage (read data or constant)
         for name in self._param_layout.members:
@@ -364,9 +375,11 @@ class LifCore(wiring.Component):
         m.submodules.out = obuf = SkidBuffer(SpikeEvent)
         wiring.connect(m, obuf.o, wiring.flipped(self.o))
         # The pass stalls while the output buffer is full (a register, not the consumer's
-        # ready), whether or not the neuron at the end of the pipeline spikes.
+        # ready), whether or not the neuron at the end of the pipeline spikes; the stages in
+        # front of the update's count stage also while it emits a multi-spike neuron's events.
+        out_ready = Signal()
         adv = Signal()
-        m.d.comb += adv.eq(obuf.i.ready)
+        m.d.comb += out_ready.eq(obuf.i.ready)
         p0_go = Signal()
         commit = Signal()
 
@@ -391,7 +404,8 @@ class LifCore(wiring.Component):
         i_tag = data.View(tag_layout, update.i_tag)
         o_tag = data.View(tag_layout, update.o_tag)
         m.d.comb += [
-            update.en.eq(adv),
+            update.en.eq(out_ready),
+            adv.eq(out_ready & ~update.hold),
             update.i_valid.eq(q1),
             i_tag.n.eq(n1),
             i_tag.g.eq(pg1),
@@ -399,15 +413,19 @@ class LifCore(wiring.Component):
             i_tag.last.eq(n1 == neurons - 1),
             update.acc.eq(acc_word[:a_bits]),
             update.v.eq(s_rd.data.v),
-            update.s.eq(s_rd.data.s),
+            update.c.eq(s_rd.data.c),
         ]
+        if layer.current_based:
+            m.d.comb += update.syn.eq(s_rd.data.syn)
         if self._stored:
             m.d.comb += update.params.eq(p_rd.data)
-        v_new, spike = update.v_new, update.spike
+        new_state = Cat(update.v_new, update.count,
+                        update.syn_new if layer.current_based else Cat())
         m.d.comb += [
-            commit.eq(update.o_valid & adv),
-            self.saturated.eq(commit & update.saturated),
-            obuf.i.valid.eq(commit & spike),
+            # a neuron leaves the update (its state is written) in the cycle of its last event
+            commit.eq(update.o_valid & update.last & out_ready),
+            self.saturated.eq(Mux(commit, update.saturated, 0)),
+            obuf.i.valid.eq(update.o_valid & update.spike & out_ready),
             obuf.i.payload.addr.eq(cfg.lo + o_tag.n),
             obuf.i.payload.eos.eq(0),
         ]
@@ -424,7 +442,7 @@ class LifCore(wiring.Component):
             a_rd.addr.eq(Mux(host, self.mem.addr, g)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
             s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
-            s_wr.data.eq(Mux(host, self.mem.wdata, Cat(v_new, spike))),
+            s_wr.data.eq(Mux(host, self.mem.wdata, new_state)),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
             a_wr.addr.eq(Mux(w_valid, w_group, o_tag.g)),
             a_wr.data.eq(Mux(w_valid, sums.as_value(), 0)),
