@@ -19,11 +19,14 @@ about 3% of LUTs there). Per core:
 
     weight memory  depth fan_in * groups, width lanes * weight_bits
     accumulators   depth groups,          width lanes * acc_bits      (flip-flops if depth <= 2)
-    state          depth neurons,         width v_bits + 1            (membrane, previous spike)
+    state          depth neurons,         width v_bits + count bits + syn_bits
+                                          (membrane, previous count: 1 bit for a single-spike
+                                          layer, bits of max_spikes otherwise; the synaptic
+                                          current of a current-based layer)
     parameters     depth neurons,         width of the fields that differ between the core's
                                           neurons (threshold v_bits - 1, bias, decay 5 or f + 1);
                                           uniform fields are constants and take no memory
-    recurrent FIFO depth n_out + 2,       width 17                    (recurrent layers)
+    recurrent FIFO depth max_spikes * n_out + 2, width 17             (recurrent layers)
 
 Each memory takes block RAMs in the data-port shape that needs fewest blocks
 (iCE40 EBR 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD 512x36, 1024x18, 2048x9, 4096x4,
@@ -243,6 +246,12 @@ def _param_bits(layer: LayerParams, core: CoreConfig) -> int:
                if _varies(values[f.name][core.lo:core.hi]))
 
 
+def _state_bits(layer: LayerParams) -> int:
+    """Width of a neuron's state word (hdl.core.state_layout): v, the last count, syn."""
+    return layer.v_bits + max(1, layer.max_spikes.bit_length()) + \
+        (layer.syn_bits if layer.current_based else 0)
+
+
 def _varies(values: np.ndarray) -> bool:
     return bool(values.size) and bool((values != values[0]).any())
 
@@ -264,7 +273,7 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
         layer = layers[core.layer]
         bram += blocks_for(core.lanes * layer.weight_bits, layer.fan_in * core.groups, shapes)
         bram += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
-        bram += _memory_blocks(layer.v_bits + 1, core.neurons, shapes)
+        bram += _memory_blocks(_state_bits(layer), core.neurons, shapes)
         bram += _memory_blocks(_param_bits(layer, core), core.neurons, shapes)
         luts += (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
                  + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
@@ -275,7 +284,7 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
                 luts += layer.v_bits * (layer.decay_frac + 1)
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
-            bram += _memory_blocks(17, layer.n_out + 2, shapes)
+            bram += _memory_blocks(17, layer.max_spikes * layer.n_out + 2, shapes)
     if dev.family == "ice40":
         luts = math.ceil(luts * ICE40_CELLS_PER_LUT)
     return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (0, dev.spram),

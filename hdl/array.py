@@ -34,8 +34,8 @@ class CoreArray(wiring.Component):
     The outputs of a layer's cores are merged in core order, so addresses ascend, with one
     ``eos`` per step. A neuron that fires c times in a step (multi-spike, c <= ``max_spikes``)
     sends c events of its address in a row: every consumer adds its weight c times. A recurrent
-    layer's merged stream also enters a FIFO of ``max_spikes * n_out + 2``
-    entries (a step's ``max_spikes * n_out + 1`` events, plus one because the FIFO's output register takes a
+    layer's merged stream also enters a FIFO of ``max_spikes * n_out + 2`` entries (a step's
+    ``max_spikes * n_out + 1`` events, plus one because the FIFO's output register takes a
     cycle to fill, during which a full inner memory cannot take a push) whose output is
     broadcast to the layer's cores as rows ``n_in + addr`` of the NEXT step; at step 0 the
     cores skip it (``s[-1] = 0``). A core takes, per step, the recurrent
@@ -50,7 +50,8 @@ class CoreArray(wiring.Component):
     o : Out(stream.Signature(SpikeEvent))
         Output-layer spikes of a step, ascending ``addr`` (neuron index in the layer; a
         multi-spike neuron's c events in a row), then one ``eos`` (only the ``eos`` for an LI
-        readout, whose membranes are read from the STATE space). Backpressure stalls the array; nothing is lost.
+        readout, whose membranes are read from the STATE space). Backpressure stalls the
+        array; nothing is lost.
     clear : In(1)
         Strobe: zero all membranes, previous spikes, accumulators, FIFOs and counters (start
         of a new sample). Each core then sweeps its state memory (``neurons`` cycles).

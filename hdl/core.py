@@ -218,7 +218,7 @@ class LifCore(wiring.Component):
         m = Module()
         layer, cfg = self._layer, self._config
         lanes, groups, neurons = self._lanes, cfg.groups, cfg.neurons
-        w_bits, a_bits, v_bits = layer.weight_bits, layer.acc_bits, layer.v_bits
+        w_bits, a_bits = layer.weight_bits, layer.acc_bits
         recurrent = layer.recurrent
 
         # -- memories ------------------------------------------------------------------------
