@@ -56,7 +56,7 @@ def with_model(layers: list[LayerParams], model: str) -> list[LayerParams]:
     """The layers in neuron model `model` (module docstring); weights and widths kept."""
     out, in_max = [], 1
     for index, layer in enumerate(layers):
-        fields = {"in_max_spikes": in_max}
+        fields = {"in_max_spikes": in_max, "acc_bits": 40}
         if model == "cuba":
             fields.update(syn_decay_mode="shift", syn_decay_shift=layer.threshold * 0 + 2,
                           syn_bits=16)

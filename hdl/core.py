@@ -78,15 +78,20 @@ def _uniform(values: np.ndarray) -> bool:
 class LifCore(wiring.Component):
     """``neurons`` leaky integrate-and-fire neurons [lo, hi) of one layer over ``lanes`` lanes.
 
-    Per timestep t the core computes, for each of its neurons i (golden model, docs/neuron.md)::
+    Per timestep t the core computes, for each of its neurons i (golden model, docs/neuron.md;
+    c the spike counts, 0/1 for a single-spike layer)::
 
         A[t]  = sum_j W[i, j] * e_j[t]            j < n_in: feed-forward event j of step t
                                                   j = n_in + a: recurrent event a of step t-1
-        I[t]  = A[t] + b[i]
-        subtract reset:  u = decay(v[t-1]) + I[t] - theta[i] * s[t-1]
-        zero reset:      u = decay(v[t-1] * (1 - s[t-1])) + I[t]
-        v[t]  = clamp(u, -2^(V-1), 2^(V-1) - 1)   (a clamp raises ``saturated`` for a cycle)
-        s[t]  = v[t] > theta[i]
+        current-based: syn[t] = clamp_S(decay_a(syn[t-1]) + A[t] + b[i]),
+                       J[t] = syn[t - syn_delay]
+        plain:         J[t] = A[t] + b[i]
+        subtract reset:  u = decay(v[t-1]) + J[t] - theta[i] * c[t-1]     (reset_delay)
+                         u = decay(v[t-1] - theta[i] * c[t-1]) + J[t]     (at the spike)
+        zero reset:      u = decay(v[t-1] * (c[t-1] == 0)) + J[t]
+        LI readout:      u = decay(v[t-1]) + J[t]
+        v[t]  = clamp(u, -2^(V-1), 2^(V-1) - 1)   (``saturated`` counts the clamps, with syn's)
+        c[t]  = min(K, #{j >= 1: v[t] > j * theta[i]})       (>= with compare ">="; LI: 0)
         decay(v) = v | v - (v >> k[i]) | (v * beta_q[i]) >> f      (none | shift | mul)
 
     Memories (all with synchronous read ports, so they map to block RAM):
@@ -97,7 +102,8 @@ class LifCore(wiring.Component):
       the learning unit); ``transparent_weights`` makes the read port transparent to it for
       read-modify-write.
     - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes.
-    - state: ``neurons`` words, bits [0, V) = v, bit V = s[t-1].
+    - state: ``neurons`` words of :func:`state_layout`: v, c[t-1] (bit V for a single-spike
+      layer), syn[t-1] of a current-based layer.
     - params: ``neurons`` words of the per-neuron fields of ``param_layout`` that differ between
       the core's neurons; uniform fields are constants.
 
@@ -116,12 +122,13 @@ class LifCore(wiring.Component):
     the first step after a clear, where s[-1] = 0) up to their ``eos``, starting only once the
     step's first feed-forward event (or ``eos``) waits at ``i``; then the feed-forward events
     (port ``i``, rows ``addr``) up to their ``eos``; then one pass over the neurons, one per
-    cycle, that applies the update, clears the accumulators, writes v and s back and emits an
-    event ``lo + n`` per spike, ascending, then an ``eos``. The pass is a pipeline (read
-    addresses, memory data with the lane select, then :class:`~.neuron.NeuronUpdate`'s four
-    stages; ``N + 6`` cycles) that advances while the output skid buffer
-    (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event; ``o`` is that
-    buffer's output. Addresses are not checked here:
+    cycle, that applies the update, clears the accumulators, writes the state back and emits
+    ``c`` events ``lo + n`` per neuron in a row, ascending, then an ``eos``. The pass is a
+    pipeline (read addresses, memory data with the lane select, then
+    :class:`~.neuron.NeuronUpdate`'s stages; ``N + 2 + latency`` cycles, plus ``c - 1`` for
+    each neuron that fires ``c > 1`` times) that advances while the output skid buffer
+    (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event and the update's
+    count stage is not holding a multi-spike neuron; ``o`` is that buffer's output. Addresses are not checked here:
     feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` < ``n_out``.
 
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
