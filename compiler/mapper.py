@@ -36,6 +36,9 @@ SPRAMs cannot be initialised by the bitstream and are not used yet.
     LUTs = 1620 (host link, router) + per core
            (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
+           + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
+           (the digits-like 64-128-10 array on the UP5K, bench/core_resources.py --model:
+           1,536 LUTs plain, 1,764 with a 16-bit current, 1,833 with up to 4 spikes)
            (LUT4s, within 3 % of yosys on the pipelined core), times 1.27 on iCE40: nextpnr's
            logic cells, the figure the device's capacity counts, were 1.27 LUT4s in the
            UP5K builds of the digits SoC (bench/fmax.py, lanes 2-2 and 2-5)
@@ -60,6 +63,7 @@ BRAM_SHAPES = {
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
 LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261, 26, 16, 3
+LUT_PER_SYN_BIT, LUT_PER_V_BIT_MULTI = 7, 9  # the synaptic current; the count stage
 # iCE40 logic cells per LUT4: nextpnr also spends a cell on a flip-flop or carry it cannot pack
 # with a LUT (the pipeline's registers): 4205 / 3307 and 4300 / 3391 on the UP5K digits builds
 ICE40_CELLS_PER_LUT = 1.27
@@ -277,6 +281,10 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
         bram += _memory_blocks(_param_bits(layer, core), core.neurons, shapes)
         luts += (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
                  + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
+        if layer.current_based:
+            luts += LUT_PER_SYN_BIT * layer.syn_bits
+        if layer.spiking and layer.max_spikes > 1:
+            luts += LUT_PER_V_BIT_MULTI * layer.v_bits
         if layer.decay_mode == "mul":
             if dsp < dev.dsp:
                 dsp += 1
