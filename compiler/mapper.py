@@ -110,7 +110,9 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
 
     `board` is only recorded in the configuration: ``boards.catalog.board_target`` resolves a
     board name to its device and oscillator. Raises FitError, naming every exceeded resource,
-    when the estimate does not fit.
+    when the estimate does not fit; without a target, a network that uses the neuron models
+    beyond the plain LIF (docs/neuron.md) and does not fit the default device gets one core
+    per layer instead, for the golden model (as before the gateware ran them).
     """
     _check_chain(layers, n_inputs)
     if device is not None or board is not None:
@@ -118,11 +120,22 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
         Image(n_inputs, list(layers), HwConfig(device="", cores=tuple(
             CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers))))\
             .check_gateware()
+    golden_only = HwConfig(device=resolve_device("iCE40UP5K").name, cores=tuple(
+        CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers)))
     if any(layer.gateware_features() for layer in layers):
         # Without a target (a target was refused above): the gateware runs no convolution yet,
         # so there is no fit to check; one core per layer, which only the golden model runs.
-        return HwConfig(device=resolve_device("iCE40UP5K").name, cores=tuple(
-            CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers)))
+        return golden_only
+    if device is None and board is None and any(layer.features() for layer in layers):
+        try:
+            return _map(layers, n_inputs, None, None, lanes, max_neurons_per_core, clock_hz)
+        except FitError:
+            return golden_only
+    return _map(layers, n_inputs, device, board, lanes, max_neurons_per_core, clock_hz)
+
+
+def _map(layers: list[LayerParams], n_inputs: int, device: str | None, board: str | None,
+         lanes: int | None, max_neurons_per_core: int, clock_hz: float | None) -> HwConfig:
     max_neurons_per_core = int(max_neurons_per_core)
     if max_neurons_per_core < 1:
         raise ValueError(f"max_neurons_per_core must be at least 1, not {max_neurons_per_core}")
