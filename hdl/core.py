@@ -128,8 +128,9 @@ class LifCore(wiring.Component):
     :class:`~.neuron.NeuronUpdate`'s stages; ``N + 2 + latency`` cycles, plus ``c - 1`` for
     each neuron that fires ``c > 1`` times) that advances while the output skid buffer
     (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event and the update's
-    count stage is not holding a multi-spike neuron; ``o`` is that buffer's output. Addresses are not checked here:
-    feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` < ``n_out``.
+    count stage is not holding a multi-spike neuron; ``o`` is that buffer's output. Addresses
+    are not checked here: feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` <
+    ``n_out``.
 
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
     zero (``max(neurons, groups)`` cycles); the same sweep runs after power-on.
