@@ -43,7 +43,9 @@ SPRAMs cannot be initialised by the bitstream and are not used yet.
            logic cells, the figure the device's capacity counts, were 1.27 LUT4s in the
            UP5K builds of the digits SoC (bench/fmax.py, lanes 2-2 and 2-5)
     block RAM = the memories above + 2 (host link receive and response buffers)
-    DSPs = one for the host link and one per "mul" core, while the device has them
+    DSPs = one for the host link and one per multiplier of a core ("mul" decay of the
+           membrane or the current; theta * c of a multi-spike subtract reset), while the
+           device has them
 """
 
 from __future__ import annotations
@@ -298,11 +300,18 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
             luts += LUT_PER_SYN_BIT * layer.syn_bits
         if layer.spiking and layer.max_spikes > 1:
             luts += LUT_PER_V_BIT_MULTI * layer.v_bits
-        if layer.decay_mode == "mul":
+        # multipliers: the "mul" decays (membrane, current) and a multi-spike subtract
+        # reset's theta * c; yosys puts each in a DSP while the device has one left
+        products = [layer.v_bits * (layer.decay_frac + 1)] if layer.decay_mode == "mul" else []
+        if layer.syn_decay_mode == "mul":
+            products.append(layer.syn_bits * (layer.syn_decay_frac + 1))
+        if layer.spiking and layer.max_spikes > 1 and layer.reset == "subtract":
+            products.append((layer.v_bits - 1) * layer.max_spikes.bit_length())
+        for product in products:
             if dsp < dev.dsp:
                 dsp += 1
             else:
-                luts += layer.v_bits * (layer.decay_frac + 1)
+                luts += product
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
             bram += _memory_blocks(17, layer.max_spikes * layer.n_out + 2, shapes)
