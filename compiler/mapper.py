@@ -21,11 +21,14 @@ about 3% of LUTs there). Per core:
 
     weight memory  depth fan_in * groups, width lanes * weight_bits
     accumulators   depth groups,          width lanes * acc_bits      (flip-flops if depth <= 2)
-    state          depth neurons,         width v_bits + 1            (membrane, previous spike)
+    state          depth neurons,         width v_bits + count bits + syn_bits
+                                          (membrane, previous count: 1 bit for a single-spike
+                                          layer, bits of max_spikes otherwise; the synaptic
+                                          current of a current-based layer)
     parameters     depth neurons,         width of the fields that differ between the core's
                                           neurons (threshold v_bits - 1, bias, decay 5 or f + 1);
                                           uniform fields are constants and take no memory
-    recurrent FIFO depth n_out + 2,       width 17                    (recurrent layers)
+    recurrent FIFO depth max_spikes * n_out + 2, width 17             (recurrent layers)
 
 Each memory takes block RAMs in the data-port shape that needs fewest blocks
 (iCE40 EBR 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD 512x36, 1024x18, 2048x9, 4096x4,
@@ -46,13 +49,18 @@ at power-up or over the host link (docs/flash.md).
     LUTs = 1620 (host link, router) + per core
            (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
+           + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
+           (the digits-like 64-128-10 array on the UP5K, bench/core_resources.py --model:
+           1,536 LUTs plain, 1,764 with a 16-bit current, 1,833 with up to 4 spikes)
            (LUT4s, within 3 % of yosys on the pipelined core), times 1.27 on iCE40: nextpnr's
            logic cells, the figure the device's capacity counts, were 1.27 LUT4s in the
            UP5K builds of the digits SoC (bench/fmax.py, lanes 2-2 and 2-5)
     block RAM = the memories above (less the weights placed in SPRAM)
                 + 2 (host link receive and response buffers)
     SPRAM = the primitives of the weights placed there
-    DSPs = one for the host link and one per "mul" core, while the device has them
+    DSPs = one for the host link and one per multiplier of a core ("mul" decay of the
+           membrane or the current; theta * c of a multi-spike subtract reset), while the
+           device has them
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ BRAM_SHAPES = {
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
 LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261, 26, 16, 3
+LUT_PER_SYN_BIT, LUT_PER_V_BIT_MULTI = 7, 9  # the synaptic current; the count stage
 # iCE40 logic cells per LUT4: nextpnr also spends a cell on a flip-flop or carry it cannot pack
 # with a LUT (the pipeline's registers): 4205 / 3307 and 4300 / 3391 on the UP5K digits builds
 ICE40_CELLS_PER_LUT = 1.27
@@ -119,7 +128,9 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
 
     `board` is only recorded in the configuration: ``boards.catalog.board_target`` resolves a
     board name to its device and oscillator. Raises FitError, naming every exceeded resource,
-    when the estimate does not fit.
+    when the estimate does not fit; without a target, a network that uses the neuron models
+    beyond the plain LIF (docs/neuron.md) and does not fit the default device gets one core
+    per layer instead, for the golden model (as before the gateware ran them).
     """
     _check_chain(layers, n_inputs)
     if device is not None or board is not None:
@@ -127,12 +138,22 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
         Image(n_inputs, list(layers), HwConfig(device="", cores=tuple(
             CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers))))\
             .check_gateware()
-    if any(layer.features() for layer in layers):
-        # Without a target (a target was refused above): the gateware runs none of these
-        # layers yet (convolution, synaptic current, multi-spike, LI readout...), so there is no
-        # fit to check; one core per layer, which only the golden model runs.
-        return HwConfig(device=resolve_device("iCE40UP5K").name, cores=tuple(
-            CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers)))
+    golden_only = HwConfig(device=resolve_device("iCE40UP5K").name, cores=tuple(
+        CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers)))
+    if any(layer.gateware_features() for layer in layers):
+        # Without a target (a target was refused above): the gateware runs no convolution yet,
+        # so there is no fit to check; one core per layer, which only the golden model runs.
+        return golden_only
+    if device is None and board is None and any(layer.features() for layer in layers):
+        try:
+            return _map(layers, n_inputs, None, None, lanes, max_neurons_per_core, clock_hz)
+        except FitError:
+            return golden_only
+    return _map(layers, n_inputs, device, board, lanes, max_neurons_per_core, clock_hz)
+
+
+def _map(layers: list[LayerParams], n_inputs: int, device: str | None, board: str | None,
+         lanes: int | None, max_neurons_per_core: int, clock_hz: float | None) -> HwConfig:
     max_neurons_per_core = int(max_neurons_per_core)
     if max_neurons_per_core < 1:
         raise ValueError(f"max_neurons_per_core must be at least 1, not {max_neurons_per_core}")
@@ -287,6 +308,12 @@ def _param_bits(layer: LayerParams, core: CoreConfig) -> int:
                if _varies(values[f.name][core.lo:core.hi]))
 
 
+def _state_bits(layer: LayerParams) -> int:
+    """Width of a neuron's state word (hdl.core.state_layout): v, the last count, syn."""
+    return layer.v_bits + max(1, layer.max_spikes.bit_length()) + \
+        (layer.syn_bits if layer.current_based else 0)
+
+
 def _varies(values: np.ndarray) -> bool:
     return bool(values.size) and bool((values != values[0]).any())
 
@@ -319,14 +346,14 @@ def _block_ram(layers: list[LayerParams], config: HwConfig,
         layer = layers[core.layer]
         weights.append(blocks_for(*_weight_shape(layer, core), shapes))
         other += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
-        other += _memory_blocks(layer.v_bits + 1, core.neurons, shapes)
+        other += _memory_blocks(_state_bits(layer), core.neurons, shapes)
         key = (core.layer, core.lo, core.hi)
         if key not in cache:
             cache[key] = _param_bits(layer, core)
         other += _memory_blocks(cache[key], core.neurons, shapes)
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
-            other += _memory_blocks(17, layer.n_out + 2, shapes)
+            other += _memory_blocks(17, layer.max_spikes * layer.n_out + 2, shapes)
     return weights, other
 
 
@@ -379,11 +406,22 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
         layer = layers[core.layer]
         luts += (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
                  + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
-        if layer.decay_mode == "mul":
+        if layer.current_based:
+            luts += LUT_PER_SYN_BIT * layer.syn_bits
+        if layer.spiking and layer.max_spikes > 1:
+            luts += LUT_PER_V_BIT_MULTI * layer.v_bits
+        # multipliers: the "mul" decays (membrane, current) and a multi-spike subtract
+        # reset's theta * c; yosys puts each in a DSP while the device has one left
+        products = [layer.v_bits * (layer.decay_frac + 1)] if layer.decay_mode == "mul" else []
+        if layer.syn_decay_mode == "mul":
+            products.append(layer.syn_bits * (layer.syn_decay_frac + 1))
+        if layer.spiking and layer.max_spikes > 1 and layer.reset == "subtract":
+            products.append((layer.v_bits - 1) * layer.max_spikes.bit_length())
+        for product in products:
             if dsp < dev.dsp:
                 dsp += 1
             else:
-                luts += layer.v_bits * (layer.decay_frac + 1)
+                luts += product
     if dev.family == "ice40":
         luts = math.ceil(luts * ICE40_CELLS_PER_LUT)
     return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (spram, dev.spram),
