@@ -103,6 +103,7 @@ class BuildReport:
     pipelined_cycles_per_step: float = 0.0
     steps_per_s: float = 0.0
     throughput_basis: str = ""
+    flash_offset: int | None = None  # where the SoC loads its memories from flash, or None
     log: str | None = None  # nextpnr log
     report_json: str | None = None  # nextpnr --report
     seconds: float = 0.0
@@ -313,12 +314,14 @@ def _tail(path: Path, lines: int = 15) -> str:
 def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | os.PathLike, *,
           clock_hz: float | None = None, progress: Callable[[str], None] | None = None,
           soc: Callable | None = None, spikes: np.ndarray | None = None,
-          seed: int | None = None) -> BuildReport:
+          seed: int | None = None, flash: bool | None = None) -> BuildReport:
     """Build `image` for `board` into `out_dir`; return the report (also out_dir/report.json).
 
     Raises FitError before synthesis when the estimate exceeds the device, BuildError when a
     tool fails, TimingError (carrying the report) when Fmax is below the clock.
-    `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC`).
+    `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC`). `flash`: the SoC
+    loads its memories from the board's SPI flash at power-up (`BoardTop`'s `flash`; by default
+    when the image has weights in SPRAM and the board has a flash resource).
     """
     started = time.monotonic()
     say = progress or (lambda stage: None)
@@ -346,7 +349,8 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
         steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis)
 
     say("elaborating")
-    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc)
+    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash)
+    report.flash_offset = top.flash_offset
     platform = board.platform_class()()
     opts = [f"--report {NAME}.report.json", "--timing-allow-fail"]
     if seed is not None:

@@ -1,0 +1,154 @@
+"""The board top binds the SoC's flash loader to the board's SPI configuration flash.
+
+Fast: the top of an image with SPRAM-placed weights for the iCEBreaker, and of a small image with
+`flash=True` for the ULX3S, is elaborated by the board's amaranth-boards platform and flattened
+by yosys; each flash pin of the platform's constraint file (.pcf / .lpf, the board's pin map) is
+traced back through the I/O primitive to the loader's own signal (cs, copi, clock; on ECP5 the
+clock through USRMCLK), and CIPO forward to the loader. Slow: a real iCEBreaker build.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from spikeforge.boards.catalog import BOARDS
+from spikeforge.boards.top import BoardTop, flash_resource
+from spikeforge.flashimage import FLASH_OFFSETS
+from spikeforge.hdl.synth import yosys_command
+
+from .strategies import random_image
+from .test_spram_placement import _spram_image
+
+# the I/O primitive's pad port -> its output data port (what drives the pin)
+PRIMITIVES = {"SB_IO": ("PACKAGE_PIN", "D_OUT_0", "D_IN_0"), "OBZ": ("O", "I", None),
+              "OB": ("O", "I", None), "IB": ("I", None, "O"), "BB": ("B", "I", "O")}
+
+
+def flat_netlist(top, board, tmp_path: Path) -> tuple[dict, str]:
+    platform = BOARDS[board].platform_class()()
+    plan = platform.build(top, do_build=False)
+    rtlil = tmp_path / "top.il"
+    rtlil.write_text(plan.files["top.il"])
+    pins = plan.files.get("top.pcf") or plan.files["top.lpf"]
+    out = tmp_path / "flat.json"
+    subprocess.run([*yosys_command(), "-q", "-p",
+                    f"read_rtlil {rtlil.name}; hierarchy -top top; proc; flatten; opt_expr; "
+                    f"opt_clean; write_json {out.name}"], check=True, timeout=300, cwd=tmp_path)
+    return json.loads(out.read_text())["modules"]["top"], pins
+
+
+class Netlist:
+    def __init__(self, module: dict):
+        self.cells = module["cells"]
+        self.names = {}  # bit -> netnames carrying it
+        for name, net in module["netnames"].items():
+            for bit in net["bits"]:
+                self.names.setdefault(bit, set()).add(name)
+        self.ports = {name: port["bits"] for name, port in module["ports"].items()}
+        self.driver = {}  # bit -> (cell, port)
+        for cname, cell in self.cells.items():
+            for port, bits in cell["connections"].items():
+                if cell.get("port_directions", {}).get(port) == "output":
+                    for bit in bits:
+                        self.driver[bit] = (cname, port)
+
+    def io_cell(self, pad_bit):
+        for cname, cell in self.cells.items():
+            pad = PRIMITIVES.get(cell["type"], (None,))[0]
+            if pad and cell["connections"].get(pad) == [pad_bit]:
+                return cell
+        raise AssertionError(f"no I/O primitive on bit {pad_bit}")
+
+    def source(self, bit) -> tuple[set[str], int]:
+        """Netnames of the first bit back from `bit` that is not an inverter's output, and the
+        number of inversions on the way."""
+        inversions = 0
+        while bit in self.driver:
+            cell = self.cells[self.driver[bit][0]]
+            if cell["type"] == "$not":
+                inversions += 1
+            elif cell["type"] == "$xor" and cell["connections"]["B"] == ["0"]:
+                pass
+            else:
+                break
+            bit = cell["connections"]["A"][0]
+        return self.names.get(bit, set()), inversions
+
+    def sinks(self, bit) -> set[str]:
+        return {name for cell in self.cells.values() for port, bits in
+                cell["connections"].items() if bit in bits
+                and cell.get("port_directions", {}).get(port) == "input"
+                for name in self.names.get(cell["connections"].get("Y", [None])[0], ())} \
+            | self.names.get(bit, set())
+
+
+def pin_port(pins: str, resource: str, sub: str, site: str) -> str:
+    port = f"{resource}_0__{sub}__io"
+    assert re.search(rf"(set_io {port} {site}\b|LOCATE COMP \"{port}\" SITE \"{site}\")",
+                     pins), (port, site)
+    return port
+
+
+def driven_by(net: Netlist, port: str) -> tuple[set[str], int]:
+    bit = net.ports[port][0]
+    cell = net.io_cell(bit)
+    data = PRIMITIVES[cell["type"]][1]
+    return net.source(cell["connections"][data][0])
+
+
+@pytest.mark.parametrize(("board", "sites", "clock"), [
+    ("icebreaker", {"cs": "16", "copi": "14", "cipo": "17", "clk": "15"}, "pin"),
+    ("ulx3s-85f", {"cs": "R2", "copi": "W2", "cipo": "V2"}, "USRMCLK"),
+])
+def test_flash_pins_are_driven_by_the_loader(board, sites, clock, tmp_path):
+    if board == "icebreaker":
+        image = _spram_image()  # weights in SPRAM: flash by default
+        top = BoardTop(image, board)
+    else:
+        image = random_image(3, (8, 6, 3))
+        assert BoardTop(image, board).flash_offset is None  # no SPRAM: no loader by default
+        top = BoardTop(image, board, flash=True)
+    family = BOARDS[board].family
+    assert top.flash_offset == FLASH_OFFSETS[family]
+    resource = flash_resource(board)
+    module, pins = flat_netlist(top, board, tmp_path)
+    net = Netlist(module)
+
+    names, inversions = driven_by(net, pin_port(pins, resource, "cs", sites["cs"]))
+    assert "soc.loader.cs_n" in names and inversions % 2 == 0, (names, inversions)
+    names, inversions = driven_by(net, pin_port(pins, resource, "copi", sites["copi"]))
+    assert "soc.loader.copi" in names and inversions % 2 == 0, (names, inversions)
+    cipo = net.io_cell(net.ports[pin_port(pins, resource, "cipo", sites["cipo"])][0])
+    cipo_bit = cipo["connections"][PRIMITIVES[cipo["type"]][2]][0]
+    assert "soc.loader.cipo" in net.names[cipo_bit]
+    if clock == "pin":
+        names, inversions = driven_by(net, pin_port(pins, resource, "clk", sites["clk"]))
+        assert "soc.loader.sck" in names and inversions % 2 == 0, (names, inversions)
+    else:
+        usrmclk = [c for c in net.cells.values() if c["type"] == "USRMCLK"]
+        assert len(usrmclk) == 1
+        names, inversions = net.source(usrmclk[0]["connections"]["USRMCLKI"][0])
+        assert "soc.loader.sck" in names and inversions % 2 == 0, (names, inversions)
+        assert usrmclk[0]["connections"]["USRMCLKTS"] == ["0"]
+    # WP and HOLD held inactive (high: active-low pins)
+    for sub in ("wp", "hold"):
+        port = f"{resource}_0__{sub}__io"
+        if port in net.ports:
+            cell = net.io_cell(net.ports[port][0])
+            assert cell["connections"][PRIMITIVES[cell["type"]][1]] == ["1"], sub
+
+
+def test_boards_without_flash_build_as_before():
+    image = _spram_image()
+    assert flash_resource("icebreaker") == "spi_flash_1x"
+    assert BoardTop(image, "icebreaker", flash=False).flash_offset is None
+    no_flash = [name for name, b in BOARDS.items() if b.buildable and flash_resource(b) is None]
+    for name in no_flash:
+        assert BoardTop(random_image(3, (8, 6, 3)), name).flash_offset is None
+        with pytest.raises(ValueError, match="has no SPI flash resource"):
+            BoardTop(random_image(3, (8, 6, 3)), name, flash=True)
