@@ -167,10 +167,11 @@ def synth_options(board: Board) -> str:
 
 
 # -- checks and estimates ------------------------------------------------------------------------
-def check_fit(image: Image, board: Board) -> dict[str, tuple[int, int]]:
-    """The mapper's estimate of the image's cores on the board's device; FitError if over."""
+def check_fit(image: Image, board: Board, *, flash: bool = False) -> dict[str, tuple[int, int]]:
+    """The mapper's estimate of the image's cores (and the flash loader) on the board's device;
+    FitError if over."""
     config = replace(image.config, device=board.device)
-    estimate = estimate_resources(image.layers, config)
+    estimate = estimate_resources(image.layers, config, flash=flash)
     over = {r: nc for r, nc in estimate.items() if nc[0] > nc[1]}
     if over:
         detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())
@@ -331,9 +332,10 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     if not board.buildable:
         raise ValueError(board.why_not_buildable)
     image.check_gateware()
-    say("checking the fit")
-    estimate = check_fit(image, board)
     clock = plan_clock(board, clock_hz)
+    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash)
+    say("checking the fit")
+    estimate = check_fit(image, board, flash=top.flash_offset is not None)
     cycles, pipelined, basis = step_cycles(image, spikes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,7 +351,6 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
         steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis)
 
     say("elaborating")
-    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash)
     report.flash_offset = top.flash_offset
     platform = board.platform_class()()
     opts = [f"--report {NAME}.report.json", "--timing-allow-fail"]

@@ -20,7 +20,8 @@ or the oscillator itself when it already is the target. Reset is held until the 
 while the board's reset button, if any, is pressed), released synchronously to `sync`.
 
 Flash: when the SoC loads its memories from the board's SPI configuration flash (`flash=True`,
-or by default when the image has weights placed in SPRAM, which the bitstream cannot hold), the
+or by default when the image has weights placed in SPRAM, which the bitstream cannot hold, and
+the mapper's estimate with the loader still fits the device; else they come over the link), the
 SoC's loader reads the blob at `flashimage.FLASH_OFFSETS[family]` (where `spikeforge flash
 --image` writes it) through the platform's `spi_flash_1x` (or `spi_flash`) resource: chip
 select, COPI, CIPO, and WP/HOLD held inactive; the clock on its pin, or on ECP5, where the
@@ -175,10 +176,17 @@ def flash_resource(board: Board | str) -> str | None:
     return None
 
 
-def _spram_cores(image) -> frozenset[int]:
-    from ..compiler.mapper import spram_cores
+def _needs_flash(image, board: Board) -> bool:
+    """The image has weights in SPRAM and, with the flash loader, still fits `board`."""
+    from dataclasses import replace
 
-    return spram_cores(image.layers, image.config)
+    from ..compiler.mapper import estimate_resources, spram_cores
+
+    if not spram_cores(image.layers, image.config):
+        return False
+    config = replace(image.config, device=board.device)
+    estimate = estimate_resources(image.layers, config, flash=True)
+    return all(need <= cap for need, cap in estimate.values())
 
 
 class BoardTop(Elaboratable):
@@ -191,7 +199,8 @@ class BoardTop(Elaboratable):
 
     `flash`: load the memories from the board's SPI flash at power-up (True; the board must
     have a flash resource), or not (False). The default (None) loads from flash when the image
-    has weights in SPRAM and the board has a flash resource.
+    has weights in SPRAM, the board has a flash resource and the mapper's estimate with the
+    loader (`compiler.mapper.LUT_FLASH_LOADER`) fits the device.
     """
 
     def __init__(self, image, board: Board | str, *, clock_hz: float | None = None,
@@ -209,7 +218,7 @@ class BoardTop(Elaboratable):
             raise ValueError(f"board {self._board.name!r} has no SPI flash resource the "
                              f"flash loader can use")
         if flash is None:
-            flash = self._flash_resource is not None and bool(_spram_cores(image))
+            flash = self._flash_resource is not None and _needs_flash(image, self._board)
         self._flash_offset = FLASH_OFFSETS[self._board.family] if flash else None
 
     @property

@@ -21,12 +21,26 @@ from spikeforge.boards.top import BoardTop, flash_resource
 from spikeforge.flashimage import FLASH_OFFSETS
 from spikeforge.hdl.synth import yosys_command
 
+from spikeforge.compiler.mapper import estimate_resources, map_network, spram_cores
+from spikeforge.image import Image
+
 from .strategies import random_image
+from .test_compiler_mapper import make_layers
 from .test_spram_placement import _spram_image
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 # the I/O primitive's pad port -> its output data port (what drives the pin)
 PRIMITIVES = {"SB_IO": ("PACKAGE_PIN", "D_OUT_0", "D_IN_0"), "OBZ": ("O", "I", None),
               "OB": ("O", "I", None), "IB": ("I", None, "O"), "BB": ("B", "I", "O")}
+
+
+def small_spram_image() -> Image:
+    """256-128-10 at 4 bits, 2 lanes: hidden weights in SPRAM, and room for the loader."""
+    layers = make_layers([256, 128, 10], bits=4, seed=9)
+    image = Image(256, layers, map_network(layers, 256, device="iCE40UP5K", lanes=2))
+    assert spram_cores(image.layers, image.config)
+    return image
 
 
 def flat_netlist(top, board, tmp_path: Path) -> tuple[dict, str]:
@@ -107,7 +121,7 @@ def driven_by(net: Netlist, port: str) -> tuple[set[str], int]:
 ])
 def test_flash_pins_are_driven_by_the_loader(board, sites, clock, tmp_path):
     if board == "icebreaker":
-        image = _spram_image()  # weights in SPRAM: flash by default
+        image = small_spram_image()  # weights in SPRAM: flash by default
         top = BoardTop(image, board)
     else:
         image = random_image(3, (8, 6, 3))
@@ -143,12 +157,43 @@ def test_flash_pins_are_driven_by_the_loader(board, sites, clock, tmp_path):
             assert cell["connections"][PRIMITIVES[cell["type"]][1]] == ["1"], sub
 
 
+def test_flash_by_default_only_when_spram_weights_and_the_loader_fits():
+    image = _spram_image()  # 16 lanes: SPRAM weights, but no room for the loader
+    over = estimate_resources(image.layers, image.config, flash=True)["luts"]
+    assert over[0] > over[1]
+    assert BoardTop(image, "icebreaker").flash_offset is None
+    assert BoardTop(image, "icebreaker", flash=True).flash_offset == FLASH_OFFSETS["ice40"]
+    assert BoardTop(small_spram_image(), "icebreaker", flash=False).flash_offset is None
+    assert BoardTop(random_image(3, (8, 6, 3)), "icebreaker").flash_offset is None
+
+
 def test_boards_without_flash_build_as_before():
-    image = _spram_image()
     assert flash_resource("icebreaker") == "spi_flash_1x"
-    assert BoardTop(image, "icebreaker", flash=False).flash_offset is None
+    assert flash_resource("ulx3s-85f") == "spi_flash"
     no_flash = [name for name, b in BOARDS.items() if b.buildable and flash_resource(b) is None]
     for name in no_flash:
         assert BoardTop(random_image(3, (8, 6, 3)), name).flash_offset is None
         with pytest.raises(ValueError, match="has no SPI flash resource"):
             BoardTop(random_image(3, (8, 6, 3)), name, flash=True)
+
+
+@pytest.mark.slow
+def test_icebreaker_build_with_flash_passes_nextpnr(tmp_path):
+    """A real build (yosys + nextpnr, ~3 min) of a small image with the flash loader: nextpnr
+    places the six flash pins beside the UART, clock and LEDs, and the bitstream is written."""
+    from spikeforge.boards.build import build
+
+    image = random_image(3, (8, 6, 3))
+    with_flash = build(image, "icebreaker", tmp_path, flash=True)
+    assert with_flash.flash_offset == FLASH_OFFSETS["ice40"]
+    assert Path(with_flash.bitstream).stat().st_size > 100_000
+    pcf = (tmp_path / "top.pcf").read_text()
+    flash_pins = re.findall(r"set_io spi_flash_1x_0__(\w+)__io (\d+)", pcf)
+    assert sorted(flash_pins) == sorted([("cs", "16"), ("clk", "15"), ("copi", "14"),
+                                         ("cipo", "17"), ("wp", "12"), ("hold", "13")])
+    # nextpnr placed every constrained pin, the six flash pins among them
+    assert with_flash.utilization["io"]["used"] == pcf.count("set_io ")
+    # the mapper's estimate with the loader (LUT_FLASH_LOADER) bounds nextpnr's logic cells
+    assert with_flash.estimate["luts"][0] >= with_flash.utilization["luts"]["used"]
+    assert with_flash.estimate["luts"][0] == estimate_resources(image.layers, image.config,
+                                                                flash=True)["luts"][0]
