@@ -40,7 +40,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 from ..flashimage import FLASH_OFFSETS
 from .catalog import Board, find_board
 
-__all__ = ["BoardTop", "flash_resource", "PllConfig", "ice40_pll", "ecp5_pll", "plan_clock", "PllError"]
+__all__ = ["BoardTop", "flash_resource", "PllConfig", "ice40_pll", "ecp5_pll", "plan_clock",
+           "PllError"]
 
 
 class PllError(ValueError):

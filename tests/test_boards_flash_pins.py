@@ -18,10 +18,9 @@ import pytest
 
 from spikeforge.boards.catalog import BOARDS
 from spikeforge.boards.top import BoardTop, flash_resource
+from spikeforge.compiler.mapper import estimate_resources, map_network, spram_cores
 from spikeforge.flashimage import FLASH_OFFSETS
 from spikeforge.hdl.synth import yosys_command
-
-from spikeforge.compiler.mapper import estimate_resources, map_network, spram_cores
 from spikeforge.image import Image
 
 from .strategies import random_image
@@ -72,7 +71,7 @@ class Netlist:
                         self.driver[bit] = (cname, port)
 
     def io_cell(self, pad_bit):
-        for cname, cell in self.cells.items():
+        for cell in self.cells.values():
             pad = PRIMITIVES.get(cell["type"], (None,))[0]
             if pad and cell["connections"].get(pad) == [pad_bit]:
                 return cell
@@ -92,13 +91,6 @@ class Netlist:
                 break
             bit = cell["connections"]["A"][0]
         return self.names.get(bit, set()), inversions
-
-    def sinks(self, bit) -> set[str]:
-        return {name for cell in self.cells.values() for port, bits in
-                cell["connections"].items() if bit in bits
-                and cell.get("port_directions", {}).get(port) == "input"
-                for name in self.names.get(cell["connections"].get("Y", [None])[0], ())} \
-            | self.names.get(bit, set())
 
 
 def pin_port(pins: str, resource: str, sub: str, site: str) -> str:
