@@ -160,8 +160,10 @@ FLASH_RESOURCES = ("spi_flash_1x", "spi_flash")
 
 def flash_resource(board: Board | str) -> str | None:
     """The name of `board`'s SPI flash resource (number 0) that the flash loader can use, or
-    None: it needs chip select, COPI and CIPO, and a clock pin unless the family is ECP5
-    (`USRMCLK`)."""
+    None: it needs chip select, COPI and CIPO, and on iCE40 a clock pin; on ECP5 the clock is
+    the configuration clock CCLK, reached through `USRMCLK`, so a resource that lists it as a
+    pin (Versa, ECPIX-5, iCESugar-Pro, ECP5-5G EVN, Icepi Zero: the platform would constrain a
+    user I/O on the dedicated pin) is not used."""
     board = find_board(board) if isinstance(board, str) else board
     if board.platform is None:
         return None
@@ -171,8 +173,8 @@ def flash_resource(board: Board | str) -> str | None:
         if resource is None:
             continue
         subsignals = {io.name for io in resource.ios if hasattr(io, "ios")}
-        if {"cs", "copi", "cipo"} <= subsignals and ("clk" in subsignals
-                                                    or board.family == "ecp5"):
+        if {"cs", "copi", "cipo"} <= subsignals and (("clk" in subsignals)
+                                                    == (board.family != "ecp5")):
             return name
     return None
 
