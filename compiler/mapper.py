@@ -78,7 +78,8 @@ LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261
 LUT_FLASH_LOADER = 1068  # UP5K, 8-6-3 image: 4703 logic cells with the loader, 3635 without
 # iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
 # carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
-#   8-6-3 image, lanes 1-1 (bench: spikeforge build, no flash)  3635 - 2927 = 708
+#   8-6-3 image, lanes 1-1 (spikeforge build --no-flash)       3635 - 2927 = 708
+#   digits 8 bit, lanes 1-5 (bench/fmax.py --net digits8)      4128 - 3345 = 783
 #   784-128-10 4 bit, lanes 16-10 (docs/boards.md)              4935 - 4058 = 877
 #   digits 8 bit, lanes 2-5 (an earlier core)                   4300 - 3400 = 900
 #   digits 8 bit, lanes 2-2 (an earlier core, 21-bit LED counter) 4205 - 3226 = 979
