@@ -173,7 +173,7 @@ def test_boards_without_flash_build_as_before():
 
 @pytest.mark.slow
 def test_icebreaker_build_with_flash_passes_nextpnr(tmp_path):
-    """A real build (yosys + nextpnr, ~3 min) of a small image with the flash loader: nextpnr
+    """A real build (yosys + nextpnr, 1-3 min) of a small image with the flash loader: nextpnr
     places the six flash pins beside the UART, clock and LEDs, and the bitstream is written."""
     from spikeforge.boards.build import build
 
