@@ -103,6 +103,7 @@ class BuildReport:
     pipelined_cycles_per_step: float = 0.0
     steps_per_s: float = 0.0
     throughput_basis: str = ""
+    flash_offset: int | None = None  # where the SoC loads its memories from flash, or None
     log: str | None = None  # nextpnr log
     report_json: str | None = None  # nextpnr --report
     seconds: float = 0.0
@@ -166,10 +167,11 @@ def synth_options(board: Board) -> str:
 
 
 # -- checks and estimates ------------------------------------------------------------------------
-def check_fit(image: Image, board: Board) -> dict[str, tuple[int, int]]:
-    """The mapper's estimate of the image's cores on the board's device; FitError if over."""
+def check_fit(image: Image, board: Board, *, flash: bool = False) -> dict[str, tuple[int, int]]:
+    """The mapper's estimate of the image's cores (and the flash loader) on the board's device;
+    FitError if over."""
     config = replace(image.config, device=board.device)
-    estimate = estimate_resources(image.layers, config)
+    estimate = estimate_resources(image.layers, config, flash=flash)
     over = {r: nc for r, nc in estimate.items() if nc[0] > nc[1]}
     if over:
         detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())
@@ -313,12 +315,14 @@ def _tail(path: Path, lines: int = 15) -> str:
 def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | os.PathLike, *,
           clock_hz: float | None = None, progress: Callable[[str], None] | None = None,
           soc: Callable | None = None, spikes: np.ndarray | None = None,
-          seed: int | None = None) -> BuildReport:
+          seed: int | None = None, flash: bool | None = None) -> BuildReport:
     """Build `image` for `board` into `out_dir`; return the report (also out_dir/report.json).
 
     Raises FitError before synthesis when the estimate exceeds the device, BuildError when a
     tool fails, TimingError (carrying the report) when Fmax is below the clock.
-    `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC`).
+    `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC`). `flash`: the SoC
+    loads its memories from the board's SPI flash at power-up (`BoardTop`'s `flash`; by default
+    when the image has weights in SPRAM and the board has a flash resource).
     """
     started = time.monotonic()
     say = progress or (lambda stage: None)
@@ -328,9 +332,10 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     if not board.buildable:
         raise ValueError(board.why_not_buildable)
     image.check_gateware()
-    say("checking the fit")
-    estimate = check_fit(image, board)
     clock = plan_clock(board, clock_hz)
+    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash)
+    say("checking the fit")
+    estimate = check_fit(image, board, flash=top.flash_offset is not None)
     cycles, pipelined, basis = step_cycles(image, spikes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -346,7 +351,7 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
         steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis)
 
     say("elaborating")
-    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc)
+    report.flash_offset = top.flash_offset
     platform = board.platform_class()()
     opts = [f"--report {NAME}.report.json", "--timing-allow-fail"]
     if seed is not None:

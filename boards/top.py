@@ -18,6 +18,14 @@ platform. The fabric clock is the board's `target_hz` (or `clock_hz=`), made by
 
 or the oscillator itself when it already is the target. Reset is held until the PLL locks (and
 while the board's reset button, if any, is pressed), released synchronously to `sync`.
+
+Flash: when the SoC loads its memories from the board's SPI configuration flash (`flash=True`,
+or by default when the image has weights placed in SPRAM, which the bitstream cannot hold, and
+the mapper's estimate with the loader still fits the device; else they come over the link), the
+SoC's loader reads the blob at `flashimage.FLASH_OFFSETS[family]` (where `spikeforge flash
+--image` writes it) through the platform's `spi_flash_1x` (or `spi_flash`) resource: chip
+select, COPI, CIPO, and WP/HOLD held inactive; the clock on its pin, or on ECP5, where the
+configuration clock pin is not user I/O, through the `USRMCLK` primitive.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Sig
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
+from ..flashimage import FLASH_OFFSETS
 from .catalog import Board, find_board
 
-__all__ = ["BoardTop", "PllConfig", "ice40_pll", "ecp5_pll", "plan_clock", "PllError"]
+__all__ = ["BoardTop", "flash_resource", "PllConfig", "ice40_pll", "ecp5_pll", "plan_clock",
+           "PllError"]
 
 
 class PllError(ValueError):
@@ -139,27 +149,80 @@ def plan_clock(board: Board | str, clock_hz: float | None = None) -> PllConfig:
     return ice40_pll(board.clock_hz, target, board.pll)
 
 
-def _default_soc(image, clk_freq: float):
+def _default_soc(image, clk_freq: float, **options):
     from ..hdl.soc import SpikeSoC
 
-    return SpikeSoC(image, clk_freq=clk_freq)
+    return SpikeSoC(image, clk_freq=clk_freq, **options)
+
+
+FLASH_RESOURCES = ("spi_flash_1x", "spi_flash")
+
+
+def flash_resource(board: Board | str) -> str | None:
+    """The name of `board`'s SPI flash resource (number 0) that the flash loader can use, or
+    None: it needs chip select, COPI and CIPO, and on iCE40 a clock pin; on ECP5 the clock is
+    the configuration clock CCLK, reached through `USRMCLK`, so a resource that lists it as a
+    pin (Versa, ECPIX-5, iCESugar-Pro, ECP5-5G EVN, Icepi Zero: the platform would constrain a
+    user I/O on the dedicated pin) is not used."""
+    board = find_board(board) if isinstance(board, str) else board
+    if board.platform is None:
+        return None
+    resources = {(r.name, r.number): r for r in board.platform_class().resources}
+    for name in FLASH_RESOURCES:
+        resource = resources.get((name, 0))
+        if resource is None:
+            continue
+        subsignals = {io.name for io in resource.ios if hasattr(io, "ios")}
+        if {"cs", "copi", "cipo"} <= subsignals and (("clk" in subsignals)
+                                                    == (board.family != "ecp5")):
+            return name
+    return None
+
+
+def _needs_flash(image, board: Board) -> bool:
+    """The image has weights in SPRAM and, with the flash loader, still fits `board`."""
+    from dataclasses import replace
+
+    from ..compiler.mapper import estimate_resources, spram_cores
+
+    if not spram_cores(image.layers, image.config):
+        return False
+    config = replace(image.config, device=board.device)
+    estimate = estimate_resources(image.layers, config, flash=True)
+    return all(need <= cap for need, cap in estimate.values())
 
 
 class BoardTop(Elaboratable):
     """An image's SoC on a board: `platform.build(BoardTop(image, "icebreaker"))`.
 
     `soc(image, clk_freq)` builds the SoC component (ports `uart_rx` In(1), `uart_tx` Out(1),
-    `leds` Out(4), clocked by `sync`); the default is `hdl.soc.SpikeSoC`.
+    `leds` Out(4), clocked by `sync`); the default is `hdl.soc.SpikeSoC`. With flash it is
+    called as `soc(image, clk_freq, flash_offset=OFFSET)` and must also have the ports
+    `flash_cs_n`, `flash_sck`, `flash_copi` Out(1) and `flash_cipo` In(1).
+
+    `flash`: load the memories from the board's SPI flash at power-up (True; the board must
+    have a flash resource), or not (False). The default (None) loads from flash when the image
+    has weights in SPRAM, the board has a flash resource and the mapper's estimate with the
+    loader (`compiler.mapper.LUT_FLASH_LOADER`) fits the device.
     """
 
     def __init__(self, image, board: Board | str, *, clock_hz: float | None = None,
-                 soc: Callable | None = None):
+                 soc: Callable | None = None, flash: bool | None = None):
         self._board = find_board(board) if isinstance(board, str) else board
         if not self._board.buildable:
             raise ValueError(self._board.why_not_buildable)
+        if flash not in (None, True, False):
+            raise TypeError(f"flash must be None, True or False, not {flash!r}")
         self._image = image
         self._clock = plan_clock(self._board, clock_hz)
         self._soc_factory = soc or _default_soc
+        self._flash_resource = flash_resource(self._board)
+        if flash and self._flash_resource is None:
+            raise ValueError(f"board {self._board.name!r} has no SPI flash resource the "
+                             f"flash loader can use")
+        if flash is None:
+            flash = self._flash_resource is not None and _needs_flash(image, self._board)
+        self._flash_offset = FLASH_OFFSETS[self._board.family] if flash else None
 
     @property
     def board(self) -> Board:
@@ -172,6 +235,12 @@ class BoardTop(Elaboratable):
     @property
     def clk_freq(self) -> float:
         return self._clock.f_out
+
+    @property
+    def flash_offset(self) -> int | None:
+        """Where the SoC's loader reads the image's blob in the board's flash, or None when
+        the SoC does not load from flash."""
+        return self._flash_offset
 
     def elaborate(self, platform):
         m = Module()
@@ -227,7 +296,12 @@ class BoardTop(Elaboratable):
             hold = hold | rst_buf.i
         m.submodules.reset_sync = ResetSynchronizer(hold, domain="sync")
 
-        m.submodules.soc = soc = self._soc_factory(self._image, pll.f_out)
+        if self._flash_offset is None:
+            m.submodules.soc = soc = self._soc_factory(self._image, pll.f_out)
+        else:
+            m.submodules.soc = soc = self._soc_factory(self._image, pll.f_out,
+                                                       flash_offset=self._flash_offset)
+            self._bind_flash(m, platform, soc)
 
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
@@ -241,3 +315,21 @@ class BoardTop(Elaboratable):
             m.submodules[f"led{index}_buf"] = buf
             m.d.comb += buf.o.eq(soc.leds[index])
         return m
+
+    def _bind_flash(self, m, platform, soc):
+        flash = platform.request(self._flash_resource, 0, dir="-")
+        # the resource's PinsN invert cs/wp/hold: the buffers take active-high levels
+        outputs = {"cs": ~soc.flash_cs_n, "copi": soc.flash_copi, "wp": 0, "hold": 0}
+        for name, value in outputs.items():
+            if hasattr(flash, name):
+                m.submodules[f"flash_{name}_buf"] = buf = io.Buffer("o", getattr(flash, name))
+                m.d.comb += buf.o.eq(value)
+        m.submodules.flash_cipo_buf = cipo = io.Buffer("i", flash.cipo)
+        m.d.comb += soc.flash_cipo.eq(cipo.i)
+        if hasattr(flash, "clk"):
+            m.submodules.flash_clk_buf = clk = io.Buffer("o", flash.clk)
+            m.d.comb += clk.o.eq(soc.flash_sck)
+        else:
+            # ECP5: the configuration clock pin (CCLK) is reached only through USRMCLK
+            m.submodules.flash_usrmclk = Instance("USRMCLK", i_USRMCLKI=soc.flash_sck,
+                                                  i_USRMCLKTS=Const(0))

@@ -52,9 +52,12 @@ at power-up or over the host link (docs/flash.md).
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
            (the digits-like 64-128-10 array on the UP5K, bench/core_resources.py --model:
            1,536 LUTs plain, 1,764 with a 16-bit current, 1,833 with up to 4 spikes)
-           (LUT4s, within 3 % of yosys on the pipelined core), times 1.27 on iCE40: nextpnr's
-           logic cells, the figure the device's capacity counts, were 1.27 LUT4s in the
-           UP5K builds of the digits SoC (bench/fmax.py, lanes 2-2 and 2-5)
+           + 1068 for the flash loader (`flash=True`: hdl/flashload.py, its CRC-32 and
+           counters; measured as the logic cells it adds to a UP5K build)
+           (LUT4s, within 3 % of yosys on the pipelined core), plus ICE40_EXTRA_CELLS on iCE40:
+           nextpnr's logic cells, the figure the device's capacity counts, add a cell for each
+           flip-flop or carry it cannot pack with a LUT, a near-constant count (the host link's
+           and the pipeline's registers) rather than a share of the LUTs: see the constant
     block RAM = the memories above (less the weights placed in SPRAM)
                 + 2 (host link receive and response buffers)
     SPRAM = the primitives of the weights placed there
@@ -81,9 +84,17 @@ BRAM_SHAPES = {
 }
 LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261, 26, 16, 3
 LUT_PER_SYN_BIT, LUT_PER_V_BIT_MULTI = 7, 9  # the synaptic current; the count stage
-# iCE40 logic cells per LUT4: nextpnr also spends a cell on a flip-flop or carry it cannot pack
-# with a LUT (the pipeline's registers): 4205 / 3307 and 4300 / 3391 on the UP5K digits builds
-ICE40_CELLS_PER_LUT = 1.27
+LUT_FLASH_LOADER = 1068  # UP5K, 8-6-3 image: 4703 logic cells with the loader, 3635 without
+# iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
+# carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
+#   8-6-3 image, lanes 1-1 (spikeforge build --no-flash)       3635 - 2927 = 708
+#   digits 8 bit, lanes 1-5 (bench/fmax.py --net digits8)      4128 - 3345 = 783
+#   784-128-10 4 bit, lanes 16-10 (docs/boards.md)              4935 - 4058 = 877
+#   digits 8 bit, lanes 2-5 (an earlier core)                   4300 - 3400 = 900
+#   digits 8 bit, lanes 2-2 (an earlier core, 21-bit LED counter) 4205 - 3226 = 979
+# A factor (cells = 1.27 x LUT4s, the old model) cannot fit both ends: 1.30 on the digits, 1.22
+# on 784-128-10. The largest difference, plus a margin, bounds every build above from above.
+ICE40_EXTRA_CELLS = 1000
 BRAM_SOC = 2  # the host link's receive and response buffers
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
@@ -384,13 +395,15 @@ def _place(layers: list[LayerParams], config: HwConfig, weights: list[int],
     return frozenset(placed)
 
 
-def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str, tuple[int, int]]:
-    """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring)."""
-    return _estimate(layers, config, spram=True)
+def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
+                       flash: bool = False) -> dict[str, tuple[int, int]]:
+    """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring);
+    `flash`: with the SoC's flash loader."""
+    return _estimate(layers, config, spram=True, flash=flash)
 
 
 def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
-              cache: dict | None = None) -> dict[str, tuple[int, int]]:
+              cache: dict | None = None, flash: bool = False) -> dict[str, tuple[int, int]]:
     dev = resolve_device(config.device)
     weights, bram = _block_ram(layers, config, cache)
     placed = _place(layers, config, weights, bram) if spram else frozenset()
@@ -422,8 +435,10 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
                 dsp += 1
             else:
                 luts += product
+    if flash:
+        luts += LUT_FLASH_LOADER
     if dev.family == "ice40":
-        luts = math.ceil(luts * ICE40_CELLS_PER_LUT)
+        luts += ICE40_EXTRA_CELLS
     return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (spram, dev.spram),
             "dsp": (dsp, dev.dsp)}
 

@@ -177,8 +177,11 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
 
 
 def build(image: Image | str | os.PathLike, board: str, out_dir: str | os.PathLike | None = None,
-          *, clock_hz: float | None = None, progress=None, seed: int | None = None):
-    """Build a bitstream of `image` for `board` (default folder build/<board>).
+          *, clock_hz: float | None = None, progress=None, seed: int | None = None,
+          flash: bool | None = None):
+    """Build a bitstream of `image` for `board` (default folder build/<board>). `flash`: the
+    gateware loads the image's memories from the board's SPI flash at power-up (default: when
+    the image has weights in SPRAM and the board has a flash resource; docs/flash.md).
 
     Returns `boards.build.BuildReport`; raises FitError before synthesis when the network does
     not fit, TimingError (with `.report`) when nextpnr's Fmax is below the clock.
@@ -188,7 +191,8 @@ def build(image: Image | str | os.PathLike, board: str, out_dir: str | os.PathLi
 
     name = find_board(board).name
     out_dir = Path("build") / name if out_dir is None else Path(out_dir)
-    return _build(image, name, out_dir, clock_hz=clock_hz, progress=progress, seed=seed)
+    return _build(image, name, out_dir, clock_hz=clock_hz, progress=progress, seed=seed,
+                  flash=flash)
 
 
 def flash(bitstream: str | os.PathLike, board: str, *, mode: str | None = None,
@@ -229,7 +233,8 @@ def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     image_path = out_dir / "model.sfi"
     image.save(image_path)
-    report = build(image, name, out_dir, clock_hz=clock_hz, progress=progress)
+    report = build(image, name, out_dir, clock_hz=clock_hz, progress=progress,
+                   flash=True if standalone else None)
     if progress is not None:
         progress("flashing")
     result = flash(report.bitstream, name, mode=mode, programmer=programmer, dry_run=dry_run,

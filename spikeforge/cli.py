@@ -628,7 +628,7 @@ def cmd_build(args) -> int:
     try:
         with _Stages(f"building for {args.board}") as stages:
             report = api.build(args.image, args.board, args.output, clock_hz=clock,
-                               progress=stages, seed=args.seed)
+                               progress=stages, seed=args.seed, flash=args.flash)
     except TimingError as exc:
         report, failed = exc.report, exc
     else:
@@ -850,6 +850,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="build folder (default: build/BOARD)")
     p.add_argument("--clock", type=float, help="fabric clock in MHz (default: the board's)")
     p.add_argument("--seed", type=int, help="nextpnr placement seed")
+    p.add_argument("--flash", action=argparse.BooleanOptionalAction, default=None,
+                   help="load the memories from the board's SPI flash at power-up (default: "
+                        "when the image has weights in SPRAM; docs/flash.md)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_build)
 
