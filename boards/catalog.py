@@ -4,16 +4,23 @@ Pure data, no Amaranth import: `board_target` gives the compiler's mapper a boar
 clock (`BOARD_DEVICES` lists them all). Each `Board` names its amaranth-boards
 platform as "module:Class", loaded only when a bitstream is built.
 
-A board is *buildable* when amaranth-boards describes it and it has a UART the host reaches
-(the host link runs over it). Boards without one stay in the catalog as compile targets, so an
-image can be sized for them, and `build` refuses them naming the reason.
+What a board can do (`Board.can`, the "can do" column of `spikeforge boards`):
+
+- *buildable*: amaranth-boards describes it and gives it a UART the host reaches. spikeforge
+  compiles for it, builds a bitstream, flashes it and runs the network over the host link.
+- *compile only*: no amaranth-boards platform, or one without a UART (USB-only boards:
+  upduino-v3, fomu-pvt, orangecrab, orangecrab-85f; and ice40-hx1k-blink-evn). An image can be
+  compiled and sized for it, but no bitstream is built: the core array takes its input spikes
+  only over the host link, so a bitstream without one could never be given any input.
+  `build` refuses these boards with the same reason (`why_not_buildable`).
+
+Whether a network fits (the HX1K boards fit none) is the mapper's answer, not the catalog's:
+`board_capacities` asks it (`compiler.capacity`).
 
 Clocks: `clock_hz` is the board oscillator (what `spikeforge compile --board` records);
-`target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), chosen below the
-Fmax nextpnr reports for the SoC (docs/boards.md) with margin: the UP5K boards at 18 MHz
-(the digits SoC reaches 25.4 MHz, limited by the host link's status multiplexer; 18 MHz is
-12 MHz * 48 / 32 exactly), the ULX3S at 50 MHz (the digits SoC reaches 64 MHz on the 85F,
-again limited by the host link), the other ECP5 boards at 40 MHz.
+`target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), an exact PLL
+output below the Fmax nextpnr reports for the digits demo SoC (`make bitstreams`), with margin.
+The figures at each board are the measured ones (docs/boards.md).
 `pll` names the PLL primitive (also used when `--clock` asks for another frequency):
 iCE40 "SB_PLL40_PAD" when the oscillator enters on the PLL's own pad, "SB_PLL40_CORE" when it
 comes from a global buffer; ECP5 "EHXPLLL"; None runs from the oscillator directly.
@@ -60,12 +67,24 @@ class Board:
 
     @property
     def why_not_buildable(self) -> str | None:
+        """Why `build` refuses the board (None when it builds); `can` says the same."""
         if self.platform is None:
-            return f"board {self.name!r} has no amaranth-boards platform"
+            return (f"board {self.name!r} is a compile target only: it is not in "
+                    f"amaranth-boards, so no bitstream is built for it")
         if self.uart is None:
-            return (f"board {self.name!r} has no UART in amaranth-boards, and the host link "
-                    f"needs one")
+            return (f"board {self.name!r} is a compile target only: amaranth-boards gives it no "
+                    f"UART, and the core array takes its input spikes only over the host link, "
+                    f"so no bitstream is built for it")
         return None
+
+    @property
+    def can(self) -> str:
+        """What spikeforge does with the board, in a few words (`spikeforge boards`)."""
+        if self.platform is None:
+            return "compile only; no bitstream (not in amaranth-boards)"
+        if self.uart is None:
+            return "compile only; no bitstream (no UART in amaranth-boards: no host link)"
+        return "compile, build, flash, run over the host link"
 
     @property
     def fabric_hz(self) -> float:
@@ -87,7 +106,7 @@ class Board:
             "board": self.name, "title": self.title, "device": self.device,
             "part": self.part or self.device, "family": self.family,
             "clock_hz": self.clock_hz, "target_hz": self.fabric_hz, "pll": self.pll,
-            "platform": self.platform, "buildable": self.buildable,
+            "platform": self.platform, "buildable": self.buildable, "can": self.can,
             "uart": ({"rx": self.uart[0], "tx": self.uart[1], "bridge": self.uart_bridge}
                      if self.uart else None),
             "leds": self.leds, "programmer": self.programmer,
@@ -122,12 +141,12 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           programmers={"iceprog": (), _OFL: ("-b", "ice40_generic")}),
     Board("upduino-v3", "tinyVision UPduino v3", "iCE40UP5K", 48e6,
           "upduino_v3:UpduinoV3Platform", programmers={"iceprog": ()},
-          notes="no UART resource in amaranth-boards: compile target only"),
+          notes="its FT232H is wired to the SPI flash; no UART in amaranth-boards"),
     Board("fomu-pvt", "Fomu PVT", "iCE40UP5K", 48e6, "fomu_pvt:FomuPVTPlatform",
-          programmers={"dfu-util": ()}, notes="USB only, no UART: compile target only"),
+          programmers={"dfu-util": ()}, notes="USB only (no UART)"),
     Board("ice40-hx1k-blink-evn", "Lattice iCE40-HX1K Blink EVN", "iCE40HX1K", 3.3e6,
           "ice40_hx1k_blink_evn:ICE40HX1KBlinkEVNPlatform", programmers={"iceprog": ()},
-          notes="no UART: compile target only"),
+          notes="no UART; an iCE40HX1K, which no network fits"),
     # -- ECP5 --------------------------------------------------------------------------------
     *(Board(f"ulx3s-{size}f", f"Radiona ULX3S {size}F", f"LFE5U-{size}F", 25e6,
             f"ulx3s:ULX3S_{size}F_Platform", target_hz=50e6, pll="EHXPLLL",
@@ -166,13 +185,13 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           uart_bridge="USB-UART (USB)", leds=5, programmers={_OFL: ("-b", "icepi-zero")}),
     Board("orangecrab", "Good Stuff Department OrangeCrab r0.2 25F", "LFE5U-25F", 48e6,
           "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", programmers={"dfu-util": ()},
-          notes="USB only, no UART: compile target only"),
+          notes="USB only (no UART)"),
     Board("orangecrab-85f", "Good Stuff Department OrangeCrab r0.2 85F", "LFE5U-85F", 48e6,
           "orangecrab_r0_2:OrangeCrabR0_2_85FPlatform", programmers={"dfu-util": ()},
-          notes="USB only, no UART: compile target only"),
+          notes="USB only (no UART)"),
     Board("colorlight-i5", "Colorlight i5", "LFE5U-25F", 25e6,
           programmers={_OFL: ("-b", "colorlight-i5")},
-          notes="not in amaranth-boards: compile target only"),
+          notes="not in amaranth-boards"),
 )}
 
 
@@ -220,14 +239,28 @@ def board_target(board: str, device: str | None = None) -> tuple[str, str, float
     return found.name, found.device, found.clock_hz
 
 
+_RESOURCE_NAMES = {"luts": "LUTs", "bram": "block RAMs", "spram": "SPRAMs", "dsp": "DSPs"}
+
+
+def _over_text(over: dict) -> str:
+    return ", ".join(f"{need:,} {_RESOURCE_NAMES.get(r, r)} of {cap:,}"
+                     for r, (need, cap) in over.items())
+
+
 def board_capacities() -> list[dict]:
-    """Per board: its oscillator and what fits on its device (``compiler.capacity``)."""
+    """Per board: its catalog entry (`Board.to_dict`) and what fits on its device, by the
+    mapper (`compiler.capacity.device_capacity`). A board that fits no network says so in
+    `can`: `compile --board` and `build` refuse every image there."""
     from ..compiler.capacity import device_capacity
 
     cache: dict[str, dict] = {}
     rows = []
-    for name, (device, clock_hz) in BOARD_DEVICES.items():
-        if device not in cache:
-            cache[device] = device_capacity(device)
-        rows.append({"board": name, "clock_hz": clock_hz, **cache[device]})
+    for board in BOARDS.values():
+        if board.device not in cache:
+            cache[board.device] = device_capacity(board.device)
+        row = {**board.to_dict(), **cache[board.device]}
+        if row["smallest"]:
+            row["can"] = (f"nothing: the smallest network needs {_over_text(row['smallest'])};"
+                          f" compile and build refuse every network")
+        rows.append(row)
     return rows
