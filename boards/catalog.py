@@ -260,7 +260,8 @@ def board_capacities() -> list[dict]:
             cache[board.device] = device_capacity(board.device)
         row = {**board.to_dict(), **cache[board.device]}
         if row["smallest"]:
-            row["can"] = (f"nothing: the smallest network needs {_over_text(row['smallest'])};"
-                          f" compile and build refuse every network")
+            row["can"] = (f"nothing: one neuron (16-bit membrane) needs "
+                          f"{_over_text(row['smallest'])}; compile and build refuse every "
+                          f"network")
         rows.append(row)
     return rows

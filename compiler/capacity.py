@@ -69,7 +69,7 @@ def device_capacity(device: str) -> dict:
                    resource -> [need, capacity]
     estimate       the mapper's estimate (resource -> [need, capacity]) of the 8-bit synapse
                    figure's layer
-    smallest       when nothing fits: what the smallest network (1 neuron, 1 input) exceeds
+    smallest       when nothing fits: what the probe of 1 neuron and 1 input exceeds
     """
     dev = find_device(device)
     neurons, _, neuron_limit = _largest(lambda n: _place(n, 1, 8, dev.name), MAX_NEURONS)

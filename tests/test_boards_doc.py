@@ -126,7 +126,8 @@ def test_nothing_fits_an_hx1k(rows):
         map_network([_full_scale(1, 1, 8)], 1, device="iCE40HX1K")
     for row in rows:
         if row["device"] == "iCE40HX1K":
-            assert row["can"].startswith(f"nothing: the smallest network needs {need:,} LUTs")
+            assert row["can"].startswith(f"nothing: one neuron (16-bit membrane) needs "
+                                         f"{need:,} LUTs of 1,280")
 
 
 # -- what a board can do -------------------------------------------------------------------------
