@@ -76,9 +76,11 @@ def markdown_table(rows: list[dict] | None = None) -> str:
 def render(document: str, table: str) -> str:
     """`document` with the text between the marker lines replaced by `table`."""
     begin, end = document.find(BEGIN + "\n"), document.find(END)
-    if begin < 0 or end < begin:
-        raise ValueError(f"the document must hold the lines {BEGIN!r} and {END!r} in that "
-                         f"order, not {'neither' if begin < 0 and end < 0 else 'one'} of them")
+    for at, marker in ((begin, BEGIN), (end, END)):
+        if at < 0:
+            raise ValueError(f"the document must hold the line {marker!r}")
+    if end < begin:
+        raise ValueError(f"the line {BEGIN!r} must come before {END!r}, not after it")
     start = begin + len(BEGIN) + 1
     return document[:start] + table + document[end:]
 

@@ -72,13 +72,17 @@ def test_doc_check_and_rewrite(rows, tmp_path, monkeypatch, capsys):
     path.write_text("# no markers\n")
     assert doc.main([str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "must hold the lines" in err
+    assert err.count("\n") == 1 and "must hold the line '<!-- board table" in err
     assert path.read_text() == "# no markers\n"
 
 
 def test_render_needs_both_markers():
-    with pytest.raises(ValueError, match=r"^the document must hold the lines .* not one of"):
+    with pytest.raises(ValueError, match=r"^the line '<!-- board table: .*' must come before "
+                                         r"'<!-- end of the generated board table -->', not "
+                                         r"after it$"):
         doc.render(f"{doc.END}\n{doc.BEGIN}\n", "x\n")
+    with pytest.raises(ValueError, match=r"^the document must hold the line '<!-- end of"):
+        doc.render(f"{doc.BEGIN}\n", "x\n")
     assert doc.render(f"a\n{doc.BEGIN}\nold\n{doc.END}\nb\n", "new\n") == (
         f"a\n{doc.BEGIN}\nnew\n{doc.END}\nb\n")
 
