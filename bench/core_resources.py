@@ -10,7 +10,11 @@ digits-like output layer (128 inputs, 10 neurons, lanes as the mapper gives them
 `--lanes N`) without learning, with a learning layer's widths but no unit, with STDP and with
 the three-factor rule (stochastic rounding). `unit_luts_pct` is the unit's share (over the core
 of the same widths), `learning_luts_pct` the whole cost of learning (over the plain core).
+`--model` turns the random networks' layers into another neuron model of docs/neuron.md:
+`cuba` (a synaptic current, shift alpha, 16 bits), `multi` (up to 4 spikes per step, subtract
+reset), `li` (the output layer an LI readout); `lif` (default) keeps the plain LIF.
 Run: .venv/bin/python bench/core_resources.py [--image digits.sfi] [--device iCE40UP5K]
+     .venv/bin/python bench/core_resources.py --model cuba --device iCE40UP5K
      .venv/bin/python bench/core_resources.py --learning [--lanes 10]
 """
 
@@ -20,11 +24,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from spikeforge.compiler.mapper import FitError, map_network
 from spikeforge.hdl.synth import synth_rtlil_stats, synth_stats
-from spikeforge.image import Image, load_image
+from spikeforge.image import Image, LayerParams, load_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from core_throughput import random_network  # noqa: E402
@@ -42,6 +47,27 @@ def networks(image_path: str | None):
                random_network((64, 128, 10), 8, seed=1, activity=0.3), 64)
     yield ("784-128-10, 4-bit weights",
            random_network((784, 128, 10), 4, seed=2, activity=0.1), 784)
+
+
+MODELS = ("lif", "cuba", "multi", "li")
+
+
+def with_model(layers: list[LayerParams], model: str) -> list[LayerParams]:
+    """The layers in neuron model `model` (module docstring); weights and widths kept."""
+    out, in_max = [], 1
+    for index, layer in enumerate(layers):
+        fields = {"in_max_spikes": in_max, "acc_bits": 40}
+        if model == "cuba":
+            fields.update(syn_decay_mode="shift", syn_decay_shift=layer.threshold * 0 + 2,
+                          syn_bits=16)
+        elif model == "multi":
+            fields["max_spikes"] = 4
+        elif model == "li" and index == len(layers) - 1:
+            fields.update(spiking=False, threshold=layer.threshold * 0)
+        layer = replace(layer, **fields)
+        out.append(replace(layer, acc_bits=layer.acc_bits_needed()))
+        in_max = layer.max_spikes
+    return out
 
 
 def learning_rows(device: str, lanes: int | None = None):
@@ -94,6 +120,8 @@ def main() -> None:
     parser.add_argument("--learning", action="store_true",
                         help="one core without and with the learning unit, per device")
     parser.add_argument("--lanes", type=int, help="--learning: lanes of the core")
+    parser.add_argument("--model", choices=MODELS, default="lif",
+                        help="neuron model of the networks' layers (default lif)")
     args = parser.parse_args()
     if args.learning:
         for device in args.device or DEVICES:
@@ -101,8 +129,9 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
         return
     for name, layers, n_inputs in networks(args.image):
+        layers = with_model(layers, args.model)
         for device in args.device or DEVICES:
-            row = {"network": name, "device": device}
+            row = {"network": name, "device": device, "model": args.model}
             try:
                 config = map_network(layers, n_inputs, device=device)
             except FitError as exc:

@@ -15,8 +15,8 @@ What a board can do (`Board.can`, the "can do" column of `spikeforge boards`):
   `build` refuses these boards with the same reason (`why_not_buildable`).
 
 Whether a network fits is the mapper's answer, not the catalog's: `board_capacities` asks it
-(`compiler.capacity`) and says "nothing" for the iCE40HX1K boards, which fit none (there
-`compile --board` and `build` refuse every image).
+(`compiler.mapper.device_capacity`) and says "nothing" for the iCE40HX1K boards, which fit
+none (there `compile --board` and `build` refuse every image).
 
 Clocks: `clock_hz` is the board oscillator (what `spikeforge compile --board` records);
 `target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), an exact PLL
@@ -262,9 +262,9 @@ def _over_text(over: dict) -> str:
 
 def board_capacities() -> list[dict]:
     """Per board: its catalog entry (`Board.to_dict`) and what fits on its device, by the
-    mapper (`compiler.capacity.device_capacity`). A board that fits no network says so in
+    mapper (`compiler.mapper.device_capacity`). A board that fits no network says so in
     `can`: `compile --board` and `build` refuse every image there."""
-    from ..compiler.capacity import device_capacity
+    from ..compiler.mapper import device_capacity
 
     cache: dict[str, dict] = {}
     rows = []

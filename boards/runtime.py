@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import protocol
+from ..compiler.mapper import spram_cores
 from ..image import Image, assemble_weights, load_image, param_words
 from ..protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
 
@@ -124,7 +125,7 @@ class BoardResult:
     samples) are as ``spikeforge.simulate`` gives them; without learning they are None.
     """
 
-    spikes: np.ndarray  # uint8 [batch, time, n_out]
+    spikes: np.ndarray  # uint8 [batch, time, n_out] (counts for a multi-spike output layer)
     events_in: np.ndarray  # int64 [batch, layers]: input events per layer (sops / layer size)
     sops: np.ndarray  # int64 [batch, layers]
     spike_counts: np.ndarray  # int64 [batch, layers]
@@ -141,12 +142,14 @@ class BoardResult:
     link: dict[str, int] = field(default_factory=dict)  # link counters that moved in the run
     retries: int = 0  # requests sent again during the run
     seconds: float = 0.0
+    values: np.ndarray | None = None  # LI readout: int32 [batch, time, n_out], its membranes
+    scale: float | None = None  # LI readout: the real value of one LSB of `values`
 
     def to_npz_dict(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in (
             "spikes", "events_in", "sops", "spike_counts", "saturations", "input_events",
-            "events_out", "busy_cycles", "integrate_cycles", "overflow", "learn_cycles")
-            if getattr(self, name) is not None}
+            "events_out", "busy_cycles", "integrate_cycles", "overflow", "learn_cycles",
+            "values") if getattr(self, name) is not None}
 
 
 def _param_words(image: Image, core_index: int) -> list[int]:
@@ -204,7 +207,10 @@ class Board:
     ``baud`` is the line rate; ``timeout`` the seconds the device may work on one request beyond
     the time its bytes take on the wire (a STEP of a large network); ``retries`` how often a
     lost or damaged request is sent again. ``image`` is what the board runs: needed for
-    :meth:`run` and :meth:`read_weights` until :meth:`load` gives one.
+    :meth:`run` and :meth:`read_weights` until :meth:`load` gives one. An ``image`` whose
+    weights the mapper placed in SPRAM (``compiler.mapper.spram_cores``; the bitstream cannot
+    initialise SPRAM) is loaded over the link at once (:meth:`load`, verified), except on a
+    virtual board whose simulated flash holds it (``flash=``).
     """
 
     def __init__(self, port: str, *, baud: int = DEFAULT_BAUD, timeout: float = DEFAULT_TIMEOUT,
@@ -237,6 +243,10 @@ class Board:
             self.client = LinkClient(transport, byte_time=byte_time, timeout_bytes=timeout_bytes,
                                      exec_time=timeout, retries=retries)
             self.info = self._hello()
+            if image is not None and virtual.get("flash", False) is False and \
+                    spram_cores(image.layers, image.config):
+                # SPRAM starts zeroed and no flash loader filled it: write the image
+                self.load(image)
         except BaseException:
             self.close()
             raise
@@ -402,6 +412,21 @@ class Board:
         self.image = new
         return new
 
+    def _read_values(self, image: Image) -> np.ndarray:
+        """An LI readout's membranes now: the v field (bits [0, v_bits), two's complement) of
+        the STATE words of the output layer's cores, int32 [n_out]."""
+        index = len(image.layers) - 1
+        bits = image.layers[index].v_bits
+        out = np.zeros(image.n_outputs, dtype=np.int64)
+        for core_index, core in enumerate(image.config.cores):
+            if core.layer != index:
+                continue
+            words = self._request(f"reading core {core_index} membranes", self.client.read_mem,
+                                  core_index, MemSpace.STATE, 0, core.neurons)
+            raw = np.array([w & ((1 << bits) - 1) for w in words], dtype=np.int64)
+            out[core.lo:core.hi] = raw - ((raw >> (bits - 1)) << bits)
+        return out.astype(np.int32)
+
     # -- running -------------------------------------------------------------------------
     def _request(self, what: str, call, *args):
         try:
@@ -455,7 +480,9 @@ class Board:
         mods = check_modulators(image, modulators, batch, steps)
         mod_cores = self._modulator_cores(image) if mods is not None else []
         n_layers, n_out = len(image.layers), image.n_outputs
+        last = image.layers[-1]
         out = np.zeros((batch, steps, n_out), dtype=np.uint8)
+        values = None if last.spiking else np.zeros((batch, steps, n_out), dtype=np.int32)
         per_layer = {k: np.zeros((batch, n_layers), dtype=np.int64)
                      for k in ("sops", "spike_counts", "saturations", "learn_cycles")}
         per_sample = {k: np.zeros(batch, dtype=np.int64)
@@ -481,8 +508,11 @@ class Board:
                                   f"{core}", self.client.write_mem, core, MemSpace.MOD, 0,
                                   [int(m) & 0xFF for m in mods[b, t, lo:hi]])
                 events = np.flatnonzero(x[b, t]).tolist()
-                got = self._request(f"STEP {t} of sample {b}", self.client.step, events)
-                out[b, t, got] = 1
+                got = self._request(f"STEP {t} of sample {b}", self.client.step, events,
+                                    last.max_spikes)
+                np.add.at(out[b, t], got, 1)  # a multi-spike neuron's count: repeats
+                if values is not None:  # an LI readout: its membranes after the step
+                    values[b, t] = self._read_values(image)
                 st = self._request(f"STATUS after step {t} of sample {b}", self.client.status)
                 sample.add(st)
                 link.add(st)
@@ -520,7 +550,7 @@ class Board:
             image=learned, learning=learning,
             link={k: v for k, v in link.moved.items() if v},
             retries=self.client.retried - retried, seconds=time.monotonic() - start,
-            **per_sample)
+            values=values, scale=None if last.spiking else float(last.scale), **per_sample)
 
     # -- life ----------------------------------------------------------------------------
     def close(self) -> None:

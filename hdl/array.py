@@ -7,9 +7,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.devices import find_device
+from ..compiler.mapper import spram_cores
 from ..image import Image
 from ..protocol import COUNTER_BYTES
-from .core import LifCore, MemAccessSignature, param_layout
+from .core import LifCore, MemAccessSignature, param_layout, state_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
 from .router import EventFifo, EventFork, EventMerge
@@ -32,8 +33,10 @@ class CoreArray(wiring.Component):
     A layer's input stream (the array's ``i`` for layer 0, else the previous layer's merged
     output) is broadcast to all of its cores: an event moves on once every core has taken it.
     The outputs of a layer's cores are merged in core order, so addresses ascend, with one
-    ``eos`` per step. A recurrent layer's merged stream also enters a FIFO of ``n_out + 2``
-    entries (a step's ``n_out + 1`` events, plus one because the FIFO's output register takes a
+    ``eos`` per step. A neuron that fires c times in a step (multi-spike, c <= ``max_spikes``)
+    sends c events of its address in a row: every consumer adds its weight c times. A recurrent
+    layer's merged stream also enters a FIFO of ``max_spikes * n_out + 2`` entries (a step's
+    ``max_spikes * n_out + 1`` events, plus one because the FIFO's output register takes a
     cycle to fill, during which a full inner memory cannot take a push) whose output is
     broadcast to the layer's cores as rows ``n_in + addr`` of the NEXT step; at step 0 the
     cores skip it (``s[-1] = 0``). A core takes, per step, the recurrent
@@ -46,8 +49,10 @@ class CoreArray(wiring.Component):
     i : In(stream.Signature(SpikeEvent))
         Input events of a step (``addr`` < ``n_inputs``), then one ``eos``.
     o : Out(stream.Signature(SpikeEvent))
-        Output-layer spikes of a step, ascending ``addr`` (neuron index in the layer), then one
-        ``eos``. Backpressure stalls the array; nothing is lost.
+        Output-layer spikes of a step, ascending ``addr`` (neuron index in the layer; a
+        multi-spike neuron's c events in a row), then one ``eos`` (only the ``eos`` for an LI
+        readout, whose membranes are read from the STATE space). Backpressure stalls the
+        array; nothing is lost.
     clear : In(1)
         Strobe: zero all membranes, previous spikes, accumulators, FIFOs and counters (start
         of a new sample). Each core then sweeps its state memory (``neurons`` cycles).
@@ -68,7 +73,9 @@ class CoreArray(wiring.Component):
         - WEIGHTS: address ``row * groups + group``, ``lanes`` two's-complement weights of
           ``weight_bits`` packed little-endian (as ``Image.weight_memory``).
         - STATE: address = neuron index local to the core; bits ``[0, v_bits)`` = membrane v
-          (two's complement), bit ``v_bits`` = previous spike.
+          (two's complement), then the previous step's spike count ``c`` (bit ``v_bits`` for a
+          single-spike layer), then a current-based layer's synaptic current
+          (``hdl.core.state_layout``).
         - PARAMS: address = local neuron; ``hdl.core.param_layout(layer)``: threshold, bias,
           decay (shift ``k`` or ``beta_q``). Fields that are uniform over the core are
           constants: they read back, writes to them are ignored.
@@ -120,12 +127,21 @@ class CoreArray(wiring.Component):
         width, depth = 1, 1
         for core in image.config.cores:
             layer = image.layers[core.layer]
-            width = max(width, core.lanes * layer.weight_bits, layer.v_bits + 1,
+            width = max(width, core.lanes * layer.weight_bits, state_layout(layer).size,
                         param_layout(layer).size, core.lanes * layer.acc_bits)
             depth = max(depth, layer.fan_in * core.groups, core.neurons)
             rule = image.learning_of(core.layer)
             if rule is not None:
                 width = max(width, core.lanes * (rule.trace_bits + 1), MOD_BITS)
+        # The mapper's placement: these cores' weights live in SPRAM (zeroed at power-up)
+        self._spram_cores = spram_cores(image.layers, image.config)
+        for index in sorted(self._spram_cores):
+            rule = image.learning_of(image.config.cores[index].layer)
+            if rule is not None:
+                layer = image.layers[rule.layer]
+                raise ValueError(f"layer {layer.name!r} learns, but the mapper placed core "
+                                 f"{index}'s weights in SPRAM (single-port): map it with "
+                                 f"fewer lanes or neurons so its weights fit block RAM")
         self._mem_data_width = width
         self._mem_addr_width = max(ADDR_BITS, (depth - 1).bit_length())
         n_layers = len(image.layers)
@@ -152,6 +168,12 @@ class CoreArray(wiring.Component):
     @property
     def image(self) -> Image:
         return self._image
+
+    @property
+    def spram_cores(self) -> frozenset[int]:
+        """Cores whose weights are in SPRAM (``compiler.mapper.spram_cores``): the bitstream
+        does not hold them, the host link or the flash loader writes them."""
+        return self._spram_cores
 
     @property
     def fifo_depth(self) -> int:
@@ -181,7 +203,8 @@ class CoreArray(wiring.Component):
         # ECP5 block RAM's unregistered read data takes ~6 ns: register it in the integration
         registered = find_device(image.config.device).family == "ecp5"
         for index in range(len(image.config.cores)):
-            core = LifCore.from_image(image, index, registered_reads=registered)
+            core = LifCore.from_image(image, index, registered_reads=registered,
+                                      spram_weights=index in self._spram_cores)
             top.submodules[f"core{index}"] = core
             m.d.comb += core.clear.eq(self.clear)
             cores.append(core)
@@ -255,7 +278,8 @@ class CoreArray(wiring.Component):
                 # The FIFO never pushes back: it is drained before the layer's next pass.
                 out = fork(f"l{index}_out", 2)
                 wiring.connect(m, merged, out.i)
-                m.submodules[f"l{index}_rec_fifo"] = rec = EventFifo(layer.n_out + 2)
+                m.submodules[f"l{index}_rec_fifo"] = rec = EventFifo(
+                    layer.max_spikes * layer.n_out + 2)
                 m.d.comb += [
                     rec.i.payload.eq(out.o[1].payload),
                     rec.i.valid.eq(out.o[1].valid),

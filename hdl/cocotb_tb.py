@@ -5,8 +5,11 @@ named by `$SPIKEFORGE_RTL_JOB` holds `image.sfi` and `job.npz` (spikes uint8 [ba
 seed, idle and stall probabilities); the testbench writes `result.npz` there.
 
 Per sample: pulse `clear`, wait for `idle`; stream every step's input events (ascending
-addresses, then an eos) while collecting output events until one eos per step came back; wait
-for `idle`; read the counters and every core's final membranes through the memory port.
+addresses, then an eos) while collecting output events (a multi-spike neuron's count as that
+many events of its address in a row) until one eos per step came back; wait for `idle`; read
+the counters and every core's final state (membrane, count, synaptic current) through the
+memory port. With an LI readout as the output layer, step t's events go in once step t - 1's
+eos came back and its membranes were read from the output layer's STATE words (`values`).
 With modulators (`job.npz` holds `modulators` int8 [batch, time, n] of the three-factor layer),
 step t's modulators are written to that layer's cores (MOD space) once step t - 1's output eos
 came back, and step t's events go in after them. With learning rules, after the last sample
@@ -239,6 +242,24 @@ class TB:
         self.dut.clear.value = 0
         await self.wait_for("idle", "clear")
 
+    async def load_spram(self) -> None:
+        """Write the weights of the cores the mapper placed in SPRAM through the memory port
+        (as the host link's WRITE_MEM or the flash loader does): SPRAM starts zeroed."""
+        from spikeforge.compiler.mapper import spram_cores
+        from spikeforge.hdl.core import MemSpace
+
+        writer = MemWriter(self.dut)
+        for index in sorted(spram_cores(self.image.layers, self.image.config)):
+            for addr, row in enumerate(self.image.weight_memory(index)):
+                writer.write(index, MemSpace.WEIGHTS.value, addr,
+                             int.from_bytes(row.tobytes(), "little"))
+        while not writer.done:
+            writer.drive()
+            await self.clock.settle()
+            writer.sample()
+            await self.clock.edge()
+        writer.drive()
+
     def modulator_writes(self, writer: MemWriter, mods: np.ndarray) -> None:
         """One step's modulators (int8 per neuron of the three-factor layer) to its cores."""
         from spikeforge.hdl.core import MemSpace
@@ -251,10 +272,13 @@ class TB:
 
     async def stream(self, x: np.ndarray, source: StreamSource, sink: StreamSink,
                      mods: np.ndarray | None = None):
-        """Feed the steps of one sample (back to back, or, with modulators [time, n], each
-        after its modulators); return (spikes [time, n_out], cycles)."""
+        """Feed the steps of one sample (back to back, or, with modulators [time, n] or an LI
+        readout, each after its modulators / the previous step's membranes); return (spikes
+        [time, n_out], values [time, n_out] of an LI readout, cycles)."""
         steps = x.shape[0]
         n_out = self.image.n_outputs
+        last = self.image.layers[-1]
+        readout = not last.spiking
         writer = MemWriter(self.dut)
         released = 0  # steps whose events are queued at the source
 
@@ -262,16 +286,20 @@ class TB:
             source.send([event_word(int(a)) for a in np.flatnonzero(x[t])])
             source.send([event_word(0, eos=True)])
 
-        if mods is None:
+        if mods is None and not readout:
             for t in range(steps):
                 release(t)
             released = steps
         spikes = np.zeros((steps, n_out), dtype=np.uint8)
+        values = np.zeros((steps, n_out), dtype=np.int64)
         step, last_addr, first, quiet = 0, -1, None, 0
         writing = False
         while step < steps:
             if released < steps and not writing and step >= released:
-                self.modulator_writes(writer, mods[released])
+                if readout and step:
+                    values[step - 1] = (await self.final_state(len(self.image.layers) - 1))[0]
+                if mods is not None:
+                    self.modulator_writes(writer, mods[released])
                 writing = True
             writer.drive()
             source.drive()
@@ -293,9 +321,11 @@ class TB:
                     step, last_addr = step + 1, -1
                 else:
                     assert addr < n_out, f"step {step}: output address {addr} >= {n_out}"
-                    assert addr > last_addr, (f"step {step}: output address {addr} after "
-                                              f"{last_addr}: not ascending")
-                    spikes[step, addr] = 1
+                    assert addr > last_addr or (
+                        addr == last_addr and spikes[step, addr] < last.max_spikes), (
+                        f"step {step}: output address {addr} after {last_addr}: not ascending, "
+                        f"or more than {last.max_spikes} events of one neuron")
+                    spikes[step, addr] += 1
                     last_addr = addr
             quiet = 0 if took or word is not None else quiet + 1
             assert quiet < self.patience, (f"step {step}: no event moved for {quiet} cycles "
@@ -304,7 +334,10 @@ class TB:
         assert source.done, "the array ended the last step before taking all its input"
         sink.drive(enable=False)
         source.drive()
-        return spikes, self.clock.cycle - (first if first is not None else self.clock.cycle)
+        cycles = self.clock.cycle - (first if first is not None else self.clock.cycle)
+        if readout and steps:
+            values[steps - 1] = (await self.final_state(len(self.image.layers) - 1))[0]
+        return spikes, values, cycles
 
     async def read_states(self, core_index: int) -> list[int]:
         """Every STATE word of one core, reads pipelined one per cycle."""
@@ -339,17 +372,28 @@ class TB:
         mem.mem__re.value = 0
         return words
 
-    async def final_state(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per layer: membranes v (int64) and previous-step spikes, from the state memories."""
-        v = [np.zeros(layer.n_out, dtype=np.int64) for layer in self.image.layers]
-        s = [np.zeros(layer.n_out, dtype=np.uint8) for layer in self.image.layers]
+    async def final_state(self, layer_index: int | None = None):
+        """Per layer (or of layer `layer_index` alone): membranes v (int64), previous-step
+        counts and synaptic currents (int64, zeros without one), from the state memories."""
+        from spikeforge.hdl.core import state_layout
+
+        layers = self.image.layers
+        v = [np.zeros(layer.n_out, dtype=np.int64) for layer in layers]
+        s = [np.zeros(layer.n_out, dtype=np.uint8) for layer in layers]
+        syn = [np.zeros(layer.n_out, dtype=np.int64) for layer in layers]
         for index, core in enumerate(self.image.config.cores):
-            bits = self.image.layers[core.layer].v_bits
+            if layer_index is not None and core.layer != layer_index:
+                continue
+            layout = state_layout(layers[core.layer])
             for neuron, word in enumerate(await self.read_states(index)):
-                raw = word & ((1 << bits) - 1)
-                v[core.layer][core.lo + neuron] = raw - ((raw >> (bits - 1)) << bits)
-                s[core.layer][core.lo + neuron] = (word >> bits) & 1
-        return v, s
+                state = data.Const(layout, word & ((1 << layout.size) - 1))
+                v[core.layer][core.lo + neuron] = state.v
+                s[core.layer][core.lo + neuron] = state.c
+                if "syn" in layout.members:
+                    syn[core.layer][core.lo + neuron] = state.syn
+        if layer_index is not None:
+            return v[layer_index], s[layer_index], syn[layer_index]
+        return v, s, syn
 
     async def run(self) -> None:
         batch, steps, _ = self.spikes.shape
@@ -366,6 +410,9 @@ class TB:
                for index, layer in enumerate(self.image.layers)},
             **{f"s{index}": np.zeros((batch, layer.n_out), dtype=np.uint8)
                for index, layer in enumerate(self.image.layers)},
+            **{f"syn{index}": np.zeros((batch, layer.n_out), dtype=np.int64)
+               for index, layer in enumerate(self.image.layers)},
+            "values": np.zeros((batch, steps, self.image.n_outputs), dtype=np.int64),
             "learn_cycles": np.zeros((batch, layers), dtype=np.int64),
         }
         for name in self.inputs:  # no X from an undriven input, in any simulator
@@ -374,13 +421,15 @@ class TB:
         sink = StreamSink(self.dut, "o", self.rng, stall=self.stall)
         await self.clock.start()
         await self.wait_for("idle", "power-up")
+        await self.load_spram()
         for sample in range(batch):
             await self.clear()
-            spikes, cycles = await self.stream(
+            spikes, values, cycles = await self.stream(
                 self.spikes[sample], source, sink,
                 None if self.modulators is None else self.modulators[sample])
             await self.wait_for("idle", f"sample {sample}: end of the last step")
             out["spikes"][sample] = spikes
+            out["values"][sample] = values
             out["cycles"][sample] = cycles
             out["sops"][sample] = self.read("sops")
             out["spike_counts"][sample] = self.read("spikes")
@@ -389,10 +438,11 @@ class TB:
             for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles",
                          "overflow"):
                 out[name][sample] = self.read(name)
-            v, s = await self.final_state()
+            v, s, syn = await self.final_state()
             for index in range(layers):
                 out[f"v{index}"][sample] = v[index]
                 out[f"s{index}"][sample] = s[index]
+                out[f"syn{index}"][sample] = syn[index]
         if self.image.learning:
             from spikeforge.hdl.core import MemSpace
 

@@ -3,6 +3,7 @@
 
 
 import operator
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
@@ -16,10 +17,11 @@ from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
 from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr
-from .neuron import NeuronUpdate
+from .neuron import NeuronUpdate, count_bits
 from .skid import SkidBuffer
+from .spram import SpramMemory
 
-__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "param_layout"]
+__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "param_layout", "state_layout"]
 
 
 # Which memory of a core an access of the memory-access port addresses (spikeforge.protocol).
@@ -60,6 +62,17 @@ def param_layout(layer: LayerParams) -> data.StructLayout:
                               for f in param_fields(layer)})
 
 
+def state_layout(layer: LayerParams) -> data.StructLayout:
+    """A neuron's state word, as the STATE space of the memory port shows it: the membrane
+    ``v`` (bits ``[0, V)``), the last step's spike count ``c`` (1 bit for a single-spike layer,
+    else wide enough for ``max_spikes``) and, for a current-based layer, the synaptic current
+    ``syn`` (``syn_bits``) above it."""
+    fields = {"v": signed(layer.v_bits), "c": unsigned(count_bits(layer))}
+    if layer.current_based:
+        fields["syn"] = signed(layer.syn_bits)
+    return data.StructLayout(fields)
+
+
 def _uniform(values: np.ndarray) -> bool:
     return values.size == 0 or bool((values == values[0]).all())
 
@@ -67,26 +80,34 @@ def _uniform(values: np.ndarray) -> bool:
 class LifCore(wiring.Component):
     """``neurons`` leaky integrate-and-fire neurons [lo, hi) of one layer over ``lanes`` lanes.
 
-    Per timestep t the core computes, for each of its neurons i (golden model, docs/neuron.md)::
+    Per timestep t the core computes, for each of its neurons i (golden model, docs/neuron.md;
+    c the spike counts, 0/1 for a single-spike layer)::
 
         A[t]  = sum_j W[i, j] * e_j[t]            j < n_in: feed-forward event j of step t
                                                   j = n_in + a: recurrent event a of step t-1
-        I[t]  = A[t] + b[i]
-        subtract reset:  u = decay(v[t-1]) + I[t] - theta[i] * s[t-1]
-        zero reset:      u = decay(v[t-1] * (1 - s[t-1])) + I[t]
-        v[t]  = clamp(u, -2^(V-1), 2^(V-1) - 1)   (a clamp raises ``saturated`` for a cycle)
-        s[t]  = v[t] > theta[i]
+        current-based: syn[t] = clamp_S(decay_a(syn[t-1]) + A[t] + b[i]),
+                       J[t] = syn[t - syn_delay]
+        plain:         J[t] = A[t] + b[i]
+        subtract reset:  u = decay(v[t-1]) + J[t] - theta[i] * c[t-1]     (reset_delay)
+                         u = decay(v[t-1] - theta[i] * c[t-1]) + J[t]     (at the spike)
+        zero reset:      u = decay(v[t-1] * (c[t-1] == 0)) + J[t]
+        LI readout:      u = decay(v[t-1]) + J[t]
+        v[t]  = clamp(u, -2^(V-1), 2^(V-1) - 1)   (``saturated`` counts the clamps, with syn's)
+        c[t]  = min(K, #{j >= 1: v[t] > j * theta[i]})       (>= with compare ">="; LI: 0)
         decay(v) = v | v - (v >> k[i]) | (v * beta_q[i]) >> f      (none | shift | mul)
 
     Memories (all with synchronous read ports, so they map to block RAM):
 
-    - weights: ``fan_in * groups`` words of ``lanes * weight_bits``; word ``row * groups + g``
-      holds the weights from input ``row`` to neurons ``g * lanes + p``, lane p at bits
+    - weights: ``fan_in * groups`` words of ``lanes * weight_bits`` (block RAM, or with
+      ``spram_weights`` the UP5K's single-port SPRAM, zeroed at power-up: the host or the
+      flash loader writes it); word ``row * groups + g`` holds the weights from input
+      ``row`` to neurons ``g * lanes + p``, lane p at bits
       ``[p * w, (p + 1) * w)`` (as ``Image.weight_memory``). A write port serves the host (and
       the learning unit); ``transparent_weights`` makes the read port transparent to it for
       read-modify-write.
     - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes.
-    - state: ``neurons`` words, bits [0, V) = v, bit V = s[t-1].
+    - state: ``neurons`` words of :func:`state_layout`: v, c[t-1] (bit V for a single-spike
+      layer), syn[t-1] of a current-based layer.
     - params: ``neurons`` words of the per-neuron fields of ``param_layout`` that differ between
       the core's neurons; uniform fields are constants.
 
@@ -105,13 +126,15 @@ class LifCore(wiring.Component):
     the first step after a clear, where s[-1] = 0) up to their ``eos``, starting only once the
     step's first feed-forward event (or ``eos``) waits at ``i``; then the feed-forward events
     (port ``i``, rows ``addr``) up to their ``eos``; then one pass over the neurons, one per
-    cycle, that applies the update, clears the accumulators, writes v and s back and emits an
-    event ``lo + n`` per spike, ascending, then an ``eos``. The pass is a pipeline (read
-    addresses, memory data with the lane select, then :class:`~.neuron.NeuronUpdate`'s four
-    stages; ``N + 6`` cycles) that advances while the output skid buffer
-    (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event; ``o`` is that
-    buffer's output. Addresses are not checked here:
-    feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` < ``n_out``.
+    cycle, that applies the update, clears the accumulators, writes the state back and emits
+    ``c`` events ``lo + n`` per neuron in a row, ascending, then an ``eos``. The pass is a
+    pipeline (read addresses, memory data with the lane select, then
+    :class:`~.neuron.NeuronUpdate`'s stages; ``N + 2 + latency`` cycles, plus ``c - 1`` for
+    each neuron that fires ``c > 1`` times) that advances while the output skid buffer
+    (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event and the update's
+    count stage is not holding a multi-spike neuron; ``o`` is that buffer's output. Addresses
+    are not checked here: feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` <
+    ``n_out``.
 
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
     zero (``max(neurons, groups)`` cycles); the same sweep runs after power-on.
@@ -128,7 +151,8 @@ class LifCore(wiring.Component):
 
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
                  transparent_weights: bool = False, learning: LearningConfig | None = None,
-                 core_index: int = 0, registered_reads: bool = False):
+                 core_index: int = 0, registered_reads: bool = False,
+                 spram_weights: bool = False):
         if not 0 <= config.lo < config.hi <= layer.n_out:
             raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
                              f"layer's {layer.n_out} neurons")
@@ -151,10 +175,15 @@ class LifCore(wiring.Component):
         values = {name: v[lo:hi] for name, v in param_values(layer).items()}
         self._param_values = values
         self._stored = [name for name, vals in values.items() if not _uniform(vals)]
-        width = max(self._lanes * layer.weight_bits, layer.v_bits + 1, self._param_layout.size,
+        width = max(self._lanes * layer.weight_bits, state_layout(layer).size,
+                    self._param_layout.size,
                     self._lanes * layer.acc_bits)
         self._learning = learning
         self._core_index = operator.index(core_index)
+        self._spram_weights = bool(spram_weights)
+        if self._spram_weights and learning is not None:
+            raise ValueError(f"layer {layer.name!r} learns: its weights cannot live in SPRAM "
+                             f"(single-port; the learning read-modify-write needs two ports)")
         if learning is not None:
             if layer.recurrent:
                 raise ValueError(f"layer {layer.name!r} is recurrent: it cannot learn")
@@ -169,7 +198,7 @@ class LifCore(wiring.Component):
             "mem": In(MemAccessSignature(data_width=width, addr_width=addr_width)),
             "idle": Out(1),
             "integrating": Out(1),
-            "saturated": Out(1),
+            "saturated": Out(2 if layer.current_based else 1),
         })
         if learning is not None:
             members["updating"] = Out(1)
@@ -202,26 +231,53 @@ class LifCore(wiring.Component):
         """Parameter fields held in the params memory (the others are constants)."""
         return tuple(self._stored)
 
+    @property
+    def spram_weights(self) -> bool:
+        """The weight memory is an :class:`~.spram.SpramMemory` (starts zeroed: load it)."""
+        return self._spram_weights
+
+    @staticmethod
+    def _spram_weight_ports(m: Module, width: int, depth: int):
+        """Write and read ports over one single-port SPRAM memory, with the members of a
+        ``Memory`` port the core drives (``addr``, ``data``, ``en``). A write cycle (only the
+        host writes, between steps) takes the port; every other cycle reads, one cycle
+        latency as a block RAM read port. The core never uses read data after a write cycle
+        before the next read (the primitive leaves it undefined)."""
+        m.submodules.weights = smem = SpramMemory(width=width, depth=depth)
+        w_wr = SimpleNamespace(addr=Signal(range(depth), name="w_waddr"),
+                               data=Signal(width, name="w_wdata"), en=Signal(name="w_we"))
+        w_rd = SimpleNamespace(addr=Signal(range(depth), name="w_raddr"), data=smem.r_data)
+        m.d.comb += [
+            smem.addr.eq(Mux(w_wr.en, w_wr.addr, w_rd.addr)),
+            smem.w_data.eq(w_wr.data),
+            smem.w_en.eq(w_wr.en.replicate(len(smem.w_en))),
+            smem.r_en.eq(~w_wr.en),
+        ]
+        return w_wr, w_rd
+
     def elaborate(self, platform):
         m = Module()
         layer, cfg = self._layer, self._config
         lanes, groups, neurons = self._lanes, cfg.groups, cfg.neurons
-        w_bits, a_bits, v_bits = layer.weight_bits, layer.acc_bits, layer.v_bits
+        w_bits, a_bits = layer.weight_bits, layer.acc_bits
         recurrent = layer.recurrent
 
         # -- memories ------------------------------------------------------------------------
         learn = self._learning
-        m.submodules.weights = wmem = Memory(
-            shape=unsigned(lanes * w_bits), depth=layer.fan_in * groups, init=self._weight_init)
-        w_wr = wmem.write_port(granularity=w_bits if learn is not None else None)
-        w_rd = wmem.read_port(transparent_for=(w_wr,) if self._transparent_weights else ())
+        if self._spram_weights:
+            w_wr, w_rd = self._spram_weight_ports(m, lanes * w_bits, layer.fan_in * groups)
+        else:
+            m.submodules.weights = wmem = Memory(
+                shape=unsigned(lanes * w_bits), depth=layer.fan_in * groups,
+                init=self._weight_init)
+            w_wr = wmem.write_port(granularity=w_bits if learn is not None else None)
+            w_rd = wmem.read_port(transparent_for=(w_wr,) if self._transparent_weights else ())
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
         m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[])
         a_wr = amem.write_port()
         a_rd = amem.read_port(
             transparent_for=(a_wr,) if groups == 1 and not self._registered_reads else ())
-        state_layout = data.StructLayout({"v": signed(v_bits), "s": unsigned(1)})
-        m.submodules.state = smem = Memory(shape=state_layout, depth=neurons, init=[])
+        m.submodules.state = smem = Memory(shape=state_layout(layer), depth=neurons, init=[])
         s_wr = smem.write_port()
         s_rd = smem.read_port()
         pfields = self._param_layout.members
@@ -234,7 +290,7 @@ class LifCore(wiring.Component):
             p_rd = pmem.read_port()
         if learn is not None:
             m.submodules.learning = unit = LearningUnit(cfg, layer, learn)
-            m.d.comb += [unit.w_rdata.eq(w_rd.data), unit.s_in.eq(s_rd.data.s),
+            m.d.comb += [unit.w_rdata.eq(w_rd.data), unit.s_in.eq(s_rd.data.c),
                          self.updating.eq(unit.updating)]
         params = {}  # field -> value at the pass's second stage (read data or constant)
         for name in self._param_layout.members:
@@ -364,9 +420,11 @@ class LifCore(wiring.Component):
         m.submodules.out = obuf = SkidBuffer(SpikeEvent)
         wiring.connect(m, obuf.o, wiring.flipped(self.o))
         # The pass stalls while the output buffer is full (a register, not the consumer's
-        # ready), whether or not the neuron at the end of the pipeline spikes.
+        # ready), whether or not the neuron at the end of the pipeline spikes; the stages in
+        # front of the update's count stage also while it emits a multi-spike neuron's events.
+        out_ready = Signal()
         adv = Signal()
-        m.d.comb += adv.eq(obuf.i.ready)
+        m.d.comb += out_ready.eq(obuf.i.ready)
         p0_go = Signal()
         commit = Signal()
 
@@ -391,7 +449,8 @@ class LifCore(wiring.Component):
         i_tag = data.View(tag_layout, update.i_tag)
         o_tag = data.View(tag_layout, update.o_tag)
         m.d.comb += [
-            update.en.eq(adv),
+            update.en.eq(out_ready),
+            adv.eq(out_ready & ~update.hold),
             update.i_valid.eq(q1),
             i_tag.n.eq(n1),
             i_tag.g.eq(pg1),
@@ -399,15 +458,19 @@ class LifCore(wiring.Component):
             i_tag.last.eq(n1 == neurons - 1),
             update.acc.eq(acc_word[:a_bits]),
             update.v.eq(s_rd.data.v),
-            update.s.eq(s_rd.data.s),
+            update.c.eq(s_rd.data.c),
         ]
+        if layer.current_based:
+            m.d.comb += update.syn.eq(s_rd.data.syn)
         if self._stored:
             m.d.comb += update.params.eq(p_rd.data)
-        v_new, spike = update.v_new, update.spike
+        new_state = Cat(update.v_new, update.count,
+                        update.syn_new if layer.current_based else Cat())
         m.d.comb += [
-            commit.eq(update.o_valid & adv),
-            self.saturated.eq(commit & update.saturated),
-            obuf.i.valid.eq(commit & spike),
+            # a neuron leaves the update (its state is written) in the cycle of its last event
+            commit.eq(update.o_valid & update.last & out_ready),
+            self.saturated.eq(Mux(commit, update.saturated, 0)),
+            obuf.i.valid.eq(update.o_valid & update.spike & out_ready),
             obuf.i.payload.addr.eq(cfg.lo + o_tag.n),
             obuf.i.payload.eos.eq(0),
         ]
@@ -424,7 +487,7 @@ class LifCore(wiring.Component):
             a_rd.addr.eq(Mux(host, self.mem.addr, g)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
             s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
-            s_wr.data.eq(Mux(host, self.mem.wdata, Cat(v_new, spike))),
+            s_wr.data.eq(Mux(host, self.mem.wdata, new_state)),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
             a_wr.addr.eq(Mux(w_valid, w_group, o_tag.g)),
             a_wr.data.eq(Mux(w_valid, sums.as_value(), 0)),

@@ -541,7 +541,8 @@ class RequestExecutor(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         wb = self._word_bytes
-        n_out = self._image.n_outputs
+        # a multi-spike output layer answers up to max_spikes events per neuron
+        n_out = self._image.n_outputs * self._image.layers[-1].max_spikes
         n_status = status_length(len(self._image.layers))
         m.submodules.checker = checker = RequestChecker(self._image, word_bytes=wb)
         m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=n_out, init=[])
@@ -837,9 +838,9 @@ class HostLink(wiring.Component):
         if len(image.config.cores) > 255 or len(image.layers) > 255:
             raise ValueError(f"Core and layer counts must be at most 255, not "
                              f"{len(image.config.cores)} cores in {len(image.layers)} layers")
-        if image.n_outputs > 0x7FFF:
-            raise ValueError(f"Output count must be at most 32767 (a STEP answer), not "
-                             f"{image.n_outputs}")
+        if image.n_outputs * image.layers[-1].max_spikes > 0x7FFF:
+            raise ValueError(f"Output events per step must be at most 32767 (a STEP answer), "
+                             f"not {image.n_outputs} x {image.layers[-1].max_spikes}")
         if 255 * self._word_bytes > 0xFFFF:
             raise ValueError(f"Memory data width must be at most {8 * (0xFFFF // 255)} bits, "
                              f"not {mem_data_width!r}")

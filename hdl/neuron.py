@@ -1,4 +1,5 @@
-"""The neuron update of a LIF core as a pipeline: one neuron per cycle, four register stages."""
+"""The neuron update of a LIF core as a pipeline: one neuron per cycle, four register stages
+(more for the models beyond the plain LIF)."""
 
 import operator
 
@@ -8,39 +9,57 @@ from amaranth.lib.wiring import In, Out
 
 from ..image import LayerParams
 
-__all__ = ["NeuronUpdate"]
+__all__ = ["NeuronUpdate", "count_bits"]
+
+
+def count_bits(layer: LayerParams) -> int:
+    """Width of a neuron's spike count c (0..max_spikes) in the state word."""
+    return max(1, layer.max_spikes.bit_length())
 
 
 class NeuronUpdate(wiring.Component):
     """The update of one neuron per cycle, as the golden model (docs/neuron.md) writes it::
 
-        subtract reset:  u = decay(v) + acc + bias - theta * s
-        zero reset:      u = decay(v * (1 - s)) + acc + bias
-        v_new = clamp(u, -2^(V-1), 2^(V-1) - 1)       saturated = (u != v_new)
-        spike = v_new > theta
+        current-based:  syn' = clamp_S(decay_a(syn) + acc + bias)     J = syn' (syn_delay 0)
+                                                                        | syn (syn_delay 1)
+        plain:          J = acc + bias
+        subtract reset, reset_delay:  u = decay(v) + J - theta * c
+        subtract reset, at the spike: u = decay(v - theta * c) + J
+        zero reset:                   u = decay(v * (c == 0)) + J
+        LI readout (not spiking):     u = decay(v) + J
+        v_new = clamp(u, -2^(V-1), 2^(V-1) - 1)
+        count = min(K, #{j >= 1: v_new > j * theta})       (>= with compare ">="; 0 for LI)
         decay(x) = x | x - (x >> k) | (x * beta_q) >> f        (none | shift | mul)
 
-    ``v``, ``s`` are the neuron's state from step t-1, ``acc`` its accumulated input of step t,
-    ``params`` the per-neuron fields of ``stored`` (a ``data.StructLayout`` port); the fields of
-    ``constants`` (name -> int: threshold, bias, decay) are the same for every neuron and are
-    wired in. ``tag`` travels with the neuron unchanged.
+    ``v``, ``c`` (and ``syn``) are the neuron's state from step t-1, ``acc`` its accumulated
+    input of step t, ``params`` the per-neuron fields of ``stored`` (a ``data.StructLayout``
+    port); the fields of ``constants`` (name -> int: threshold, bias, decay, syn_decay) are the
+    same for every neuron and are wired in. ``tag`` travels with the neuron unchanged.
 
-    Stages, each a register advanced in a cycle with ``en`` high:
+    Stages, each a register advanced in a cycle with ``en`` high (and ``hold`` low):
 
     A. the inputs (a register right behind the memories' read data);
+    R. (multi-spike with a subtract reset only) the reset amount ``theta * c``;
     B. ``decay(v)`` (for "mul" a registered multiplier: A and B surround it, as a DSP wants),
-       and the offset ``bias - theta * s``, both from A;
+       and the offset ``bias - theta * c`` (current-based: ``decay_a(syn)``, and the offset
+       ``[syn] - theta * c`` of the membrane), both from A (or R);
     C. ``decay + offset``;
-    D. ``u = C + acc``; from D, combinationally: saturation from u's top bits, the clamp, and
-       beside it the spike compare on u's low bits (v_new = v_max spikes iff theta < v_max).
+    D. ``u = C + acc`` (current-based: ``syn' = C + acc``, clamped from D's top bits);
+    E. (current-based only) ``u = C + J``;
+       from the last of D or E, combinationally: saturation from u's top bits, the clamp, and
+       beside it the spike compare on u's low bits (v_new = v_max spikes iff theta < v_max);
+    M. (multi-spike only) the count: the neuron stays here one cycle per spike it emits
+       (``spike`` high), comparing v_new with the next two levels ``j * theta`` (registers
+       grown by theta, no multiplier) so that ``last`` is known in the cycle of its last spike.
+       While it stays, ``hold`` is high and the stages before M do not advance.
 
     Latency: the result of an input presented with ``i_valid`` in a cycle with ``en`` high is on
-    ``o_valid`` / ``v_new`` / ``spike`` / ``saturated`` / ``o_tag`` after four more cycles with
-    ``en`` high (``LATENCY``), and stays there while ``en`` is low. Outputs are undefined while
-    ``o_valid`` is low.
+    ``o_valid`` / ``v_new`` / ``spike`` / ``saturated`` / ``o_tag`` after ``latency`` more cycles
+    with ``en`` high and ``hold`` low (4 for the plain LIF), and stays there while ``en`` is low.
+    A neuron leaves in the cycle with ``en`` and ``last`` high; ``count`` and ``saturated`` (the
+    number of clamps, 0..2: current and membrane) are valid then. Each cycle with ``en``,
+    ``o_valid`` and ``spike`` high is one event. Outputs are undefined while ``o_valid`` is low.
     """
-
-    LATENCY = 4
 
     def __init__(self, layer: LayerParams, *, stored: data.StructLayout,
                  constants: dict[str, int], bias_bits: int, tag_width: int):
@@ -53,97 +72,235 @@ class NeuronUpdate(wiring.Component):
             raise ValueError(f"Tag width must be at least 1, not {tag_width!r}")
         fields = set(stored.members) | set(self._constants)
         needed = {"threshold", "bias"} | ({"decay"} if layer.decay_mode != "none" else set())
+        if layer.current_based and layer.syn_decay_mode != "none":
+            needed.add("syn_decay")
         if fields != needed:
             raise ValueError(f"Parameters must be {sorted(needed)}, not {sorted(fields)}")
-        super().__init__({
+        members = {
             "en": In(1),
+            "hold": Out(1),
             "i_valid": In(1),
             "i_tag": In(self._tag_width),
             "acc": In(signed(layer.acc_bits)),
             "v": In(signed(layer.v_bits)),
-            "s": In(1),
+            "c": In(count_bits(layer)),
             "params": In(stored),
             "o_valid": Out(1),
             "o_tag": Out(self._tag_width),
             "v_new": Out(signed(layer.v_bits)),
             "spike": Out(1),
-            "saturated": Out(1),
-        })
+            "last": Out(1),
+            "count": Out(count_bits(layer)),
+            "saturated": Out(2 if layer.current_based else 1),
+        }
+        if layer.current_based:
+            members["syn"] = In(signed(layer.syn_bits))
+            members["syn_new"] = Out(signed(layer.syn_bits))
+        super().__init__(members)
+
+    @property
+    def multi_spike(self) -> bool:
+        return self._layer.spiking and self._layer.max_spikes > 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles (with ``en`` high, ``hold`` low) from an input to its first output."""
+        layer = self._layer
+        reset_stage = self.multi_spike and layer.reset == "subtract"
+        return 4 + reset_stage + layer.current_based + self.multi_spike
 
     def elaborate(self, platform):
         m = Module()
         layer = self._layer
         v_bits, a_bits = layer.v_bits, layer.acc_bits
-        width = max(v_bits, a_bits, self._bias_bits) + 4  # holds every sum of the four terms
+        s_bits = layer.syn_bits if layer.current_based else 0
+        multi, spiking = self.multi_spike, layer.spiking
+        subtract = spiking and layer.reset == "subtract"
+        at_spike = subtract and not layer.reset_delay
+        c_bits = count_bits(layer)
+        # decay's input: v, or v - theta * c (any c <= K the state may hold) at the spike
+        x_bits = v_bits + c_bits + 1 if at_spike else v_bits
+        # holds every sum of the terms below
+        width = max(x_bits + 1, a_bits, self._bias_bits, s_bits) + 4
         v_max = (1 << (v_bits - 1)) - 1
+        front = Signal()  # the stages before M advance
+        m.d.comb += front.eq(self.en & ~self.hold)
 
         def stage(name, value, shape=None):
             reg = Signal(shape if shape is not None else value.shape(), name=name)
-            with m.If(self.en):
+            with m.If(front):
                 m.d.sync += reg.eq(value)
             return reg
 
-        valid = self.i_valid
-        tag = self.i_tag
-        stages_valid, stages_tag = [], []
-        for name in "abcd":
+        valid, tag = self.i_valid, self.i_tag
+
+        def step(name):
+            nonlocal valid, tag
             valid = stage(f"{name}_valid", valid)
             tag = stage(f"{name}_tag", tag)
-            stages_valid.append(valid)
-            stages_tag.append(tag)
-
-        # -- A: inputs --------------------------------------------------------------------
-        a_acc = stage("a_acc", self.acc)
-        a_v = stage("a_v", self.v)
-        a_s = stage("a_s", self.s)
-        a_params = {name: stage(f"a_{name}", self.params[name])
-                    for name in self._stored.members}
 
         def param(name, shape):
             if name in a_params:
                 return a_params[name]
             return Const(self._constants[name], shape)
 
+        def decay_of(x, mode, key, frac):
+            if mode == "none":
+                return x
+            if mode == "shift":
+                k = a_params[key] if key in a_params else self._constants[key]
+                return x - (x >> k)
+            return (x * param(key, unsigned(frac + 1))) >> frac
+
+        def clamp(u, bits):
+            """(clamped, in range, negative, low bits) of a wide `u` to `bits` signed bits."""
+            top = u[bits - 1:]
+            in_range = top.all() | ~top.any()
+            negative = u[-1]
+            low = u[:bits].as_signed()
+            hi = (1 << (bits - 1)) - 1
+            return Mux(in_range, low, Mux(negative, -hi - 1, hi)), in_range, negative, low
+
+        # -- A: inputs --------------------------------------------------------------------
+        step("a")
+        a_acc = stage("a_acc", self.acc)
+        a_v = stage("a_v", self.v)
+        a_c = stage("a_c", self.c)
+        a_syn = stage("a_syn", self.syn) if layer.current_based else None
+        a_params = {name: stage(f"a_{name}", self.params[name])
+                    for name in self._stored.members}
         theta = param("threshold", unsigned(v_bits - 1))
         bias = param("bias", signed(self._bias_bits))
 
-        # -- B: decay and offset ----------------------------------------------------------
-        x = a_v if layer.reset == "subtract" else Mux(a_s, 0, a_v)
-        if layer.decay_mode == "none":
-            decayed = x
-        elif layer.decay_mode == "shift":
-            k = a_params["decay"] if "decay" in a_params else self._constants["decay"]
-            decayed = x - (x >> k)
+        # -- R: the reset amount theta * c (a multiplier only for multi-spike) ---------------
+        if subtract and multi:
+            step("r")
+            reset_amount = stage("r_amount", theta * a_c, unsigned(v_bits - 1 + c_bits))
+
+            def delay(name, value):
+                return value if isinstance(value, Const) else stage(f"r_{name}", value)
+
+            a_acc, a_v, a_c, theta, bias = (delay(name, value) for name, value in (
+                ("acc", a_acc), ("v", a_v), ("c", a_c), ("theta", theta), ("bias", bias)))
+            if a_syn is not None:
+                a_syn = delay("syn", a_syn)
+            a_params = {name: delay(name, value) for name, value in a_params.items()}
+        elif subtract:
+            reset_amount = Mux(a_c, theta, 0)
         else:
-            beta = param("decay", unsigned(layer.decay_frac + 1))
-            decayed = (x * beta) >> layer.decay_frac
-        b_decay = stage("b_decay", decayed, signed(v_bits + 1))
-        offset = bias - Mux(a_s, theta, 0) if layer.reset == "subtract" else bias
-        b_offset = stage("b_offset", offset, signed(max(self._bias_bits, v_bits) + 1))
+            reset_amount = None
+
+        # -- B: decays and offsets --------------------------------------------------------
+        step("b")
+        if not spiking or (subtract and layer.reset_delay):
+            x = a_v
+        elif subtract:  # the reset at the spike, before the decay
+            x = a_v - reset_amount
+        else:
+            x = Mux(a_c == 0, a_v, 0)
+        b_decay = stage("b_decay", decay_of(x, layer.decay_mode, "decay", layer.decay_frac),
+                        signed(x_bits + 1))
+        offset = Const(0, 1)
+        if not layer.current_based:
+            offset = bias
+        elif layer.syn_delay:
+            offset = a_syn
+        if subtract and layer.reset_delay:
+            offset = offset - reset_amount
+        off_bits = max(self._bias_bits if not layer.current_based else 1,
+                       s_bits if layer.current_based and layer.syn_delay else 1,
+                       v_bits - 1 + c_bits if subtract and layer.reset_delay else 1) + 1
+        b_offset = stage("b_offset", offset, signed(off_bits))
         b_acc = stage("b_acc", a_acc)
         b_theta = stage("b_theta", theta, unsigned(v_bits - 1))
+        if layer.current_based:
+            b_sdecay = stage("b_sdecay", decay_of(a_syn, layer.syn_decay_mode, "syn_decay",
+                                                  layer.syn_decay_frac), signed(s_bits + 1))
+            b_bias = stage("b_bias", bias)
 
         # -- C: decay + offset ------------------------------------------------------------
+        step("c")
         c_sum = stage("c_sum", b_decay + b_offset, signed(width))
         c_acc = stage("c_acc", b_acc)
         c_theta = stage("c_theta", b_theta)
         c_theta_max = stage("c_theta_max", b_theta == v_max)
+        if layer.current_based:
+            c_ssum = stage("c_ssum", b_sdecay + b_bias, signed(width))
 
-        # -- D: u -------------------------------------------------------------------------
-        d_u = stage("d_u", c_sum + c_acc, signed(width))
+        # -- D: u (current-based: syn') ----------------------------------------------------
+        step("d")
         d_theta = stage("d_theta", c_theta)
         d_theta_max = stage("d_theta_max", c_theta_max)
+        sat_syn = Const(0, 1)
+        if not layer.current_based:
+            u = stage("d_u", c_sum + c_acc, signed(width))
+            theta_now, theta_max = d_theta, d_theta_max
+        else:
+            d_su = stage("d_su", c_ssum + c_acc, signed(width))
+            d_msum = stage("d_msum", c_sum)
+            syn_new, syn_in_range, _, _ = clamp(d_su, s_bits)
+            # -- E: u = C + J -------------------------------------------------------------
+            step("e")
+            j = Const(0, 1) if layer.syn_delay else syn_new
+            u = stage("e_u", d_msum + j, signed(width))
+            e_syn = stage("e_syn", syn_new, signed(s_bits))
+            sat_syn = stage("e_sat_syn", ~syn_in_range)
+            theta_now = stage("e_theta", d_theta)
+            theta_max = stage("e_theta_max", d_theta_max)
 
         # -- out: saturation from the top bits, clamp, and the compare beside it ----------
-        top = d_u[v_bits - 1:]
-        in_range = top.all() | ~top.any()
-        negative = d_u[-1]
-        low = d_u[:v_bits].as_signed()
+        v_new, in_range, negative, low = clamp(u, v_bits)
+        saturated = sat_syn + ~in_range if layer.current_based else ~in_range
+        if not multi:
+            if not spiking:
+                spike = Const(0, 1)
+            elif layer.compare == ">":
+                # v_max > theta unless theta = v_max (theta <= v_max always)
+                spike = Mux(in_range, low > theta_now, ~negative & ~theta_max)
+            else:
+                spike = Mux(in_range, low >= theta_now, ~negative)
+            m.d.comb += [
+                self.o_valid.eq(valid), self.o_tag.eq(tag), self.v_new.eq(v_new),
+                self.spike.eq(spike), self.last.eq(1), self.count.eq(spike),
+                self.saturated.eq(saturated), self.hold.eq(0),
+            ]
+            if layer.current_based:
+                m.d.comb += self.syn_new.eq(e_syn)
+            return m
+
+        # -- M: the count, one cycle per spike -------------------------------------------
+        k = layer.max_spikes
+        m_valid = Signal(name="m_valid")
+        m_tag = Signal(self._tag_width, name="m_tag")
+        m_v = Signal(signed(v_bits), name="m_v")
+        m_sat = Signal(2, name="m_sat")
+        m_theta = Signal(v_bits - 1, name="m_theta")
+        # the levels of the current spike and the next one: at most v_max + theta < 2^V
+        level = Signal(v_bits, name="m_level")
+        level_next = Signal(v_bits, name="m_level_next")
+        done = Signal(range(k + 1), name="m_done")  # spikes of this neuron before this cycle
+
+        def reaches(lvl):
+            return (m_v > lvl) if layer.compare == ">" else (m_v >= lvl)
+
+        fire = reaches(level)
+        more = (done + 1 < k) & reaches(level_next)
         m.d.comb += [
-            self.o_valid.eq(stages_valid[-1]),
-            self.o_tag.eq(stages_tag[-1]),
-            self.v_new.eq(Mux(in_range, low, Mux(negative, -v_max - 1, v_max))),
-            self.spike.eq(Mux(in_range, low > d_theta, ~negative & ~d_theta_max)),
-            self.saturated.eq(~in_range),
+            self.o_valid.eq(m_valid), self.o_tag.eq(m_tag), self.v_new.eq(m_v),
+            self.spike.eq(fire), self.last.eq(~more), self.count.eq(done + fire),
+            self.saturated.eq(m_sat), self.hold.eq(m_valid & more),
         ]
+        with m.If(self.en):
+            with m.If(self.hold):
+                m.d.sync += [done.eq(done + 1), level.eq(level_next),
+                             level_next.eq(level_next + m_theta)]
+            with m.Else():
+                m.d.sync += [m_valid.eq(valid), m_tag.eq(tag), m_v.eq(v_new),
+                             m_sat.eq(saturated), m_theta.eq(theta_now), level.eq(theta_now),
+                             level_next.eq(theta_now << 1), done.eq(0)]
+        if layer.current_based:
+            m_syn = Signal(signed(s_bits), name="m_syn")
+            with m.If(self.en & ~self.hold):
+                m.d.sync += m_syn.eq(e_syn)
+            m.d.comb += self.syn_new.eq(m_syn)
         return m

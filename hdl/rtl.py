@@ -63,7 +63,9 @@ class RtlError(RuntimeError):
 class RtlResult(GoldenResult):
     """What the RTL shows: the golden fields it can observe, plus cycle counts per sample."""
 
-    final_spikes: list[np.ndarray]  # per layer uint8 [batch, n]: spikes of the last step
+    final_spikes: list[np.ndarray]  # per layer uint8 [batch, n]: counts of the last step
+    final_currents: list[np.ndarray | None]  # per layer int32 [batch, n]: syn after the last
+    # step (None for a layer without a synaptic current)
     input_events: np.ndarray  # int64 [batch]: events the array accepted at its input
     cycles: np.ndarray  # int64 [batch]: from the first input event to the last output eos
     busy_cycles: np.ndarray  # int64 [batch]: the array's own busy counter
@@ -388,8 +390,10 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
     Every sample starts with a `clear`. The testbench feeds each sample's steps back to back
     (input events in ascending address order, then an eos) while collecting output events,
     leaving the input idle with probability `idle` and stalling the output with probability
-    `stall` each cycle (seeded by `seed`). Returns the output spikes, final membranes and the
-    array's counters per sample; `layer_spikes` and `membranes` are None.
+    `stall` each cycle (seeded by `seed`). Returns the output spikes (counts), final membranes,
+    counts and synaptic currents and the array's counters per sample; `layer_spikes` and
+    `membranes` are None. An LI readout's membranes are read from its cores' STATE words after
+    every step (the steps then go in one at a time): `values` and `scale` as the golden model's.
     `waves` names a file to receive a trace of the whole run: VCD when it ends in `.vcd`,
     else FST (Verilator needs lz4.h for FST).
 
@@ -451,7 +455,12 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
                                                for w, layer in zip(full, image.layers)])
         learning = {e.layer: {"update_cycles": int(got["learn_cycles"][:, e.layer].sum())}
                     for e in image.learning}
+    last = image.layers[-1]
+    values = None if last.spiking else got["values"].astype(np.int32)
     return RtlResult(
+        values=values, scale=None if last.spiking else float(last.scale),
+        final_currents=[got[f"syn{index}"].astype(np.int32) if layer.current_based else None
+                        for index, layer in enumerate(image.layers)],
         weights=weights, image=learned, learning=learning,
         learn_cycles=got["learn_cycles"].astype(np.int64),
         spikes=got["spikes"].astype(np.uint8),

@@ -32,10 +32,10 @@ def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
     `input_shape` (C, H, W) is the input map of a network that starts with a convolution.
     `image.meta["provenance"]` gives per layer the dt, betas, input gain and integer threshold
     used, and where each came from.
-    `decay`: "auto", "none", "shift" or "mul", the integer leak (docs/neuron.md). A network
-    with current-based, multi-spike or LI readout layers compiles without `board`/`device`
-    (for the golden model); with a hardware target it is refused, naming the layers, until
-    the gateware runs them.
+    `decay`: "auto", "none", "shift" or "mul", the integer leak (docs/neuron.md). Current-based,
+    multi-spike and LI readout layers compile for a hardware target like the plain LIF (the
+    gateware runs them); a convolution compiles without `board`/`device` only (for the golden
+    model), and a hardware target refuses it, naming the layers.
     `weight_bits="auto"` chooses bits per layer from the Hessian trace on the calibration spikes
     and `labels` within `budget` (a float: fraction of the 8-bit weight memory; an int: bits;
     None: what fits the device); see docs/mixed-precision.md. `scales` ("neuron" or "layer") and

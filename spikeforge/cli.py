@@ -190,7 +190,7 @@ def _describe(image, path: str | None = None) -> dict:
             "threshold": [int(layer.threshold.min()), int(layer.threshold.max())],
             "synapses": int(layer.n_out * layer.fan_in),
             "neuron": {name: getattr(layer, name) for name in layer.SCALARS},
-            "gateware": not layer.features(),
+            "gateware": not layer.gateware_features(),
         } for layer in image.layers],
         "cores": [{"layer": c.layer, "neurons": [c.lo, c.hi], "lanes": c.lanes,
                    "weight_words": image.layers[c.layer].fan_in * c.groups,

@@ -448,8 +448,8 @@ class LayerParams:
         return conv_fan_out(self.conv)
 
     def features(self) -> list[str]:
-        """The models beyond the plain single-spike LIF this layer uses (the gateware runs only
-        that one); empty for a plain LIF layer."""
+        """The models beyond the plain single-spike LIF this layer uses; empty for a plain LIF
+        layer. The gateware's LIF core runs all but a convolution (`gateware_features`)."""
         found = []
         if self.conv is not None:
             found.append(f"convolution ({self.conv.kernel}x{self.conv.kernel} kernel"
@@ -468,6 +468,11 @@ class LayerParams:
         if self.spiking and self.reset == "subtract" and not self.reset_delay:
             found.append("reset at the spike (reset_delay=False)")
         return found
+
+    def gateware_features(self) -> list[str]:
+        """The features of this layer the core array cannot run (a convolution: the array has
+        no convolution core yet); empty when it runs the layer."""
+        return [f for f in self.features() if f.startswith("convolution")]
 
     @property
     def fan_in(self) -> int:
@@ -753,12 +758,13 @@ class Image:
 
     def check_gateware(self) -> None:
         """Raise ImageError, naming every layer and feature, unless the gateware can run the
-        image: it runs the single-spike LIF; the other neuron models of docs/neuron.md come
-        with the pipelined core and run in the golden model until then."""
-        bad = [f"layer {index} ({layer.name!r}) uses {', '.join(layer.features())}"
-               for index, layer in enumerate(self.layers) if layer.features()]
+        image: its LIF core runs every neuron model of docs/neuron.md (synaptic current,
+        multi-spike, compare, reset timing, LI readout); a convolution runs in the golden
+        model only."""
+        bad = [f"layer {index} ({layer.name!r}) uses {', '.join(layer.gateware_features())}"
+               for index, layer in enumerate(self.layers) if layer.gateware_features()]
         if bad:
-            raise ImageError(f"the gateware runs single-spike LIF layers only, but "
+            raise ImageError(f"the gateware runs no convolution, but "
                              f"{'; '.join(bad)}: run it in the golden model (compile without "
                              f"a board or device)")
 
@@ -1059,7 +1065,7 @@ class ParamField:
     """One field of a layer's parameter word: bits [offset, offset + width), two's complement
     when ``signed``."""
 
-    name: str  # "threshold" | "bias" | "decay"
+    name: str  # "threshold" | "bias" | "decay" | "syn_decay"
     width: int
     signed: bool
     offset: int
@@ -1080,12 +1086,18 @@ def param_fields(layer: LayerParams) -> tuple[ParamField, ...]:
     threshold  unsigned, v_bits - 1      (0 <= theta <= 2^(v_bits-1) - 1)
     bias       signed, bias_bits(bias)   (the narrowest width that holds the layer's biases)
     decay      unsigned, 5 (shift k) or decay_frac + 1 (mul beta_q); absent for "none"
+    syn_decay  unsigned, 5 (shift k_a) or syn_decay_frac + 1 (mul alpha_q); only with a
+               synaptic current whose decay mode is not "none"
     """
     widths = [("threshold", layer.v_bits - 1, False), ("bias", bias_bits(layer.bias), True)]
     if layer.decay_mode == "shift":
         widths.append(("decay", 5, False))
     elif layer.decay_mode == "mul":
         widths.append(("decay", layer.decay_frac + 1, False))
+    if layer.syn_decay_mode == "shift":
+        widths.append(("syn_decay", 5, False))
+    elif layer.syn_decay_mode == "mul":
+        widths.append(("syn_decay", layer.syn_decay_frac + 1, False))
     fields, offset = [], 0
     for name, width, signed in widths:
         fields.append(ParamField(name, width, signed, offset))
@@ -1100,6 +1112,10 @@ def param_values(layer: LayerParams) -> dict[str, np.ndarray]:
         values["decay"] = layer.decay_shift
     elif layer.decay_mode == "mul":
         values["decay"] = layer.decay_mul
+    if layer.syn_decay_mode == "shift":
+        values["syn_decay"] = layer.syn_decay_shift
+    elif layer.syn_decay_mode == "mul":
+        values["syn_decay"] = layer.syn_decay_mul
     return values
 
 

@@ -267,16 +267,23 @@ def parse_events(payload: bytes) -> list[int]:
     return parse_words(payload, 2)
 
 
-def parse_step(payload: bytes, n_outputs: int) -> list[int]:
-    """A STEP answer: output neuron indices, strictly ascending, below ``n_outputs``."""
+def parse_step(payload: bytes, n_outputs: int, max_spikes: int = 1) -> list[int]:
+    """A STEP answer: output neuron indices, ascending, below ``n_outputs``; strictly
+    ascending unless the output layer is multi-spike (``max_spikes`` > 1), whose neurons'
+    counts come as up to ``max_spikes`` repeats of their index."""
     if len(payload) % 2:
         raise ProtocolViolation(f"STEP answer must hold whole u16 events, not {len(payload)} "
                                 f"bytes")
     events = parse_events(payload)
-    if len(events) > n_outputs:
-        raise ProtocolViolation(f"STEP answer must hold at most n_outputs ({n_outputs}) "
+    most = n_outputs * max_spikes
+    if len(events) > most:
+        what = "n_outputs" if max_spikes == 1 else "n_outputs x max_spikes"
+        raise ProtocolViolation(f"STEP answer must hold at most {what} ({most}) "
                                 f"events, not {len(events)}")
-    if any(a >= b for a, b in zip(events, events[1:], strict=False)) or (
+    repeats = max_spikes > 1 and len(events) > max_spikes and any(
+        a == b for a, b in zip(events, events[max_spikes:], strict=False))
+    if any(a > b or (a == b and max_spikes == 1)
+           for a, b in zip(events, events[1:], strict=False)) or repeats or (
             events and events[-1] >= n_outputs):
         shown = events if len(events) <= 12 else [*events[:12], "..."]
         raise ProtocolViolation(f"STEP answer's events must ascend below n_outputs "
@@ -550,9 +557,10 @@ class LinkClient:
         for k in range(0, len(addresses), per):
             self._empty(Command.PUSH, push_payload(addresses[k:k + per]))
 
-    def step(self, addresses: Sequence[int] = ()) -> list[int]:
+    def step(self, addresses: Sequence[int] = (), max_spikes: int = 1) -> list[int]:
         """One timestep: its input events (sent in as many frames as needed), then the
-        output events of the step (checked: ascending, below ``n_outputs``)."""
+        output events of the step (checked: ascending, below ``n_outputs``; a neuron of a
+        multi-spike output layer up to ``max_spikes`` times in a row)."""
         info = self._need_info()
         per = info.max_payload // 2
         addresses = list(addresses)
@@ -560,8 +568,8 @@ class LinkClient:
         if cut:
             self.push(addresses[:cut])
         response = self.request(Command.STEP, push_payload(addresses[cut:]),
-                                answer_bytes=2 * info.n_outputs)
-        return parse_step(response.payload, info.n_outputs)
+                                answer_bytes=2 * info.n_outputs * max_spikes)
+        return parse_step(response.payload, info.n_outputs, max_spikes)
 
     def status(self) -> DeviceStatus:
         info = self._need_info()

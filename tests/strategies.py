@@ -11,34 +11,53 @@ from spikeforge.image import CoreConfig, HwConfig, Image, LayerParams
 
 def random_layer(rng: np.random.Generator, name: str, n_in: int, n_out: int, *, weight_bits=4,
                  v_bits=12, reset="subtract", decay_mode="shift", recurrent=False,
-                 bias=True) -> LayerParams:
+                 bias=True, syn_decay_mode=None, syn_bits=12, syn_delay=0, max_spikes=1,
+                 in_max_spikes=1, compare=">", reset_delay=True,
+                 spiking=True) -> LayerParams:
+    """A random integer layer; the keywords after `bias` choose the neuron model (docs/neuron.md:
+    a synaptic current when `syn_decay_mode` is set, multi-spike, compare, reset timing, LI
+    readout when not `spiking`). Multi-spike layers get thresholds from 0 up, so counts > 1
+    happen."""
     wmax = (1 << (weight_bits - 1)) - 1
     weights = rng.integers(-wmax - 1, wmax + 1, (n_out, n_in))
     rec = rng.integers(-wmax - 1, wmax + 1, (n_out, n_out)) if recurrent else None
     kwargs = {}
-    if decay_mode == "shift":
-        kwargs["decay_shift"] = rng.integers(0, 6, n_out)
-    elif decay_mode == "mul":
-        kwargs["decay_mul"] = rng.integers(0, 257, n_out)
-        kwargs["decay_frac"] = 8
+    for prefix, mode in (("decay", decay_mode), ("syn_decay", syn_decay_mode)):
+        if mode == "shift":
+            kwargs[f"{prefix}_shift"] = rng.integers(0, 6, n_out)
+        elif mode == "mul":
+            kwargs[f"{prefix}_mul"] = rng.integers(0, 257, n_out)
+            kwargs[f"{prefix}_frac"] = 8
+    if syn_decay_mode is not None:
+        kwargs.update(syn_decay_mode=syn_decay_mode, syn_bits=syn_bits, syn_delay=syn_delay)
     theta_max = min(4 * wmax + 2, 1 << (v_bits - 1))
     bmax = min(wmax, (1 << (v_bits - 1)) - 1)  # a bias lies in the membrane's range
+    theta = rng.integers(0 if max_spikes > 1 else 1, theta_max, n_out)
     layer = LayerParams(name, weights, bias=rng.integers(-bmax, bmax + 1, n_out) if bias
-                        else np.zeros(n_out), threshold=rng.integers(1, theta_max, n_out),
+                        else np.zeros(n_out), threshold=theta if spiking else np.zeros(n_out),
                         weight_bits=weight_bits, v_bits=v_bits, acc_bits=40,
-                        reset=reset, decay_mode=decay_mode, rec_weights=rec, **kwargs)
+                        reset=reset, decay_mode=decay_mode, rec_weights=rec,
+                        max_spikes=max_spikes if spiking else 1, in_max_spikes=in_max_spikes,
+                        compare=compare, reset_delay=reset_delay, spiking=spiking, **kwargs)
     from dataclasses import replace
     return replace(layer, acc_bits=layer.acc_bits_needed())
 
 
 def random_image(seed: int, sizes=(6, 10, 3), *, lanes=(2, 3), split=False, recurrent=None,
-                 weight_bits=4, v_bits=12, reset="subtract", decay_mode="shift") -> Image:
+                 weight_bits=4, v_bits=12, reset="subtract", decay_mode="shift",
+                 models=None) -> Image:
+    """A random integer image; `models` (one dict per layer of `random_layer` neuron-model
+    keywords) mixes the neuron models, each layer's `in_max_spikes` following its source."""
     rng = np.random.default_rng(seed)
     layers, cores = [], []
+    in_max = 1
     for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        model = dict(models[index]) if models is not None else {}
         layers.append(random_layer(rng, f"l{index}", n_in, n_out, weight_bits=weight_bits,
                                    v_bits=v_bits, reset=reset, decay_mode=decay_mode,
-                                   recurrent=recurrent == index))
+                                   recurrent=recurrent == index, in_max_spikes=in_max,
+                                   **model))
+        in_max = layers[-1].max_spikes
         lane = lanes[index % len(lanes)]
         if split and n_out >= 2:
             mid = n_out // 2
@@ -60,6 +79,48 @@ def images(draw, max_layers=3, max_width=12):
                         weight_bits=draw(st.integers(2, 8)), v_bits=draw(st.integers(6, 16)),
                         reset=draw(st.sampled_from(["subtract", "zero"])),
                         decay_mode=draw(st.sampled_from(["none", "shift", "mul"])))
+
+
+MODELS = ("lif", "cuba", "multi", "cuba-multi")
+
+
+@st.composite
+def neuron_models(draw, *, last=False, kind=None):
+    """`random_layer` keywords of one neuron model (docs/neuron.md): `kind` one of MODELS
+    (drawn when None) or, for the last layer only, "li" (an LI readout); compare and reset
+    timing drawn too."""
+    if kind is None:
+        kind = draw(st.sampled_from(MODELS + (("li",) if last else ())))
+    model = {"compare": draw(st.sampled_from([">", ">="])), "reset_delay": draw(st.booleans())}
+    if kind in ("cuba", "cuba-multi", "li") and (kind != "li" or draw(st.booleans())):
+        model.update(syn_decay_mode=draw(st.sampled_from(["none", "shift", "mul"])),
+                     syn_bits=draw(st.integers(6, 16)), syn_delay=draw(st.integers(0, 1)))
+    if kind in ("multi", "cuba-multi"):
+        model["max_spikes"] = draw(st.sampled_from([2, 3, 4, 7]))
+    if kind == "li":
+        model["spiking"] = False
+    return model
+
+
+@st.composite
+def model_images(draw, max_layers=3, max_width=10, kind=None):
+    """`images` whose layers run the neuron models of docs/neuron.md: every layer of model
+    `kind` (one of MODELS, or "li" for an LI readout after a drawn layer), or a drawn mix."""
+    n_layers = draw(st.integers(2 if kind == "li" else 1, max_layers))
+    sizes = tuple(draw(st.integers(1, max_width)) for _ in range(n_layers + 1))
+    models = [draw(neuron_models(last=index == n_layers - 1,
+                                 kind="li" if kind == "li" and index == n_layers - 1
+                                 else (None if kind == "li" else kind)))
+              for index in range(n_layers)]
+    spiking = [m.get("spiking", True) for m in models]
+    recurrent = draw(st.sampled_from([None] + [i for i in range(n_layers) if spiking[i]]))
+    return random_image(draw(st.integers(0, 2**31)), sizes,
+                        lanes=tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))),
+                        split=draw(st.booleans()), recurrent=recurrent,
+                        weight_bits=draw(st.integers(2, 6)), v_bits=draw(st.integers(6, 16)),
+                        reset=draw(st.sampled_from(["subtract", "zero"])),
+                        decay_mode=draw(st.sampled_from(["none", "shift", "mul"])),
+                        models=models)
 
 
 def signed(value: int, bits: int) -> int:

@@ -22,8 +22,7 @@ from spikeforge.boards import doc
 from spikeforge.boards.build import build
 from spikeforge.boards.catalog import BOARDS, board_capacities
 from spikeforge.boards.top import plan_clock
-from spikeforge.compiler.capacity import device_capacity
-from spikeforge.compiler.mapper import FitError, map_network
+from spikeforge.compiler.mapper import FitError, device_capacity, map_network
 from spikeforge.image import LayerParams
 
 from .strategies import random_image

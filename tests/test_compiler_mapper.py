@@ -233,3 +233,41 @@ def test_parameter_memory_width_is_the_gateware_word():
                                weight_bits=2, v_bits=9, acc_bits=4, decay_mode="shift",
                                decay_shift=layer.decay_shift)
     assert _param_bits(uniform_bias, core) == 13  # a uniform field is a constant
+
+
+@pytest.mark.parametrize(("fields", "state_bits"), [
+    ({}, 10),
+    ({"max_spikes": 2}, 11),
+    ({"max_spikes": 7}, 12),
+    ({"syn_decay_mode": "shift", "syn_decay_shift": 2, "syn_bits": 12}, 22),
+    ({"spiking": False, "threshold": 0}, 10),
+])
+def test_state_memory_width_is_the_gateware_word(fields, state_bits):
+    """The mapper's state word is hdl.core.state_layout's: v, the count's bits, syn."""
+    from dataclasses import replace
+
+    from spikeforge.compiler.mapper import _state_bits
+    from spikeforge.hdl.core import state_layout
+
+    layer = LayerParams("s", np.ones((3, 4), np.int32), bias=0, threshold=2, weight_bits=2,
+                        v_bits=9, acc_bits=8, decay_mode="none")
+    layer = replace(layer, **fields)
+    assert _state_bits(layer) == state_bits == state_layout(layer).size
+
+
+def test_new_models_cost_more_luts_than_the_plain_lif():
+    """The resource estimate of a current-based or multi-spike core exceeds the plain core's
+    (they have more hardware), an LI readout's does not."""
+    from dataclasses import replace
+
+    layer = LayerParams("m", np.ones((10, 64), np.int32), bias=0, threshold=20, weight_bits=4,
+                        v_bits=16, acc_bits=12, decay_mode="shift", decay_shift=3)
+    config = map_network([layer], 64)
+    plain = estimate_resources([layer], config)["luts"][0]
+    cuba = replace(layer, syn_decay_mode="shift", syn_decay_shift=2, syn_bits=16)
+    multi = replace(layer, max_spikes=4, acc_bits=12)
+    li = replace(layer, spiking=False, threshold=0)
+    assert estimate_resources([cuba], config)["luts"][0] > plain
+    assert estimate_resources([multi], config)["luts"][0] > plain
+    assert estimate_resources([li], config)["luts"][0] == plain
+    assert map_network([cuba], 64, device="iCE40UP5K").device == "iCE40UP5K"

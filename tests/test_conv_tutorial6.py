@@ -60,7 +60,7 @@ def test_tutorial6_on_a_hardware_target_is_refused_by_name(trained):
     from spikeforge.image import ImageError
 
     model, _, _ = trained
-    with pytest.raises(ImageError, match=r"^the gateware runs single-spike LIF layers only, but "
+    with pytest.raises(ImageError, match=r"^the gateware runs no convolution, but "
                                          r"layer 0 \('1'\) uses convolution \(5x5 kernel, max "
                                          r"pool 2\); layer 1 \('4'\) uses convolution"):
         api.compile(model, weight_bits=8, board="icebreaker")

@@ -12,13 +12,13 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeforge.hdl.core import bias_bits, param_layout
+from spikeforge.hdl.core import param_layout
 from spikeforge.hdl.neuron import NeuronUpdate
 from spikeforge.hdl.skid import SkidBuffer
-from spikeforge.image import DECAY_MODES, RESET_MODES
-from spikeforge.sim.golden import NeuronParams, _decay
+from spikeforge.image import DECAY_MODES, NEURON_ARRAYS, RESET_MODES, param_values
+from spikeforge.sim.golden import NeuronParams
 
-from .strategies import random_layer
+from .strategies import neuron_models, random_layer
 
 SETTINGS = settings(deadline=None, max_examples=25,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -26,58 +26,23 @@ SETTINGS = settings(deadline=None, max_examples=25,
 
 def _update(layer, stored):
     fields = param_layout(layer).members
-    values = {"threshold": layer.threshold, "bias": layer.bias}
-    if layer.decay_mode == "shift":
-        values["decay"] = layer.decay_shift
-    elif layer.decay_mode == "mul":
-        values["decay"] = layer.decay_mul
+    values = param_values(layer)
     layout = data.StructLayout({name: fields[name] for name in stored})
     constants = {name: int(vals[0]) for name, vals in values.items() if name not in stored}
-    dut = NeuronUpdate(layer, stored=layout, constants=constants, bias_bits=bias_bits(layer),
+    dut = NeuronUpdate(layer, stored=layout, constants=constants, bias_bits=fields["bias"].width,
                        tag_width=8)
     return dut, values
 
 
-@SETTINGS
-@given(seed=st.integers(0, 2**32 - 1), reset=st.sampled_from(RESET_MODES),
-       decay_mode=st.sampled_from(DECAY_MODES), v_bits=st.integers(4, 16),
-       uniform=st.booleans(), en=st.lists(st.booleans(), min_size=1, max_size=5))
-def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en):
-    """Random v, s, acc (over the whole ranges, so clamps happen) and parameters, thresholds
-    up to v_max included, with cycles of en low: every neuron's result is the golden model's."""
-    rng = np.random.default_rng(seed)
-    n = 24
-    layer = random_layer(rng, "l", 4, n, weight_bits=6, v_bits=v_bits, reset=reset,
-                         decay_mode=decay_mode)
-    v_max = (1 << (v_bits - 1)) - 1
-    theta = rng.integers(0, v_max + 1, n)
-    theta[rng.random(n) < 0.3] = v_max
-    if uniform:
-        theta[:] = theta[0]
-    layer = dataclasses.replace(layer, threshold=theta)
-    stored = () if uniform else tuple(param_layout(layer).members)
-    if uniform:
-        layer = dataclasses.replace(layer, bias=np.full(n, layer.bias[0]))
-        if decay_mode == "shift":
-            layer = dataclasses.replace(layer, decay_shift=np.full(n, layer.decay_shift[0]))
-        elif decay_mode == "mul":
-            layer = dataclasses.replace(layer, decay_mul=np.full(n, layer.decay_mul[0]))
+def run_update(layer, stored, v, c, syn, acc, en):
+    """Feed neurons (v, c, syn, acc, per-neuron parameters) through NeuronUpdate with cycles of
+    `en` low; per neuron: (tag, v_new, syn_new, count, events, saturations)."""
     dut, values = _update(layer, stored)
-    v = rng.integers(-v_max - 1, v_max + 1, n)
-    s = rng.integers(0, 2, n)
-    a_max = (1 << (layer.acc_bits - 1)) - 1
-    acc = rng.integers(-a_max - 1, a_max + 1, n)
-    golden = NeuronParams(layer, np.int64)
-    want_v, want_s, _ = golden.update(v, s, acc)
-    # u before the clamp, from the golden model's own terms
-    kept = v * (1 - s) if reset == "zero" else v
-    u = _decay(kept, decay_mode, golden.shift, golden.beta_q, layer.decay_frac) + acc + golden.bias
-    if reset == "subtract":
-        u = u - golden.theta * s
+    n = len(v)
 
     async def bench(ctx):
         pattern = itertools.cycle([*en, True])
-        fed, got = 0, []
+        fed, got, events = 0, [], 0
         while len(got) < n:
             on = next(pattern)
             ctx.set(dut.en, on)
@@ -86,26 +51,86 @@ def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en):
                 ctx.set(dut.i_tag, fed)
                 ctx.set(dut.acc, int(acc[fed]))
                 ctx.set(dut.v, int(v[fed]))
-                ctx.set(dut.s, int(s[fed]))
+                ctx.set(dut.c, int(c[fed]))
+                if layer.current_based:
+                    ctx.set(dut.syn, int(syn[fed]))
                 for name in stored:
                     ctx.set(dut.params[name], int(values[name][fed]))
             else:
                 ctx.set(dut.i_valid, 0)
-            _, _, valid, tag, v_new, spike, sat = await ctx.tick().sample(
-                dut.o_valid, dut.o_tag, dut.v_new, dut.spike, dut.saturated)
+            hold = ctx.get(dut.hold)
+            outs = (dut.o_valid, dut.o_tag, dut.v_new, dut.spike, dut.last, dut.count,
+                    dut.saturated) + ((dut.syn_new,) if layer.current_based else ())
+            _, _, valid, tag, v_new, spike, last, count, sat, *syn_new = \
+                await ctx.tick().sample(*outs)
             if on and valid:
-                got.append((tag, v_new, spike, sat))
-            if on and fed < n:
+                events += spike
+                if last:
+                    got.append((tag, v_new, syn_new[0] if syn_new else None, count, events,
+                                sat))
+                    events = 0
+            if on and not hold and fed < n:
                 fed += 1
-        for index, (tag, v_new, spike, sat) in enumerate(got):
-            assert tag == index
-            assert (v_new, spike) == (want_v[index], want_s[index]), f"neuron {index}"
-            assert sat == (u[index] != want_v[index]), f"neuron {index}: saturated"
+        results.extend(got)
 
+    results = []
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    return results
+
+
+def _uniform(layer, n):
+    """`layer` with every per-neuron array set to its first neuron's value."""
+    return dataclasses.replace(layer, **{
+        name: np.full(n, getattr(layer, name)[0]) for name in NEURON_ARRAYS
+        if getattr(layer, name) is not None})
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), reset=st.sampled_from(RESET_MODES),
+       decay_mode=st.sampled_from(DECAY_MODES), v_bits=st.integers(4, 16),
+       uniform=st.booleans(), en=st.lists(st.booleans(), min_size=1, max_size=5),
+       model=neuron_models(last=True))
+def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, model):
+    """Random v, c, syn, acc (over the whole ranges, so clamps happen) and parameters,
+    thresholds up to v_max included (and 0), in every neuron model, with cycles of en low:
+    every neuron's v, syn, count, events and saturations are the golden model's."""
+    rng = np.random.default_rng(seed)
+    n = 24
+    layer = random_layer(rng, "l", 4, n, weight_bits=6, v_bits=v_bits, reset=reset,
+                         decay_mode=decay_mode, **model)
+    v_max = (1 << (v_bits - 1)) - 1
+    if layer.spiking:
+        theta = rng.integers(0, v_max + 1, n)
+        theta[rng.random(n) < 0.2] = v_max
+        small = rng.random(n) < 0.4  # several spikes per step
+        theta[small] = rng.integers(0, 4, n)[small]
+        layer = dataclasses.replace(layer, threshold=theta)
+    if uniform:
+        layer = _uniform(layer, n)
+    stored = () if uniform else tuple(param_layout(layer).members)
+    v = rng.integers(-v_max - 1, v_max + 1, n)
+    c = rng.integers(0, layer.max_spikes + 1, n) if layer.spiking else np.zeros(n, np.int64)
+    syn = None
+    if layer.current_based:
+        s_max = (1 << (layer.syn_bits - 1)) - 1
+        syn = rng.integers(-s_max - 1, s_max + 1, n)
+    a_max = (1 << (layer.acc_bits - 1)) - 1
+    acc = rng.integers(-a_max - 1, a_max + 1, n)
+    golden = NeuronParams(layer, np.int64)
+    want_v, want_syn, want_c, want_sats = golden.update(v[None], None if syn is None else syn[None],
+                                                        c[None], acc[None])
+    got = run_update(layer, stored, v, c, syn, acc, en)
+    assert [g[0] for g in got] == list(range(n))
+    for index, (_, v_new, syn_new, count, events, _) in enumerate(got):
+        assert v_new == want_v[0, index], f"neuron {index}: v"
+        if syn is not None:
+            assert syn_new == want_syn[0, index], f"neuron {index}: syn"
+        assert count == want_c[0, index], f"neuron {index}: count"
+        assert events == count, f"neuron {index}: events"
+    assert sum(g[5] for g in got) == int(np.sum(want_sats)), "saturations"
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -360,20 +360,18 @@ def test_golden_equals_float_ir_where_exact(network, seed):
 
 # -- refusals and bad values ----------------------------------------------------------------------
 
-def test_gateware_refuses_the_new_models_naming_layer_and_feature(tmp_path):
+def test_the_new_models_compile_for_a_board():
+    """The gateware runs the synaptic current: a board target maps it (lanes, resource
+    check) instead of refusing it; the image is the one compiled without a target."""
     model = synaptic_chain((4, 3), seed=1, alphas=[0.5], betas=[0.5])
-    image = compiled(model)  # no hardware target: accepted
-    golden.run(image, np.zeros((1, 3, 4), np.uint8))
-    want = (r"^the gateware runs single-spike LIF layers only, but layer 0 \('0'\) uses "
-            r"synaptic current \(CubaLIF/Synaptic\): run it in the golden model \(compile "
-            r"without a board or device\)$")
-    with pytest.raises(ValueError, match=want):
-        compiled(model, board="icebreaker")
-    with pytest.raises(ValueError, match=want):
-        spikeforge.simulate(image, np.zeros((1, 3, 4), np.uint8), engine="rtl")
-    with pytest.raises(ValueError, match=want):
-        spikeforge.build(image, "icebreaker", tmp_path)
-    assert not list(tmp_path.iterdir())
+    free = compiled(model)
+    image = compiled(model, board="icebreaker")
+    image.check_gateware()
+    assert image.config.device == "iCE40UP5K" and image.config.board == "icebreaker"
+    assert image.layers[0].current_based and "resources" in image.meta
+    spikes = np.ones((1, 3, 4), np.uint8)
+    np.testing.assert_array_equal(golden.run(image, spikes).final_membranes[0],
+                                  golden.run(free, spikes).final_membranes[0])
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [

@@ -157,7 +157,7 @@ def test_conv_layers_are_refused_by_the_gateware_by_name():
 
     spec = ConvSpec(1, 6, 6, 2, 3, pool="max", pool_size=2)
     image = _image([conv_layer(np.random.default_rng(0), "c", spec)], spec.n_in)
-    with pytest.raises(ImageError, match=r"^the gateware runs single-spike LIF layers only, but "
+    with pytest.raises(ImageError, match=r"^the gateware runs no convolution, but "
                                          r"layer 0 \('c'\) uses convolution \(3x3 kernel, max "
                                          r"pool 2\)"):
         image.check_gateware()
