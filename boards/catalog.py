@@ -119,7 +119,8 @@ _OFL = "openfpgaloader"
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     # -- iCE40 -------------------------------------------------------------------------------
-    # UP5K at 18 MHz (12 * 48 / 32): the digits demo reached Fmax 27.7 MHz at 18 on the
+    # UP5K at 18 MHz (12 * 48 / 32): the digits demo reached Fmax 27.7 MHz (28.7 after the
+    # neurons and SPRAM merges) at 18 on the
     # iCEBreaker (make bitstreams; the host link's UART receiver -> its error counter, 7 levels,
     # mostly routing at 78 % of the cells). 22.5 MHz would keep 20 % margin, but 18 MHz divides
     # the FT2232H's 3 Mbaud exactly (6), 22.5 does not.
@@ -156,7 +157,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           notes="no UART; an iCE40HX1K, which no network fits"),
     # -- ECP5 --------------------------------------------------------------------------------
     # ECP5 at 60 MHz, an exact EHXPLLL output from every oscillator here. The digits demo
-    # reached Fmax 75.8 MHz at 60 on the ULX3S-85F (76.6 MHz at 50 on the 25F) and 80.7 MHz at
+    # reached Fmax 75.8 MHz at 60 on the ULX3S-85F (71.9 after the neurons merge; 76.6 MHz at 50
+    # on the 25F) and 80.7 MHz at
     # 60 on the Icepi Zero (make bitstreams; the host link's argument register -> its status,
     # 12 levels). The others carry the same speed grade 6 part (Colorlight 5A-75B, iCESugar-Pro:
     # LFE5U-25F BG256, as the Icepi Zero) or a speed grade 8 one (Versa, ECP5-5G, ECPIX-5; the
