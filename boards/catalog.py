@@ -119,11 +119,10 @@ _OFL = "openfpgaloader"
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     # -- iCE40 -------------------------------------------------------------------------------
-    # UP5K at 18 MHz (12 * 48 / 32): the digits demo reached Fmax 27.7 MHz (28.7 after the
-    # neurons and SPRAM merges) at 18 on the
-    # iCEBreaker (make bitstreams; the host link's UART receiver -> its error counter, 7 levels,
-    # mostly routing at 78 % of the cells). 22.5 MHz would keep 20 % margin, but 18 MHz divides
-    # the FT2232H's 3 Mbaud exactly (6), 22.5 does not.
+    # UP5K at 18 MHz (12 * 48 / 32): the digits demo reached Fmax 27.7 MHz at 18 on the
+    # iCEBreaker, 28.7 after the neurons and SPRAM merges (make bitstreams; the host link's UART
+    # receiver -> its error counter, 7 levels, mostly routing at 78 % of the cells). 22.5 MHz
+    # would keep 20 % margin, but 18 MHz divides the FT2232H's 3 Mbaud exactly (6), 22.5 not.
     Board("icebreaker", "1BitSquared iCEBreaker", "iCE40UP5K", 12e6,
           "icebreaker:ICEBreakerPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
           uart=("6", "9"), uart_bridge="FT2232H channel B (USB)", leds=2,
