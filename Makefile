@@ -28,10 +28,14 @@ test-slow: venv
 bench: venv
 	$(BIN)/python bench/golden_vs_snntorch.py
 
-# the digits demo for every board in the catalog; figures in build/bitstreams/<board>.json
-.PHONY: bitstreams
+# the digits demo for every board with a host link; figures in build/bitstreams/<board>.json
+.PHONY: bitstreams boards-doc
 bitstreams: venv
 	$(BIN)/python -m spikeforge.bitstreams build/bitstreams
+
+# regenerate docs/boards.md's board table from the catalog and the mapper
+boards-doc: venv
+	$(BIN)/python -m spikeforge.boards.doc docs/boards.md
 
 lint: venv
 	$(BIN)/ruff check .

@@ -4,16 +4,24 @@ Pure data, no Amaranth import: `board_target` gives the compiler's mapper a boar
 clock (`BOARD_DEVICES` lists them all). Each `Board` names its amaranth-boards
 platform as "module:Class", loaded only when a bitstream is built.
 
-A board is *buildable* when amaranth-boards describes it and it has a UART the host reaches
-(the host link runs over it). Boards without one stay in the catalog as compile targets, so an
-image can be sized for them, and `build` refuses them naming the reason.
+What a board can do (`Board.can`, the "can do" column of `spikeforge boards`):
+
+- *buildable*: amaranth-boards describes it and gives it a UART the host reaches. spikeforge
+  compiles for it, builds a bitstream, flashes it and runs the network over the host link.
+- *compile only*: no amaranth-boards platform (colorlight-i5), or one without a UART
+  (upduino-v3, fomu-pvt, orangecrab, orangecrab-85f, ice40-hx1k-blink-evn). An image can be
+  compiled and sized for it, but no bitstream is built: the core array takes its input spikes
+  only over the host link, so a bitstream without one could never be given any input.
+  `build` refuses these boards with the same reason (`why_not_buildable`).
+
+Whether a network fits is the mapper's answer, not the catalog's: `board_capacities` asks it
+(`compiler.mapper.device_capacity`) and says "nothing" for the iCE40HX1K boards, which fit
+none (there `compile --board` and `build` refuse every image).
 
 Clocks: `clock_hz` is the board oscillator (what `spikeforge compile --board` records);
-`target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), chosen below the
-Fmax nextpnr reports for the SoC (docs/boards.md) with margin: the UP5K boards at 18 MHz
-(the digits SoC reaches 25.4 MHz, limited by the host link's status multiplexer; 18 MHz is
-12 MHz * 48 / 32 exactly), the ULX3S at 50 MHz (the digits SoC reaches 64 MHz on the 85F,
-again limited by the host link), the other ECP5 boards at 40 MHz.
+`target_hz` is what the gateware runs at after the PLL (`boards.top.BoardTop`), an exact PLL
+output below the Fmax nextpnr reports for the digits demo SoC (`make bitstreams`), with margin.
+The figures at each board are the measured ones (docs/boards.md).
 `pll` names the PLL primitive (also used when `--clock` asks for another frequency):
 iCE40 "SB_PLL40_PAD" when the oscillator enters on the PLL's own pad, "SB_PLL40_CORE" when it
 comes from a global buffer; ECP5 "EHXPLLL"; None runs from the oscillator directly.
@@ -60,12 +68,24 @@ class Board:
 
     @property
     def why_not_buildable(self) -> str | None:
+        """Why `build` refuses the board (None when it builds); `can` says the same."""
         if self.platform is None:
-            return f"board {self.name!r} has no amaranth-boards platform"
+            return (f"board {self.name!r} is a compile target only: it is not in "
+                    f"amaranth-boards, so no bitstream is built for it")
         if self.uart is None:
-            return (f"board {self.name!r} has no UART in amaranth-boards, and the host link "
-                    f"needs one")
+            return (f"board {self.name!r} is a compile target only: amaranth-boards gives it no "
+                    f"UART, and the core array takes its input spikes only over the host link, "
+                    f"so no bitstream is built for it")
         return None
+
+    @property
+    def can(self) -> str:
+        """What spikeforge does with the board, in a few words (`spikeforge boards`)."""
+        if self.platform is None:
+            return "compile only; no bitstream (not in amaranth-boards)"
+        if self.uart is None:
+            return "compile only; no bitstream (no UART in amaranth-boards: no host link)"
+        return "compile, build, flash, run over the host link"
 
     @property
     def fabric_hz(self) -> float:
@@ -87,7 +107,7 @@ class Board:
             "board": self.name, "title": self.title, "device": self.device,
             "part": self.part or self.device, "family": self.family,
             "clock_hz": self.clock_hz, "target_hz": self.fabric_hz, "pll": self.pll,
-            "platform": self.platform, "buildable": self.buildable,
+            "platform": self.platform, "buildable": self.buildable, "can": self.can,
             "uart": ({"rx": self.uart[0], "tx": self.uart[1], "bridge": self.uart_bridge}
                      if self.uart else None),
             "leds": self.leds, "programmer": self.programmer,
@@ -99,6 +119,10 @@ _OFL = "openfpgaloader"
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     # -- iCE40 -------------------------------------------------------------------------------
+    # UP5K at 18 MHz (12 * 48 / 32): the digits demo reached Fmax 27.7 MHz at 18 on the
+    # iCEBreaker, 28.7 after the neurons and SPRAM merges (make bitstreams; the host link's UART
+    # receiver -> its error counter, 7 levels, mostly routing at 78 % of the cells). 22.5 MHz
+    # would keep 20 % margin, but 18 MHz divides the FT2232H's 3 Mbaud exactly (6), 22.5 not.
     Board("icebreaker", "1BitSquared iCEBreaker", "iCE40UP5K", 12e6,
           "icebreaker:ICEBreakerPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
           uart=("6", "9"), uart_bridge="FT2232H channel B (USB)", leds=2,
@@ -107,11 +131,13 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           "icesugar:ICESugarPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
           uart=("4", "6"), uart_bridge="iCELink (USB CDC)", leds=3,
           programmers={"icesprog": ()}),
+    # HX8K at 48 MHz (12 * 64 / 16): the digits demo reached Fmax 78.7 MHz at 48 (81.4 at 24)
     Board("ice40-hx8k-b-evn", "Lattice iCE40-HX8K Breakout", "iCE40HX8K", 12e6,
-          "ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", target_hz=24e6, pll="SB_PLL40_CORE",
+          "ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", target_hz=48e6, pll="SB_PLL40_CORE",
           uart=("B10", "B12"), uart_bridge="FT2232H channel B (USB)", leds=8,
           programmers={"iceprog": (), _OFL: ("-b", "ice40_generic")}, flash_default=False,
           notes="SRAM programming needs jumpers J6 horizontal, J7 on"),
+    # no network fits an HX1K: its clock is not measured
     Board("icestick", "Lattice iCEstick", "iCE40HX1K", 12e6,
           "icestick:ICEStickPlatform", target_hz=24e6, pll="SB_PLL40_CORE",
           uart=("9", "8"), uart_bridge="FT2232H channel B (USB)", leds=5,
@@ -122,57 +148,64 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           programmers={"iceprog": (), _OFL: ("-b", "ice40_generic")}),
     Board("upduino-v3", "tinyVision UPduino v3", "iCE40UP5K", 48e6,
           "upduino_v3:UpduinoV3Platform", programmers={"iceprog": ()},
-          notes="no UART resource in amaranth-boards: compile target only"),
+          notes="no UART in amaranth-boards"),
     Board("fomu-pvt", "Fomu PVT", "iCE40UP5K", 48e6, "fomu_pvt:FomuPVTPlatform",
-          programmers={"dfu-util": ()}, notes="USB only, no UART: compile target only"),
+          programmers={"dfu-util": ()}, notes="USB only (no UART)"),
     Board("ice40-hx1k-blink-evn", "Lattice iCE40-HX1K Blink EVN", "iCE40HX1K", 3.3e6,
           "ice40_hx1k_blink_evn:ICE40HX1KBlinkEVNPlatform", programmers={"iceprog": ()},
-          notes="no UART: compile target only"),
+          notes="no UART; an iCE40HX1K, which no network fits"),
     # -- ECP5 --------------------------------------------------------------------------------
+    # ECP5 at 60 MHz, an exact EHXPLLL output from every oscillator here. The digits demo
+    # reached Fmax 75.8 MHz at 60 on the ULX3S-85F (71.9 after the neurons merge; 76.6 MHz at 50
+    # on the 25F) and 80.7 MHz at
+    # 60 on the Icepi Zero (make bitstreams; the host link's argument register -> its status,
+    # 12 levels). The others carry the same speed grade 6 part (Colorlight 5A-75B, iCESugar-Pro:
+    # LFE5U-25F BG256, as the Icepi Zero) or a speed grade 8 one (Versa, ECP5-5G, ECPIX-5; the
+    # Versa reached 90.7 MHz at 60).
     *(Board(f"ulx3s-{size}f", f"Radiona ULX3S {size}F", f"LFE5U-{size}F", 25e6,
-            f"ulx3s:ULX3S_{size}F_Platform", target_hz=50e6, pll="EHXPLLL",
+            f"ulx3s:ULX3S_{size}F_Platform", target_hz=60e6, pll="EHXPLLL",
             uart=("M1", "L4"), uart_bridge="FT231X (USB)", leds=8,
             programmers={_OFL: ("-b", "ulx3s")}, flash_default=False)
       for size in (25, 45, 85)),
     Board("versa-ecp5", "Lattice ECP5 Versa", "LFE5U-45F", 100e6,
-          "versa_ecp5:VersaECP5Platform", part="LFE5UM-45F", target_hz=40e6, pll="EHXPLLL",
+          "versa_ecp5:VersaECP5Platform", part="LFE5UM-45F", target_hz=60e6, pll="EHXPLLL",
           uart=("C11", "A11"), uart_bridge="FT2232H channel B (USB)", leds=8,
           programmers={_OFL: ("-c", "ft2232")}, flash_default=False,
           notes="LFE5UM-45F: the LFE5U-45F fabric and memories plus SERDES"),
     Board("ecp5-5g-evn", "Lattice ECP5-5G Evaluation Board", "LFE5U-85F", 12e6,
-          "ecp5_5g_evn:ECP55GEVNPlatform", part="LFE5UM5G-85F", target_hz=40e6,
+          "ecp5_5g_evn:ECP55GEVNPlatform", part="LFE5UM5G-85F", target_hz=60e6,
           pll="EHXPLLL", uart=("P2", "P3"), uart_bridge="FT2232H channel B (USB)", leds=8,
           programmers={_OFL: ("-b", "ecp5_evn")}, flash_default=False,
           notes="LFE5UM5G-85F: the LFE5U-85F fabric and memories plus SERDES"),
     *(Board(f"ecpix5-{size}", f"LambdaConcept ECPIX-5 {size}F", f"LFE5U-{size}F", 100e6,
-            f"ecpix5:ECPIX5{size}Platform", part=f"LFE5UM5G-{size}F", target_hz=40e6,
+            f"ecpix5:ECPIX5{size}Platform", part=f"LFE5UM5G-{size}F", target_hz=60e6,
             pll="EHXPLLL", uart=("R26", "R24"), uart_bridge="FT2232H channel B (USB)",
             programmers={_OFL: ("-c", "ft2232")}, flash_default=False,
             notes=f"LFE5UM5G-{size}F: the LFE5U-{size}F fabric; RGB LEDs are not driven")
       for size in (45, 85)),
     Board("colorlight-5a-75b", "Colorlight 5A-75B v7.0", "LFE5U-25F", 25e6,
-          "colorlight_5a75b_r7_0:Colorlight_5A75B_R70Platform", target_hz=40e6, pll="EHXPLLL",
+          "colorlight_5a75b_r7_0:Colorlight_5A75B_R70Platform", target_hz=60e6, pll="EHXPLLL",
           uart=("M13", "P11"), uart_bridge="header pins: needs a USB-UART adapter",
           programmers={_OFL: ("-c", "ft232")}, flash_default=False,
           notes="needs an external JTAG cable and USB-UART adapter; its LED shares the UART "
                 "tx pin and is not driven"),
     Board("icesugar-pro", "MuseLab iCESugar-Pro", "LFE5U-25F", 25e6,
-          "icesugar_pro:ICESugarProPlatform", target_hz=40e6, pll="EHXPLLL",
+          "icesugar_pro:ICESugarProPlatform", target_hz=60e6, pll="EHXPLLL",
           uart=("A9", "B9"), uart_bridge="iCELink (USB CDC)",
           programmers={"icesprog": ()}, notes="RGB LED is not driven"),
     Board("icepi-zero", "Icepi Zero v1.3", "LFE5U-25F", 50e6,
-          "icepi_zero:IcepiZero1_3Platform", target_hz=40e6, pll="EHXPLLL",
+          "icepi_zero:IcepiZero1_3Platform", target_hz=60e6, pll="EHXPLLL",
           uart=("K16", "K15"),
           uart_bridge="USB-UART (USB)", leds=5, programmers={_OFL: ("-b", "icepi-zero")}),
     Board("orangecrab", "Good Stuff Department OrangeCrab r0.2 25F", "LFE5U-25F", 48e6,
           "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", programmers={"dfu-util": ()},
-          notes="USB only, no UART: compile target only"),
+          notes="USB only (no UART)"),
     Board("orangecrab-85f", "Good Stuff Department OrangeCrab r0.2 85F", "LFE5U-85F", 48e6,
           "orangecrab_r0_2:OrangeCrabR0_2_85FPlatform", programmers={"dfu-util": ()},
-          notes="USB only, no UART: compile target only"),
+          notes="USB only (no UART)"),
     Board("colorlight-i5", "Colorlight i5", "LFE5U-25F", 25e6,
           programmers={_OFL: ("-b", "colorlight-i5")},
-          notes="not in amaranth-boards: compile target only"),
+          notes="not in amaranth-boards"),
 )}
 
 
@@ -220,14 +253,29 @@ def board_target(board: str, device: str | None = None) -> tuple[str, str, float
     return found.name, found.device, found.clock_hz
 
 
+_RESOURCE_NAMES = {"luts": "LUTs", "bram": "block RAMs", "spram": "SPRAMs", "dsp": "DSPs"}
+
+
+def _over_text(over: dict) -> str:
+    return ", ".join(f"{need:,} {_RESOURCE_NAMES.get(r, r)} of {cap:,}"
+                     for r, (need, cap) in over.items())
+
+
 def board_capacities() -> list[dict]:
-    """Per board: its oscillator and what fits on its device (``compiler.capacity``)."""
-    from ..compiler.capacity import device_capacity
+    """Per board: its catalog entry (`Board.to_dict`) and what fits on its device, by the
+    mapper (`compiler.mapper.device_capacity`). A board that fits no network says so in
+    `can`: `compile --board` and `build` refuse every image there."""
+    from ..compiler.mapper import device_capacity
 
     cache: dict[str, dict] = {}
     rows = []
-    for name, (device, clock_hz) in BOARD_DEVICES.items():
-        if device not in cache:
-            cache[device] = device_capacity(device)
-        rows.append({"board": name, "clock_hz": clock_hz, **cache[device]})
+    for board in BOARDS.values():
+        if board.device not in cache:
+            cache[board.device] = device_capacity(board.device)
+        row = {**board.to_dict(), **cache[board.device]}
+        if row["smallest"]:
+            row["can"] = (f"nothing: one neuron (16-bit membrane) needs "
+                          f"{_over_text(row['smallest'])}; compile and build refuse every "
+                          f"network")
+        rows.append(row)
     return rows

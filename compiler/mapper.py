@@ -444,40 +444,80 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
 
 
 # -- capacity ------------------------------------------------------------------------------------
-def _fits(neurons: int, fan_in: int, weight_bits: int, device: str) -> bool:
-    layer = LayerParams("probe", np.zeros((neurons, fan_in), np.int32), bias=np.zeros(neurons),
-                        threshold=np.ones(neurons), weight_bits=weight_bits, v_bits=16,
-                        acc_bits=2, decay_mode="shift", decay_shift=np.full(neurons, 3))
+# The probe: one plain LIF layer (16-bit membrane, shift decay, parameters uniform over the
+# neurons, so they take no memory) whose accumulator is as wide as full-scale weights need,
+# (fan_in << (weight_bits - 1)).bit_length() + 1 bits: what LayerParams.acc_bits_needed gives
+# when every weight is the most negative. A real network of the same shape needs the same or less.
+CAPACITY_V_BITS = 16
+CAPACITY_LAYER_NEURONS = 256  # the default neurons per core
+
+
+def _capacity_probe(neurons: int, fan_in: int, weight_bits: int) -> LayerParams:
+    acc_bits = max(2, (fan_in << (weight_bits - 1)).bit_length() + 1)
+    return LayerParams("probe", np.zeros((neurons, fan_in), np.int32), bias=np.zeros(neurons),
+                       threshold=np.ones(neurons), weight_bits=weight_bits,
+                       v_bits=CAPACITY_V_BITS, acc_bits=acc_bits, decay_mode="shift",
+                       decay_shift=np.full(neurons, 3))
+
+
+def _probe_maps(neurons: int, fan_in: int, weight_bits: int,
+           device: str) -> tuple[bool, dict[str, tuple[int, int]]]:
+    """(whether the probe maps on `device`, the estimate: resource -> (need, capacity); when it
+    does not fit, the estimate of the mapping that came closest)."""
+    layer = _capacity_probe(neurons, fan_in, weight_bits)
     try:
-        map_network([layer], fan_in, device=device)
-    except FitError:
-        return False
-    return True
+        config = map_network([layer], fan_in, device=device)
+    except FitError as exc:
+        return False, dict(exc.resources)
+    return True, estimate_resources([layer], config)
 
 
-def _largest(fits, high: int) -> int:
+def _exceeded(estimate: dict[str, tuple[int, int]]) -> dict[str, list[int]]:
+    return {r: [need, cap] for r, (need, cap) in estimate.items() if need > cap}
+
+
+def _largest_mapping(place, high: int) -> tuple[int, dict, dict]:
+    """(the largest n in 0..high that maps, the estimate at n, what n + 1 exceeds:
+    resource -> [need, capacity], empty when high maps)."""
     lo, hi = 0, high
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(mid):
+        if place(mid)[0]:
             lo = mid
         else:
             hi = mid - 1
-    return lo
+    return lo, (place(lo)[1] if lo else {}), (_exceeded(place(lo + 1)[1]) if lo < high else {})
 
 
 def device_capacity(device: str) -> dict:
-    """What this mapper places on `device`, SPRAM included (``boards.catalog.board_capacities``
-    and ``spikeforge boards`` list it): neurons (one layer, fan-in 1, 8-bit) and synapses at 8
-    and 4 bits (one layer of up to 256 neurons with the largest fan-in that maps, so the weight
-    memory is what limits; on the UP5K its weights go to SPRAM once block RAM runs out)."""
+    """What this mapper places on `device`, SPRAM included (``boards.catalog.board_capacities``,
+    ``spikeforge boards`` and docs/boards.md's table list it), for the probe above:
+
+    neurons        one layer of fan-in 1, 8-bit
+    synapses_Nbit  one layer of min(neurons, 256) neurons with the widest fan-in that maps, at
+                   N = 8 and 4 weight bits (the weight memory limits it; on the UP5K its weights
+                   go to SPRAM once block RAM runs out)
+    limits         per figure, what one more neuron or input would exceed:
+                   resource -> [need, capacity]
+    estimate       the estimate (resource -> [need, capacity]) of the 8-bit synapse figure's
+                   layer
+    smallest       when nothing maps: what the probe of 1 neuron and 1 input exceeds
+    """
     dev = resolve_device(device)
-    neurons = _largest(lambda n: _fits(n, 1, 8, dev.name), 1 << 16)
-    width = min(neurons, 256)
+    neurons, _, neuron_limit = _largest_mapping(lambda n: _probe_maps(n, 1, 8, dev.name),
+                                                MAX_ADDRESS)
+    width = min(neurons, CAPACITY_LAYER_NEURONS)
     synapses = {8: 0, 4: 0}
+    limits = {"neurons": neuron_limit}
+    estimate = {}
     for bits in (8, 4) if width else ():
-        fan_in = _largest(lambda f, b=bits: _fits(width, f, b, dev.name), (1 << 16) - 1)
+        fan_in, at, limit = _largest_mapping(lambda f, b=bits: _probe_maps(width, f, b, dev.name),
+                                     MAX_ADDRESS - 1)
         synapses[bits] = width * fan_in
+        limits[f"synapses_{bits}bit"] = limit
+        if bits == 8:
+            estimate = {r: list(nc) for r, nc in at.items()}
     return {"device": dev.name, "luts": dev.luts, "bram": dev.bram, "spram": dev.spram,
             "dsp": dev.dsp, "neurons": neurons, "synapses_8bit": synapses[8],
-            "synapses_4bit": synapses[4]}
+            "synapses_4bit": synapses[4], "limits": limits, "estimate": estimate,
+            "smallest": None if neurons else _exceeded(_probe_maps(1, 1, 8, dev.name)[1])}

@@ -533,34 +533,39 @@ class _Samples:
 
 # -- boards ----------------------------------------------------------------------------------
 def cmd_boards(args) -> int:
-    from .boards.catalog import BOARDS, board_capacities
+    from .boards.catalog import board_capacities
 
-    rows = []
-    for row in board_capacities():
-        info = BOARDS[row["board"]].to_dict()
-        rows.append({**row, **{k: info[k] for k in ("title", "part", "target_hz", "pll",
-                                                   "buildable", "uart", "leds", "programmer",
-                                                   "programmers", "platform", "notes")}})
+    rows = board_capacities()
     if args.json:
         print(json.dumps(rows))
         return 0
     from rich.table import Table
 
-    table = Table(title="boards")
-    for col in ("board", "device", "clock MHz", "LUTs", "block RAM", "SPRAM", "DSP",
-                "neurons", "synapses @8b", "synapses @4b", "UART", "programmer"):
+    table = Table(title="boards (capacity by the mapper; docs/boards.md)")
+    for col in ("board", "device", "clock MHz", "LUTs", "block RAM", "SPRAM", "neurons",
+                "synapses @8b", "synapses @4b", "UART", "programmer", "can do"):
         table.add_column(col)
+    why: dict[str, list[str]] = {}  # what a board that cannot do everything can do
     for row in rows:
         clock = f"{row['clock_hz'] / 1e6:g}"
         if row["target_hz"] != row["clock_hz"]:
             clock += f" -> {row['target_hz'] / 1e6:g}"
-        uart = (f"{row['uart']['rx']}/{row['uart']['tx']}" if row["uart"]
-                else "none: compile only")
-        table.add_row(row["board"], row["device"], clock,
-                      str(row["luts"]), str(row["bram"]), str(row["spram"]), str(row["dsp"]),
-                      str(row["neurons"]), str(row["synapses_8bit"]), str(row["synapses_4bit"]),
-                      uart, row["programmer"] or "-")
-    _console().print(table)
+        uart = f"{row['uart']['rx']}/{row['uart']['tx']}" if row["uart"] else "none"
+        if not row["neurons"]:
+            can = "[red]nothing fits[/]"
+        elif not row["buildable"]:
+            can = "[yellow]compile only[/]"
+        else:
+            can = "build, run"
+        if can != "build, run":
+            why.setdefault(row["can"], []).append(row["board"])
+        table.add_row(row["board"], row["device"], clock, str(row["luts"]), str(row["bram"]),
+                      str(row["spram"]), f"{row['neurons']:,}", f"{row['synapses_8bit']:,}",
+                      f"{row['synapses_4bit']:,}", uart, row["programmer"] or "-", can)
+    console = _console()
+    console.print(table)
+    for can, names in why.items():
+        console.print(f"{', '.join(names)}: {can}")
     return 0
 
 

@@ -1073,8 +1073,10 @@ class ParamField:
 
 def bias_bits(bias: np.ndarray) -> int:
     """Signed width that holds every value of ``bias`` (at least 2)."""
-    return max(2, *(int(b).bit_length() + 1 if b >= 0 else (-int(b) - 1).bit_length() + 1
-                    for b in np.asarray(bias).reshape(-1)))
+    values = np.asarray(bias, dtype=np.int64).reshape(-1)
+    # b >= 0 needs bit_length(b) + 1 bits, b < 0 needs bit_length(-b - 1) + 1 (= ~b)
+    magnitude = np.where(values >= 0, values, ~values)
+    return max(2, int(magnitude.max(initial=0)).bit_length() + 1)
 
 
 def param_fields(layer: LayerParams) -> tuple[ParamField, ...]:

@@ -71,9 +71,9 @@ def test_board_devices_come_from_the_catalog():
         assert resolve_board(name.upper()) == (board.device, board.clock_hz)
     with pytest.raises(ValueError, match=r"^unknown board 'ulx3s85'; did you mean ulx3s-85f"):
         find_board("ulx3s85")
-    with pytest.raises(ValueError, match="no UART in amaranth-boards"):
+    with pytest.raises(ValueError, match="amaranth-boards gives it no UART"):
         BoardTop(random_image(0, (4, 3)), "orangecrab")
-    with pytest.raises(ValueError, match="no amaranth-boards platform"):
+    with pytest.raises(ValueError, match="not in amaranth-boards"):
         BoardTop(random_image(0, (4, 3)), "colorlight-i5")
 
 
