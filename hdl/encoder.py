@@ -4,9 +4,10 @@ The host sends a sample's 8-bit intensities once; the encoder draws every step's
 LFSR seeded from the image, bit for bit as `sim.encode.rate_lfsr` (the specification).
 """
 
+import functools
 import operator
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -19,10 +20,22 @@ __all__ = ["RateEncoder", "lfsr_advance"]
 
 
 def lfsr_advance(state, steps: int):
-    """`state` advanced `steps` steps of the 16-bit Galois LFSR, as one combinational network."""
-    for _ in range(steps):
-        state = (state >> 1) ^ (state[0].replicate(16) & LFSR_TAPS)
-    return state
+    """`state` advanced `steps` steps of the 16-bit Galois LFSR, as one combinational network.
+
+    The LFSR is linear over GF(2), so each bit of the result is the XOR of a fixed set of
+    `state`'s bits (found by advancing each basis vector in Python): a flat network, where
+    unrolling the steps as expressions would nest each step's operand twice (2^steps terms)."""
+    def advance(value: int) -> int:
+        for _ in range(steps):
+            value = (value >> 1) ^ (LFSR_TAPS if value & 1 else 0)
+        return value
+
+    images = [advance(1 << j) for j in range(16)]
+    out = []
+    for i in range(16):
+        terms = [state[j] for j in range(16) if images[j] >> i & 1]
+        out.append(functools.reduce(operator.xor, terms) if terms else Const(0, 1))
+    return Cat(*out)
 
 
 class RateEncoder(wiring.Component):

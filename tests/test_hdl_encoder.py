@@ -66,7 +66,8 @@ def test_gateware_encodes_as_rate_lfsr(n, steps, seed, samples, data):
                                                      max_size=n),
                                             min_size=samples, max_size=samples)),
                          dtype=np.uint8)
-    stall = data.draw(st.lists(st.booleans(), min_size=1, max_size=7))
+    # stall pattern of `o` (True: not ready), with a ready cycle in every period
+    stall = [*data.draw(st.lists(st.booleans(), max_size=6)), False]
     dut = RateEncoder(n_inputs=n, seed=seed)
     expected = rate_lfsr(intensity, steps, seed=seed)
     got = np.zeros_like(expected)
