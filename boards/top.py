@@ -22,6 +22,7 @@ while the board's reset button, if any, is pressed), released synchronously to `
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -139,27 +140,47 @@ def plan_clock(board: Board | str, clock_hz: float | None = None) -> PllConfig:
     return ice40_pll(board.clock_hz, target, board.pll)
 
 
-def _default_soc(image, clk_freq: float):
+def _default_soc(image, clk_freq: float, baud: float = 115200):
     from ..hdl.soc import SpikeSoC
 
-    return SpikeSoC(image, clk_freq=clk_freq)
+    return SpikeSoC(image, clk_freq=clk_freq, baud=baud)
+
+
+def check_baud(board: Board | str, baud: float | None = None,
+               clock_hz: float | None = None) -> int:
+    """The UART rate the SoC on `board` talks at (default the catalog's `baud`), checked: the
+    divider at the fabric clock must give it within 2 % (ValueError in one line otherwise)."""
+    from ..hdl.uart import uart_divisor
+
+    board = find_board(board) if isinstance(board, str) else board
+    rate = board.baud if baud is None else baud
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not rate > 0:
+        raise ValueError(f"baud rate must be a positive number, not {rate!r}")
+    clock = float(clock_hz) if clock_hz is not None else board.fabric_hz
+    try:
+        uart_divisor(clock, rate)
+    except ValueError as exc:
+        raise ValueError(f"board {board.name!r}: {exc}") from None
+    return int(rate)
 
 
 class BoardTop(Elaboratable):
     """An image's SoC on a board: `platform.build(BoardTop(image, "icebreaker"))`.
 
     `soc(image, clk_freq)` builds the SoC component (ports `uart_rx` In(1), `uart_tx` Out(1),
-    `leds` Out(4), clocked by `sync`); the default is `hdl.soc.SpikeSoC`.
+    `leds` Out(4), clocked by `sync`); the default is `hdl.soc.SpikeSoC` talking at `baud`
+    (default the board's catalog rate, checked by :func:`check_baud`).
     """
 
     def __init__(self, image, board: Board | str, *, clock_hz: float | None = None,
-                 soc: Callable | None = None):
+                 soc: Callable | None = None, baud: float | None = None):
         self._board = find_board(board) if isinstance(board, str) else board
         if not self._board.buildable:
             raise ValueError(self._board.why_not_buildable)
         self._image = image
         self._clock = plan_clock(self._board, clock_hz)
-        self._soc_factory = soc or _default_soc
+        self._baud = check_baud(self._board, baud, self._clock.f_out)
+        self._soc_factory = soc or functools.partial(_default_soc, baud=self._baud)
 
     @property
     def board(self) -> Board:
@@ -172,6 +193,10 @@ class BoardTop(Elaboratable):
     @property
     def clk_freq(self) -> float:
         return self._clock.f_out
+
+    @property
+    def baud(self) -> int:
+        return self._baud
 
     def elaborate(self, platform):
         m = Module()
