@@ -498,11 +498,12 @@ class Board:
 
     def run(self, spikes: np.ndarray | None = None, *, modulators: np.ndarray | None = None,
             progress=None, clear: bool = True, intensities: np.ndarray | None = None,
-            steps: int | None = None) -> BoardResult:
+            steps: int | None = None, status_every: int | None = None) -> BoardResult:
         """Run spike trains (uint8 [batch, time, n_inputs] or [time, n_inputs]): per sample
         CLEAR, then per step the input events (AER or a bitmap, whichever is shorter on the
-        wire) and STEP, and STATUS every :func:`status_interval` steps and at the sample's end.
-        Raises BoardError when the array lost an event.
+        wire) and STEP, and STATUS every ``status_every`` steps (default
+        :func:`status_interval`; 1 with on-chip learning) and at the sample's end. Raises
+        BoardError when the array lost an event.
 
         For an image that encodes on chip (``meta["encoder"]``, ``spikeforge compile --encoder
         rate``) give ``intensities`` (uint8 [batch, n_inputs] or [n_inputs]) and ``steps``
@@ -547,7 +548,10 @@ class Board:
                       for k in ("input_events", "events_out", "busy_cycles", "integrate_cycles")}
         overflow = np.zeros(batch, dtype=bool)
         link_bytes = np.zeros(batch, dtype=np.int64)
-        every = status_interval(image) if not image.learning else 1
+        if status_every is not None and (isinstance(status_every, bool) or not isinstance(
+                status_every, int) or status_every < 1):
+            raise ValueError(f"status_every must be a positive integer, not {status_every!r}")
+        every = status_every or (status_interval(image) if not image.learning else 1)
         start = time.monotonic()
         link = _LinkCounters(self._request("STATUS", self.client.status))
         retried = self.client.retried
