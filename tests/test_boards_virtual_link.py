@@ -80,3 +80,23 @@ def test_virtual_board_without_encoder_refuses_intensities():
         board.image = with_rate_encoder(plain, seed=3)  # the host believes it encodes
         with pytest.raises(BoardError, match=r"has no on-chip rate encoder"):
             board.run(intensities=np.zeros((1, 20), np.uint8), steps=2)
+
+
+def test_cli_refuses_a_bad_baud_and_intensities_without_encoder(tmp_path, capsys):
+    from spikeforge.cli import main
+
+    image = random_image(0, (4, 3))
+    image = spikeforge.Image(image.n_inputs, image.layers,
+                             HwConfig("iCE40UP5K", image.config.cores, board="icebreaker"))
+    image.save(tmp_path / "net.sfi")
+    np.savez(tmp_path / "pix.npz", intensities=np.zeros((1, 4), np.uint8))
+    for argv, needle in (
+            (["build", tmp_path / "net.sfi", "--board", "icebreaker", "--baud", "4000000",
+              "-o", tmp_path / "build"], "4000000 baud from a 18000000.0 Hz clock is off by"),
+            (["simulate", tmp_path / "net.sfi", "--input", tmp_path / "pix.npz", "--steps", "3",
+              "-o", tmp_path / "out.npz"], "intensities need an image that encodes on chip")):
+        assert main([str(a) for a in argv]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "build" / "top.bin").exists()
+    assert not (tmp_path / "out.npz").exists()
