@@ -16,6 +16,7 @@ image encodes on chip: intensities once per sample, STEP_ENCODED per step).
 Networks: digits (64-128-10, random 8-bit weights, sklearn digits), and 784-128-10 (random
 4-bit weights) on the digits upsampled to 28 x 28 and on Bernoulli 10 % activity. One JSON
 line per (network, inputs, mode, baud). Run: .venv/bin/python bench/link_throughput.py
+[--baud RATE --clock MHZ] (a rate the divider cannot make at that clock is refused).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from spikeforge import protocol
 from spikeforge.boards.build import step_cycles
 from spikeforge.boards.catalog import find_board
 from spikeforge.boards.runtime import status_interval
+from spikeforge.boards.top import check_baud
 from spikeforge.compiler.mapper import FitError, map_network
 from spikeforge.image import Image
 from spikeforge.protocol import Command, Status
@@ -91,8 +93,7 @@ def link_cycles(image: Image, spikes: np.ndarray, mode: str) -> float:
 
 
 def measure(name: str, inputs: str, image: Image, intensity: np.ndarray, steps: int,
-            board: str, baud: int) -> list[dict]:
-    fabric = find_board(board).fabric_hz
+            board: str, baud: int, fabric: float) -> list[dict]:
     coded = with_rate_encoder(image, seed=1)
     spikes = rate_lfsr(intensity, steps, seed=1)  # the same trains in every mode
     result = golden.run(coded, spikes)
@@ -135,11 +136,15 @@ def main() -> None:
     parser.add_argument("--board", default="icebreaker")
     parser.add_argument("--baud", type=int, default=None,
                         help="UART rate (default: the board's catalog rate)")
+    parser.add_argument("--clock", type=float, default=None,
+                        help="fabric clock in MHz (default: the board's catalog clock)")
     parser.add_argument("--steps", type=int, default=20, help="timesteps (default %(default)s)")
     parser.add_argument("--batch", type=int, default=32, help="samples (default %(default)s)")
     args = parser.parse_args()
     board = find_board(args.board)
     baud = args.baud or board.baud
+    fabric = args.clock * 1e6 if args.clock else board.fabric_hz
+    check_baud(board, baud, fabric)
 
     from sklearn.datasets import load_digits
 
@@ -150,7 +155,7 @@ def main() -> None:
     layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
     image, mapped = map_for(layers, 64, board.device)
     for row in measure(f"digits 64-128-10 ({mapped})", "sklearn digits", image, digits8,
-                       args.steps, board.name, baud):
+                       args.steps, board.name, baud, fabric):
         print(json.dumps(row), flush=True)
 
     layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
@@ -161,7 +166,7 @@ def main() -> None:
     for inputs, intensity in (("digits upsampled to 28x28", digits28),
                               ("uniform intensities, 10% activity", bernoulli)):
         for row in measure(f"784-128-10 ({mapped})", inputs, image, intensity, args.steps,
-                           board.name, baud):
+                           board.name, baud, fabric):
             print(json.dumps(row), flush=True)
 
 
