@@ -518,6 +518,13 @@ class RequestExecutor(wiring.Component):
     stay in a buffer until the next STEP). HELLO starts a session: it forgets the last request
     and, when a PUSH left a step open, ends that step with a ``clear`` of the array.
 
+    Input events come from a PUSH/STEP payload (u16 each, one per 2 buffer reads), from a
+    PUSH_BITMAP/STEP_BITMAP bitmap (3 cycles per byte plus one per event: the lowest set bit
+    of the byte goes first), or, with ``encoder_seed``, from a :class:`RateEncoder` (built
+    here): INTENSITY writes its memory (2 cycles a byte), STEP_ENCODED forwards one step of its
+    events and its ``eos`` (``n_inputs + 2`` cycles, more under backpressure), and CLEAR
+    restarts its LFSR at the seed.
+
     Members
     -------
     i : In(stream.Signature(RequestHead))
@@ -897,7 +904,9 @@ class HostLink(wiring.Component):
     has checked. A partial frame followed by ``timeout_bytes`` byte times of silence is dropped.
     Requests are stop-and-wait: bytes that arrive while the link executes or answers are
     dropped and counted (``overruns``). Memory requests out of a memory's range are refused
-    (ARG), as are memory requests while a PUSH holds a step open (BUSY).
+    (ARG), as are memory requests while a PUSH holds a step open (BUSY). Steps' input events
+    come as AER, as bitmaps, or (an image with ``meta.encoder``) from the on-chip rate encoder;
+    HELLO reports which (its feature byte) and ``clock_hz``, the fabric clock.
 
     Ports
     -----
