@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import spikeforge
+from spikeforge import protocol
 from spikeforge.boards.catalog import find_board
 from spikeforge.boards.runtime import Board, BoardError, default_baud
 from spikeforge.boards.top import check_baud
@@ -15,6 +16,7 @@ from spikeforge.boards.virtual import VirtualBoard, VirtualBoardError
 from spikeforge.hdl.rtl import available_simulators
 from spikeforge.hdl.soc import SpikeSoC
 from spikeforge.image import HwConfig
+from spikeforge.protocol import Command
 from spikeforge.sim.encode import with_rate_encoder
 
 from .strategies import random_image
@@ -65,7 +67,19 @@ def test_virtual_board_bitmap_and_encoder_match_golden():
         assert np.array_equal(got.spikes, want.spikes)
         assert np.array_equal(got.sops, want.sops)
         assert (got.link_bytes > 0).all() and (got.compute_seconds > 0).all()
-    assert coded_run.link_bytes.sum() < spikes_run.link_bytes.sum()
+    # the encoded samples' bytes on the line, written out from the protocol: CLEAR, one
+    # INTENSITY, six STEP_ENCODED with their output events, one STATUS (status_interval >= 6)
+    def exchange(command, payload=b"", answer=b""):
+        return len(protocol.encode_request(0, command, payload)) + len(
+            protocol.encode_response(0, command, 0, answer))
+
+    for b in range(2):
+        want = (exchange(Command.CLEAR)
+                + exchange(Command.INTENSITY, protocol.intensity_payload(0, pixels[b].tolist()))
+                + sum(exchange(Command.STEP_ENCODED, answer=protocol.push_payload(
+                    np.flatnonzero(row).tolist())) for row in coded_run.spikes[b])
+                + exchange(Command.STATUS, answer=bytes(protocol.status_length(2))))
+        assert coded_run.link_bytes[b] == want
     assert not status.device.link_error and status.retries == 0
 
 
