@@ -9,9 +9,16 @@ sum(sops) / sum(sops_l / L_l) (the layers integrating one after another). `ratio
 bound. The RTL's outputs are checked against the golden model (`bit_exact`).
 
 Cases: (a) digits-like 64-128-10 (8-bit random weights, or `--image NET.sfi`, e.g. the trained
-digits image) on real digits rate-coded; (b) 784-128-10, random 4-bit weights, 10% input
-activity, mapped for the LFE5U-85F unless `--device` says otherwise (its weights do not fit
-the UP5K's block RAM). Run: .venv/bin/python bench/core_throughput.py [--image digits.sfi]
+digits image) on real digits rate-coded; (b) 784-128-10, random 4-bit weights (or
+`--mnist-image NET.sfi`, a compiled 784-input image), 10% input activity, mapped for the
+iCE40UP5K unless `--device` says otherwise (its hidden layer's weights go to SPRAM; the
+testbench writes them through the memory port first).
+
+For every case the JSON also gives `ratio_16` (measured SOP/cycle over the 16 SOP/cycle a core
+reads from 64-bit SPRAM or block RAM words at 4 bits) and, with `--fmax MHZ` (a build's Fmax,
+e.g. `spikeforge build --json`'s `fmax_hz`) or `--report build/.../report.json`,
+`ms_per_sample_T20`: 20 timesteps of the measured cycles per timestep at that clock.
+Run: .venv/bin/python bench/core_throughput.py [--image digits.sfi] [--fmax 20.1]
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from spikeforge.compiler.mapper import map_network
+from spikeforge.compiler.mapper import map_network, spram_cores
 from spikeforge.hdl.rtl import run_rtl
 from spikeforge.image import Image, LayerParams, load_image
 from spikeforge.sim import golden
@@ -53,7 +60,11 @@ def digits_spikes(steps: int, batch: int) -> np.ndarray:
     return data.test_spikes[:batch]
 
 
-def measure(name: str, image: Image, spikes: np.ndarray, simulator: str | None) -> dict:
+MEMORY_BOUND_SOP = 16  # 64-bit weight words of 4-bit weights: the UP5K's four SPRAMs
+
+
+def measure(name: str, image: Image, spikes: np.ndarray, simulator: str | None,
+            fmax_hz: float | None = None) -> dict:
     got = run_rtl(image, spikes, simulator=simulator, idle=0.0, stall=0.0)
     want = golden.run(image, spikes)
     exact = bool(np.array_equal(got.spikes, want.spikes) and all(
@@ -66,13 +77,19 @@ def measure(name: str, image: Image, spikes: np.ndarray, simulator: str | None) 
     bound = float(sops.sum() / ideal_cycles) if ideal_cycles else 0.0
     sop_per_cycle = float(sops.sum() / integrate) if integrate else 0.0
     steps = spikes.shape[1]
+    cycles_per_step = float(got.cycles.mean()) / steps
+    timing = {} if fmax_hz is None else {
+        "fmax_mhz": round(fmax_hz / 1e6, 2),
+        "ms_per_sample_T20": round(20 * cycles_per_step / fmax_hz * 1e3, 3)}
     return {
         "network": name,
         "simulator": got.simulator,
         "sop_per_cycle": round(sop_per_cycle, 3),
         "bound_sop_per_cycle": round(bound, 3),
         "ratio": round(sop_per_cycle / bound, 3) if bound else None,
-        "cycles_per_timestep": round(float(got.cycles.mean()) / steps, 1),
+        "ratio_16": round(sop_per_cycle / MEMORY_BOUND_SOP, 3),
+        "cycles_per_timestep": round(cycles_per_step, 1),
+        **timing,
         "integrate_cycles_per_timestep": round(integrate / got.cycles.size / steps, 1),
         "layers": [{"name": layer.name, "n_in": layer.n_in, "n_out": layer.n_out,
                     "weight_bits": layer.weight_bits, "lanes": lane,
@@ -83,6 +100,7 @@ def measure(name: str, image: Image, spikes: np.ndarray, simulator: str | None) 
         "input_activity": round(float(spikes.mean()), 3),
         "steps": steps, "batch": int(spikes.shape[0]),
         "device": image.config.device,
+        "spram_cores": sorted(spram_cores(image.layers, image.config)),
         "bit_exact": exact,
     }
 
@@ -91,15 +109,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", help="a compiled 64-input image (e.g. the trained digits "
                                         "network) instead of random 8-bit weights")
-    parser.add_argument("--device", default=None,
-                        help="device the mapper targets (default: iCE40UP5K for the digits "
-                             "network; LFE5U-85F for 784-128-10, whose 400 kbit of weights "
-                             "exceed the UP5K's block RAM)")
+    parser.add_argument("--mnist-image", help="a compiled 784-input image instead of the "
+                                              "random 784-128-10")
+    parser.add_argument("--device", default="iCE40UP5K",
+                        help="device the mapper targets (default %(default)s; the 784-128-10 "
+                             "network's weights go to its SPRAM)")
+    clock = parser.add_mutually_exclusive_group()
+    clock.add_argument("--fmax", type=float, help="clock in MHz for ms_per_sample_T20")
+    clock.add_argument("--report", help="a build's report.json: its Fmax")
     parser.add_argument("--steps", type=int, default=16, help="timesteps (default %(default)s)")
     parser.add_argument("--batch", type=int, default=2, help="samples (default %(default)s)")
     parser.add_argument("--simulator", choices=("verilator", "icarus"), default=None)
     parser.add_argument("--only", choices=("digits", "mnist"), default=None)
     args = parser.parse_args()
+    fmax_hz = args.fmax * 1e6 if args.fmax else None
+    if args.report:
+        with open(args.report) as f:
+            report = json.load(f)
+        fmax_hz = float(report.get("fmax_hz") or report["fmax_mhz"] * 1e6)
 
     if args.only in (None, "digits"):
         if args.image:
@@ -108,18 +135,22 @@ def main() -> None:
             name = f"{args.image} ({'-'.join(map(str, shape))})"
         else:
             layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
-            image = Image(64, layers, map_network(layers, 64,
-                                                  device=args.device or "iCE40UP5K"))
+            image = Image(64, layers, map_network(layers, 64, device=args.device))
             name = "digits-like 64-128-10, random 8-bit weights"
         spikes = digits_spikes(args.steps, args.batch)
-        print(json.dumps(measure(name, image, spikes, args.simulator)), flush=True)
+        print(json.dumps(measure(name, image, spikes, args.simulator, fmax_hz)), flush=True)
     if args.only in (None, "mnist"):
-        layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
-        image = Image(784, layers, map_network(layers, 784, device=args.device or "LFE5U-85F"))
+        if args.mnist_image:
+            image = load_image(args.mnist_image)
+            shape = [image.n_inputs] + [layer.n_out for layer in image.layers]
+            name = f"{args.mnist_image} ({'-'.join(map(str, shape))}), 10% input activity"
+        else:
+            layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
+            image = Image(784, layers, map_network(layers, 784, device=args.device))
+            name = "784-128-10, random 4-bit weights, 10% input activity"
         rng = np.random.default_rng(3)
-        spikes = (rng.random((args.batch, args.steps, 784)) < 0.1).astype(np.uint8)
-        print(json.dumps(measure("784-128-10, random 4-bit weights, 10% input activity", image,
-                                 spikes, args.simulator)), flush=True)
+        spikes = (rng.random((args.batch, args.steps, image.n_inputs)) < 0.1).astype(np.uint8)
+        print(json.dumps(measure(name, image, spikes, args.simulator, fmax_hz)), flush=True)
 
 
 if __name__ == "__main__":

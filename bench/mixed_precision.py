@@ -2,14 +2,17 @@
 
 For each network (the demo's 64-128-10 and a deeper 64-256-128-10), trained briefly with
 snnTorch, and each budget (percent of the uniform 8-bit weight memory), prints one JSON line:
-the bits per layer weight_bits="auto" chose, the size, float (snnTorch) and golden accuracy on
-the held-out split, and the uniform width at the nearest equal or larger size with its golden
-accuracy. Then, for uniform widths b (--equal-bits), mixed at exactly the b-bit size against
-uniform b. A last line per network says whether the figures hold: at 42 % golden within 1 point
-of float, at 30 % within 3, mixed never below uniform at equal size (and, reported beside it, at
-the nearest equal or larger size).
+the bits per layer weight_bits="auto" chose (and the candidates it compared on the labelled
+calibration data), the size, float (snnTorch) and golden accuracy on the held-out split, and the
+uniform width at the nearest equal or larger size with its golden accuracy. With --qat-epochs
+(default 5), the same allocation and the same uniform width are also fine-tuned with
+spikeforge.qat on the training split and compiled again (qat_* keys: the tuned model's float
+and golden accuracy). Then, for uniform widths b (--equal-bits), mixed at exactly the b-bit size
+against uniform b, with and without QAT. A last line per network says whether the figures hold:
+at 42 % golden within 1 point of float, at 30 % within 3, mixed never below uniform at equal
+size (and, beside it, at the nearest equal or larger size), each with and without QAT.
 
-Run: .venv/bin/python bench/mixed_precision.py   (about a minute per network on one core)
+Run: .venv/bin/python bench/mixed_precision.py   (about 5 minutes per network on one core)
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def build(hidden: tuple[int, ...], seed: int = 0):
     return nn.Sequential(*mods)
 
 
+def float_accuracy(model, data) -> float:
+    return float((D.predict(D.forward(model, data.test_spikes)) == data.test_labels).mean())
+
+
 def golden_accuracy(image, data) -> float:
     return float((D.predict(golden.run(image, data.test_spikes).spikes)
                   == data.test_labels).mean())
@@ -60,64 +67,91 @@ def run(name: str, args, data) -> list[dict]:
     model = build(NETWORKS[name], seed=args.seed)
     D.train(model, data, epochs=args.epochs, seed=args.seed)
     train_s = time.perf_counter() - start
-    float_acc = float((D.predict(D.forward(model, data.test_spikes)) == data.test_labels).mean())
+    float_acc = float_accuracy(model, data)
     n_weights = weights_of(model)
-    calib = data.train_spikes[:args.calibration]
-    labels = data.train_labels[:args.calibration]
-    uniform_cache: dict[int, float] = {}
+    calib, labels = args.calib
+    cache: dict = {}
+
+    def tuned(bits) -> tuple[float, float]:
+        """(float, golden) held-out accuracy after QAT at `bits` (an int or bits per layer)."""
+        key = ("qat", str(bits))
+        if key not in cache:
+            widths = bits if isinstance(bits, int) else dict(enumerate(bits))
+            qmodel = spikeforge.qat(model, data.train_spikes, data.train_labels,
+                                    weight_bits=widths, epochs=args.qat_epochs, lr=args.qat_lr,
+                                    seed=args.seed)
+            image = spikeforge.compile(qmodel, weight_bits=qmodel.spikeforge_qat["weight_bits"],
+                                       device=DEVICE, calibration=calib)
+            cache[key] = (float_accuracy(qmodel, data), golden_accuracy(image, data))
+        return cache[key]
 
     def uniform(bits: int) -> float:
-        if bits not in uniform_cache:
+        if bits not in cache:
             image = spikeforge.compile(model, weight_bits=bits, device=DEVICE,
                                        calibration=calib)
-            uniform_cache[bits] = golden_accuracy(image, data)
-        return uniform_cache[bits]
+            cache[bits] = golden_accuracy(image, data)
+        return cache[bits]
+
+    def mixed(budget) -> tuple[dict, float]:
+        image = spikeforge.compile(model, weight_bits="auto", device=DEVICE, calibration=calib,
+                                   labels=labels, budget=budget)
+        return image.meta["mixed_precision"], golden_accuracy(image, data)
+
+    def with_qat(row: dict, bits, u_bits: int) -> None:
+        if args.qat_epochs:
+            qf, qg = tuned(bits)
+            row.update({"qat_float_accuracy": qf, "qat_golden_accuracy": qg,
+                        "qat_drop_points": round(100 * (float_acc - qg), 2),
+                        "uniform_qat_golden_accuracy": tuned(u_bits)[1]})
 
     rows = []
     for percent in args.budgets:
         start = time.perf_counter()
-        image = spikeforge.compile(model, weight_bits="auto", device=DEVICE, calibration=calib,
-                                   labels=labels, budget=percent / 100)
-        plan = image.meta["mixed_precision"]
+        plan, gold = mixed(percent / 100)
+        bits = [layer["bits"] for layer in plan["layers"]]
         size = plan["size_bits"]
-        gold = golden_accuracy(image, data)
         u_bits = min(8, math.ceil(size / n_weights))
         row = {
-            "network": name, "budget_percent": percent,
-            "bits": [layer["bits"] for layer in plan["layers"]],
+            "network": name, "budget_percent": percent, "bits": bits,
             "traces": [round(layer["trace"], 4) for layer in plan["layers"]],
             "size_bits": size, "size_percent": round(100 * size / (8 * n_weights), 2),
             "float_accuracy": float_acc, "golden_accuracy": gold,
             "drop_points": round(100 * (float_acc - gold), 2),
             "uniform_bits": u_bits, "uniform_size_bits": u_bits * n_weights,
             "uniform_golden_accuracy": uniform(u_bits),
-            "compile_s": round(time.perf_counter() - start, 2), "train_s": round(train_s, 1),
+            "candidates": [[c["bits"], c["calibration_accuracy"]] for c in plan["candidates"]],
         }
+        with_qat(row, bits, u_bits)
+        row.update({"s": round(time.perf_counter() - start, 1), "train_s": round(train_s, 1)})
         rows.append(row)
         print(json.dumps(row), flush=True)
     # Equal size: mixed at exactly the uniform b-bit size, for each b of --equal-bits.
     equal = []
-    for bits in args.equal_bits:
-        image = spikeforge.compile(model, weight_bits="auto", device=DEVICE, calibration=calib,
-                                   labels=labels, budget=bits * n_weights)
-        plan = image.meta["mixed_precision"]
-        row = {"network": name, "equal_size_to_uniform_bits": bits,
-               "bits": [layer["bits"] for layer in plan["layers"]],
-               "size_bits": plan["size_bits"], "uniform_size_bits": bits * n_weights,
-               "golden_accuracy": golden_accuracy(image, data),
-               "uniform_golden_accuracy": uniform(bits)}
+    for u_bits in args.equal_bits:
+        plan, gold = mixed(u_bits * n_weights)
+        bits = [layer["bits"] for layer in plan["layers"]]
+        row = {"network": name, "equal_size_to_uniform_bits": u_bits, "bits": bits,
+               "size_bits": plan["size_bits"], "uniform_size_bits": u_bits * n_weights,
+               "golden_accuracy": gold, "uniform_golden_accuracy": uniform(u_bits)}
+        with_qat(row, bits, u_bits)
         equal.append(row)
         print(json.dumps(row), flush=True)
     by = {row["budget_percent"]: row for row in rows}
-    verdict = {"network": name, "float_accuracy": float_acc,
-               "mixed_never_below_uniform_at_equal_size": all(
-                   r["golden_accuracy"] >= r["uniform_golden_accuracy"] for r in equal),
-               "mixed_never_below_uniform_at_equal_or_larger_size": all(
-                   r["golden_accuracy"] >= r["uniform_golden_accuracy"] for r in rows)}
-    if 42 in by:
-        verdict["at_42_within_1_point"] = by[42]["drop_points"] <= 1.0
-    if 30 in by:
-        verdict["at_30_within_3_points"] = by[30]["drop_points"] <= 3.0
+    at_equal = equal + [r for r in rows if r["size_bits"] == r["uniform_size_bits"]]
+    verdict = {"network": name, "float_accuracy": float_acc}
+    for tag, key, ukey in (("", "golden_accuracy", "uniform_golden_accuracy"),
+                           ("qat_", "qat_golden_accuracy", "uniform_qat_golden_accuracy")):
+        if tag and not args.qat_epochs:
+            continue
+        verdict[f"{tag}mixed_never_below_uniform_at_equal_size"] = all(
+            r[key] >= r[ukey] for r in at_equal)
+        verdict[f"{tag}mixed_never_below_uniform_at_equal_or_larger_size"] = all(
+            r[key] >= r[ukey] for r in rows + equal)
+        drop = f"{tag}drop_points" if tag else "drop_points"
+        if 42 in by:
+            verdict[f"{tag}at_42_within_1_point"] = by[42][drop] <= 1.0
+        if 30 in by:
+            verdict[f"{tag}at_30_within_3_points"] = by[30][drop] <= 3.0
     print(json.dumps(verdict), flush=True)
     return rows
 
@@ -133,11 +167,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--calibration", type=int, default=512,
                         help="training samples used as calibration data (with labels)")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="hold this many training samples back from training and QAT and "
+                             "calibrate on them instead (0: calibrate on training samples)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--qat-epochs", type=int, default=5,
+                        help="epochs of spikeforge.qat on the training split (0: no QAT rows)")
+    parser.add_argument("--qat-lr", type=float, default=1e-3)
     args = parser.parse_args()
     args.budgets = [int(b) for b in args.budgets.split(",")]
     args.equal_bits = [int(b) for b in args.equal_bits.split(",") if b]
     data = D.load_digits(seed=args.seed)
+    if args.validation:  # held back from training (and QAT): the calibration set
+        n = args.validation
+        args.calib = data.train_spikes[-n:], data.train_labels[-n:]
+        data = D.DigitsData(data.train_spikes[:-n], data.train_labels[:-n], data.test_spikes,
+                            data.test_labels)
+    else:
+        args.calib = (data.train_spikes[:args.calibration],
+                      data.train_labels[:args.calibration])
     for name in args.networks.split(","):
         if name not in NETWORKS:
             parser.error(f"network must be one of {', '.join(NETWORKS)}, not {name!r}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import protocol
+from ..compiler.mapper import spram_cores
 from ..image import Image, assemble_weights, load_image, param_words
 from ..protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
 
@@ -265,7 +266,10 @@ class Board:
     seconds the device may work on one request beyond the time its bytes take on the wire (a
     STEP of a large network); ``retries`` how often a
     lost or damaged request is sent again. ``image`` is what the board runs: needed for
-    :meth:`run` and :meth:`read_weights` until :meth:`load` gives one.
+    :meth:`run` and :meth:`read_weights` until :meth:`load` gives one. An ``image`` whose
+    weights the mapper placed in SPRAM (``compiler.mapper.spram_cores``; the bitstream cannot
+    initialise SPRAM) is loaded over the link at once (:meth:`load`, verified), except on a
+    virtual board whose simulated flash holds it (``flash=``).
     """
 
     def __init__(self, port: str, *, baud: int | None = None,
@@ -309,6 +313,10 @@ class Board:
                                      timeout_bytes=timeout_bytes, exec_time=timeout,
                                      retries=retries)
             self.info = self._hello()
+            if image is not None and virtual.get("flash", False) is False and \
+                    spram_cores(image.layers, image.config):
+                # SPRAM starts zeroed and no flash loader filled it: write the image
+                self.load(image)
         except BaseException:
             self.close()
             raise

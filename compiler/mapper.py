@@ -12,6 +12,8 @@ allows, then trims lanes to the fewest that keep the same number of lane groups 
 event): 10 neurons under an 8-lane budget get 5 lanes, not 8. When that does not fit the device,
 the budget of one layer at a time is halved: the layer whose halving brings the estimate
 closest to fitting (ties: the layer with the most lanes), until it fits or no layer can narrow.
+On a device with SPRAM that search runs first with block RAM alone, and only when no lane
+widths fit that way again with the weights allowed into SPRAM (placement below).
 
 Resource model, calibrated against yosys `synth_ice40` of the generated SoC (hdl/soc.py: host
 link + array) on the digits network at 8 and 4 bits and 2..16 lanes (within one block RAM and
@@ -27,8 +29,19 @@ about 3% of LUTs there). Per core:
 
 Each memory takes block RAMs in the data-port shape that needs fewest blocks
 (iCE40 EBR 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD 512x36, 1024x18, 2048x9, 4096x4,
-8192x2, 16384x1), at least one block. The gateware keeps every memory in block RAM: the UP5K's
-SPRAMs cannot be initialised by the bitstream and are not used yet.
+8192x2, 16384x1), at least one block.
+
+Memory placement (`spram_cores`). A device with SPRAM (the UP5K: four SB_SPRAM256KA of
+16K x 16) may hold cores' weight memories there instead. A weight memory of width W and depth D
+takes ceil(W / 16) SPRAMs side by side (the port bandwidth: one word of up to 64 bits, 16
+synapses at 4 bits, per cycle) times ceil(D / 16384) banks. The bitstream cannot initialise
+SPRAM, so a memory goes there only when block RAM runs out: while the block RAM estimate
+exceeds the device, the weight memory that frees the most block RAMs per SPRAM it takes (ties:
+the lower core index) moves to SPRAM, as long as SPRAMs are left. SPRAM is single-port, so only
+weights move (the state, accumulator and parameter memories read and write in the same cycle);
+a learning layer's weights cannot live there (its read-modify-write needs both ports), which
+`hdl.array.CoreArray` refuses by name. An image with SPRAM-placed weights loads them from flash
+at power-up or over the host link (docs/flash.md).
 
     LUTs = 1620 (host link, router) + per core
            (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
@@ -36,7 +49,9 @@ SPRAMs cannot be initialised by the bitstream and are not used yet.
            (LUT4s, within 3 % of yosys on the pipelined core), times 1.27 on iCE40: nextpnr's
            logic cells, the figure the device's capacity counts, were 1.27 LUT4s in the
            UP5K builds of the digits SoC (bench/fmax.py, lanes 2-2 and 2-5)
-    block RAM = the memories above + 2 (host link receive and response buffers)
+    block RAM = the memories above (less the weights placed in SPRAM)
+                + 2 (host link receive and response buffers)
+    SPRAM = the primitives of the weights placed there
     DSPs = one for the host link and one per "mul" core, while the device has them
 """
 
@@ -61,6 +76,7 @@ LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261
 # with a LUT (the pipeline's registers): 4205 / 3307 and 4300 / 3391 on the UP5K digits builds
 ICE40_CELLS_PER_LUT = 1.27
 BRAM_SOC = 2  # the host link's receive and response buffers
+SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
@@ -149,24 +165,32 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
         return HwConfig(device=dev.name, board=board, clock_hz=float(clock_hz),
                         cores=_tile(layers, max_neurons_per_core, None, bits))
 
-    config = mapping(budgets)
-    while True:
-        estimate = estimate_resources(layers, config)
-        if _badness(estimate) == 0:
-            return config
-        options = []
-        for index, layer in enumerate(layers):
-            if budgets[index] // 2 < layer.weight_bits:
-                continue
-            trial = list(budgets)
-            trial[index] //= 2
-            narrower = mapping(trial)
-            lanes_now = sum(c.lanes for c in config.cores_of(index))
-            options.append((_badness(estimate_resources(layers, narrower)), -lanes_now,
-                            index, trial, narrower))
-        if not options:
-            return _checked(layers, config)
-        _, _, _, budgets, config = min(options, key=lambda o: o[:3])
+    # Block RAM alone first (the bitstream initialises it, so the board runs without a
+    # loader); SPRAM only for a network that fits no other way.
+    first = budgets
+    cache: dict = {}
+    for spram in (False, True) if dev.spram else (True,):
+        budgets = first
+        config = mapping(budgets)
+        while True:
+            estimate = _estimate(layers, config, spram=spram, cache=cache)
+            if _badness(estimate) == 0:
+                return config
+            options = []
+            for index, layer in enumerate(layers):
+                if budgets[index] // 2 < layer.weight_bits:
+                    continue
+                trial = list(budgets)
+                trial[index] //= 2
+                narrower = mapping(trial)
+                lanes_now = sum(c.lanes for c in config.cores_of(index))
+                options.append((_badness(_estimate(layers, narrower, spram=spram,
+                                                   cache=cache)),
+                                -lanes_now, index, trial, narrower))
+            if not options:
+                break
+            _, _, _, budgets, config = min(options, key=lambda o: o[:3])
+    return _checked(layers, config)
 
 
 def _badness(estimate: dict[str, tuple[int, int]]) -> float:
@@ -180,7 +204,26 @@ def _checked(layers: list[LayerParams], config: HwConfig) -> HwConfig:
     if not over:
         return config
     detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())
+    detail += _spram_note(layers, config, estimate)
     raise FitError(f"the network does not fit {config.device}: {detail}", estimate, config)
+
+
+def _spram_note(layers: list[LayerParams], config: HwConfig,
+                estimate: dict[str, tuple[int, int]]) -> str:
+    """On a device with SPRAM and block RAM over: what the SPRAM holds and the largest weight
+    memory left in block RAM, with what it would take there."""
+    used, cap = estimate["spram"]
+    if not cap or estimate["bram"][0] <= estimate["bram"][1]:
+        return ""
+    placed = spram_cores(layers, config)
+    left = [(spram_primitives(*_weight_shape(layers[c.layer], c)), index, c)
+            for index, c in enumerate(config.cores) if index not in placed]
+    if not left:
+        return f" (SPRAM: {used} of {cap} in use)"
+    need, index, core = max(left, key=lambda item: (item[0], -item[1]))
+    width, depth = _weight_shape(layers[core.layer], core)
+    return (f" (SPRAM: {used} of {cap} in use; core {index}'s {width} x {depth} weight memory "
+            f"would take {need} more)")
 
 
 def _check_chain(layers: list[LayerParams], n_inputs: int) -> None:
@@ -254,19 +297,86 @@ def _memory_blocks(width: int, depth: int, shapes) -> int:
     return blocks_for(width, depth, shapes)
 
 
+def spram_primitives(width: int, depth: int) -> int:
+    """SB_SPRAM256KA primitives a width x depth single-port memory takes (hdl.spram.SpramMemory:
+    ceil(width / 16) side by side, ceil(depth / 16384) banks)."""
+    return -(-width // SPRAM_WIDTH) * -(-depth // SPRAM_DEPTH)
+
+
+def _weight_shape(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
+    return core.lanes * layer.weight_bits, layer.fan_in * core.groups
+
+
+def _block_ram(layers: list[LayerParams], config: HwConfig,
+               cache: dict | None = None) -> tuple[list[int], int]:
+    """Block RAMs of each core's weight memory, and of everything else (`cache` keeps the
+    parameter widths of a core's neurons between calls of one mapping search)."""
+    cache = {} if cache is None else cache
+    shapes = BRAM_SHAPES[resolve_device(config.device).family]
+    weights = []
+    other = BRAM_SOC if config.cores else 0
+    for core in config.cores:
+        layer = layers[core.layer]
+        weights.append(blocks_for(*_weight_shape(layer, core), shapes))
+        other += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
+        other += _memory_blocks(layer.v_bits + 1, core.neurons, shapes)
+        key = (core.layer, core.lo, core.hi)
+        if key not in cache:
+            cache[key] = _param_bits(layer, core)
+        other += _memory_blocks(cache[key], core.neurons, shapes)
+    for index, layer in enumerate(layers):
+        if layer.recurrent and config.cores_of(index):
+            other += _memory_blocks(17, layer.n_out + 2, shapes)
+    return weights, other
+
+
+def spram_cores(layers: list[LayerParams], config: HwConfig) -> frozenset[int]:
+    """Indices (into ``config.cores``) of the cores whose weight memory goes to SPRAM
+    (placement rule: module docstring). Empty on devices without SPRAM and whenever block RAM
+    suffices; ``hdl.array.CoreArray`` builds exactly this placement."""
+    return _place(layers, config, *_block_ram(layers, config))
+
+
+def _place(layers: list[LayerParams], config: HwConfig, weights: list[int],
+           other: int) -> frozenset[int]:
+    dev = resolve_device(config.device)
+    if not dev.spram or not config.cores:
+        return frozenset()
+    need = sum(weights) + other
+    left = dev.spram
+    placed = set()
+    cost = [spram_primitives(*_weight_shape(layers[core.layer], core))
+            for core in config.cores]
+    for index in sorted(range(len(config.cores)), key=lambda i: (-weights[i] / cost[i], i)):
+        if need <= dev.bram:
+            break
+        if cost[index] <= left:
+            placed.add(index)
+            left -= cost[index]
+            need -= weights[index]
+    return frozenset(placed)
+
+
 def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str, tuple[int, int]]:
     """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring)."""
+    return _estimate(layers, config, spram=True)
+
+
+def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
+              cache: dict | None = None) -> dict[str, tuple[int, int]]:
     dev = resolve_device(config.device)
-    shapes = BRAM_SHAPES[dev.family]
-    bram = BRAM_SOC if config.cores else 0
+    weights, bram = _block_ram(layers, config, cache)
+    placed = _place(layers, config, weights, bram) if spram else frozenset()
+    spram = 0
+    for index, core in enumerate(config.cores):
+        if index in placed:
+            spram += spram_primitives(*_weight_shape(layers[core.layer], core))
+        else:
+            bram += weights[index]
     luts = LUT_SOC if config.cores else 0
     dsp = 1 if config.cores and dev.dsp else 0
     for core in config.cores:
         layer = layers[core.layer]
-        bram += blocks_for(core.lanes * layer.weight_bits, layer.fan_in * core.groups, shapes)
-        bram += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
-        bram += _memory_blocks(layer.v_bits + 1, core.neurons, shapes)
-        bram += _memory_blocks(_param_bits(layer, core), core.neurons, shapes)
         luts += (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
                  + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
         if layer.decay_mode == "mul":
@@ -274,10 +384,47 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig) -> dict[str,
                 dsp += 1
             else:
                 luts += layer.v_bits * (layer.decay_frac + 1)
-    for index, layer in enumerate(layers):
-        if layer.recurrent and config.cores_of(index):
-            bram += _memory_blocks(17, layer.n_out + 2, shapes)
     if dev.family == "ice40":
         luts = math.ceil(luts * ICE40_CELLS_PER_LUT)
-    return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (0, dev.spram),
+    return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (spram, dev.spram),
             "dsp": (dsp, dev.dsp)}
+
+
+# -- capacity ------------------------------------------------------------------------------------
+def _fits(neurons: int, fan_in: int, weight_bits: int, device: str) -> bool:
+    layer = LayerParams("probe", np.zeros((neurons, fan_in), np.int32), bias=np.zeros(neurons),
+                        threshold=np.ones(neurons), weight_bits=weight_bits, v_bits=16,
+                        acc_bits=2, decay_mode="shift", decay_shift=np.full(neurons, 3))
+    try:
+        map_network([layer], fan_in, device=device)
+    except FitError:
+        return False
+    return True
+
+
+def _largest(fits, high: int) -> int:
+    lo, hi = 0, high
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def device_capacity(device: str) -> dict:
+    """What this mapper places on `device`, SPRAM included (``boards.catalog.board_capacities``
+    and ``spikeforge boards`` list it): neurons (one layer, fan-in 1, 8-bit) and synapses at 8
+    and 4 bits (one layer of up to 256 neurons with the largest fan-in that maps, so the weight
+    memory is what limits; on the UP5K its weights go to SPRAM once block RAM runs out)."""
+    dev = resolve_device(device)
+    neurons = _largest(lambda n: _fits(n, 1, 8, dev.name), 1 << 16)
+    width = min(neurons, 256)
+    synapses = {8: 0, 4: 0}
+    for bits in (8, 4) if width else ():
+        fan_in = _largest(lambda f, b=bits: _fits(width, f, b, dev.name), (1 << 16) - 1)
+        synapses[bits] = width * fan_in
+    return {"device": dev.name, "luts": dev.luts, "bram": dev.bram, "spram": dev.spram,
+            "dsp": dev.dsp, "neurons": neurons, "synapses_8bit": synapses[8],
+            "synapses_4bit": synapses[4]}

@@ -8,8 +8,12 @@
 3. The exact allocation under the budget (compiler/allocate.py); without a budget, the best
    allocation that the target device holds (tried from the largest down with the mapper).
 4. With labels: the curvature model is a second-order estimate, so the few best allocations it
-   allows (CANDIDATES, and the widest uniform width that is allowed) are run on the labelled
-   calibration data and the most accurate is kept (ties: the lower curvature cost).
+   allows (CANDIDATES) and the widest uniform width that is allowed are run through the golden
+   model on the labelled calibration data. The uniform width is the default; a mixed allocation
+   replaces it only when it is better on the same samples by more than chance: a paired sign
+   test, (wins - losses) > Z * sqrt(wins + losses) over the samples the two classify
+   differently (Z = SIGNIFICANCE_Z, one-sided 5 %). Among those that pass, the most accurate is
+   kept (ties: the lower curvature cost).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..sim import golden
 from .allocate import BITS, Allocation, allocate, budget_bits, costs_from, frontier
 from .ir import Network
-from .quantize import accuracy_report, quantize
+from .quantize import accuracy_report, plain_image, predictions, quantize
 from .scales import quantization_error
 from .sensitivity import check_labels, layer_traces
 
@@ -79,16 +84,20 @@ def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | No
     if not candidates:
         raise ValueError("the network does not fit the device even at 2 weight bits "
                          "per layer; compile with weight_bits=2 to see what is short")
-    choice, selection = candidates[0], "curvature"
+    choice, selection = min(candidates, key=lambda a: (a.cost, a.size_bits)), "curvature"
     scored = []
     if labels is not None and len(candidates) > 1:
+        correct = []
         for candidate in candidates:
             layers, _ = quantize(network, weight_bits=dict(enumerate(candidate.bits)),
                                  calibration=calibration, decay=decay, scales=scales, clip=clip)
-            acc = accuracy_report(network, layers, calibration, labels)["quant_accuracy"]
+            correct.append(_correct(network, layers, calibration, labels))
             scored.append({"bits": list(candidate.bits), "size_bits": candidate.size_bits,
-                           "cost": candidate.cost, "calibration_accuracy": acc})
-        best = max(range(len(candidates)), key=lambda k: (scored[k]["calibration_accuracy"], -k))
+                           "cost": candidate.cost,
+                           "calibration_accuracy": float(correct[-1].mean())})
+        best = select(correct)
+        for k, row in enumerate(scored):
+            row["selected"] = k == best
         choice, selection = candidates[best], "calibration accuracy"
     plan = {
         "budget_bits": budget_limit, "budget_fraction":
@@ -107,26 +116,54 @@ def plan_weight_bits(network: Network, weight_bits, calibration: np.ndarray | No
 
 
 CANDIDATES = 3  # best allocations by curvature cost compared on labelled calibration data
+SIGNIFICANCE_Z = 1.645  # one-sided 5 % sign test: a mixed allocation must beat uniform by this
+
+
+def _correct(network: Network, layers, calibration: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per calibration sample, whether the golden model classifies it right (bool [samples])."""
+    result = golden.run(plain_image(layers, network.n_inputs), calibration)
+    return predictions(result.spikes, result.values) == labels
+
+
+def select(correct: list[np.ndarray]) -> int:
+    """The candidate kept, from per-sample correctness on the labelled calibration data (bool
+    [samples] per candidate, cheapest curvature cost first, the uniform width last, as
+    `_candidates` orders them).
+
+    The last candidate (the uniform width) is the default. Another replaces it only when it
+    beats it on the same samples by more than chance: with `wins` the samples only it gets right
+    and `losses` those only the default gets right, wins - losses > SIGNIFICANCE_Z *
+    sqrt(wins + losses) (a paired sign test, one-sided 5 %). Of those, the most accurate is
+    kept; ties go to the lower curvature cost (the earlier one)."""
+    base = correct[-1]
+    passed = []
+    for k, c in enumerate(correct[:-1]):
+        wins = int(np.sum(c & ~base))
+        losses = int(np.sum(~c & base))
+        if wins - losses > SIGNIFICANCE_Z * np.sqrt(wins + losses):
+            passed.append(k)
+    if not passed:
+        return len(correct) - 1
+    return max(passed, key=lambda k: (int(correct[k].sum()), -k))
 
 
 def _candidates(costs, sizes, allowed) -> list[Allocation]:
-    """The CANDIDATES cheapest allowed allocations of the Pareto front (cheapest first), then
-    the widest allowed uniform width if it is not among them."""
+    """The CANDIDATES cheapest allowed allocations of the Pareto front (cheapest first) that are
+    not uniform, then the widest allowed uniform width (last, the default of `select`)."""
+    uniform = None
+    for b in sorted(BITS, reverse=True):
+        candidate = Allocation((b,) * len(sizes), b * sum(int(n) for n in sizes),
+                               sum(c[b] for c in costs))
+        if allowed(candidate):
+            uniform = candidate
+            break
     out: list[Allocation] = []
     for candidate in reversed(frontier(costs, sizes)):  # largest, cheapest first
         if len(out) == CANDIDATES:
             break
-        if allowed(candidate):
+        if allowed(candidate) and (uniform is None or candidate.bits != uniform.bits):
             out.append(candidate)
-    for b in sorted(BITS, reverse=True):
-        uniform = Allocation((b,) * len(sizes), b * sum(int(n) for n in sizes),
-                             sum(c[b] for c in costs))
-        if any(a.bits == uniform.bits for a in out):
-            break
-        if allowed(uniform):
-            out.append(uniform)
-            break
-    return out
+    return out if uniform is None else [*out, uniform]
 
 
 def precision_report(plan: dict | None, network: Network, layers, quant_report,

@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.devices import find_device
+from ..compiler.mapper import spram_cores
 from ..image import Image
 from ..protocol import COUNTER_BYTES
 from .core import LifCore, MemAccessSignature, param_layout
@@ -126,6 +127,15 @@ class CoreArray(wiring.Component):
             rule = image.learning_of(core.layer)
             if rule is not None:
                 width = max(width, core.lanes * (rule.trace_bits + 1), MOD_BITS)
+        # The mapper's placement: these cores' weights live in SPRAM (zeroed at power-up)
+        self._spram_cores = spram_cores(image.layers, image.config)
+        for index in sorted(self._spram_cores):
+            rule = image.learning_of(image.config.cores[index].layer)
+            if rule is not None:
+                layer = image.layers[rule.layer]
+                raise ValueError(f"layer {layer.name!r} learns, but the mapper placed core "
+                                 f"{index}'s weights in SPRAM (single-port): map it with "
+                                 f"fewer lanes or neurons so its weights fit block RAM")
         self._mem_data_width = width
         self._mem_addr_width = max(ADDR_BITS, (depth - 1).bit_length())
         n_layers = len(image.layers)
@@ -152,6 +162,12 @@ class CoreArray(wiring.Component):
     @property
     def image(self) -> Image:
         return self._image
+
+    @property
+    def spram_cores(self) -> frozenset[int]:
+        """Cores whose weights are in SPRAM (``compiler.mapper.spram_cores``): the bitstream
+        does not hold them, the host link or the flash loader writes them."""
+        return self._spram_cores
 
     @property
     def fifo_depth(self) -> int:
@@ -181,7 +197,8 @@ class CoreArray(wiring.Component):
         # ECP5 block RAM's unregistered read data takes ~6 ns: register it in the integration
         registered = find_device(image.config.device).family == "ecp5"
         for index in range(len(image.config.cores)):
-            core = LifCore.from_image(image, index, registered_reads=registered)
+            core = LifCore.from_image(image, index, registered_reads=registered,
+                                      spram_weights=index in self._spram_cores)
             top.submodules[f"core{index}"] = core
             m.d.comb += core.clear.eq(self.clear)
             cores.append(core)

@@ -239,6 +239,24 @@ class TB:
         self.dut.clear.value = 0
         await self.wait_for("idle", "clear")
 
+    async def load_spram(self) -> None:
+        """Write the weights of the cores the mapper placed in SPRAM through the memory port
+        (as the host link's WRITE_MEM or the flash loader does): SPRAM starts zeroed."""
+        from spikeforge.compiler.mapper import spram_cores
+        from spikeforge.hdl.core import MemSpace
+
+        writer = MemWriter(self.dut)
+        for index in sorted(spram_cores(self.image.layers, self.image.config)):
+            for addr, row in enumerate(self.image.weight_memory(index)):
+                writer.write(index, MemSpace.WEIGHTS.value, addr,
+                             int.from_bytes(row.tobytes(), "little"))
+        while not writer.done:
+            writer.drive()
+            await self.clock.settle()
+            writer.sample()
+            await self.clock.edge()
+        writer.drive()
+
     def modulator_writes(self, writer: MemWriter, mods: np.ndarray) -> None:
         """One step's modulators (int8 per neuron of the three-factor layer) to its cores."""
         from spikeforge.hdl.core import MemSpace
@@ -374,6 +392,7 @@ class TB:
         sink = StreamSink(self.dut, "o", self.rng, stall=self.stall)
         await self.clock.start()
         await self.wait_for("idle", "power-up")
+        await self.load_spram()
         for sample in range(batch):
             await self.clear()
             spikes, cycles = await self.stream(

@@ -3,6 +3,7 @@
 
 
 import operator
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
@@ -18,6 +19,7 @@ from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr
 from .neuron import NeuronUpdate
 from .skid import SkidBuffer
+from .spram import SpramMemory
 
 __all__ = ["LifCore", "MemSpace", "MemAccessSignature", "param_layout"]
 
@@ -80,8 +82,10 @@ class LifCore(wiring.Component):
 
     Memories (all with synchronous read ports, so they map to block RAM):
 
-    - weights: ``fan_in * groups`` words of ``lanes * weight_bits``; word ``row * groups + g``
-      holds the weights from input ``row`` to neurons ``g * lanes + p``, lane p at bits
+    - weights: ``fan_in * groups`` words of ``lanes * weight_bits`` (block RAM, or with
+      ``spram_weights`` the UP5K's single-port SPRAM, zeroed at power-up: the host or the
+      flash loader writes it); word ``row * groups + g`` holds the weights from input
+      ``row`` to neurons ``g * lanes + p``, lane p at bits
       ``[p * w, (p + 1) * w)`` (as ``Image.weight_memory``). A write port serves the host (and
       the learning unit); ``transparent_weights`` makes the read port transparent to it for
       read-modify-write.
@@ -128,7 +132,8 @@ class LifCore(wiring.Component):
 
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
                  transparent_weights: bool = False, learning: LearningConfig | None = None,
-                 core_index: int = 0, registered_reads: bool = False):
+                 core_index: int = 0, registered_reads: bool = False,
+                 spram_weights: bool = False):
         if not 0 <= config.lo < config.hi <= layer.n_out:
             raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
                              f"layer's {layer.n_out} neurons")
@@ -155,6 +160,10 @@ class LifCore(wiring.Component):
                     self._lanes * layer.acc_bits)
         self._learning = learning
         self._core_index = operator.index(core_index)
+        self._spram_weights = bool(spram_weights)
+        if self._spram_weights and learning is not None:
+            raise ValueError(f"layer {layer.name!r} learns: its weights cannot live in SPRAM "
+                             f"(single-port; the learning read-modify-write needs two ports)")
         if learning is not None:
             if layer.recurrent:
                 raise ValueError(f"layer {layer.name!r} is recurrent: it cannot learn")
@@ -202,6 +211,30 @@ class LifCore(wiring.Component):
         """Parameter fields held in the params memory (the others are constants)."""
         return tuple(self._stored)
 
+    @property
+    def spram_weights(self) -> bool:
+        """The weight memory is an :class:`~.spram.SpramMemory` (starts zeroed: load it)."""
+        return self._spram_weights
+
+    @staticmethod
+    def _spram_weight_ports(m: Module, width: int, depth: int):
+        """Write and read ports over one single-port SPRAM memory, with the members of a
+        ``Memory`` port the core drives (``addr``, ``data``, ``en``). A write cycle (only the
+        host writes, between steps) takes the port; every other cycle reads, one cycle
+        latency as a block RAM read port. The core never uses read data after a write cycle
+        before the next read (the primitive leaves it undefined)."""
+        m.submodules.weights = smem = SpramMemory(width=width, depth=depth)
+        w_wr = SimpleNamespace(addr=Signal(range(depth), name="w_waddr"),
+                               data=Signal(width, name="w_wdata"), en=Signal(name="w_we"))
+        w_rd = SimpleNamespace(addr=Signal(range(depth), name="w_raddr"), data=smem.r_data)
+        m.d.comb += [
+            smem.addr.eq(Mux(w_wr.en, w_wr.addr, w_rd.addr)),
+            smem.w_data.eq(w_wr.data),
+            smem.w_en.eq(w_wr.en.replicate(len(smem.w_en))),
+            smem.r_en.eq(~w_wr.en),
+        ]
+        return w_wr, w_rd
+
     def elaborate(self, platform):
         m = Module()
         layer, cfg = self._layer, self._config
@@ -211,10 +244,14 @@ class LifCore(wiring.Component):
 
         # -- memories ------------------------------------------------------------------------
         learn = self._learning
-        m.submodules.weights = wmem = Memory(
-            shape=unsigned(lanes * w_bits), depth=layer.fan_in * groups, init=self._weight_init)
-        w_wr = wmem.write_port(granularity=w_bits if learn is not None else None)
-        w_rd = wmem.read_port(transparent_for=(w_wr,) if self._transparent_weights else ())
+        if self._spram_weights:
+            w_wr, w_rd = self._spram_weight_ports(m, lanes * w_bits, layer.fan_in * groups)
+        else:
+            m.submodules.weights = wmem = Memory(
+                shape=unsigned(lanes * w_bits), depth=layer.fan_in * groups,
+                init=self._weight_init)
+            w_wr = wmem.write_port(granularity=w_bits if learn is not None else None)
+            w_rd = wmem.read_port(transparent_for=(w_wr,) if self._transparent_weights else ())
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
         m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[])
         a_wr = amem.write_port()

@@ -7,7 +7,7 @@ LFSR seeded from the image, bit for bit as `sim.encode.rate_lfsr` (the specifica
 import functools
 import operator
 
-from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth import C, Cat, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -16,26 +16,35 @@ from ..lfsr import LFSR_TAPS
 from ..sim.encode import RATE_LFSR_STRIDE
 from .event import SpikeEvent
 
-__all__ = ["RateEncoder", "lfsr_advance"]
+__all__ = ["RateEncoder", "lfsr_advance", "lfsr_advance_masks"]
+
+
+def lfsr_advance_masks(steps: int) -> list[int]:
+    """For each bit of the state `steps` steps on, the mask of today's bits it is the XOR of.
+
+    The Galois step ``s -> (s >> 1) ^ (s[0] ? taps : 0)`` is linear over GF(2), so any number of
+    steps is one 16x16 bit matrix; its rows are worked out here, in Python, once.
+    """
+    masks = [1 << i for i in range(16)]  # bit i of the state, as a function of today's bits
+    for _ in range(steps):
+        low = masks[0]
+        masks = [masks[i + 1] if i < 15 else 0 for i in range(16)]
+        masks = [m ^ low if (LFSR_TAPS >> i) & 1 else m for i, m in enumerate(masks)]
+    return masks
 
 
 def lfsr_advance(state, steps: int):
-    """`state` advanced `steps` steps of the 16-bit Galois LFSR, as one combinational network.
+    """`state` advanced `steps` steps of the 16-bit Galois LFSR, as one level of XORs.
 
-    The LFSR is linear over GF(2), so each bit of the result is the XOR of a fixed set of
-    `state`'s bits (found by advancing each basis vector in Python): a flat network, where
-    unrolling the steps as expressions would nest each step's operand twice (2^steps terms)."""
-    def advance(value: int) -> int:
-        for _ in range(steps):
-            value = (value >> 1) ^ (LFSR_TAPS if value & 1 else 0)
-        return value
-
-    images = [advance(1 << j) for j in range(16)]
-    out = []
-    for i in range(16):
-        terms = [state[j] for j in range(16) if images[j] >> i & 1]
-        out.append(functools.reduce(operator.xor, terms) if terms else Const(0, 1))
-    return Cat(*out)
+    Unrolling the steps as expressions would nest them `steps` deep and share subterms, which
+    Amaranth walks as a tree: exponential in `steps`. The bit matrix keeps each output bit a
+    flat XOR of at most 16 input bits.
+    """
+    bits = []
+    for mask in lfsr_advance_masks(steps):
+        terms = [state[j] for j in range(16) if (mask >> j) & 1]
+        bits.append(functools.reduce(operator.xor, terms) if terms else C(0, 1))
+    return Cat(*bits)
 
 
 class RateEncoder(wiring.Component):

@@ -6,6 +6,7 @@
     with spikeforge.Board("/dev/ttyUSB1") as board:  # Board("sim", image=image): virtual board
         board.load(image); result = board.run(spikes)
     figures = spikeforge.metrics(image, spikes, labels, engine="golden")  # NeuroBench's names
+    qmodel = spikeforge.qat(model, spikes, labels, weight_bits=3)  # quantisation-aware tuning
 """
 
 from .api import (  # noqa: A004
@@ -19,7 +20,8 @@ from .api import (  # noqa: A004
     simulate,
 )
 from .boards.runtime import Board, BoardError
+from .finetune import qat
 
 __version__ = "0.1.0"
 __all__ = ["Board", "BoardError", "Image", "build", "compile", "deploy", "flash", "load_image",
-           "metrics", "simulate", "__version__"]
+           "metrics", "qat", "simulate", "__version__"]

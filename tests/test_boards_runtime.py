@@ -20,6 +20,7 @@ import spikeforge
 from spikeforge import digits, protocol
 from spikeforge.boards.runtime import Board, BoardError
 from spikeforge.hdl.rtl import available_simulators
+from spikeforge.image import param_values
 from spikeforge.protocol import Command
 from spikeforge.sim import golden
 
@@ -113,10 +114,17 @@ def test_load_refuses_what_the_gateware_cannot_hold(board, image):
 
     with pytest.raises(BoardError, match=r"built for another network: .*inputs 64 \(image 6\)"):
         board.load(random_image(1, (6, 10, 3)))
-    # The digits gateware holds one threshold per layer as a constant: another one must not
-    # pass for loaded.
+    # A parameter field uniform over a layer is a constant of the gateware (hdl/core.py), not
+    # a stored field: an image that differs in it must not pass for loaded.
+    index, name = next((i, f) for i, layer in enumerate(image.layers)
+                       for f, values in param_values(layer).items()
+                       if f != "bias" and np.all(values == values[0]))
+    field = {"decay": "decay_shift" if image.layers[index].decay_mode == "shift"
+             else "decay_mul"}.get(name, name)
+    values = getattr(image.layers[index], field).copy()
+    values[0] = values[0] - 1 if values[0] > 0 else values[0] + 1
     layers = list(image.layers)
-    layers[1] = replace(layers[1], threshold=layers[1].threshold + 1)
+    layers[index] = replace(layers[index], **{field: values})
     other = spikeforge.Image(image.n_inputs, layers, image.config, dict(image.meta))
     with pytest.raises(BoardError, match="params word 0 reads back .* build it for this image"):
         board.load(other)

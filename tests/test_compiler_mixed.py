@@ -21,7 +21,7 @@ from spikeforge.compiler.allocate import BITS, allocate, budget_bits, costs_from
 from spikeforge.compiler.float_ref import run_float, simulate_float
 from spikeforge.compiler.frontend import load_network
 from spikeforge.compiler.ir import LifLayer, Network
-from spikeforge.compiler.mixed import plan_weight_bits
+from spikeforge.compiler.mixed import plan_weight_bits, select
 from spikeforge.compiler.quantize import accuracy_report, plain_image, quantize
 from spikeforge.compiler.scales import neuron_scales, quantization_error, weight_scales
 from spikeforge.compiler.sensitivity import (
@@ -338,6 +338,31 @@ def test_allocation_matches_brute_force(data, layers):
     assert all(a.size_bits < b.size_bits and a.cost > b.cost for a, b in zip(front, front[1:]))
 
 
+def test_select_keeps_uniform_unless_a_paired_sign_test_says_otherwise():
+    """Closed form of the rule: wins - losses > 1.645 * sqrt(wins + losses), else the last."""
+    def case(wins: int, losses: int, both: int = 50) -> np.ndarray:
+        # per sample [candidate, uniform] right or wrong
+        rows = [(1, 0)] * wins + [(0, 1)] * losses + [(1, 1)] * both
+        return np.array(rows, dtype=bool).T
+
+    cand, uni = case(4, 0)  # 4 > 1.645 * 2 = 3.29: significant
+    assert select([cand, uni]) == 0
+    cand, uni = case(3, 0)  # 3 > 1.645 * sqrt(3) = 2.85: significant
+    assert select([cand, uni]) == 0
+    cand, uni = case(2, 0)  # 2 < 1.645 * sqrt(2) = 2.33: chance
+    assert select([cand, uni]) == 1
+    cand, uni = case(12, 4)  # 8 > 1.645 * 4 = 6.58
+    assert select([cand, uni]) == 0
+    cand, uni = case(10, 4)  # 6 < 1.645 * sqrt(14) = 6.16
+    assert select([cand, uni]) == 1
+    # of two that pass, the more accurate; at equal accuracy the earlier (cheaper curvature)
+    a, base = case(12, 4)
+    b = a.copy()
+    b[np.flatnonzero(~a)[0]] = True
+    assert select([a, b, base]) == 1
+    assert select([a, a.copy(), base]) == 0
+
+
 def test_costs_weight_error_by_trace_per_weight():
     errors = [{b: 2.0 ** -b for b in BITS}, {b: 4.0 ** -b for b in BITS}]
     costs = costs_from([10.0, -3.0], errors, [5, 7])
@@ -379,15 +404,17 @@ def test_compile_auto_reports_every_layer():
         np.testing.assert_allclose(neuron_scales(image, index).max(), layer.scale)
     acc = plan["accuracy"]
     assert acc["float_accuracy"] == 1.0 and acc["samples"] == 64  # labels are its predictions
-    # the curvature's best candidates and the widest uniform width that fits, run on the labels
+    # the curvature's best candidates and the widest uniform width that fits (last), run on
+    # the labels; the uniform width stays unless another is better by more than chance
     assert plan["selected_by"] == "calibration accuracy"
     tried = plan["candidates"]
-    assert any(len(set(c["bits"])) == 1 for c in tried)
+    assert len(set(tried[-1]["bits"])) == 1
     assert all(c["size_bits"] <= plan["budget_bits"] for c in tried)
-    best = max(c["calibration_accuracy"] for c in tried)
-    assert acc["quant_accuracy"] == best
-    assert [r["bits"] for r in plan["layers"]] in [c["bits"] for c in tried
-                                                   if c["calibration_accuracy"] == best]
+    (chosen,) = [c for c in tried if c["selected"]]
+    assert [r["bits"] for r in plan["layers"]] == chosen["bits"]
+    assert acc["quant_accuracy"] == chosen["calibration_accuracy"]
+    assert chosen is tried[-1] or chosen["calibration_accuracy"] > tried[-1][
+        "calibration_accuracy"]
     back = json.loads(json.dumps(plan))
     assert back["layers"][0]["name"] == image.layers[0].name
 

@@ -11,7 +11,8 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeforge.hdl.encoder import RateEncoder
+from spikeforge.hdl.encoder import RateEncoder, lfsr_advance_masks
+from spikeforge.lfsr import LFSR_PERIOD, lfsr_positions, lfsr_sequence
 from spikeforge.sim.encode import rate_lfsr
 
 
@@ -66,8 +67,8 @@ def test_gateware_encodes_as_rate_lfsr(n, steps, seed, samples, data):
                                                      max_size=n),
                                             min_size=samples, max_size=samples)),
                          dtype=np.uint8)
-    # stall pattern of `o` (True: not ready), with a ready cycle in every period
-    stall = [*data.draw(st.lists(st.booleans(), max_size=6)), False]
+    # a repeating pattern of stalled cycles; it lets one transfer through at least once a round
+    stall = data.draw(st.lists(st.booleans(), max_size=6)) + [False]
     dut = RateEncoder(n_inputs=n, seed=seed)
     expected = rate_lfsr(intensity, steps, seed=seed)
     got = np.zeros_like(expected)
@@ -114,3 +115,14 @@ def test_gateware_encodes_as_rate_lfsr(n, steps, seed, samples, data):
 def test_encoder_parameters_are_checked():
     with pytest.raises(ValueError, match=r"^LFSR seed must be 1\.\.65535, not 0$"):
         RateEncoder(n_inputs=4, seed=0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(state=st.integers(1, 0xFFFF), steps=st.integers(0, 40))
+def test_advance_matrix_is_the_lfsr_run_forward(state, steps):
+    """Each row of the GF(2) matrix, applied to a state, lands where the LFSR sequence does."""
+    got = 0
+    for i, mask in enumerate(lfsr_advance_masks(steps)):
+        got |= (bin(state & mask).count("1") & 1) << i
+    expected = lfsr_sequence()[(lfsr_positions()[state] + steps) % LFSR_PERIOD]
+    assert got == expected

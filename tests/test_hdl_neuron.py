@@ -12,11 +12,11 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeforge.hdl.core import bias_bits, param_layout
+from spikeforge.hdl.core import param_layout
 from spikeforge.hdl.neuron import NeuronUpdate
 from spikeforge.hdl.skid import SkidBuffer
-from spikeforge.image import DECAY_MODES, RESET_MODES
-from spikeforge.sim.golden import NeuronParams, _decay
+from spikeforge.image import DECAY_MODES, RESET_MODES, bias_bits
+from spikeforge.sim.lif import NeuronParams, _decay
 
 from .strategies import random_layer
 
@@ -33,7 +33,7 @@ def _update(layer, stored):
         values["decay"] = layer.decay_mul
     layout = data.StructLayout({name: fields[name] for name in stored})
     constants = {name: int(vals[0]) for name, vals in values.items() if name not in stored}
-    dut = NeuronUpdate(layer, stored=layout, constants=constants, bias_bits=bias_bits(layer),
+    dut = NeuronUpdate(layer, stored=layout, constants=constants, bias_bits=bias_bits(layer.bias),
                        tag_width=8)
     return dut, values
 
@@ -68,7 +68,7 @@ def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en):
     a_max = (1 << (layer.acc_bits - 1)) - 1
     acc = rng.integers(-a_max - 1, a_max + 1, n)
     golden = NeuronParams(layer, np.int64)
-    want_v, want_s, _ = golden.update(v, s, acc)
+    want_v, _, want_s, _ = golden.update(v, None, s, acc)
     # u before the clamp, from the golden model's own terms
     kept = v * (1 - s) if reset == "zero" else v
     u = _decay(kept, decay_mode, golden.shift, golden.beta_q, layer.decay_frac) + acc + golden.bias
