@@ -6,7 +6,8 @@ device), at the SoC's defaults (115200 baud at 12 MHz, 128 byte times of receive
 256-byte payloads). The array's counters enter as top-level ports, so the figure holds the
 link's STATUS serialisation but no counter adders. `--parts` adds one object per component of
 the link, each synthesized alone (their sum exceeds the link's: yosys optimizes across them).
-Run: .venv/bin/python bench/hostlink_resources.py [--device iCE40UP5K] [--parts]
+`--encoder`: the image encodes on chip, so the link holds the rate encoder (docs/host-protocol.md).
+Run: .venv/bin/python bench/hostlink_resources.py [--device iCE40UP5K] [--parts] [--encoder]
 """
 
 from __future__ import annotations
@@ -43,10 +44,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", action="append", help="device (repeatable); default both")
     parser.add_argument("--parts", action="store_true", help="also each component alone")
+    parser.add_argument("--encoder", action="store_true",
+                        help="an image that encodes on chip: the link holds the rate encoder")
     args = parser.parse_args()
     layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
     for device in args.device or DEVICES:
         image = Image(64, layers, map_network(layers, 64, device=device))
+        if args.encoder:
+            from spikeforge.sim.encode import with_rate_encoder
+
+            image = with_rate_encoder(image)
         array = CoreArray(image)
         link = HostLink.for_array(array, byte_cycles=10 * 104)
         blocks = {"HostLink": link}

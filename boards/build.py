@@ -46,7 +46,7 @@ import numpy as np
 from ..compiler.mapper import FitError, estimate_resources
 from ..image import Image, load_image
 from .catalog import Board, find_board
-from .top import BoardTop, plan_clock
+from .top import BoardTop, check_baud, plan_clock
 
 __all__ = ["BuildReport", "BuildError", "TimingError", "build", "check_fit", "tool_env",
            "synth_options",
@@ -107,6 +107,7 @@ class BuildReport:
     log: str | None = None  # nextpnr log
     report_json: str | None = None  # nextpnr --report
     seconds: float = 0.0
+    baud: int = 0  # the UART rate the host link's divider was generated for
 
     @property
     def fmax_mhz(self) -> float | None:
@@ -315,14 +316,17 @@ def _tail(path: Path, lines: int = 15) -> str:
 def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | os.PathLike, *,
           clock_hz: float | None = None, progress: Callable[[str], None] | None = None,
           soc: Callable | None = None, spikes: np.ndarray | None = None,
-          seed: int | None = None, flash: bool | None = None) -> BuildReport:
+          seed: int | None = None, flash: bool | None = None,
+          baud: float | None = None) -> BuildReport:
     """Build `image` for `board` into `out_dir`; return the report (also out_dir/report.json).
 
     Raises FitError before synthesis when the estimate exceeds the device, BuildError when a
     tool fails, TimingError (carrying the report) when Fmax is below the clock.
-    `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC`). `flash`: the SoC
-    loads its memories from the board's SPI flash at power-up (`BoardTop`'s `flash`; by default
-    when the image has weights in SPRAM and the board has a flash resource).
+    `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC` at `baud`, default
+    the board's catalog rate; a rate the divider cannot make within 2 % raises ValueError).
+    `flash`: the SoC loads its memories from the board's SPI flash at power-up (`BoardTop`'s
+    `flash`; by default when the image has weights in SPRAM and the board has a flash
+    resource).
     """
     started = time.monotonic()
     say = progress or (lambda stage: None)
@@ -333,7 +337,8 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
         raise ValueError(board.why_not_buildable)
     image.check_gateware()
     clock = plan_clock(board, clock_hz)
-    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash)
+    baud = check_baud(board, baud, clock.f_out)
+    top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash, baud=baud)
     say("checking the fit")
     estimate = check_fit(image, board, flash=top.flash_offset is not None)
     cycles, pipelined, basis = step_cycles(image, spikes)
@@ -348,7 +353,7 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
         pll={k: v for k, v in asdict(clock).items() if v not in (0, 0.0, "")},
         estimate={k: list(v) for k, v in estimate.items()},
         cycles_per_step=round(cycles, 1), pipelined_cycles_per_step=round(pipelined, 1),
-        steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis)
+        steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis, baud=baud)
 
     say("elaborating")
     report.flash_offset = top.flash_offset

@@ -57,6 +57,7 @@ class Board:
     programmers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     flash_default: bool = True  # without --sram/--flash: write the configuration flash
     notes: str = ""
+    baud: int = 115200  # default UART rate of the host link (the bridge and the divider allow it)
 
     @property
     def family(self) -> str:
@@ -110,7 +111,7 @@ class Board:
             "platform": self.platform, "buildable": self.buildable, "can": self.can,
             "uart": ({"rx": self.uart[0], "tx": self.uart[1], "bridge": self.uart_bridge}
                      if self.uart else None),
-            "leds": self.leds, "programmer": self.programmer,
+            "leds": self.leds, "baud": self.baud, "programmer": self.programmer,
             "programmers": list(self.programmers), "notes": self.notes,
         }
 
@@ -126,7 +127,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("icebreaker", "1BitSquared iCEBreaker", "iCE40UP5K", 12e6,
           "icebreaker:ICEBreakerPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
           uart=("6", "9"), uart_bridge="FT2232H channel B (USB)", leds=2,
-          programmers={_OFL: ("-b", "icebreaker"), "iceprog": ()}),
+          programmers={_OFL: ("-b", "icebreaker"), "iceprog": ()}, baud=3_000_000),
     Board("icesugar", "MuseLab iCESugar", "iCE40UP5K", 12e6,
           "icesugar:ICESugarPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
           uart=("4", "6"), uart_bridge="iCELink (USB CDC)", leds=3,

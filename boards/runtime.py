@@ -41,6 +41,48 @@ class BoardError(RuntimeError):
     what."""
 
 
+class _CountingTransport:
+    """A transport that counts the bytes it moves (both directions), for the link time."""
+
+    def __init__(self, inner: protocol.Transport):
+        self.inner = inner
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(data)
+        self.bytes += len(data)
+
+    def read(self, n: int, timeout: float) -> bytes:
+        got = self.inner.read(n, timeout)
+        self.bytes += len(got)
+        return got
+
+
+def default_baud(image: Image | None) -> int:
+    """The rate a board runs at unless told: the catalog rate of the image's board (what
+    ``spikeforge build`` generates the divider for), else ``DEFAULT_BAUD``."""
+    from .catalog import BOARDS
+
+    board = None if image is None else BOARDS.get(str(image.config.board).lower())
+    return DEFAULT_BAUD if board is None else board.baud
+
+
+def status_interval(image: Image) -> int:
+    """Steps between the STATUS reads of :meth:`Board.run`: as many as keep every array counter
+    below 2^(COUNTER_BITS - 2) in between (a quarter of its wrap), by a per-step bound four
+    times the work the array can do in a step (every input and neuron of every core spiking,
+    every learning layer sweeping all its weights)."""
+    bound = 64
+    for core in image.config.cores:
+        layer = image.layers[core.layer]
+        work = layer.fan_in * core.groups + core.neurons + 16
+        if image.learning_of(core.layer) is not None:
+            work += layer.fan_in * core.neurons
+        bound += 4 * work
+    bound = max(bound, max(layer.n_in * layer.n_out for layer in image.layers))
+    return max(1, (1 << (protocol.COUNTER_BITS - 2)) // bound)
+
+
 class SerialTransport:
     """:class:`protocol.Transport` over a pyserial port."""
 
@@ -144,12 +186,29 @@ class BoardResult:
     seconds: float = 0.0
     values: np.ndarray | None = None  # LI readout: int32 [batch, time, n_out], its membranes
     scale: float | None = None  # LI readout: the real value of one LSB of `values`
+    # Per sample: bytes on the wire (both directions), their time at the line rate, and the
+    # array's busy cycles at the fabric clock (HELLO's) -- the link and the compute time.
+    link_bytes: np.ndarray | None = None  # int64 [batch]
+    link_seconds: np.ndarray | None = None  # float64 [batch]
+    compute_seconds: np.ndarray | None = None  # float64 [batch]; NaN where the clock is unknown
+
+    def timing(self) -> dict[str, float | None]:
+        """Mean link and compute time per sample, in milliseconds."""
+        def ms(values):
+            return None if values is None or not len(values) or np.isnan(values).any() \
+                else round(1e3 * float(np.mean(values)), 4)
+
+        return {"link_ms_per_sample": ms(self.link_seconds),
+                "compute_ms_per_sample": ms(self.compute_seconds),
+                "link_bytes_per_sample": None if self.link_bytes is None or not len(
+                    self.link_bytes) else float(np.mean(self.link_bytes))}
 
     def to_npz_dict(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in (
             "spikes", "events_in", "sops", "spike_counts", "saturations", "input_events",
             "events_out", "busy_cycles", "integrate_cycles", "overflow", "learn_cycles",
-            "values") if getattr(self, name) is not None}
+            "values", "link_bytes", "link_seconds", "compute_seconds")
+            if getattr(self, name) is not None}
 
 
 def _param_words(image: Image, core_index: int) -> list[int]:
@@ -204,8 +263,10 @@ class _LinkCounters:
 class Board:
     """A spikeforge board on a serial port (``port="sim"``: the virtual board of ``image``).
 
-    ``baud`` is the line rate; ``timeout`` the seconds the device may work on one request beyond
-    the time its bytes take on the wire (a STEP of a large network); ``retries`` how often a
+    ``baud`` is the line rate (default :func:`default_baud`: the catalog rate of the image's
+    board, which ``spikeforge build`` generates the gateware's divider for); ``timeout`` the
+    seconds the device may work on one request beyond the time its bytes take on the wire (a
+    STEP of a large network); ``retries`` how often a
     lost or damaged request is sent again. ``image`` is what the board runs: needed for
     :meth:`run` and :meth:`read_weights` until :meth:`load` gives one. An ``image`` whose
     weights the mapper placed in SPRAM (``compiler.mapper.spram_cores``; the bitstream cannot
@@ -213,11 +274,19 @@ class Board:
     virtual board whose simulated flash holds it (``flash=``).
     """
 
-    def __init__(self, port: str, *, baud: int = DEFAULT_BAUD, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, port: str, *, baud: int | None = None,
+                 timeout: float = DEFAULT_TIMEOUT,
                  image: Image | str | os.PathLike | None = None, retries: int = 3,
                  transport: protocol.Transport | None = None, **virtual):
         if image is not None and not isinstance(image, Image):
             image = load_image(image)
+        if baud is not None and (isinstance(baud, bool) or not isinstance(baud, (int, float))
+                                 or not baud > 0):
+            raise ValueError(f"baud rate must be a positive number, not {baud!r}")
+        if port == "sim" and baud is not None:
+            virtual["baud"] = baud
+        baud = default_baud(image) if baud is None else baud
+        self.baud = baud
         self.image: Image | None = image
         self.simulation = None  # the VirtualBoard behind port 'sim'
         self._serial: SerialTransport | None = None
@@ -231,6 +300,7 @@ class Board:
             self.simulation = VirtualBoard(image, **virtual)
             port = self.simulation.port
             byte_time = self.simulation.byte_time
+            self.baud = self.simulation.baud
             timeout = max(timeout, self.simulation.exec_time)
             timeout_bytes = self.simulation.timeout_bytes
         elif virtual:
@@ -240,8 +310,10 @@ class Board:
             if transport is None:
                 self._serial = SerialTransport(port, baud)
                 transport = self._serial
-            self.client = LinkClient(transport, byte_time=byte_time, timeout_bytes=timeout_bytes,
-                                     exec_time=timeout, retries=retries)
+            self._counter = _CountingTransport(transport)
+            self.client = LinkClient(self._counter, byte_time=byte_time,
+                                     timeout_bytes=timeout_bytes, exec_time=timeout,
+                                     retries=retries)
             self.info = self._hello()
             if image is not None and virtual.get("flash", False) is False and \
                     spram_cores(image.layers, image.config):
@@ -259,11 +331,11 @@ class Board:
     # -- plumbing --------------------------------------------------------------------------
     @property
     def transport(self) -> protocol.Transport:
-        return self.client.transport
+        return self._counter.inner
 
     @transport.setter
     def transport(self, value: protocol.Transport) -> None:
-        self.client.transport = value
+        self._counter.inner = value
 
     @property
     def retries(self) -> int:
@@ -449,11 +521,21 @@ class Board:
         return [(index, core.lo, core.hi) for index, core in enumerate(image.config.cores)
                 if core.layer in layers]
 
-    def run(self, spikes: np.ndarray, *, modulators: np.ndarray | None = None,
-            progress=None, clear: bool = True) -> BoardResult:
+    def run(self, spikes: np.ndarray | None = None, *, modulators: np.ndarray | None = None,
+            progress=None, clear: bool = True, intensities: np.ndarray | None = None,
+            steps: int | None = None, status_every: int | None = None) -> BoardResult:
         """Run spike trains (uint8 [batch, time, n_inputs] or [time, n_inputs]): per sample
-        CLEAR, then per step the input addresses (ascending) and STEP, then STATUS. Raises
+        CLEAR, then per step the input events (AER or a bitmap, whichever is shorter on the
+        wire) and STEP, and STATUS every ``status_every`` steps (default
+        :func:`status_interval`; 1 with on-chip learning) and at the sample's end. Raises
         BoardError when the array lost an event.
+
+        For an image that encodes on chip (``meta["encoder"]``, ``spikeforge compile --encoder
+        rate``) give ``intensities`` (uint8 [batch, n_inputs] or [n_inputs]) and ``steps``
+        instead: per sample CLEAR (the encoder's LFSR starts at the image's seed), the
+        intensities once (INTENSITY), then ``steps`` STEP_ENCODED; the spikes are
+        ``sim.encode.rate_lfsr``'s, bit for bit. The result's ``link_seconds`` and
+        ``compute_seconds`` split each sample's time between the wire and the array.
 
         ``clear=False`` sends no CLEAR: one sample continues the stream from the state the
         previous run left (membranes, last spikes), as ``simulate(..., state=result.state)``
@@ -467,11 +549,15 @@ class Board:
         weights are read back; the result carries them (``weights``, ``image``) and the
         learning cycles per sample (``learn_cycles``), and the Board's ``image`` becomes the
         learned one. ``progress(done, total)`` is called after each sample."""
-        from ..sim.encode import given
+        from ..sim.encode import encoded_inputs
         from ..sim.learning import check_modulators
 
         image = self._need_image()
-        x = given(spikes, image.n_inputs)
+        x, coded = encoded_inputs(image, spikes, intensities=intensities, steps=steps)
+        if coded is not None and not self.info.rate_encoder:
+            raise BoardError(f"the board on {self.port} has no on-chip rate encoder (its "
+                             f"gateware was built from an image that does not encode on chip): "
+                             f"build it for this image")
         batch, steps, _ = x.shape
         if not clear and (batch != 1 or image.learning):
             raise ValueError(f"clear=False continues one stream without learning: give one "
@@ -488,14 +574,23 @@ class Board:
         per_sample = {k: np.zeros(batch, dtype=np.int64)
                       for k in ("input_events", "events_out", "busy_cycles", "integrate_cycles")}
         overflow = np.zeros(batch, dtype=bool)
+        link_bytes = np.zeros(batch, dtype=np.int64)
+        if status_every is not None and (isinstance(status_every, bool) or not isinstance(
+                status_every, int) or status_every < 1):
+            raise ValueError(f"status_every must be a positive integer, not {status_every!r}")
+        every = status_every or (status_interval(image) if not image.learning else 1)
         start = time.monotonic()
         link = _LinkCounters(self._request("STATUS", self.client.status))
         retried = self.client.retried
         # without CLEAR the counters go on from where they were: count from there
         zero = self._request("STATUS", self.client.status) if not clear else None
         for b in range(batch):
+            sent = self._counter.bytes
             if clear:
                 self._request("CLEAR", self.client.clear)
+            if coded is not None:
+                self._request(f"INTENSITY of sample {b}", self.client.intensity,
+                              coded[b].tolist())
             # CLEAR zeroes the array's counters (without it they go on from `zero`); STATUS
             # after every step unrolls their wrap-around (docs/host-protocol.md: none moves by
             # 2^COUNTER_BITS in one step).
@@ -507,17 +602,23 @@ class Board:
                     self._request(f"writing the modulators of step {t} of sample {b} to core "
                                   f"{core}", self.client.write_mem, core, MemSpace.MOD, 0,
                                   [int(m) & 0xFF for m in mods[b, t, lo:hi]])
-                events = np.flatnonzero(x[b, t]).tolist()
-                got = self._request(f"STEP {t} of sample {b}", self.client.step, events,
-                                    last.max_spikes)
+                if coded is not None:
+                    got = self._request(f"STEP {t} of sample {b}", self.client.step_encoded,
+                                        last.max_spikes)
+                else:
+                    events = np.flatnonzero(x[b, t]).tolist()
+                    got = self._request(f"STEP {t} of sample {b}", self.client.step, events,
+                                        last.max_spikes)
                 np.add.at(out[b, t], got, 1)  # a multi-spike neuron's count: repeats
                 if values is not None:  # an LI readout: its membranes after the step
                     values[b, t] = self._read_values(image)
+                if (t + 1) % every and t != steps - 1:
+                    continue
                 st = self._request(f"STATUS after step {t} of sample {b}", self.client.status)
                 sample.add(st)
                 link.add(st)
                 if st.overflow:
-                    raise BoardError(f"sample {b} step {t}: the board lost an event (array "
+                    raise BoardError(f"sample {b} by step {t}: the board lost an event (array "
                                      f"overflow)")
             if not steps:
                 st = self._request("STATUS", self.client.status)
@@ -530,6 +631,7 @@ class Board:
             for key in ("events_out", "busy_cycles", "integrate_cycles"):
                 per_sample[key][b] = sample.totals[key]
             overflow[b] = st.overflow
+            link_bytes[b] = self._counter.bytes - sent
             if st.overflow:
                 raise BoardError(f"sample {b}: the board lost an event (array overflow)")
             if progress is not None:
@@ -550,7 +652,11 @@ class Board:
             image=learned, learning=learning,
             link={k: v for k, v in link.moved.items() if v},
             retries=self.client.retried - retried, seconds=time.monotonic() - start,
-            values=values, scale=None if last.spiking else float(last.scale), **per_sample)
+            values=values, scale=None if last.spiking else float(last.scale),
+            link_bytes=link_bytes, link_seconds=link_bytes * 10.0 / self.baud,
+            compute_seconds=(per_sample["busy_cycles"] / self.info.clock_hz
+                             if self.info.clock_hz else np.full(batch, np.nan)),
+            **per_sample)
 
     # -- life ----------------------------------------------------------------------------
     def close(self) -> None:

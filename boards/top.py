@@ -30,6 +30,7 @@ configuration clock pin is not user I/O, through the `USRMCLK` primitive.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,8 +41,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 from ..flashimage import FLASH_OFFSETS
 from .catalog import Board, find_board
 
-__all__ = ["BoardTop", "flash_resource", "PllConfig", "ice40_pll", "ecp5_pll", "plan_clock",
-           "PllError"]
+__all__ = ["BoardTop", "check_baud", "flash_resource", "PllConfig", "ice40_pll", "ecp5_pll",
+           "plan_clock", "PllError"]
 
 
 class PllError(ValueError):
@@ -149,10 +150,28 @@ def plan_clock(board: Board | str, clock_hz: float | None = None) -> PllConfig:
     return ice40_pll(board.clock_hz, target, board.pll)
 
 
-def _default_soc(image, clk_freq: float, **options):
+def _default_soc(image, clk_freq: float, baud: float = 115200, **options):
     from ..hdl.soc import SpikeSoC
 
-    return SpikeSoC(image, clk_freq=clk_freq, **options)
+    return SpikeSoC(image, clk_freq=clk_freq, baud=baud, **options)
+
+
+def check_baud(board: Board | str, baud: float | None = None,
+               clock_hz: float | None = None) -> int:
+    """The UART rate the SoC on `board` talks at (default the catalog's `baud`), checked: the
+    divider at the fabric clock must give it within 2 % (ValueError in one line otherwise)."""
+    from ..hdl.uart import uart_divisor
+
+    board = find_board(board) if isinstance(board, str) else board
+    rate = board.baud if baud is None else baud
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not rate > 0:
+        raise ValueError(f"baud rate must be a positive number, not {rate!r}")
+    clock = float(clock_hz) if clock_hz is not None else board.fabric_hz
+    try:
+        uart_divisor(clock, rate)
+    except ValueError as exc:
+        raise ValueError(f"board {board.name!r}: {exc}") from None
+    return int(rate)
 
 
 FLASH_RESOURCES = ("spi_flash_1x", "spi_flash")
@@ -204,10 +223,13 @@ class BoardTop(Elaboratable):
     have a flash resource), or not (False). The default (None) loads from flash when the image
     has weights in SPRAM, the board has a flash resource and the mapper's estimate with the
     loader (`compiler.mapper.LUT_FLASH_LOADER`) fits the device.
+    The SoC talks at `baud` (default the board's catalog rate, checked by
+    :func:`check_baud`).
     """
 
     def __init__(self, image, board: Board | str, *, clock_hz: float | None = None,
-                 soc: Callable | None = None, flash: bool | None = None):
+                 soc: Callable | None = None, flash: bool | None = None,
+                 baud: float | None = None):
         self._board = find_board(board) if isinstance(board, str) else board
         if not self._board.buildable:
             raise ValueError(self._board.why_not_buildable)
@@ -215,7 +237,8 @@ class BoardTop(Elaboratable):
             raise TypeError(f"flash must be None, True or False, not {flash!r}")
         self._image = image
         self._clock = plan_clock(self._board, clock_hz)
-        self._soc_factory = soc or _default_soc
+        self._baud = check_baud(self._board, baud, self._clock.f_out)
+        self._soc_factory = soc or functools.partial(_default_soc, baud=self._baud)
         self._flash_resource = flash_resource(self._board)
         if flash and self._flash_resource is None:
             raise ValueError(f"board {self._board.name!r} has no SPI flash resource the "
@@ -241,6 +264,10 @@ class BoardTop(Elaboratable):
         """Where the SoC's loader reads the image's blob in the board's flash, or None when
         the SoC does not load from flash."""
         return self._flash_offset
+
+    @property
+    def baud(self) -> int:
+        return self._baud
 
     def elaborate(self, platform):
         m = Module()

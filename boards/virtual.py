@@ -82,13 +82,14 @@ class BridgeTop(wiring.Component):
 
     def __init__(self, image: Image, *, divisor: int = DIVISOR, baud: float = BAUD,
                  timeout_bytes: int = TIMEOUT_BYTES, ring: int = RING_BYTES,
-                 flash: bytes | None = None):
+                 flash: bytes | None = None, clock_hz: float | None = None):
         if ring < 2 or ring & (ring - 1):
             raise ValueError(f"ring size must be a power of two >= 2, not {ring!r}")
         self._ring = ring
         self._flash = None if flash is None else bytes(flash)
         offset = FLASH_OFFSETS["ice40"] if flash is not None else None
-        self._soc = SpikeSoC(image, clk_freq=divisor * baud, baud=baud,
+        clock = divisor * baud if clock_hz is None else clock_hz
+        self._soc = SpikeSoC(image, clk_freq=clock, baud=baud,
                              timeout_bytes=timeout_bytes, flash_offset=offset,
                              flash_wake_cycles=8)
         super().__init__({
@@ -179,6 +180,11 @@ class VirtualBoard:
     Starting builds the simulator (cached; the first build of an image takes a minute or two)
     and waits until the simulation has opened its terminal. ``close()`` stops it.
 
+    ``baud`` is the rate of the SoC's UART and ``clock_hz`` its clock (default ``4 * baud``,
+    the fewest cycles per bit; both set the divider, which must make the rate within 2 %, and
+    the LEDs' stretch, hence how long the simulation runs after each frame). The host's timing
+    on the virtual board is wall-clock time (``byte_time``), whatever the simulated rate.
+
     ``flash=True``: the gateware holds ``image`` with its weights zeroed (as SPRAM starts) and
     loads the image's memories from a simulated SPI flash at reset (docs/flash.md);
     ``flash=BYTES`` puts those bytes in the flash instead (e.g. a faulty blob).
@@ -187,7 +193,8 @@ class VirtualBoard:
     def __init__(self, image: Image, *, simulator: str | None = None,
                  cache_root: str | os.PathLike | None = None,
                  timeout_bytes: int = TIMEOUT_BYTES, idle_limit: float = 3600.0,
-                 start_timeout: float = 120.0, flash: bool | bytes = False):
+                 start_timeout: float = 120.0, flash: bool | bytes = False,
+                 baud: float = BAUD, clock_hz: float | None = None):
         from ..hdl.rtl import build_simulator, default_cache_root, gateware_digest, generate_verilog
 
         image.check()
@@ -198,7 +205,13 @@ class VirtualBoard:
         self.timeout_bytes = int(timeout_bytes)
         self.byte_time = BYTE_TIME
         self.exec_time = EXEC_TIME
-        divisor = uart_divisor(DIVISOR * BAUD, BAUD)
+        self.baud = baud
+        clock = DIVISOR * baud if clock_hz is None else float(clock_hz)
+        try:
+            divisor = uart_divisor(clock, baud)
+        except ValueError as exc:
+            raise VirtualBoardError(f"the virtual board cannot talk at {baud!r} baud: "
+                                    f"{exc}") from None
         root = Path(cache_root) if cache_root is not None else default_cache_root()
         blob = None
         gateware_image = image
@@ -211,11 +224,12 @@ class VirtualBoard:
         key = hashlib.sha256(b"".join([
             gateware_image.to_bytes(), b"flash:" + (blob if blob is not None else b"-"),
             gateware_digest(__name__).encode(), _bridge_digest().encode(),
-            json.dumps([self.timeout_bytes, DIVISOR, BAUD, RING_BYTES, _BRIDGE_RECIPE]).encode(),
+            json.dumps([self.timeout_bytes, clock, baud, RING_BYTES, _BRIDGE_RECIPE]).encode(),
         ])).hexdigest()
         try:
             def verilog() -> str:  # only on a cache miss
-                top = BridgeTop(gateware_image, timeout_bytes=self.timeout_bytes, flash=blob)
+                top = BridgeTop(gateware_image, timeout_bytes=self.timeout_bytes, flash=blob,
+                                baud=baud, clock_hz=clock)
                 return generate_verilog(top, simulator=simulator or "verilator")
 
             self._build = build_simulator(verilog, key=key, simulator=simulator,

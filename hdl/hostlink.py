@@ -23,6 +23,8 @@ from ..image import Image
 from ..protocol import (
     ARGS_BYTES,
     COUNTER_BITS,
+    FEATURE_BITMAP,
+    FEATURE_RATE_ENCODER,
     LAYER_COUNTERS,
     LINK_COUNTER_BITS,
     LINK_COUNTERS,
@@ -32,12 +34,15 @@ from ..protocol import (
     Command,
     MemSpace,
     Status,
+    bitmap_bytes,
     hello_payload,
     image_id,
     status_length,
 )
+from ..sim.encode import encoder_seed
 from .array import CoreArray
 from .core import MemAccessSignature
+from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
 
 __all__ = [
@@ -286,12 +291,16 @@ class RequestChecker(wiring.Component):
     """The status a request gets, registered (one cycle after its inputs, so that the depth
     table and the range compare end in a register rather than in the executor's FSM).
 
-    In order: CRC when its CRC did not check; UNKNOWN_CMD; LENGTH when its payload length does
-    not fit the command (HELLO, CLEAR, STATUS: 0; READ_MEM: ``ARGS_BYTES``; WRITE_MEM:
-    ``ARGS_BYTES + count * word_bytes``; PUSH, STEP: even); for READ_MEM and WRITE_MEM, ARG
+    In order: CRC when its CRC did not check; UNKNOWN_CMD; NO_ENCODER for INTENSITY and
+    STEP_ENCODED without an ``encoder``; LENGTH when its payload length does not fit the command
+    (HELLO, CLEAR, STATUS, STEP_ENCODED: 0; READ_MEM: ``ARGS_BYTES``; WRITE_MEM:
+    ``ARGS_BYTES + count * word_bytes``; PUSH, STEP: even; PUSH_BITMAP, STEP_BITMAP:
+    ``bitmap_bytes(n_inputs)``; INTENSITY: at least 3); for READ_MEM and WRITE_MEM, ARG
     when ``core`` is not a core, ``space`` not a memory space, or ``addr + count`` beyond the
-    space's depth (:func:`memory_depths`), and BUSY when the array is not ``idle``; for PUSH
-    and STEP, NOT_LOADED while the flash loader has not made the array ready; else OK.
+    space's depth (:func:`memory_depths`), and BUSY when the array is not ``idle``; for
+    INTENSITY, ARG when its intensities run past ``n_inputs``; for the commands that start
+    events (PUSH, STEP and their bitmap and encoded forms), NOT_LOADED while the flash loader
+    has not made the array ready; else OK.
 
     Members
     -------
@@ -308,9 +317,11 @@ class RequestChecker(wiring.Component):
     loaded: In(1, init=1)
     status: Out(8)
 
-    def __init__(self, image: Image, *, word_bytes: int):
+    def __init__(self, image: Image, *, word_bytes: int, encoder: bool = False):
         self._depths = memory_depths(image)
         self._word_bytes = operator.index(word_bytes)
+        self._n_inputs = image.n_inputs
+        self._encoder = bool(encoder)
         super().__init__()
 
     def elaborate(self, platform):
@@ -350,6 +361,29 @@ class RequestChecker(wiring.Component):
                 with m.Case(Command.PUSH, Command.STEP):
                     m.d.comb += status.eq(Mux(head.length[0], Status.LENGTH,
                                               Mux(self.loaded, Status.OK, Status.NOT_LOADED)))
+                with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
+                    m.d.comb += status.eq(Mux(head.length != bitmap_bytes(self._n_inputs),
+                                              Status.LENGTH,
+                                              Mux(self.loaded, Status.OK, Status.NOT_LOADED)))
+                with m.Case(Command.INTENSITY):
+                    # the offset is the payload's first two bytes: the head's core and space
+                    offset = Cat(head.core, head.space)
+                    if not self._encoder:
+                        m.d.comb += status.eq(Status.NO_ENCODER)
+                    else:
+                        with m.If(head.length < 3):
+                            m.d.comb += status.eq(Status.LENGTH)
+                        with m.Elif(offset + head.length - 2 > self._n_inputs):
+                            m.d.comb += status.eq(Status.ARG)
+                        with m.Else():
+                            m.d.comb += status.eq(Status.OK)
+                with m.Case(Command.STEP_ENCODED):
+                    if not self._encoder:
+                        m.d.comb += status.eq(Status.NO_ENCODER)
+                    else:
+                        m.d.comb += status.eq(Mux(head.length != 0, Status.LENGTH,
+                                                  Mux(self.loaded, Status.OK,
+                                                      Status.NOT_LOADED)))
                 with m.Default():
                     m.d.comb += status.eq(Status.UNKNOWN_CMD)
         m.d.sync += self.status.eq(status)
@@ -484,6 +518,13 @@ class RequestExecutor(wiring.Component):
     stay in a buffer until the next STEP). HELLO starts a session: it forgets the last request
     and, when a PUSH left a step open, ends that step with a ``clear`` of the array.
 
+    Input events come from a PUSH/STEP payload (u16 each, one per 2 buffer reads), from a
+    PUSH_BITMAP/STEP_BITMAP bitmap (3 cycles per byte plus one per event: the lowest set bit
+    of the byte goes first), or, with ``encoder_seed``, from a :class:`RateEncoder` (built
+    here): INTENSITY writes its memory (2 cycles a byte), STEP_ENCODED forwards one step of its
+    events and its ``eos`` (``n_inputs + 2`` cycles, more under backpressure), and CLEAR
+    restarts its LFSR at the seed.
+
     Members
     -------
     i : In(stream.Signature(RequestHead))
@@ -511,8 +552,9 @@ class RequestExecutor(wiring.Component):
     """
 
     def __init__(self, image: Image, *, mem_data_width: int, mem_addr_width: int,
-                 max_payload: int, hello: bytes):
+                 max_payload: int, hello: bytes, encoder_seed: int | None = None):
         self._image = image
+        self._seed = encoder_seed
         self._mem_data_width = operator.index(mem_data_width)
         self._mem_addr_width = operator.index(mem_addr_width)
         self._max_payload = operator.index(max_payload)
@@ -544,7 +586,13 @@ class RequestExecutor(wiring.Component):
         # a multi-spike output layer answers up to max_spikes events per neuron
         n_out = self._image.n_outputs * self._image.layers[-1].max_spikes
         n_status = status_length(len(self._image.layers))
-        m.submodules.checker = checker = RequestChecker(self._image, word_bytes=wb)
+        m.submodules.checker = checker = RequestChecker(self._image, word_bytes=wb,
+                                                        encoder=self._seed is not None)
+        n_in = self._image.n_inputs
+        n_bitmap = bitmap_bytes(n_in)
+        enc = None
+        if self._seed is not None:
+            m.submodules.encoder = enc = RateEncoder(n_inputs=n_in, seed=self._seed)
         m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=n_out, init=[])
         out_wr = outbuf.write_port()
         out_rd = outbuf.read_port()
@@ -570,6 +618,17 @@ class RequestExecutor(wiring.Component):
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
         hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
+        stepping = ((cmd == Command.STEP) | (cmd == Command.STEP_BITMAP) |
+                    (cmd == Command.STEP_ENCODED))
+        # A bitmap byte's inputs still to send, and its number; the lowest set bit goes first.
+        bits = Signal(8)
+        byte_no = Signal(range(n_bitmap + 1))
+        low = Signal(3)
+        for k in reversed(range(8)):
+            with m.If(bits[k]):
+                m.d.comb += low.eq(k)
+        last_mask = (1 << (n_in % 8 or 8)) - 1  # the last byte's bits below n_inputs
+        int_addr = Signal(17)  # the next intensity to write
 
         m.d.comb += [
             checker.head.eq(req),
@@ -601,7 +660,7 @@ class RequestExecutor(wiring.Component):
             nonempty = Cat(length).any() if not isinstance(length, int) else length != 0
             with m.If(nonempty & (cmd == Command.READ_MEM)):
                 m.next = "RdReq"
-            with m.Elif(nonempty & (cmd == Command.STEP)):
+            with m.Elif(nonempty & stepping):
                 m.next = "OutReq"
             with m.Else():
                 m.next = "Reply"
@@ -635,7 +694,7 @@ class RequestExecutor(wiring.Component):
                     with m.Switch(cmd):
                         with m.Case(Command.READ_MEM):
                             answer(read_len)
-                        with m.Case(Command.STEP):
+                        with m.Case(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED):
                             answer(out_count * 2)
                         with m.Case(Command.STATUS):
                             answer(n_status)
@@ -668,6 +727,18 @@ class RequestExecutor(wiring.Component):
                                 answer(0)
                             with m.Else():
                                 m.next = "Fetch"
+                        with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
+                            remember()
+                            m.d.sync += [idx.eq(0), open_step.eq(cmd == Command.PUSH_BITMAP)]
+                            m.next = "BmpFetch"
+                        with m.Case(Command.INTENSITY):
+                            remember()
+                            m.d.sync += [idx.eq(2), int_addr.eq(Cat(req.core, req.space))]
+                            m.next = "IntFetch"
+                        with m.Case(Command.STEP_ENCODED):
+                            remember()
+                            m.d.sync += open_step.eq(0)
+                            m.next = "EncStart"
                         with m.Default():  # PUSH, STEP (the checker refused anything else)
                             remember()
                             m.d.sync += [left.eq(req.length[1:]), idx.eq(0),
@@ -701,6 +772,55 @@ class RequestExecutor(wiring.Component):
                         m.next = "Eos"
                     with m.Else():
                         answer(0)
+            # -- execute: a bitmap of input events ------------------------------------------
+            with m.State("BmpFetch"):
+                m.d.sync += idx.eq(idx + 1)
+                m.next = "BmpLatch"
+            with m.State("BmpLatch"):
+                m.d.sync += [bits.eq(Mux(idx == n_bitmap, self.buf_data & last_mask,
+                                         self.buf_data)),
+                             byte_no.eq(idx - 1)]
+                m.next = "BmpScan"
+            with m.State("BmpScan"):
+                m.d.comb += [self.events.valid.eq(bits.any()),
+                             self.events.payload.addr.eq(Cat(low, byte_no))]
+                with m.If(bits.any()):
+                    with m.If(self.events.ready):
+                        m.d.sync += bits.eq(bits & (bits - 1))
+                with m.Elif(idx != n_bitmap):
+                    m.next = "BmpFetch"
+                with m.Elif(cmd == Command.STEP_BITMAP):
+                    m.next = "Eos"
+                with m.Else():
+                    answer(0)
+
+            # -- execute: the rate encoder ----------------------------------------------------
+            if enc is not None:
+                m.d.comb += [enc.w_addr.eq(int_addr), enc.w_data.eq(self.buf_data)]
+            with m.State("IntFetch"):
+                m.d.sync += idx.eq(idx + 1)
+                m.next = "IntWrite"
+            with m.State("IntWrite"):
+                if enc is not None:
+                    m.d.comb += enc.w_en.eq(1)
+                m.d.sync += int_addr.eq(int_addr + 1)
+                with m.If(idx == req.length):
+                    answer(0)
+                with m.Else():
+                    m.next = "IntFetch"
+            with m.State("EncStart"):
+                if enc is not None:
+                    m.d.comb += enc.start.eq(1)
+                m.next = "EncRun"
+            with m.State("EncRun"):
+                if enc is not None:
+                    m.d.comb += [self.events.valid.eq(enc.o.valid),
+                                 self.events.payload.eq(enc.o.payload),
+                                 enc.o.ready.eq(self.events.ready)]
+                    with m.If(enc.o.valid & self.events.ready & enc.o.payload.eos):
+                        m.d.sync += out_count.eq(0)
+                        m.next = "Collect"
+
             with m.State("Eos"):
                 m.d.comb += [self.events.valid.eq(1), self.events.payload.eos.eq(1)]
                 with m.If(self.events.ready):
@@ -720,6 +840,8 @@ class RequestExecutor(wiring.Component):
                         m.d.sync += out_count.eq(out_count + 1)
             with m.State("ClearGo"):
                 m.d.comb += self.clear.eq(1)
+                if enc is not None:
+                    m.d.comb += enc.restart.eq(1)  # a new sample: the LFSR starts again
                 m.next = "ClearWait"
             with m.State("ClearWait"):
                 with m.If(self.idle):
@@ -743,7 +865,7 @@ class RequestExecutor(wiring.Component):
                 m.next = "Bytes"
             with m.State("Bytes"):
                 m.d.comb += [self.payload.payload.data.eq(word[:8]), self.payload.valid.eq(1)]
-                word_end = Mux(cmd == Command.STEP, bidx == 1, bidx == wb - 1)
+                word_end = Mux(stepping, bidx == 1, bidx == wb - 1)
                 with m.If(self.payload.ready):
                     m.d.sync += [pidx.eq(pidx + 1), bidx.eq(bidx + 1), word.eq(word[8:])]
                     with m.If(self.payload.payload.last):
@@ -783,7 +905,9 @@ class HostLink(wiring.Component):
     has checked. A partial frame followed by ``timeout_bytes`` byte times of silence is dropped.
     Requests are stop-and-wait: bytes that arrive while the link executes or answers are
     dropped and counted (``overruns``). Memory requests out of a memory's range are refused
-    (ARG), as are memory requests while a PUSH holds a step open (BUSY).
+    (ARG), as are memory requests while a PUSH holds a step open (BUSY). Steps' input events
+    come as AER, as bitmaps, or (an image with ``meta.encoder``) from the on-chip rate encoder;
+    HELLO reports which (its feature byte) and ``clock_hz``, the fabric clock.
 
     Ports
     -----
@@ -813,9 +937,11 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, image: Image, *, mem_data_width: int, mem_addr_width: int,
-                 byte_cycles: int, timeout_bytes: int = 128, max_payload: int = 256):
+                 byte_cycles: int, timeout_bytes: int = 128, max_payload: int = 256,
+                 clock_hz: float = 0):
         image.check()
         self._image = image
+        self._encoder_seed = encoder_seed(image)
         self._mem_data_width = operator.index(mem_data_width)
         self._mem_addr_width = operator.index(mem_addr_width)
         self._byte_cycles = operator.index(byte_cycles)
@@ -849,7 +975,11 @@ class HostLink(wiring.Component):
             word_bytes=self._word_bytes, mem_data_bits=self._mem_data_width,
             mem_addr_bits=self._mem_addr_width, max_payload=self._max_payload,
             timeout_bytes=self._timeout_bytes, n_inputs=image.n_inputs,
-            n_outputs=image.n_outputs, image_id=image_id(image.to_bytes()))
+            n_outputs=image.n_outputs, image_id=image_id(image.to_bytes()),
+            features=((FEATURE_BITMAP if bitmap_bytes(image.n_inputs) <= self._max_payload
+                       else 0) |
+                      (FEATURE_RATE_ENCODER if self._encoder_seed is not None else 0)),
+            clock_hz=min(0xFFFFFFFF, round(clock_hz)))
         per_layer = data.ArrayLayout(unsigned(COUNTER_BITS), len(image.layers))
         super().__init__({
             "rx": In(stream.Signature(8)),
@@ -918,7 +1048,7 @@ class HostLink(wiring.Component):
         m.submodules.executor = executor = RequestExecutor(
             self._image, mem_data_width=self._mem_data_width,
             mem_addr_width=self._mem_addr_width, max_payload=self._max_payload,
-            hello=self._hello)
+            hello=self._hello, encoder_seed=self._encoder_seed)
         m.submodules.sender = sender = ResponseSender()
         m.submodules.counters = counters = LinkCounters()
         m.submodules.status = status = StatusBytes(len(self._image.layers))

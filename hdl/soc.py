@@ -58,7 +58,8 @@ class SpikeSoC(wiring.Component):
         self._array = CoreArray(image, fifo_depth=self._fifo_depth)
         self._link = HostLink.for_array(self._array, byte_cycles=10 * self._divisor,
                                         timeout_bytes=self._timeout_bytes,
-                                        max_payload=self._max_payload)
+                                        max_payload=self._max_payload,
+                                        clock_hz=self._clk_freq)
         members = {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "leds": Out(4)}
         self._loader = None
         if flash_offset is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..image import Image
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
@@ -104,3 +106,53 @@ def rate_lfsr(intensity: np.ndarray, steps: int, *, seed: int) -> np.ndarray:
     states = lfsr_sequence()[(lfsr_positions()[seed] + draws) % LFSR_PERIOD]
     low = (states & 0xFF).reshape(steps, n)
     return (low[None, :, :] < arr[:, None, :].astype(np.int64)).astype(np.uint8)
+
+
+#: The kind of on-chip encoder an image names in ``meta["encoder"]``.
+RATE_LFSR = "rate_lfsr"
+
+
+def encoder_seed(image: Image) -> int | None:
+    """The LFSR seed of an image that encodes on chip (``meta["encoder"]``), else None."""
+    entry = image.meta.get("encoder")
+    return None if entry is None else int(entry["seed"])
+
+
+def with_rate_encoder(image: Image, seed: int = 1) -> Image:
+    """A copy of ``image`` that encodes on chip: the host sends 8-bit intensities once per
+    sample and the gateware's rate encoder draws every step's spikes (:func:`rate_lfsr`)."""
+    meta = dict(image.meta)
+    meta["encoder"] = {"kind": RATE_LFSR, "seed": seed}
+    out = Image(image.n_inputs, image.layers, image.config, meta, image.learning)
+    out.check()
+    return out
+
+
+def encoded_inputs(image: Image, spikes=None, *, intensities=None, steps: int | None = None):
+    """The spike trains a run feeds the network: ``spikes`` as they are (``given``), or, for an
+    image that encodes on chip, ``intensities`` (uint8 [batch, n] or [n]) over ``steps`` steps
+    through :func:`rate_lfsr` with the image's seed. Returns ``(spikes, intensities)``, the
+    latter uint8 [batch, n] or None. One-line ValueErrors for the wrong combination."""
+    if intensities is None:
+        if steps is not None:
+            raise ValueError("steps= goes with intensities=, not with spikes")
+        if spikes is None:
+            raise ValueError("give spikes, or intensities= and steps= for an image that "
+                             "encodes on chip")
+        return given(spikes, image.n_inputs), None
+    if spikes is not None:
+        raise ValueError("give spikes or intensities=, not both")
+    seed = encoder_seed(image)
+    if seed is None:
+        raise ValueError("intensities need an image that encodes on chip (compile with "
+                         "--encoder rate), and this image does not")
+    if steps is None:
+        raise ValueError("intensities= needs steps=, the timesteps per sample")
+    arr = np.asarray(intensities)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != image.n_inputs:
+        raise ValueError(f"intensities must be [batch, {image.n_inputs}] or "
+                         f"[{image.n_inputs}], not shape {np.shape(intensities)}")
+    train = rate_lfsr(arr, steps, seed=seed)  # checks dtype and range
+    return train, arr.astype(np.uint8)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .image import Image, load_image
-from .sim.encode import given
+from .sim.encode import encoded_inputs, given
 
 ENGINES = ("golden", "rtl")
 
@@ -138,9 +138,11 @@ def _provenance(network, layers) -> list[dict]:
     return out
 
 
-def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str = "golden",
-             *, simulator: str | None = None, waves: str | os.PathLike | None = None,
-             record: bool = False, modulators: np.ndarray | None = None, state=None):
+def simulate(image: Image | str | os.PathLike, spikes: np.ndarray | None = None,
+             engine: str = "golden", *, simulator: str | None = None,
+             waves: str | os.PathLike | None = None, record: bool = False,
+             modulators: np.ndarray | None = None, state=None,
+             intensities: np.ndarray | None = None, steps: int | None = None):
     """Run spike trains through the image on the golden model or the generated RTL.
 
     `spikes`: uint8 [batch, time, n_inputs] (or [time, n_inputs] for one sample). The result's
@@ -148,7 +150,10 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
     counters are per sample and layer. An LI readout's membrane comes as `values`, int32
     [batch, time, n_outputs], worth `scale` each. `result.state` is the network's state after
     the last step; `state=result.state` continues from it (golden engine), so a stream can run
-    in chunks that together equal one long run bit for bit. When the
+    in chunks that together equal one long run bit for bit. For an image that encodes on chip
+    (`spikeforge compile --encoder rate`, `sim.encode.with_rate_encoder`) give `intensities`
+    (uint8 [batch, n_inputs]) and `steps` instead of spikes: the run sees the spikes of the
+    on-chip rate encoder, `sim.encode.rate_lfsr`, bit for bit as the board. When the
     image learns (`image.with_learning`), samples run in sequence with weights carried over,
     `modulators` (int8 [batch, time, neurons of the three-factor layer]) feed the three-factor
     rule, `result.weights` holds every layer's weights after the run and `result.image` an image
@@ -156,7 +161,7 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
     """
     if not isinstance(image, Image):
         image = load_image(image)
-    spikes = given(spikes, image.n_inputs)
+    spikes, _ = encoded_inputs(image, spikes, intensities=intensities, steps=steps)
     if engine == "golden":
         if simulator is not None or waves is not None:
             raise ValueError("the golden engine takes no simulator and writes no waves")
@@ -178,8 +183,9 @@ def simulate(image: Image | str | os.PathLike, spikes: np.ndarray, engine: str =
 
 def build(image: Image | str | os.PathLike, board: str, out_dir: str | os.PathLike | None = None,
           *, clock_hz: float | None = None, progress=None, seed: int | None = None,
-          flash: bool | None = None):
-    """Build a bitstream of `image` for `board` (default folder build/<board>). `flash`: the
+          flash: bool | None = None, baud: float | None = None):
+    """Build a bitstream of `image` for `board` (default folder build/<board>); the host link
+    talks at `baud` (default the board's catalog rate, `spikeforge boards`). `flash`: the
     gateware loads the image's memories from the board's SPI flash at power-up (default: when
     the image has weights in SPRAM and the board has a flash resource; docs/flash.md).
 
@@ -192,7 +198,7 @@ def build(image: Image | str | os.PathLike, board: str, out_dir: str | os.PathLi
     name = find_board(board).name
     out_dir = Path("build") / name if out_dir is None else Path(out_dir)
     return _build(image, name, out_dir, clock_hz=clock_hz, progress=progress, seed=seed,
-                  flash=flash)
+                  flash=flash, baud=baud)
 
 
 def flash(bitstream: str | os.PathLike, board: str, *, mode: str | None = None,
@@ -215,15 +221,17 @@ def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, 
            exporter: str | None = None, reset: str | None = None, max_spikes: int | None = None,
            clock_hz: float | None = None, mode: str | None = None,
            programmer: str | None = None, dry_run: bool = False, progress=None,
-           standalone: bool = False) -> dict:
+           standalone: bool = False, baud: float | None = None) -> dict:
     """Compile a model for `board`, build its bitstream and flash it (`standalone`: with the
     memory contents in the flash past it, docs/flash.md).
 
     Writes out_dir/model.sfi and the build products; returns {"image", "build", "flash"}.
     """
     from .boards.catalog import find_board
+    from .boards.top import check_baud
 
     name = find_board(board).name
+    check_baud(name, baud, clock_hz)  # refused before the long steps
     out_dir = Path("build") / name if out_dir is None else Path(out_dir)
     if progress is not None:
         progress("compiling")
@@ -234,7 +242,7 @@ def deploy(model_or_path, board: str, out_dir: str | os.PathLike | None = None, 
     image_path = out_dir / "model.sfi"
     image.save(image_path)
     report = build(image, name, out_dir, clock_hz=clock_hz, progress=progress,
-                   flash=True if standalone else None)
+                   flash=True if standalone else None, baud=baud)
     if progress is not None:
         progress("flashing")
     result = flash(report.bitstream, name, mode=mode, programmer=programmer, dry_run=dry_run,

@@ -111,6 +111,10 @@ def cmd_compile(args) -> int:
         if calibration is not None and str(exc).startswith("calibration"):
             raise CliError(f"{args.calibration}: {exc}") from None
         raise
+    if args.encoder == "rate":
+        from .sim.encode import with_rate_encoder
+
+        image = with_rate_encoder(image, seed=args.encoder_seed)
     with Outputs() as outputs:
         outputs.add(args.output, image.to_bytes())
         if args.json:
@@ -311,6 +315,21 @@ def _read_spikes(path) -> np.ndarray:
     return _read_array(path, "spikes", "spike")
 
 
+def _read_inputs(args, image):
+    """(spikes, intensities): the `spikes` of --input; with --steps, its `intensities` (uint8
+    [batch, n_inputs]) for an image that encodes on chip, and the spikes the on-chip rate
+    encoder draws from them (`sim.encode.rate_lfsr`)."""
+    if args.steps is None:
+        return _read_spikes(args.input), None
+    from .sim.encode import encoded_inputs
+
+    values = _read_array(args.input, "intensities", "intensity")
+    try:
+        return encoded_inputs(image, intensities=values, steps=args.steps)
+    except ValueError as exc:
+        raise CliError(f"{args.input}: {exc}") from None
+
+
 def read_modulators(path) -> np.ndarray:
     """Modulators [batch, time, neurons] from a .npy, or the `modulators` array of a .npz
     (dtype, shape and range are checked by sim.learning.check_modulators where they are used)."""
@@ -356,7 +375,7 @@ def cmd_simulate(args) -> int:
                    {"--output": args.output, "--save-image": args.save_image,
                     "--waves": args.waves})
     image = load_image(args.image)
-    spikes = _read_spikes(args.input)
+    spikes, _ = _read_inputs(args, image)
     if args.engine == "golden" and (args.simulator or args.waves):
         raise CliError("--simulator and --waves need --engine rtl")
     if args.save_image and not image.learning:
@@ -433,7 +452,7 @@ def cmd_run(args) -> int:
     check_distinct({"image": args.image, "--input": args.input, "--modulators": args.modulators},
                    {"--output": args.output, "--save-image": args.save_image})
     image = load_image(args.image)
-    spikes = _read_spikes(args.input)
+    spikes, intensities = _read_inputs(args, image)
     # Modulators are checked before the board starts (the virtual board takes a while).
     mods = read_modulators(args.modulators) if args.modulators else None
     spikes, mods = _checked_inputs(args, image, spikes, mods)
@@ -445,7 +464,11 @@ def cmd_run(args) -> int:
         if args.load or (args.port != "sim" and board.info.image_id != _image_id(image)):
             board.load(image)
         with _Samples(len(spikes), quiet=args.json) as progress:
-            result = board.run(spikes, modulators=mods, progress=progress)
+            if intensities is not None:
+                result = board.run(intensities=intensities, steps=args.steps,
+                                   modulators=mods, progress=progress)
+            else:
+                result = board.run(spikes, modulators=mods, progress=progress)
         status = board.status()
         saved = None
         if args.save_image:
@@ -460,6 +483,7 @@ def cmd_run(args) -> int:
                "seconds": round(result.seconds, 3),
                "samples_per_s": round(len(spikes) / result.seconds, 3) if result.seconds else None,
                "retries": result.retries, "link_faults": result.link,
+               "baud": board.baud, **result.timing(),
                "status": status.to_dict()}
     if result.learning is not None:
         summary["learning"] = {str(layer): info for layer, info in result.learning.items()}
@@ -474,6 +498,9 @@ def cmd_run(args) -> int:
             keys = ("output", "batch", "steps", "output_spikes", "sops", "seconds",
                     "samples_per_s", "retries")
             console.print(", ".join(f"{k}: {summary[k]}" for k in keys))
+            console.print(f"per sample: link {summary['link_ms_per_sample']} ms "
+                          f"({summary['link_bytes_per_sample']} bytes at {board.baud} baud), "
+                          f"compute {summary['compute_ms_per_sample']} ms")
             if result.learning is not None:
                 console.print("learning: " + ", ".join(
                     f"layer {layer} {info['update_cycles']} update cycles"
@@ -633,7 +660,8 @@ def cmd_build(args) -> int:
     try:
         with _Stages(f"building for {args.board}") as stages:
             report = api.build(args.image, args.board, args.output, clock_hz=clock,
-                               progress=stages, seed=args.seed, flash=args.flash)
+                               progress=stages, seed=args.seed, flash=args.flash,
+                               baud=args.baud)
     except TimingError as exc:
         report, failed = exc.report, exc
     else:
@@ -677,7 +705,7 @@ def cmd_deploy(args) -> int:
                                 allow_pickle=args.allow_pickle, clock_hz=clock,
                                 mode=_mode(args), programmer=args.programmer,
                                 dry_run=args.dry_run, progress=stages,
-                                standalone=args.standalone)
+                                standalone=args.standalone, baud=args.baud)
     except TimingError as exc:
         if not args.json:
             _print_build(exc.report.to_dict())
@@ -763,6 +791,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight clipping: least squared error, or the largest weight")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")
+    p.add_argument("--encoder", choices=("none", "rate"), default="none",
+                   help="rate: the image encodes on chip; the host sends 8-bit intensities "
+                        "once per sample (docs/runtime.md)")
+    p.add_argument("--encoder-seed", type=int, default=1,
+                   help="LFSR seed of the on-chip rate encoder, 1..65535")
     p.add_argument("--input-shape", type=_input_shape, metavar="C,H,W",
                    help="the input map of a torch network that starts with a Conv2d")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -777,7 +810,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     p.add_argument("image", type=Path)
     p.add_argument("--input", required=True, type=Path,
-                   help=".npz with `spikes` uint8 [batch, time, n] or [time, n]")
+                   help=".npz with `spikes` uint8 [batch, time, n] or [time, n]; with "
+                        "--steps, `intensities` uint8 [batch, n] instead")
+    p.add_argument("--steps", type=int,
+                   help="timesteps per sample of the `intensities` in --input, for an image "
+                        "that encodes on chip (compile --encoder rate)")
     p.add_argument("-o", "--output", required=True, type=Path, help=".npz to write")
     p.add_argument("--engine", choices=("golden", "rtl"), default="golden")
     p.add_argument("--simulator", choices=("verilator", "icarus"),
@@ -816,9 +853,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial port of the board, e.g. /dev/ttyUSB1; `sim` for the virtual "
                         "board")
     p.add_argument("--input", required=True, type=Path,
-                   help=".npz with `spikes` uint8 [batch, time, n] or [time, n]")
+                   help=".npz with `spikes` uint8 [batch, time, n] or [time, n]; with "
+                        "--steps, `intensities` uint8 [batch, n] instead")
+    p.add_argument("--steps", type=int,
+                   help="timesteps per sample of the `intensities` in --input, for an image "
+                        "that encodes on chip (compile --encoder rate)")
     p.add_argument("-o", "--output", required=True, type=Path, help=".npz to write")
-    p.add_argument("--baud", type=int, default=115200, help="serial line rate")
+    p.add_argument("--baud", type=int,
+                   help="serial line rate (default: the catalog rate of the image's board, "
+                        "else 115200; the rate the bitstream was built for)")
     p.add_argument("--timeout", type=float, default=0.1,
                    help="seconds the board may work on one request beyond the wire time")
     p.add_argument("--load", action="store_true",
@@ -858,6 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flash", action=argparse.BooleanOptionalAction, default=None,
                    help="load the memories from the board's SPI flash at power-up (default: "
                         "when the image has weights in SPRAM; docs/flash.md)")
+    p.add_argument("--baud", type=int,
+                   help="host link UART rate (default: the board's, `spikeforge boards`)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_build)
 
@@ -882,6 +927,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a pickled torch module (unpickling runs its code)")
     p.add_argument("--clock", type=float, help="fabric clock in MHz (default: the board's)")
+    p.add_argument("--baud", type=int,
+                   help="host link UART rate (default: the board's, `spikeforge boards`)")
     flash_options(p)
     p.add_argument("--standalone", action="store_true",
                    help="also write the memory contents into the flash past the bitstream "

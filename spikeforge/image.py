@@ -661,6 +661,13 @@ def _check_meta(meta: Any) -> None:
                 for v in resources.values()):
             raise ImageError(f"meta.resources must map each resource to [need, capacity], "
                              f"not {_show(resources)}")
+    encoder = meta.get("encoder")
+    if encoder is not None and not (
+            isinstance(encoder, dict) and set(encoder) == {"kind", "seed"}
+            and encoder["kind"] == "rate_lfsr" and _is_int(encoder["seed"])
+            and 1 <= encoder["seed"] <= 0xFFFF):
+        raise ImageError(f"meta.encoder must be {{'kind': 'rate_lfsr', 'seed': 1..65535}} "
+                         f"(the on-chip rate encoder, sim/encode.py), not {_show(encoder)}")
     quant = meta.get("quantization")
     if quant is not None:
         if not isinstance(quant, dict):

@@ -43,19 +43,26 @@ def status_exchange_bytes(n_layers: int) -> int:
 
 
 def link_bytes(inputs: np.ndarray, outputs: np.ndarray, n_layers: int, *,
-               max_payload: int = DEFAULT_MAX_PAYLOAD) -> np.ndarray:
+               max_payload: int = DEFAULT_MAX_PAYLOAD, bitmap: bool = False,
+               status_every: int = 1) -> np.ndarray:
     """Bytes on the serial line (both ways) per sample as `spikeforge.Board.run` moves them:
-    CLEAR; per step the input addresses (PUSH frames while they exceed one frame), STEP with
-    its output addresses, and STATUS (which unrolls the device's counters). int64 [batch]."""
+    CLEAR; per step the input addresses (PUSH frames while they exceed one frame) and STEP, or
+    with `bitmap` a STEP_BITMAP where that is shorter (`protocol.step_requests`), with its
+    output addresses; STATUS (which unrolls the device's counters) every `status_every` steps
+    and after the last. int64 [batch]."""
     per = max_payload // 2
     events = inputs.sum(axis=2, dtype=np.int64)  # [batch, time]
     cut = np.maximum(0, (events - 1) // per * per)  # addresses sent by PUSH before the STEP
     pushes = -(-cut // per)
     step = (pushes * (_REQUEST + _RESPONSE) + 2 * cut  # PUSH frames
-            + _REQUEST + 2 * (events - cut) + _RESPONSE
-            + 2 * outputs.sum(axis=2, dtype=np.int64)  # STEP and its answer
-            + status_exchange_bytes(n_layers))
-    return _REQUEST + _RESPONSE + step.sum(axis=1, dtype=np.int64)
+            + _REQUEST + 2 * (events - cut) + _RESPONSE)  # STEP
+    n = inputs.shape[2]
+    if bitmap and protocol.bitmap_bytes(n) <= max_payload:
+        step = np.minimum(step, _REQUEST + protocol.bitmap_bytes(n) + _RESPONSE)
+    step = step + 2 * outputs.sum(axis=2, dtype=np.int64)  # the STEP's answer
+    statuses = -(-inputs.shape[1] // status_every) if inputs.shape[1] else 1
+    return (_REQUEST + _RESPONSE + step.sum(axis=1, dtype=np.int64)
+            + statuses * status_exchange_bytes(n_layers))
 
 
 class CountingTransport:
@@ -217,8 +224,11 @@ def metrics(image: Image | str | os.PathLike, spikes: np.ndarray, labels=None,
         _check_against_golden(engine, device, gold)
     max_payload = link.get("max_payload", DEFAULT_MAX_PAYLOAD)
     if link["link_bytes"] is None:
-        per_sample_link = float(link_bytes(x, device.spikes, len(image.layers),
-                                           max_payload=max_payload).mean())
+        from .boards.runtime import status_interval
+
+        per_sample_link = float(link_bytes(
+            x, device.spikes, len(image.layers), max_payload=max_payload, bitmap=True,
+            status_every=status_interval(image) if not image.learning else 1).mean())
         link_basis = f"protocol frames for these spikes ({max_payload}-byte payloads)"
     else:
         per_sample_link = link["link_bytes"]

@@ -24,16 +24,21 @@ __all__ = [
     "ARGS_BYTES", "ARRAY_COUNTERS", "COUNTER_BITS", "COUNTER_BYTES", "HELLO_BYTES",
     "LAYER_COUNTERS", "LINK_COUNTERS", "LINK_COUNTER_BITS", "PROTOCOL_VERSION", "SOF_REQUEST",
     "SOF_RESPONSE", "Command", "CrcError", "DeviceError", "DeviceInfo", "DeviceStatus",
-    "FrameError", "LinkClient", "MemSpace", "ProtocolError", "ProtocolViolation", "Response",
-    "ResponseTimeout", "Status", "Transport", "check_hello", "counter_delta", "crc16",
-    "decode_response", "encode_request", "encode_response", "hello_payload", "image_id",
-    "parse_events", "parse_hello", "parse_status", "parse_step", "parse_words", "push_payload",
-    "read_mem_payload", "read_response", "status_length", "status_payload", "write_mem_payload",
+    "FEATURE_BITMAP", "FEATURE_RATE_ENCODER", "FrameError", "LinkClient", "MemSpace",
+    "ProtocolError", "ProtocolViolation", "Response", "ResponseTimeout", "Status", "Transport",
+    "bitmap_bytes", "bitmap_payload", "check_hello", "counter_delta", "crc16",
+    "decode_response", "encode_request", "encode_response", "frame_bytes", "hello_payload",
+    "image_id", "intensity_payload", "parse_bitmap", "parse_events", "parse_hello",
+    "parse_intensity", "parse_status", "parse_step", "parse_words", "push_payload",
+    "read_mem_payload", "read_response", "status_length", "status_payload", "step_requests",
+    "write_mem_payload",
 ]
 
 # 2: STATUS carries learn_cycles per layer. 3: array counters of COUNTER_BITS (24, wrapping),
-# memory requests range-checked (ARG), HELLO ends a step a PUSH left open.
-PROTOCOL_VERSION = 3
+# memory requests range-checked (ARG), HELLO ends a step a PUSH left open. 4: bitmap PUSH/STEP,
+# the on-chip rate encoder (INTENSITY, STEP_ENCODED, status NO_ENCODER), HELLO's feature byte
+# and fabric clock.
+PROTOCOL_VERSION = 4
 SOF_REQUEST = 0xA5
 SOF_RESPONSE = 0x5A
 ARGS_BYTES = 7  # core, space, address (4), count: the head of READ_MEM and WRITE_MEM
@@ -48,7 +53,11 @@ ARRAY_COUNTERS = ("events_in", "events_out", "busy_cycles", "integrate_cycles")
 LAYER_COUNTERS = ("sops", "spikes", "saturations", "learn_cycles")  # each per layer, in order
 _REQUEST_HEAD = 5  # SOF, seq, cmd, len
 _RESPONSE_HEAD = 6  # SOF, seq, cmd, status, len
-HELLO_BYTES = 26
+HELLO_BYTES = 30
+# HELLO's feature bits: what this device's gateware does beyond the commands every one has.
+FEATURE_BITMAP = 0x01  # PUSH_BITMAP and STEP_BITMAP
+FEATURE_RATE_ENCODER = 0x02  # INTENSITY and STEP_ENCODED: the image encodes on chip
+_KNOWN_FEATURES = FEATURE_BITMAP | FEATURE_RATE_ENCODER
 _HELLO_MAGIC = b"SF"
 
 
@@ -60,6 +69,10 @@ class Command(enum.IntEnum):
     PUSH = 0x05
     STEP = 0x06
     STATUS = 0x07
+    PUSH_BITMAP = 0x08  # a step's input events as a bitmap of n_inputs bits
+    STEP_BITMAP = 0x09
+    INTENSITY = 0x0A  # 8-bit intensities of the on-chip rate encoder, from an offset
+    STEP_ENCODED = 0x0B  # a step whose input events the rate encoder draws
 
 
 class Status(enum.IntEnum):
@@ -70,6 +83,7 @@ class Status(enum.IntEnum):
     ARG = 0x04  # core index or memory space out of range
     BUSY = 0x05  # memory access while a step is open (PUSH without STEP)
     NOT_LOADED = 0x06  # PUSH/STEP before the flash loader made the array ready (docs/flash.md)
+    NO_ENCODER = 0x07  # INTENSITY/STEP_ENCODED on gateware of an image that does not encode
 
 
 class MemSpace(enum.IntEnum):
@@ -251,6 +265,74 @@ def push_payload(addresses: Iterable[int]) -> bytes:
     return bytes(out)
 
 
+def bitmap_bytes(n_inputs: int) -> int:
+    """Bytes of a step's input bitmap: one bit per input."""
+    return -(-int(n_inputs) // 8)
+
+
+def bitmap_payload(addresses: Iterable[int], n_inputs: int) -> bytes:
+    """A step's input events as a bitmap (PUSH_BITMAP, STEP_BITMAP): bit ``a % 8`` of byte
+    ``a // 8`` is set for every address ``a``; the bits past ``n_inputs`` are 0. An address given
+    twice is one event, and the events enter the array in ascending order."""
+    if not 1 <= n_inputs <= 0x10000:
+        raise ValueError(f"input count must be 1..65536, not {n_inputs!r}")
+    out = bytearray(bitmap_bytes(n_inputs))
+    for addr in addresses:
+        if not 0 <= addr < n_inputs:
+            raise ValueError(f"event address must be below n_inputs ({n_inputs}), not {addr!r}")
+        out[addr >> 3] |= 1 << (addr & 7)
+    return bytes(out)
+
+
+def parse_bitmap(payload: bytes, n_inputs: int) -> list[int]:
+    """The ascending addresses of a bitmap payload (what the device does with one)."""
+    if len(payload) != bitmap_bytes(n_inputs):
+        raise ValueError(f"a bitmap of {n_inputs} inputs must hold {bitmap_bytes(n_inputs)} "
+                         f"bytes, not {len(payload)}")
+    return [a for a in range(n_inputs) if payload[a >> 3] >> (a & 7) & 1]
+
+
+def intensity_payload(offset: int, values: Sequence[int]) -> bytes:
+    """INTENSITY: ``offset`` (u16) then one byte per input from ``offset`` up."""
+    if not 0 <= offset <= 0xFFFF:
+        raise ValueError(f"intensity offset must fit 16 bits, not {offset!r}")
+    if not values:
+        raise ValueError("an INTENSITY request must carry at least one intensity")
+    if any(not 0 <= int(v) <= 0xFF for v in values):
+        raise ValueError("intensities must lie in 0..255")
+    return offset.to_bytes(2, "little") + bytes(int(v) for v in values)
+
+
+def parse_intensity(payload: bytes) -> tuple[int, list[int]]:
+    """``(offset, intensities)`` of an INTENSITY payload."""
+    if len(payload) < 3:
+        raise ValueError(f"an INTENSITY payload must hold an offset and at least one "
+                         f"intensity, not {len(payload)} bytes")
+    return int.from_bytes(payload[:2], "little"), list(payload[2:])
+
+
+def frame_bytes(payload_bytes: int, answer_bytes: int = 0) -> int:
+    """Bytes on the wire for one request and its OK answer."""
+    return _REQUEST_HEAD + payload_bytes + 2 + _RESPONSE_HEAD + answer_bytes + 2
+
+
+def step_requests(addresses: Sequence[int], n_inputs: int, max_payload: int,
+                  *, bitmap: bool = True) -> list[tuple[Command, bytes]]:
+    """The requests of one timestep, in the encoding with fewer bytes on the wire: AER (PUSH
+    frames of ``max_payload / 2`` events, then a STEP) or, with ``bitmap``, one STEP_BITMAP
+    (when the bitmap fits a payload)."""
+    addresses = list(addresses)
+    per = max_payload // 2
+    cut = max(0, (len(addresses) - 1) // per * per)
+    aer = [(Command.PUSH, push_payload(addresses[k:k + per])) for k in range(0, cut, per)]
+    aer.append((Command.STEP, push_payload(addresses[cut:])))
+    if not bitmap or bitmap_bytes(n_inputs) > max_payload:
+        return aer
+    bits = [(Command.STEP_BITMAP, bitmap_payload(addresses, n_inputs))]
+    cost = lambda requests: sum(frame_bytes(len(p)) for _, p in requests)  # noqa: E731
+    return bits if cost(bits) < cost(aer) else aer
+
+
 def parse_words(payload: bytes, word_bytes: int, count: int | None = None) -> list[int]:
     """Little-endian words of ``word_bytes``; exactly ``count`` of them when given
     (:class:`ProtocolViolation` otherwise)."""
@@ -305,21 +387,33 @@ class DeviceInfo:
     n_inputs: int
     n_outputs: int
     image_id: int
+    features: int = 0  # FEATURE_* bits
+    clock_hz: int = 0  # the fabric clock the gateware was built for (0: not known)
+
+    @property
+    def bitmap(self) -> bool:
+        return bool(self.features & FEATURE_BITMAP)
+
+    @property
+    def rate_encoder(self) -> bool:
+        return bool(self.features & FEATURE_RATE_ENCODER)
 
 
 def hello_payload(*, n_cores: int, n_layers: int, word_bytes: int, mem_data_bits: int,
                   mem_addr_bits: int, max_payload: int, timeout_bytes: int, n_inputs: int,
-                  n_outputs: int, image_id: int) -> bytes:
+                  n_outputs: int, image_id: int, features: int = FEATURE_BITMAP,
+                  clock_hz: int = 0) -> bytes:
     """The payload of the HELLO response (what the device sends; :func:`parse_hello` reads it)."""
     return b"".join([
         _HELLO_MAGIC,
         bytes([PROTOCOL_VERSION, n_cores, n_layers, COUNTER_BYTES, word_bytes,
-               mem_data_bits, mem_addr_bits, 0]),
+               mem_data_bits, mem_addr_bits, features]),
         max_payload.to_bytes(2, "little"),
         timeout_bytes.to_bytes(2, "little"),
         n_inputs.to_bytes(4, "little"),
         n_outputs.to_bytes(4, "little"),
         image_id.to_bytes(4, "little"),
+        int(clock_hz).to_bytes(4, "little"),
     ])
 
 
@@ -335,7 +429,8 @@ def parse_hello(payload: bytes) -> DeviceInfo:
                       counter_bytes=payload[5], word_bytes=payload[6],
                       mem_data_bits=payload[7], mem_addr_bits=payload[8],
                       max_payload=u16(10), timeout_bytes=u16(12), n_inputs=u32(14),
-                      n_outputs=u32(18), image_id=u32(22))
+                      n_outputs=u32(18), image_id=u32(22), features=payload[9],
+                      clock_hz=u32(26))
 
 
 def check_hello(info: DeviceInfo) -> None:
@@ -359,6 +454,8 @@ def check_hello(info: DeviceInfo) -> None:
          "1..65536 (u16 event addresses)"),
         ("n_outputs", info.n_outputs, 1 <= info.n_outputs <= 0x7FFF,
          "1..32767 (a STEP answer's payload)"),
+        ("features", info.features, not info.features & ~_KNOWN_FEATURES,
+         f"a combination of 0x{_KNOWN_FEATURES:02x}"),
     ]
     for name, value, ok, want in checks:
         if not ok:
@@ -558,16 +655,42 @@ class LinkClient:
             self._empty(Command.PUSH, push_payload(addresses[k:k + per]))
 
     def step(self, addresses: Sequence[int] = (), max_spikes: int = 1) -> list[int]:
-        """One timestep: its input events (sent in as many frames as needed), then the
-        output events of the step (checked: ascending, below ``n_outputs``; a neuron of a
-        multi-spike output layer up to ``max_spikes`` times in a row)."""
+        """One timestep: its input events (as AER frames or a bitmap, whichever is shorter on
+        the wire, :func:`step_requests`), then the output events of the step (checked:
+        ascending, below ``n_outputs``; a neuron of a multi-spike output layer up to
+        ``max_spikes`` times in a row)."""
         info = self._need_info()
-        per = info.max_payload // 2
-        addresses = list(addresses)
-        cut = max(0, (len(addresses) - 1) // per * per)
-        if cut:
-            self.push(addresses[:cut])
-        response = self.request(Command.STEP, push_payload(addresses[cut:]),
+        requests = step_requests(addresses, info.n_inputs, info.max_payload,
+                                 bitmap=info.bitmap)
+        for command, payload in requests[:-1]:
+            self._empty(command, payload)
+        command, payload = requests[-1]
+        response = self.request(command, payload,
+                                answer_bytes=2 * info.n_outputs * max_spikes)
+        return parse_step(response.payload, info.n_outputs, max_spikes)
+
+    def _need_encoder(self, what: str) -> DeviceInfo:
+        info = self._need_info()
+        if not info.rate_encoder:
+            raise ProtocolViolation(f"{what} needs gateware with the on-chip rate encoder; "
+                                    f"this device's image does not encode on chip")
+        return info
+
+    def intensity(self, values: Sequence[int]) -> None:
+        """A sample's 8-bit intensities for the on-chip rate encoder, all ``n_inputs`` of them
+        (in as many INTENSITY frames as needed)."""
+        info = self._need_encoder("INTENSITY")
+        if len(values) != info.n_inputs:
+            raise ValueError(f"need {info.n_inputs} intensities, not {len(values)}")
+        per = info.max_payload - 2
+        for k in range(0, len(values), per):
+            self._empty(Command.INTENSITY, intensity_payload(k, values[k:k + per]))
+
+    def step_encoded(self, max_spikes: int = 1) -> list[int]:
+        """One timestep whose input events the rate encoder draws; its output events (as
+        :meth:`step`)."""
+        info = self._need_encoder("STEP_ENCODED")
+        response = self.request(Command.STEP_ENCODED,
                                 answer_bytes=2 * info.n_outputs * max_spikes)
         return parse_step(response.payload, info.n_outputs, max_spikes)
 

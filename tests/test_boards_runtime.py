@@ -134,7 +134,7 @@ def test_load_refuses_what_the_gateware_cannot_hold(board, image):
 class FaultyLine:
     """A Transport that damages frames in flight, once per request (never its retry).
 
-    ``plan`` maps the index of a STEP request (counted from 0) to a fault:
+    ``plan`` maps the index of a STEP or STEP_BITMAP request (counted from 0) to a fault:
     "corrupt" flips a CRC bit of the request; "truncate" sends only its first half;
     "lose" swallows the device's answer; "garble" flips a bit of the answer.
     """
@@ -150,7 +150,8 @@ class FaultyLine:
     def write(self, data: bytes) -> None:
         seq, command = data[1], data[2]
         fault = None
-        if command == Command.STEP and (seq, command) not in self.seen:
+        # a step's STEP, or STEP_BITMAP where the runtime sent its events as a bitmap
+        if command in (Command.STEP, Command.STEP_BITMAP) and (seq, command) not in self.seen:
             self.seen.add((seq, command))
             self.steps += 1
             fault = self.plan.get(self.steps)

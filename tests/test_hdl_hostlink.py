@@ -126,8 +126,8 @@ class StreamBoard(SimTransport):
 
     GAP = 3
 
-    def __init__(self, image):
-        dut = LinkBench(image, byte_cycles=self.GAP, timeout_bytes=TIMEOUT_BYTES)
+    def __init__(self, image, **link):
+        dut = LinkBench(image, byte_cycles=self.GAP, timeout_bytes=TIMEOUT_BYTES, **link)
         super().__init__(dut, 1e6, self.GAP / 1e6)
 
     def write_framing_error(self) -> None:

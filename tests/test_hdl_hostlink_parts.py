@@ -233,11 +233,22 @@ def depths_of(image):
     return out
 
 
-def expected_status(head, idle, depths, word_bytes):
+def expected_status(head, idle, depths, word_bytes, n_inputs=5, encoder=False):
     """docs/host-protocol.md's status rules, in its order."""
     cmd, length = head["cmd"], head["length"]
     if not head["crc_ok"]:
         return Status.CRC
+    if cmd in (Command.INTENSITY, Command.STEP_ENCODED):
+        if not encoder:
+            return Status.NO_ENCODER
+        if cmd == Command.STEP_ENCODED:
+            return Status.OK if length == 0 else Status.LENGTH
+        if length < 3:
+            return Status.LENGTH
+        offset = head["core"] | head["space"] << 8  # the payload's first two bytes
+        return Status.ARG if offset + length - 2 > n_inputs else Status.OK
+    if cmd in (Command.PUSH_BITMAP, Command.STEP_BITMAP):
+        return Status.OK if length == -(-n_inputs // 8) else Status.LENGTH
     if cmd in (Command.HELLO, Command.CLEAR, Command.STATUS):
         return Status.OK if length == 0 else Status.LENGTH
     if cmd in (Command.PUSH, Command.STEP):
@@ -266,7 +277,7 @@ def test_memory_depths_are_the_images():
 @st.composite
 def heads(draw):
     depths = depths_of(IMAGE)
-    cmd = draw(st.sampled_from([*Command, 0, 8, 0xFF]))
+    cmd = draw(st.sampled_from([*Command, 0, 0x0C, 0xFF]))
     core = draw(st.integers(0, len(depths)))
     space = draw(st.integers(0, 6))
     depth = depths[core][MemSpace(space)] if core < len(depths) and space < 5 else 4
@@ -275,7 +286,7 @@ def heads(draw):
                 | st.integers(0, 2**32 - 1))
     addr = min(max(addr, 0), 2**32 - 1)
     right = ARGS_BYTES + (count * 2 if cmd == Command.WRITE_MEM else 0)
-    length = draw(st.sampled_from([0, 1, 2, right, right + 1, right - 2]))
+    length = draw(st.sampled_from([0, 1, 2, 3, 4, right, right + 1, right - 2]))
     return {"seq": draw(st.integers(0, 255)), "cmd": int(cmd), "length": max(length, 0),
             "core": core, "space": space, "addr": addr, "count": count,
             "crc_ok": draw(st.booleans())}
@@ -284,17 +295,19 @@ def heads(draw):
 @settings(deadline=None, max_examples=40)
 @given(cases=st.lists(st.tuples(heads(), st.booleans()), min_size=1, max_size=12))
 def test_checker_follows_the_documented_rules(cases):
-    dut = RequestChecker(IMAGE, word_bytes=2)
     depths = depths_of(IMAGE)
+    for encoder in (False, True):
+        dut = RequestChecker(IMAGE, word_bytes=2, encoder=encoder)
 
-    async def bench(ctx):
-        for head, idle in cases:
-            ctx.set(dut.head, head)
-            ctx.set(dut.idle, idle)
-            await ctx.tick()
-            assert ctx.get(dut.status) == expected_status(head, idle, depths, 2), (head, idle)
+        async def bench(ctx, dut=dut, encoder=encoder):
+            for head, idle in cases:
+                ctx.set(dut.head, head)
+                ctx.set(dut.idle, idle)
+                await ctx.tick()
+                assert ctx.get(dut.status) == expected_status(
+                    head, idle, depths, 2, IMAGE.n_inputs, encoder), (head, idle, encoder)
 
-    run(dut, bench)
+        run(dut, bench)
 
 
 # -- StatusBytes and LinkCounters ----------------------------------------------------------------

@@ -86,17 +86,20 @@ def test_the_gateware_uses_the_contract():
 def test_parse_hello_and_status():
     hello = protocol.hello_payload(n_cores=3, n_layers=2, word_bytes=4, mem_data_bits=32,
                                    mem_addr_bits=16, max_payload=256, timeout_bytes=128,
-                                   n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
+                                   n_inputs=64, n_outputs=10, image_id=0xDEADBEEF,
+                                   features=3, clock_hz=18_000_000)
     info = protocol.parse_hello(hello)
     assert info == protocol.DeviceInfo(
         version=protocol.PROTOCOL_VERSION, n_cores=3, n_layers=2, counter_bytes=3,
         word_bytes=4, mem_data_bits=32, mem_addr_bits=16, max_payload=256, timeout_bytes=128,
-        n_inputs=64, n_outputs=10, image_id=0xDEADBEEF)
+        n_inputs=64, n_outputs=10, image_id=0xDEADBEEF, features=3, clock_hz=18_000_000)
+    assert info.bitmap and info.rate_encoder
     protocol.check_hello(info)
     # STATUS: written out from the document's table, field by field.
     link = [1, 2, 3, 4, 5, 0xFFFF]
     counters = [10, 11, 2**24 - 1, 13, 100, 200, 7, 8, 0, 1, 0, 2**23 + 3]
-    payload = bytes([3, 0b101, 2, 0]) + b"".join(v.to_bytes(2, "little") for v in link) + \
+    payload = bytes([protocol.PROTOCOL_VERSION, 0b101, 2, 0]) + b"".join(
+        v.to_bytes(2, "little") for v in link) + \
         b"".join(v.to_bytes(3, "little") for v in counters)
     status = protocol.parse_status(payload)
     assert (status.overflow, status.idle, status.link_error) == (True, False, True)
@@ -105,11 +108,12 @@ def test_parse_hello_and_status():
             status.integrate_cycles) == (10, 11, 2**24 - 1, 13)
     assert (status.sops, status.spikes, status.saturations) == ([100, 200], [7, 8], [0, 1])
     assert status.learn_cycles == [0, 2**23 + 3]
-    assert status.version == 3
+    assert status.version == protocol.PROTOCOL_VERSION
     assert protocol.status_payload(status) == payload
     assert protocol.parse_status(payload, 2) == status
     for bad, match in ((payload[:-1], r"^STATUS answer for 2 layers must hold 52 bytes, not 51$"),
-                       (bytes([2]) + payload[1:], r"^STATUS answer's version must be 3, not 2$"),
+                       (bytes([2]) + payload[1:],
+                        rf"^STATUS answer's version must be {protocol.PROTOCOL_VERSION}, not 2$"),
                        (payload[:2], r"^STATUS answer must hold at least 4 bytes, not 2$")):
         with pytest.raises(protocol.ProtocolViolation, match=match):
             protocol.parse_status(bad)
@@ -199,7 +203,7 @@ def test_client_splits_long_requests():
     client = LinkClient(ScriptedDevice([ok()] * 3 + [ok(b"\x01\x00")]), byte_time=1e-6)
     client.info = protocol.parse_hello(protocol.hello_payload(
         n_cores=1, n_layers=1, word_bytes=1, mem_data_bits=8, mem_addr_bits=16,
-        max_payload=8, timeout_bytes=4, n_inputs=40, n_outputs=4, image_id=0))
+        max_payload=8, timeout_bytes=4, n_inputs=40, n_outputs=4, image_id=0, features=0))
     assert client.step(list(range(13))) == [1]  # 4 events per frame: PUSH x3 then STEP
     frames = [protocol.encode_request(k + 1, cmd, protocol.push_payload(events))
               for k, (cmd, events) in enumerate([

@@ -51,9 +51,10 @@ def test_hand_worked_network():
     assert got["classification_accuracy"] == 1.0  # neuron 1 spiked most
     hw = got["hardware"]
     assert hw["sops_per_sample"] == (2 + 1) * 3  # the cores: every neuron per input event
-    # CLEAR 7+8; STEP 7+2*2 / 8+2*1; STEP 7+2 / 8; STATUS after each step 7 / 8+payload
+    # CLEAR 7+8; STEP_BITMAP 7+1 (AER: 7+2*2) / 8+2*1; STEP_BITMAP 7+1 (AER: 7+2) / 8;
+    # STATUS once, after the last step: 7 / 8+payload
     status = 7 + 8 + protocol.status_length(1)
-    assert hw["host_link_bytes_per_sample"] == 15 + (11 + 10) + (9 + 8) + 2 * status
+    assert hw["host_link_bytes_per_sample"] == 15 + (8 + 10) + (8 + 8) + status
     assert hw["cycles_per_sample"] is None and hw["latency_s"] is None
     assert got["detail"]["footprint_bits"] == {"weights": 18, "parameters": 21}
 

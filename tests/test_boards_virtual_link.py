@@ -1,0 +1,116 @@
+"""The host link of protocol 4 end to end: the UART rate as an option (checked dividers), and on
+the virtual board (whole SoC in Verilator, slow) a run with bitmap steps and a run through the
+on-chip rate encoder against the golden model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spikeforge
+from spikeforge import protocol
+from spikeforge.boards.catalog import find_board
+from spikeforge.boards.runtime import Board, BoardError, default_baud
+from spikeforge.boards.top import check_baud
+from spikeforge.boards.virtual import VirtualBoard, VirtualBoardError
+from spikeforge.hdl.rtl import available_simulators
+from spikeforge.hdl.soc import SpikeSoC
+from spikeforge.image import HwConfig
+from spikeforge.protocol import Command
+from spikeforge.sim.encode import with_rate_encoder
+
+from .strategies import random_image
+
+
+def test_baud_is_a_checked_option():
+    board = find_board("icebreaker")
+    assert board.baud == 3_000_000 and board.to_dict()["baud"] == 3_000_000
+    assert check_baud(board) == 3_000_000
+    assert SpikeSoC(random_image(0, (4, 3)), clk_freq=board.fabric_hz,
+                    baud=board.baud).divisor == 6  # 18 MHz / 3 Mbaud, exact
+    with pytest.raises(ValueError, match=r"^board 'icebreaker': 4000000 baud from a 18000000\.0 "
+                                         r"Hz clock is off by 12\.5% \(divisor 4\); choose "
+                                         r"another rate$"):
+        check_baud(board, 4_000_000)
+    with pytest.raises(ValueError, match=r"^baud rate must be a positive number, not 0$"):
+        check_baud(board, 0)
+    with pytest.raises(VirtualBoardError, match=r"^the virtual board cannot talk at 1000000 "
+                                                r"baud: a 3000000\.0 Hz clock is too slow "):
+        VirtualBoard(random_image(0, (4, 3)), baud=1_000_000, clock_hz=3e6)
+    image = random_image(0, (4, 3))
+    assert default_baud(image) == 115200  # no board recorded
+    on_board = spikeforge.Image(image.n_inputs, image.layers,
+                                HwConfig("iCE40UP5K", image.config.cores, board="icebreaker"))
+    assert default_baud(on_board) == 3_000_000
+
+
+needs_verilator = pytest.mark.skipif("verilator" not in available_simulators(),
+                                     reason="the virtual board needs Verilator")
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_virtual_board_bitmap_and_encoder_match_golden():
+    # 20 inputs: a 3-byte bitmap beats AER from 2 events a step, so dense steps go as bitmaps
+    coded = with_rate_encoder(random_image(31, (20, 12, 4), split=True), seed=0x1D)
+    rng = np.random.default_rng(31)
+    x = (rng.random((2, 6, 20)) < 0.5).astype(np.uint8)
+    pixels = rng.integers(0, 256, (2, 20), dtype=np.uint8)
+    with Board.virtual(coded) as board:
+        assert board.info.bitmap and board.info.rate_encoder
+        spikes_run = board.run(x)
+        coded_run = board.run(intensities=pixels, steps=6)
+        status = board.status()
+    for got, want in ((spikes_run, spikeforge.simulate(coded, x)),
+                      (coded_run, spikeforge.simulate(coded, intensities=pixels, steps=6))):
+        assert want.spikes.sum() > 0  # a test of something
+        assert np.array_equal(got.spikes, want.spikes)
+        assert np.array_equal(got.sops, want.sops)
+        assert (got.link_bytes > 0).all() and (got.compute_seconds > 0).all()
+    # the encoded samples' bytes on the line, written out from the protocol: CLEAR, one
+    # INTENSITY, six STEP_ENCODED with their output events, one STATUS (status_interval >= 6)
+    def exchange(command, payload=b"", answer=b""):
+        return len(protocol.encode_request(0, command, payload)) + len(
+            protocol.encode_response(0, command, 0, answer))
+
+    for b in range(2):
+        want = (exchange(Command.CLEAR)
+                + exchange(Command.INTENSITY, protocol.intensity_payload(0, pixels[b].tolist()))
+                + sum(exchange(Command.STEP_ENCODED, answer=protocol.push_payload(
+                    np.flatnonzero(row).tolist())) for row in coded_run.spikes[b])
+                + exchange(Command.STATUS, answer=bytes(protocol.status_length(2))))
+        assert coded_run.link_bytes[b] == want
+    assert not status.device.link_error and status.retries == 0
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_virtual_board_without_encoder_refuses_intensities():
+    plain = random_image(32, (20, 12, 4))
+    with Board.virtual(plain) as board:
+        assert board.info.bitmap and not board.info.rate_encoder
+        with pytest.raises(ValueError, match=r"^intensities need an image that encodes on "):
+            board.run(intensities=np.zeros((1, 20), np.uint8), steps=2)
+        board.image = with_rate_encoder(plain, seed=3)  # the host believes it encodes
+        with pytest.raises(BoardError, match=r"has no on-chip rate encoder"):
+            board.run(intensities=np.zeros((1, 20), np.uint8), steps=2)
+
+
+def test_cli_refuses_a_bad_baud_and_intensities_without_encoder(tmp_path, capsys):
+    from spikeforge.cli import main
+
+    image = random_image(0, (4, 3))
+    image = spikeforge.Image(image.n_inputs, image.layers,
+                             HwConfig("iCE40UP5K", image.config.cores, board="icebreaker"))
+    image.save(tmp_path / "net.sfi")
+    np.savez(tmp_path / "pix.npz", intensities=np.zeros((1, 4), np.uint8))
+    for argv, needle in (
+            (["build", tmp_path / "net.sfi", "--board", "icebreaker", "--baud", "4000000",
+              "-o", tmp_path / "build"], "4000000 baud from a 18000000.0 Hz clock is off by"),
+            (["simulate", tmp_path / "net.sfi", "--input", tmp_path / "pix.npz", "--steps", "3",
+              "-o", tmp_path / "out.npz"], "intensities need an image that encodes on chip")):
+        assert main([str(a) for a in argv]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "build" / "top.bin").exists()
+    assert not (tmp_path / "out.npz").exists()
