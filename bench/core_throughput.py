@@ -105,6 +105,17 @@ def measure(name: str, image: Image, spikes: np.ndarray, simulator: str | None,
     }
 
 
+
+def case(path, shape, bits, seed, activity, device, label):
+    """The image of a bench case and its name: a compiled image from `path`, or else a random
+    network of `shape` at `bits` mapped for `device`."""
+    if path:
+        image = load_image(path)
+        dims = [image.n_inputs] + [layer.n_out for layer in image.layers]
+        return image, f"{path} ({'-'.join(map(str, dims))})"
+    layers = random_network(shape, bits, seed=seed, activity=activity)
+    return Image(shape[0], layers, map_network(layers, shape[0], device=device)), label
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", help="a compiled 64-input image (e.g. the trained digits "
@@ -129,25 +140,14 @@ def main() -> None:
         fmax_hz = float(report.get("fmax_hz") or report["fmax_mhz"] * 1e6)
 
     if args.only in (None, "digits"):
-        if args.image:
-            image = load_image(args.image)
-            shape = [image.n_inputs] + [layer.n_out for layer in image.layers]
-            name = f"{args.image} ({'-'.join(map(str, shape))})"
-        else:
-            layers = random_network((64, 128, 10), 8, seed=1, activity=0.3)
-            image = Image(64, layers, map_network(layers, 64, device=args.device))
-            name = "digits-like 64-128-10, random 8-bit weights"
+        image, name = case(args.image, (64, 128, 10), 8, 1, 0.3, args.device,
+                           "digits-like 64-128-10, random 8-bit weights")
         spikes = digits_spikes(args.steps, args.batch)
         print(json.dumps(measure(name, image, spikes, args.simulator, fmax_hz)), flush=True)
     if args.only in (None, "mnist"):
-        if args.mnist_image:
-            image = load_image(args.mnist_image)
-            shape = [image.n_inputs] + [layer.n_out for layer in image.layers]
-            name = f"{args.mnist_image} ({'-'.join(map(str, shape))}), 10% input activity"
-        else:
-            layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
-            image = Image(784, layers, map_network(layers, 784, device=args.device))
-            name = "784-128-10, random 4-bit weights, 10% input activity"
+        image, name = case(args.mnist_image, (784, 128, 10), 4, 2, 0.1, args.device,
+                           "784-128-10, random 4-bit weights")
+        name += ", 10% input activity"
         rng = np.random.default_rng(3)
         spikes = (rng.random((args.batch, args.steps, image.n_inputs)) < 0.1).astype(np.uint8)
         print(json.dumps(measure(name, image, spikes, args.simulator, fmax_hz)), flush=True)

@@ -16,7 +16,7 @@ from spikeforge.hdl.rtl import available_simulators
 from spikeforge.sim import golden
 
 from .test_sim_rtl_models import li_image, multi_image
-from .test_streaming import cuts
+from .test_streaming import board_chunks_equal, cuts
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif("verilator" not in available_simulators(),
@@ -41,13 +41,7 @@ def test_models_on_the_virtual_board_in_chunks_equal_one_golden_run(model_board,
     board, image = model_board
     x = (np.random.default_rng(seed).random((1, steps, image.n_inputs)) < 0.5).astype(np.uint8)
     whole = golden.run(image, x)
-    bounds = cuts(data.draw, steps)
-    parts = [board.run(x[:, lo:hi], clear=(k == 0))
-             for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))]
-    np.testing.assert_array_equal(np.concatenate([p.spikes for p in parts], axis=1), whole.spikes)
-    for field in ("sops", "spike_counts", "saturations"):
-        np.testing.assert_array_equal(sum(getattr(p, field) for p in parts),
-                                      getattr(whole, field), err_msg=field)
+    parts = board_chunks_equal(board, x, cuts(data.draw, steps), whole)
     if whole.values is None:
         assert all(p.values is None for p in parts)
     else:

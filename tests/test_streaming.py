@@ -24,6 +24,19 @@ def cuts(draw, steps: int) -> list[int]:
     return [0, *sorted(inner), steps]
 
 
+def board_chunks_equal(board, x, bounds, whole):
+    """Run `x` on `board` in the chunks `bounds` (CLEAR before the first only) and check they
+    add up to the golden run `whole`: spikes step by step, the counters summed; returns the
+    chunks' results."""
+    parts = [board.run(x[:, lo:hi], clear=(k == 0))
+             for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    np.testing.assert_array_equal(np.concatenate([p.spikes for p in parts], axis=1), whole.spikes)
+    for field in ("sops", "spike_counts", "saturations"):
+        np.testing.assert_array_equal(sum(getattr(p, field) for p in parts),
+                                      getattr(whole, field), err_msg=field)
+    return parts
+
+
 @settings(max_examples=60, deadline=None)
 @given(network=neuron_networks(exact=False), data=st.data(), steps=st.integers(0, 30),
        batch=st.integers(1, 3), seed=st.integers(0, 2**31))
@@ -108,13 +121,7 @@ def test_virtual_board_chunks_equal_one_golden_run(stream_board, data, steps, se
     board, image = stream_board
     x = (np.random.default_rng(seed).random((1, steps, image.n_inputs)) < 0.4).astype(np.uint8)
     whole = golden.run(image, x)
-    bounds = cuts(data.draw, steps)
-    parts = [board.run(x[:, lo:hi], clear=(k == 0))
-             for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))]
-    np.testing.assert_array_equal(np.concatenate([p.spikes for p in parts], axis=1), whole.spikes)
-    for field in ("sops", "spike_counts", "saturations"):
-        np.testing.assert_array_equal(sum(getattr(p, field) for p in parts),
-                                      getattr(whole, field))
+    board_chunks_equal(board, x, cuts(data.draw, steps), whole)
 
 
 @needs_verilator
