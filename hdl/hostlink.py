@@ -86,6 +86,13 @@ class PayloadByte(data.Struct):
 LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
 
 
+def times(value, factor: int):
+    """``value * factor`` for a constant ``factor`` as a sum of shifted copies: synthesis maps a
+    product to a DSP block, whose combinational path is long (and scarce on small parts)."""
+    terms = [Cat(Const(0, k), value) for k in range(factor.bit_length()) if factor >> k & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0, 1)
+
+
 def memory_depths(image: Image) -> list[tuple[int, ...]]:
     """Per core, the words of each memory space (indexed by ``MemSpace``) that READ_MEM and
     WRITE_MEM may address: WEIGHTS ``fan_in * groups``, STATE and PARAMS one per neuron, ACC
@@ -288,8 +295,9 @@ class FrameReceiver(wiring.Component):
 
 
 class RequestChecker(wiring.Component):
-    """The status a request gets, registered (one cycle after its inputs, so that the depth
-    table and the range compare end in a register rather than in the executor's FSM).
+    """The status a request gets, in two register stages: the head's decode, lengths and memory
+    range (two cycles after ``head``), ``idle`` and ``loaded`` (one cycle after them), so that
+    neither the depth table and the range compare nor the status priority sit in a long path.
 
     In order: CRC when its CRC did not check; UNKNOWN_CMD; NO_ENCODER for INTENSITY and
     STEP_ENCODED without an ``encoder``; LENGTH when its payload length does not fit the command
@@ -305,9 +313,11 @@ class RequestChecker(wiring.Component):
     Members
     -------
     head : In(RequestHead)
+        Held for two cycles before ``status`` is read.
     idle : In(1)
     loaded : In(1)
-        The flash loader's verdict (docs/flash.md); 1 without a loader.
+        The flash loader's verdict (docs/flash.md); 1 without a loader. Both are read one cycle
+        before ``status``.
     status : Out(8)
         A ``protocol.Status`` value.
     """
@@ -327,66 +337,85 @@ class RequestChecker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         head = self.head
+        # -- stage 1: from the head alone ----------------------------------------------------
+        # `pre` is the status the head gets on an idle, loaded array; `memory` and `events`
+        # say whether idle and loaded still matter. The range compare keeps its operands in
+        # registers: the space's depth and addr + count.
         depth = Signal(range(max(max(d) for d in self._depths) + 1))
         with m.Switch(Cat(head.space, head.core)):
             for core, depths in enumerate(self._depths):
                 for space, words in zip(MemSpace, depths, strict=True):
                     with m.Case(space | core << 8):
-                        m.d.comb += depth.eq(words)
-        # `depth` is 0 for a core or space that does not exist: only addr = count = 0 passes
-        # that, so refuse those explicitly.
-        known = (head.core < len(self._depths)) & (head.space < len(MemSpace))
-        # addr + count <= depth, on the few bits a depth has (an address above them is out).
+                        m.d.sync += depth.eq(words)
+            with m.Default():
+                m.d.sync += depth.eq(0)
         width = len(depth)
-        in_range = known & (head.addr[width:] == 0) & (head.addr[:width] + head.count <= depth)
-        memory = (head.cmd == Command.READ_MEM) | (head.cmd == Command.WRITE_MEM)
+        end = Signal(max(width, 8) + 1)  # addr + count, on the few bits a depth has
+        # `depth` is 0 for a core or space that does not exist: only addr = count = 0 passes
+        # that, so refuse those explicitly; an address above the depth's bits is out.
+        known = Signal()
+        m.d.sync += [
+            end.eq(head.addr[:width] + head.count),
+            known.eq((head.core < len(self._depths)) & (head.space < len(MemSpace)) &
+                     (head.addr[width:] == 0)),
+        ]
+        is_memory = Signal()
+        is_events = Signal()
+        m.d.sync += [
+            is_memory.eq((head.cmd == Command.READ_MEM) | (head.cmd == Command.WRITE_MEM)),
+            is_events.eq((head.cmd == Command.PUSH) | (head.cmd == Command.STEP) |
+                         (head.cmd == Command.PUSH_BITMAP) | (head.cmd == Command.STEP_BITMAP) |
+                         (head.cmd == Command.STEP_ENCODED)),
+        ]
         mem_length = Mux(head.cmd == Command.READ_MEM, ARGS_BYTES,
-                         ARGS_BYTES + head.count * self._word_bytes)
-        status = Signal(8)
+                         ARGS_BYTES + times(head.count, self._word_bytes))
+        pre = Signal(8)
         with m.If(~head.crc_ok):
-            m.d.comb += status.eq(Status.CRC)
-        with m.Elif(memory):
-            with m.If(head.length != mem_length):
-                m.d.comb += status.eq(Status.LENGTH)
-            with m.Elif(~in_range):
-                m.d.comb += status.eq(Status.ARG)
-            with m.Elif(~self.idle):
-                m.d.comb += status.eq(Status.BUSY)
-            with m.Else():
-                m.d.comb += status.eq(Status.OK)
+            m.d.sync += pre.eq(Status.CRC)
         with m.Else():
             with m.Switch(head.cmd):
+                with m.Case(Command.READ_MEM, Command.WRITE_MEM):
+                    # ARG when out of range, decided in stage 2
+                    m.d.sync += pre.eq(Mux(head.length != mem_length, Status.LENGTH,
+                                           Status.OK))
                 with m.Case(Command.HELLO, Command.CLEAR, Command.STATUS):
-                    m.d.comb += status.eq(Mux(head.length == 0, Status.OK, Status.LENGTH))
+                    m.d.sync += pre.eq(Mux(head.length == 0, Status.OK, Status.LENGTH))
                 with m.Case(Command.PUSH, Command.STEP):
-                    m.d.comb += status.eq(Mux(head.length[0], Status.LENGTH,
-                                              Mux(self.loaded, Status.OK, Status.NOT_LOADED)))
+                    m.d.sync += pre.eq(Mux(head.length[0], Status.LENGTH, Status.OK))
                 with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
-                    m.d.comb += status.eq(Mux(head.length != bitmap_bytes(self._n_inputs),
-                                              Status.LENGTH,
-                                              Mux(self.loaded, Status.OK, Status.NOT_LOADED)))
+                    m.d.sync += pre.eq(Mux(head.length != bitmap_bytes(self._n_inputs),
+                                           Status.LENGTH, Status.OK))
                 with m.Case(Command.INTENSITY):
                     # the offset is the payload's first two bytes: the head's core and space
                     offset = Cat(head.core, head.space)
                     if not self._encoder:
-                        m.d.comb += status.eq(Status.NO_ENCODER)
+                        m.d.sync += pre.eq(Status.NO_ENCODER)
                     else:
                         with m.If(head.length < 3):
-                            m.d.comb += status.eq(Status.LENGTH)
+                            m.d.sync += pre.eq(Status.LENGTH)
                         with m.Elif(offset + head.length - 2 > self._n_inputs):
-                            m.d.comb += status.eq(Status.ARG)
+                            m.d.sync += pre.eq(Status.ARG)
                         with m.Else():
-                            m.d.comb += status.eq(Status.OK)
+                            m.d.sync += pre.eq(Status.OK)
                 with m.Case(Command.STEP_ENCODED):
                     if not self._encoder:
-                        m.d.comb += status.eq(Status.NO_ENCODER)
+                        m.d.sync += pre.eq(Status.NO_ENCODER)
                     else:
-                        m.d.comb += status.eq(Mux(head.length != 0, Status.LENGTH,
-                                                  Mux(self.loaded, Status.OK,
-                                                      Status.NOT_LOADED)))
+                        m.d.sync += pre.eq(Mux(head.length != 0, Status.LENGTH, Status.OK))
                 with m.Default():
-                    m.d.comb += status.eq(Status.UNKNOWN_CMD)
-        m.d.sync += self.status.eq(status)
+                    m.d.sync += pre.eq(Status.UNKNOWN_CMD)
+        # -- stage 2: the range, idle and loaded -----------------------------------------------
+        in_range = known & (end <= depth)
+        with m.If(pre != Status.OK):
+            m.d.sync += self.status.eq(pre)
+        with m.Elif(is_memory & ~in_range):
+            m.d.sync += self.status.eq(Status.ARG)
+        with m.Elif(is_memory & ~self.idle):
+            m.d.sync += self.status.eq(Status.BUSY)
+        with m.Elif(is_events & ~self.loaded):
+            m.d.sync += self.status.eq(Status.NOT_LOADED)
+        with m.Else():
+            m.d.sync += self.status.eq(Status.OK)
         return m
 
 
@@ -652,8 +681,9 @@ class RequestExecutor(wiring.Component):
         ]
 
         def answer(length, code=Status.OK):
-            m.d.sync += [status.eq(code), resp_len.eq(length), pidx.eq(0), bidx.eq(0),
-                         left.eq(0), replying.eq(1)]
+            # pidx, bidx and left are 0 here (zeroed in Settle and Dispatch, or counted down):
+            # not set here, so that the array's handshakes do not reach their enables.
+            m.d.sync += [status.eq(code), resp_len.eq(length), replying.eq(1)]
             if code != Status.OK:
                 m.next = "Reply"
                 return
@@ -668,6 +698,11 @@ class RequestExecutor(wiring.Component):
         def remember():
             m.d.sync += [last_seq.eq(req.seq), last_cmd.eq(cmd), have_last.eq(1)]
 
+        # A repeat of the last request, registered: Settle always comes before Dispatch, and the
+        # last request changes only in Dispatch.
+        duplicate = Signal()
+        m.d.sync += duplicate.eq(have_last & (req.seq == last_seq) & (cmd == last_cmd))
+
         with m.FSM():
             with m.State("Idle"):
                 with m.If(self.i.valid):
@@ -678,16 +713,15 @@ class RequestExecutor(wiring.Component):
                 # the checker refuses memory requests with BUSY.
                 between = ((cmd == Command.READ_MEM) | (cmd == Command.WRITE_MEM) |
                            (cmd == Command.STATUS))
+                m.d.sync += [pidx.eq(0), left.eq(0)]
                 with m.If(self.idle | open_step | ~between):
                     m.next = "Dispatch"
             with m.State("Dispatch"):
-                duplicate = have_last & (req.seq == last_seq) & (cmd == last_cmd)
                 m.d.sync += [mem_addr.eq(req.addr), bidx.eq(0)]
-                read_len = req.count * wb
+                read_len = times(req.count, wb)
                 with m.If(checker.status != Status.OK):
                     m.d.comb += self.refused.eq(1)
-                    m.d.sync += [status.eq(checker.status), resp_len.eq(0), pidx.eq(0),
-                                 replying.eq(1)]
+                    m.d.sync += [status.eq(checker.status), resp_len.eq(0), replying.eq(1)]
                     m.next = "Reply"
                 with m.Elif(duplicate):
                     m.d.comb += self.duplicate.eq(1)
@@ -695,7 +729,7 @@ class RequestExecutor(wiring.Component):
                         with m.Case(Command.READ_MEM):
                             answer(read_len)
                         with m.Case(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED):
-                            answer(out_count * 2)
+                            answer(times(out_count, 2))
                         with m.Case(Command.STATUS):
                             answer(n_status)
                         with m.Default():
@@ -830,7 +864,7 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += self.outputs.ready.eq(1)
                 with m.If(self.outputs.valid):
                     with m.If(self.outputs.payload.eos):
-                        answer(out_count * 2)
+                        answer(times(out_count, 2))
                     with m.Elif(out_count == n_out):
                         # More spikes than neurons: cannot happen with a correct array; counted
                         # rather than silently lost.
