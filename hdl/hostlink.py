@@ -14,7 +14,7 @@ composition of small components, each with its own test (tests/test_hdl_hostlink
 
 import operator
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import crc, data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -44,6 +44,7 @@ from .array import CoreArray
 from .core import MemAccessSignature
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
+from .skid import SkidBuffer
 
 __all__ = [
     "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "PayloadByte",
@@ -1092,14 +1093,20 @@ class HostLink(wiring.Component):
         wiring.connect(m, executor.reply, sender.i)
         wiring.connect(m, executor.payload, sender.payload)
         wiring.connect(m, sender.tx, wiring.flipped(self.tx))
-        wiring.connect(m, executor.events, wiring.flipped(self.events))
+        # Input events leave through a skid buffer: the array's ready (which depends on the
+        # event's address) and the executor's FSM stay a register apart. CLEAR empties it with
+        # the array; the executor sees the array idle only when it is empty.
+        events = SkidBuffer(SpikeEvent)
+        m.submodules.events = ResetInserter(executor.clear)(events)
+        wiring.connect(m, executor.events, events.i)
+        wiring.connect(m, events.o, wiring.flipped(self.events))
         wiring.connect(m, wiring.flipped(self.outputs), executor.outputs)
         wiring.connect(m, executor.mem, wiring.flipped(self.mem))
         m.d.comb += [
             receiver.framing_error.eq(self.framing_error),
             receiver.buf_addr.eq(executor.buf_addr),
             executor.buf_data.eq(receiver.buf_data),
-            executor.idle.eq(self.idle),
+            executor.idle.eq(self.idle & events.empty),
             executor.loaded.eq(self.loaded),
             executor.status_byte.eq(status.byte),
             status.index.eq(executor.status_index),
