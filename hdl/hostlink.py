@@ -648,8 +648,20 @@ class RequestExecutor(wiring.Component):
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
         hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
-        stepping = ((cmd == Command.STEP) | (cmd == Command.STEP_BITMAP) |
-                    (cmd == Command.STEP_ENCODED))
+
+        def kind(*commands):
+            """Whether the request is one of ``commands``, registered: the request is held from
+            the cycle before Settle on, and every state that reads these comes after Idle."""
+            flag = Signal()
+            m.d.sync += flag.eq(Cat(cmd == command for command in commands).any())
+            return flag
+
+        is_read, is_write = kind(Command.READ_MEM), kind(Command.WRITE_MEM)
+        is_hello, is_status = kind(Command.HELLO), kind(Command.STATUS)
+        is_push, is_push_bitmap = kind(Command.PUSH), kind(Command.PUSH_BITMAP)
+        is_step, is_step_bitmap = kind(Command.STEP), kind(Command.STEP_BITMAP)
+        stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED)
+        between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
         # A bitmap byte's inputs still to send, and its number; the lowest set bit goes first.
         bits = Signal(8)
         byte_no = Signal(range(n_bitmap + 1))
@@ -689,7 +701,7 @@ class RequestExecutor(wiring.Component):
                 m.next = "Reply"
                 return
             nonempty = Cat(length).any() if not isinstance(length, int) else length != 0
-            with m.If(nonempty & (cmd == Command.READ_MEM)):
+            with m.If(nonempty & is_read):
                 m.next = "RdReq"
             with m.Elif(nonempty & stepping):
                 m.next = "OutReq"
@@ -712,8 +724,6 @@ class RequestExecutor(wiring.Component):
                 # Memory and counters are read and written between steps only: wait for the
                 # array. While a PUSH holds a step open the array never gets idle: go on, and
                 # the checker refuses memory requests with BUSY.
-                between = ((cmd == Command.READ_MEM) | (cmd == Command.WRITE_MEM) |
-                           (cmd == Command.STATUS))
                 m.d.sync += [pidx.eq(0), left.eq(0)]
                 with m.If(self.idle | open_step | ~between):
                     m.next = "Dispatch"
@@ -764,7 +774,7 @@ class RequestExecutor(wiring.Component):
                                 m.next = "Fetch"
                         with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
                             remember()
-                            m.d.sync += [idx.eq(0), open_step.eq(cmd == Command.PUSH_BITMAP)]
+                            m.d.sync += [idx.eq(0), open_step.eq(is_push_bitmap)]
                             m.next = "BmpFetch"
                         with m.Case(Command.INTENSITY):
                             remember()
@@ -777,10 +787,10 @@ class RequestExecutor(wiring.Component):
                         with m.Default():  # PUSH, STEP (the checker refused anything else)
                             remember()
                             m.d.sync += [left.eq(req.length[1:]), idx.eq(0),
-                                         open_step.eq(cmd == Command.PUSH)]
+                                         open_step.eq(is_push)]
                             with m.If(req.length != 0):
                                 m.next = "Fetch"
-                            with m.Elif(cmd == Command.STEP):
+                            with m.Elif(is_step):
                                 m.next = "Eos"
                             with m.Else():
                                 answer(0)
@@ -791,19 +801,19 @@ class RequestExecutor(wiring.Component):
                 m.next = "Shift"
             with m.State("Shift"):
                 m.d.sync += [word.eq(Cat(word[8:], self.buf_data)), bidx.eq(bidx + 1)]
-                with m.If(Mux(cmd == Command.WRITE_MEM, bidx == wb - 1, bidx == 1)):
+                with m.If(Mux(is_write, bidx == wb - 1, bidx == 1)):
                     m.d.sync += bidx.eq(0)
                     m.next = "Issue"
                 with m.Else():
                     m.next = "Fetch"
             with m.State("Issue"):
-                writing = cmd == Command.WRITE_MEM
+                writing = is_write
                 m.d.comb += [self.mem.we.eq(writing), self.events.valid.eq(~writing)]
                 with m.If(Mux(writing, self.mem.ready, self.events.ready)):
                     m.d.sync += [left.eq(left - 1), mem_addr.eq(mem_addr + 1)]
                     with m.If(left != 1):
                         m.next = "Fetch"
-                    with m.Elif(cmd == Command.STEP):
+                    with m.Elif(is_step):
                         m.next = "Eos"
                     with m.Else():
                         answer(0)
@@ -824,7 +834,7 @@ class RequestExecutor(wiring.Component):
                         m.d.sync += bits.eq(bits & (bits - 1))
                 with m.Elif(idx != n_bitmap):
                     m.next = "BmpFetch"
-                with m.Elif(cmd == Command.STEP_BITMAP):
+                with m.Elif(is_step_bitmap):
                     m.next = "Eos"
                 with m.Else():
                     answer(0)
@@ -880,7 +890,7 @@ class RequestExecutor(wiring.Component):
                 m.next = "ClearWait"
             with m.State("ClearWait"):
                 with m.If(self.idle):
-                    answer(Mux(cmd == Command.HELLO, len(self._hello), 0))
+                    answer(Mux(is_hello, len(self._hello), 0))
 
             # -- answer: payload bytes ---------------------------------------------------------
             with m.State("RdReq"):
@@ -907,17 +917,16 @@ class RequestExecutor(wiring.Component):
                         m.next = "Reply"
                     with m.Elif(word_end):
                         m.d.sync += bidx.eq(0)
-                        with m.If(cmd == Command.READ_MEM):
+                        with m.If(is_read):
                             m.next = "RdReq"
                         with m.Else():
                             m.next = "OutReq"
             with m.State("Reply"):
                 # HELLO and STATUS answers are tables read a byte at a time; the others are
                 # empty, or sent by now.
-                table = (status == Status.OK) & ((cmd == Command.HELLO) |
-                                                 (cmd == Command.STATUS))
+                table = (status == Status.OK) & (is_hello | is_status)
                 m.d.comb += [
-                    self.payload.payload.data.eq(Mux(cmd == Command.HELLO,
+                    self.payload.payload.data.eq(Mux(is_hello,
                                                      hello.word_select(pidx[:5], 8),
                                                      self.status_byte)),
                     self.payload.valid.eq(table & (pidx != resp_len)),
