@@ -14,7 +14,7 @@ composition of small components, each with its own test (tests/test_hdl_hostlink
 
 import operator
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import crc, data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -44,6 +44,7 @@ from .array import CoreArray
 from .core import MemAccessSignature
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
+from .skid import SkidBuffer
 
 __all__ = [
     "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "PayloadByte",
@@ -84,6 +85,13 @@ class PayloadByte(data.Struct):
 
 
 LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
+
+
+def times(value, factor: int):
+    """``value * factor`` for a constant ``factor`` as a sum of shifted copies: synthesis maps a
+    product to a DSP block, whose combinational path is long (and scarce on small parts)."""
+    terms = [Cat(Const(0, k), value) for k in range(factor.bit_length()) if factor >> k & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0, 1)
 
 
 def memory_depths(image: Image) -> list[tuple[int, ...]]:
@@ -288,8 +296,9 @@ class FrameReceiver(wiring.Component):
 
 
 class RequestChecker(wiring.Component):
-    """The status a request gets, registered (one cycle after its inputs, so that the depth
-    table and the range compare end in a register rather than in the executor's FSM).
+    """The status a request gets, in two register stages: the head's decode, lengths and memory
+    range (two cycles after ``head``), ``idle`` and ``loaded`` (one cycle after them), so that
+    neither the depth table and the range compare nor the status priority sit in a long path.
 
     In order: CRC when its CRC did not check; UNKNOWN_CMD; NO_ENCODER for INTENSITY and
     STEP_ENCODED without an ``encoder``; LENGTH when its payload length does not fit the command
@@ -305,9 +314,11 @@ class RequestChecker(wiring.Component):
     Members
     -------
     head : In(RequestHead)
+        Held for two cycles before ``status`` is read.
     idle : In(1)
     loaded : In(1)
-        The flash loader's verdict (docs/flash.md); 1 without a loader.
+        The flash loader's verdict (docs/flash.md); 1 without a loader. Both are read one cycle
+        before ``status``.
     status : Out(8)
         A ``protocol.Status`` value.
     """
@@ -327,66 +338,85 @@ class RequestChecker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         head = self.head
+        # -- stage 1: from the head alone ----------------------------------------------------
+        # `pre` is the status the head gets on an idle, loaded array; `memory` and `events`
+        # say whether idle and loaded still matter. The range compare keeps its operands in
+        # registers: the space's depth and addr + count.
         depth = Signal(range(max(max(d) for d in self._depths) + 1))
         with m.Switch(Cat(head.space, head.core)):
             for core, depths in enumerate(self._depths):
                 for space, words in zip(MemSpace, depths, strict=True):
                     with m.Case(space | core << 8):
-                        m.d.comb += depth.eq(words)
-        # `depth` is 0 for a core or space that does not exist: only addr = count = 0 passes
-        # that, so refuse those explicitly.
-        known = (head.core < len(self._depths)) & (head.space < len(MemSpace))
-        # addr + count <= depth, on the few bits a depth has (an address above them is out).
+                        m.d.sync += depth.eq(words)
+            with m.Default():
+                m.d.sync += depth.eq(0)
         width = len(depth)
-        in_range = known & (head.addr[width:] == 0) & (head.addr[:width] + head.count <= depth)
-        memory = (head.cmd == Command.READ_MEM) | (head.cmd == Command.WRITE_MEM)
+        end = Signal(max(width, 8) + 1)  # addr + count, on the few bits a depth has
+        # `depth` is 0 for a core or space that does not exist: only addr = count = 0 passes
+        # that, so refuse those explicitly; an address above the depth's bits is out.
+        known = Signal()
+        m.d.sync += [
+            end.eq(head.addr[:width] + head.count),
+            known.eq((head.core < len(self._depths)) & (head.space < len(MemSpace)) &
+                     (head.addr[width:] == 0)),
+        ]
+        is_memory = Signal()
+        is_events = Signal()
+        m.d.sync += [
+            is_memory.eq((head.cmd == Command.READ_MEM) | (head.cmd == Command.WRITE_MEM)),
+            is_events.eq((head.cmd == Command.PUSH) | (head.cmd == Command.STEP) |
+                         (head.cmd == Command.PUSH_BITMAP) | (head.cmd == Command.STEP_BITMAP) |
+                         (head.cmd == Command.STEP_ENCODED)),
+        ]
         mem_length = Mux(head.cmd == Command.READ_MEM, ARGS_BYTES,
-                         ARGS_BYTES + head.count * self._word_bytes)
-        status = Signal(8)
+                         ARGS_BYTES + times(head.count, self._word_bytes))
+        pre = Signal(8)
         with m.If(~head.crc_ok):
-            m.d.comb += status.eq(Status.CRC)
-        with m.Elif(memory):
-            with m.If(head.length != mem_length):
-                m.d.comb += status.eq(Status.LENGTH)
-            with m.Elif(~in_range):
-                m.d.comb += status.eq(Status.ARG)
-            with m.Elif(~self.idle):
-                m.d.comb += status.eq(Status.BUSY)
-            with m.Else():
-                m.d.comb += status.eq(Status.OK)
+            m.d.sync += pre.eq(Status.CRC)
         with m.Else():
             with m.Switch(head.cmd):
+                with m.Case(Command.READ_MEM, Command.WRITE_MEM):
+                    # ARG when out of range, decided in stage 2
+                    m.d.sync += pre.eq(Mux(head.length != mem_length, Status.LENGTH,
+                                           Status.OK))
                 with m.Case(Command.HELLO, Command.CLEAR, Command.STATUS):
-                    m.d.comb += status.eq(Mux(head.length == 0, Status.OK, Status.LENGTH))
+                    m.d.sync += pre.eq(Mux(head.length == 0, Status.OK, Status.LENGTH))
                 with m.Case(Command.PUSH, Command.STEP):
-                    m.d.comb += status.eq(Mux(head.length[0], Status.LENGTH,
-                                              Mux(self.loaded, Status.OK, Status.NOT_LOADED)))
+                    m.d.sync += pre.eq(Mux(head.length[0], Status.LENGTH, Status.OK))
                 with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
-                    m.d.comb += status.eq(Mux(head.length != bitmap_bytes(self._n_inputs),
-                                              Status.LENGTH,
-                                              Mux(self.loaded, Status.OK, Status.NOT_LOADED)))
+                    m.d.sync += pre.eq(Mux(head.length != bitmap_bytes(self._n_inputs),
+                                           Status.LENGTH, Status.OK))
                 with m.Case(Command.INTENSITY):
                     # the offset is the payload's first two bytes: the head's core and space
                     offset = Cat(head.core, head.space)
                     if not self._encoder:
-                        m.d.comb += status.eq(Status.NO_ENCODER)
+                        m.d.sync += pre.eq(Status.NO_ENCODER)
                     else:
                         with m.If(head.length < 3):
-                            m.d.comb += status.eq(Status.LENGTH)
+                            m.d.sync += pre.eq(Status.LENGTH)
                         with m.Elif(offset + head.length - 2 > self._n_inputs):
-                            m.d.comb += status.eq(Status.ARG)
+                            m.d.sync += pre.eq(Status.ARG)
                         with m.Else():
-                            m.d.comb += status.eq(Status.OK)
+                            m.d.sync += pre.eq(Status.OK)
                 with m.Case(Command.STEP_ENCODED):
                     if not self._encoder:
-                        m.d.comb += status.eq(Status.NO_ENCODER)
+                        m.d.sync += pre.eq(Status.NO_ENCODER)
                     else:
-                        m.d.comb += status.eq(Mux(head.length != 0, Status.LENGTH,
-                                                  Mux(self.loaded, Status.OK,
-                                                      Status.NOT_LOADED)))
+                        m.d.sync += pre.eq(Mux(head.length != 0, Status.LENGTH, Status.OK))
                 with m.Default():
-                    m.d.comb += status.eq(Status.UNKNOWN_CMD)
-        m.d.sync += self.status.eq(status)
+                    m.d.sync += pre.eq(Status.UNKNOWN_CMD)
+        # -- stage 2: the range, idle and loaded -----------------------------------------------
+        in_range = known & (end <= depth)
+        with m.If(pre != Status.OK):
+            m.d.sync += self.status.eq(pre)
+        with m.Elif(is_memory & ~in_range):
+            m.d.sync += self.status.eq(Status.ARG)
+        with m.Elif(is_memory & ~self.idle):
+            m.d.sync += self.status.eq(Status.BUSY)
+        with m.Elif(is_events & ~self.loaded):
+            m.d.sync += self.status.eq(Status.NOT_LOADED)
+        with m.Else():
+            m.d.sync += self.status.eq(Status.OK)
         return m
 
 
@@ -618,8 +648,20 @@ class RequestExecutor(wiring.Component):
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
         hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
-        stepping = ((cmd == Command.STEP) | (cmd == Command.STEP_BITMAP) |
-                    (cmd == Command.STEP_ENCODED))
+
+        def kind(*commands):
+            """Whether the request is one of ``commands``, registered: the request is held from
+            the cycle before Settle on, and every state that reads these comes after Idle."""
+            flag = Signal()
+            m.d.sync += flag.eq(Cat(cmd == command for command in commands).any())
+            return flag
+
+        is_read, is_write = kind(Command.READ_MEM), kind(Command.WRITE_MEM)
+        is_hello, is_status = kind(Command.HELLO), kind(Command.STATUS)
+        is_push, is_push_bitmap = kind(Command.PUSH), kind(Command.PUSH_BITMAP)
+        is_step, is_step_bitmap = kind(Command.STEP), kind(Command.STEP_BITMAP)
+        stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED)
+        between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
         # A bitmap byte's inputs still to send, and its number; the lowest set bit goes first.
         bits = Signal(8)
         byte_no = Signal(range(n_bitmap + 1))
@@ -652,13 +694,14 @@ class RequestExecutor(wiring.Component):
         ]
 
         def answer(length, code=Status.OK):
-            m.d.sync += [status.eq(code), resp_len.eq(length), pidx.eq(0), bidx.eq(0),
-                         left.eq(0), replying.eq(1)]
+            # pidx, bidx and left are 0 here (zeroed in Settle and Dispatch, or counted down):
+            # not set here, so that the array's handshakes do not reach their enables.
+            m.d.sync += [status.eq(code), resp_len.eq(length), replying.eq(1)]
             if code != Status.OK:
                 m.next = "Reply"
                 return
             nonempty = Cat(length).any() if not isinstance(length, int) else length != 0
-            with m.If(nonempty & (cmd == Command.READ_MEM)):
+            with m.If(nonempty & is_read):
                 m.next = "RdReq"
             with m.Elif(nonempty & stepping):
                 m.next = "OutReq"
@@ -668,6 +711,11 @@ class RequestExecutor(wiring.Component):
         def remember():
             m.d.sync += [last_seq.eq(req.seq), last_cmd.eq(cmd), have_last.eq(1)]
 
+        # A repeat of the last request, registered: Settle always comes before Dispatch, and the
+        # last request changes only in Dispatch.
+        duplicate = Signal()
+        m.d.sync += duplicate.eq(have_last & (req.seq == last_seq) & (cmd == last_cmd))
+
         with m.FSM():
             with m.State("Idle"):
                 with m.If(self.i.valid):
@@ -676,18 +724,15 @@ class RequestExecutor(wiring.Component):
                 # Memory and counters are read and written between steps only: wait for the
                 # array. While a PUSH holds a step open the array never gets idle: go on, and
                 # the checker refuses memory requests with BUSY.
-                between = ((cmd == Command.READ_MEM) | (cmd == Command.WRITE_MEM) |
-                           (cmd == Command.STATUS))
+                m.d.sync += [pidx.eq(0), left.eq(0)]
                 with m.If(self.idle | open_step | ~between):
                     m.next = "Dispatch"
             with m.State("Dispatch"):
-                duplicate = have_last & (req.seq == last_seq) & (cmd == last_cmd)
                 m.d.sync += [mem_addr.eq(req.addr), bidx.eq(0)]
-                read_len = req.count * wb
+                read_len = times(req.count, wb)
                 with m.If(checker.status != Status.OK):
                     m.d.comb += self.refused.eq(1)
-                    m.d.sync += [status.eq(checker.status), resp_len.eq(0), pidx.eq(0),
-                                 replying.eq(1)]
+                    m.d.sync += [status.eq(checker.status), resp_len.eq(0), replying.eq(1)]
                     m.next = "Reply"
                 with m.Elif(duplicate):
                     m.d.comb += self.duplicate.eq(1)
@@ -695,7 +740,7 @@ class RequestExecutor(wiring.Component):
                         with m.Case(Command.READ_MEM):
                             answer(read_len)
                         with m.Case(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED):
-                            answer(out_count * 2)
+                            answer(times(out_count, 2))
                         with m.Case(Command.STATUS):
                             answer(n_status)
                         with m.Default():
@@ -729,7 +774,7 @@ class RequestExecutor(wiring.Component):
                                 m.next = "Fetch"
                         with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
                             remember()
-                            m.d.sync += [idx.eq(0), open_step.eq(cmd == Command.PUSH_BITMAP)]
+                            m.d.sync += [idx.eq(0), open_step.eq(is_push_bitmap)]
                             m.next = "BmpFetch"
                         with m.Case(Command.INTENSITY):
                             remember()
@@ -742,10 +787,10 @@ class RequestExecutor(wiring.Component):
                         with m.Default():  # PUSH, STEP (the checker refused anything else)
                             remember()
                             m.d.sync += [left.eq(req.length[1:]), idx.eq(0),
-                                         open_step.eq(cmd == Command.PUSH)]
+                                         open_step.eq(is_push)]
                             with m.If(req.length != 0):
                                 m.next = "Fetch"
-                            with m.Elif(cmd == Command.STEP):
+                            with m.Elif(is_step):
                                 m.next = "Eos"
                             with m.Else():
                                 answer(0)
@@ -756,19 +801,19 @@ class RequestExecutor(wiring.Component):
                 m.next = "Shift"
             with m.State("Shift"):
                 m.d.sync += [word.eq(Cat(word[8:], self.buf_data)), bidx.eq(bidx + 1)]
-                with m.If(Mux(cmd == Command.WRITE_MEM, bidx == wb - 1, bidx == 1)):
+                with m.If(Mux(is_write, bidx == wb - 1, bidx == 1)):
                     m.d.sync += bidx.eq(0)
                     m.next = "Issue"
                 with m.Else():
                     m.next = "Fetch"
             with m.State("Issue"):
-                writing = cmd == Command.WRITE_MEM
+                writing = is_write
                 m.d.comb += [self.mem.we.eq(writing), self.events.valid.eq(~writing)]
                 with m.If(Mux(writing, self.mem.ready, self.events.ready)):
                     m.d.sync += [left.eq(left - 1), mem_addr.eq(mem_addr + 1)]
                     with m.If(left != 1):
                         m.next = "Fetch"
-                    with m.Elif(cmd == Command.STEP):
+                    with m.Elif(is_step):
                         m.next = "Eos"
                     with m.Else():
                         answer(0)
@@ -789,7 +834,7 @@ class RequestExecutor(wiring.Component):
                         m.d.sync += bits.eq(bits & (bits - 1))
                 with m.Elif(idx != n_bitmap):
                     m.next = "BmpFetch"
-                with m.Elif(cmd == Command.STEP_BITMAP):
+                with m.Elif(is_step_bitmap):
                     m.next = "Eos"
                 with m.Else():
                     answer(0)
@@ -830,7 +875,7 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += self.outputs.ready.eq(1)
                 with m.If(self.outputs.valid):
                     with m.If(self.outputs.payload.eos):
-                        answer(out_count * 2)
+                        answer(times(out_count, 2))
                     with m.Elif(out_count == n_out):
                         # More spikes than neurons: cannot happen with a correct array; counted
                         # rather than silently lost.
@@ -845,7 +890,7 @@ class RequestExecutor(wiring.Component):
                 m.next = "ClearWait"
             with m.State("ClearWait"):
                 with m.If(self.idle):
-                    answer(Mux(cmd == Command.HELLO, len(self._hello), 0))
+                    answer(Mux(is_hello, len(self._hello), 0))
 
             # -- answer: payload bytes ---------------------------------------------------------
             with m.State("RdReq"):
@@ -872,17 +917,16 @@ class RequestExecutor(wiring.Component):
                         m.next = "Reply"
                     with m.Elif(word_end):
                         m.d.sync += bidx.eq(0)
-                        with m.If(cmd == Command.READ_MEM):
+                        with m.If(is_read):
                             m.next = "RdReq"
                         with m.Else():
                             m.next = "OutReq"
             with m.State("Reply"):
                 # HELLO and STATUS answers are tables read a byte at a time; the others are
                 # empty, or sent by now.
-                table = (status == Status.OK) & ((cmd == Command.HELLO) |
-                                                 (cmd == Command.STATUS))
+                table = (status == Status.OK) & (is_hello | is_status)
                 m.d.comb += [
-                    self.payload.payload.data.eq(Mux(cmd == Command.HELLO,
+                    self.payload.payload.data.eq(Mux(is_hello,
                                                      hello.word_select(pidx[:5], 8),
                                                      self.status_byte)),
                     self.payload.valid.eq(table & (pidx != resp_len)),
@@ -1058,14 +1102,20 @@ class HostLink(wiring.Component):
         wiring.connect(m, executor.reply, sender.i)
         wiring.connect(m, executor.payload, sender.payload)
         wiring.connect(m, sender.tx, wiring.flipped(self.tx))
-        wiring.connect(m, executor.events, wiring.flipped(self.events))
+        # Input events leave through a skid buffer: the array's ready (which depends on the
+        # event's address) and the executor's FSM stay a register apart. CLEAR empties it with
+        # the array; the executor sees the array idle only when it is empty.
+        events = SkidBuffer(SpikeEvent)
+        m.submodules.events = ResetInserter(executor.clear)(events)
+        wiring.connect(m, executor.events, events.i)
+        wiring.connect(m, events.o, wiring.flipped(self.events))
         wiring.connect(m, wiring.flipped(self.outputs), executor.outputs)
         wiring.connect(m, executor.mem, wiring.flipped(self.mem))
         m.d.comb += [
             receiver.framing_error.eq(self.framing_error),
             receiver.buf_addr.eq(executor.buf_addr),
             executor.buf_data.eq(receiver.buf_data),
-            executor.idle.eq(self.idle),
+            executor.idle.eq(self.idle & events.empty),
             executor.loaded.eq(self.loaded),
             executor.status_byte.eq(status.byte),
             status.index.eq(executor.status_index),
