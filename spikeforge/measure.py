@@ -65,23 +65,6 @@ def link_bytes(inputs: np.ndarray, outputs: np.ndarray, n_layers: int, *,
             + statuses * status_exchange_bytes(n_layers))
 
 
-class CountingTransport:
-    """A transport that counts the bytes it moves (both ways) and passes them on."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.count = 0
-
-    def write(self, data: bytes) -> None:
-        self.inner.write(data)
-        self.count += len(data)
-
-    def read(self, n: int, timeout: float) -> bytes:
-        data = self.inner.read(n, timeout)
-        self.count += len(data)
-        return data
-
-
 # -- inputs ---------------------------------------------------------------------------------
 
 def check_labels(labels, batch: int, n_outputs: int) -> np.ndarray | None:
@@ -147,11 +130,9 @@ def _run_device(image: Image, x: np.ndarray, engine: str, port: str | None, baud
     with Board(port, baud=baud, image=image) as board:
         if port != "sim" and board.info.image_id != protocol.image_id(image.to_bytes()):
             board.load(image)
-        counter = CountingTransport(board.transport)
-        board.transport = counter
         result = board.run(x, progress=progress)
-        board.transport = counter.inner
-        measured = (counter.count - status_exchange_bytes(len(image.layers))) / len(x)
+        # the board counts each sample's bytes on the line (both directions)
+        measured = float(np.mean(result.link_bytes))
         return result, {"link_bytes": measured, "max_payload": board.info.max_payload}
 
 
