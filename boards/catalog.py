@@ -38,7 +38,14 @@ import importlib
 from dataclasses import dataclass, field
 
 __all__ = ["BOARD_DEVICES", "Board", "BOARDS", "board_capacities", "board_names", "board_target",
-           "find_board", "resolve_board", "suggest"]
+           "check_baud_rate", "find_board", "resolve_board", "suggest"]
+
+
+def check_baud_rate(baud) -> None:
+    """Raise ValueError unless ``baud`` is a positive number (the runtime's and the build's
+    check before any divider is worked out)."""
+    if isinstance(baud, bool) or not isinstance(baud, (int, float)) or not baud > 0:
+        raise ValueError(f"baud rate must be a positive number, not {baud!r}")
 
 
 @dataclass(frozen=True)

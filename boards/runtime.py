@@ -280,9 +280,10 @@ class Board:
                  transport: protocol.Transport | None = None, **virtual):
         if image is not None and not isinstance(image, Image):
             image = load_image(image)
-        if baud is not None and (isinstance(baud, bool) or not isinstance(baud, (int, float))
-                                 or not baud > 0):
-            raise ValueError(f"baud rate must be a positive number, not {baud!r}")
+        if baud is not None:
+            from .catalog import check_baud_rate
+
+            check_baud_rate(baud)
         if port == "sim" and baud is not None:
             virtual["baud"] = baud
         baud = default_baud(image) if baud is None else baud

@@ -39,7 +39,7 @@ from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..flashimage import FLASH_OFFSETS
-from .catalog import Board, find_board
+from .catalog import Board, check_baud_rate, find_board
 
 __all__ = ["BoardTop", "check_baud", "flash_resource", "PllConfig", "ice40_pll", "ecp5_pll",
            "plan_clock", "PllError"]
@@ -164,8 +164,7 @@ def check_baud(board: Board | str, baud: float | None = None,
 
     board = find_board(board) if isinstance(board, str) else board
     rate = board.baud if baud is None else baud
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not rate > 0:
-        raise ValueError(f"baud rate must be a positive number, not {rate!r}")
+    check_baud_rate(rate)
     clock = float(clock_hz) if clock_hz is not None else board.fabric_hz
     try:
         uart_divisor(clock, rate)
