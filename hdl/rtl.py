@@ -124,6 +124,20 @@ def _check_simulator(simulator: str | None) -> str:
     return simulator
 
 
+def toolchain_identity(simulator: str) -> list[str]:
+    """What a compiled simulator depends on outside its Verilog: the cocotb install and the
+    simulator's executable. A Verilator binary links cocotb's VPI library by absolute path, so
+    an entry built by another virtual environment (since deleted, or on another machine sharing
+    the cache) would not start; making these part of the cache key keeps such entries apart."""
+    import cocotb
+
+    libs = Path(cocotb.__file__).resolve().parent / "libs"
+    _put_tools_on_path()
+    tool = shutil.which("verilator" if simulator == "verilator" else "iverilog")
+    return [getattr(cocotb, "__version__", "?"), str(libs),
+            str(Path(tool).resolve()) if tool else "-"]
+
+
 def default_cache_root() -> Path:
     if "SPIKEFORGE_CACHE" in os.environ:
         return Path(os.environ["SPIKEFORGE_CACHE"]) / "rtl"
@@ -247,7 +261,8 @@ def build_simulator(verilog_source, *, key: str | None = None, simulator: str | 
             verilog_source = verilog_source()
         key = hashlib.sha256(verilog_source.encode()).hexdigest()
     digest = hashlib.sha256(json.dumps(
-        [key, simulator, toplevel, waves, _BUILD_RECIPE, list(_VERILATOR_ARGS)]).encode())
+        [key, simulator, toplevel, waves, _BUILD_RECIPE, list(_VERILATOR_ARGS),
+         toolchain_identity(simulator)]).encode())
     directory = root / f"{simulator}-{digest.hexdigest()[:20]}"
     build = SimBuild(simulator, directory, toplevel, waves)
     stamp = directory / "BUILT"

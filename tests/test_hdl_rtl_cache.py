@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import cocotb
+import pytest
 from amaranth.back import rtlil
 
 from spikeforge.hdl.array import CoreArray
-from spikeforge.hdl.rtl import ARRAY_MODULE, gateware_sources
+from spikeforge.hdl import rtl
+from spikeforge.hdl.rtl import ARRAY_MODULE, available_simulators, gateware_sources
 
 from .strategies import plastic_image, random_image
 
@@ -54,3 +57,27 @@ def test_cache_key_covers_the_virtual_board_generator():
     ran = _files_run_by(lambda: rtlil.convert(BridgeTop(image, timeout_bytes=16)))
     assert ran <= keyed, sorted(str(p.relative_to(ROOT)) for p in ran - keyed)
     assert ROOT / "hdl" / "hostlink.py" in ran
+
+
+class _Miss(Exception):
+    pass
+
+
+def _miss() -> str:
+    raise _Miss
+
+
+@pytest.mark.skipif("icarus" not in available_simulators(), reason="Icarus is not installed")
+def test_cache_entries_are_kept_apart_per_toolchain(tmp_path, monkeypatch):
+    """A compiled Verilator simulator links cocotb's VPI library by absolute path: an entry built
+    from another virtual environment must be a miss, not a binary that cannot start (exit 127)."""
+    libs = Path(cocotb.__file__).resolve().parent / "libs"
+    assert str(libs) in rtl.toolchain_identity("verilator")
+    first = rtl.build_simulator("module top; endmodule\n", key="k", simulator="icarus",
+                                cache_root=tmp_path)
+    again = rtl.build_simulator(_miss, key="k", simulator="icarus", cache_root=tmp_path)
+    assert again.directory == first.directory
+    monkeypatch.setattr(rtl, "toolchain_identity",
+                        lambda simulator: ["2.0", "/gone/.venv/cocotb/libs", "/gone/iverilog"])
+    with pytest.raises(_Miss):
+        rtl.build_simulator(_miss, key="k", simulator="icarus", cache_root=tmp_path)
