@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import protocol
 from ..compiler.mapper import spram_cores
+from ..compiler.work import step_work_bound
 from ..image import Image, assemble_weights, load_image, param_words
 from ..protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
 
@@ -72,13 +73,8 @@ def status_interval(image: Image) -> int:
     below 2^(COUNTER_BITS - 2) in between (a quarter of its wrap), by a per-step bound four
     times the work the array can do in a step (every input and neuron of every core spiking,
     every learning layer sweeping all its weights)."""
-    bound = 64
-    for core in image.config.cores:
-        layer = image.layers[core.layer]
-        work = layer.fan_in * core.groups + core.neurons + 16
-        if image.learning_of(core.layer) is not None:
-            work += layer.fan_in * core.neurons
-        bound += 4 * work
+    bound = 64 + 4 * sum(step_work_bound(image, index)
+                         for index in range(len(image.config.cores)))
     bound = max(bound, max(layer.n_in * layer.n_out for layer in image.layers))
     return max(1, (1 << (protocol.COUNTER_BITS - 2)) // bound)
 

@@ -7,9 +7,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.devices import find_device
-from ..compiler.mapper import spram_cores
+from ..compiler.mapper import memory_placement
 from ..image import Image
 from ..protocol import COUNTER_BYTES
+from .conv import ConvCore, conv_mem_shape
 from .core import LifCore, MemAccessSignature, param_layout, state_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
@@ -43,6 +44,9 @@ class CoreArray(wiring.Component):
     events up to their ``eos`` (only once the step's first feed-forward event or ``eos`` is
     waiting), then the feed-forward events up to their ``eos``, then runs its neuron pass.
     Layers pipeline: layer ``l`` may integrate step ``t + 1`` while layer ``l + 1`` is on ``t``.
+    A convolutional layer's cores are :class:`~.conv.ConvCore` (each a channel-aligned slice of
+    the pooled map, its kernel and accumulators in block RAM or SPRAM as the mapper placed them:
+    ``compiler.mapper.memory_placement``); they take the same broadcast and merge.
 
     Ports
     -----
@@ -87,7 +91,8 @@ class CoreArray(wiring.Component):
           t - 1's learning phase).
     sops, spikes, saturations : Out(data.ArrayLayout(unsigned(COUNTER_BITS), n_layers))
         Per layer: synaptic operations (input events x neurons of the layer, feed-forward and
-        recurrent), output spikes, membrane updates that saturated.
+        recurrent; for a convolution the accumulator updates its events make, as
+        ``sim.lif.count_work``), output spikes, membrane updates that saturated.
     learn_cycles : Out(data.ArrayLayout(unsigned(COUNTER_BITS), n_layers))
         Per layer, summed over its cores: weight update cycles of learning, one synapse each
         (each steps the core's LFSR once; sim.learning counts the same as ``update_cycles``).
@@ -127,14 +132,21 @@ class CoreArray(wiring.Component):
         width, depth = 1, 1
         for core in image.config.cores:
             layer = image.layers[core.layer]
+            if layer.conv is not None:
+                core_width, core_depth = conv_mem_shape(layer, core)
+                width, depth = max(width, core_width), max(depth, core_depth)
+                continue
             width = max(width, core.lanes * layer.weight_bits, state_layout(layer).size,
                         param_layout(layer).size, core.lanes * layer.acc_bits)
             depth = max(depth, layer.fan_in * core.groups, core.neurons)
             rule = image.learning_of(core.layer)
             if rule is not None:
                 width = max(width, core.lanes * (rule.trace_bits + 1), MOD_BITS)
-        # The mapper's placement: these cores' weights live in SPRAM (zeroed at power-up)
-        self._spram_cores = spram_cores(image.layers, image.config)
+        # The mapper's placement: these cores' weights (a convolution's kernel) and these
+        # convolutions' accumulators live in SPRAM (zeroed at power-up)
+        self._placement = memory_placement(image.layers, image.config)
+        self._spram_cores = frozenset(index for index, place in enumerate(self._placement)
+                                      if place.weights_spram)
         for index in sorted(self._spram_cores):
             rule = image.learning_of(image.config.cores[index].layer)
             if rule is not None:
@@ -202,9 +214,13 @@ class CoreArray(wiring.Component):
         cores = []
         # ECP5 block RAM's unregistered read data takes ~6 ns: register it in the integration
         registered = find_device(image.config.device).family == "ecp5"
-        for index in range(len(image.config.cores)):
-            core = LifCore.from_image(image, index, registered_reads=registered,
-                                      spram_weights=index in self._spram_cores)
+        for index, place in enumerate(self._placement):
+            if image.layers[image.config.cores[index].layer].conv is not None:
+                core = ConvCore.from_image(image, index, spram_kernel=place.weights_spram,
+                                           spram_acc=place.acc_spram)
+            else:
+                core = LifCore.from_image(image, index, registered_reads=registered,
+                                          spram_weights=place.weights_spram)
             top.submodules[f"core{index}"] = core
             m.d.comb += core.clear.eq(self.clear)
             cores.append(core)
@@ -295,7 +311,10 @@ class CoreArray(wiring.Component):
                 source = out.o[0]
             else:
                 source = merged
-            count(self.sops[index], in_events * layer.n_out)
+            if layer.conv is not None:  # an event reaches only the positions it touches
+                count(self.sops[index], sum(core.ops for core in group))
+            else:
+                count(self.sops[index], in_events * layer.n_out)
         m.d.comb += [
             self.o.payload.eq(source.payload),
             self.o.valid.eq(source.valid),

@@ -192,6 +192,7 @@ class TB:
     """Clock, reset and AER drivers around `CoreArray(image)`; runs one job folder."""
 
     def __init__(self, dut, job: Path):
+        from spikeforge.compiler.work import step_work_bound
         from spikeforge.hdl.array import CoreArray
         from spikeforge.image import load_image
 
@@ -212,9 +213,8 @@ class TB:
         self.shapes = {name: member.shape for name, member in ports}
         self.inputs = [name for name, member in ports if member.flow == In]
         # No input event may wait this long for the array to make progress.
-        self.patience = 1000 + 4 * max(
-            (self.image.layers[core.layer].fan_in + 1) * core.groups + core.neurons
-            for core in self.image.config.cores)
+        self.patience = 1000 + 4 * max(step_work_bound(self.image, index)
+                                       for index in range(len(self.image.config.cores)))
 
     def read(self, name: str):
         value = getattr(self.dut, name).value

@@ -455,11 +455,18 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
             raise RtlError(f"the testbench wrote no results; see {job / 'sim.log'}") from None
     n_layers = len(image.layers)
     sops = got["sops"].astype(np.int64)
-    # The array counts one synaptic operation per neuron of the layer per input event.
+    # A dense layer counts one synaptic operation per neuron of the layer per input event; a
+    # convolution counts the accumulator updates, so its input events are its source's events.
+    dense = np.array([layer.conv is None for layer in image.layers])
     fan_out = np.array([layer.n_out for layer in image.layers], dtype=np.int64)
-    if (sops % fan_out).any():
+    if (sops[:, dense] % fan_out[dense]).any():
         raise RtlError(f"synaptic operation counts {sops.tolist()} are not whole multiples "
                        f"of the layer sizes {fan_out.tolist()}")
+    events_in = sops // fan_out
+    spike_counts = got["spike_counts"].astype(np.int64)
+    for index in np.flatnonzero(~dense):
+        events_in[:, index] = (got["events_in"].astype(np.int64) if index == 0
+                               else spike_counts[:, index - 1])
     learned = weights = learning = None
     if image.learning:
         full = [assemble_weights(image.config.cores, index, layer.n_out, layer.fan_in,
@@ -481,8 +488,7 @@ def run_rtl(image: Image, spikes: np.ndarray, *, simulator: str | None = None,
         spikes=got["spikes"].astype(np.uint8),
         layer_spikes=None, membranes=None,
         final_membranes=[got[f"v{index}"].astype(np.int32) for index in range(n_layers)],
-        events_in=sops // fan_out, sops=sops,
-        spike_counts=got["spike_counts"].astype(np.int64),
+        events_in=events_in, sops=sops, spike_counts=spike_counts,
         saturations=got["saturations"].astype(np.int64),
         final_spikes=[got[f"s{index}"].astype(np.uint8) for index in range(n_layers)],
         input_events=got["events_in"].astype(np.int64),

@@ -220,3 +220,36 @@ def conv_layer(rng: np.random.Generator, name: str, spec, *, weight_bits=4, v_bi
                         weight_bits=weight_bits, v_bits=v_bits, acc_bits=40,
                         decay_mode=decay_mode, conv=spec, in_max_spikes=in_max_spikes, **kwargs)
     return replace(layer, acc_bits=layer.acc_bits_needed())
+
+
+def conv_image(seed: int, spec, *, second=None, readout: int | None = 3, lanes=(1, 2),
+               split: bool = False, weight_bits: int = 4) -> Image:
+    """A random integer network of convolutions: `spec`, then (`second`: ConvSpec keywords
+    without the input geometry, which follows from the first's output) a second convolution,
+    then a dense readout of `readout` neurons. Each convolution runs on one core, or (`split`)
+    on two channel-aligned cores when it has two output channels or more."""
+    from spikeforge.image import ConvSpec
+
+    rng = np.random.default_rng(seed)
+    specs = [spec]
+    if second is not None:
+        channels, height, width = spec.out_shape
+        specs.append(ConvSpec(channels, height, width, **second))
+    layers, cores = [], []
+    for index, geometry in enumerate(specs):
+        layers.append(conv_layer(rng, f"c{index}", geometry, weight_bits=weight_bits,
+                                 v_bits=12))
+        channels = geometry.out_channels
+        per_channel = geometry.out_shape[1] * geometry.out_shape[2]
+        lane = lanes[index % len(lanes)]
+        if split and channels >= 2:
+            mid = channels // 2
+            cores += [CoreConfig(index, 0, mid * per_channel, min(lane, mid)),
+                      CoreConfig(index, mid * per_channel, channels * per_channel,
+                                 min(lane, channels - mid))]
+        else:
+            cores.append(CoreConfig(index, 0, channels * per_channel, min(lane, channels)))
+    if readout is not None:
+        layers.append(random_layer(rng, "fc", layers[-1].n_out, readout))
+        cores.append(CoreConfig(len(layers) - 1, 0, readout, min(2, readout)))
+    return Image(spec.n_in, layers, HwConfig("iCE40UP5K", tuple(cores)))
