@@ -363,7 +363,7 @@ def _leak_bits(layer: LayerParams) -> int:
     return {"none": 0, "shift": 5, "mul": layer.decay_frac + 1}[layer.decay_mode]
 
 
-def _param_bits(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
+def _param_widths(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
     """Widths of a core's parameter tables (image.param_fields): (per output channel, per
     neuron). A field uniform over the core's neurons is a constant; a convolution's field
     constant within each of the core's channels is a per-channel entry; any other field is a
@@ -380,6 +380,13 @@ def _param_bits(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
         else:
             per_neuron += f.width
     return per_channel, per_neuron
+
+
+def _param_bits(layer: LayerParams, core: CoreConfig) -> int:
+    """Width of the per-neuron parameter words a core stores (fields uniform over the core's
+    neurons are constants; a convolution's fields constant per channel are in a table of
+    channels)."""
+    return _param_widths(layer, core)[1]
 
 
 def _state_bits(layer: LayerParams) -> int:
@@ -450,7 +457,7 @@ def _block_ram(layers: list[LayerParams], config: HwConfig,
         other += _memory_blocks(_state_bits(layer), core.neurons, shapes)
         key = (core.layer, core.lo, core.hi)
         if key not in cache:
-            cache[key] = _param_bits(layer, core)
+            cache[key] = _param_widths(layer, core)
         per_channel, per_neuron = cache[key]
         c0, c1 = core_channels(layer, core)
         other += _memory_blocks(per_channel, c1 - c0, shapes)
