@@ -53,6 +53,10 @@ MAX_KERNEL = 32  # a convolution's kernel side, stride and pool size
 MAX_CONV_POSITIONS = 1 << 20  # a convolution's accumulators before pooling, C_out x conv map
 
 
+#: Features (`LayerParams.features`) a convolution core runs: the rest are refused by name.
+CONV_CORE_FEATURES = ("convolution", "multi-spike input", "compare", "reset at the spike")
+
+
 class ImageError(ValueError):
     """An image file or image object is malformed; the message says what is wrong."""
 
@@ -473,12 +477,13 @@ class LayerParams:
     def gateware_features(self) -> list[str]:
         """The features of this layer the core array cannot run; empty when it runs the layer.
         A dense layer runs on the LIF core, which runs every neuron model of docs/neuron.md; a
-        convolution runs on the convolution core (``hdl.conv``), whose neurons are single-spike
-        LIF neurons fed single-spike inputs, with the default reset timing: every other feature
-        of a convolutional layer is one it cannot run."""
+        convolution runs on the convolution core (``hdl.conv.ConvCore``), whose neurons are
+        single-spike LIF neurons (either reset timing, either compare; inputs may carry several
+        spikes): a synaptic current, multi-spike outputs or an LI readout it cannot run."""
         if self.conv is None:
             return []
-        return [f for f in self.features() if not f.startswith("convolution")]
+        return [f for f in self.features()
+                if not f.startswith(CONV_CORE_FEATURES)]
 
     @property
     def fan_in(self) -> int:
@@ -1127,6 +1132,23 @@ def assemble_weights(cores: Sequence[CoreConfig], layer: int, n_out: int, fan_in
             except ImageError as exc:
                 raise ImageError(f"core {core_index}: {exc}") from None
     return full
+
+
+def assemble_kernel(layer: LayerParams, cores: Sequence[CoreConfig], index: int,
+                    memory: Callable[[int], np.ndarray]) -> np.ndarray:
+    """A convolutional layer's kernel, int32 [out_channels, C_in * K * K], stitched from the
+    weight memories of its cores (layer `index` of `cores`); ``memory(core_index)`` gives a
+    core's memory as :meth:`Image.weight_memory` lays it out (`weight_depth` words)."""
+    kernel = np.zeros((layer.conv.out_channels, layer.conv.taps), dtype=np.int32)
+    for core_index, core in enumerate(cores):
+        if core.layer == index:
+            c0, c1 = core_channels(layer, core)
+            try:
+                kernel[c0:c1] = unpack_weights(memory(core_index), layer.weight_bits,
+                                               core.lanes, c1 - c0, layer.conv.taps)
+            except ImageError as exc:
+                raise ImageError(f"core {core_index}: {exc}") from None
+    return kernel
 
 
 # -- the per-neuron parameter word ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from spikeforge.image import (
     Image,
     ImageError,
     LayerParams,
+    assemble_kernel,
     core_channels,
     core_groups,
     weight_depth,
@@ -231,22 +232,31 @@ def test_conv_weight_memory_is_the_packed_kernel_slice():
                     c = c0 + g * lanes + p
                     want = int(layer.weights[c, row]) & 0xF if c < c1 else 0
                     assert (word >> (4 * p)) & 0xF == want
+    # and back, as a board's read-back decodes them
+    np.testing.assert_array_equal(
+        assemble_kernel(layer, image.config.cores, 0, image.weight_memory), layer.weights)
 
 
 def test_check_gateware_admits_a_conv_and_names_what_it_cannot_run():
+    """The convolution core (hdl/conv.py ConvCore) runs single-spike LIF neurons with either
+    reset timing and compare, fed multi-spike inputs; a synaptic current, multi-spike outputs
+    and an LI readout are refused by layer and feature, learning by the layer's name."""
     spec = ConvSpec(1, 6, 6, 2, 3)
     plain = conv_layer(np.random.default_rng(5), "c", spec)
     image = Image(spec.n_in, [plain], HwConfig("iCE40UP5K", (CoreConfig(0, 0, spec.n_out, 1),)))
-    image.check_gateware()
-    for changes, feature in (({"compare": ">="}, r"compare '>='"),
-                             ({"reset_delay": False}, r"reset at the spike"),
-                             ({"in_max_spikes": 2, "acc_bits": 40},
-                              r"multi-spike input \(up to 2 per step\)"),
-                             ({"spiking": False}, r"LI readout")):
+    for changes in ({}, {"compare": ">="}, {"reset_delay": False},
+                    {"in_max_spikes": 2, "acc_bits": 40}):
+        replace(image, layers=[replace(plain, **changes)]).check_gateware()
+    current = {"syn_decay_mode": "shift", "syn_decay_shift": np.full(spec.n_out, 2),
+               "syn_bits": 16}
+    for changes, feature in (({"max_spikes": 3}, r"multi-spike \(up to 3 per step\)"),
+                             (current, r"synaptic current \(CubaLIF/Synaptic\)"),
+                             ({"spiking": False}, r"LI readout \(no spikes\)")):
         bad = replace(image, layers=[replace(plain, **changes)])
         with pytest.raises(ImageError, match=r"^the gateware's convolution core runs "
                                              r"single-spike LIF neurons only, but layer 0 "
-                                             rf"\('c'\) is a convolution with {feature}"):
+                                             rf"\('c'\) is a convolution with {feature}: run it "
+                                             r"in the golden model"):
             bad.check_gateware()
     with pytest.raises(ImageError, match=r"a convolution cannot learn"):
         image.with_learning(0, "stdp")
@@ -257,7 +267,7 @@ def test_a_target_refuses_a_conv_it_cannot_run_and_maps_a_plain_one():
     plain = conv_layer(np.random.default_rng(6), "c", spec)
     config = map_network([plain], spec.n_in, device="iCE40UP5K")
     assert [(c.lo, c.hi) for c in config.cores] == [(0, spec.n_out)]
-    with pytest.raises(ImageError, match=r"layer 0 \('c'\) is a convolution with compare"):
-        map_network([replace(plain, compare=">=")], spec.n_in, device="iCE40UP5K")
-    golden_only = map_network([replace(plain, compare=">=")], spec.n_in)
+    with pytest.raises(ImageError, match=r"layer 0 \('c'\) is a convolution with LI readout"):
+        map_network([replace(plain, spiking=False)], spec.n_in, device="iCE40UP5K")
+    golden_only = map_network([replace(plain, spiking=False)], spec.n_in)
     assert golden_only.cores == (CoreConfig(0, 0, spec.n_out, 1),)

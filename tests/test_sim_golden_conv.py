@@ -162,10 +162,11 @@ def test_conv_layers_beyond_single_spike_lif_are_refused_by_the_gateware_by_name
     spec = ConvSpec(1, 6, 6, 2, 3, pool="max", pool_size=2)
     plain = conv_layer(np.random.default_rng(0), "c", spec)
     _image([plain], spec.n_in).check_gateware()
-    image = _image([replace(plain, compare=">=")], spec.n_in)
+    _image([replace(plain, compare=">=")], spec.n_in).check_gateware()
+    image = _image([replace(plain, spiking=False)], spec.n_in)
     with pytest.raises(ImageError, match=r"^the gateware's convolution core runs single-spike "
                                          r"LIF neurons only, but layer 0 \('c'\) is a "
-                                         r"convolution with compare '>='"):
+                                         r"convolution with LI readout \(no spikes\)"):
         image.check_gateware()
 
 
