@@ -2,18 +2,29 @@
 
 Tiling. A layer with more than `max_neurons_per_core` neurons splits over the fewest cores that
 respect the limit, as evenly as possible (sizes differ by at most one); core c of a layer holds
-neurons [lo, hi).
+neurons [lo, hi). A convolution (hdl/conv.py ConvCore) splits by whole output channels instead:
+[lo, hi) are channels c0..c1 of the pooled map in C order (multiples of out_h * out_w), over the
+fewest cores that each hold at most CONV_CORE_ACCUMULATORS (16,384, one SPRAM's depth) pre-pool
+accumulators, channels * conv_h * conv_w, channels spread as evenly as possible (one channel a
+core when a channel alone holds more); `max_neurons_per_core` does not apply.
 
 Lanes. A core integrates `lanes` neurons per cycle, reading one weight word of
 lanes * weight_bits bits. The word must fit the memory read width the family can give a core:
 64 bits on iCE40 (four 16-bit EBRs side by side, or the UP5K's four 16-bit SPRAMs), 72 bits on
 ECP5 (two 36-bit DP16KD). Unless `lanes` is given, a core takes the widest word the budget
 allows, then trims lanes to the fewest that keep the same number of lane groups (cycles per
-event): 10 neurons under an 8-lane budget get 5 lanes, not 8. When that does not fit the device,
-the budget of one layer at a time is halved: the layer whose halving brings the estimate
-closest to fitting (ties: the layer with the most lanes), until it fits or no layer can narrow.
-On a device with SPRAM that search runs first with block RAM alone, and only when no lane
-widths fit that way again with the weights allowed into SPRAM (placement below).
+event): 10 neurons under an 8-lane budget get 5 lanes, not 8. A convolution core's lanes are
+over its output channels (1..its channels; groups = ceil(channels / lanes), `image.core_groups`).
+When that does not fit the device, the budget of one layer at a time is halved: the layer whose
+halving brings the estimate closest to fitting (ties: the layer with the most lanes), until it
+fits or no layer can narrow. On a device with SPRAM that search runs first with block RAM
+alone, and only when no lane widths fit that way again with memories allowed into SPRAM
+(placement below). When halving finds no fit and the budgets' combinations number at most
+MAX_BUDGET_COMBINATIONS, every combination is tried: of those that fit, the fewest halvings
+(ties: the most lanes); when none fits, the closest (least total overrun) is the one a FitError
+reports. Halving alone can stall there: an SPRAM primitive frees up only once a memory narrows
+to 16 bits, and meanwhile narrowing another layer saves a little block RAM (tutorial 6 at 8
+bits needs conv2's kernel and fc's weights both at 2 lanes).
 
 Resource model, calibrated against yosys `synth_ice40` of the generated SoC (hdl/soc.py: host
 link + array) on the digits network at 8 and 4 bits and 2..16 lanes (within one block RAM and
@@ -30,21 +41,39 @@ about 3% of LUTs there). Per core:
                                           uniform fields are constants and take no memory
     recurrent FIFO depth max_spikes * n_out + 2, width 17             (recurrent layers)
 
+A convolution core (hdl/conv.py ConvCore) holding `channels` output channels, groups =
+ceil(channels / lanes), conv map conv_h x conv_w before pooling, `neurons` pooled neurons:
+
+    kernel         depth C_in * K * K * groups, width lanes * weight_bits
+    accumulators   block RAM: depth conv_h * conv_w * groups, width lanes * acc_bits;
+                   SPRAM (lane-serial, one value a word): depth channels * conv_h * conv_w,
+                   width acc_bits
+    state          depth neurons,         width v_bits + 1 (membrane, last spike)
+    parameters     a field uniform over the core's neurons: a constant (no memory); constant
+                   within each channel: a table of depth channels (block RAM unless at most
+                   FF_MEMORY_DEPTH deep: a ROM yosys may map either way, counted as block RAM
+                   here to be safe); otherwise per neuron, depth neurons
+
 Each memory takes block RAMs in the data-port shape that needs fewest blocks
 (iCE40 EBR 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD 512x36, 1024x18, 2048x9, 4096x4,
 8192x2, 16384x1), at least one block.
 
-Memory placement (`spram_cores`). A device with SPRAM (the UP5K: four SB_SPRAM256KA of
-16K x 16) may hold cores' weight memories there instead. A weight memory of width W and depth D
-takes ceil(W / 16) SPRAMs side by side (the port bandwidth: one word of up to 64 bits, 16
-synapses at 4 bits, per cycle) times ceil(D / 16384) banks. The bitstream cannot initialise
-SPRAM, so a memory goes there only when block RAM runs out: while the block RAM estimate
-exceeds the device, the weight memory that frees the most block RAMs per SPRAM it takes (ties:
-the lower core index) moves to SPRAM, as long as SPRAMs are left. SPRAM is single-port, so only
-weights move (the state, accumulator and parameter memories read and write in the same cycle);
-a learning layer's weights cannot live there (its read-modify-write needs both ports), which
-`hdl.array.CoreArray` refuses by name. An image with SPRAM-placed weights loads them from flash
-at power-up or over the host link (docs/flash.md).
+Memory placement (`memory_placement`, one CorePlacement per core; `spram_cores` lists the
+cores whose weights moved). A device with SPRAM (the UP5K: four SB_SPRAM256KA of 16K x 16) may
+hold there every core's weight memory (a convolution core's kernel) and a convolution core's
+accumulators. A memory of width W and depth D takes ceil(W / 16) SPRAMs side by side (the port
+bandwidth: one word of up to 64 bits, 16 synapses at 4 bits, per cycle) times ceil(D / 16384)
+banks. The bitstream cannot initialise SPRAM, so a memory goes there only when block RAM runs
+out: while the block RAM estimate exceeds the device, the candidate that frees the most block
+RAMs per SPRAM primitive it takes (ties: the lower core index, weights before accumulators)
+moves to SPRAM, as long as primitives are left for it. SPRAM is single-port: a dense core's
+state, accumulator and parameter memories read and write in the same cycle and stay in block
+RAM; a convolution core's accumulators may move because the core then updates them
+lane-serially (a read, then the write of the sum, per value: hdl/conv.py `conv_cycles`), and
+they need no loading (the core's clear sweep zeroes them). A learning layer's weights cannot
+live in SPRAM (its read-modify-write needs both ports), which `hdl.array.CoreArray` refuses by
+name; a convolution cannot learn (`LearningConfig.check`). An image with SPRAM-placed weights
+loads them from flash at power-up or over the host link (docs/flash.md).
 
     LUTs = 1620 (host link, router) + per core
            (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
@@ -58,9 +87,9 @@ at power-up or over the host link (docs/flash.md).
            nextpnr's logic cells, the figure the device's capacity counts, add a cell for each
            flip-flop or carry it cannot pack with a LUT, a near-constant count (the host link's
            and the pipeline's registers) rather than a share of the LUTs: see the constant
-    block RAM = the memories above (less the weights placed in SPRAM)
+    block RAM = the memories above (less those placed in SPRAM)
                 + 2 (host link receive and response buffers)
-    SPRAM = the primitives of the weights placed there
+    SPRAM = the primitives of the memories placed there
     DSPs = one for the host link and one per multiplier of a core ("mul" decay of the
            membrane or the current; theta * c of a multi-spike subtract reset), while the
            device has them
