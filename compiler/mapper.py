@@ -83,7 +83,15 @@ loads them from flash at power-up or over the host link (docs/flash.md).
            1,536 LUTs plain, 1,764 with a 16-bit current, 1,833 with up to 4 spikes)
            + 1068 for the flash loader (`flash=True`: hdl/flashload.py, its CRC-32 and
            counters; measured as the logic cells it adds to a UP5K build)
-           (LUT4s, within 3 % of yosys on the pipelined core), plus ICE40_EXTRA_CELLS on iCE40:
+           (LUT4s, within 3 % of yosys on the pipelined core)
+           + per convolution core
+           (705 + 10 * v_bits + 3 * lanes * weight_bits
+            + 5 * lanes * acc_bits with block-RAM accumulators)
+           (yosys synth_ice40 of hdl/conv.py ConvCore alone on the UP5K, tutorial-6 shapes,
+           SPRAM accumulators: conv1 8 bit lanes 1 / 6: 855 / 955 LUT4s, 4 bit lanes 12: 908;
+           conv2 8 bit lanes 2: 833, 4 bit lanes 4: 796 (both SPRAM); block-RAM accumulators,
+           conv1 8 bit lanes 6: 1314. The model is at or above each, by at most 66;
+           bench/conv_resources.py reproduces them), plus ICE40_EXTRA_CELLS on iCE40:
            nextpnr's logic cells, the figure the device's capacity counts, add a cell for each
            flip-flop or carry it cannot pack with a LUT, a near-constant count (the host link's
            and the pipeline's registers) rather than a share of the LUTs: see the constant
@@ -125,9 +133,10 @@ BRAM_SHAPES = {
 }
 LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261, 26, 16, 3
 LUT_PER_SYN_BIT, LUT_PER_V_BIT_MULTI = 7, 9  # the synaptic current; the count stage
-# a convolution core (module docstring): its fixed logic, and per lane of block-RAM accumulators
-# per accumulator bit (the adder and the pooling pass's lane select)
-LUT_CONV_CORE, LUT_CONV_PER_LANE_ACC_BIT = 1060, 6
+# a convolution core (module docstring): fixed logic, per membrane bit, per kernel bit of a lane
+# (the lane-serial select), per accumulator bit of a lane with block-RAM accumulators
+LUT_CONV_CORE, LUT_CONV_PER_V_BIT, LUT_CONV_PER_LANE_WEIGHT_BIT = 705, 10, 3
+LUT_CONV_PER_LANE_ACC_BIT = 5
 LUT_FLASH_LOADER = 1068  # UP5K, 8-6-3 image: 4703 logic cells with the loader, 3635 without
 # iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
 # carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
@@ -547,6 +556,23 @@ def _place(layers: list[LayerParams], config: HwConfig, weights: list[int], accs
                  for index in range(len(config.cores)))
 
 
+def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement) -> int:
+    """LUT4s of one core placed as `place` (model: module docstring), multipliers in DSPs."""
+    if layer.conv is None:
+        luts = (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
+                + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
+    else:
+        luts = (LUT_CONV_CORE + LUT_CONV_PER_V_BIT * layer.v_bits
+                + LUT_CONV_PER_LANE_WEIGHT_BIT * core.lanes * layer.weight_bits)
+        if not place.acc_spram:  # the lanes' adders, and the pass's lane select
+            luts += LUT_CONV_PER_LANE_ACC_BIT * core.lanes * layer.acc_bits
+    if layer.current_based:
+        luts += LUT_PER_SYN_BIT * layer.syn_bits
+    if layer.spiking and layer.max_spikes > 1:
+        luts += LUT_PER_V_BIT_MULTI * layer.v_bits
+    return luts
+
+
 def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
                        flash: bool = False) -> dict[str, tuple[int, int]]:
     """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring);
@@ -575,18 +601,7 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
     dsp = 1 if config.cores and dev.dsp else 0
     for core, place in zip(config.cores, placement, strict=True):
         layer = layers[core.layer]
-        if layer.conv is None:
-            luts += (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
-                     + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
-        else:
-            # SPRAM accumulators are lane-serial: one adder and no lane select
-            adders = 1 if place.acc_spram else core.lanes
-            luts += (LUT_CONV_CORE + LUT_PER_V_BIT * layer.v_bits + core.lanes * LUT_PER_LANE
-                     + adders * LUT_CONV_PER_LANE_ACC_BIT * layer.acc_bits)
-        if layer.current_based:
-            luts += LUT_PER_SYN_BIT * layer.syn_bits
-        if layer.spiking and layer.max_spikes > 1:
-            luts += LUT_PER_V_BIT_MULTI * layer.v_bits
+        luts += core_luts(layer, core, place)
         # multipliers: the "mul" decays (membrane, current) and a multi-spike subtract
         # reset's theta * c; yosys puts each in a DSP while the device has one left
         products = [layer.v_bits * (layer.decay_frac + 1)] if layer.decay_mode == "mul" else []

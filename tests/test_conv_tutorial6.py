@@ -56,11 +56,23 @@ def test_tutorial6_compiles_and_runs_as_snntorch(trained, bits):
         assert np.mean(ours == theirs) >= 0.8
 
 
-def test_tutorial6_on_a_hardware_target_is_refused_by_name(trained):
-    from spikeforge.image import ImageError
+@pytest.mark.parametrize("bits", [8, 4])
+def test_tutorial6_compiles_for_the_icebreaker(trained, bits):
+    """The iCEBreaker's UP5K holds it: convolution cores of whole channels, conv1's and conv2's
+    accumulators and conv2's kernel in SPRAM, every resource of the estimate within the device,
+    and the image runs in the golden model as the untargeted one does."""
+    from spikeforge.compiler.mapper import estimate_resources, memory_placement
 
-    model, _, _ = trained
-    with pytest.raises(ImageError, match=r"^the gateware runs no convolution, but "
-                                         r"layer 0 \('1'\) uses convolution \(5x5 kernel, max "
-                                         r"pool 2\); layer 1 \('4'\) uses convolution"):
-        api.compile(model, weight_bits=8, board="icebreaker")
+    model, data, _ = trained
+    image = api.compile(model, weight_bits=bits, board="icebreaker",
+                        calibration=data.train_spikes[:100])
+    assert (image.config.device, image.config.board) == ("iCE40UP5K", "icebreaker")
+    assert [c.layer for c in image.config.cores] == [0, 1, 2]
+    placement = memory_placement(image.layers, image.config)
+    assert placement[0].acc_spram and placement[1].acc_spram and placement[1].weights_spram
+    estimate = estimate_resources(image.layers, image.config)
+    assert all(need <= cap for need, cap in estimate.values())
+    assert image.meta["resources"] == {r: list(nc) for r, nc in estimate.items()}
+    plain = api.compile(model, weight_bits=bits, calibration=data.train_spikes[:100])
+    x = data.test_spikes[:20]
+    np.testing.assert_array_equal(golden.run(image, x).spikes, golden.run(plain, x).spikes)

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from spikeforge.boards.catalog import board_target
 from spikeforge.compiler.mapper import (
     BRAM_SHAPES,
     SPRAM_DEPTH,
@@ -156,18 +157,24 @@ def test_tutorial6_memories_on_the_up5k(bits, lanes, placed):
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-def test_tutorial6_memories_fit_the_up5k_only_with_spram(bits):
+def test_tutorial6_maps_onto_the_icebreaker_with_spram(bits):
     """Block RAM alone cannot hold conv1's accumulators, conv2's kernel and accumulators and
-    fc's weights; the mapper's lane search finds widths whose memories fit with the SPRAM."""
+    fc's weights; the mapper finds lane widths whose memories fit with the four SPRAMs (conv1's
+    and conv2's accumulators and conv2's kernel among them) and whose LUTs fit."""
     layers = tutorial6(bits)
     shapes = BRAM_SHAPES["ice40"]
-    alone = (blocks_for(bits, 25 * 12 * 64, shapes) + blocks_for(WIDTHS[bits][0][1], 6912, shapes)
-             + blocks_for(WIDTHS[bits][0][0], 6912, shapes)
-             + blocks_for(bits, 10 * 1024, shapes))
+    alone = (blocks_for(bits, 25 * 12 * 64, shapes) + blocks_for(WIDTHS[bits][0][1], 4096, shapes)
+             + blocks_for(WIDTHS[bits][0][0], 6912, shapes) + blocks_for(bits, 10 * 1024, shapes))
     assert alone > 30
-    config = mapping(layers, CONV1.n_in, board="icebreaker")  # LUTs aside: the memories
+    board, device, clock_hz = board_target("icebreaker")
+    config = map_network(layers, CONV1.n_in, board=board, device=device, clock_hz=clock_hz)
+    assert config.device == "iCE40UP5K" and config.board == "icebreaker"
+    assert [c.layer for c in config.cores] == [0, 1, 2]
+    placement = memory_placement(layers, config)
+    assert placement[0].acc_spram and placement[1].acc_spram and placement[1].weights_spram
     estimate = estimate_resources(layers, config)
-    assert estimate["bram"][0] <= estimate["bram"][1] and estimate["spram"][0] <= 4
+    assert all(need <= cap for need, cap in estimate.values())
+    assert estimate["spram"][0] == 4
     assert all(c.lanes * bits <= 64 for c in config.cores)
 
 
