@@ -86,11 +86,11 @@ loads them from flash at power-up or over the host link (docs/flash.md).
            (LUT4s, within 3 % of yosys on the pipelined core)
            + per convolution core
            (705 + 10 * v_bits + 3 * lanes * weight_bits
-            + 5 * lanes * acc_bits with block-RAM accumulators)
+            + 6 * lanes * acc_bits with block-RAM accumulators)
            (yosys synth_ice40 of hdl/conv.py ConvCore alone on the UP5K, tutorial-6 shapes,
            SPRAM accumulators: conv1 8 bit lanes 1 / 6: 855 / 955 LUT4s, 4 bit lanes 12: 908;
            conv2 8 bit lanes 2: 833, 4 bit lanes 4: 796 (both SPRAM); block-RAM accumulators,
-           conv1 8 bit lanes 6: 1314. The model is at or above each, by at most 66;
+           conv1 8 bit lanes 6: 1314. The model is at or above each, by at most 70;
            bench/conv_resources.py reproduces them), plus ICE40_EXTRA_CELLS on iCE40:
            nextpnr's logic cells, the figure the device's capacity counts, add a cell for each
            flip-flop or carry it cannot pack with a LUT, a near-constant count (the host link's
@@ -136,7 +136,7 @@ LUT_PER_SYN_BIT, LUT_PER_V_BIT_MULTI = 7, 9  # the synaptic current; the count s
 # a convolution core (module docstring): fixed logic, per membrane bit, per kernel bit of a lane
 # (the lane-serial select), per accumulator bit of a lane with block-RAM accumulators
 LUT_CONV_CORE, LUT_CONV_PER_V_BIT, LUT_CONV_PER_LANE_WEIGHT_BIT = 705, 10, 3
-LUT_CONV_PER_LANE_ACC_BIT = 5
+LUT_CONV_PER_LANE_ACC_BIT = 6
 LUT_FLASH_LOADER = 1068  # UP5K, 8-6-3 image: 4703 logic cells with the loader, 3635 without
 # iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
 # carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
