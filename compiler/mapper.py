@@ -75,7 +75,7 @@ live in SPRAM (its read-modify-write needs both ports), which `hdl.array.CoreArr
 name; a convolution cannot learn (`LearningConfig.check`). An image with SPRAM-placed weights
 loads them from flash at power-up or over the host link (docs/flash.md).
 
-    LUTs = 1620 (host link, router) + per core
+    LUTs = 1620 (host link, router) + per dense core
            (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
