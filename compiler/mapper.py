@@ -2,18 +2,29 @@
 
 Tiling. A layer with more than `max_neurons_per_core` neurons splits over the fewest cores that
 respect the limit, as evenly as possible (sizes differ by at most one); core c of a layer holds
-neurons [lo, hi).
+neurons [lo, hi). A convolution (hdl/conv.py ConvCore) splits by whole output channels instead:
+[lo, hi) are channels c0..c1 of the pooled map in C order (multiples of out_h * out_w), over the
+fewest cores that each hold at most CONV_CORE_ACCUMULATORS (16,384, one SPRAM's depth) pre-pool
+accumulators, channels * conv_h * conv_w, channels spread as evenly as possible (one channel a
+core when a channel alone holds more); `max_neurons_per_core` does not apply.
 
 Lanes. A core integrates `lanes` neurons per cycle, reading one weight word of
 lanes * weight_bits bits. The word must fit the memory read width the family can give a core:
 64 bits on iCE40 (four 16-bit EBRs side by side, or the UP5K's four 16-bit SPRAMs), 72 bits on
 ECP5 (two 36-bit DP16KD). Unless `lanes` is given, a core takes the widest word the budget
 allows, then trims lanes to the fewest that keep the same number of lane groups (cycles per
-event): 10 neurons under an 8-lane budget get 5 lanes, not 8. When that does not fit the device,
-the budget of one layer at a time is halved: the layer whose halving brings the estimate
-closest to fitting (ties: the layer with the most lanes), until it fits or no layer can narrow.
-On a device with SPRAM that search runs first with block RAM alone, and only when no lane
-widths fit that way again with the weights allowed into SPRAM (placement below).
+event): 10 neurons under an 8-lane budget get 5 lanes, not 8. A convolution core's lanes are
+over its output channels (1..its channels; groups = ceil(channels / lanes), `image.core_groups`).
+When that does not fit the device, the budget of one layer at a time is halved: the layer whose
+halving brings the estimate closest to fitting (ties: the layer with the most lanes), until it
+fits or no layer can narrow. On a device with SPRAM that search runs first with block RAM
+alone, and only when no lane widths fit that way again with memories allowed into SPRAM
+(placement below). When halving finds no fit and the budgets' combinations number at most
+MAX_BUDGET_COMBINATIONS, every combination is tried: of those that fit, the fewest halvings
+(ties: the most lanes); when none fits, the closest (least total overrun) is the one a FitError
+reports. Halving alone can stall there: an SPRAM primitive frees up only once a memory narrows
+to 16 bits, and meanwhile narrowing another layer saves a little block RAM (tutorial 6 at 8
+bits needs conv2's kernel and fc's weights both at 2 lanes).
 
 Resource model, calibrated against yosys `synth_ice40` of the generated SoC (hdl/soc.py: host
 link + array) on the digits network at 8 and 4 bits and 2..16 lanes (within one block RAM and
@@ -30,23 +41,41 @@ about 3% of LUTs there). Per core:
                                           uniform fields are constants and take no memory
     recurrent FIFO depth max_spikes * n_out + 2, width 17             (recurrent layers)
 
+A convolution core (hdl/conv.py ConvCore) holding `channels` output channels, groups =
+ceil(channels / lanes), conv map conv_h x conv_w before pooling, `neurons` pooled neurons:
+
+    kernel         depth C_in * K * K * groups, width lanes * weight_bits
+    accumulators   block RAM: depth conv_h * conv_w * groups, width lanes * acc_bits;
+                   SPRAM (lane-serial, one value a word): depth channels * conv_h * conv_w,
+                   width acc_bits
+    state          depth neurons,         width v_bits + 1 (membrane, last spike)
+    parameters     a field uniform over the core's neurons: a constant (no memory); constant
+                   within each channel: a table of depth channels (block RAM unless at most
+                   FF_MEMORY_DEPTH deep: a ROM yosys may map either way, counted as block RAM
+                   here to be safe); otherwise per neuron, depth neurons
+
 Each memory takes block RAMs in the data-port shape that needs fewest blocks
 (iCE40 EBR 256x16, 512x8, 1024x4, 2048x2; ECP5 DP16KD 512x36, 1024x18, 2048x9, 4096x4,
 8192x2, 16384x1), at least one block.
 
-Memory placement (`spram_cores`). A device with SPRAM (the UP5K: four SB_SPRAM256KA of
-16K x 16) may hold cores' weight memories there instead. A weight memory of width W and depth D
-takes ceil(W / 16) SPRAMs side by side (the port bandwidth: one word of up to 64 bits, 16
-synapses at 4 bits, per cycle) times ceil(D / 16384) banks. The bitstream cannot initialise
-SPRAM, so a memory goes there only when block RAM runs out: while the block RAM estimate
-exceeds the device, the weight memory that frees the most block RAMs per SPRAM it takes (ties:
-the lower core index) moves to SPRAM, as long as SPRAMs are left. SPRAM is single-port, so only
-weights move (the state, accumulator and parameter memories read and write in the same cycle);
-a learning layer's weights cannot live there (its read-modify-write needs both ports), which
-`hdl.array.CoreArray` refuses by name. An image with SPRAM-placed weights loads them from flash
-at power-up or over the host link (docs/flash.md).
+Memory placement (`memory_placement`, one CorePlacement per core; `spram_cores` lists the
+cores whose weights moved). A device with SPRAM (the UP5K: four SB_SPRAM256KA of 16K x 16) may
+hold there every core's weight memory (a convolution core's kernel) and a convolution core's
+accumulators. A memory of width W and depth D takes ceil(W / 16) SPRAMs side by side (the port
+bandwidth: one word of up to 64 bits, 16 synapses at 4 bits, per cycle) times ceil(D / 16384)
+banks. The bitstream cannot initialise SPRAM, so a memory goes there only when block RAM runs
+out: while the block RAM estimate exceeds the device, the candidate that frees the most block
+RAMs per SPRAM primitive it takes (ties: the lower core index, weights before accumulators)
+moves to SPRAM, as long as primitives are left for it. SPRAM is single-port: a dense core's
+state, accumulator and parameter memories read and write in the same cycle and stay in block
+RAM; a convolution core's accumulators may move because the core then updates them
+lane-serially (a read, then the write of the sum, per value: hdl/conv.py `conv_cycles`), and
+they need no loading (the core's clear sweep zeroes them). A learning layer's weights cannot
+live in SPRAM (its read-modify-write needs both ports), which `hdl.array.CoreArray` refuses by
+name; a convolution cannot learn (`LearningConfig.check`). An image with SPRAM-placed weights
+loads them from flash at power-up or over the host link (docs/flash.md).
 
-    LUTs = 1620 (host link, router) + per core
+    LUTs = 1620 (host link, router) + per dense core
            (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
@@ -54,13 +83,21 @@ at power-up or over the host link (docs/flash.md).
            1,536 LUTs plain, 1,764 with a 16-bit current, 1,833 with up to 4 spikes)
            + 1068 for the flash loader (`flash=True`: hdl/flashload.py, its CRC-32 and
            counters; measured as the logic cells it adds to a UP5K build)
-           (LUT4s, within 3 % of yosys on the pipelined core), plus ICE40_EXTRA_CELLS on iCE40:
+           (LUT4s, within 3 % of yosys on the pipelined core)
+           + per convolution core
+           (705 + 10 * v_bits + 3 * lanes * weight_bits
+            + 6 * lanes * acc_bits with block-RAM accumulators)
+           (yosys synth_ice40 of hdl/conv.py ConvCore alone on the UP5K, tutorial-6 shapes,
+           SPRAM accumulators: conv1 8 bit lanes 1 / 6: 855 / 955 LUT4s, 4 bit lanes 12: 908;
+           conv2 8 bit lanes 2: 833, 4 bit lanes 4: 796 (both SPRAM); block-RAM accumulators,
+           conv1 8 bit lanes 6: 1314. The model is at or above each, by at most 70;
+           bench/conv_resources.py reproduces them), plus ICE40_EXTRA_CELLS on iCE40:
            nextpnr's logic cells, the figure the device's capacity counts, add a cell for each
            flip-flop or carry it cannot pack with a LUT, a near-constant count (the host link's
            and the pipeline's registers) rather than a share of the LUTs: see the constant
-    block RAM = the memories above (less the weights placed in SPRAM)
+    block RAM = the memories above (less those placed in SPRAM)
                 + 2 (host link receive and response buffers)
-    SPRAM = the primitives of the weights placed there
+    SPRAM = the primitives of the memories placed there
     DSPs = one for the host link and one per multiplier of a core ("mul" decay of the
            membrane or the current; theta * c of a multi-spike subtract reset), while the
            device has them
@@ -69,11 +106,23 @@ at power-up or over the host link (docs/flash.md).
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..image import CoreConfig, HwConfig, Image, LayerParams, param_fields, param_values
+from ..image import (
+    CoreConfig,
+    HwConfig,
+    Image,
+    LayerParams,
+    core_channels,
+    core_groups,
+    param_fields,
+    param_values,
+    weight_depth,
+)
 from .devices import DEVICES, Device, find_device
 
 FAMILY_CLOCK_HZ = {"ice40": 12e6, "ecp5": 25e6}
@@ -84,6 +133,10 @@ BRAM_SHAPES = {
 }
 LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261, 26, 16, 3
 LUT_PER_SYN_BIT, LUT_PER_V_BIT_MULTI = 7, 9  # the synaptic current; the count stage
+# a convolution core (module docstring): fixed logic, per membrane bit, per kernel bit of a lane
+# (the lane-serial select), per accumulator bit of a lane with block-RAM accumulators
+LUT_CONV_CORE, LUT_CONV_PER_V_BIT, LUT_CONV_PER_LANE_WEIGHT_BIT = 705, 10, 3
+LUT_CONV_PER_LANE_ACC_BIT = 6
 LUT_FLASH_LOADER = 1068  # UP5K, 8-6-3 image: 4703 logic cells with the loader, 3635 without
 # iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
 # carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
@@ -98,8 +151,10 @@ ICE40_EXTRA_CELLS = 1000
 BRAM_SOC = 2  # the host link's receive and response buffers
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
+CONV_CORE_ACCUMULATORS = SPRAM_DEPTH  # a convolution core's pre-pool accumulators, at most
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
+MAX_BUDGET_COMBINATIONS = 1024  # lane budgets the mapper tries one by one when halving fails
 
 
 class FitError(ValueError):
@@ -152,8 +207,9 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
     golden_only = HwConfig(device=resolve_device("iCE40UP5K").name, cores=tuple(
         CoreConfig(index, 0, layer.n_out, 1) for index, layer in enumerate(layers)))
     if any(layer.gateware_features() for layer in layers):
-        # Without a target (a target was refused above): the gateware runs no convolution yet,
-        # so there is no fit to check; one core per layer, which only the golden model runs.
+        # Without a target (a target was refused above): a convolution the gateware cannot
+        # run, so there is no fit to check; one core per layer, which only the golden model
+        # runs.
         return golden_only
     if device is None and board is None and any(layer.features() for layer in layers):
         try:
@@ -180,7 +236,7 @@ def _map(layers: list[LayerParams], n_inputs: int, device: str | None, board: st
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         too_wide = [f"{layer.name!r} ({lanes} x {layer.weight_bits} = "
                     f"{lanes * layer.weight_bits} bits)" for layer in layers
-                    if min(lanes, layer.n_out) * layer.weight_bits > budget]
+                    if min(lanes, layer.n_out // layer.positions) * layer.weight_bits > budget]
         if too_wide:
             raise ValueError(f"{lanes} lanes make weight words wider than the {budget} bits a "
                              f"{dev.name} core can read per cycle in layer "
@@ -222,6 +278,21 @@ def _map(layers: list[LayerParams], n_inputs: int, device: str | None, board: st
             if not options:
                 break
             _, _, _, budgets, config = min(options, key=lambda o: o[:3])
+    # Halving one layer at a time follows the estimate downhill and can stop on a plateau: an
+    # SPRAM primitive frees up only once a memory narrows to one primitive's width, and
+    # meanwhile narrowing another layer looks better. On a small search space, try every
+    # combination of budgets: of those that fit, the fewest halvings (ties: the most lanes);
+    # when none fits, the one that comes closest is the one reported.
+    levels = [[budget >> h for h in range(budget.bit_length())
+               if budget >> h >= layer.weight_bits] for layer in layers]
+    if math.prod(len(options) for options in levels) <= MAX_BUDGET_COMBINATIONS:
+        tried = []
+        for trial in itertools.product(*levels):
+            narrower = mapping(list(trial))
+            tried.append((_badness(_estimate(layers, narrower, spram=True, cache=cache)),
+                          sum((budget // b).bit_length() - 1 for b in trial),
+                          -sum(c.lanes for c in narrower.cores), trial, narrower))
+        config = min(tried, key=lambda t: t[:4])[4]
     return _checked(layers, config)
 
 
@@ -242,19 +313,25 @@ def _checked(layers: list[LayerParams], config: HwConfig) -> HwConfig:
 
 def _spram_note(layers: list[LayerParams], config: HwConfig,
                 estimate: dict[str, tuple[int, int]]) -> str:
-    """On a device with SPRAM and block RAM over: what the SPRAM holds and the largest weight
-    memory left in block RAM, with what it would take there."""
+    """On a device with SPRAM and block RAM over: what the SPRAM holds and the largest memory
+    that could move there but is left in block RAM, with what it would take there."""
     used, cap = estimate["spram"]
     if not cap or estimate["bram"][0] <= estimate["bram"][1]:
         return ""
-    placed = spram_cores(layers, config)
-    left = [(spram_primitives(*_weight_shape(layers[c.layer], c)), index, c)
-            for index, c in enumerate(config.cores) if index not in placed]
+    weights, accs, _ = _block_ram(layers, config)
+    placement = memory_placement(layers, config)
+    left = [(cost, -index, kind) for index, kind, blocks, cost
+            in _candidates(layers, config, weights, accs)
+            if blocks and not (placement[index].acc_spram if kind
+                               else placement[index].weights_spram)]
     if not left:
         return f" (SPRAM: {used} of {cap} in use)"
-    need, index, core = max(left, key=lambda item: (item[0], -item[1]))
-    width, depth = _weight_shape(layers[core.layer], core)
-    return (f" (SPRAM: {used} of {cap} in use; core {index}'s {width} x {depth} weight memory "
+    need, index, kind = max(left)
+    core = config.cores[-index]
+    layer = layers[core.layer]
+    width, depth = _acc_shape(layer, core, True) if kind else _weight_shape(layer, core)
+    what = "accumulators" if kind else "weight memory"
+    return (f" (SPRAM: {used} of {cap} in use; core {-index}'s {width} x {depth} {what} "
             f"would take {need} more)")
 
 
@@ -278,25 +355,38 @@ def _tile(layers: list[LayerParams], max_neurons: int, lanes: int | None,
           budget_bits: list[int] | None) -> tuple[CoreConfig, ...]:
     cores = []
     for index, layer in enumerate(layers):
-        parts = -(-layer.n_out // max_neurons)
-        base, extra = divmod(layer.n_out, parts)
-        lo = 0
+        budget = None if budget_bits is None else budget_bits[index]
+        if layer.conv is None:
+            parts = -(-layer.n_out // max_neurons)
+            base, extra = divmod(layer.n_out, parts)
+            lo = 0
+            for part in range(parts):
+                hi = lo + base + (1 if part < extra else 0)
+                cores.append(CoreConfig(index, lo, hi,
+                                        _lanes(hi - lo, layer.weight_bits, lanes, budget)))
+                lo = hi
+            continue
+        # a convolution: whole output channels, at most one SPRAM's depth of accumulators each
+        channels = layer.conv.out_channels
+        conv_h, conv_w = layer.conv.conv_shape
+        parts = -(-channels // max(1, CONV_CORE_ACCUMULATORS // (conv_h * conv_w)))
+        base, extra = divmod(channels, parts)
+        c0 = 0
         for part in range(parts):
-            hi = lo + base + (1 if part < extra else 0)
-            cores.append(CoreConfig(index, lo, hi,
-                                    _lanes(hi - lo, layer.weight_bits, lanes,
-                                           None if budget_bits is None
-                                           else budget_bits[index])))
-            lo = hi
+            c1 = c0 + base + (1 if part < extra else 0)
+            cores.append(CoreConfig(index, c0 * layer.positions, c1 * layer.positions,
+                                    _lanes(c1 - c0, layer.weight_bits, lanes, budget)))
+            c0 = c1
     return tuple(cores)
 
 
-def _lanes(neurons: int, weight_bits: int, lanes: int | None, budget_bits: int | None) -> int:
+def _lanes(units: int, weight_bits: int, lanes: int | None, budget_bits: int | None) -> int:
+    """Lanes of a core of `units` neurons (a convolution's core: output channels)."""
     if lanes is not None:
-        return min(lanes, neurons)
-    widest = max(1, min(neurons, budget_bits // weight_bits))
-    groups = -(-neurons // widest)
-    return -(-neurons // groups)
+        return min(lanes, units)
+    widest = max(1, min(units, budget_bits // weight_bits))
+    groups = -(-units // widest)
+    return -(-units // groups)
 
 
 # -- resources -----------------------------------------------------------------------------------
@@ -311,12 +401,30 @@ def _leak_bits(layer: LayerParams) -> int:
     return {"none": 0, "shift": 5, "mul": layer.decay_frac + 1}[layer.decay_mode]
 
 
-def _param_bits(layer: LayerParams, core: CoreConfig) -> int:
-    """Width of the per-neuron parameter words a core stores (image.param_fields; fields uniform
-    over the core's neurons are constants)."""
+def _param_widths(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
+    """Widths of a core's parameter tables (image.param_fields): (per output channel, per
+    neuron). A field uniform over the core's neurons is a constant; a convolution's field
+    constant within each of the core's channels is a per-channel entry; any other field is a
+    per-neuron entry (a dense core has no channels: its fields are per neuron or constant)."""
     values = param_values(layer)
-    return sum(f.width for f in param_fields(layer)
-               if _varies(values[f.name][core.lo:core.hi]))
+    per_channel = per_neuron = 0
+    for f in param_fields(layer):
+        own = values[f.name][core.lo:core.hi]
+        if not _varies(own):
+            continue
+        by_channel = own.reshape(-1, layer.positions)
+        if layer.conv is not None and not (by_channel != by_channel[:, :1]).any():
+            per_channel += f.width
+        else:
+            per_neuron += f.width
+    return per_channel, per_neuron
+
+
+def _param_bits(layer: LayerParams, core: CoreConfig) -> int:
+    """Width of the per-neuron parameter words a core stores (fields uniform over the core's
+    neurons are constants; a convolution's fields constant per channel are in a table of
+    channels)."""
+    return _param_widths(layer, core)[1]
 
 
 def _state_bits(layer: LayerParams) -> int:
@@ -342,57 +450,127 @@ def spram_primitives(width: int, depth: int) -> int:
 
 
 def _weight_shape(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
-    return core.lanes * layer.weight_bits, layer.fan_in * core.groups
+    """Width and depth of a core's weight memory (a convolution's core: its kernel slice)."""
+    return core.lanes * layer.weight_bits, weight_depth(layer, core)
+
+
+def _acc_shape(layer: LayerParams, core: CoreConfig, spram: bool) -> tuple[int, int]:
+    """Width and depth of a core's accumulators: a word of `lanes` per lane group; a
+    convolution's per conv-map position and lane group, or in SPRAM one value per word for
+    each channel and position (lane-serial)."""
+    if layer.conv is None:
+        return core.lanes * layer.acc_bits, core.groups
+    conv_h, conv_w = layer.conv.conv_shape
+    c0, c1 = core_channels(layer, core)
+    if spram:
+        return layer.acc_bits, (c1 - c0) * conv_h * conv_w
+    return core.lanes * layer.acc_bits, conv_h * conv_w * core_groups(layer, core)
+
+
+@dataclass(frozen=True)
+class CorePlacement:
+    """Where a core's two large memories live (placement rule: module docstring)."""
+
+    weights_spram: bool = False  # the weight memory (a convolution's core: its kernel) in SPRAM
+    acc_spram: bool = False  # convolution cores only: accumulators in SPRAM (lane-serial)
 
 
 def _block_ram(layers: list[LayerParams], config: HwConfig,
-               cache: dict | None = None) -> tuple[list[int], int]:
-    """Block RAMs of each core's weight memory, and of everything else (`cache` keeps the
-    parameter widths of a core's neurons between calls of one mapping search)."""
+               cache: dict | None = None) -> tuple[list[int], list[int], int]:
+    """Block RAMs of each core's weight memory, of each convolution core's accumulators (0 for
+    a dense core, whose accumulators count with the rest), and of everything else (`cache`
+    keeps the parameter widths of a core's neurons between calls of one mapping search)."""
     cache = {} if cache is None else cache
     shapes = BRAM_SHAPES[resolve_device(config.device).family]
-    weights = []
+    weights, accs = [], []
     other = BRAM_SOC if config.cores else 0
     for core in config.cores:
         layer = layers[core.layer]
         weights.append(blocks_for(*_weight_shape(layer, core), shapes))
-        other += _memory_blocks(core.lanes * layer.acc_bits, core.groups, shapes)
+        if layer.conv is None:
+            accs.append(0)
+            other += _memory_blocks(*_acc_shape(layer, core, False), shapes)
+        else:
+            accs.append(_memory_blocks(*_acc_shape(layer, core, False), shapes))
         other += _memory_blocks(_state_bits(layer), core.neurons, shapes)
         key = (core.layer, core.lo, core.hi)
         if key not in cache:
-            cache[key] = _param_bits(layer, core)
-        other += _memory_blocks(cache[key], core.neurons, shapes)
+            cache[key] = _param_widths(layer, core)
+        per_channel, per_neuron = cache[key]
+        c0, c1 = core_channels(layer, core)
+        other += _memory_blocks(per_channel, c1 - c0, shapes)
+        other += _memory_blocks(per_neuron, core.neurons, shapes)
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
             other += _memory_blocks(17, layer.max_spikes * layer.n_out + 2, shapes)
-    return weights, other
+    return weights, accs, other
 
 
-def spram_cores(layers: list[LayerParams], config: HwConfig) -> frozenset[int]:
-    """Indices (into ``config.cores``) of the cores whose weight memory goes to SPRAM
-    (placement rule: module docstring). Empty on devices without SPRAM and whenever block RAM
-    suffices; ``hdl.array.CoreArray`` builds exactly this placement."""
+def memory_placement(layers: list[LayerParams],
+                     config: HwConfig) -> tuple[CorePlacement, ...]:
+    """One CorePlacement per core of ``config.cores`` (placement rule: module docstring):
+    which weight memories and convolution accumulators go to SPRAM. All in block RAM on
+    devices without SPRAM and whenever block RAM suffices; ``hdl.array.CoreArray`` builds
+    exactly this placement."""
     return _place(layers, config, *_block_ram(layers, config))
 
 
-def _place(layers: list[LayerParams], config: HwConfig, weights: list[int],
-           other: int) -> frozenset[int]:
+def spram_cores(layers: list[LayerParams], config: HwConfig) -> frozenset[int]:
+    """Indices (into ``config.cores``) of the cores whose weight memory (a convolution's
+    core: its kernel) goes to SPRAM (`memory_placement`)."""
+    return frozenset(index for index, place in enumerate(memory_placement(layers, config))
+                     if place.weights_spram)
+
+
+def _candidates(layers: list[LayerParams], config: HwConfig, weights: list[int],
+                accs: list[int]) -> list[tuple[int, int, int, int]]:
+    """The memories that may move to SPRAM, as (core index, 0 weights / 1 accumulators,
+    block RAMs it frees, SPRAM primitives it takes)."""
+    found = []
+    for index, core in enumerate(config.cores):
+        layer = layers[core.layer]
+        found.append((index, 0, weights[index], spram_primitives(*_weight_shape(layer, core))))
+        if layer.conv is not None:
+            found.append((index, 1, accs[index],
+                          spram_primitives(*_acc_shape(layer, core, True))))
+    return found
+
+
+def _place(layers: list[LayerParams], config: HwConfig, weights: list[int], accs: list[int],
+           other: int) -> tuple[CorePlacement, ...]:
     dev = resolve_device(config.device)
-    if not dev.spram or not config.cores:
-        return frozenset()
-    need = sum(weights) + other
-    left = dev.spram
-    placed = set()
-    cost = [spram_primitives(*_weight_shape(layers[core.layer], core))
-            for core in config.cores]
-    for index in sorted(range(len(config.cores)), key=lambda i: (-weights[i] / cost[i], i)):
-        if need <= dev.bram:
-            break
-        if cost[index] <= left:
-            placed.add(index)
-            left -= cost[index]
-            need -= weights[index]
-    return frozenset(placed)
+    placed: set[tuple[int, int]] = set()
+    if dev.spram and config.cores:
+        need = sum(weights) + sum(accs) + other
+        left = dev.spram
+        for index, kind, blocks, cost in sorted(
+                _candidates(layers, config, weights, accs),
+                key=lambda c: (-c[2] / c[3], c[0], c[1])):
+            if need <= dev.bram:
+                break
+            if blocks and cost <= left:
+                placed.add((index, kind))
+                left -= cost
+                need -= blocks
+    return tuple(CorePlacement((index, 0) in placed, (index, 1) in placed)
+                 for index in range(len(config.cores)))
+
+
+def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement) -> int:
+    """LUT4s of one core placed as `place` (model: module docstring), multipliers in DSPs."""
+    if layer.conv is None:
+        luts = (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
+                + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
+    else:
+        luts = (LUT_CONV_CORE + LUT_CONV_PER_V_BIT * layer.v_bits
+                + LUT_CONV_PER_LANE_WEIGHT_BIT * core.lanes * layer.weight_bits)
+        if not place.acc_spram:  # the lanes' adders, and the pass's lane select
+            luts += LUT_CONV_PER_LANE_ACC_BIT * core.lanes * layer.acc_bits
+    if layer.current_based:
+        luts += LUT_PER_SYN_BIT * layer.syn_bits
+    if layer.spiking and layer.max_spikes > 1:
+        luts += LUT_PER_V_BIT_MULTI * layer.v_bits
+    return luts
 
 
 def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
@@ -405,24 +583,25 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
 def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
               cache: dict | None = None, flash: bool = False) -> dict[str, tuple[int, int]]:
     dev = resolve_device(config.device)
-    weights, bram = _block_ram(layers, config, cache)
-    placed = _place(layers, config, weights, bram) if spram else frozenset()
+    weights, accs, bram = _block_ram(layers, config, cache)
+    placement = (_place(layers, config, weights, accs, bram) if spram
+                 else (CorePlacement(),) * len(config.cores))
     spram = 0
-    for index, core in enumerate(config.cores):
-        if index in placed:
-            spram += spram_primitives(*_weight_shape(layers[core.layer], core))
+    for index, (core, place) in enumerate(zip(config.cores, placement, strict=True)):
+        layer = layers[core.layer]
+        if place.weights_spram:
+            spram += spram_primitives(*_weight_shape(layer, core))
         else:
             bram += weights[index]
+        if place.acc_spram:
+            spram += spram_primitives(*_acc_shape(layer, core, True))
+        else:
+            bram += accs[index]
     luts = LUT_SOC if config.cores else 0
     dsp = 1 if config.cores and dev.dsp else 0
-    for core in config.cores:
+    for core, place in zip(config.cores, placement, strict=True):
         layer = layers[core.layer]
-        luts += (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
-                 + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
-        if layer.current_based:
-            luts += LUT_PER_SYN_BIT * layer.syn_bits
-        if layer.spiking and layer.max_spikes > 1:
-            luts += LUT_PER_V_BIT_MULTI * layer.v_bits
+        luts += core_luts(layer, core, place)
         # multipliers: the "mul" decays (membrane, current) and a multi-spike subtract
         # reset's theta * c; yosys puts each in a DSP while the device has one left
         products = [layer.v_bits * (layer.decay_frac + 1)] if layer.decay_mode == "mul" else []

@@ -66,8 +66,8 @@ def compile(model_or_path, weight_bits: int | dict | str = 8,  # noqa: A001
                               decay=decay, scales=scales, clip=clip)
     _check_quantized(network, layers)
     config = map_network(layers, network.n_inputs, **target)
-    # a convolution has no core on the device yet (the mapper refuses a target for it)
-    resources = {} if any(layer.conv is not None for layer in layers) else \
+    # a layer the gateware cannot run has no core on the device (only the golden model's)
+    resources = {} if any(layer.gateware_features() for layer in layers) else \
         estimate_resources(layers, config)
     meta = {"source": network.source, "quantization": report.to_dict(),
             "resources": {name: list(pair) for name, pair in resources.items()}}

@@ -179,6 +179,8 @@ def _print_precision(console, plan: dict | None) -> None:
 
 # -- inspect ---------------------------------------------------------------------------------
 def _describe(image, path: str | None = None) -> dict:
+    from .image import weight_depth
+
     out = {
         "image": path,
         "n_inputs": image.n_inputs,
@@ -197,7 +199,7 @@ def _describe(image, path: str | None = None) -> dict:
             "gateware": not layer.gateware_features(),
         } for layer in image.layers],
         "cores": [{"layer": c.layer, "neurons": [c.lo, c.hi], "lanes": c.lanes,
-                   "weight_words": image.layers[c.layer].fan_in * c.groups,
+                   "weight_words": weight_depth(image.layers[c.layer], c),
                    "word_bits": c.lanes * image.layers[c.layer].weight_bits}
                   for c in image.config.cores],
     }

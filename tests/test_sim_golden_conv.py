@@ -152,14 +152,21 @@ def test_conv_spec_refusals(kwargs, message):
         ConvSpec(1, 6, 6, 2, **kwargs)
 
 
-def test_conv_layers_are_refused_by_the_gateware_by_name():
+def test_conv_layers_beyond_single_spike_lif_are_refused_by_the_gateware_by_name():
+    """The gateware's convolution core runs single-spike LIF neurons: a plain convolution
+    passes, one with another neuron feature is refused naming the layer and the feature."""
+    from dataclasses import replace
+
     from spikeforge.image import ConvSpec
 
     spec = ConvSpec(1, 6, 6, 2, 3, pool="max", pool_size=2)
-    image = _image([conv_layer(np.random.default_rng(0), "c", spec)], spec.n_in)
-    with pytest.raises(ImageError, match=r"^the gateware runs no convolution, but "
-                                         r"layer 0 \('c'\) uses convolution \(3x3 kernel, max "
-                                         r"pool 2\)"):
+    plain = conv_layer(np.random.default_rng(0), "c", spec)
+    _image([plain], spec.n_in).check_gateware()
+    _image([replace(plain, compare=">=")], spec.n_in).check_gateware()
+    image = _image([replace(plain, spiking=False)], spec.n_in)
+    with pytest.raises(ImageError, match=r"^the gateware's convolution core runs single-spike "
+                                         r"LIF neurons only, but layer 0 \('c'\) is a "
+                                         r"convolution with LI readout \(no spikes\)"):
         image.check_gateware()
 
 
