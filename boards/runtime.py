@@ -28,7 +28,14 @@ import numpy as np
 from .. import protocol
 from ..compiler.mapper import spram_cores
 from ..compiler.work import step_work_bound
-from ..image import Image, assemble_weights, load_image, param_words
+from ..image import (
+    Image,
+    assemble_kernel,
+    assemble_weights,
+    load_image,
+    param_words,
+    weight_depth,
+)
 from ..protocol import DeviceInfo, DeviceStatus, LinkClient, MemSpace, ProtocolError
 
 __all__ = ["Board", "BoardError", "BoardResult", "BoardStatus", "SerialTransport"]
@@ -435,7 +442,8 @@ class Board:
 
     def read_weights(self) -> list[np.ndarray]:
         """Every layer's weights as the board holds them: int32 [n_out, fan_in] (feed-forward
-        columns, then recurrent ones), decoded from the weight memories."""
+        columns, then recurrent ones; a convolution's kernel [out_channels, C_in * K * K]),
+        decoded from the weight memories."""
         image = self._need_image()
         return [self._read_layer(image, index) for index in range(len(image.layers))]
 
@@ -444,13 +452,15 @@ class Board:
 
         def memory(core_index: int) -> np.ndarray:
             core = image.config.cores[core_index]
-            depth = layer.fan_in * core.groups
+            depth = weight_depth(layer, core)
             words = self._request(f"reading core {core_index} weights",
                                   self.client.read_mem, core_index, MemSpace.WEIGHTS, 0, depth)
             nbytes = -(-core.lanes * layer.weight_bits // 8)
             return np.array([list(word.to_bytes(self.info.word_bytes, "little")[:nbytes])
                              for word in words], dtype=np.uint8).reshape(depth, nbytes)
 
+        if layer.conv is not None:
+            return assemble_kernel(layer, image.config.cores, index, memory)
         return assemble_weights(image.config.cores, index, layer.n_out, layer.fan_in,
                                 layer.weight_bits, memory)
 
@@ -462,18 +472,19 @@ class Board:
         return image.with_weights(weights)
 
     def write_weights(self, weights: list[np.ndarray], *, verify: bool = True) -> Image:
-        """Write every layer's weights ([n_out, fan_in] as :meth:`read_weights` gives them;
-        checked against the layer's widths) and return the image the board now holds."""
+        """Write every layer's weights ([n_out, fan_in], a convolution's kernel [out_channels,
+        C_in * K * K], as :meth:`read_weights` gives them; checked against the layer's widths)
+        and return the image the board now holds."""
         image = self._need_image()
         if len(weights) != len(image.layers):
             raise ValueError(f"need weights for {len(image.layers)} layers, not {len(weights)}")
         ff, rec = [], []
         for layer, w in zip(image.layers, weights, strict=True):
             w = np.asarray(w)
-            if w.shape != (layer.n_out, layer.fan_in):
-                raise ValueError(f"layer {layer.name!r} weights must be "
-                                 f"{(layer.n_out, layer.fan_in)}, not {w.shape}")
-            ff.append(w[:, :layer.n_in])
+            shape = layer.weights.shape if layer.conv is not None else (layer.n_out, layer.fan_in)
+            if w.shape != shape:
+                raise ValueError(f"layer {layer.name!r} weights must be {shape}, not {w.shape}")
+            ff.append(w if layer.conv is not None else w[:, :layer.n_in])
             rec.append(w[:, layer.n_in:] if layer.recurrent else None)
         new = image.with_weights(ff, rec)
         for core in range(len(new.config.cores)):

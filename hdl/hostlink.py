@@ -19,7 +19,8 @@ from amaranth.lib import crc, data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..image import Image
+from ..compiler.mapper import memory_placement
+from ..image import Image, core_channels, weight_depth
 from ..protocol import (
     ARGS_BYTES,
     COUNTER_BITS,
@@ -41,6 +42,7 @@ from ..protocol import (
 )
 from ..sim.encode import encoder_seed
 from .array import CoreArray
+from .conv import conv_acc_address
 from .core import MemAccessSignature
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
@@ -96,15 +98,24 @@ def times(value, factor: int):
 
 def memory_depths(image: Image) -> list[tuple[int, ...]]:
     """Per core, the words of each memory space (indexed by ``MemSpace``) that READ_MEM and
-    WRITE_MEM may address: WEIGHTS ``fan_in * groups``, STATE and PARAMS one per neuron, ACC
-    one per group, MOD one per neuron on the cores of a three-factor layer (none elsewhere)."""
+    WRITE_MEM may address: WEIGHTS ``image.weight_depth`` (a convolution's kernel slice), STATE
+    and PARAMS one per neuron, ACC one per group (a convolution: the range of
+    ``hdl.conv.conv_acc_address``), MOD one per neuron on the cores of a three-factor layer
+    (none elsewhere)."""
+    placement = memory_placement(image.layers, image.config)
     depths = []
-    for core in image.config.cores:
+    for index, core in enumerate(image.config.cores):
         layer = image.layers[core.layer]
         learning = image.learning_of(core.layer)
         mod = core.neurons if learning is not None and learning.rule == "three_factor" else 0
-        by_space = {MemSpace.WEIGHTS: layer.fan_in * core.groups, MemSpace.STATE: core.neurons,
-                    MemSpace.PARAMS: core.neurons, MemSpace.ACC: core.groups, MemSpace.MOD: mod}
+        acc = core.groups
+        if layer.conv is not None:
+            c0, c1 = core_channels(layer, core)
+            conv_h, conv_w = layer.conv.conv_shape
+            acc = conv_acc_address(layer, core, c1 - c0 - 1, conv_h - 1, conv_w - 1,
+                                   spram_acc=placement[index].acc_spram) + 1
+        by_space = {MemSpace.WEIGHTS: weight_depth(layer, core), MemSpace.STATE: core.neurons,
+                    MemSpace.PARAMS: core.neurons, MemSpace.ACC: acc, MemSpace.MOD: mod}
         depths.append(tuple(by_space[space] for space in MemSpace))
     return depths
 
