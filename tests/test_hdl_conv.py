@@ -5,11 +5,14 @@ the integration's cycles (conv_cycles); the memory port and the refusals."""
 
 from __future__ import annotations
 
+import gc
 import itertools
+import warnings
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -206,17 +209,21 @@ def test_conv_core_equals_golden_wide(case):
                spram_acc=spram_acc, seed=seed)
 
 
-@pytest.mark.parametrize("spram_kernel,spram_acc", [(False, False), (True, True)])
-def test_conv_core_tutorial_shape(spram_kernel, spram_acc):
-    """A fixed case shaped like tutorial 6's layers (5x5 kernel, max pool 2, per-channel bias):
-    two channels of four, two lanes, stride 1 on an 8x8 map."""
-    spec = ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2)
+@pytest.mark.parametrize(("spec", "spram"), [
+    (ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2), False),
+    (ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2), True),
+    (ConvSpec(2, 7, 7, 4, 3, stride=2, padding=1, pool="sum", pool_size=2), False),
+    (ConvSpec(2, 7, 7, 4, 3, stride=2, padding=1, pool="sum", pool_size=2), True),
+])
+def test_conv_core_fixed(spec, spram):
+    """Fixed cases: tutorial 6's shape (5x5 kernel, max pool 2, per-channel bias) and a strided,
+    padded, sum-pooled one; channels 1..3 of four over two lanes (a partial last group)."""
     rng = np.random.default_rng(6)
     layer = conv_layer(rng, "c", spec, v_bits=8)
     layer = replace(layer, bias=np.repeat([3, -2, 0, 5], spec.n_out // 4),
                     threshold=np.full(spec.n_out, 9))
     steps = (rng.random((3, spec.n_in)) < 0.3).astype(np.uint8)
-    check_core(layer, 1, 2, 2, steps, spram_kernel=spram_kernel, spram_acc=spram_acc, seed=1)
+    check_core(layer, 1, 3, 2, steps, spram_kernel=spram, spram_acc=spram, seed=1)
 
 
 # -- the memory port ---------------------------------------------------------------------------
@@ -295,22 +302,27 @@ def test_mem_port(spram):
 
 # -- refusals and the cycle formula --------------------------------------------------------------
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_refusals():
     spec = ConvSpec(1, 4, 4, 2, 3)
     layer = conv_layer(np.random.default_rng(0), "c", spec)
-    with pytest.raises(ValueError, match=r"^Core neurons must be whole output channels of 4 "
-                                         r"neurons within the layer's 8, not \[1, 8\)$"):
-        ConvCore(CoreConfig(0, 1, 8, 1), layer)
-    with pytest.raises(ValueError, match=r"^Lane count must be 1\.\.2 \(the core's channels\), "
-                                         r"not 3$"):
-        ConvCore(CoreConfig(0, 0, 8, 3), layer)
-    multi = replace(layer, max_spikes=3)
-    with pytest.raises(ValueError, match=r"^A convolution core runs single-spike LIF neurons, "
-                                         r"not multi-spike \(up to 3 per step\) \(layer 'c'\)$"):
-        ConvCore(CoreConfig(0, 0, 8, 1), multi)
-    with pytest.raises(TypeError, match=r"^layer must be a convolutional LayerParams"):
-        ConvCore(CoreConfig(0, 0, 8, 1), replace(layer, conv=None, weights=np.zeros((8, 16))))
+    cases = [
+        (CoreConfig(0, 1, 8, 1), layer, r"^Core neurons must be whole output channels of 4 "
+                                        r"neurons within the layer's 8, not \[1, 8\)$"),
+        (CoreConfig(0, 0, 8, 3), layer, r"^Lane count must be 1\.\.2 \(the core's channels\), "
+                                        r"not 3$"),
+        (CoreConfig(0, 0, 8, 1), replace(layer, max_spikes=3),
+         r"^A convolution core runs single-spike LIF neurons, not multi-spike \(up to 3 per "
+         r"step\) \(layer 'c'\)$"),
+    ]
+    with warnings.catch_warnings():  # the half-built components are never elaborated
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        for config, bad, message in cases:
+            with pytest.raises(ValueError, match=message):
+                ConvCore(config, bad)
+        with pytest.raises(TypeError, match=r"^layer must be a convolutional LayerParams"):
+            ConvCore(CoreConfig(0, 0, 8, 1), replace(layer, conv=None,
+                                                     weights=np.zeros((8, 16))))
+        gc.collect()
     with pytest.raises(ValueError, match=r"^events must be per-input counts \[\.\.\., 16\] "
                                          r"with SPRAM accumulators"):
         conv_cycles(5, spec, 1, spram_acc=True)
