@@ -1,143 +1,339 @@
-"""hdl/conv.py alone in the Amaranth simulator against the golden model's convolution: random
-geometries and spike maps (Hypothesis), the pooled currents of each step in C order, and the
-integration's cycle count against conv_cycles."""
+"""hdl/conv.py ConvCore in the Amaranth simulator against the golden model: random geometries,
+pools, channel slices, lanes, kernel and accumulators in block RAM or SPRAM, neuron modes and
+several steps (Hypothesis); spikes per step, final STATE, synaptic operations, saturations and
+the integration's cycles (conv_cycles); the memory port and the refusals."""
 
 from __future__ import annotations
 
+import gc
+import itertools
+import warnings
+from dataclasses import replace
+
 import numpy as np
+import pytest
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeforge.hdl.conv import ConvAccumulator, conv_cycles
-from spikeforge.sim.golden import conv_currents
+from spikeforge.hdl.conv import (
+    ConvCore,
+    conv_acc_address,
+    conv_cycles,
+    conv_kernel_memory,
+    conv_mem_shape,
+)
+from spikeforge.hdl.core import MemSpace, state_layout
+from spikeforge.image import ConvSpec, CoreConfig, param_words
+from spikeforge.sim.golden import NeuronParams, conv_currents, work_dtype
 
-from .strategies import conv_layer, conv_specs
+from .strategies import conv_layer, conv_specs, signed
 
 
-def run_core(layer, steps: np.ndarray, lanes: int):
-    """Feed each step's events (ascending addresses, then eos); collect the pooled currents
-    and the cycles from each step's first event to its eos being accepted."""
-    dut = ConvAccumulator(layer, lanes=lanes)
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    out: list[list[int]] = []
-    cycles: list[int] = []
+async def core_access(ctx, dut, space, addr, wdata=None):
+    """One access through the core's memory port; a read answers one cycle after acceptance."""
+    ctx.set(dut.mem.space, space)
+    ctx.set(dut.mem.addr, addr)
+    strobe = dut.mem.re if wdata is None else dut.mem.we
+    if wdata is not None:
+        ctx.set(dut.mem.wdata, wdata)
+    ctx.set(strobe, 1)
+    await ctx.tick().until(dut.mem.ready)
+    ctx.set(strobe, 0)
+    if wdata is None:
+        _, _, valid, data = await ctx.tick().sample(dut.mem.rvalid, dut.mem.rdata)
+        assert valid
+        return data
+    return None
+
+
+async def wait_idle(ctx, dut):
+    while not ctx.get(dut.idle):
+        await ctx.tick()
+
+
+def run_conv(dut, steps, *, rng, kernel_words=None, out_pattern=(1, 1, 0)):
+    """Feed each step's events (each input's count as repeated events, shuffled) then eos,
+    with the output stalled by `out_pattern`; after the last step read every neuron's STATE.
+    Returns (spike addresses per step, integrating cycles, ops, saturations, state words)."""
+    queue = []
+    for step in steps:
+        events = np.repeat(np.arange(step.size), step)
+        rng.shuffle(events)
+        queue += [(int(a), 0) for a in events] + [(0, 1)]
+    result = {"spikes": [], "integrating": 0, "ops": 0, "saturated": 0, "state": []}
 
     async def bench(ctx):
-        for step in steps:
-            count = 0
-            for addr in np.flatnonzero(step):
-                ctx.set(dut.i.payload, {"addr": int(addr), "eos": 0})
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-                count += 1
-                while not ctx.get(dut.i.ready):
-                    ctx.set(dut.i.valid, 0)
-                    await ctx.tick()
-                    count += 1
-            ctx.set(dut.i.valid, 0)
-            await ctx.tick()
-            while not ctx.get(dut.i.ready):
-                await ctx.tick()
-                count += 1
-            cycles.append(count)
-            ctx.set(dut.i.payload, {"addr": 0, "eos": 1})
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-            values = []
-            ctx.set(dut.o.ready, 1)
-            while True:
-                _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-                if valid:
-                    values.append(payload.value)
-                    if payload.last:
-                        break
-            ctx.set(dut.o.ready, 0)
-            out.append(values)
-            while ctx.get(dut.busy):
-                await ctx.tick()
+        await wait_idle(ctx, dut)  # the power-on sweep
+        if kernel_words is not None:
+            for addr, word in enumerate(kernel_words):
+                await core_access(ctx, dut, MemSpace.WEIGHTS, addr, word)
+        sent, current = 0, []
+        pattern = itertools.cycle(out_pattern)
+        while len(result["spikes"]) < len(steps):
+            if sent < len(queue):
+                ctx.set(dut.i.payload, {"addr": queue[sent][0], "eos": queue[sent][1]})
+            ctx.set(dut.i.valid, sent < len(queue))
+            ctx.set(dut.o.ready, next(pattern))
+            _, _, i_ready, o_valid, o_ready, payload, integ, ops, sat = await ctx.tick().sample(
+                dut.i.ready, dut.o.valid, dut.o.ready, dut.o.payload, dut.integrating,
+                dut.ops, dut.saturated)
+            result["integrating"] += integ
+            result["ops"] += ops
+            result["saturated"] += sat
+            if sent < len(queue) and i_ready:
+                sent += 1
+            if o_valid and o_ready:
+                if payload.eos:
+                    result["spikes"].append(current)
+                    current = []
+                else:
+                    current.append(payload.addr)
+        ctx.set(dut.i.valid, 0)
+        await wait_idle(ctx, dut)
+        for n in range(dut.config.neurons):
+            result["state"].append(await core_access(ctx, dut, MemSpace.STATE, n))
 
-    sim.add_testbench(bench)
-    sim.run()
-    return np.array(out, dtype=np.int64), cycles
-
-
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(conv_specs(max_channels=4, max_map=7), st.integers(1, 4), st.integers(0, 2**31))
-def test_conv_accumulator_equals_golden(spec, lanes, seed):
-    rng = np.random.default_rng(seed)
-    layer = conv_layer(rng, "c", spec)
-    lanes = min(lanes, spec.out_channels)
-    steps = (rng.random((2, spec.n_in)) < 0.3).astype(np.uint8)
-    got, cycles = run_core(layer, steps, lanes)
-    want = conv_currents(steps.astype(np.float64), spec,
-                         layer.weights.T.astype(np.float64)).astype(np.int64)
-    np.testing.assert_array_equal(got, want)
-    assert got.shape == (2, spec.n_out)
-    # each event: accepted in one cycle, then K^2 * ceil(C_out / lanes) cycles of integration
-    for step, count in zip(steps, cycles, strict=True):
-        assert count == conv_cycles(int(step.sum()), spec, lanes)
-
-
-def run_conv_core(layer, steps: np.ndarray, lanes: int) -> np.ndarray:
-    """Spikes [time, n_out] of a ConvCore fed each step's events then eos, with back-pressure
-    on its output every third cycle."""
-    from spikeforge.hdl.conv import ConvCore
-
-    dut = ConvCore(layer, lanes=lanes)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    out = np.zeros((len(steps), layer.n_out), np.uint8)
-
-    async def feed(ctx):
-        for step in steps:
-            for addr in [*np.flatnonzero(step), None]:
-                ctx.set(dut.i.payload, {"addr": 0 if addr is None else int(addr),
-                                        "eos": addr is None})
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-
-    async def drain(ctx):
-        for t in range(len(steps)):
-            cycle = 0
-            while True:
-                cycle += 1
-                ctx.set(dut.o.ready, cycle % 3 != 0)
-                _, _, valid, ready, payload = await ctx.tick().sample(
-                    dut.o.valid, dut.o.ready, dut.o.payload)
-                if valid and ready:
-                    if payload.eos:
-                        break
-                    out[t, payload.addr] = 1
-
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
+    sim.add_testbench(bench)
     sim.run()
-    return out
+    return result
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(conv_specs(max_channels=3, max_map=6), st.integers(1, 3), st.integers(0, 2**31),
-       st.sampled_from(["subtract", "zero"]), st.sampled_from(["none", "shift", "mul"]))
-def test_conv_core_equals_golden(spec, lanes, seed, reset, decay):
-    from dataclasses import replace
+def slice_layer(layer, first, channels):
+    """The layer's output channels [first, first + channels) as a layer of their own: the
+    golden model of one core's slice (channels are independent)."""
+    conv = replace(layer.conv, out_channels=channels)
+    per = layer.conv.n_out // layer.conv.out_channels
+    cut = slice(first * per, (first + channels) * per)
+    arrays = {name: getattr(layer, name)[cut] for name in ("bias", "threshold", "decay_shift",
+                                                           "decay_mul")
+              if getattr(layer, name) is not None}
+    return replace(layer, weights=layer.weights[first:first + channels], conv=conv, **arrays)
 
-    from spikeforge.image import CoreConfig, HwConfig, Image
-    from spikeforge.sim import golden
 
+def golden_steps(layer, steps):
+    """The golden model's step of a one-layer convolution (sim/golden.py's loop) fed input
+    counts [time, n_in]: (spikes [time, n_out], final v, synaptic operations, saturations).
+    Counts above 1 (a multi-spike source) are what a previous layer of an image would send."""
+    params = NeuronParams(layer, work_dtype(layer))
+    v = np.zeros((1, layer.n_out), params.dtype)
+    c = np.zeros((1, layer.n_out), np.uint8)
+    kernel_t = layer.weights.T.astype(np.float64)
+    spikes, sats = [], 0
+    for x in steps:
+        acc = conv_currents(x[None].astype(np.float64), layer.conv, kernel_t)
+        v, _, c, saturated = params.update(v, None, c, acc.astype(params.dtype))
+        sats += int(np.sum(saturated))
+        spikes.append(c[0].copy())
+    sops = int(steps.sum(axis=0, dtype=np.int64) @ layer.fan_out)
+    return np.array(spikes), v[0], sops, sats
+
+
+def check_core(layer, first, channels, lanes, steps, *, spram_kernel, spram_acc, seed):
+    """Run the core of channels [first, first + channels) and compare it with the golden
+    model of the slice."""
+    per = layer.conv.n_out // layer.conv.out_channels
+    lo, hi = first * per, (first + channels) * per
+    config = CoreConfig(0, lo, hi, lanes)
+    dut = ConvCore(config, layer, spram_kernel=spram_kernel, spram_acc=spram_acc)
+    words = None
+    if spram_kernel:
+        words = [int.from_bytes(row.tobytes(), "little")
+                 for row in conv_kernel_memory(layer, config)]
+    got = run_conv(dut, steps, rng=np.random.default_rng(seed), kernel_words=words)
+
+    part = slice_layer(layer, first, channels)
+    spikes, v_final, sops, sats = golden_steps(part, steps)
+    for t, addrs in enumerate(got["spikes"]):
+        assert addrs == sorted(addrs)
+        assert addrs == [lo + int(n) for n in np.flatnonzero(spikes[t])], f"step {t}"
+    v_bits = layer.v_bits
+    v = [signed(word, v_bits) for word in got["state"]]
+    c = [(word >> v_bits) & 1 for word in got["state"]]
+    np.testing.assert_array_equal(v, v_final)
+    np.testing.assert_array_equal(c, spikes[-1])
+    assert got["ops"] == sops
+    assert got["saturated"] == sats
+    assert got["integrating"] == conv_cycles(steps, layer.conv, lanes, spram_acc=spram_acc,
+                                             channels=channels)
+
+
+@st.composite
+def conv_cores(draw, max_channels=3, max_map=6):
+    """(layer, first channel, channels, lanes, steps, spram_kernel, spram_acc, seed)."""
+    spec = draw(conv_specs(max_channels=max_channels, max_map=max_map))
+    seed = draw(st.integers(0, 2**31))
     rng = np.random.default_rng(seed)
-    layer = conv_layer(rng, "c", spec, v_bits=10)
-    extra = {"decay_mode": decay, "decay_shift": None, "decay_mul": None, "decay_frac": 0}
-    if decay == "shift":
-        extra["decay_shift"] = rng.integers(0, 5, spec.n_out)
-    elif decay == "mul":
-        extra.update(decay_mul=rng.integers(0, 257, spec.n_out), decay_frac=8)
-    layer = replace(layer, reset=reset, **extra)
-    lanes = min(lanes, spec.out_channels)
-    steps = (rng.random((4, spec.n_in)) < 0.4).astype(np.uint8)
-    image = Image(spec.n_in, [layer], HwConfig("iCE40UP5K", (CoreConfig(0, 0, spec.n_out, 1),)))
-    want = golden.run(image, steps[None]).spikes[0]
-    np.testing.assert_array_equal(run_conv_core(layer, steps, lanes), want)
+    in_max = draw(st.sampled_from([1, 1, 2]))
+    decay = draw(st.sampled_from(["none", "shift", "mul"]))
+    layer = conv_layer(rng, "c", spec, v_bits=draw(st.sampled_from([6, 8, 12])),
+                       decay_mode="shift" if decay == "shift" else "none",
+                       in_max_spikes=in_max)
+    if decay == "mul":
+        layer = replace(layer, decay_mode="mul", decay_mul=rng.integers(0, 257, spec.n_out),
+                        decay_frac=8)
+    per = spec.n_out // spec.out_channels
+    if draw(st.booleans()):  # a per-channel bias (the usual conv bias), uniform threshold
+        layer = replace(layer, bias=np.repeat(rng.integers(-7, 8, spec.out_channels), per),
+                        threshold=np.full(spec.n_out, int(rng.integers(1, 20))))
+    layer = replace(layer, reset=draw(st.sampled_from(["subtract", "zero"])),
+                    compare=draw(st.sampled_from([">", ">="])),
+                    reset_delay=draw(st.booleans()))
+    first = draw(st.integers(0, spec.out_channels - 1))
+    channels = draw(st.integers(1, spec.out_channels - first))
+    lanes = draw(st.integers(1, channels))
+    density = draw(st.sampled_from([0.2, 0.5]))
+    steps = (rng.random((3, spec.n_in)) < density) * rng.integers(1, in_max + 1,
+                                                                   (3, spec.n_in))
+    return (layer, first, channels, lanes, steps.astype(np.uint8), draw(st.booleans()),
+            draw(st.booleans()), seed)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_cores(max_channels=3, max_map=5))
+def test_conv_core_equals_golden(case):
+    layer, first, channels, lanes, steps, spram_kernel, spram_acc, seed = case
+    check_core(layer, first, channels, lanes, steps, spram_kernel=spram_kernel,
+               spram_acc=spram_acc, seed=seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_cores(max_channels=8, max_map=16))
+def test_conv_core_equals_golden_wide(case):
+    layer, first, channels, lanes, steps, spram_kernel, spram_acc, seed = case
+    check_core(layer, first, channels, lanes, steps, spram_kernel=spram_kernel,
+               spram_acc=spram_acc, seed=seed)
+
+
+@pytest.mark.parametrize(("spec", "spram"), [
+    (ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2), False),
+    (ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2), True),
+    (ConvSpec(2, 7, 7, 4, 3, stride=2, padding=1, pool="sum", pool_size=2), False),
+    (ConvSpec(2, 7, 7, 4, 3, stride=2, padding=1, pool="sum", pool_size=2), True),
+])
+def test_conv_core_fixed(spec, spram):
+    """Fixed cases: tutorial 6's shape (5x5 kernel, max pool 2, per-channel bias) and a strided,
+    padded, sum-pooled one; channels 1..3 of four over two lanes (a partial last group)."""
+    rng = np.random.default_rng(6)
+    layer = conv_layer(rng, "c", spec, v_bits=8)
+    layer = replace(layer, bias=np.repeat([3, -2, 0, 5], spec.n_out // 4),
+                    threshold=np.full(spec.n_out, 9))
+    steps = (rng.random((3, spec.n_in)) < 0.3).astype(np.uint8)
+    check_core(layer, 1, 3, 2, steps, spram_kernel=spram, spram_acc=spram, seed=1)
+
+
+# -- the memory port ---------------------------------------------------------------------------
+
+def small_core(**kwargs):
+    spec = ConvSpec(2, 5, 5, 3, 3, padding=1)
+    rng = np.random.default_rng(3)
+    layer = conv_layer(rng, "c", spec)
+    per = spec.n_out // 3
+    config = CoreConfig(0, per, 3 * per, 2)
+    return ConvCore(config, layer, **kwargs), layer, config
+
+
+@pytest.mark.parametrize("spram", [False, True])
+def test_mem_port(spram):
+    """WEIGHTS and STATE write then read back, PARAMS reads the layer's words, ACC reads the
+    swept zeros, `clear` sweeps the state, and no request is taken during a step."""
+    dut, layer, config = small_core(spram_kernel=spram, spram_acc=spram)
+    width, depth = conv_mem_shape(layer, config)
+    assert len(dut.mem.wdata) == width and len(dut.mem.addr) == (depth - 1).bit_length()
+    kernel = [int.from_bytes(row.tobytes(), "little")
+              for row in conv_kernel_memory(layer, config)]
+    rng = np.random.default_rng(0)
+    states = rng.integers(0, 1 << state_layout(layer).size, config.neurons)
+
+    async def bench(ctx):
+        await wait_idle(ctx, dut)
+        fresh = [int(w) ^ 0x5 for w in kernel]
+        for addr, word in enumerate(fresh):
+            await core_access(ctx, dut, MemSpace.WEIGHTS, addr, word)
+        for addr, word in enumerate(fresh):
+            assert await core_access(ctx, dut, MemSpace.WEIGHTS, addr) == word
+        for n, word in enumerate(states):
+            await core_access(ctx, dut, MemSpace.STATE, n, int(word))
+        for n, word in enumerate(states):
+            assert await core_access(ctx, dut, MemSpace.STATE, n) == word
+        for n, word in enumerate(param_words(layer, config.lo, config.hi)):
+            assert await core_access(ctx, dut, MemSpace.PARAMS, n) == word
+        for channel, y, x in ((0, 0, 0), (1, 2, 3), (1, 4, 4)):
+            addr = conv_acc_address(layer, config, channel, y, x, spram_acc=spram)
+            assert await core_access(ctx, dut, MemSpace.ACC, addr) == 0
+        # a step in flight: the port is not ready until the core is idle again
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.payload, {"addr": 7, "eos": 0})
+        ctx.set(dut.i.valid, 1)
+        await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.payload, {"addr": 0, "eos": 1})
+        await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+        ctx.set(dut.mem.space, MemSpace.STATE)
+        ctx.set(dut.mem.addr, 0)
+        ctx.set(dut.mem.re, 1)
+        waited = 0
+        while True:
+            _, _, ready, idle = await ctx.tick().sample(dut.mem.ready, dut.idle)
+            if ready:
+                break
+            assert not idle
+            waited += 1
+        ctx.set(dut.mem.re, 0)
+        assert waited > 9  # the event's 9 taps, then the pass
+        # clear: the sweep keeps idle low, then the state reads zero
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        assert not ctx.get(dut.idle)
+        await wait_idle(ctx, dut)
+        for n in range(config.neurons):
+            assert await core_access(ctx, dut, MemSpace.STATE, n) == 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+# -- refusals and the cycle formula --------------------------------------------------------------
+
+def test_refusals():
+    spec = ConvSpec(1, 4, 4, 2, 3)
+    layer = conv_layer(np.random.default_rng(0), "c", spec)
+    cases = [
+        (CoreConfig(0, 1, 8, 1), layer, r"^Core neurons must be whole output channels of 4 "
+                                        r"neurons within the layer's 8, not \[1, 8\)$"),
+        (CoreConfig(0, 0, 8, 3), layer, r"^Lane count must be 1\.\.2 \(the core's channels\), "
+                                        r"not 3$"),
+        (CoreConfig(0, 0, 8, 1), replace(layer, max_spikes=3),
+         r"^A convolution core runs single-spike LIF neurons, not multi-spike \(up to 3 per "
+         r"step\) \(layer 'c'\)$"),
+    ]
+    with warnings.catch_warnings():  # the half-built components are never elaborated
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        for config, bad, message in cases:
+            with pytest.raises(ValueError, match=message):
+                ConvCore(config, bad)
+        with pytest.raises(TypeError, match=r"^layer must be a convolutional LayerParams"):
+            ConvCore(CoreConfig(0, 0, 8, 1), replace(layer, conv=None,
+                                                     weights=np.zeros((8, 16))))
+        gc.collect()
+    with pytest.raises(ValueError, match=r"^events must be per-input counts \[\.\.\., 16\] "
+                                         r"with SPRAM accumulators"):
+        conv_cycles(5, spec, 1, spram_acc=True)
+
+
+def test_conv_cycles_closed_form():
+    """Block RAM: K^2 * groups an event; SPRAM: 2 * C per tap on the map, 1 per tap off it
+    (a corner input of a 3x3 kernel without padding reaches one position)."""
+    spec = ConvSpec(1, 4, 4, 3, 3)
+    assert conv_cycles(4, spec, 2) == 4 * 9 * 2
+    counts = np.zeros(16, np.int64)
+    counts[0] = 1
+    assert conv_cycles(counts, spec, 2, spram_acc=True) == 1 * 2 * 3 + 8
+    assert conv_cycles(counts, spec, 1, spram_acc=True, channels=1) == 2 + 8
