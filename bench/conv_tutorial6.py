@@ -1,62 +1,120 @@
 """snnTorch's tutorial-6 network (12C5-MP2-64C5-MP2-FC10) on the digits upsampled to 28 x 28.
 
-Trains it briefly (seeded, one thread), compiles it at each weight width and prints one JSON
-object per width: agreement with snnTorch's classes, both accuracies, and per layer the input
-events and synaptic operations per sample and step that the golden model counts, with the cycles
-an event-driven convolution core would spend on them, events x K^2 x ceil(C_out / lanes)
-(docs/neuron.md), for the given lane count. The gateware has no convolution core yet, so the
-cycles are the formula's, not a measurement.
+Trains it briefly (seeded, one thread), compiles it for a board (default the iCEBreaker) at
+each weight width and prints one JSON object per width: agreement with snnTorch's classes, both
+accuracies, the mapping (cores, lanes, which memories the mapper put in SPRAM, the resource
+estimate) and per layer the input events and synaptic operations per sample and step that the
+golden model counts, with the integration cycles per step of its cores by ``hdl.conv.
+conv_cycles`` (block-RAM accumulators: events x K^2 x ceil(C / lanes); SPRAM accumulators:
+2 x C cycles per tap that reaches the map, 1 per tap that does not), and the time per sample
+at the board's clock of the slowest layer (layers overlap on consecutive steps).
 
-Run: .venv/bin/python bench/conv_tutorial6.py [--epochs 3] [--lanes 8] [--bits 8 4]
+``--rtl N`` also runs the first N test samples in the RTL (Verilator through cocotb) and adds,
+per width, the measured cycles per sample (first input event to the last output eos) and the
+cycles in which some core integrated, beside the model's figures (`rtl` in the JSON), and
+whether the RTL's spikes equal the golden model's (`bit_exact`).
+
+Run: .venv/bin/python bench/conv_tutorial6.py [--epochs 3] [--bits 8 4] [--board icebreaker]
+     [--rtl 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import numpy as np
 import torch
 
 from spikeforge import api
 from spikeforge import digits as D
+from spikeforge.boards.catalog import find_board
+from spikeforge.compiler.mapper import memory_placement
+from spikeforge.hdl.conv import conv_cycles
+from spikeforge.image import core_channels
 from spikeforge.sim import golden
+
+
+def layer_rows(image, result, spikes) -> list[dict]:
+    """Per layer: events and SOPs per step, and its cores' integration cycles per step."""
+    steps = spikes.shape[0] * spikes.shape[1]
+    placement = memory_placement(image.layers, image.config)
+    rows = []
+    for index, layer in enumerate(image.layers):
+        row = {"layer": layer.name,
+               "events_per_step": round(float(result.events_in[:, index].sum() / steps), 1),
+               "sops_per_step": round(float(result.sops[:, index].sum() / steps), 1)}
+        cores = [(k, c) for k, c in enumerate(image.config.cores) if c.layer == index]
+        if layer.conv is not None:
+            source = spikes if index == 0 else result.layer_spikes[index - 1]
+            counts = source.reshape(-1, layer.n_in).sum(axis=0, dtype=np.int64)
+            cycles = []
+            for k, core in cores:
+                c0, c1 = core_channels(layer, core)
+                cycles.append(conv_cycles(counts, layer.conv, core.lanes,
+                                          spram_acc=placement[k].acc_spram, channels=c1 - c0))
+            row["integration_cycles_per_step"] = round(max(cycles) / steps, 1)
+        else:
+            row["integration_cycles_per_step"] = round(
+                max(float(result.events_in[:, index].sum()) * c.groups for _, c in cores)
+                / steps, 1)
+        row["cores"] = [{"channels_or_neurons": [c.lo, c.hi], "lanes": c.lanes,
+                         "weights_spram": placement[k].weights_spram,
+                         "acc_spram": placement[k].acc_spram} for k, c in cores]
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lanes", type=int, default=8)
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 4])
+    parser.add_argument("--board", default="icebreaker")
+    parser.add_argument("--rtl", type=int, default=0, metavar="N",
+                        help="also run the first N test samples in the RTL")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    board = find_board(args.board)
     data = D.load_digits_28()
     model = D.build_conv_model()
     D.train(model, data, epochs=args.epochs, batch=32, lr=1e-2)
     theirs = D.predict(D.forward(model, data.test_spikes))
     steps = data.test_spikes.shape[1]
     for bits in args.bits:
-        image = api.compile(model, weight_bits=bits, calibration=data.train_spikes[:100])
-        result = golden.run(image, data.test_spikes)
+        image = api.compile(model, weight_bits=bits, calibration=data.train_spikes[:100],
+                            board=board.name)
+        result = golden.run(image, data.test_spikes, record=True)
         ours = D.predict(result.spikes)
-        layers = []
-        for index, layer in enumerate(image.layers):
-            events = float(result.events_in[:, index].mean() / steps)
-            row = {"layer": layer.name, "events_per_step": round(events, 1),
-                   "sops_per_step": round(float(result.sops[:, index].mean() / steps), 1)}
-            if layer.conv is not None:
-                k, c_out = layer.conv.kernel, layer.conv.out_channels
-                row["conv_cycles_per_step"] = round(
-                    events * k * k * math.ceil(c_out / args.lanes), 1)
-            layers.append(row)
-        print(json.dumps({
-            "bench": "conv_tutorial6", "weight_bits": bits, "epochs": args.epochs,
-            "samples": int(len(ours)), "steps": steps, "lanes": args.lanes,
+        layers = layer_rows(image, result, data.test_spikes)
+        slowest = max(row["integration_cycles_per_step"] for row in layers)
+        out = {
+            "bench": "conv_tutorial6", "board": board.name, "weight_bits": bits,
+            "epochs": args.epochs, "samples": int(len(ours)), "steps": steps,
             "agreement": round(float(np.mean(ours == theirs)), 4),
             "snntorch_accuracy": round(float(np.mean(theirs == data.test_labels)), 4),
             "golden_accuracy": round(float(np.mean(ours == data.test_labels)), 4),
-            "saturations": int(result.saturations.sum()), "layers": layers}))
+            "saturations": int(result.saturations.sum()),
+            "resources": image.meta.get("resources"), "clock_hz": image.config.clock_hz,
+            "ms_per_sample_integration": round(1e3 * slowest * steps / image.config.clock_hz,
+                                               2),
+            "layers": layers}
+        if args.rtl:
+            from spikeforge.hdl.rtl import run_rtl
+
+            x = data.test_spikes[:args.rtl]
+            got = run_rtl(image, x)
+            want = golden.run(image, x, record=True)
+            model_rows = layer_rows(image, want, x)
+            out["rtl"] = {
+                "samples": args.rtl, "bit_exact": bool(np.array_equal(got.spikes, want.spikes)),
+                "cycles_per_step": round(float(got.cycles.mean()) / steps, 1),
+                "integrate_cycles_per_step": round(float(got.integrate_cycles.mean()) / steps,
+                                                   1),
+                "model_slowest_layer_cycles_per_step": max(
+                    row["integration_cycles_per_step"] for row in model_rows),
+                "model_sum_cycles_per_step": round(sum(
+                    row["integration_cycles_per_step"] for row in model_rows), 1)}
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":

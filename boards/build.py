@@ -22,6 +22,11 @@ per step
     cycles_per_step = sum over layers  (one step at a time)
     pipelined_cycles_per_step = max over layers  (layers overlap on consecutive steps)
 
+A convolution's core (hdl/conv.py) spends ``conv_cycles`` on its events (K^2 lane groups an
+event with block-RAM accumulators; with SPRAM accumulators 2 cycles per channel of each tap that
+reaches its map, 1 per tap that does not) and ``(1 or 2) * channels * conv_h * conv_w + 6`` on
+its pass (one or, from SPRAM, two per pre-pool accumulator).
+
 with E_l the mean per step from the golden model on Bernoulli input spikes at
 `input_rate` (default 0.2, 4 samples x 25 steps, seed 0), or on `spikes` when given.
 """
@@ -43,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compiler.mapper import FitError, estimate_resources
-from ..image import Image, load_image
+from ..compiler.mapper import FitError, estimate_resources, memory_placement
+from ..image import Image, core_channels, load_image
 from .catalog import Board, find_board
 from .top import BoardTop, check_baud, plan_clock
 
@@ -108,6 +113,7 @@ class BuildReport:
     report_json: str | None = None  # nextpnr --report
     seconds: float = 0.0
     baud: int = 0  # the UART rate the host link's divider was generated for
+    notes: list = field(default_factory=list)  # choices the build made for the user
 
     @property
     def fmax_mhz(self) -> float | None:
@@ -184,6 +190,7 @@ def check_fit(image: Image, board: Board, *, flash: bool = False) -> dict[str, t
 def step_cycles(image: Image, spikes: np.ndarray | None = None, *,
                 input_rate: float = 0.2) -> tuple[float, float, str]:
     """(cycles_per_step, pipelined_cycles_per_step, basis) by the module docstring's model."""
+    from ..hdl.conv import conv_cycles
     from ..sim.golden import run
 
     if spikes is None:
@@ -196,12 +203,27 @@ def step_cycles(image: Image, spikes: np.ndarray | None = None, *,
     if spikes.ndim == 2:
         spikes = spikes[None]
     plain = replace(image, learning=()) if getattr(image, "learning", None) else image
-    result = run(plain, spikes)
+    result = run(plain, spikes, record=True)
+    samples_steps = spikes.shape[0] * spikes.shape[1]
     events = result.events_in.mean(axis=0) / spikes.shape[1]  # per layer, per step
+    placement = memory_placement(image.layers, image.config)
     layer_cycles = []
-    for index in range(len(image.layers)):
-        cores = image.config.cores_of(index)
-        layer_cycles.append(max(events[index] * c.groups + c.neurons + 2 for c in cores))
+    for index, layer in enumerate(image.layers):
+        cores = [(k, c) for k, c in enumerate(image.config.cores) if c.layer == index]
+        if layer.conv is None:
+            layer_cycles.append(max(events[index] * c.groups + c.neurons + 2 for _, c in cores))
+            continue
+        source = spikes if index == 0 else result.layer_spikes[index - 1]
+        counts = source.reshape(-1, layer.n_in).sum(axis=0, dtype=np.int64)
+        conv_h, conv_w = layer.conv.conv_shape
+        per_core = []
+        for k, core in cores:
+            c0, c1 = core_channels(layer, core)
+            spram = placement[k].acc_spram
+            work = conv_cycles(counts, layer.conv, core.lanes, spram_acc=spram,
+                               channels=c1 - c0) / samples_steps
+            per_core.append(work + (2 if spram else 1) * (c1 - c0) * conv_h * conv_w + 6)
+        layer_cycles.append(max(per_core))
     return float(sum(layer_cycles)), float(max(layer_cycles)), basis
 
 
@@ -325,8 +347,8 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC` at `baud`, default
     the board's catalog rate; a rate the divider cannot make within 2 % raises ValueError).
     `flash`: the SoC loads its memories from the board's SPI flash at power-up (`BoardTop`'s
-    `flash`; by default when the image has weights in SPRAM and the board has a flash
-    resource).
+    `flash`; by default when the image has weights in SPRAM, the board has a flash resource
+    and the loader fits beside the network, which `report.notes` says otherwise).
     """
     started = time.monotonic()
     say = progress or (lambda stage: None)
@@ -340,7 +362,19 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     baud = check_baud(board, baud, clock.f_out)
     top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash, baud=baud)
     say("checking the fit")
-    estimate = check_fit(image, board, flash=top.flash_offset is not None)
+    loader_note = None
+    try:
+        estimate = check_fit(image, board, flash=top.flash_offset is not None)
+    except FitError:
+        if flash is not None or top.flash_offset is None:
+            raise
+        # By default the loader comes with SPRAM weights, but not at the price of the fit:
+        # without it the host link writes them (Board.load), as `--no-flash` would.
+        estimate = check_fit(image, board, flash=False)
+        top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=False, baud=baud)
+        loader_note = ("the flash loader does not fit beside this network: built without it, "
+                       "so the host link loads the SPRAM memories (Board.load, spikeforge run)")
+        say(loader_note)
     cycles, pipelined, basis = step_cycles(image, spikes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -353,7 +387,8 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
         pll={k: v for k, v in asdict(clock).items() if v not in (0, 0.0, "")},
         estimate={k: list(v) for k, v in estimate.items()},
         cycles_per_step=round(cycles, 1), pipelined_cycles_per_step=round(pipelined, 1),
-        steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis, baud=baud)
+        steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis, baud=baud,
+        notes=[loader_note] if loader_note else [])
 
     say("elaborating")
     report.flash_offset = top.flash_offset
