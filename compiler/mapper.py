@@ -108,7 +108,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -221,6 +221,40 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
 
 def _map(layers: list[LayerParams], n_inputs: int, device: str | None, board: str | None,
          lanes: int | None, max_neurons_per_core: int, clock_hz: float | None) -> HwConfig:
+    config = _search(layers, n_inputs, device, board, lanes, max_neurons_per_core, clock_hz)
+    return config if lanes is not None else _serial_lanes(layers, config)
+
+
+def _serial_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
+    """`config` with each convolution core whose accumulators sit in SPRAM narrowed to the
+    fewest lanes that keep the mapping within the device and its memories in no more SPRAM
+    primitives and block RAMs. Such a core updates its accumulators one value at a time
+    (two cycles each, whatever its lanes), so its lanes only widen the kernel word: fewer cost
+    no cycles and save the lane logic (``core_luts``)."""
+    def memories(trial: HwConfig) -> tuple[int, int]:
+        estimate = estimate_resources(layers, trial)
+        return estimate["spram"][0], estimate["bram"][0]
+
+    for index in range(len(config.cores)):
+        core = config.cores[index]
+        if layers[core.layer].conv is None or core.lanes == 1 or \
+                not memory_placement(layers, config)[index].acc_spram:
+            continue
+        before = memories(config)
+        for lanes in range(1, core.lanes):
+            cores = list(config.cores)
+            cores[index] = CoreConfig(core.layer, core.lo, core.hi, lanes)
+            trial = replace(config, cores=tuple(cores))
+            estimate = estimate_resources(layers, trial)
+            if (_badness(estimate) == 0 and memory_placement(layers, trial)[index].acc_spram
+                    and all(a <= b for a, b in zip(memories(trial), before, strict=True))):
+                config = trial
+                break
+    return config
+
+
+def _search(layers: list[LayerParams], n_inputs: int, device: str | None, board: str | None,
+            lanes: int | None, max_neurons_per_core: int, clock_hz: float | None) -> HwConfig:
     max_neurons_per_core = int(max_neurons_per_core)
     if max_neurons_per_core < 1:
         raise ValueError(f"max_neurons_per_core must be at least 1, not {max_neurons_per_core}")
