@@ -194,7 +194,7 @@ def _divmod(value, divisor: int, limit: int):
     """(value // divisor, value % divisor) of an unsigned value below `limit`."""
     q_bits = max(1, ((limit - 1) // divisor).bit_length())
     r_bits = max(1, (divisor - 1).bit_length())
-    value = Value.cast(value)
+    value = Value.cast(value)[:max(1, (limit - 1).bit_length())]
     if divisor == 1:
         return value, Const(0, 1)
     if divisor & (divisor - 1) == 0:
@@ -461,7 +461,7 @@ class ConvCore(wiring.Component):
 
         # -- input: two registered constant divisions decode the address ----------------------
         d1_valid = Signal()
-        d1_addr = Signal(16)
+        d1_addr = Signal(range(max(conv.n_in, 2)))  # the source's addresses are < n_in
         d2_valid = Signal()
         d2_q = Signal(range(conv.in_channels * conv.height))
         d2_x = Signal(range(conv.width))
@@ -586,12 +586,9 @@ class ConvCore(wiring.Component):
         p_lane = Signal(range(lanes))  # the lane of pch (block RAM)
         py, px = Signal(range(pool_h)), Signal(range(pool_w))
         pa, pb = Signal(range(p)), Signal(range(p))
-        off = Signal(range(a_depth + plane))  # the channel's (group's) first word
-        rowb = Signal(range(a_depth + plane))  # + py * p * Wc
-        tileb = Signal(range(a_depth + plane))  # + px * p
-        tapr = Signal(range(a_depth + plane))  # + pa * Wc
+        # the tap's accumulator word; every move to the next tap adds a constant
         t_addr = Signal(range(a_depth))
-        m.d.comb += t_addr.eq(tapr + pb)
+        t_delta = Signal(signed(max(a_depth, plane * p).bit_length() + 2))
         t_done = Signal()
         t_phase = Signal()  # SPRAM: 0 reads the tap, 1 writes it with zero
         t1_valid = Signal()
@@ -713,8 +710,8 @@ class ConvCore(wiring.Component):
             with m.State("Drain"):
                 with m.If(~d1_valid & ~d2_valid & ~act & ~in_flight):
                     m.d.sync += [n.eq(0), pch.eq(0), p_lane.eq(0), py.eq(0), px.eq(0),
-                                 pa.eq(0), pb.eq(0), off.eq(0), rowb.eq(0), tileb.eq(0),
-                                 tapr.eq(0), t_done.eq(0), t_phase.eq(0), t1_valid.eq(0)]
+                                 pa.eq(0), pb.eq(0), t_addr.eq(0), t_done.eq(0), t_phase.eq(0),
+                                 t1_valid.eq(0)]
                     m.next = "Pass"
             with m.State("Pass"):
                 t_go = adv & ~t_done
@@ -744,36 +741,36 @@ class ConvCore(wiring.Component):
                         t1_clear.eq((p_lane == lanes - 1) | (pch == channels - 1)),
                     ]
                 with m.If(step):
+                    m.d.sync += t_addr.eq(t_addr + t_delta)
+                    m.d.comb += t_delta.eq(1)  # next column of the tile, row of tiles, plane
                     with m.If(pb != p - 1):
                         m.d.sync += pb.eq(pb + 1)
                     with m.Else():
                         m.d.sync += pb.eq(0)
                         with m.If(pa != p - 1):
-                            m.d.sync += [pa.eq(pa + 1), tapr.eq(tapr + conv_w)]
+                            m.d.sync += pa.eq(pa + 1)
+                            m.d.comb += t_delta.eq(conv_w - (p - 1))
                         with m.Else():
                             m.d.sync += [pa.eq(0), n.eq(n + 1)]
                             with m.If(px != pool_w - 1):
-                                m.d.sync += [px.eq(px + 1), tileb.eq(tileb + p),
-                                             tapr.eq(tileb + p)]
+                                m.d.sync += px.eq(px + 1)
+                                m.d.comb += t_delta.eq(1 - (p - 1) * conv_w)
                             with m.Else():
                                 m.d.sync += px.eq(0)
                                 with m.If(py != pool_h - 1):
-                                    row = rowb + p * conv_w
-                                    m.d.sync += [py.eq(py + 1), rowb.eq(row), tileb.eq(row),
-                                                 tapr.eq(row)]
+                                    m.d.sync += py.eq(py + 1)
                                 with m.Else():
                                     m.d.sync += py.eq(0)
                                     with m.If(pch == channels - 1):
                                         m.d.sync += t_done.eq(1)
                                     with m.Else():
-                                        if spram_acc:
-                                            nxt = off + plane
-                                        else:
-                                            nxt = Mux(p_lane == lanes - 1, off + plane, off)
-                                            m.d.sync += p_lane.eq(
-                                                Mux(p_lane == lanes - 1, 0, p_lane + 1))
-                                        m.d.sync += [pch.eq(pch + 1), off.eq(nxt),
-                                                     rowb.eq(nxt), tileb.eq(nxt), tapr.eq(nxt)]
+                                        m.d.sync += pch.eq(pch + 1)
+                                        if not spram_acc:  # the group's plane again
+                                            with m.If(p_lane == lanes - 1):
+                                                m.d.sync += p_lane.eq(0)
+                                            with m.Else():
+                                                m.d.sync += p_lane.eq(p_lane + 1)
+                                                m.d.comb += t_delta.eq(1 - plane)
                 with m.If(commit & o_tag.last):
                     m.next = "PassEos"
             with m.State("PassEos"):
