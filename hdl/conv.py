@@ -488,7 +488,6 @@ class ConvCore(wiring.Component):
         ti = Signal(range(k))
         tj = Signal(range(k))
         kaddr = Signal(range(k_depth + groups + 1))  # the kernel word of this op
-        ktap = Signal(range(k_depth + groups + 1))  # the first word of the current tap
         ny, nx = Signal(coord), Signal(coord)
         m.d.comb += [ny.eq(ey + pad - ti), nx.eq(ex + pad - tj)]
         if s == 1:
@@ -504,8 +503,9 @@ class ConvCore(wiring.Component):
                            + ox[:max(1, (conv_w - 1).bit_length())])
         last_tap = (ti == k - 1) & (tj == k - 1)
 
-        def next_tap():
-            m.d.sync += [ktap.eq(ktap + groups), kaddr.eq(ktap + groups)]
+        def next_tap(words):
+            """To the next tap, whose first kernel word is `words` past the current word."""
+            m.d.sync += kaddr.eq(kaddr + words)
             with m.If(tj == k - 1):
                 m.d.sync += [tj.eq(0), ti.eq(ti + 1)]
             with m.Else():
@@ -530,7 +530,7 @@ class ConvCore(wiring.Component):
             with m.If(act):
                 with m.If(g == groups - 1):
                     m.d.sync += [g.eq(0), goff.eq(0)]
-                    next_tap()
+                    next_tap(1)
                 with m.Else():
                     m.d.sync += [g.eq(g + 1), goff.eq(goff + plane), kaddr.eq(kaddr + 1)]
             # stage 2: the sum of the words read in stage 1, written back
@@ -555,14 +555,14 @@ class ConvCore(wiring.Component):
             m.d.sync += [i1_aaddr.eq(pos + coff), i1_phase.eq(phase), i1_lane.eq(lane)]
             with m.If(act):
                 with m.If(~hit):
-                    next_tap()
+                    next_tap(groups)
                 with m.Elif(~phase):
                     m.d.sync += phase.eq(1)
                 with m.Else():
                     m.d.sync += phase.eq(0)
                     with m.If(ch == channels - 1):
                         m.d.sync += [ch.eq(0), lane.eq(0), coff.eq(0)]
-                        next_tap()
+                        next_tap(1)
                     with m.Else():
                         m.d.sync += [ch.eq(ch + 1), coff.eq(coff + plane)]
                         with m.If(lane == lanes - 1):
@@ -578,7 +578,7 @@ class ConvCore(wiring.Component):
         m.d.comb += i0_take.eq(d2_valid & (~act | last_op))
         with m.If(i0_take):
             m.d.sync += [act.eq(1), ey.eq(ev_y), ex.eq(d2_x), ti.eq(0), tj.eq(0),
-                         ktap.eq(ev_kbase), kaddr.eq(ev_kbase)]
+                         kaddr.eq(ev_kbase)]
 
         # -- pass: stage T issues the reads of a tap, stage T1 pools; then the update --------
         n = Signal(range(neurons))
