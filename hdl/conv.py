@@ -63,7 +63,7 @@ from .skid import SkidBuffer
 from .spram import SpramMemory
 
 __all__ = ["ConvCore", "conv_acc_address", "conv_cycles", "conv_kernel_memory",
-           "conv_mem_shape"]
+           "conv_mem_shape", "conv_memory_shapes"]
 
 
 # -- geometry of a core -----------------------------------------------------------------------
@@ -107,6 +107,37 @@ def conv_mem_shape(layer: LayerParams, config: CoreConfig) -> tuple[int, int]:
     depth = max(conv.taps * groups, config.neurons,
                 (conv_h * conv_w * groups) << _lane_bits(lanes))
     return width, depth
+
+
+def conv_memory_shapes(layer: LayerParams, config: CoreConfig, *,
+                       spram_acc: bool = False) -> dict[str, tuple[int, int]]:
+    """(width in bits, words) of each memory of the core, for placement: "kernel"
+    (``lanes * weight_bits`` x ``taps * groups``), "acc" (block RAM: ``lanes * acc_bits`` x
+    ``Hc * Wc * groups``; ``spram_acc``: ``acc_bits`` x ``channels * Hc * Wc``), "state"
+    (``state_layout`` x neurons) and, when some parameter differs within a channel, "params"
+    (those fields x neurons; per-channel and uniform fields are logic)."""
+    _, channels = _slice(layer, config)
+    lanes = _lanes(config, channels)
+    conv = layer.conv
+    groups = -(-channels // lanes)
+    conv_h, conv_w = conv.conv_shape
+    plane = conv_h * conv_w
+    shapes = {
+        "kernel": (lanes * layer.weight_bits, conv.taps * groups),
+        "acc": (layer.acc_bits, channels * plane) if spram_acc else
+               (lanes * layer.acc_bits, plane * groups),
+        "state": (state_layout(layer).size, config.neurons),
+    }
+    per_channel = conv.n_out // conv.out_channels
+    fields = param_layout(layer).members
+    width = 0
+    for name, values in param_values(layer).items():
+        rows = np.asarray(values[config.lo:config.hi]).reshape(channels, per_channel)
+        if not all(_uniform(row) for row in rows):
+            width += fields[name].width
+    if width:
+        shapes["params"] = (width, config.neurons)
+    return shapes
 
 
 def conv_kernel_memory(layer: LayerParams, config: CoreConfig) -> np.ndarray:

@@ -23,9 +23,11 @@ from spikeforge.hdl.conv import (
     conv_cycles,
     conv_kernel_memory,
     conv_mem_shape,
+    conv_memory_shapes,
 )
 from spikeforge.hdl.core import MemSpace, state_layout
-from spikeforge.image import ConvSpec, CoreConfig, param_words
+from spikeforge.image import ConvSpec, CoreConfig, HwConfig, Image, param_words
+from spikeforge.sim import golden
 from spikeforge.sim.golden import NeuronParams, conv_currents, work_dtype
 
 from .strategies import conv_layer, conv_specs, signed
@@ -147,6 +149,12 @@ def check_core(layer, first, channels, lanes, steps, *, spram_kernel, spram_acc,
 
     part = slice_layer(layer, first, channels)
     spikes, v_final, sops, sats = golden_steps(part, steps)
+    if steps.max(initial=0) <= 1:  # the one-layer image through golden.run says the same
+        image = Image(part.n_in, [part], HwConfig("iCE40UP5K", (CoreConfig(0, 0, hi - lo, 1),)))
+        run = golden.run(image, steps[None])
+        np.testing.assert_array_equal(run.spikes[0], spikes)
+        np.testing.assert_array_equal(run.final_membranes[0][0], v_final)
+        assert (run.sops[0, 0], run.saturations[0, 0]) == (sops, sats)
     for t, addrs in enumerate(got["spikes"]):
         assert addrs == sorted(addrs)
         assert addrs == [lo + int(n) for n in np.flatnonzero(spikes[t])], f"step {t}"
@@ -337,3 +345,20 @@ def test_conv_cycles_closed_form():
     counts[0] = 1
     assert conv_cycles(counts, spec, 2, spram_acc=True) == 1 * 2 * 3 + 8
     assert conv_cycles(counts, spec, 1, spram_acc=True, channels=1) == 2 + 8
+
+
+def test_memory_shapes_of_tutorial_6():
+    """Closed forms for tutorial 6's conv2 (12x12x12 -> 64C5, max pool 2, 8-bit weights, a
+    per-channel bias): 300 kernel rows x 32 groups of two lanes; 64 x 8 x 8 accumulators."""
+    spec = ConvSpec(12, 12, 12, 64, 5, pool="max", pool_size=2)
+    layer = conv_layer(np.random.default_rng(0), "c", spec, weight_bits=8, v_bits=12,
+                       threshold=np.full(spec.n_out, 50))
+    layer = replace(layer, bias=np.repeat(np.arange(64) % 7 - 3, 16),
+                    decay_shift=np.full(spec.n_out, 2))
+    config = CoreConfig(0, 0, 1024, 2)
+    acc = layer.acc_bits
+    assert conv_memory_shapes(layer, config, spram_acc=True) == {
+        "kernel": (16, 9600), "acc": (acc, 4096), "state": (13, 1024)}
+    assert conv_memory_shapes(layer, config)["acc"] == (2 * acc, 2048)
+    varied = replace(layer, threshold=np.arange(1024) % 50 + 1)
+    assert conv_memory_shapes(varied, config)["params"] == (11, 1024)
