@@ -6,11 +6,14 @@ docs/neuron.md "Convolution and pooling")::
 
     conv[o, y, x] = sum_{c, i, j} W[o, c, i, j] * s_in[c, S*y + i - P, S*x + j - P]
     A[o, y, x]    = conv[o, y, x] | max_{a,b<p} conv[o, p*y+a, p*x+b] | sum_{a,b<p} (...)
-    subtract reset:  u = decay(v[t-1]) + A + b - theta * s[t-1]       (reset_delay)
-                     u = decay(v[t-1] - theta * s[t-1]) + A + b        (at the spike)
-    zero reset:      u = decay(v[t-1] * (s[t-1] == 0)) + A + b
-    v[t] = clamp(u, -2^(V-1), 2^(V-1) - 1),   s[t] = v[t] > theta      (>= with compare ">=")
-    decay(v) = v | v - (v >> k) | (v * beta_q) >> f                    (none | shift | mul)
+    current-based:  syn[t] = clamp_S(decay_a(syn[t-1]) + A + b),  J = syn[t - syn_delay]
+    plain:          J = A + b
+    subtract reset: u = decay(v[t-1]) + J - theta * c[t-1]          (reset_delay)
+                    u = decay(v[t-1] - theta * c[t-1]) + J           (at the spike)
+    zero reset:     u = decay(v[t-1] * (c[t-1] == 0)) + J
+    v[t] = clamp(u, -2^(V-1), 2^(V-1) - 1)
+    c[t] = min(K, #{j >= 1: v[t] > j * theta})                       (>= with compare ">=")
+    decay(v) = v | v - (v >> k) | (v * beta_q) >> f                 (none | shift | mul)
 
 Integration: an input event (AER address ``(c * H + y) * W + x`` of the source's map) is
 decoded (two registered constant divisions, shift-and-add reciprocals, no multiplier), then
@@ -31,9 +34,11 @@ neurons in C order. For each it reads the ``p x p`` pre-pool accumulators of its
 cycle (block RAM; SPRAM: a read and a write of zero, two cycles), clears them (block RAM: the
 word is written with zeros in the round of its last lane), pools, and feeds the pooled current
 with the neuron's state and parameters to :class:`~.neuron.NeuronUpdate` (the LIF core's
-update, 4 stages), whose result is written back and whose spike leaves as event ``lo + n``
-through a skid buffer; then one ``eos``. The pass takes ``C * Hc * Wc`` cycles (block RAM) or
-``2 * C * Hc * Wc`` (SPRAM) plus about 6, and stalls only while the output is full.
+update, 4 stages for the plain LIF, up to 7), whose result is written back and whose c spikes
+leave as c events ``lo + n`` in a row through a skid buffer; then one ``eos``. The pass takes
+``C * Hc * Wc`` cycles (block RAM) or ``2 * C * Hc * Wc`` (SPRAM) plus about 6 (up to 9), plus
+``c - 1`` for each neuron that fires ``c > 1`` times, and stalls only while the output is
+full.
 """
 
 from __future__ import annotations
@@ -269,9 +274,10 @@ class ConvCore(wiring.Component):
         (1..channels) lanes over the core's channels, ``groups = ceil(channels / lanes)``
         (not ``CoreConfig.groups``, which counts neurons).
     layer : LayerParams
-        A layer with ``conv`` set, single-spike LIF neurons (subtract or zero reset, either
-        reset timing, compare ">" or ">=", decay none / shift / mul); inputs may carry several
-        spikes (repeated events).
+        A layer with ``conv`` set, spiking LIF neurons as a ``LifCore`` runs them (subtract or
+        zero reset, either reset timing, compare ">" or ">=", decay none / shift / mul, a
+        synaptic current, up to ``max_spikes`` spikes a step: c events of a neuron in a row);
+        inputs may carry several spikes (repeated events). An LI readout is refused.
     spram_kernel : bool
         The kernel lives in SPRAM (not initialised: the host or the flash loader writes it
         through WEIGHTS); else in block RAM, initialised from the layer.
@@ -294,7 +300,7 @@ class ConvCore(wiring.Component):
         Timing as ``LifCore``'s: a request is held until ``ready`` (high only between steps:
         ``idle`` without the output buffer's condition), and a read answers with ``rvalid`` one
         cycle after the accepting cycle. Spaces: WEIGHTS read/write (``conv_kernel_memory``'s
-        words); STATE read/write (local neuron n, ``state_layout``: v, then the spike bit);
+        words); STATE read/write (local neuron n, ``state_layout``: v, count c, syn);
         PARAMS read (``param_layout`` of neuron n; writes are ignored: the parameters are
         constants, per-channel tables or a per-neuron ROM built from the layer); ACC read
         (``conv_acc_address``; writes ignored).
@@ -302,8 +308,8 @@ class ConvCore(wiring.Component):
         Waiting for a step's first event with nothing in flight (low during the sweep).
     integrating : Out(1)
         A cycle of an event's integration (a kernel read is issued in each).
-    saturated : Out(1)
-        Strobe: a membrane update was clamped.
+    saturated : Out(1), or Out(2) with a synaptic current
+        The clamps of the update that finished this cycle (membrane, and the current's).
     ops : Out(range(lanes + 1))
         Accumulator values updated by a tap that hit, this cycle; over a step their sum is the
         golden model's synaptic operations of the core's channels.
@@ -321,12 +327,9 @@ class ConvCore(wiring.Component):
                  spram_acc: bool = False):
         self._first, self._channels = _slice(layer, config)
         self._lanes = _lanes(config, self._channels)
-        refused = [f for f in layer.features()
-                   if not f.startswith(("convolution", "multi-spike input", "compare",
-                                        "reset at the spike"))]
-        if refused:
-            raise ValueError(f"A convolution core runs single-spike LIF neurons, not "
-                             f"{', '.join(refused)} (layer {layer.name!r})")
+        if not layer.spiking:
+            raise ValueError(f"A convolution core runs spiking neurons, not an LI readout "
+                             f"(layer {layer.name!r})")
         self._config, self._layer = config, layer
         self._groups = -(-self._channels // self._lanes)
         self._spram_kernel, self._spram_acc = bool(spram_kernel), bool(spram_acc)
@@ -361,7 +364,7 @@ class ConvCore(wiring.Component):
                                          addr_width=max(1, (depth - 1).bit_length()))),
             "idle": Out(1),
             "integrating": Out(1),
-            "saturated": Out(1),
+            "saturated": Out(2 if layer.current_based else 1),
             "ops": Out(range(self._lanes + 1)),
         })
 
@@ -665,8 +668,9 @@ class ConvCore(wiring.Component):
             update.acc.eq(pooled),
             update.v.eq(s_rd.data.v),
             update.c.eq(s_rd.data.c),
+            *([update.syn.eq(s_rd.data.syn)] if layer.current_based else []),
             commit.eq(update.o_valid & update.last & out_ready),
-            self.saturated.eq(commit & update.saturated),
+            self.saturated.eq(Mux(commit, update.saturated, 0)),
             obuf.i.valid.eq(update.o_valid & update.spike & out_ready),
             obuf.i.payload.addr.eq(cfg.lo + o_tag.n),
             obuf.i.payload.eos.eq(0),
@@ -695,7 +699,9 @@ class ConvCore(wiring.Component):
             k_rd.addr.eq(Mux(host, req.addr, i1_kaddr)),
             s_rd.addr.eq(Mux(host, req.addr, n)),
             s_wr.addr.eq(Mux(host, req.addr, o_tag.n)),
-            s_wr.data.eq(Mux(host, req.wdata, Cat(update.v_new, update.count))),
+            s_wr.data.eq(Mux(host, req.wdata, Cat(
+                update.v_new, update.count,
+                update.syn_new if layer.current_based else Cat()))),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
             ch_index.eq(Mux(host, host_channel, pch)),
             ch_en.eq(host | adv),

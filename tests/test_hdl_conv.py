@@ -111,27 +111,30 @@ def slice_layer(layer, first, channels):
     per = layer.conv.n_out // layer.conv.out_channels
     cut = slice(first * per, (first + channels) * per)
     arrays = {name: getattr(layer, name)[cut] for name in ("bias", "threshold", "decay_shift",
-                                                           "decay_mul")
+                                                           "decay_mul", "syn_decay_shift",
+                                                           "syn_decay_mul")
               if getattr(layer, name) is not None}
     return replace(layer, weights=layer.weights[first:first + channels], conv=conv, **arrays)
 
 
 def golden_steps(layer, steps):
     """The golden model's step of a one-layer convolution (sim/golden.py's loop) fed input
-    counts [time, n_in]: (spikes [time, n_out], final v, synaptic operations, saturations).
-    Counts above 1 (a multi-spike source) are what a previous layer of an image would send."""
+    counts [time, n_in]: (counts [time, n_out], final v, final syn or None, synaptic
+    operations, saturations). Counts above 1 (a multi-spike source) are what a previous layer
+    of an image would send."""
     params = NeuronParams(layer, work_dtype(layer))
     v = np.zeros((1, layer.n_out), params.dtype)
+    syn = np.zeros((1, layer.n_out), params.dtype) if layer.current_based else None
     c = np.zeros((1, layer.n_out), np.uint8)
     kernel_t = layer.weights.T.astype(np.float64)
     spikes, sats = [], 0
     for x in steps:
         acc = conv_currents(x[None].astype(np.float64), layer.conv, kernel_t)
-        v, _, c, saturated = params.update(v, None, c, acc.astype(params.dtype))
+        v, syn, c, saturated = params.update(v, syn, c, acc.astype(params.dtype))
         sats += int(np.sum(saturated))
         spikes.append(c[0].copy())
     sops = int(steps.sum(axis=0, dtype=np.int64) @ layer.fan_out)
-    return np.array(spikes), v[0], sops, sats
+    return np.array(spikes), v[0], None if syn is None else syn[0], sops, sats
 
 
 def check_core(layer, first, channels, lanes, steps, *, spram_kernel, spram_acc, seed):
@@ -148,7 +151,7 @@ def check_core(layer, first, channels, lanes, steps, *, spram_kernel, spram_acc,
     got = run_conv(dut, steps, rng=np.random.default_rng(seed), kernel_words=words)
 
     part = slice_layer(layer, first, channels)
-    spikes, v_final, sops, sats = golden_steps(part, steps)
+    spikes, v_final, syn_final, sops, sats = golden_steps(part, steps)
     if steps.max(initial=0) <= 1:  # the one-layer image through golden.run says the same
         image = Image(part.n_in, [part], HwConfig("iCE40UP5K", (CoreConfig(0, 0, hi - lo, 1),)))
         run = golden.run(image, steps[None])
@@ -157,12 +160,17 @@ def check_core(layer, first, channels, lanes, steps, *, spram_kernel, spram_acc,
         assert (run.sops[0, 0], run.saturations[0, 0]) == (sops, sats)
     for t, addrs in enumerate(got["spikes"]):
         assert addrs == sorted(addrs)
-        assert addrs == [lo + int(n) for n in np.flatnonzero(spikes[t])], f"step {t}"
-    v_bits = layer.v_bits
-    v = [signed(word, v_bits) for word in got["state"]]
-    c = [(word >> v_bits) & 1 for word in got["state"]]
-    np.testing.assert_array_equal(v, v_final)
-    np.testing.assert_array_equal(c, spikes[-1])
+        assert addrs == [lo + int(n) for n in np.repeat(np.arange(hi - lo), spikes[t])], \
+            f"step {t}"
+    fields = state_layout(layer).members
+    v_bits, c_bits = fields["v"].width, fields["c"].width
+    words = np.array(got["state"], dtype=object)
+    np.testing.assert_array_equal([signed(w, v_bits) for w in words], v_final)
+    np.testing.assert_array_equal([(w >> v_bits) & ((1 << c_bits) - 1) for w in words],
+                                  spikes[-1])
+    if layer.current_based:
+        np.testing.assert_array_equal(
+            [signed(w >> (v_bits + c_bits), layer.syn_bits) for w in words], syn_final)
     assert got["ops"] == sops
     assert got["saturated"] == sats
     assert got["integrating"] == conv_cycles(steps, layer.conv, lanes, spram_acc=spram_acc,
@@ -190,6 +198,17 @@ def conv_cores(draw, max_channels=3, max_map=6):
     layer = replace(layer, reset=draw(st.sampled_from(["subtract", "zero"])),
                     compare=draw(st.sampled_from([">", ">="])),
                     reset_delay=draw(st.booleans()))
+    kind = draw(st.sampled_from(["lif", "lif", "multi", "cuba"]))
+    if kind == "multi":  # thresholds from 0 up, so counts > 1 happen
+        layer = replace(layer, max_spikes=draw(st.sampled_from([2, 3])),
+                        threshold=rng.integers(0, 8, spec.n_out))
+    elif kind == "cuba":
+        mode = draw(st.sampled_from(["none", "shift", "mul"]))
+        extra = {"syn_decay_shift": rng.integers(0, 5, spec.n_out)} if mode == "shift" else \
+            {"syn_decay_mul": rng.integers(0, 257, spec.n_out), "syn_decay_frac": 8} \
+            if mode == "mul" else {}
+        layer = replace(layer, syn_decay_mode=mode, syn_bits=draw(st.sampled_from([6, 10])),
+                        syn_delay=draw(st.integers(0, 1)), **extra)
     first = draw(st.integers(0, spec.out_channels - 1))
     channels = draw(st.integers(1, spec.out_channels - first))
     lanes = draw(st.integers(1, channels))
@@ -217,19 +236,27 @@ def test_conv_core_equals_golden_wide(case):
                spram_acc=spram_acc, seed=seed)
 
 
-@pytest.mark.parametrize(("spec", "spram"), [
-    (ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2), False),
-    (ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2), True),
-    (ConvSpec(2, 7, 7, 4, 3, stride=2, padding=1, pool="sum", pool_size=2), False),
-    (ConvSpec(2, 7, 7, 4, 3, stride=2, padding=1, pool="sum", pool_size=2), True),
+TUTORIAL = ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2)
+STRIDED = ConvSpec(2, 7, 7, 4, 3, stride=2, padding=1, pool="sum", pool_size=2)
+MULTI = {"max_spikes": 3, "threshold": 4}
+CUBA = {"syn_decay_mode": "shift", "syn_bits": 6, "syn_delay": 1, "syn_decay_shift": 2}
+
+
+@pytest.mark.parametrize(("spec", "spram", "model"), [
+    (TUTORIAL, False, {}), (TUTORIAL, True, {}), (STRIDED, False, {}), (STRIDED, True, {}),
+    (STRIDED, True, MULTI), (STRIDED, False, CUBA),
 ])
-def test_conv_core_fixed(spec, spram):
+def test_conv_core_fixed(spec, spram, model):
     """Fixed cases: tutorial 6's shape (5x5 kernel, max pool 2, per-channel bias) and a strided,
-    padded, sum-pooled one; channels 1..3 of four over two lanes (a partial last group)."""
+    padded, sum-pooled one (also with multi-spike neurons and with a synaptic current);
+    channels 1..3 of four over two lanes (a partial last group)."""
     rng = np.random.default_rng(6)
     layer = conv_layer(rng, "c", spec, v_bits=8)
     layer = replace(layer, bias=np.repeat([3, -2, 0, 5], spec.n_out // 4),
-                    threshold=np.full(spec.n_out, 9))
+                    threshold=np.full(spec.n_out, model.get("threshold", 9)))
+    extra = {name: np.full(spec.n_out, value) if name.endswith("shift") else value
+             for name, value in model.items() if name != "threshold"}
+    layer = replace(layer, **extra)
     steps = (rng.random((3, spec.n_in)) < 0.3).astype(np.uint8)
     check_core(layer, 1, 3, 2, steps, spram_kernel=spram, spram_acc=spram, seed=1)
 
@@ -318,9 +345,8 @@ def test_refusals():
                                         r"neurons within the layer's 8, not \[1, 8\)$"),
         (CoreConfig(0, 0, 8, 3), layer, r"^Lane count must be 1\.\.2 \(the core's channels\), "
                                         r"not 3$"),
-        (CoreConfig(0, 0, 8, 1), replace(layer, max_spikes=3),
-         r"^A convolution core runs single-spike LIF neurons, not multi-spike \(up to 3 per "
-         r"step\) \(layer 'c'\)$"),
+        (CoreConfig(0, 0, 8, 1), replace(layer, spiking=False, threshold=np.zeros(8)),
+         r"^A convolution core runs spiking neurons, not an LI readout \(layer 'c'\)$"),
     ]
     with warnings.catch_warnings():  # the half-built components are never elaborated
         warnings.simplefilter("ignore", UnusedElaboratable)
