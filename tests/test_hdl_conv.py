@@ -55,9 +55,10 @@ async def wait_idle(ctx, dut):
         await ctx.tick()
 
 
-def run_conv(dut, steps, *, rng, kernel_words=None, out_pattern=(1, 1, 0)):
+def run_conv(dut, steps, *, rng, kernel_words=None, out_pattern=(1, 1, 0), prelude=None):
     """Feed each step's events (each input's count as repeated events, shuffled) then eos,
     with the output stalled by `out_pattern`; after the last step read every neuron's STATE.
+    `prelude(ctx)` runs first, once the core is idle (and the kernel written).
     Returns (spike addresses per step, integrating cycles, ops, saturations, state words)."""
     queue = []
     for step in steps:
@@ -71,6 +72,8 @@ def run_conv(dut, steps, *, rng, kernel_words=None, out_pattern=(1, 1, 0)):
         if kernel_words is not None:
             for addr, word in enumerate(kernel_words):
                 await core_access(ctx, dut, MemSpace.WEIGHTS, addr, word)
+        if prelude is not None:
+            await prelude(ctx)
         sent, current = 0, []
         pattern = itertools.cycle(out_pattern)
         while len(result["spikes"]) < len(steps):
@@ -137,9 +140,10 @@ def golden_steps(layer, steps):
     return np.array(spikes), v[0], None if syn is None else syn[0], sops, sats
 
 
-def check_core(layer, first, channels, lanes, steps, *, spram_kernel, spram_acc, seed):
+def check_core(layer, first, channels, lanes, steps, *, spram_kernel, spram_acc, seed,
+               prelude=None):
     """Run the core of channels [first, first + channels) and compare it with the golden
-    model of the slice."""
+    model of the slice (from rest: `prelude` may do anything that `clear` undoes)."""
     per = layer.conv.n_out // layer.conv.out_channels
     lo, hi = first * per, (first + channels) * per
     config = CoreConfig(0, lo, hi, lanes)
@@ -148,7 +152,8 @@ def check_core(layer, first, channels, lanes, steps, *, spram_kernel, spram_acc,
     if spram_kernel:
         words = [int.from_bytes(row.tobytes(), "little")
                  for row in conv_kernel_memory(layer, config)]
-    got = run_conv(dut, steps, rng=np.random.default_rng(seed), kernel_words=words)
+    got = run_conv(dut, steps, rng=np.random.default_rng(seed), kernel_words=words,
+                   prelude=None if prelude is None else lambda ctx: prelude(ctx, dut))
 
     part = slice_layer(layer, first, channels)
     spikes, v_final, syn_final, sops, sats = golden_steps(part, steps)
@@ -259,6 +264,34 @@ def test_conv_core_fixed(spec, spram, model):
     layer = replace(layer, **extra)
     steps = (rng.random((3, spec.n_in)) < 0.3).astype(np.uint8)
     check_core(layer, 1, 3, 2, steps, spram_kernel=spram, spram_acc=spram, seed=1)
+
+
+@pytest.mark.parametrize("spram", [False, True])
+def test_clear_mid_step(spram):
+    """A step cut off by `clear` after half its events (accumulators full, a pass never run)
+    and a written membrane leave nothing behind: the steps after it equal the golden model
+    from rest."""
+    rng = np.random.default_rng(4)
+    layer = conv_layer(rng, "c", STRIDED, v_bits=8)
+    steps = (rng.random((2, STRIDED.n_in)) < 0.4).astype(np.uint8)
+    cut = np.flatnonzero(rng.random(STRIDED.n_in) < 0.5)
+
+    async def prelude(ctx, dut):
+        await core_access(ctx, dut, MemSpace.STATE, 1, 0x55)
+        for addr in cut:
+            ctx.set(dut.i.payload, {"addr": int(addr), "eos": 0})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+        for _ in range(4):
+            await ctx.tick()
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        await wait_idle(ctx, dut)
+
+    check_core(layer, 0, 4, 3, steps, spram_kernel=spram, spram_acc=spram, seed=2,
+               prelude=prelude)
 
 
 # -- the memory port ---------------------------------------------------------------------------
