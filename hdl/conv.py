@@ -6,11 +6,14 @@ docs/neuron.md "Convolution and pooling")::
 
     conv[o, y, x] = sum_{c, i, j} W[o, c, i, j] * s_in[c, S*y + i - P, S*x + j - P]
     A[o, y, x]    = conv[o, y, x] | max_{a,b<p} conv[o, p*y+a, p*x+b] | sum_{a,b<p} (...)
-    subtract reset:  u = decay(v[t-1]) + A + b - theta * s[t-1]       (reset_delay)
-                     u = decay(v[t-1] - theta * s[t-1]) + A + b        (at the spike)
-    zero reset:      u = decay(v[t-1] * (s[t-1] == 0)) + A + b
-    v[t] = clamp(u, -2^(V-1), 2^(V-1) - 1),   s[t] = v[t] > theta      (>= with compare ">=")
-    decay(v) = v | v - (v >> k) | (v * beta_q) >> f                    (none | shift | mul)
+    current-based:  syn[t] = clamp_S(decay_a(syn[t-1]) + A + b),  J = syn[t - syn_delay]
+    plain:          J = A + b
+    subtract reset: u = decay(v[t-1]) + J - theta * c[t-1]          (reset_delay)
+                    u = decay(v[t-1] - theta * c[t-1]) + J           (at the spike)
+    zero reset:     u = decay(v[t-1] * (c[t-1] == 0)) + J
+    v[t] = clamp(u, -2^(V-1), 2^(V-1) - 1)
+    c[t] = min(K, #{j >= 1: v[t] > j * theta})                       (>= with compare ">=")
+    decay(v) = v | v - (v >> k) | (v * beta_q) >> f                 (none | shift | mul)
 
 Integration: an input event (AER address ``(c * H + y) * W + x`` of the source's map) is
 decoded (two registered constant divisions, shift-and-add reciprocals, no multiplier), then
@@ -31,9 +34,11 @@ neurons in C order. For each it reads the ``p x p`` pre-pool accumulators of its
 cycle (block RAM; SPRAM: a read and a write of zero, two cycles), clears them (block RAM: the
 word is written with zeros in the round of its last lane), pools, and feeds the pooled current
 with the neuron's state and parameters to :class:`~.neuron.NeuronUpdate` (the LIF core's
-update, 4 stages), whose result is written back and whose spike leaves as event ``lo + n``
-through a skid buffer; then one ``eos``. The pass takes ``C * Hc * Wc`` cycles (block RAM) or
-``2 * C * Hc * Wc`` (SPRAM) plus about 6, and stalls only while the output is full.
+update, 4 stages for the plain LIF, up to 7), whose result is written back and whose c spikes
+leave as c events ``lo + n`` in a row through a skid buffer; then one ``eos``. The pass takes
+``C * Hc * Wc`` cycles (block RAM) or ``2 * C * Hc * Wc`` (SPRAM) plus about 6 (up to 9), plus
+``c - 1`` for each neuron that fires ``c > 1`` times, and stalls only while the output is
+full.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from .skid import SkidBuffer
 from .spram import SpramMemory
 
 __all__ = ["ConvCore", "conv_acc_address", "conv_cycles", "conv_kernel_memory",
-           "conv_mem_shape"]
+           "conv_mem_shape", "conv_memory_shapes"]
 
 
 # -- geometry of a core -----------------------------------------------------------------------
@@ -107,6 +112,37 @@ def conv_mem_shape(layer: LayerParams, config: CoreConfig) -> tuple[int, int]:
     depth = max(conv.taps * groups, config.neurons,
                 (conv_h * conv_w * groups) << _lane_bits(lanes))
     return width, depth
+
+
+def conv_memory_shapes(layer: LayerParams, config: CoreConfig, *,
+                       spram_acc: bool = False) -> dict[str, tuple[int, int]]:
+    """(width in bits, words) of each memory of the core, for placement: "kernel"
+    (``lanes * weight_bits`` x ``taps * groups``), "acc" (block RAM: ``lanes * acc_bits`` x
+    ``Hc * Wc * groups``; ``spram_acc``: ``acc_bits`` x ``channels * Hc * Wc``), "state"
+    (``state_layout`` x neurons) and, when some parameter differs within a channel, "params"
+    (those fields x neurons; per-channel and uniform fields are logic)."""
+    _, channels = _slice(layer, config)
+    lanes = _lanes(config, channels)
+    conv = layer.conv
+    groups = -(-channels // lanes)
+    conv_h, conv_w = conv.conv_shape
+    plane = conv_h * conv_w
+    shapes = {
+        "kernel": (lanes * layer.weight_bits, conv.taps * groups),
+        "acc": (layer.acc_bits, channels * plane) if spram_acc else
+               (lanes * layer.acc_bits, plane * groups),
+        "state": (state_layout(layer).size, config.neurons),
+    }
+    per_channel = conv.n_out // conv.out_channels
+    fields = param_layout(layer).members
+    width = 0
+    for name, values in param_values(layer).items():
+        rows = np.asarray(values[config.lo:config.hi]).reshape(channels, per_channel)
+        if not all(_uniform(row) for row in rows):
+            width += fields[name].width
+    if width:
+        shapes["params"] = (width, config.neurons)
+    return shapes
 
 
 def conv_kernel_memory(layer: LayerParams, config: CoreConfig) -> np.ndarray:
@@ -194,7 +230,7 @@ def _divmod(value, divisor: int, limit: int):
     """(value // divisor, value % divisor) of an unsigned value below `limit`."""
     q_bits = max(1, ((limit - 1) // divisor).bit_length())
     r_bits = max(1, (divisor - 1).bit_length())
-    value = Value.cast(value)
+    value = Value.cast(value)[:max(1, (limit - 1).bit_length())]
     if divisor == 1:
         return value, Const(0, 1)
     if divisor & (divisor - 1) == 0:
@@ -238,9 +274,10 @@ class ConvCore(wiring.Component):
         (1..channels) lanes over the core's channels, ``groups = ceil(channels / lanes)``
         (not ``CoreConfig.groups``, which counts neurons).
     layer : LayerParams
-        A layer with ``conv`` set, single-spike LIF neurons (subtract or zero reset, either
-        reset timing, compare ">" or ">=", decay none / shift / mul); inputs may carry several
-        spikes (repeated events).
+        A layer with ``conv`` set, spiking LIF neurons as a ``LifCore`` runs them (subtract or
+        zero reset, either reset timing, compare ">" or ">=", decay none / shift / mul, a
+        synaptic current, up to ``max_spikes`` spikes a step: c events of a neuron in a row);
+        inputs may carry several spikes (repeated events). An LI readout is refused.
     spram_kernel : bool
         The kernel lives in SPRAM (not initialised: the host or the flash loader writes it
         through WEIGHTS); else in block RAM, initialised from the layer.
@@ -263,7 +300,7 @@ class ConvCore(wiring.Component):
         Timing as ``LifCore``'s: a request is held until ``ready`` (high only between steps:
         ``idle`` without the output buffer's condition), and a read answers with ``rvalid`` one
         cycle after the accepting cycle. Spaces: WEIGHTS read/write (``conv_kernel_memory``'s
-        words); STATE read/write (local neuron n, ``state_layout``: v, then the spike bit);
+        words); STATE read/write (local neuron n, ``state_layout``: v, count c, syn);
         PARAMS read (``param_layout`` of neuron n; writes are ignored: the parameters are
         constants, per-channel tables or a per-neuron ROM built from the layer); ACC read
         (``conv_acc_address``; writes ignored).
@@ -271,8 +308,8 @@ class ConvCore(wiring.Component):
         Waiting for a step's first event with nothing in flight (low during the sweep).
     integrating : Out(1)
         A cycle of an event's integration (a kernel read is issued in each).
-    saturated : Out(1)
-        Strobe: a membrane update was clamped.
+    saturated : Out(1), or Out(2) with a synaptic current
+        The clamps of the update that finished this cycle (membrane, and the current's).
     ops : Out(range(lanes + 1))
         Accumulator values updated by a tap that hit, this cycle; over a step their sum is the
         golden model's synaptic operations of the core's channels.
@@ -290,12 +327,9 @@ class ConvCore(wiring.Component):
                  spram_acc: bool = False):
         self._first, self._channels = _slice(layer, config)
         self._lanes = _lanes(config, self._channels)
-        refused = [f for f in layer.features()
-                   if not f.startswith(("convolution", "multi-spike input", "compare",
-                                        "reset at the spike"))]
-        if refused:
-            raise ValueError(f"A convolution core runs single-spike LIF neurons, not "
-                             f"{', '.join(refused)} (layer {layer.name!r})")
+        if not layer.spiking:
+            raise ValueError(f"A convolution core runs spiking neurons, not an LI readout "
+                             f"(layer {layer.name!r})")
         self._config, self._layer = config, layer
         self._groups = -(-self._channels // self._lanes)
         self._spram_kernel, self._spram_acc = bool(spram_kernel), bool(spram_acc)
@@ -330,7 +364,7 @@ class ConvCore(wiring.Component):
                                          addr_width=max(1, (depth - 1).bit_length()))),
             "idle": Out(1),
             "integrating": Out(1),
-            "saturated": Out(1),
+            "saturated": Out(2 if layer.current_based else 1),
             "ops": Out(range(self._lanes + 1)),
         })
 
@@ -461,7 +495,7 @@ class ConvCore(wiring.Component):
 
         # -- input: two registered constant divisions decode the address ----------------------
         d1_valid = Signal()
-        d1_addr = Signal(16)
+        d1_addr = Signal(range(max(conv.n_in, 2)))  # the source's addresses are < n_in
         d2_valid = Signal()
         d2_q = Signal(range(conv.in_channels * conv.height))
         d2_x = Signal(range(conv.width))
@@ -488,7 +522,6 @@ class ConvCore(wiring.Component):
         ti = Signal(range(k))
         tj = Signal(range(k))
         kaddr = Signal(range(k_depth + groups + 1))  # the kernel word of this op
-        ktap = Signal(range(k_depth + groups + 1))  # the first word of the current tap
         ny, nx = Signal(coord), Signal(coord)
         m.d.comb += [ny.eq(ey + pad - ti), nx.eq(ex + pad - tj)]
         if s == 1:
@@ -504,8 +537,9 @@ class ConvCore(wiring.Component):
                            + ox[:max(1, (conv_w - 1).bit_length())])
         last_tap = (ti == k - 1) & (tj == k - 1)
 
-        def next_tap():
-            m.d.sync += [ktap.eq(ktap + groups), kaddr.eq(ktap + groups)]
+        def next_tap(words):
+            """To the next tap, whose first kernel word is `words` past the current word."""
+            m.d.sync += kaddr.eq(kaddr + words)
             with m.If(tj == k - 1):
                 m.d.sync += [tj.eq(0), ti.eq(ti + 1)]
             with m.Else():
@@ -530,7 +564,7 @@ class ConvCore(wiring.Component):
             with m.If(act):
                 with m.If(g == groups - 1):
                     m.d.sync += [g.eq(0), goff.eq(0)]
-                    next_tap()
+                    next_tap(1)
                 with m.Else():
                     m.d.sync += [g.eq(g + 1), goff.eq(goff + plane), kaddr.eq(kaddr + 1)]
             # stage 2: the sum of the words read in stage 1, written back
@@ -555,14 +589,14 @@ class ConvCore(wiring.Component):
             m.d.sync += [i1_aaddr.eq(pos + coff), i1_phase.eq(phase), i1_lane.eq(lane)]
             with m.If(act):
                 with m.If(~hit):
-                    next_tap()
+                    next_tap(groups)
                 with m.Elif(~phase):
                     m.d.sync += phase.eq(1)
                 with m.Else():
                     m.d.sync += phase.eq(0)
                     with m.If(ch == channels - 1):
                         m.d.sync += [ch.eq(0), lane.eq(0), coff.eq(0)]
-                        next_tap()
+                        next_tap(1)
                     with m.Else():
                         m.d.sync += [ch.eq(ch + 1), coff.eq(coff + plane)]
                         with m.If(lane == lanes - 1):
@@ -578,7 +612,7 @@ class ConvCore(wiring.Component):
         m.d.comb += i0_take.eq(d2_valid & (~act | last_op))
         with m.If(i0_take):
             m.d.sync += [act.eq(1), ey.eq(ev_y), ex.eq(d2_x), ti.eq(0), tj.eq(0),
-                         ktap.eq(ev_kbase), kaddr.eq(ev_kbase)]
+                         kaddr.eq(ev_kbase)]
 
         # -- pass: stage T issues the reads of a tap, stage T1 pools; then the update --------
         n = Signal(range(neurons))
@@ -586,12 +620,9 @@ class ConvCore(wiring.Component):
         p_lane = Signal(range(lanes))  # the lane of pch (block RAM)
         py, px = Signal(range(pool_h)), Signal(range(pool_w))
         pa, pb = Signal(range(p)), Signal(range(p))
-        off = Signal(range(a_depth + plane))  # the channel's (group's) first word
-        rowb = Signal(range(a_depth + plane))  # + py * p * Wc
-        tileb = Signal(range(a_depth + plane))  # + px * p
-        tapr = Signal(range(a_depth + plane))  # + pa * Wc
+        # the tap's accumulator word; every move to the next tap adds a constant
         t_addr = Signal(range(a_depth))
-        m.d.comb += t_addr.eq(tapr + pb)
+        t_delta = Signal(signed(max(a_depth, plane * p).bit_length() + 2))
         t_done = Signal()
         t_phase = Signal()  # SPRAM: 0 reads the tap, 1 writes it with zero
         t1_valid = Signal()
@@ -637,8 +668,9 @@ class ConvCore(wiring.Component):
             update.acc.eq(pooled),
             update.v.eq(s_rd.data.v),
             update.c.eq(s_rd.data.c),
+            *([update.syn.eq(s_rd.data.syn)] if layer.current_based else []),
             commit.eq(update.o_valid & update.last & out_ready),
-            self.saturated.eq(commit & update.saturated),
+            self.saturated.eq(Mux(commit, update.saturated, 0)),
             obuf.i.valid.eq(update.o_valid & update.spike & out_ready),
             obuf.i.payload.addr.eq(cfg.lo + o_tag.n),
             obuf.i.payload.eos.eq(0),
@@ -667,7 +699,9 @@ class ConvCore(wiring.Component):
             k_rd.addr.eq(Mux(host, req.addr, i1_kaddr)),
             s_rd.addr.eq(Mux(host, req.addr, n)),
             s_wr.addr.eq(Mux(host, req.addr, o_tag.n)),
-            s_wr.data.eq(Mux(host, req.wdata, Cat(update.v_new, update.count))),
+            s_wr.data.eq(Mux(host, req.wdata, Cat(
+                update.v_new, update.count,
+                update.syn_new if layer.current_based else Cat()))),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
             ch_index.eq(Mux(host, host_channel, pch)),
             ch_en.eq(host | adv),
@@ -713,8 +747,8 @@ class ConvCore(wiring.Component):
             with m.State("Drain"):
                 with m.If(~d1_valid & ~d2_valid & ~act & ~in_flight):
                     m.d.sync += [n.eq(0), pch.eq(0), p_lane.eq(0), py.eq(0), px.eq(0),
-                                 pa.eq(0), pb.eq(0), off.eq(0), rowb.eq(0), tileb.eq(0),
-                                 tapr.eq(0), t_done.eq(0), t_phase.eq(0), t1_valid.eq(0)]
+                                 pa.eq(0), pb.eq(0), t_addr.eq(0), t_done.eq(0), t_phase.eq(0),
+                                 t1_valid.eq(0)]
                     m.next = "Pass"
             with m.State("Pass"):
                 t_go = adv & ~t_done
@@ -744,36 +778,36 @@ class ConvCore(wiring.Component):
                         t1_clear.eq((p_lane == lanes - 1) | (pch == channels - 1)),
                     ]
                 with m.If(step):
+                    m.d.sync += t_addr.eq(t_addr + t_delta)
+                    m.d.comb += t_delta.eq(1)  # next column of the tile, row of tiles, plane
                     with m.If(pb != p - 1):
                         m.d.sync += pb.eq(pb + 1)
                     with m.Else():
                         m.d.sync += pb.eq(0)
                         with m.If(pa != p - 1):
-                            m.d.sync += [pa.eq(pa + 1), tapr.eq(tapr + conv_w)]
+                            m.d.sync += pa.eq(pa + 1)
+                            m.d.comb += t_delta.eq(conv_w - (p - 1))
                         with m.Else():
                             m.d.sync += [pa.eq(0), n.eq(n + 1)]
                             with m.If(px != pool_w - 1):
-                                m.d.sync += [px.eq(px + 1), tileb.eq(tileb + p),
-                                             tapr.eq(tileb + p)]
+                                m.d.sync += px.eq(px + 1)
+                                m.d.comb += t_delta.eq(1 - (p - 1) * conv_w)
                             with m.Else():
                                 m.d.sync += px.eq(0)
                                 with m.If(py != pool_h - 1):
-                                    row = rowb + p * conv_w
-                                    m.d.sync += [py.eq(py + 1), rowb.eq(row), tileb.eq(row),
-                                                 tapr.eq(row)]
+                                    m.d.sync += py.eq(py + 1)
                                 with m.Else():
                                     m.d.sync += py.eq(0)
                                     with m.If(pch == channels - 1):
                                         m.d.sync += t_done.eq(1)
                                     with m.Else():
-                                        if spram_acc:
-                                            nxt = off + plane
-                                        else:
-                                            nxt = Mux(p_lane == lanes - 1, off + plane, off)
-                                            m.d.sync += p_lane.eq(
-                                                Mux(p_lane == lanes - 1, 0, p_lane + 1))
-                                        m.d.sync += [pch.eq(pch + 1), off.eq(nxt),
-                                                     rowb.eq(nxt), tileb.eq(nxt), tapr.eq(nxt)]
+                                        m.d.sync += pch.eq(pch + 1)
+                                        if not spram_acc:  # the group's plane again
+                                            with m.If(p_lane == lanes - 1):
+                                                m.d.sync += p_lane.eq(0)
+                                            with m.Else():
+                                                m.d.sync += p_lane.eq(p_lane + 1)
+                                                m.d.comb += t_delta.eq(1 - plane)
                 with m.If(commit & o_tag.last):
                     m.next = "PassEos"
             with m.State("PassEos"):
