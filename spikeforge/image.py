@@ -54,7 +54,8 @@ MAX_CONV_POSITIONS = 1 << 20  # a convolution's accumulators before pooling, C_o
 
 
 #: Features (`LayerParams.features`) a convolution core runs: the rest are refused by name.
-CONV_CORE_FEATURES = ("convolution", "multi-spike input", "compare", "reset at the spike")
+CONV_CORE_FEATURES = ("convolution", "synaptic current", "multi-spike", "compare",
+                      "reset at the spike")
 
 
 class ImageError(ValueError):
@@ -453,8 +454,8 @@ class LayerParams:
 
     def features(self) -> list[str]:
         """The models beyond the plain single-spike LIF this layer uses; empty for a plain LIF
-        layer. The gateware's LIF core runs all of them, its convolution core a convolution of
-        single-spike LIF neurons only (`gateware_features`)."""
+        layer. The gateware's LIF core runs all of them, its convolution core all but the LI
+        readout (`gateware_features`)."""
         found = []
         if self.conv is not None:
             found.append(f"convolution ({self.conv.kernel}x{self.conv.kernel} kernel"
@@ -477,9 +478,10 @@ class LayerParams:
     def gateware_features(self) -> list[str]:
         """The features of this layer the core array cannot run; empty when it runs the layer.
         A dense layer runs on the LIF core, which runs every neuron model of docs/neuron.md; a
-        convolution runs on the convolution core (``hdl.conv.ConvCore``), whose neurons are
-        single-spike LIF neurons (either reset timing, either compare; inputs may carry several
-        spikes): a synaptic current, multi-spike outputs or an LI readout it cannot run."""
+        convolution runs on the convolution core (``hdl.conv.ConvCore``), whose neurons go
+        through the LIF core's update (synaptic current, multi-spike, either compare and reset
+        timing), but whose pooled map cannot be an LI readout (its membranes are not streamed
+        out)."""
         if self.conv is None:
             return []
         return [f for f in self.features()
@@ -816,14 +818,14 @@ class Image:
         """Raise ImageError, naming every layer and feature, unless the gateware can run the
         image: its LIF core runs every neuron model of docs/neuron.md (synaptic current,
         multi-spike, compare, reset timing, LI readout) on a dense layer; its convolution core
-        runs a convolution of single-spike LIF neurons (`LayerParams.gateware_features`) that
+        runs all of them but the LI readout (`LayerParams.gateware_features`); a convolution
         does not learn."""
         bad = [f"layer {index} ({layer.name!r}) is a convolution with "
                f"{', '.join(layer.gateware_features())}"
                for index, layer in enumerate(self.layers) if layer.gateware_features()]
         if bad:
-            raise ImageError(f"the gateware's convolution core runs single-spike LIF neurons "
-                             f"only, but {'; '.join(bad)}: run it in the golden model "
+            raise ImageError(f"the gateware's convolution core streams spikes, not membranes, "
+                             f"but {'; '.join(bad)}: run it in the golden model "
                              f"(compile without a board or device)")
 
     def with_weights(self, weights: list[np.ndarray], rec_weights=None) -> Image:

@@ -152,9 +152,9 @@ def test_conv_spec_refusals(kwargs, message):
         ConvSpec(1, 6, 6, 2, **kwargs)
 
 
-def test_conv_layers_beyond_single_spike_lif_are_refused_by_the_gateware_by_name():
-    """The gateware's convolution core runs single-spike LIF neurons: a plain convolution
-    passes, one with another neuron feature is refused naming the layer and the feature."""
+def test_conv_li_readout_is_refused_by_the_gateware_by_name():
+    """The gateware's convolution core runs the LIF core's neuron models but not an LI readout:
+    a plain convolution passes, an LI readout is refused naming the layer and the feature."""
     from dataclasses import replace
 
     from spikeforge.image import ConvSpec
@@ -164,8 +164,8 @@ def test_conv_layers_beyond_single_spike_lif_are_refused_by_the_gateware_by_name
     _image([plain], spec.n_in).check_gateware()
     _image([replace(plain, compare=">=")], spec.n_in).check_gateware()
     image = _image([replace(plain, spiking=False)], spec.n_in)
-    with pytest.raises(ImageError, match=r"^the gateware's convolution core runs single-spike "
-                                         r"LIF neurons only, but layer 0 \('c'\) is a "
+    with pytest.raises(ImageError, match=r"^the gateware's convolution core streams spikes, "
+                                         r"not membranes, but layer 0 \('c'\) is a "
                                          r"convolution with LI readout \(no spikes\)"):
         image.check_gateware()
 
