@@ -113,7 +113,6 @@ class BuildReport:
     report_json: str | None = None  # nextpnr --report
     seconds: float = 0.0
     baud: int = 0  # the UART rate the host link's divider was generated for
-    notes: list = field(default_factory=list)  # choices the build made for the user
 
     @property
     def fmax_mhz(self) -> float | None:
@@ -347,8 +346,8 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC` at `baud`, default
     the board's catalog rate; a rate the divider cannot make within 2 % raises ValueError).
     `flash`: the SoC loads its memories from the board's SPI flash at power-up (`BoardTop`'s
-    `flash`; by default when the image has weights in SPRAM, the board has a flash resource
-    and the loader fits beside the network, which `report.notes` says otherwise).
+    `flash`; by default when the image has weights in SPRAM and the board has a flash
+    resource).
     """
     started = time.monotonic()
     say = progress or (lambda stage: None)
@@ -362,19 +361,7 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     baud = check_baud(board, baud, clock.f_out)
     top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash, baud=baud)
     say("checking the fit")
-    loader_note = None
-    try:
-        estimate = check_fit(image, board, flash=top.flash_offset is not None)
-    except FitError:
-        if flash is not None or top.flash_offset is None:
-            raise
-        # By default the loader comes with SPRAM weights, but not at the price of the fit:
-        # without it the host link writes them (Board.load), as `--no-flash` would.
-        estimate = check_fit(image, board, flash=False)
-        top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=False, baud=baud)
-        loader_note = ("the flash loader does not fit beside this network: built without it, "
-                       "so the host link loads the SPRAM memories (Board.load, spikeforge run)")
-        say(loader_note)
+    estimate = check_fit(image, board, flash=top.flash_offset is not None)
     cycles, pipelined, basis = step_cycles(image, spikes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -387,8 +374,7 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
         pll={k: v for k, v in asdict(clock).items() if v not in (0, 0.0, "")},
         estimate={k: list(v) for k, v in estimate.items()},
         cycles_per_step=round(cycles, 1), pipelined_cycles_per_step=round(pipelined, 1),
-        steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis, baud=baud,
-        notes=[loader_note] if loader_note else [])
+        steps_per_s=round(clock.f_out / cycles, 1), throughput_basis=basis, baud=baud)
 
     say("elaborating")
     report.flash_offset = top.flash_offset
