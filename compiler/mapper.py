@@ -85,13 +85,14 @@ loads them from flash at power-up or over the host link (docs/flash.md).
            counters; measured as the logic cells it adds to a UP5K build)
            (LUT4s, within 3 % of yosys on the pipelined core)
            + per convolution core
-           (705 + 10 * v_bits + 3 * lanes * weight_bits
-            + 6 * lanes * acc_bits with block-RAM accumulators)
+           (635 + 6 * v_bits + 3 * lanes * weight_bits + 58 * lanes with block-RAM
+            accumulators)
            (yosys synth_ice40 of hdl/conv.py ConvCore alone on the UP5K, tutorial-6 shapes,
-           SPRAM accumulators: conv1 8 bit lanes 1 / 6: 855 / 955 LUT4s, 4 bit lanes 12: 908;
-           conv2 8 bit lanes 2: 833, 4 bit lanes 4: 796 (both SPRAM); block-RAM accumulators,
-           conv1 8 bit lanes 6: 1314. The model is at or above each, by at most 70;
-           bench/conv_resources.py reproduces them), plus ICE40_EXTRA_CELLS on iCE40:
+           SPRAM accumulators: conv1 8 bit lanes 1 / 6: 736 / 839 LUT4s, 4 bit lanes 1: 681;
+           conv2 8 bit lanes 2 / 6: 734 / 799, 4 bit lanes 1: 673 (kernel in SPRAM); block-RAM
+           accumulators, lanes 6: conv1 1201, conv2 1202. The model is at or above each, by at
+           most 70; bench/conv_resources.py reproduces them), plus ICE40_EXTRA_CELLS on iCE40 (and
+           ICE40_EXTRA_CELLS_PER_CONV_CORE per convolution core):
            nextpnr's logic cells, the figure the device's capacity counts, add a cell for each
            flip-flop or carry it cannot pack with a LUT, a near-constant count (the host link's
            and the pipeline's registers) rather than a share of the LUTs: see the constant
@@ -134,9 +135,13 @@ BRAM_SHAPES = {
 LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1620, 261, 26, 16, 3
 LUT_PER_SYN_BIT, LUT_PER_V_BIT_MULTI = 7, 9  # the synaptic current; the count stage
 # a convolution core (module docstring): fixed logic, per membrane bit, per kernel bit of a lane
-# (the lane-serial select), per accumulator bit of a lane with block-RAM accumulators
-LUT_CONV_CORE, LUT_CONV_PER_V_BIT, LUT_CONV_PER_LANE_WEIGHT_BIT = 705, 10, 3
-LUT_CONV_PER_LANE_ACC_BIT = 6
+# (the lane-serial select), per lane with block-RAM accumulators (its adder and pass select)
+LUT_CONV_CORE, LUT_CONV_PER_V_BIT, LUT_CONV_PER_LANE_WEIGHT_BIT = 635, 6, 3
+LUT_CONV_PER_BRAM_LANE = 58
+# nextpnr cells a convolution core adds beyond its LUT4s: its ~400 flip-flops (counters, the
+# event decode, the update pipeline) mostly cannot share a cell with a LUT. Tutorial 6 at 8 bits
+# on the iCEBreaker (docs/boards.md): 5182 cells, 3917 LUT4s; the model's LUT4s + 1000 + 2 x 180.
+ICE40_EXTRA_CELLS_PER_CONV_CORE = 180
 LUT_FLASH_LOADER = 1068  # UP5K, 8-6-3 image: 4703 logic cells with the loader, 3635 without
 # iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
 # carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
@@ -599,7 +604,7 @@ def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement) -> int
         luts = (LUT_CONV_CORE + LUT_CONV_PER_V_BIT * layer.v_bits
                 + LUT_CONV_PER_LANE_WEIGHT_BIT * core.lanes * layer.weight_bits)
         if not place.acc_spram:  # the lanes' adders, and the pass's lane select
-            luts += LUT_CONV_PER_LANE_ACC_BIT * core.lanes * layer.acc_bits
+            luts += LUT_CONV_PER_BRAM_LANE * core.lanes
     if layer.current_based:
         luts += LUT_PER_SYN_BIT * layer.syn_bits
     if layer.spiking and layer.max_spikes > 1:
@@ -651,7 +656,8 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
     if flash:
         luts += LUT_FLASH_LOADER
     if dev.family == "ice40":
-        luts += ICE40_EXTRA_CELLS
+        luts += ICE40_EXTRA_CELLS + ICE40_EXTRA_CELLS_PER_CONV_CORE * sum(
+            layers[core.layer].conv is not None for core in config.cores)
     return {"luts": (luts, dev.luts), "bram": (bram, dev.bram), "spram": (spram, dev.spram),
             "dsp": (dsp, dev.dsp)}
 

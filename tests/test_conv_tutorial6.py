@@ -102,7 +102,7 @@ def test_tutorial6_virtual_board_matches_golden(trained, board_images):
     """The 8-bit image on the virtual board, its SPRAM memories written over the host link
     (`Board.load`; the flash loader does not fit beside this network on the UP5K): output
     spikes equal the golden model's, and the kernels read back as the image holds them."""
-    from spikeforge.boards import Board
+    from spikeforge.boards.runtime import Board
 
     _, data, _ = trained
     image = board_images[8]

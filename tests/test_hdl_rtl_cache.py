@@ -9,8 +9,8 @@ import cocotb
 import pytest
 from amaranth.back import rtlil
 
-from spikeforge.hdl.array import CoreArray
 from spikeforge.hdl import rtl
+from spikeforge.hdl.array import CoreArray
 from spikeforge.hdl.rtl import ARRAY_MODULE, available_simulators, gateware_sources
 
 from .strategies import plastic_image, random_image

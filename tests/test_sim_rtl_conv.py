@@ -6,7 +6,6 @@ trains; `-m slow` adds Hypothesis-drawn conv and pooling geometries on Verilator
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
