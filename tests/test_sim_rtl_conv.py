@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spikeforge import api
 from spikeforge.hdl import rtl
 from spikeforge.image import ConvSpec
 
@@ -67,3 +68,19 @@ def test_random_conv_networks_match_golden(simulator, data):
     image = data.draw(conv_networks())
     spikes = data.draw(spike_trains(image.n_inputs, max_batch=2, max_steps=3))
     assert_matches_golden(image, spikes, rtl.run_rtl(image, spikes, simulator=simulator))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sinabs_conv_int", "snntorch_conv"])
+def test_library_conv_fixtures_on_the_icebreaker_match_golden(name):
+    """The convolutional graphs Sinabs and snnTorch exported (tests/fixtures/nir, recorded from
+    the libraries) compile for the iCEBreaker and run in the RTL as in the golden model, which
+    tests/test_nir_fixtures.py holds to the library's own output."""
+    from .test_nir_fixtures import FIXTURES, fixture, overrides
+
+    meta, arrays = fixture(name)
+    image = api.compile(FIXTURES / f"{name}.nir", exporter=meta["library"], weight_bits=8,
+                        board="icebreaker", **overrides(meta))
+    assert any(layer.conv is not None for layer in image.layers)
+    spikes = arrays["input"][:2]
+    assert_matches_golden(image, spikes, rtl.run_rtl(image, spikes))
