@@ -639,8 +639,6 @@ class RequestExecutor(wiring.Component):
         # Words move a byte at a time through a shift register (cheaper than byte multiplexers):
         # bytes enter at the top and leave at the bottom, little-endian first.
         word = Signal(8 * max(wb, 2))
-        # Words or events still to move; the next output event to send.
-        left = Signal(range(max(self._max_payload // 2, 255, n_out) + 1))
         out_count = Signal(range(n_out + 1))
         last_seq = Signal(8)
         last_cmd = Signal(8)
@@ -694,7 +692,7 @@ class RequestExecutor(wiring.Component):
         ]
 
         def answer(length, code=Status.OK):
-            # pidx, bidx and left are 0 here (zeroed in Settle and Dispatch, or counted down):
+            # pidx and bidx are 0 here (zeroed in Settle and Dispatch, or counted down):
             # not set here, so that the array's handshakes do not reach their enables.
             m.d.sync += [status.eq(code), resp_len.eq(length), replying.eq(1)]
             if code != Status.OK:
@@ -724,7 +722,7 @@ class RequestExecutor(wiring.Component):
                 # Memory and counters are read and written between steps only: wait for the
                 # array. While a PUSH holds a step open the array never gets idle: go on, and
                 # the checker refuses memory requests with BUSY.
-                m.d.sync += [pidx.eq(0), left.eq(0)]
+                m.d.sync += pidx.eq(0)
                 with m.If(self.idle | open_step | ~between):
                     m.next = "Dispatch"
             with m.State("Dispatch"):
@@ -767,7 +765,7 @@ class RequestExecutor(wiring.Component):
                             answer(read_len)
                         with m.Case(Command.WRITE_MEM):
                             remember()
-                            m.d.sync += [left.eq(req.count), idx.eq(ARGS_BYTES)]
+                            m.d.sync += idx.eq(ARGS_BYTES)
                             with m.If(req.count == 0):
                                 answer(0)
                             with m.Else():
@@ -786,8 +784,7 @@ class RequestExecutor(wiring.Component):
                             m.next = "EncStart"
                         with m.Default():  # PUSH, STEP (the checker refused anything else)
                             remember()
-                            m.d.sync += [left.eq(req.length[1:]), idx.eq(0),
-                                         open_step.eq(is_push)]
+                            m.d.sync += [idx.eq(0), open_step.eq(is_push)]
                             with m.If(req.length != 0):
                                 m.next = "Fetch"
                             with m.Elif(is_step):
@@ -810,8 +807,9 @@ class RequestExecutor(wiring.Component):
                 writing = is_write
                 m.d.comb += [self.mem.we.eq(writing), self.events.valid.eq(~writing)]
                 with m.If(Mux(writing, self.mem.ready, self.events.ready)):
-                    m.d.sync += [left.eq(left - 1), mem_addr.eq(mem_addr + 1)]
-                    with m.If(left != 1):
+                    m.d.sync += mem_addr.eq(mem_addr + 1)
+                    # the checker made the length whole words (events): the last one ends it
+                    with m.If(idx != req.length[:len(idx)]):
                         m.next = "Fetch"
                     with m.Elif(is_step):
                         m.next = "Eos"
@@ -902,8 +900,8 @@ class RequestExecutor(wiring.Component):
                     m.d.sync += [word.eq(self.mem.rdata), mem_addr.eq(mem_addr + 1)]
                     m.next = "Bytes"
             with m.State("OutReq"):
-                m.d.comb += out_rd.addr.eq(left)  # here: index of the next output event
-                m.d.sync += left.eq(left + 1)
+                # two bytes an event: the next event's index is half the bytes sent
+                m.d.comb += out_rd.addr.eq(pidx[1:])
                 m.next = "OutLatch"
             with m.State("OutLatch"):
                 m.d.sync += word.eq(out_rd.data)
