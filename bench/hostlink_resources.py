@@ -60,7 +60,8 @@ def main() -> None:
         if args.parts:
             blocks |= {
                 "FrameReceiver": FrameReceiver(max_payload=link.max_payload,
-                                               timeout_cycles=link.timeout_cycles),
+                                               timeout_cycles=link.timeout_cycles,
+                                               addr_bits=link.addr_bits),
                 "RequestChecker": RequestChecker(image, word_bytes=link.word_bytes),
                 "RequestExecutor": RequestExecutor(
                     image, mem_data_width=array.mem_data_width,

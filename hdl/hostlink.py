@@ -148,6 +148,12 @@ class FrameReceiver(wiring.Component):
     is dropped (``timeout``). Bytes that arrive while a request is held are dropped
     (``overrun``).
 
+    The head's ``addr`` is exact below ``2 ** addr_bits``; a larger one keeps its low
+    ``addr_bits`` bits and has every bit above them set, so it stays at least
+    ``2 ** addr_bits``: for a link whose memories are all shallower than that, a range check
+    answers as it would for the address sent, and ``addr_bits`` flip-flops hold the address
+    instead of 32.
+
     Members
     -------
     rx : In(stream.Signature(8))
@@ -165,9 +171,12 @@ class FrameReceiver(wiring.Component):
         Strobe: a frame ended (complete, timed out, or skipped).
     """
 
-    def __init__(self, *, max_payload: int, timeout_cycles: int):
+    def __init__(self, *, max_payload: int, timeout_cycles: int, addr_bits: int = 32):
         self._max_payload = operator.index(max_payload)
         self._timeout_cycles = operator.index(timeout_cycles)
+        self._addr_bits = operator.index(addr_bits)
+        if not 1 <= self._addr_bits <= 32:
+            raise ValueError(f"Address bits must be 1..32, not {addr_bits!r}")
         if not ARGS_BYTES <= self._max_payload <= 0xFFFF:
             raise ValueError(f"Maximum payload must be {ARGS_BYTES}..65535 bytes, not "
                              f"{max_payload!r}")
@@ -195,7 +204,10 @@ class FrameReceiver(wiring.Component):
         rd = buffer.read_port()
         head = Signal(RequestHead)  # seq, cmd, length; the rest is filled in below
         idx = Signal(range(self._max_payload + 1))  # byte of the header / payload / trailer
-        args = Signal(8 * ARGS_BYTES)
+        # the arguments: core, space, the address's low bits, whether any bit above them is
+        # set, count
+        core, space, count = Signal(8), Signal(8), Signal(8)
+        addr, high = Signal(self._addr_bits), Signal()
         timer = Signal(range(self._timeout_cycles + 1))
         byte, got = self.rx.payload, self.rx.valid
         out = self.o.payload
@@ -204,7 +216,10 @@ class FrameReceiver(wiring.Component):
             out.seq.eq(head.seq),
             out.cmd.eq(head.cmd),
             out.length.eq(head.length),
-            Cat(out.core, out.space, out.addr, out.count).eq(args),
+            out.core.eq(core),
+            out.space.eq(space),
+            out.addr.eq(Cat(addr, high.replicate(32 - self._addr_bits))),
+            out.count.eq(count),
             out.crc_ok.eq(check.match_detected),
             check.data.eq(byte),
             wr.addr.eq(idx),
@@ -262,8 +277,20 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += [check.valid.eq(got), wr.en.eq(got)]
                 with m.If(got):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx < ARGS_BYTES):
-                        m.d.sync += args.word_select(idx[:3], 8).eq(byte)
+                    with m.Switch(idx):
+                        with m.Case(0):
+                            m.d.sync += core.eq(byte)
+                        with m.Case(1):
+                            m.d.sync += space.eq(byte)
+                        for k in range(4):  # the address, little-endian
+                            kept = min(8, max(0, self._addr_bits - 8 * k))  # bits of this byte
+                            above = byte[kept:].any() if kept < 8 else Const(0)
+                            with m.Case(2 + k):
+                                if kept:
+                                    m.d.sync += addr[8 * k:8 * k + kept].eq(byte)
+                                m.d.sync += high.eq(above if k == 0 else high | above)
+                        with m.Case(6):
+                            m.d.sync += count.eq(byte)
                     with m.If(idx == head.length - 1):
                         m.d.sync += idx.eq(0)
                         m.next = "Trailer"
@@ -1079,14 +1106,21 @@ class HostLink(wiring.Component):
         return self._byte_cycles * self._timeout_bytes
 
     @property
+    def addr_bits(self) -> int:
+        """Address bits the receiver keeps: every memory is shallower than ``2 **
+        addr_bits`` words (:func:`memory_depths`), so larger addresses need not be exact."""
+        return max(1, max(max(d) for d in memory_depths(self._image)).bit_length())
+
+    @property
     def hello(self) -> bytes:
         """The HELLO response payload."""
         return self._hello
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.receiver = receiver = FrameReceiver(max_payload=self._max_payload,
-                                                         timeout_cycles=self.timeout_cycles)
+        m.submodules.receiver = receiver = FrameReceiver(
+            max_payload=self._max_payload, timeout_cycles=self.timeout_cycles,
+            addr_bits=self.addr_bits)
         m.submodules.executor = executor = RequestExecutor(
             self._image, mem_data_width=self._mem_data_width,
             mem_addr_width=self._mem_addr_width, max_payload=self._max_payload,
