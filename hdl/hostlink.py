@@ -718,17 +718,22 @@ class RequestExecutor(wiring.Component):
             self.payload.payload.last.eq(pidx == resp_len - 1),
         ]
 
-        def answer(length, code=Status.OK):
+        # An executed request's answer length follows from its command alone (one multiplexer
+        # for every state that answers): READ_MEM its words, a step its output events, STATUS
+        # and HELLO their tables, the others nothing.
+        read_len = times(req.count, wb)
+        out_len = times(out_count, 2)
+        ok_len = Mux(is_read, read_len, Mux(stepping, out_len, Mux(
+            is_status, n_status, Mux(is_hello, len(self._hello), 0))))
+
+        def answer():
+            """Answer an executed request (status OK)."""
             # pidx and bidx are 0 here (zeroed in Settle and Dispatch, or counted down):
             # not set here, so that the array's handshakes do not reach their enables.
-            m.d.sync += [status.eq(code), resp_len.eq(length), replying.eq(1)]
-            if code != Status.OK:
-                m.next = "Reply"
-                return
-            nonempty = Cat(length).any() if not isinstance(length, int) else length != 0
-            with m.If(nonempty & is_read):
+            m.d.sync += [status.eq(Status.OK), resp_len.eq(ok_len), replying.eq(1)]
+            with m.If(is_read & req.count.any()):
                 m.next = "RdReq"
-            with m.Elif(nonempty & stepping):
+            with m.Elif(stepping & out_count.any()):
                 m.next = "OutReq"
             with m.Else():
                 m.next = "Reply"
@@ -754,22 +759,13 @@ class RequestExecutor(wiring.Component):
                     m.next = "Dispatch"
             with m.State("Dispatch"):
                 m.d.sync += [mem_addr.eq(req.addr), bidx.eq(0)]
-                read_len = times(req.count, wb)
                 with m.If(checker.status != Status.OK):
                     m.d.comb += self.refused.eq(1)
                     m.d.sync += [status.eq(checker.status), resp_len.eq(0), replying.eq(1)]
                     m.next = "Reply"
                 with m.Elif(duplicate):
                     m.d.comb += self.duplicate.eq(1)
-                    with m.Switch(cmd):
-                        with m.Case(Command.READ_MEM):
-                            answer(read_len)
-                        with m.Case(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED):
-                            answer(times(out_count, 2))
-                        with m.Case(Command.STATUS):
-                            answer(n_status)
-                        with m.Default():
-                            answer(0)
+                    answer()  # READ_MEM and STATUS read again, a step's events are kept
                 with m.Else():
                     with m.Switch(cmd):
                         with m.Case(Command.HELLO):
@@ -779,22 +775,22 @@ class RequestExecutor(wiring.Component):
                             with m.If(open_step):
                                 m.next = "ClearGo"
                             with m.Else():
-                                answer(len(self._hello))
+                                answer()
                         with m.Case(Command.STATUS):
                             remember()
-                            answer(n_status)
+                            answer()
                         with m.Case(Command.CLEAR):
                             remember()
                             m.d.sync += open_step.eq(0)
                             m.next = "ClearGo"
                         with m.Case(Command.READ_MEM):
                             remember()
-                            answer(read_len)
+                            answer()
                         with m.Case(Command.WRITE_MEM):
                             remember()
                             m.d.sync += idx.eq(ARGS_BYTES)
                             with m.If(req.count == 0):
-                                answer(0)
+                                answer()
                             with m.Else():
                                 m.next = "Fetch"
                         with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
@@ -817,7 +813,7 @@ class RequestExecutor(wiring.Component):
                             with m.Elif(is_step):
                                 m.next = "Eos"
                             with m.Else():
-                                answer(0)
+                                answer()
 
             # -- execute: words / events from the payload buffer -----------------------------
             with m.State("Fetch"):
@@ -841,7 +837,7 @@ class RequestExecutor(wiring.Component):
                     with m.Elif(is_step):
                         m.next = "Eos"
                     with m.Else():
-                        answer(0)
+                        answer()
             # -- execute: a bitmap of input events ------------------------------------------
             with m.State("BmpFetch"):
                 m.d.sync += idx.eq(idx + 1)
@@ -862,7 +858,7 @@ class RequestExecutor(wiring.Component):
                 with m.Elif(is_step_bitmap):
                     m.next = "Eos"
                 with m.Else():
-                    answer(0)
+                    answer()
 
             # -- execute: the rate encoder ----------------------------------------------------
             if enc is not None:
@@ -875,7 +871,7 @@ class RequestExecutor(wiring.Component):
                     m.d.comb += enc.w_en.eq(1)
                 m.d.sync += int_addr.eq(int_addr + 1)
                 with m.If(idx == req.length):
-                    answer(0)
+                    answer()
                 with m.Else():
                     m.next = "IntFetch"
             with m.State("EncStart"):
@@ -900,7 +896,7 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += self.outputs.ready.eq(1)
                 with m.If(self.outputs.valid):
                     with m.If(self.outputs.payload.eos):
-                        answer(times(out_count, 2))
+                        answer()
                     with m.Elif(out_count == n_out):
                         # More spikes than neurons: cannot happen with a correct array; counted
                         # rather than silently lost.
@@ -915,7 +911,7 @@ class RequestExecutor(wiring.Component):
                 m.next = "ClearWait"
             with m.State("ClearWait"):
                 with m.If(self.idle):
-                    answer(Mux(is_hello, len(self._hello), 0))
+                    answer()
 
             # -- answer: payload bytes ---------------------------------------------------------
             with m.State("RdReq"):
