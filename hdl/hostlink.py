@@ -9,7 +9,8 @@ composition of small components, each with its own test (tests/test_hdl_hostlink
 - :class:`RequestExecutor`: executes a request on the array and produces the answer;
 - :class:`StatusBytes`: the STATUS payload, a byte at a time;
 - :class:`ResponseSender`: answer head and payload bytes -> a response frame with its CRC;
-- :class:`LinkCounters`: the six link counters and the sticky error flag.
+- :class:`LinkCounters`: the six link counters and the sticky error flag;
+- :class:`LinkCrc`: the CRC-16/CCITT-FALSE the receiver and the sender share (``CRC_PORT``).
 """
 
 import operator
@@ -47,9 +48,9 @@ from .event import ADDR_BITS, SpikeEvent
 from .skid import SkidBuffer
 
 __all__ = [
-    "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "PayloadByte",
-    "ReplyHead", "RequestChecker", "RequestExecutor", "RequestHead", "ResponseSender",
-    "StatusBytes", "connect_array", "memory_depths",
+    "CRC_PORT", "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "LinkCrc",
+    "PayloadByte", "ReplyHead", "RequestChecker", "RequestExecutor", "RequestHead",
+    "ResponseSender", "StatusBytes", "connect_array", "memory_depths",
 ]
 
 
@@ -85,6 +86,38 @@ class PayloadByte(data.Struct):
 
 
 LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
+
+# A CRC user's side of a CRC-16 engine (:class:`LinkCrc`): ``start`` restarts it, ``valid``
+# feeds it ``data``; ``crc`` is the CRC of the bytes fed since, ``match`` whether their residue
+# is 0 (the bytes end with their own CRC).
+CRC_PORT = wiring.Signature({"start": Out(1), "valid": Out(1), "data": Out(8),
+                             "crc": In(16), "match": In(1)})
+
+
+class LinkCrc(wiring.Component):
+    """CRC-16/CCITT-FALSE (``amaranth.lib.crc``), a byte per cycle, for a ``CRC_PORT``.
+
+    The receiver and the sender of a :class:`HostLink` share one: requests are stop-and-wait,
+    so a request is held (its CRC verdict latched) for as long as its answer is sent.
+
+    Members
+    -------
+    port : In(CRC_PORT)
+    """
+
+    port: In(CRC_PORT)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = engine = crc.catalog.CRC16_CCITT_FALSE(8).create()
+        m.d.comb += [
+            engine.start.eq(self.port.start),
+            engine.valid.eq(self.port.valid),
+            engine.data.eq(self.port.data),
+            self.port.crc.eq(engine.crc),
+            self.port.match.eq(engine.match_detected),
+        ]
+        return m
 
 
 def times(value, factor: int):
@@ -140,8 +173,9 @@ class FrameReceiver(wiring.Component):
 
     Hunts for the start byte, then takes the header and the payload (into a block-RAM buffer of
     ``max_payload`` bytes; its first ``ARGS_BYTES`` also into ``o.payload``) while a
-    CRC-16/CCITT-FALSE (``amaranth.lib.crc``) runs over them, then offers the head at ``o``
-    with ``crc_ok`` (the CRC over the frame and its own CRC leaves the residue 0) until ``o``
+    CRC-16/CCITT-FALSE runs over them (at ``crc``, a :class:`LinkCrc`'s, unused while ``o`` is
+    offered), then offers the head at ``o`` with ``crc_ok`` (the CRC over the frame and its
+    own CRC leaves the residue 0) until ``o``
     is taken: the taker says so when it has answered. A frame whose length exceeds
     ``max_payload``, or that holds a byte with a framing error, is dropped and every byte is
     skipped until ``timeout_cycles`` of silence; a partial frame followed by that much silence
@@ -169,6 +203,7 @@ class FrameReceiver(wiring.Component):
         Strobes for the link counters (``dropped``: a frame dropped without an answer).
     activity : Out(1)
         Strobe: a frame ended (complete, timed out, or skipped).
+    crc : Out(CRC_PORT)
     """
 
     def __init__(self, *, max_payload: int, timeout_cycles: int, addr_bits: int = 32):
@@ -194,11 +229,13 @@ class FrameReceiver(wiring.Component):
             "dropped": Out(1),
             "overrun": Out(1),
             "activity": Out(1),
+            "crc": Out(CRC_PORT),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = check = crc.catalog.CRC16_CCITT_FALSE(8).create()
+        check = self.crc
+        crc_ok = Signal()  # latched: the CRC engine is free while the request is held
         m.submodules.buffer = buffer = Memory(shape=8, depth=self._max_payload, init=[])
         wr = buffer.write_port()
         rd = buffer.read_port()
@@ -220,7 +257,7 @@ class FrameReceiver(wiring.Component):
             out.space.eq(space),
             out.addr.eq(Cat(addr, high.replicate(32 - self._addr_bits))),
             out.count.eq(count),
-            out.crc_ok.eq(check.match_detected),
+            out.crc_ok.eq(crc_ok),
             check.data.eq(byte),
             wr.addr.eq(idx),
             wr.data.eq(byte),
@@ -312,7 +349,8 @@ class FrameReceiver(wiring.Component):
                     m.d.sync += timer.eq(timer + 1)
             with m.State("Check"):
                 # The CRC register took the last trailer byte: its residue is final now.
-                m.d.comb += [self.activity.eq(1), self.crc_error.eq(~check.match_detected)]
+                m.d.comb += [self.activity.eq(1), self.crc_error.eq(~check.match)]
+                m.d.sync += crc_ok.eq(check.match)
                 m.d.comb += self.overrun.eq(got)
                 m.next = "Hold"
             with m.State("Hold"):
@@ -499,7 +537,8 @@ class StatusBytes(wiring.Component):
 class ResponseSender(wiring.Component):
     """Send answer frames: start byte, head, payload bytes, CRC high byte first.
 
-    The CRC-16/CCITT-FALSE (``amaranth.lib.crc``) runs over every byte after the start byte.
+    The CRC-16/CCITT-FALSE (at ``crc``, a :class:`LinkCrc`'s, used from the start byte of an
+    answer to its last CRC byte) runs over every byte after the start byte.
     Payload bytes pass from ``payload`` to ``tx`` combinationally, up to the one marked
     ``last``; an answer whose head says ``length`` 0 takes none. (The sender does not count
     them: the source's ``last`` must agree with ``length``.)
@@ -513,15 +552,17 @@ class ResponseSender(wiring.Component):
         Its payload bytes, taken after the head.
     tx : Out(stream.Signature(8))
         Bytes to the UART transmitter.
+    crc : Out(CRC_PORT)
     """
 
     i: In(stream.Signature(ReplyHead))
     payload: In(stream.Signature(PayloadByte))
     tx: Out(stream.Signature(8))
+    crc: Out(CRC_PORT)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = gen = crc.catalog.CRC16_CCITT_FALSE(8).create()
+        gen = self.crc
         head = self.i.payload
         idx = Signal(range(5))  # byte of the head; of the CRC
         m.d.comb += [gen.data.eq(self.tx.payload), gen.valid.eq(0)]
@@ -1124,6 +1165,16 @@ class HostLink(wiring.Component):
         m.submodules.sender = sender = ResponseSender()
         m.submodules.counters = counters = LinkCounters()
         m.submodules.status = status = StatusBytes(len(self._image.layers))
+        # One CRC engine: the receiver's until it holds a request, then the sender's, whose
+        # answer is out before the receiver takes the next request.
+        m.submodules.crc = shared = LinkCrc()
+        user = Mux(receiver.o.valid, Cat(sender.crc.start, sender.crc.valid, sender.crc.data),
+                   Cat(receiver.crc.start, receiver.crc.valid, receiver.crc.data))
+        m.d.comb += [
+            Cat(shared.port.start, shared.port.valid, shared.port.data).eq(user),
+            receiver.crc.match.eq(shared.port.match),
+            sender.crc.crc.eq(shared.port.crc),
+        ]
 
         wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
         wiring.connect(m, receiver.o, executor.i)
