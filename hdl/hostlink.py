@@ -96,11 +96,13 @@ NO_COLLISIONS = {"no_rw_check": 1}
 def read_port(m: Module, memory: Memory):
     """A read port of ``memory`` (made with ``attrs=NO_COLLISIONS``) and its data, a cycle
     after its address, as a synchronous port reads: a combinational port and a register, the
-    form in which yosys (``memory_dff``) honours ``no_rw_check``."""
+    form in which yosys (``memory_dff``) honours ``no_rw_check``; yosys emulates a synchronous
+    port's read-during-write behaviour with a register per data and address bit."""
     port = memory.read_port(domain="comb")
     data = Signal(memory.shape, reset_less=True)
     m.d.sync += data.eq(port.data)
     return port, data
+
 
 # A CRC user's side of a CRC-16 engine (:class:`LinkCrc`): ``start`` restarts it, ``valid``
 # feeds it ``data``; ``crc`` is the CRC of the bytes fed since, ``match`` whether their residue
@@ -160,72 +162,26 @@ def memory_depths(image: Image) -> list[tuple[int, ...]]:
 class LinkCounters(wiring.Component):
     """The link counters of STATUS, ``LINK_COUNTER_BITS`` wide, wrapping, cleared only by reset.
 
-    They live in a block RAM (its read port is the multiplexer STATUS reads them through): a
-    sweep visits one counter every two cycles, reads it and writes it back plus the strobes it
-    took since its last visit (at most one a cycle, all of them counted). The first sweep after
-    reset writes zeros. A strobe reaches ``value`` within ``2 * len(LINK_COUNTERS) + 2``
-    cycles.
-
     Members
     -------
     inc : In(StructLayout({name: 1 for name in LINK_COUNTERS}))
-        Strobes: each high bit adds one to its counter.
-    index : In(range(len(LINK_COUNTERS)))
-    value : Out(LINK_COUNTER_BITS)
-    valid : Out(1)
-        ``value`` is counter ``index`` (read the cycle before; high every other cycle while
-        ``index`` holds).
+        Strobes: each high bit adds one to its counter at the next clock edge.
+    counters : Out(LINK_COUNTER_LAYOUT)
     error : Out(1)
         Sticky: some counter other than ``duplicates`` moved.
     """
 
     inc: In(data.StructLayout({name: 1 for name in LINK_COUNTERS}))
-    index: In(range(len(LINK_COUNTERS)))
-    value: Out(LINK_COUNTER_BITS)
-    valid: Out(1)
+    counters: Out(LINK_COUNTER_LAYOUT)
     error: Out(1)
 
     def elaborate(self, platform):
         m = Module()
-        n = len(LINK_COUNTERS)
-        m.submodules.memory = memory = Memory(shape=LINK_COUNTER_BITS, depth=n, init=[],
-                                              attrs=NO_COLLISIONS)
-        wr = memory.write_port()
-        rd, rd_data = read_port(m, memory)
-        visit = Signal(range(n))  # the counter the sweep is at
-        write = Signal()  # its second cycle: write it back
-        swept = Signal()  # a sweep since reset has cleared every counter
-        # strobes since the counter's last write: at most one a cycle of a sweep's 2n
-        pending = [Signal(range(2 * n + 1)) for _ in LINK_COUNTERS]
-        for k, name in enumerate(LINK_COUNTERS):
-            written = write & (visit == k)
-            m.d.sync += pending[k].eq(Mux(written, 0, pending[k]) + self.inc[name])
-            if name != "duplicates":
-                with m.If(self.inc[name]):
+        for name in LINK_COUNTERS:
+            with m.If(self.inc[name]):
+                m.d.sync += self.counters[name].eq(self.counters[name] + 1)
+                if name != "duplicates":
                     m.d.sync += self.error.eq(1)
-        added = Signal.like(pending[0])
-        with m.Switch(visit):
-            for k in range(n):
-                with m.Case(k):
-                    m.d.comb += added.eq(pending[k])
-        m.d.comb += [
-            rd.addr.eq(Mux(write, self.index, visit)),  # the sweep reads in its first cycle
-            wr.addr.eq(visit),
-            wr.en.eq(write),
-            wr.data.eq(Mux(swept, rd_data, 0) + added),
-        ]
-        m.d.sync += write.eq(~write)
-        with m.If(write):
-            m.d.sync += visit.eq(Mux(visit == n - 1, 0, visit + 1))
-            with m.If(visit == n - 1):
-                m.d.sync += swept.eq(1)
-        # the port reads while the sweep writes: not the counter being written (NO_COLLISIONS)
-        read_index = Signal.like(self.index)
-        read_for_port = Signal()
-        m.d.sync += [read_index.eq(self.index),
-                     read_for_port.eq(write & (self.index != visit))]
-        m.d.comb += [self.value.eq(rd_data),
-                     self.valid.eq(read_for_port & (read_index == self.index))]
         return m
 
 
@@ -302,7 +258,9 @@ class FrameReceiver(wiring.Component):
                                               attrs=NO_COLLISIONS)
         wr = buffer.write_port()
         rd, rd_data = read_port(m, buffer)
-        head = Signal(RequestHead)  # seq, cmd, length; the rest is filled in below
+        seq, cmd = Signal(8), Signal(8)
+        # a length above max_payload drops the frame: the bits above max_payload's are 0
+        head_length = Signal(max(8, self._max_payload.bit_length()))
         idx = Signal(range(self._max_payload + 1))  # byte of the header / payload / trailer
         # the arguments: core, space, the address's low bits, whether any bit above them is
         # set, count
@@ -313,9 +271,9 @@ class FrameReceiver(wiring.Component):
         out = self.o.payload
         m.d.comb += [
             self.rx.ready.eq(1),
-            out.seq.eq(head.seq),
-            out.cmd.eq(head.cmd),
-            out.length.eq(head.length),
+            out.seq.eq(seq),
+            out.cmd.eq(cmd),
+            out.length.eq(head_length),
             out.core.eq(core),
             out.space.eq(space),
             out.addr.eq(Cat(addr, high.replicate(32 - self._addr_bits))),
@@ -351,18 +309,18 @@ class FrameReceiver(wiring.Component):
                     m.next = "Header"
             with m.State("Header"):
                 m.d.comb += check.valid.eq(got)
-                length = Cat(head.length[:8], byte)
+                length = Cat(head_length[:8], byte)
                 with m.If(got):
                     m.d.sync += idx.eq(idx + 1)
                     with m.Switch(idx):
                         with m.Case(0):
-                            m.d.sync += head.seq.eq(byte)
+                            m.d.sync += seq.eq(byte)
                         with m.Case(1):
-                            m.d.sync += head.cmd.eq(byte)
+                            m.d.sync += cmd.eq(byte)
                         with m.Case(2):
-                            m.d.sync += head.length[:8].eq(byte)
+                            m.d.sync += head_length[:8].eq(byte)
                         with m.Case(3):
-                            m.d.sync += [head.length[8:].eq(byte), idx.eq(0)]
+                            m.d.sync += [head_length[8:].eq(byte), idx.eq(0)]
                             with m.If(length > self._max_payload):
                                 # The length cannot be trusted, so neither can the frame's end.
                                 m.d.comb += self.dropped.eq(1)
@@ -391,7 +349,7 @@ class FrameReceiver(wiring.Component):
                                 m.d.sync += high.eq(above if k == 0 else high | above)
                         with m.Case(6):
                             m.d.sync += count.eq(byte)
-                    with m.If(idx + 1 == head.length):  # shares the increment's adder
+                    with m.If(idx == head_length - 1):
                         m.d.sync += idx.eq(0)
                         m.next = "Trailer"
                 watch_silence()
@@ -551,25 +509,16 @@ class RequestChecker(wiring.Component):
 class StatusBytes(wiring.Component):
     """The STATUS payload (docs/host-protocol.md), read live a byte at a time.
 
-    The link counters come from :class:`LinkCounters`' read port: a link counter's byte is
-    ``valid`` once the port has read that counter (a cycle after ``index`` reaches it, every
-    other cycle); every other byte is always valid.
-
     Members
     -------
     index : In(range(status_length(n_layers)))
     byte : Out(8)
         Byte ``index`` of the payload (combinational).
-    valid : Out(1)
-        ``byte`` is byte ``index``.
     overflow, idle, error, not_loaded : In(1)
         The flags.
     load_error : In(3)
         The flash loader's reason code (docs/flash.md), flag bits 5..7.
-    link_index : Out(range(len(LINK_COUNTERS)))
-    link_value : In(LINK_COUNTER_BITS)
-    link_valid : In(1)
-        To :class:`LinkCounters`' ``index``, from its ``value`` and ``valid``.
+    link : In(LINK_COUNTER_LAYOUT)
     events_in, events_out, busy_cycles, integrate_cycles : In(COUNTER_BITS)
     sops, spikes, saturations, learn_cycles : In(ArrayLayout(COUNTER_BITS, n_layers))
     """
@@ -580,15 +529,12 @@ class StatusBytes(wiring.Component):
         super().__init__({
             "index": In(range(status_length(self._n_layers))),
             "byte": Out(8),
-            "valid": Out(1),
             "overflow": In(1),
             "idle": In(1),
             "error": In(1),
             "not_loaded": In(1),
             "load_error": In(3),
-            "link_index": Out(range(len(LINK_COUNTERS))),
-            "link_value": In(LINK_COUNTER_BITS),
-            "link_valid": In(1),
+            "link": In(LINK_COUNTER_LAYOUT),
             **{name: In(unsigned(COUNTER_BITS))
                for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles")},
             **{name: In(per_layer) for name in LAYER_COUNTERS},
@@ -597,23 +543,15 @@ class StatusBytes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self._n_layers
-        link_bytes = LINK_COUNTER_BITS // 8 * len(LINK_COUNTERS)
         vector = Cat(
             Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, self.error, self.not_loaded,
             Const(0, 1), self.load_error,
             Const(n, 8), Const(0, 8),
-            Const(0, 8 * link_bytes),  # from link_value
+            *(self.link[name] for name in LINK_COUNTERS),
             self.events_in, self.events_out, self.busy_cycles, self.integrate_cycles,
             *(getattr(self, name)[k] for name in LAYER_COUNTERS for k in range(n)))
         assert len(vector) == 8 * status_length(n)
-        assert LINK_COUNTER_BITS == 16  # two bytes a counter, from offset 4
-        is_link = (self.index >= 4) & (self.index < 4 + link_bytes)
-        m.d.comb += [
-            self.link_index.eq(self.index[1:] - 2),
-            self.byte.eq(Mux(is_link, self.link_value.word_select(self.index[0], 8),
-                             vector.word_select(self.index, 8))),
-            self.valid.eq(~is_link | self.link_valid),
-        ]
+        m.d.comb += self.byte.eq(vector.word_select(self.index, 8))
         return m
 
 
@@ -718,7 +656,6 @@ class RequestExecutor(wiring.Component):
         The answer (see :class:`ResponseSender`).
     status_index : Out(range(status_length(n_layers)))
     status_byte : In(8)
-    status_valid : In(1)
         The STATUS payload (:class:`StatusBytes`).
     events : Out(stream.Signature(SpikeEvent))
     outputs : In(stream.Signature(SpikeEvent))
@@ -750,7 +687,6 @@ class RequestExecutor(wiring.Component):
             "payload": Out(stream.Signature(PayloadByte)),
             "status_index": Out(range(status_length(len(image.layers)))),
             "status_byte": In(8),
-            "status_valid": In(1),
             "events": Out(stream.Signature(SpikeEvent)),
             "outputs": In(stream.Signature(SpikeEvent)),
             "clear": Out(1),
@@ -800,7 +736,6 @@ class RequestExecutor(wiring.Component):
         have_last = Signal()
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
-        latched = Signal()  # a HELLO or STATUS byte waits in word[:8]
         hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
 
         def kind(*commands):
@@ -816,9 +751,8 @@ class RequestExecutor(wiring.Component):
         is_step, is_step_bitmap = kind(Command.STEP), kind(Command.STEP_BITMAP)
         stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED)
         between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
-        # A bitmap byte's inputs still to send, and its number; the lowest set bit goes first.
+        # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
-        byte_no = Signal(range(n_bitmap + 1))
         low = Signal(3)
         for k in reversed(range(8)):
             with m.If(bits[k]):
@@ -968,21 +902,21 @@ class RequestExecutor(wiring.Component):
                     with m.Else():
                         answer()
             # -- execute: a bitmap of input events ------------------------------------------
+            # idx is the byte's number until its inputs are sent
             with m.State("BmpFetch"):
-                m.d.sync += idx.eq(idx + 1)
                 m.next = "BmpLatch"
             with m.State("BmpLatch"):
-                m.d.sync += [bits.eq(Mux(idx == n_bitmap, self.buf_data & last_mask,
-                                         self.buf_data)),
-                             byte_no.eq(idx - 1)]
+                m.d.sync += bits.eq(Mux(idx == n_bitmap - 1, self.buf_data & last_mask,
+                                        self.buf_data))
                 m.next = "BmpScan"
             with m.State("BmpScan"):
                 m.d.comb += [self.events.valid.eq(bits.any()),
-                             self.events.payload.addr.eq(Cat(low, byte_no))]
+                             self.events.payload.addr.eq(Cat(low, idx))]
                 with m.If(bits.any()):
                     with m.If(self.events.ready):
                         m.d.sync += bits.eq(bits & (bits - 1))
-                with m.Elif(idx != n_bitmap):
+                with m.Elif(idx != n_bitmap - 1):
+                    m.d.sync += idx.eq(idx + 1)
                     m.next = "BmpFetch"
                 with m.Elif(is_step_bitmap):
                     m.next = "Eos"
@@ -1074,17 +1008,15 @@ class RequestExecutor(wiring.Component):
             with m.State("Reply"):
                 # HELLO and STATUS answers are tables read a byte at a time; the others are
                 # empty, or sent by now.
-                # Each byte is latched (the link counters' bytes are valid every other cycle
-                # only) and offered from the word register until it is taken.
-                table = (status == Status.OK) & (is_hello | is_status) & (pidx != resp_len)
-                m.d.comb += [self.payload.payload.data.eq(word[:8]),
-                             self.payload.valid.eq(latched)]
-                with m.If(table & ~latched & (is_hello | self.status_valid)):
-                    m.d.sync += [word[:8].eq(Mux(is_hello, hello.word_select(pidx[:5], 8),
-                                                 self.status_byte)),
-                                 latched.eq(1)]
+                table = (status == Status.OK) & (is_hello | is_status)
+                m.d.comb += [
+                    self.payload.payload.data.eq(Mux(is_hello,
+                                                     hello.word_select(pidx[:5], 8),
+                                                     self.status_byte)),
+                    self.payload.valid.eq(table & (pidx != resp_len)),
+                ]
                 with m.If(self.payload.valid & self.payload.ready):
-                    m.d.sync += [pidx.eq(pidx + 1), latched.eq(0)]
+                    m.d.sync += pidx.eq(pidx + 1)
                 with m.If(self.reply.ready):
                     m.d.comb += self.i.ready.eq(1)
                     m.d.sync += replying.eq(0)
@@ -1287,10 +1219,6 @@ class HostLink(wiring.Component):
             executor.idle.eq(self.idle & events.empty),
             executor.loaded.eq(self.loaded),
             executor.status_byte.eq(status.byte),
-            executor.status_valid.eq(status.valid),
-            counters.index.eq(status.link_index),
-            status.link_value.eq(counters.value),
-            status.link_valid.eq(counters.valid),
             status.index.eq(executor.status_index),
             self.clear.eq(executor.clear),
             counters.inc.crc_errors.eq(receiver.crc_error),
@@ -1304,6 +1232,7 @@ class HostLink(wiring.Component):
             status.error.eq(counters.error),
             status.not_loaded.eq(~self.loaded),
             status.load_error.eq(self.load_error),
+            status.link.eq(counters.counters),
             self.activity.eq(receiver.activity),
             self.busy.eq(receiver.o.valid),
             self.error.eq(counters.error),
