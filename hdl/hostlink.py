@@ -720,7 +720,7 @@ class RequestExecutor(wiring.Component):
 
         req = self.i.payload
         cmd = req.cmd
-        status = Signal(8)
+        status = Signal(range(max(Status) + 1))  # the answer's status code
         longest = max(255 * wb, 2 * n_out, n_status, len(self._hello))  # answer payload
         resp_len = Signal(range(longest + 1))
         idx = Signal(range(self._max_payload + 1))  # payload byte to fetch
@@ -731,9 +731,11 @@ class RequestExecutor(wiring.Component):
         # bytes enter at the top and leave at the bottom, little-endian first.
         word = Signal(8 * max(wb, 2))
         out_count = Signal(range(n_out + 1))
+        # The last executed request; command 0 (none) after reset and HELLO. A command is kept
+        # on the bits a command has: a request with any other is refused (UNKNOWN_CMD) before
+        # it could be taken for a repeat.
         last_seq = Signal(8)
-        last_cmd = Signal(8)
-        have_last = Signal()
+        last_cmd = Signal(max(Command).bit_length())
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
         hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
@@ -802,12 +804,12 @@ class RequestExecutor(wiring.Component):
                 m.next = "Reply"
 
         def remember():
-            m.d.sync += [last_seq.eq(req.seq), last_cmd.eq(cmd), have_last.eq(1)]
+            m.d.sync += [last_seq.eq(req.seq), last_cmd.eq(cmd)]
 
         # A repeat of the last request, registered: Settle always comes before Dispatch, and the
         # last request changes only in Dispatch.
         duplicate = Signal()
-        m.d.sync += duplicate.eq(have_last & (req.seq == last_seq) & (cmd == last_cmd))
+        m.d.sync += duplicate.eq((req.seq == last_seq) & (cmd[:len(last_cmd)] == last_cmd))
 
         with m.FSM():
             with m.State("Idle"):
@@ -834,7 +836,7 @@ class RequestExecutor(wiring.Component):
                         with m.Case(Command.HELLO):
                             # A new session: the next request is never a repeat, and a step a
                             # dead host left open (PUSH without STEP) ends.
-                            m.d.sync += [have_last.eq(0), open_step.eq(0)]
+                            m.d.sync += [last_cmd.eq(0), open_step.eq(0)]
                             with m.If(open_step):
                                 m.next = "ClearGo"
                             with m.Else():
