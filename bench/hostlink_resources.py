@@ -5,7 +5,8 @@ the digits-like network (64-128-10, 8-bit weights, mapped by the compiler's mapp
 device), at the SoC's defaults (115200 baud at 12 MHz, 128 byte times of receive timeout,
 256-byte payloads). The array's counters enter as top-level ports, so the figure holds the
 link's STATUS serialisation but no counter adders. `--parts` adds one object per component of
-the link, each synthesized alone (their sum exceeds the link's: yosys optimizes across them).
+the link, each synthesized alone (their sum exceeds the link's: yosys optimizes across them;
+the receiver and the sender share one `LinkCrc`, its own object).
 `--encoder`: the image encodes on chip, so the link holds the rate encoder (docs/host-protocol.md).
 Run: .venv/bin/python bench/hostlink_resources.py [--device iCE40UP5K] [--parts] [--encoder]
 """
@@ -24,6 +25,7 @@ from spikeforge.hdl.hostlink import (
     FrameReceiver,
     HostLink,
     LinkCounters,
+    LinkCrc,
     RequestChecker,
     RequestExecutor,
     ResponseSender,
@@ -60,7 +62,8 @@ def main() -> None:
         if args.parts:
             blocks |= {
                 "FrameReceiver": FrameReceiver(max_payload=link.max_payload,
-                                               timeout_cycles=link.timeout_cycles),
+                                               timeout_cycles=link.timeout_cycles,
+                                               addr_bits=link.addr_bits),
                 "RequestChecker": RequestChecker(image, word_bytes=link.word_bytes),
                 "RequestExecutor": RequestExecutor(
                     image, mem_data_width=array.mem_data_width,
@@ -69,6 +72,7 @@ def main() -> None:
                 "StatusBytes": StatusBytes(len(image.layers)),
                 "ResponseSender": ResponseSender(),
                 "LinkCounters": LinkCounters(),
+                "LinkCrc": LinkCrc(),
             }
         for name, block in blocks.items():
             start = time.monotonic()

@@ -9,7 +9,8 @@ composition of small components, each with its own test (tests/test_hdl_hostlink
 - :class:`RequestExecutor`: executes a request on the array and produces the answer;
 - :class:`StatusBytes`: the STATUS payload, a byte at a time;
 - :class:`ResponseSender`: answer head and payload bytes -> a response frame with its CRC;
-- :class:`LinkCounters`: the six link counters and the sticky error flag.
+- :class:`LinkCounters`: the six link counters and the sticky error flag;
+- :class:`LinkCrc`: the CRC-16/CCITT-FALSE the receiver and the sender share (``CRC_PORT``).
 """
 
 import operator
@@ -49,9 +50,9 @@ from .event import ADDR_BITS, SpikeEvent
 from .skid import SkidBuffer
 
 __all__ = [
-    "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "PayloadByte",
-    "ReplyHead", "RequestChecker", "RequestExecutor", "RequestHead", "ResponseSender",
-    "StatusBytes", "connect_array", "memory_depths",
+    "CRC_PORT", "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "LinkCrc",
+    "PayloadByte", "ReplyHead", "RequestChecker", "RequestExecutor", "RequestHead",
+    "ResponseSender", "StatusBytes", "connect_array", "memory_depths",
 ]
 
 
@@ -87,6 +88,55 @@ class PayloadByte(data.Struct):
 
 
 LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
+
+# For a memory none of whose reads uses a word written in the same cycle: yosys then does not
+# add the registers and multiplexers that give such a read the old word (a block RAM's read in a
+# write to the same address is undefined on the iCE40). Its reads go through `read_port`.
+NO_COLLISIONS = {"no_rw_check": 1}
+
+
+def read_port(m: Module, memory: Memory):
+    """A read port of ``memory`` (made with ``attrs=NO_COLLISIONS``) and its data, a cycle
+    after its address, as a synchronous port reads: a combinational port and a register, the
+    form in which yosys (``memory_dff``) honours ``no_rw_check``; yosys emulates a synchronous
+    port's read-during-write behaviour with a register per data and address bit."""
+    port = memory.read_port(domain="comb")
+    data = Signal(memory.shape, reset_less=True)
+    m.d.sync += data.eq(port.data)
+    return port, data
+
+
+# A CRC user's side of a CRC-16 engine (:class:`LinkCrc`): ``start`` restarts it, ``valid``
+# feeds it ``data``; ``crc`` is the CRC of the bytes fed since, ``match`` whether their residue
+# is 0 (the bytes end with their own CRC).
+CRC_PORT = wiring.Signature({"start": Out(1), "valid": Out(1), "data": Out(8),
+                             "crc": In(16), "match": In(1)})
+
+
+class LinkCrc(wiring.Component):
+    """CRC-16/CCITT-FALSE (``amaranth.lib.crc``), a byte per cycle, for a ``CRC_PORT``.
+
+    The receiver and the sender of a :class:`HostLink` share one: requests are stop-and-wait,
+    so a request is held (its CRC verdict latched) for as long as its answer is sent.
+
+    Members
+    -------
+    port : In(CRC_PORT)
+    """
+
+    port: In(CRC_PORT)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = engine = crc.catalog.CRC16_CCITT_FALSE(8).create()
+        m.d.comb += [
+            engine.start.eq(self.port.start),
+            engine.valid.eq(self.port.valid),
+            engine.data.eq(self.port.data),
+            self.port.crc.eq(engine.crc),
+            self.port.match.eq(engine.match_detected),
+        ]
+        return m
 
 
 def times(value, factor: int):
@@ -151,13 +201,20 @@ class FrameReceiver(wiring.Component):
 
     Hunts for the start byte, then takes the header and the payload (into a block-RAM buffer of
     ``max_payload`` bytes; its first ``ARGS_BYTES`` also into ``o.payload``) while a
-    CRC-16/CCITT-FALSE (``amaranth.lib.crc``) runs over them, then offers the head at ``o``
-    with ``crc_ok`` (the CRC over the frame and its own CRC leaves the residue 0) until ``o``
+    CRC-16/CCITT-FALSE runs over them (at ``crc``, a :class:`LinkCrc`'s, unused while ``o`` is
+    offered), then offers the head at ``o`` with ``crc_ok`` (the CRC over the frame and its
+    own CRC leaves the residue 0) until ``o``
     is taken: the taker says so when it has answered. A frame whose length exceeds
     ``max_payload``, or that holds a byte with a framing error, is dropped and every byte is
     skipped until ``timeout_cycles`` of silence; a partial frame followed by that much silence
     is dropped (``timeout``). Bytes that arrive while a request is held are dropped
     (``overrun``).
+
+    The head's ``addr`` is exact below ``2 ** addr_bits``; a larger one keeps its low
+    ``addr_bits`` bits and has every bit above them set, so it stays at least
+    ``2 ** addr_bits``: for a link whose memories are all shallower than that, a range check
+    answers as it would for the address sent, and ``addr_bits`` flip-flops hold the address
+    instead of 32.
 
     Members
     -------
@@ -174,11 +231,15 @@ class FrameReceiver(wiring.Component):
         Strobes for the link counters (``dropped``: a frame dropped without an answer).
     activity : Out(1)
         Strobe: a frame ended (complete, timed out, or skipped).
+    crc : Out(CRC_PORT)
     """
 
-    def __init__(self, *, max_payload: int, timeout_cycles: int):
+    def __init__(self, *, max_payload: int, timeout_cycles: int, addr_bits: int = 32):
         self._max_payload = operator.index(max_payload)
         self._timeout_cycles = operator.index(timeout_cycles)
+        self._addr_bits = operator.index(addr_bits)
+        if not 1 <= self._addr_bits <= 32:
+            raise ValueError(f"Address bits must be 1..32, not {addr_bits!r}")
         if not ARGS_BYTES <= self._max_payload <= 0xFFFF:
             raise ValueError(f"Maximum payload must be {ARGS_BYTES}..65535 bytes, not "
                              f"{max_payload!r}")
@@ -196,32 +257,44 @@ class FrameReceiver(wiring.Component):
             "dropped": Out(1),
             "overrun": Out(1),
             "activity": Out(1),
+            "crc": Out(CRC_PORT),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = check = crc.catalog.CRC16_CCITT_FALSE(8).create()
-        m.submodules.buffer = buffer = Memory(shape=8, depth=self._max_payload, init=[])
+        check = self.crc
+        crc_ok = Signal()  # latched: the CRC engine is free while the request is held
+        # the buffer is read only while a request is held, written only before
+        m.submodules.buffer = buffer = Memory(shape=8, depth=self._max_payload, init=[],
+                                              attrs=NO_COLLISIONS)
         wr = buffer.write_port()
-        rd = buffer.read_port()
-        head = Signal(RequestHead)  # seq, cmd, length; the rest is filled in below
+        rd, rd_data = read_port(m, buffer)
+        seq, cmd = Signal(8), Signal(8)
+        # a length above max_payload drops the frame: the bits above max_payload's are 0
+        head_length = Signal(max(8, self._max_payload.bit_length()))
         idx = Signal(range(self._max_payload + 1))  # byte of the header / payload / trailer
-        args = Signal(8 * ARGS_BYTES)
+        # the arguments: core, space, the address's low bits, whether any bit above them is
+        # set, count
+        core, space, count = Signal(8), Signal(8), Signal(8)
+        addr, high = Signal(self._addr_bits), Signal()
         timer = Signal(range(self._timeout_cycles + 1))
         byte, got = self.rx.payload, self.rx.valid
         out = self.o.payload
         m.d.comb += [
             self.rx.ready.eq(1),
-            out.seq.eq(head.seq),
-            out.cmd.eq(head.cmd),
-            out.length.eq(head.length),
-            Cat(out.core, out.space, out.addr, out.count).eq(args),
-            out.crc_ok.eq(check.match_detected),
+            out.seq.eq(seq),
+            out.cmd.eq(cmd),
+            out.length.eq(head_length),
+            out.core.eq(core),
+            out.space.eq(space),
+            out.addr.eq(Cat(addr, high.replicate(32 - self._addr_bits))),
+            out.count.eq(count),
+            out.crc_ok.eq(crc_ok),
             check.data.eq(byte),
             wr.addr.eq(idx),
             wr.data.eq(byte),
             rd.addr.eq(self.buf_addr),
-            self.buf_data.eq(rd.data),
+            self.buf_data.eq(rd_data),
         ]
 
         def watch_silence():
@@ -247,18 +320,18 @@ class FrameReceiver(wiring.Component):
                     m.next = "Header"
             with m.State("Header"):
                 m.d.comb += check.valid.eq(got)
-                length = Cat(head.length[:8], byte)
+                length = Cat(head_length[:8], byte)
                 with m.If(got):
                     m.d.sync += idx.eq(idx + 1)
                     with m.Switch(idx):
                         with m.Case(0):
-                            m.d.sync += head.seq.eq(byte)
+                            m.d.sync += seq.eq(byte)
                         with m.Case(1):
-                            m.d.sync += head.cmd.eq(byte)
+                            m.d.sync += cmd.eq(byte)
                         with m.Case(2):
-                            m.d.sync += head.length[:8].eq(byte)
+                            m.d.sync += head_length[:8].eq(byte)
                         with m.Case(3):
-                            m.d.sync += [head.length[8:].eq(byte), idx.eq(0)]
+                            m.d.sync += [head_length[8:].eq(byte), idx.eq(0)]
                             with m.If(length > self._max_payload):
                                 # The length cannot be trusted, so neither can the frame's end.
                                 m.d.comb += self.dropped.eq(1)
@@ -273,9 +346,21 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += [check.valid.eq(got), wr.en.eq(got)]
                 with m.If(got):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx < ARGS_BYTES):
-                        m.d.sync += args.word_select(idx[:3], 8).eq(byte)
-                    with m.If(idx == head.length - 1):
+                    with m.Switch(idx):
+                        with m.Case(0):
+                            m.d.sync += core.eq(byte)
+                        with m.Case(1):
+                            m.d.sync += space.eq(byte)
+                        for k in range(4):  # the address, little-endian
+                            kept = min(8, max(0, self._addr_bits - 8 * k))  # bits of this byte
+                            above = byte[kept:].any() if kept < 8 else Const(0)
+                            with m.Case(2 + k):
+                                if kept:
+                                    m.d.sync += addr[8 * k:8 * k + kept].eq(byte)
+                                m.d.sync += high.eq(above if k == 0 else high | above)
+                        with m.Case(6):
+                            m.d.sync += count.eq(byte)
+                    with m.If(idx == head_length - 1):
                         m.d.sync += idx.eq(0)
                         m.next = "Trailer"
                 watch_silence()
@@ -296,7 +381,8 @@ class FrameReceiver(wiring.Component):
                     m.d.sync += timer.eq(timer + 1)
             with m.State("Check"):
                 # The CRC register took the last trailer byte: its residue is final now.
-                m.d.comb += [self.activity.eq(1), self.crc_error.eq(~check.match_detected)]
+                m.d.comb += [self.activity.eq(1), self.crc_error.eq(~check.match)]
+                m.d.sync += crc_ok.eq(check.match)
                 m.d.comb += self.overrun.eq(got)
                 m.next = "Hold"
             with m.State("Hold"):
@@ -483,7 +569,8 @@ class StatusBytes(wiring.Component):
 class ResponseSender(wiring.Component):
     """Send answer frames: start byte, head, payload bytes, CRC high byte first.
 
-    The CRC-16/CCITT-FALSE (``amaranth.lib.crc``) runs over every byte after the start byte.
+    The CRC-16/CCITT-FALSE (at ``crc``, a :class:`LinkCrc`'s, used from the start byte of an
+    answer to its last CRC byte) runs over every byte after the start byte.
     Payload bytes pass from ``payload`` to ``tx`` combinationally, up to the one marked
     ``last``; an answer whose head says ``length`` 0 takes none. (The sender does not count
     them: the source's ``last`` must agree with ``length``.)
@@ -497,15 +584,17 @@ class ResponseSender(wiring.Component):
         Its payload bytes, taken after the head.
     tx : Out(stream.Signature(8))
         Bytes to the UART transmitter.
+    crc : Out(CRC_PORT)
     """
 
     i: In(stream.Signature(ReplyHead))
     payload: In(stream.Signature(PayloadByte))
     tx: Out(stream.Signature(8))
+    crc: Out(CRC_PORT)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.crc = gen = crc.catalog.CRC16_CCITT_FALSE(8).create()
+        gen = self.crc
         head = self.i.payload
         idx = Signal(range(5))  # byte of the head; of the CRC
         m.d.comb += [gen.data.eq(self.tx.payload), gen.valid.eq(0)]
@@ -634,13 +723,15 @@ class RequestExecutor(wiring.Component):
         enc = None
         if self._seed is not None:
             m.submodules.encoder = enc = RateEncoder(n_inputs=n_in, seed=self._seed)
-        m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=n_out, init=[])
+        # written while a step collects its events, read after
+        m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=n_out, init=[],
+                                              attrs=NO_COLLISIONS)
         out_wr = outbuf.write_port()
-        out_rd = outbuf.read_port()
+        out_rd, out_data = read_port(m, outbuf)
 
         req = self.i.payload
         cmd = req.cmd
-        status = Signal(8)
+        status = Signal(range(max(Status) + 1))  # the answer's status code
         longest = max(255 * wb, 2 * n_out, n_status, len(self._hello))  # answer payload
         resp_len = Signal(range(longest + 1))
         idx = Signal(range(self._max_payload + 1))  # payload byte to fetch
@@ -650,12 +741,12 @@ class RequestExecutor(wiring.Component):
         # Words move a byte at a time through a shift register (cheaper than byte multiplexers):
         # bytes enter at the top and leave at the bottom, little-endian first.
         word = Signal(8 * max(wb, 2))
-        # Words or events still to move; the next output event to send.
-        left = Signal(range(max(self._max_payload // 2, 255, n_out) + 1))
         out_count = Signal(range(n_out + 1))
+        # The last executed request; command 0 (none) after reset and HELLO. A command is kept
+        # on the bits a command has: a request with any other is refused (UNKNOWN_CMD) before
+        # it could be taken for a repeat.
         last_seq = Signal(8)
-        last_cmd = Signal(8)
-        have_last = Signal()
+        last_cmd = Signal(max(Command).bit_length())
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
         hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
@@ -673,9 +764,8 @@ class RequestExecutor(wiring.Component):
         is_step, is_step_bitmap = kind(Command.STEP), kind(Command.STEP_BITMAP)
         stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED)
         between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
-        # A bitmap byte's inputs still to send, and its number; the lowest set bit goes first.
+        # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
-        byte_no = Signal(range(n_bitmap + 1))
         low = Signal(3)
         for k in reversed(range(8)):
             with m.If(bits[k]):
@@ -704,28 +794,33 @@ class RequestExecutor(wiring.Component):
             self.payload.payload.last.eq(pidx == resp_len - 1),
         ]
 
-        def answer(length, code=Status.OK):
-            # pidx, bidx and left are 0 here (zeroed in Settle and Dispatch, or counted down):
+        # An executed request's answer length follows from its command alone (one multiplexer
+        # for every state that answers): READ_MEM its words, a step its output events, STATUS
+        # and HELLO their tables, the others nothing.
+        read_len = times(req.count, wb)
+        out_len = times(out_count, 2)
+        ok_len = Mux(is_read, read_len, Mux(stepping, out_len, Mux(
+            is_status, n_status, Mux(is_hello, len(self._hello), 0))))
+
+        def answer():
+            """Answer an executed request (status OK)."""
+            # pidx and bidx are 0 here (zeroed in Settle and Dispatch, or counted down):
             # not set here, so that the array's handshakes do not reach their enables.
-            m.d.sync += [status.eq(code), resp_len.eq(length), replying.eq(1)]
-            if code != Status.OK:
-                m.next = "Reply"
-                return
-            nonempty = Cat(length).any() if not isinstance(length, int) else length != 0
-            with m.If(nonempty & is_read):
+            m.d.sync += [status.eq(Status.OK), resp_len.eq(ok_len), replying.eq(1)]
+            with m.If(is_read & req.count.any()):
                 m.next = "RdReq"
-            with m.Elif(nonempty & stepping):
+            with m.Elif(stepping & out_count.any()):
                 m.next = "OutReq"
             with m.Else():
                 m.next = "Reply"
 
         def remember():
-            m.d.sync += [last_seq.eq(req.seq), last_cmd.eq(cmd), have_last.eq(1)]
+            m.d.sync += [last_seq.eq(req.seq), last_cmd.eq(cmd)]
 
         # A repeat of the last request, registered: Settle always comes before Dispatch, and the
         # last request changes only in Dispatch.
         duplicate = Signal()
-        m.d.sync += duplicate.eq(have_last & (req.seq == last_seq) & (cmd == last_cmd))
+        m.d.sync += duplicate.eq((req.seq == last_seq) & (cmd[:len(last_cmd)] == last_cmd))
 
         with m.FSM():
             with m.State("Idle"):
@@ -735,52 +830,43 @@ class RequestExecutor(wiring.Component):
                 # Memory and counters are read and written between steps only: wait for the
                 # array. While a PUSH holds a step open the array never gets idle: go on, and
                 # the checker refuses memory requests with BUSY.
-                m.d.sync += [pidx.eq(0), left.eq(0)]
+                m.d.sync += pidx.eq(0)
                 with m.If(self.idle | open_step | ~between):
                     m.next = "Dispatch"
             with m.State("Dispatch"):
                 m.d.sync += [mem_addr.eq(req.addr), bidx.eq(0)]
-                read_len = times(req.count, wb)
                 with m.If(checker.status != Status.OK):
                     m.d.comb += self.refused.eq(1)
                     m.d.sync += [status.eq(checker.status), resp_len.eq(0), replying.eq(1)]
                     m.next = "Reply"
                 with m.Elif(duplicate):
                     m.d.comb += self.duplicate.eq(1)
-                    with m.Switch(cmd):
-                        with m.Case(Command.READ_MEM):
-                            answer(read_len)
-                        with m.Case(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED):
-                            answer(times(out_count, 2))
-                        with m.Case(Command.STATUS):
-                            answer(n_status)
-                        with m.Default():
-                            answer(0)
+                    answer()  # READ_MEM and STATUS read again, a step's events are kept
                 with m.Else():
                     with m.Switch(cmd):
                         with m.Case(Command.HELLO):
                             # A new session: the next request is never a repeat, and a step a
                             # dead host left open (PUSH without STEP) ends.
-                            m.d.sync += [have_last.eq(0), open_step.eq(0)]
+                            m.d.sync += [last_cmd.eq(0), open_step.eq(0)]
                             with m.If(open_step):
                                 m.next = "ClearGo"
                             with m.Else():
-                                answer(len(self._hello))
+                                answer()
                         with m.Case(Command.STATUS):
                             remember()
-                            answer(n_status)
+                            answer()
                         with m.Case(Command.CLEAR):
                             remember()
                             m.d.sync += open_step.eq(0)
                             m.next = "ClearGo"
                         with m.Case(Command.READ_MEM):
                             remember()
-                            answer(read_len)
+                            answer()
                         with m.Case(Command.WRITE_MEM):
                             remember()
-                            m.d.sync += [left.eq(req.count), idx.eq(ARGS_BYTES)]
+                            m.d.sync += idx.eq(ARGS_BYTES)
                             with m.If(req.count == 0):
-                                answer(0)
+                                answer()
                             with m.Else():
                                 m.next = "Fetch"
                         with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
@@ -797,14 +883,13 @@ class RequestExecutor(wiring.Component):
                             m.next = "EncStart"
                         with m.Default():  # PUSH, STEP (the checker refused anything else)
                             remember()
-                            m.d.sync += [left.eq(req.length[1:]), idx.eq(0),
-                                         open_step.eq(is_push)]
+                            m.d.sync += [idx.eq(0), open_step.eq(is_push)]
                             with m.If(req.length != 0):
                                 m.next = "Fetch"
                             with m.Elif(is_step):
                                 m.next = "Eos"
                             with m.Else():
-                                answer(0)
+                                answer()
 
             # -- execute: words / events from the payload buffer -----------------------------
             with m.State("Fetch"):
@@ -821,34 +906,35 @@ class RequestExecutor(wiring.Component):
                 writing = is_write
                 m.d.comb += [self.mem.we.eq(writing), self.events.valid.eq(~writing)]
                 with m.If(Mux(writing, self.mem.ready, self.events.ready)):
-                    m.d.sync += [left.eq(left - 1), mem_addr.eq(mem_addr + 1)]
-                    with m.If(left != 1):
+                    m.d.sync += mem_addr.eq(mem_addr + 1)
+                    # the checker made the length whole words (events): the last one ends it
+                    with m.If(idx != req.length[:len(idx)]):
                         m.next = "Fetch"
                     with m.Elif(is_step):
                         m.next = "Eos"
                     with m.Else():
-                        answer(0)
+                        answer()
             # -- execute: a bitmap of input events ------------------------------------------
+            # idx is the byte's number until its inputs are sent
             with m.State("BmpFetch"):
-                m.d.sync += idx.eq(idx + 1)
                 m.next = "BmpLatch"
             with m.State("BmpLatch"):
-                m.d.sync += [bits.eq(Mux(idx == n_bitmap, self.buf_data & last_mask,
-                                         self.buf_data)),
-                             byte_no.eq(idx - 1)]
+                m.d.sync += bits.eq(Mux(idx == n_bitmap - 1, self.buf_data & last_mask,
+                                        self.buf_data))
                 m.next = "BmpScan"
             with m.State("BmpScan"):
                 m.d.comb += [self.events.valid.eq(bits.any()),
-                             self.events.payload.addr.eq(Cat(low, byte_no))]
+                             self.events.payload.addr.eq(Cat(low, idx))]
                 with m.If(bits.any()):
                     with m.If(self.events.ready):
                         m.d.sync += bits.eq(bits & (bits - 1))
-                with m.Elif(idx != n_bitmap):
+                with m.Elif(idx != n_bitmap - 1):
+                    m.d.sync += idx.eq(idx + 1)
                     m.next = "BmpFetch"
                 with m.Elif(is_step_bitmap):
                     m.next = "Eos"
                 with m.Else():
-                    answer(0)
+                    answer()
 
             # -- execute: the rate encoder ----------------------------------------------------
             if enc is not None:
@@ -861,7 +947,7 @@ class RequestExecutor(wiring.Component):
                     m.d.comb += enc.w_en.eq(1)
                 m.d.sync += int_addr.eq(int_addr + 1)
                 with m.If(idx == req.length):
-                    answer(0)
+                    answer()
                 with m.Else():
                     m.next = "IntFetch"
             with m.State("EncStart"):
@@ -886,7 +972,7 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += self.outputs.ready.eq(1)
                 with m.If(self.outputs.valid):
                     with m.If(self.outputs.payload.eos):
-                        answer(times(out_count, 2))
+                        answer()
                     with m.Elif(out_count == n_out):
                         # More spikes than neurons: cannot happen with a correct array; counted
                         # rather than silently lost.
@@ -901,7 +987,7 @@ class RequestExecutor(wiring.Component):
                 m.next = "ClearWait"
             with m.State("ClearWait"):
                 with m.If(self.idle):
-                    answer(Mux(is_hello, len(self._hello), 0))
+                    answer()
 
             # -- answer: payload bytes ---------------------------------------------------------
             with m.State("RdReq"):
@@ -913,11 +999,11 @@ class RequestExecutor(wiring.Component):
                     m.d.sync += [word.eq(self.mem.rdata), mem_addr.eq(mem_addr + 1)]
                     m.next = "Bytes"
             with m.State("OutReq"):
-                m.d.comb += out_rd.addr.eq(left)  # here: index of the next output event
-                m.d.sync += left.eq(left + 1)
+                # two bytes an event: the next event's index is half the bytes sent
+                m.d.comb += out_rd.addr.eq(pidx[1:])
                 m.next = "OutLatch"
             with m.State("OutLatch"):
-                m.d.sync += word.eq(out_rd.data)
+                m.d.sync += word.eq(out_data)
                 m.next = "Bytes"
             with m.State("Bytes"):
                 m.d.comb += [self.payload.payload.data.eq(word[:8]), self.payload.valid.eq(1)]
@@ -1092,14 +1178,21 @@ class HostLink(wiring.Component):
         return self._byte_cycles * self._timeout_bytes
 
     @property
+    def addr_bits(self) -> int:
+        """Address bits the receiver keeps: every memory is shallower than ``2 **
+        addr_bits`` words (:func:`memory_depths`), so larger addresses need not be exact."""
+        return max(1, max(max(d) for d in memory_depths(self._image)).bit_length())
+
+    @property
     def hello(self) -> bytes:
         """The HELLO response payload."""
         return self._hello
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.receiver = receiver = FrameReceiver(max_payload=self._max_payload,
-                                                         timeout_cycles=self.timeout_cycles)
+        m.submodules.receiver = receiver = FrameReceiver(
+            max_payload=self._max_payload, timeout_cycles=self.timeout_cycles,
+            addr_bits=self.addr_bits)
         m.submodules.executor = executor = RequestExecutor(
             self._image, mem_data_width=self._mem_data_width,
             mem_addr_width=self._mem_addr_width, max_payload=self._max_payload,
@@ -1107,6 +1200,16 @@ class HostLink(wiring.Component):
         m.submodules.sender = sender = ResponseSender()
         m.submodules.counters = counters = LinkCounters()
         m.submodules.status = status = StatusBytes(len(self._image.layers))
+        # One CRC engine: the receiver's until it holds a request, then the sender's, whose
+        # answer is out before the receiver takes the next request.
+        m.submodules.crc = shared = LinkCrc()
+        user = Mux(receiver.o.valid, Cat(sender.crc.start, sender.crc.valid, sender.crc.data),
+                   Cat(receiver.crc.start, receiver.crc.valid, receiver.crc.data))
+        m.d.comb += [
+            Cat(shared.port.start, shared.port.valid, shared.port.data).eq(user),
+            receiver.crc.match.eq(shared.port.match),
+            sender.crc.crc.eq(shared.port.crc),
+        ]
 
         wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
         wiring.connect(m, receiver.o, executor.i)
