@@ -71,16 +71,18 @@ def test_random_conv_networks_match_golden(simulator, data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sinabs_conv_int", "snntorch_conv"])
-def test_library_conv_fixtures_on_the_icebreaker_match_golden(name):
+@pytest.mark.parametrize(("name", "board"), [("sinabs_conv_int", "ulx3s-85f"),
+                                             ("snntorch_conv", "icebreaker")])
+def test_library_conv_fixtures_on_a_board_match_golden(name, board):
     """The convolutional graphs Sinabs and snnTorch exported (tests/fixtures/nir, recorded from
-    the libraries) compile for the iCEBreaker and run in the RTL as in the golden model, which
-    tests/test_nir_fixtures.py holds to the library's own output."""
+    the libraries) compile for a board and run in the RTL as in the golden model, which
+    tests/test_nir_fixtures.py holds to the library's own output. (Sinabs's multi-spike IAF
+    layers, two convolution cores with count stages, need more LUTs than the UP5K has.)"""
     from .test_nir_fixtures import FIXTURES, fixture, overrides
 
     meta, arrays = fixture(name)
     image = api.compile(FIXTURES / f"{name}.nir", exporter=meta["library"], weight_bits=8,
-                        board="icebreaker", **overrides(meta))
+                        board=board, **overrides(meta))
     assert any(layer.conv is not None for layer in image.layers)
     spikes = arrays["input"][:2]
     assert_matches_golden(image, spikes, rtl.run_rtl(image, spikes))
