@@ -31,23 +31,7 @@ from spikeforge.sim import golden
 from spikeforge.sim.golden import NeuronParams, conv_currents, work_dtype
 
 from .strategies import conv_layer, conv_specs, signed
-
-
-async def core_access(ctx, dut, space, addr, wdata=None):
-    """One access through the core's memory port; a read answers one cycle after acceptance."""
-    ctx.set(dut.mem.space, space)
-    ctx.set(dut.mem.addr, addr)
-    strobe = dut.mem.re if wdata is None else dut.mem.we
-    if wdata is not None:
-        ctx.set(dut.mem.wdata, wdata)
-    ctx.set(strobe, 1)
-    await ctx.tick().until(dut.mem.ready)
-    ctx.set(strobe, 0)
-    if wdata is None:
-        _, _, valid, data = await ctx.tick().sample(dut.mem.rvalid, dut.mem.rdata)
-        assert valid
-        return data
-    return None
+from .test_hdl_core import core_access
 
 
 async def wait_idle(ctx, dut):
