@@ -30,40 +30,31 @@ import torch
 
 from spikeforge import api
 from spikeforge import digits as D
+from spikeforge.boards.build import integration_cycles
 from spikeforge.boards.catalog import find_board
 from spikeforge.compiler.mapper import memory_placement
-from spikeforge.hdl.conv import conv_cycles
-from spikeforge.image import core_channels
 from spikeforge.sim import golden
 
 
 def layer_rows(image, result, spikes) -> list[dict]:
-    """Per layer: events and SOPs per step, and its cores' integration cycles per step."""
+    """Per layer: events and SOPs per step, and its slowest core's integration cycles per step
+    (``boards.build.integration_cycles``)."""
     steps = spikes.shape[0] * spikes.shape[1]
     placement = memory_placement(image.layers, image.config)
+    cycles = integration_cycles(image, spikes, result)
     rows = []
     for index, layer in enumerate(image.layers):
-        row = {"layer": layer.name,
-               "events_per_step": round(float(result.events_in[:, index].sum() / steps), 1),
-               "sops_per_step": round(float(result.sops[:, index].sum() / steps), 1)}
-        cores = [(k, c) for k, c in enumerate(image.config.cores) if c.layer == index]
-        if layer.conv is not None:
-            source = spikes if index == 0 else result.layer_spikes[index - 1]
-            counts = source.reshape(-1, layer.n_in).sum(axis=0, dtype=np.int64)
-            cycles = []
-            for k, core in cores:
-                c0, c1 = core_channels(layer, core)
-                cycles.append(conv_cycles(counts, layer.conv, core.lanes,
-                                          spram_acc=placement[k].acc_spram, channels=c1 - c0))
-            row["integration_cycles_per_step"] = round(max(cycles) / steps, 1)
-        else:
-            row["integration_cycles_per_step"] = round(
-                max(float(result.events_in[:, index].sum()) * c.groups for _, c in cores)
-                / steps, 1)
-        row["cores"] = [{"channels_or_neurons": [c.lo, c.hi], "lanes": c.lanes,
-                         "weights_spram": placement[k].weights_spram,
-                         "acc_spram": placement[k].acc_spram} for k, c in cores]
-        rows.append(row)
+        cores = [k for k, c in enumerate(image.config.cores) if c.layer == index]
+        rows.append({
+            "layer": layer.name,
+            "events_per_step": round(float(result.events_in[:, index].sum() / steps), 1),
+            "sops_per_step": round(float(result.sops[:, index].sum() / steps), 1),
+            "integration_cycles_per_step": round(max(cycles[k] for k in cores), 1),
+            "cores": [{"channels_or_neurons": [image.config.cores[k].lo,
+                                               image.config.cores[k].hi],
+                       "lanes": image.config.cores[k].lanes,
+                       "weights_spram": placement[k].weights_spram,
+                       "acc_spram": placement[k].acc_spram} for k in cores]})
     return rows
 
 

@@ -186,10 +186,35 @@ def check_fit(image: Image, board: Board, *, flash: bool = False) -> dict[str, t
     return estimate
 
 
+def integration_cycles(image: Image, spikes: np.ndarray, result) -> list[float]:
+    """Per core of ``image.config.cores``, its integration cycles per step (mean over the
+    samples and steps of `spikes`, uint8 [batch, time, n_inputs]) by the module docstring's
+    model: ``E_l * groups`` for a dense core, ``hdl.conv.conv_cycles`` for a convolution's on
+    the per-input counts of its source. `result` is the golden model's run of `spikes` with
+    ``record=True`` (its layers' spikes are the later layers' sources)."""
+    from ..hdl.conv import conv_cycles
+
+    samples_steps = spikes.shape[0] * spikes.shape[1]
+    placement = memory_placement(image.layers, image.config)
+    cycles = []
+    for k, core in enumerate(image.config.cores):
+        layer = image.layers[core.layer]
+        if layer.conv is None:
+            cycles.append(float(result.events_in[:, core.layer].sum()) * core.groups
+                          / samples_steps)
+            continue
+        source = spikes if core.layer == 0 else result.layer_spikes[core.layer - 1]
+        counts = source.reshape(-1, layer.n_in).sum(axis=0, dtype=np.int64)
+        c0, c1 = core_channels(layer, core)
+        cycles.append(conv_cycles(counts, layer.conv, core.lanes,
+                                  spram_acc=placement[k].acc_spram, channels=c1 - c0)
+                      / samples_steps)
+    return cycles
+
+
 def step_cycles(image: Image, spikes: np.ndarray | None = None, *,
                 input_rate: float = 0.2) -> tuple[float, float, str]:
     """(cycles_per_step, pipelined_cycles_per_step, basis) by the module docstring's model."""
-    from ..hdl.conv import conv_cycles
     from ..sim.golden import run
 
     if spikes is None:
@@ -203,26 +228,18 @@ def step_cycles(image: Image, spikes: np.ndarray | None = None, *,
         spikes = spikes[None]
     plain = replace(image, learning=()) if getattr(image, "learning", None) else image
     result = run(plain, spikes, record=True)
-    samples_steps = spikes.shape[0] * spikes.shape[1]
-    events = result.events_in.mean(axis=0) / spikes.shape[1]  # per layer, per step
     placement = memory_placement(image.layers, image.config)
-    layer_cycles = []
-    for index, layer in enumerate(image.layers):
-        cores = [(k, c) for k, c in enumerate(image.config.cores) if c.layer == index]
-        if layer.conv is None:
-            layer_cycles.append(max(events[index] * c.groups + c.neurons + 2 for _, c in cores))
-            continue
-        source = spikes if index == 0 else result.layer_spikes[index - 1]
-        counts = source.reshape(-1, layer.n_in).sum(axis=0, dtype=np.int64)
-        conv_h, conv_w = layer.conv.conv_shape
-        per_core = []
-        for k, core in cores:
+    layer_cycles = [0.0] * len(image.layers)
+    for k, (core, work) in enumerate(zip(image.config.cores,
+                                         integration_cycles(image, spikes, result), strict=True)):
+        layer = image.layers[core.layer]
+        if layer.conv is None:  # the neuron pass: one cycle a neuron
+            work += core.neurons + 2
+        else:  # the pass reads (and from SPRAM clears) every pre-pool accumulator
             c0, c1 = core_channels(layer, core)
-            spram = placement[k].acc_spram
-            work = conv_cycles(counts, layer.conv, core.lanes, spram_acc=spram,
-                               channels=c1 - c0) / samples_steps
-            per_core.append(work + (2 if spram else 1) * (c1 - c0) * conv_h * conv_w + 6)
-        layer_cycles.append(max(per_core))
+            conv_h, conv_w = layer.conv.conv_shape
+            work += (2 if placement[k].acc_spram else 1) * (c1 - c0) * conv_h * conv_w + 6
+        layer_cycles[core.layer] = max(layer_cycles[core.layer], work)
     return float(sum(layer_cycles)), float(max(layer_cycles)), basis
 
 
