@@ -237,8 +237,7 @@ def _serial_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
     primitives and block RAMs. Such a core updates its accumulators one value at a time
     (two cycles each, whatever its lanes), so its lanes only widen the kernel word: fewer cost
     no cycles and save the lane logic (``core_luts``)."""
-    def memories(trial: HwConfig) -> tuple[int, int]:
-        estimate = estimate_resources(layers, trial)
+    def memories(estimate: dict[str, tuple[int, int]]) -> tuple[int, int]:
         return estimate["spram"][0], estimate["bram"][0]
 
     for index in range(len(config.cores)):
@@ -246,14 +245,14 @@ def _serial_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
         if layers[core.layer].conv is None or core.lanes == 1 or \
                 not memory_placement(layers, config)[index].acc_spram:
             continue
-        before = memories(config)
+        before = memories(estimate_resources(layers, config))
         for lanes in range(1, core.lanes):
             cores = list(config.cores)
             cores[index] = CoreConfig(core.layer, core.lo, core.hi, lanes)
             trial = replace(config, cores=tuple(cores))
             estimate = estimate_resources(layers, trial)
             if (_badness(estimate) == 0 and memory_placement(layers, trial)[index].acc_spram
-                    and all(a <= b for a, b in zip(memories(trial), before, strict=True))):
+                    and all(a <= b for a, b in zip(memories(estimate), before, strict=True))):
                 config = trial
                 break
     return config
