@@ -158,11 +158,12 @@ def test_cli_timing_failure_keeps_the_report(tmp_path):
     image = random_image(5, (8, 6, 3))
     image.save(tmp_path / "tiny.sfi")
     proc = subprocess.run([sys.executable, "-m", "spikeforge.cli", "build", tmp_path / "tiny.sfi",
-                           "--board", "icebreaker", "--clock", "200", "-o", tmp_path / "out",
+                           "--board", "icebreaker", "--clock", "192", "-o", tmp_path / "out",
                            "--json"], capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 1 and "below the 200 MHz clock" in proc.stderr
+    # 192 MHz: a clock the iCE40 PLL makes exactly from 12 MHz (200 would come out at 198)
+    assert proc.returncode == 1 and "below the 192 MHz clock" in proc.stderr
     report = json.loads(proc.stdout)
-    assert report["timing_met"] is False and report["clock_mhz"] == 200
+    assert report["timing_met"] is False and report["clock_mhz"] == 192
     assert Path(report["bitstream"]).exists() and report["limiting_path"]["from"]
 
 
