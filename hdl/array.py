@@ -11,7 +11,7 @@ from ..compiler.mapper import memory_placement
 from ..image import Image
 from ..protocol import COUNTER_BYTES
 from .conv import ConvCore, conv_mem_shape
-from .core import LifCore, MemAccessSignature, param_layout, state_layout
+from .core import LifCore, MemAccessSignature, MemSpace, param_layout, state_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
 from .router import EventFifo, EventFork, EventMerge
@@ -69,10 +69,11 @@ class CoreArray(wiring.Component):
         Memory access for the host link and read-back. Members: ``core`` (index into
         ``image.config.cores``), ``space`` (:class:`MemSpace`: WEIGHTS, STATE, PARAMS, ACC),
         ``addr``, ``wdata``, ``we``, ``re`` (host -> array); ``ready``, ``rdata``, ``rvalid``
-        (array -> host). A request is held until ``ready``; ``ready`` is high only while the
-        addressed core is between steps (use it when ``idle`` is high; a request to a core
-        index that does not exist is accepted and reads 0). A read returns ``rdata`` with
-        ``rvalid`` high for one cycle, exactly 2 cycles after the accepting cycle. Words:
+        (array -> host). A request is held until ``ready``; the array then takes it into a
+        register and performs it once the addressed core is between steps (use it when
+        ``idle`` is high; a request to a core index that does not exist is taken and reads 0),
+        and ``ready`` stays low until it is performed. A read returns ``rdata`` with
+        ``rvalid`` high for one cycle, at least 3 cycles after the taking cycle. Words:
 
         - WEIGHTS: address ``row * groups + group``, ``lanes`` two's-complement weights of
           ``weight_bits`` packed little-endian (as ``Image.weight_memory``).
@@ -254,18 +255,27 @@ class CoreArray(wiring.Component):
             skids.append(block)
             return block.o
 
-        m.submodules.l0_in = entry = SkidBuffer(SpikeEvent)
+        # The address check rides through the entry skid as a flag beside the event, so that
+        # neither the compare nor the drop sits on the handshake into the array.
+        checked = data.StructLayout({"event": SpikeEvent, "bad": 1})
+        m.submodules.l0_in = entry = SkidBuffer(checked)
         skids.append(entry)
-        bad = ~self.i.payload.eos & (self.i.payload.addr >= image.n_inputs)
         m.d.comb += [
-            entry.i.payload.eq(self.i.payload),
-            entry.i.valid.eq(self.i.valid & ~bad),
-            self.i.ready.eq(entry.i.ready | bad),
+            entry.i.payload.event.eq(self.i.payload),
+            entry.i.payload.bad.eq(~self.i.payload.eos & (self.i.payload.addr >= image.n_inputs)),
+            entry.i.valid.eq(self.i.valid),
+            self.i.ready.eq(entry.i.ready),
         ]
-        with m.If(self.i.valid & bad):
+        bad = entry.o.payload.bad
+        source = stream.Signature(SpikeEvent).create()
+        m.d.comb += [
+            source.payload.eq(entry.o.payload.event),
+            source.valid.eq(entry.o.valid & ~bad),
+            entry.o.ready.eq(source.ready | bad),
+        ]
+        with m.If(entry.o.valid & bad):
             m.d.sync += overflow.eq(1)
-        count(self.events_in, transfer(entry.i))
-        source = entry.o
+        count(self.events_in, transfer(source))
 
         for index, layer in enumerate(image.layers):
             group = by_layer[index]
@@ -330,23 +340,39 @@ class CoreArray(wiring.Component):
         count(self.busy_cycles, ~idle)
         count(self.integrate_cycles, Cat(*(core.integrating for core in cores)).any())
 
-        # Memory access: requests go to the addressed core; answers come back registered.
+        # Memory access. A request is first taken into a register (ready is that register's
+        # emptiness, and the core index is decoded on the way in), then performed at the
+        # addressed core once that core is ready; answers come back registered. No path runs
+        # from the requester's logic into a core's memories or its stream handshakes.
         req = self.mem
-        ready = Signal(init=1)
-        answer = Signal()  # a read of a core that does not exist answers 0
-        m.d.comb += req.ready.eq(ready)
+        held = Signal()
+        r_space = Signal(MemSpace)
+        r_addr = Signal.like(req.addr)
+        r_wdata = Signal.like(req.wdata)
+        r_re = Signal()
+        r_we = Signal()
+        r_hit = Signal(len(cores))  # one-hot; all zero for a core that does not exist
+        done = Signal()
+        m.d.comb += req.ready.eq(~held)
+        with m.If(~held):
+            m.d.sync += [held.eq(req.re | req.we), r_space.eq(req.space), r_addr.eq(req.addr),
+                         r_wdata.eq(req.wdata), r_re.eq(req.re), r_we.eq(req.we),
+                         r_hit.eq(Cat(*(req.core == index for index in range(len(cores)))))]
+        with m.Elif(done):
+            m.d.sync += held.eq(0)
+        m.d.comb += done.eq(~r_hit.any())  # a core that does not exist: done at once
         for index, core in enumerate(cores):
-            hit = req.core == index
             m.d.comb += [
-                core.mem.space.eq(req.space),
-                core.mem.addr.eq(req.addr),
-                core.mem.wdata.eq(req.wdata),
-                core.mem.re.eq(req.re & hit),
-                core.mem.we.eq(req.we & hit),
+                core.mem.space.eq(r_space),
+                core.mem.addr.eq(r_addr),
+                core.mem.wdata.eq(r_wdata),
+                core.mem.re.eq(held & r_re & r_hit[index]),
+                core.mem.we.eq(held & r_we & r_hit[index]),
             ]
-            with m.If(hit):
-                m.d.comb += ready.eq(core.mem.ready)
-        m.d.sync += answer.eq(req.re & (req.core >= len(cores)))
+            with m.If(r_hit[index]):
+                m.d.comb += done.eq(core.mem.ready)
+        answer = Signal()  # a read of a core that does not exist answers 0
+        m.d.sync += answer.eq(held & r_re & ~r_hit.any())
         m.d.sync += [
             req.rvalid.eq(answer | Cat(*(core.mem.rvalid for core in cores)).any()),
             req.rdata.eq(0),

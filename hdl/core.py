@@ -17,6 +17,7 @@ from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
 from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr
+from .memport import NO_COLLISIONS, read_port
 from .neuron import NeuronUpdate, count_bits
 from .skid import SkidBuffer
 from .spram import SpramMemory
@@ -32,9 +33,10 @@ class MemAccessSignature(wiring.Signature):
     """Host access to a core's memories (seen from the host: it drives the request).
 
     A request (``re`` or ``we`` high, with ``space``, ``addr``, ``wdata`` and, at the array,
-    ``core``) is held until a cycle in which ``ready`` is high; that cycle performs it. A read
-    answers with ``rvalid`` high for one cycle, exactly two cycles after the accepting cycle at
-    the array (one cycle at a core), ``rdata`` valid in that cycle. Data narrower than the bus is
+    ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
+    performs it in that cycle and answers a read with ``rvalid`` high for one cycle, one cycle
+    later; the array first registers it (``hdl.array.CoreArray``), so there ``rvalid`` comes
+    at least three cycles after the taking cycle. ``rdata`` is valid while ``rvalid`` is high. Data narrower than the bus is
     zero-extended on reads and truncated on writes.
     """
 
@@ -267,27 +269,42 @@ class LifCore(wiring.Component):
         if self._spram_weights:
             w_wr, w_rd = self._spram_weight_ports(m, lanes * w_bits, layer.fan_in * groups)
         else:
+            # Without learning only the host writes the weights, between steps, and no read
+            # then uses the word written in its cycle: no read-during-write emulation. The
+            # learning unit's read-modify-write does read what it just wrote.
+            plain = learn is None and not self._transparent_weights
             m.submodules.weights = wmem = Memory(
                 shape=unsigned(lanes * w_bits), depth=layer.fan_in * groups,
-                init=self._weight_init)
+                init=self._weight_init, attrs=NO_COLLISIONS if plain else None)
             w_wr = wmem.write_port(granularity=w_bits if learn is not None else None)
-            w_rd = wmem.read_port(transparent_for=(w_wr,) if self._transparent_weights else ())
+            if plain:
+                w_rd = read_port(m, wmem)
+            else:
+                w_rd = wmem.read_port(
+                    transparent_for=(w_wr,) if self._transparent_weights else ())
+        # The integration's accumulator read never uses a word written in its cycle (a single
+        # group excepted, read through a transparent port): the write-back of stage 1 is to
+        # the group before, and with registered reads both later writes are forwarded. The
+        # pass reads a state word (and parameters) only of the neuron it has not written yet.
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
-        m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[])
+        through = groups == 1 and not self._registered_reads
+        m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[],
+                                         attrs=None if through else NO_COLLISIONS)
         a_wr = amem.write_port()
-        a_rd = amem.read_port(
-            transparent_for=(a_wr,) if groups == 1 and not self._registered_reads else ())
-        m.submodules.state = smem = Memory(shape=state_layout(layer), depth=neurons, init=[])
+        a_rd = amem.read_port(transparent_for=(a_wr,)) if through else read_port(m, amem)
+        m.submodules.state = smem = Memory(shape=state_layout(layer), depth=neurons, init=[],
+                                           attrs=NO_COLLISIONS)
         s_wr = smem.write_port()
-        s_rd = smem.read_port()
+        s_rd = read_port(m, smem)
         pfields = self._param_layout.members
         if self._stored:
             stored_layout = data.StructLayout({name: pfields[name] for name in self._stored})
             init = [{name: int(self._param_values[name][n]) for name in self._stored}
                     for n in range(neurons)]
-            m.submodules.params = pmem = Memory(shape=stored_layout, depth=neurons, init=init)
+            m.submodules.params = pmem = Memory(shape=stored_layout, depth=neurons, init=init,
+                                                attrs=NO_COLLISIONS)
             p_wr = pmem.write_port()
-            p_rd = pmem.read_port()
+            p_rd = read_port(m, pmem)
         if learn is not None:
             m.submodules.learning = unit = LearningUnit(cfg, layer, learn)
             m.d.comb += [unit.w_rdata.eq(w_rd.data), unit.s_in.eq(s_rd.data.c),

@@ -47,6 +47,7 @@ from .conv import conv_acc_address
 from .core import MemAccessSignature
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
+from .memport import NO_COLLISIONS, read_port
 from .skid import SkidBuffer
 
 __all__ = [
@@ -88,23 +89,6 @@ class PayloadByte(data.Struct):
 
 
 LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
-
-# For a memory none of whose reads uses a word written in the same cycle: yosys then does not
-# add the registers and multiplexers that give such a read the old word (a block RAM's read in a
-# write to the same address is undefined on the iCE40). Its reads go through `read_port`.
-NO_COLLISIONS = {"no_rw_check": 1}
-
-
-def read_port(m: Module, memory: Memory):
-    """A read port of ``memory`` (made with ``attrs=NO_COLLISIONS``) and its data, a cycle
-    after its address, as a synchronous port reads: a combinational port and a register, the
-    form in which yosys (``memory_dff``) honours ``no_rw_check``; yosys emulates a synchronous
-    port's read-during-write behaviour with a register per data and address bit."""
-    port = memory.read_port(domain="comb")
-    data = Signal(memory.shape, reset_less=True)
-    m.d.sync += data.eq(port.data)
-    return port, data
-
 
 # A CRC user's side of a CRC-16 engine (:class:`LinkCrc`): ``start`` restarts it, ``valid``
 # feeds it ``data``; ``crc`` is the CRC of the bytes fed since, ``match`` whether their residue
@@ -268,7 +252,8 @@ class FrameReceiver(wiring.Component):
         m.submodules.buffer = buffer = Memory(shape=8, depth=self._max_payload, init=[],
                                               attrs=NO_COLLISIONS)
         wr = buffer.write_port()
-        rd, rd_data = read_port(m, buffer)
+        rd = read_port(m, buffer)
+        rd_data = rd.data
         seq, cmd = Signal(8), Signal(8)
         # a length above max_payload drops the frame: the bits above max_payload's are 0
         head_length = Signal(max(8, self._max_payload.bit_length()))
@@ -727,7 +712,8 @@ class RequestExecutor(wiring.Component):
         m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=n_out, init=[],
                                               attrs=NO_COLLISIONS)
         out_wr = outbuf.write_port()
-        out_rd, out_data = read_port(m, outbuf)
+        out_rd = read_port(m, outbuf)
+        out_data = out_rd.data
 
         req = self.i.payload
         cmd = req.cmd

@@ -1,4 +1,4 @@
-"""The neuron update of a LIF core as a pipeline: one neuron per cycle, four register stages
+"""The neuron update of a LIF core as a pipeline: one neuron per cycle, five register stages
 (more for the models beyond the plain LIF)."""
 
 import operator
@@ -48,14 +48,15 @@ class NeuronUpdate(wiring.Component):
     E. (current-based only) ``u = C + J``;
        from the last of D or E, combinationally: saturation from u's top bits, the clamp, and
        beside it the spike compare on u's low bits (v_new = v_max spikes iff theta < v_max);
-    M. (multi-spike only) the count: the neuron stays here one cycle per spike it emits
+    O. (single-spike) those results, registered;
+    M. (multi-spike, instead of O) the count: the neuron stays here one cycle per spike it emits
        (``spike`` high), comparing v_new with the next two levels ``j * theta`` (registers
        grown by theta, no multiplier) so that ``last`` is known in the cycle of its last spike.
        While it stays, ``hold`` is high and the stages before M do not advance.
 
     Latency: the result of an input presented with ``i_valid`` in a cycle with ``en`` high is on
     ``o_valid`` / ``v_new`` / ``spike`` / ``saturated`` / ``o_tag`` after ``latency`` more cycles
-    with ``en`` high and ``hold`` low (4 for the plain LIF), and stays there while ``en`` is low.
+    with ``en`` high and ``hold`` low (5 for the plain LIF), and stays there while ``en`` is low.
     A neuron leaves in the cycle with ``en`` and ``last`` high; ``count`` and ``saturated`` (the
     number of clamps, 0..2: current and membrane) are valid then. Each cycle with ``en``,
     ``o_valid`` and ``spike`` high is one event. Outputs are undefined while ``o_valid`` is low.
@@ -107,7 +108,7 @@ class NeuronUpdate(wiring.Component):
         """Cycles (with ``en`` high, ``hold`` low) from an input to its first output."""
         layer = self._layer
         reset_stage = self.multi_spike and layer.reset == "subtract"
-        return 4 + reset_stage + layer.current_based + self.multi_spike
+        return 4 + reset_stage + layer.current_based + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -259,13 +260,18 @@ class NeuronUpdate(wiring.Component):
                 spike = Mux(in_range, low > theta_now, ~negative & ~theta_max)
             else:
                 spike = Mux(in_range, low >= theta_now, ~negative)
+            # -- O: the results, registered: the spike reaches the output stream and the
+            # state write from a flip-flop, not from the compare's carry chain
+            step("o")
+            o_spike = stage("o_spike", spike)
             m.d.comb += [
-                self.o_valid.eq(valid), self.o_tag.eq(tag), self.v_new.eq(v_new),
-                self.spike.eq(spike), self.last.eq(1), self.count.eq(spike),
-                self.saturated.eq(saturated), self.hold.eq(0),
+                self.o_valid.eq(valid), self.o_tag.eq(tag),
+                self.v_new.eq(stage("o_v", v_new, signed(v_bits))),
+                self.spike.eq(o_spike), self.last.eq(1), self.count.eq(o_spike),
+                self.saturated.eq(stage("o_sat", saturated)), self.hold.eq(0),
             ]
             if layer.current_based:
-                m.d.comb += self.syn_new.eq(e_syn)
+                m.d.comb += self.syn_new.eq(stage("o_syn", e_syn))
             return m
 
         # -- M: the count, one cycle per spike -------------------------------------------
