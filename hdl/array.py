@@ -289,7 +289,6 @@ class CoreArray(wiring.Component):
             wiring.connect(m, source, ff.i)
             for port, core in zip(ff.o, group):
                 wiring.connect(m, port, core.i)
-            in_events = transfer(ff.i)
             # Merge the cores' outputs in address order.
             m.submodules[f"l{index}_merge"] = merge = EventMerge(len(group))
             for port, core in zip(merge.i, group):
@@ -317,14 +316,12 @@ class CoreArray(wiring.Component):
                 wiring.connect(m, rec.o, rf.i)
                 for port, core in zip(rf.o, group):
                     wiring.connect(m, port, core.r)
-                in_events = in_events + transfer(rf.i)
                 source = out.o[0]
             else:
                 source = merged
-            if layer.conv is not None:  # an event reaches only the positions it touches
-                count(self.sops[index], sum(core.ops for core in group))
-            else:
-                count(self.sops[index], in_events * layer.n_out)
+            # each core counts the accumulator updates of the events it takes (a convolution's
+            # event reaches only the positions it touches)
+            count(self.sops[index], sum(core.ops for core in group))
         m.d.comb += [
             self.o.payload.eq(source.payload),
             self.o.valid.eq(source.valid),

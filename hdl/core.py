@@ -138,6 +138,10 @@ class LifCore(wiring.Component):
     are not checked here: feed-forward ``addr`` must be < ``n_in`` and recurrent ``addr`` <
     ``n_out``.
 
+    Each input stream enters through a skid buffer of its own, so the core's ``ready`` is a
+    register. ``ops`` is ``neurons`` in the cycle the core takes an event (not an ``eos``),
+    else 0: the synaptic operations the array counts (``sops``).
+
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
     zero (``max(neurons, groups)`` cycles); the same sweep runs after power-on.
 
@@ -200,6 +204,7 @@ class LifCore(wiring.Component):
             "mem": In(MemAccessSignature(data_width=width, addr_width=addr_width)),
             "idle": Out(1),
             "integrating": Out(1),
+            "ops": Out(range(config.neurons + 1)),
             "saturated": Out(2 if layer.current_based else 1),
         })
         if learning is not None:
@@ -366,6 +371,16 @@ class LifCore(wiring.Component):
             ]
             m.d.comb += [p_wr.data[name].eq(host_params[name]) for name in self._stored]
 
+        # -- input: each stream through a skid buffer, so that its ready is a register and
+        # not this core's control logic (the fork in front of the cores ANDs them) ------------
+        m.submodules.i_skid = i_skid = SkidBuffer(SpikeEvent)
+        wiring.connect(m, wiring.flipped(self.i), i_skid.i)
+        ev_in = i_skid.o
+        if recurrent:  # (what it holds between steps is state, as the recurrent FIFO's)
+            m.submodules.r_skid = r_skid = SkidBuffer(SpikeEvent)
+            wiring.connect(m, wiring.flipped(self.r), r_skid.i)
+            ev_rec = r_skid.o
+
         # -- integration: issue stage (0) and add/write-back stage (1) -----------------------
         act = Signal()  # stage 0 holds an event
         g = Signal(range(groups))
@@ -388,6 +403,7 @@ class LifCore(wiring.Component):
             with m.If(stream_in.valid):
                 m.d.sync += started.eq(1)
                 with m.If(~stream_in.payload.eos):
+                    m.d.comb += self.ops.eq(neurons)
                     m.d.sync += [act.eq(1), g.eq(0), waddr.eq(row * groups)]
                     if learn is not None:  # flag the row: input `row` spiked
                         m.d.comb += [unit.take.eq(1), unit.take_row.eq(row)]
@@ -528,15 +544,15 @@ class LifCore(wiring.Component):
             if recurrent:
                 with m.State("Rec"):
                     m.d.comb += between.eq(~started)
-                    with m.If(can_take & ~host & (started | self.i.valid)):
-                        take(self.r, layer.n_in + self.r.payload.addr)
-                        with m.If(self.r.valid & self.r.payload.eos):
+                    with m.If(can_take & ~host & (started | ev_in.valid)):
+                        take(ev_rec, layer.n_in + ev_rec.payload.addr)
+                        with m.If(ev_rec.valid & ev_rec.payload.eos):
                             m.next = "Ffwd"
             with m.State("Ffwd"):
                 m.d.comb += between.eq(~started)
                 with m.If(can_take & ~host):
-                    take(self.i, self.i.payload.addr)
-                    with m.If(self.i.valid & self.i.payload.eos):
+                    take(ev_in, ev_in.payload.addr)
+                    with m.If(ev_in.valid & ev_in.payload.eos):
                         m.next = "Drain"
             with m.State("Drain"):
                 with m.If(~act & ~in_flight):
@@ -577,7 +593,7 @@ class LifCore(wiring.Component):
                     with m.If(~unit.busy):
                         m.next = "Ffwd"
 
-        m.d.comb += self.idle.eq(between & obuf.empty)
+        m.d.comb += self.idle.eq(between & obuf.empty & i_skid.empty)
         if learn is None:
             return ResetInserter(self.clear)(m)
         # The LFSR runs on over `clear`: a sample does not restart its sequence.

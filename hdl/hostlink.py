@@ -1200,8 +1200,15 @@ class HostLink(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
         wiring.connect(m, receiver.o, executor.i)
         wiring.connect(m, executor.reply, sender.i)
-        wiring.connect(m, executor.payload, sender.payload)
-        wiring.connect(m, sender.tx, wiring.flipped(self.tx))
+        # The answer's bytes pass two skid buffers: the executor's byte multiplexers (STATUS,
+        # HELLO, read words) end at a register, and so do the sender's (head, CRC) in front of
+        # the UART. Bytes leave at the UART's pace, so the two cycles cost nothing.
+        m.submodules.payload = payload = SkidBuffer(PayloadByte)
+        wiring.connect(m, executor.payload, payload.i)
+        wiring.connect(m, payload.o, sender.payload)
+        m.submodules.tx = tx = SkidBuffer(unsigned(8))
+        wiring.connect(m, sender.tx, tx.i)
+        wiring.connect(m, tx.o, wiring.flipped(self.tx))
         # Input events leave through a skid buffer: the array's ready (which depends on the
         # event's address) and the executor's FSM stay a register apart. CLEAR empties it with
         # the array; the executor sees the array idle only when it is empty.
