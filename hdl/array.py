@@ -346,30 +346,33 @@ class CoreArray(wiring.Component):
         r_space = Signal(MemSpace)
         r_addr = Signal.like(req.addr)
         r_wdata = Signal.like(req.wdata)
-        r_re = Signal()
-        r_we = Signal()
-        r_hit = Signal(len(cores))  # one-hot; all zero for a core that does not exist
+        r_re = Signal(len(cores))  # one-hot per core: the strobes the cores see, registers
+        r_we = Signal(len(cores))
+        r_miss = Signal()  # a core that does not exist: done at once (a read answers 0)
+        r_miss_read = Signal()
         done = Signal()
         m.d.comb += req.ready.eq(~held)
         with m.If(~held):
+            hit = [req.core == index for index in range(len(cores))]
             m.d.sync += [held.eq(req.re | req.we), r_space.eq(req.space), r_addr.eq(req.addr),
-                         r_wdata.eq(req.wdata), r_re.eq(req.re), r_we.eq(req.we),
-                         r_hit.eq(Cat(*(req.core == index for index in range(len(cores)))))]
+                         r_wdata.eq(req.wdata), r_re.eq(Cat(*(req.re & h for h in hit))),
+                         r_we.eq(Cat(*(req.we & h for h in hit))),
+                         r_miss.eq((req.re | req.we) & (req.core >= len(cores))),
+                         r_miss_read.eq(req.re & (req.core >= len(cores)))]
         with m.Elif(done):
-            m.d.sync += held.eq(0)
-        m.d.comb += done.eq(~r_hit.any())  # a core that does not exist: done at once
+            m.d.sync += [held.eq(0), r_re.eq(0), r_we.eq(0), r_miss.eq(0), r_miss_read.eq(0)]
+        m.d.comb += done.eq(r_miss | ((r_re | r_we) &
+                                      Cat(*(core.mem.ready for core in cores))).any())
         for index, core in enumerate(cores):
             m.d.comb += [
                 core.mem.space.eq(r_space),
                 core.mem.addr.eq(r_addr),
                 core.mem.wdata.eq(r_wdata),
-                core.mem.re.eq(held & r_re & r_hit[index]),
-                core.mem.we.eq(held & r_we & r_hit[index]),
+                core.mem.re.eq(r_re[index]),
+                core.mem.we.eq(r_we[index]),
             ]
-            with m.If(r_hit[index]):
-                m.d.comb += done.eq(core.mem.ready)
-        answer = Signal()  # a read of a core that does not exist answers 0
-        m.d.sync += answer.eq(held & r_re & ~r_hit.any())
+        answer = Signal()
+        m.d.sync += answer.eq(r_miss_read)
         m.d.sync += [
             req.rvalid.eq(answer | Cat(*(core.mem.rvalid for core in cores)).any()),
             req.rdata.eq(0),

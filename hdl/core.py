@@ -384,6 +384,7 @@ class LifCore(wiring.Component):
         # -- integration: issue stage (0) and add/write-back stage (1) -----------------------
         act = Signal()  # stage 0 holds an event
         g = Signal(range(groups))
+        g_last = Signal(init=groups == 1)  # g == groups - 1, kept in a register
         waddr = Signal(range(layer.fan_in * groups))
         v1 = Signal()
         g1 = Signal(range(groups))
@@ -391,11 +392,11 @@ class LifCore(wiring.Component):
         m.d.sync += v1.eq(act)
         with m.If(act):
             m.d.sync += g1.eq(g)
-            with m.If(g == groups - 1):
+            with m.If(g_last):
                 m.d.sync += act.eq(0)
             with m.Else():
-                m.d.sync += [g.eq(g + 1), waddr.eq(waddr + 1)]
-        can_take = ~act | (g == groups - 1)
+                m.d.sync += [g.eq(g + 1), waddr.eq(waddr + 1), g_last.eq(g == groups - 2)]
+        can_take = ~act | g_last
 
         def take(stream_in, row):
             """Accept one event of `stream_in` (row = weight row of a non-eos event)."""
@@ -404,7 +405,8 @@ class LifCore(wiring.Component):
                 m.d.sync += started.eq(1)
                 with m.If(~stream_in.payload.eos):
                     m.d.comb += self.ops.eq(neurons)
-                    m.d.sync += [act.eq(1), g.eq(0), waddr.eq(row * groups)]
+                    m.d.sync += [act.eq(1), g.eq(0), g_last.eq(groups == 1),
+                                 waddr.eq(row * groups)]
                     if learn is not None:  # flag the row: input `row` spiked
                         m.d.comb += [unit.take.eq(1), unit.take_row.eq(row)]
 
