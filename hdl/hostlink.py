@@ -160,7 +160,8 @@ class LinkCounters(wiring.Component):
     Members
     -------
     inc : In(StructLayout({name: 1 for name in LINK_COUNTERS}))
-        Strobes: each high bit adds one to its counter at the next clock edge.
+        Strobes: each high bit adds one to its counter at the second clock edge after it (the
+        strobes are registered first, so no decode in front reaches a carry chain).
     counters : Out(LINK_COUNTER_LAYOUT)
     error : Out(1)
         Sticky: some counter other than ``duplicates`` moved.
@@ -172,8 +173,10 @@ class LinkCounters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        inc = Signal.like(self.inc)
+        m.d.sync += inc.eq(self.inc)
         for name in LINK_COUNTERS:
-            with m.If(self.inc[name]):
+            with m.If(inc[name]):
                 m.d.sync += self.counters[name].eq(self.counters[name] + 1)
                 if name != "duplicates":
                     m.d.sync += self.error.eq(1)
@@ -258,6 +261,7 @@ class FrameReceiver(wiring.Component):
         # a length above max_payload drops the frame: the bits above max_payload's are 0
         head_length = Signal(max(8, self._max_payload.bit_length()))
         idx = Signal(range(self._max_payload + 1))  # byte of the header / payload / trailer
+        last_idx = Signal.like(idx)  # the payload's last byte: a register, not a subtraction
         # the arguments: core, space, the address's low bits, whether any bit above them is
         # set, count
         core, space, count = Signal(8), Signal(8), Signal(8)
@@ -316,7 +320,8 @@ class FrameReceiver(wiring.Component):
                         with m.Case(2):
                             m.d.sync += head_length[:8].eq(byte)
                         with m.Case(3):
-                            m.d.sync += [head_length[8:].eq(byte), idx.eq(0)]
+                            m.d.sync += [head_length[8:].eq(byte), idx.eq(0),
+                                         last_idx.eq(length - 1)]
                             with m.If(length > self._max_payload):
                                 # The length cannot be trusted, so neither can the frame's end.
                                 m.d.comb += self.dropped.eq(1)
@@ -345,7 +350,7 @@ class FrameReceiver(wiring.Component):
                                 m.d.sync += high.eq(above if k == 0 else high | above)
                         with m.Case(6):
                             m.d.sync += count.eq(byte)
-                    with m.If(idx == head_length - 1):
+                    with m.If(idx == last_idx):
                         m.d.sync += idx.eq(0)
                         m.next = "Trailer"
                 watch_silence()

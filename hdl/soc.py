@@ -141,7 +141,9 @@ class SpikeSoC(wiring.Component):
         tick = Signal()
         m.d.sync += tick.eq(heartbeat[:tick_bits].all())
 
-        def stretch(index, strobe):
+        def stretch(index, strobe_in):
+            strobe = Signal(name=f"led{index}_strobe")  # registered: the link's logic stops here
+            m.d.sync += strobe.eq(strobe_in)
             ticks = max(1, int(self._clk_freq / 20) >> tick_bits)
             left = Signal(range(ticks + 1), name=f"led{index}_left")
             lit = Signal(name=f"led{index}_lit")
