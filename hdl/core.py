@@ -36,8 +36,8 @@ class MemAccessSignature(wiring.Signature):
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, one cycle
     later; the array first registers it (``hdl.array.CoreArray``), so there ``rvalid`` comes
-    at least three cycles after the taking cycle. ``rdata`` is valid while ``rvalid`` is high. Data narrower than the bus is
-    zero-extended on reads and truncated on writes.
+    at least three cycles after the taking cycle. ``rdata`` is valid while ``rvalid`` is high.
+    Data narrower than the bus is zero-extended on reads and truncated on writes.
     """
 
     def __init__(self, *, data_width: int, addr_width: int, core_width: int = 0):
