@@ -148,8 +148,13 @@ def times(value, factor: int):
 
 
 # Entries of the output buffer of a link with the rate encoder (at least a step's): the events
-# and STEP_ENDs of as many RUN_ENCODED steps as fit. 512 u16 entries are two iCE40 EBRs.
-RUN_BUFFER_ENTRIES = 512
+# and STEP_ENDs of as many RUN_ENCODED steps as fit. 256 u16 entries are one iCE40 EBR, as the
+# buffer of a STEP's events is: 23 steps of 10 outputs.
+RUN_BUFFER_ENTRIES = 256
+# The rate encoder's queue (hdl/encoder.py), in a block RAM, where its scan of the inputs is long
+# enough to be worth overlapping with the array; else 2 entries, in flip-flops (a digits-size
+# network's scan is a few dozen cycles, and its iCE40 build has no block RAM to spare).
+ENCODER_QUEUE, ENCODER_QUEUE_INPUTS = 32, 256
 
 
 def output_buffer(image: Image, encoder: bool) -> tuple[int, int]:
@@ -760,7 +765,9 @@ class RequestExecutor(wiring.Component):
         n_bitmap = bitmap_bytes(n_in)
         enc = None
         if self._seed is not None:
-            m.submodules.encoder = enc = RateEncoder(n_inputs=n_in, seed=self._seed)
+            m.submodules.encoder = enc = RateEncoder(
+                n_inputs=n_in, seed=self._seed,
+                queue=ENCODER_QUEUE if n_in >= ENCODER_QUEUE_INPUTS else 2)
         # written while a step collects its events, read after
         m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=out_depth, init=[],
                                               attrs=NO_COLLISIONS)
