@@ -55,7 +55,8 @@ from .top import BoardTop, check_baud, plan_clock
 
 __all__ = ["BuildReport", "BuildError", "TimingError", "build", "check_fit", "tool_env",
            "synth_options",
-           "core_step_cycles", "step_cycles", "parse_nextpnr_log", "collect", "check_timing", "TOOL_DEFAULTS"]
+           "core_step_cycles", "step_cycles",
+           "parse_nextpnr_log", "collect", "check_timing", "TOOL_DEFAULTS"]
 
 # Amaranth's environment variable -> the YoWASP (or wheel) command used when it is unset
 TOOL_DEFAULTS = {

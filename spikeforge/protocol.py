@@ -30,8 +30,8 @@ __all__ = [
     "decode_response", "encode_request", "encode_response", "frame_bytes", "hello_payload",
     "image_id", "intensity_payload", "parse_bitmap", "parse_events", "parse_hello",
     "parse_intensity", "parse_run", "parse_status", "parse_step", "parse_words", "push_payload",
-    "read_mem_payload", "read_response", "run_payload", "status_length", "status_payload", "step_requests",
-    "write_mem_payload",
+    "read_mem_payload", "read_response", "run_payload", "status_length", "status_payload",
+    "step_requests", "write_mem_payload",
 ]
 
 # 2: STATUS carries learn_cycles per layer. 3: array counters of COUNTER_BITS (24, wrapping),

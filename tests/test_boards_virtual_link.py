@@ -1,6 +1,7 @@
-"""The host link of protocols 4 and 5 end to end: the UART rate as an option (checked dividers), and on
-the virtual board (whole SoC in Verilator, slow) a run with bitmap steps and a run through the
-on-chip rate encoder against the golden model."""
+"""The host link of protocols 4 and 5 end to end: the UART rate as an option (checked
+dividers), and on the virtual board (whole SoC in Verilator, slow) runs with bitmap steps and
+through the on-chip rate encoder (RUN_ENCODED, also at 8 Mbaud and 40 MHz) against the golden
+model."""
 
 from __future__ import annotations
 
@@ -100,6 +101,30 @@ def test_virtual_board_bitmap_and_encoder_match_golden():
                           + exchange(Command.STATUS, answer=bytes(protocol.status_length(2)))
                           for t0, t1 in chunks))
             assert result.link_bytes[b] == want
+    assert not status.device.link_error and status.retries == 0
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_virtual_board_at_8_mbaud_runs_784_inputs_as_golden():
+    # The SoC at 40 MHz and 8 Mbaud (5 cycles per UART bit, the iCEBreaker's planned rate), 784
+    # inputs (the encoder's queue in a block RAM), 12 steps in one RUN_ENCODED per sample
+    for seed in range(40, 140):
+        coded = with_rate_encoder(random_image(seed, (784, 12, 4)), seed=0x2B)
+        pixels = np.random.default_rng(seed).integers(0, 80, (2, 784), dtype=np.uint8)
+        want = spikeforge.simulate(coded, intensities=pixels, steps=12)
+        if want.spikes.any() and not want.spikes.all():
+            break
+    else:
+        raise AssertionError("no image of seeds 40..139 spikes at its output")
+    with Board.virtual(coded, baud=8_000_000, clock_hz=40e6) as board:
+        assert board.baud == 8_000_000 and board.info.clock_hz == 40_000_000
+        assert board.info.run_steps >= 12
+        got = board.run(intensities=pixels, steps=12)
+        status = board.status()
+    assert np.array_equal(got.spikes, want.spikes)
+    assert np.array_equal(got.sops, want.sops)
+    assert np.array_equal(got.input_events, want.events_in[:, 0])
     assert not status.device.link_error and status.retries == 0
 
 
