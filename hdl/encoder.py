@@ -134,6 +134,7 @@ class RateEncoder(wiring.Component):
 
         state = Signal(16, init=self._seed)
         j = Signal(range(n + 1))  # next input to read
+        scanned = Signal()  # j == n, registered: no comparator before the read enable
         pending = Signal()  # stage 1 holds input j - 1's intensity and its draw
         pending_j = Signal(range(n))
         draw = Signal(8)
@@ -146,12 +147,12 @@ class RateEncoder(wiring.Component):
             m.d.sync += state.eq(self._seed)
 
         # Stage 0: read intensity[j] and draw its random byte.
-        reading = self.busy & (j < n) & advance
+        reading = self.busy & ~scanned & advance
         m.d.comb += [read.addr.eq(j), read.en.eq(advance)]
         next_state = lfsr_advance(state, RATE_LFSR_STRIDE)
         with m.If(reading):
             m.d.sync += [state.eq(next_state), draw.eq(next_state[:8]), pending_j.eq(j),
-                         j.eq(j + 1)]
+                         j.eq(j + 1), scanned.eq(j == n - 1)]
         with m.If(advance):
             m.d.sync += pending.eq(reading)
 
@@ -160,8 +161,8 @@ class RateEncoder(wiring.Component):
             m.d.sync += put.eq(0)
             with m.If(pending & (draw < read.data)):
                 m.d.sync += [put.eq(1), put_addr.eq(pending_j), put_eos.eq(0)]
-            with m.Elif(self.busy & ~pending & ~reading & (j == n)):
+            with m.Elif(self.busy & ~pending & ~reading & scanned):
                 m.d.sync += [put.eq(1), put_eos.eq(1), self.busy.eq(0)]
         with m.If(self.start & ~self.busy):
-            m.d.sync += [self.busy.eq(1), j.eq(0), pending.eq(0)]
+            m.d.sync += [self.busy.eq(1), j.eq(0), scanned.eq(0), pending.eq(0)]
         return m
