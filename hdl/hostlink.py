@@ -788,7 +788,8 @@ class RequestExecutor(wiring.Component):
         word = Signal(8 * max(wb, 2))
         out_count = Signal(range(out_depth + 1))
         # RUN_ENCODED: steps whose scan is still to start; steps whose outputs are still to come
-        feed_left, take_left = Signal(16), Signal(16)
+        # (at most run_steps: the checker refuses more)
+        feed_left, take_left = Signal(range(run_steps + 1)), Signal(range(run_steps + 1))
         feed_more = Signal()  # feed_left != 0, registered
         # The last executed request; command 0 (none) after reset and HELLO. A command is kept
         # on the bits a command has: a request with any other is refused (UNKNOWN_CMD) before
@@ -932,7 +933,8 @@ class RequestExecutor(wiring.Component):
                             m.next = "EncStart"
                         with m.Case(Command.RUN_ENCODED):
                             remember()
-                            steps = Cat(req.core, req.space)  # the payload's u16
+                            # the payload's u16, on the bits run_steps has
+                            steps = Cat(req.core, req.space)[:len(feed_left)]
                             m.d.sync += [open_step.eq(0), feed_left.eq(steps),
                                          take_left.eq(steps), out_count.eq(0)]
                             m.next = "RunCollect"
