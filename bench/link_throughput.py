@@ -24,6 +24,14 @@ Both encoder modes add 2 cycles per intensity byte (INTENSITY's writes). Cycles 
 leaves out: the queue running full or dry for a few cycles where the encoder and layer 0 are
 nearly even, the requests' own few cycles of decode and answer set-up.
 
+`--measure N` checks the model against the gateware: HostLink + CoreArray of the 784-128-10
+image in the Amaranth simulator (tests/test_hdl_hostlink.py's StreamBoard: bytes in every 3
+cycles, out every cycle; the SPRAM weights loaded over the link first, about 7 minutes), N
+samples of each input set through INTENSITY and RUN_ENCODED, and through INTENSITY and
+STEP_ENCODED per step, each checked against the golden model; the device's cycles are the
+simulated cycles of those requests less their bytes' cycles. One JSON line per (inputs,
+mode) with `measured_cycles_per_step` and `model_cycles_per_step`.
+
 Networks: digits (64-128-10, random 8-bit weights, sklearn digits), and 784-128-10 (random
 4-bit weights) on the digits upsampled to 28 x 28 and on uniform intensities 0..51 (10 %
 activity). Rates: the board's catalog clock and UART rate, and the planned faster ones
@@ -170,6 +178,71 @@ def rows_for(name: str, inputs: str, image: Image, intensity: np.ndarray, steps:
     return rows
 
 
+def measure_rows(name: str, image: Image, inputs: dict[str, np.ndarray],
+                 steps: int) -> list[dict]:
+    """Device cycles per step of the gateware in the Amaranth simulator (module docstring)."""
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from spikeforge.boards.runtime import Board
+    from tests.test_hdl_hostlink import StreamBoard
+
+    coded = with_rate_encoder(image, seed=1)
+    device = StreamBoard(coded)
+    host = Board("stream", transport=device, baud=10 / device.byte_time, timeout=5.0)
+    host.load(coded, verify=False)
+    client = host.client
+
+    rows = []
+    for kind, intensity in inputs.items():
+        spikes = rate_lfsr(intensity, steps, seed=1)
+        want = golden.run(coded, spikes)
+        for mode in ("run", "encoder"):
+            total = 0
+            for b in range(len(intensity)):
+                client.clear()
+                start = device.cycles
+                client.intensity(intensity[b].tolist())
+                if mode == "run":
+                    got = client.run_encoded(steps)
+                else:
+                    got = [client.step_encoded() for _ in range(steps)]
+                # request bytes go in at GAP cycles each, answer bytes out at one
+                requests, answers = wire_bytes(mode, intensity[b], got)
+                total += device.cycles - start - device.GAP * requests - answers
+                if [list(np.flatnonzero(row)) for row in want.spikes[b]] != got:
+                    raise AssertionError(f"{kind}, {mode}, sample {b}: the gateware's output "
+                                         f"events differ from the golden model's")
+            model = sample_cycles(image, spikes, mode)
+            rows.append({"network": name, "inputs": kind, "mode": mode,
+                         "measured": "Amaranth simulator, HostLink + CoreArray",
+                         "samples": len(intensity), "steps": steps,
+                         "measured_cycles_per_step": round(total / len(intensity) / steps, 1),
+                         "model_cycles_per_step": round(model / steps, 1),
+                         "cycle_model": CYCLE_MODEL[mode]})
+    host.close()
+    return rows
+
+
+def wire_bytes(mode: str, intensity: np.ndarray, got: list[list[int]]) -> tuple[int, int]:
+    """Bytes of a sample's INTENSITY and step requests, and of their answers (``got``: each
+    step's output events)."""
+    per = MAX_PAYLOAD - 2
+    chunks = [protocol.intensity_payload(k, intensity[k:k + per].tolist())
+              for k in range(0, len(intensity), per)]
+    requests = sum(len(protocol.encode_request(0, Command.INTENSITY, c)) for c in chunks)
+    answers = len(chunks) * len(protocol.encode_response(0, Command.INTENSITY, Status.OK))
+    if mode == "run":
+        run = b"".join(protocol.push_payload(e) + b"\xff\xff" for e in got)
+        requests += len(protocol.encode_request(0, Command.RUN_ENCODED,
+                                                protocol.run_payload(len(got))))
+        return requests, answers + len(protocol.encode_response(0, Command.RUN_ENCODED,
+                                                                Status.OK, run))
+    for events in got:
+        requests += len(protocol.encode_request(0, Command.STEP_ENCODED))
+        answers += len(protocol.encode_response(0, Command.STEP_ENCODED, Status.OK,
+                                                protocol.push_payload(events)))
+    return requests, answers
+
+
 def map_for(layers, n_inputs: int, device: str) -> tuple[Image, str]:
     """The image on `device`; where its weights do not fit, mapped for the LFE5U-85F instead
     (16 lanes for the hidden layer: what the UP5K's SPRAM gives, issue 11)."""
@@ -190,6 +263,9 @@ def main() -> None:
                         help="fabric clock in MHz (default: the board's catalog clock)")
     parser.add_argument("--steps", type=int, default=20, help="timesteps (default %(default)s)")
     parser.add_argument("--batch", type=int, default=32, help="samples (default %(default)s)")
+    parser.add_argument("--measure", type=int, default=0, metavar="N",
+                        help="also measure the gateware's cycles on N samples of each 784-input "
+                             "set in the Amaranth simulator (minutes; default: no)")
     args = parser.parse_args()
     board = find_board(args.board)
     if args.baud is None and args.clock is None:
@@ -222,6 +298,12 @@ def main() -> None:
                               ("uniform intensities, 10% activity", uniform)):
         for row in rows_for(f"784-128-10 ({mapped})", inputs, image, intensity, args.steps,
                             board.name, rates):
+            print(json.dumps(row), flush=True)
+    if args.measure:
+        for row in measure_rows(f"784-128-10 ({mapped})", image,
+                                {"digits upsampled to 28x28": digits28[:args.measure],
+                                        "uniform intensities, 10% activity":
+                                            uniform[:args.measure]}, args.steps):
             print(json.dumps(row), flush=True)
 
 
