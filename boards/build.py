@@ -55,7 +55,8 @@ from .top import BoardTop, check_baud, plan_clock
 
 __all__ = ["BuildReport", "BuildError", "TimingError", "build", "check_fit", "tool_env",
            "synth_options",
-           "step_cycles", "parse_nextpnr_log", "collect", "check_timing", "TOOL_DEFAULTS"]
+           "core_step_cycles", "step_cycles",
+           "parse_nextpnr_log", "collect", "check_timing", "TOOL_DEFAULTS"]
 
 # Amaranth's environment variable -> the YoWASP (or wheel) command used when it is unset
 TOOL_DEFAULTS = {
@@ -212,9 +213,11 @@ def integration_cycles(image: Image, spikes: np.ndarray, result) -> list[float]:
     return cycles
 
 
-def step_cycles(image: Image, spikes: np.ndarray | None = None, *,
-                input_rate: float = 0.2) -> tuple[float, float, str]:
-    """(cycles_per_step, pipelined_cycles_per_step, basis) by the module docstring's model."""
+def core_step_cycles(image: Image, spikes: np.ndarray | None = None, *,
+                     input_rate: float = 0.2) -> tuple[list[tuple[int, float, float]], str]:
+    """Per core of ``image.config.cores``: ``(layer, integration, pass)``, its cycles per step
+    on its input events and in its neuron pass by the module docstring's model, and the basis
+    of the event counts."""
     from ..sim.golden import run
 
     if spikes is None:
@@ -229,17 +232,27 @@ def step_cycles(image: Image, spikes: np.ndarray | None = None, *,
     plain = replace(image, learning=()) if getattr(image, "learning", None) else image
     result = run(plain, spikes, record=True)
     placement = memory_placement(image.layers, image.config)
-    layer_cycles = [0.0] * len(image.layers)
+    cores = []
     for k, (core, work) in enumerate(zip(image.config.cores,
                                          integration_cycles(image, spikes, result), strict=True)):
         layer = image.layers[core.layer]
         if layer.conv is None:  # the neuron pass: one cycle a neuron
-            work += core.neurons + 2
+            sweep = core.neurons + 2
         else:  # the pass reads (and from SPRAM clears) every pre-pool accumulator
             c0, c1 = core_channels(layer, core)
             conv_h, conv_w = layer.conv.conv_shape
-            work += (2 if placement[k].acc_spram else 1) * (c1 - c0) * conv_h * conv_w + 6
-        layer_cycles[core.layer] = max(layer_cycles[core.layer], work)
+            sweep = (2 if placement[k].acc_spram else 1) * (c1 - c0) * conv_h * conv_w + 6
+        cores.append((core.layer, float(work), float(sweep)))
+    return cores, basis
+
+
+def step_cycles(image: Image, spikes: np.ndarray | None = None, *,
+                input_rate: float = 0.2) -> tuple[float, float, str]:
+    """(cycles_per_step, pipelined_cycles_per_step, basis) by the module docstring's model."""
+    cores, basis = core_step_cycles(image, spikes, input_rate=input_rate)
+    layer_cycles = [0.0] * len(image.layers)
+    for layer, work, sweep in cores:
+        layer_cycles[layer] = max(layer_cycles[layer], work + sweep)
     return float(sum(layer_cycles)), float(max(layer_cycles)), basis
 
 

@@ -541,7 +541,10 @@ class Board:
         For an image that encodes on chip (``meta["encoder"]``, ``spikeforge compile --encoder
         rate``) give ``intensities`` (uint8 [batch, n_inputs] or [n_inputs]) and ``steps``
         instead: per sample CLEAR (the encoder's LFSR starts at the image's seed), the
-        intensities once (INTENSITY), then ``steps`` STEP_ENCODED; the spikes are
+        intensities once (INTENSITY), then the steps in RUN_ENCODED requests of as many steps
+        as HELLO's ``run_steps`` and the STATUS interval allow (one request for the sample,
+        usually), with a STATUS after each; STEP_ENCODED per step instead where something
+        happens between steps (modulators, an LI readout's membranes). The spikes are
         ``sim.encode.rate_lfsr``'s, bit for bit. The result's ``link_seconds`` and
         ``compute_seconds`` split each sample's time between the wire and the array.
 
@@ -587,6 +590,9 @@ class Board:
                 status_every, int) or status_every < 1):
             raise ValueError(f"status_every must be a positive integer, not {status_every!r}")
         every = status_every or (status_interval(image) if not image.learning else 1)
+        # RUN_ENCODED: steps per request (0: a request per step)
+        run = min(every, self.info.run_steps) if (
+            coded is not None and mods is None and values is None) else 0
         start = time.monotonic()
         link = _LinkCounters(self._request("STATUS", self.client.status))
         retried = self.client.retried
@@ -603,7 +609,21 @@ class Board:
             # after every step unrolls their wrap-around (docs/host-protocol.md: none moves by
             # 2^COUNTER_BITS in one step).
             sample = _SampleCounters(n_layers, start=zero)
-            for t in range(steps):
+            if run:
+                for t0 in range(0, steps, run):
+                    n = min(run, steps - t0)
+                    got = self._request(f"RUN_ENCODED of steps {t0}..{t0 + n - 1} of sample "
+                                        f"{b}", self.client.run_encoded, n, last.max_spikes)
+                    for t, events in enumerate(got, start=t0):
+                        np.add.at(out[b, t], events, 1)
+                    st = self._request(f"STATUS after step {t0 + n - 1} of sample {b}",
+                                       self.client.status)
+                    sample.add(st)
+                    link.add(st)
+                    if st.overflow:
+                        raise BoardError(f"sample {b} by step {t0 + n - 1}: the board lost an "
+                                         f"event (array overflow)")
+            for t in range(steps if run else 0, steps):  # a request per step
                 # Step t's modulators: after STEP t - 1 answered (the link waits for the
                 # learning cores' sweeps), before step t's events.
                 for core, lo, hi in mod_cores:

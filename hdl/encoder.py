@@ -9,6 +9,7 @@ import operator
 
 from amaranth import C, Cat, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -54,9 +55,12 @@ class RateEncoder(wiring.Component):
         input j of step t (draw t * n + j + 1) spikes when (r & 0xFF) < intensity[j]
 
     ``restart`` sets ``r`` to ``seed`` (the start of a sample; ignored while ``busy``).
-    ``start`` begins a step: the inputs are visited in order, one per cycle while ``o`` is not
-    stalled, and each spiking input leaves as an event on ``o``; the step ends with one
-    ``eos``. A step costs ``n`` cycles plus 2, more under backpressure.
+    ``start`` begins a step's scan: the inputs are visited in order, one per cycle unless the
+    queue is full, each spiking input's event enters a queue of ``queue`` entries, and the
+    scan ends by queueing one ``eos``; ``o`` is the queue's output. A scan costs ``n`` cycles
+    plus 2; it stalls only on a full queue, so it runs while the consumer of ``o`` works on the
+    events already queued (the array integrating them), and the next step's scan may start
+    as soon as this one's ``eos`` is queued.
 
     Parameters
     ----------
@@ -64,6 +68,8 @@ class RateEncoder(wiring.Component):
         Inputs, 1..65536.
     seed : int
         The LFSR's state at ``restart``, 1..65535.
+    queue : int
+        Entries of the output queue, at least 2.
 
     Members
     -------
@@ -74,19 +80,22 @@ class RateEncoder(wiring.Component):
     restart : In(1)
         Strobe: the next step is the first of a sample.
     start : In(1)
-        Strobe: encode one step (ignored while ``busy``).
+        Strobe: scan one step (ignored while ``busy``).
     busy : Out(1)
-        High from ``start`` until the step's ``eos`` has left.
+        High from ``start`` until the step's ``eos`` is queued (not yet taken at ``o``).
     o : Out(stream.Signature(SpikeEvent))
     """
 
-    def __init__(self, *, n_inputs: int, seed: int):
+    def __init__(self, *, n_inputs: int, seed: int, queue: int = 32):
         n_inputs, seed = operator.index(n_inputs), operator.index(seed)
+        queue = operator.index(queue)
         if not 1 <= n_inputs <= 1 << 16:
             raise ValueError(f"Input count must be 1..65536, not {n_inputs!r}")
         if not 1 <= seed <= 0xFFFF:
             raise ValueError(f"LFSR seed must be 1..65535, not {seed!r}")
-        self._n, self._seed = n_inputs, seed
+        if queue < 2:
+            raise ValueError(f"Queue depth must be at least 2, not {queue!r}")
+        self._n, self._seed, self._queue = n_inputs, seed, queue
         super().__init__({
             "w_addr": In(range(n_inputs)), "w_data": In(8), "w_en": In(1),
             "restart": In(1), "start": In(1), "busy": Out(1),
@@ -101,6 +110,10 @@ class RateEncoder(wiring.Component):
     def seed(self) -> int:
         return self._seed
 
+    @property
+    def queue(self) -> int:
+        return self._queue
+
     def elaborate(self, platform):
         m = Module()
         n = self._n
@@ -109,38 +122,47 @@ class RateEncoder(wiring.Component):
         read = mem.read_port(transparent_for=())
         m.d.comb += [write.addr.eq(self.w_addr), write.data.eq(self.w_data),
                      write.en.eq(self.w_en & ~self.busy)]
+        # The queue holds an input's index and whether it is the eos: narrower than an event.
+        addr_bits = max(1, (n - 1).bit_length())
+        m.submodules.queue = queue = SyncFIFOBuffered(width=addr_bits + 1, depth=self._queue)
+        m.d.comb += [
+            self.o.valid.eq(queue.r_rdy),
+            self.o.payload.addr.eq(queue.r_data[:addr_bits]),
+            self.o.payload.eos.eq(queue.r_data[addr_bits]),
+            queue.r_en.eq(self.o.ready),
+        ]
 
         state = Signal(16, init=self._seed)
         j = Signal(range(n + 1))  # next input to read
+        scanned = Signal()  # j == n, registered: no comparator before the read enable
         pending = Signal()  # stage 1 holds input j - 1's intensity and its draw
         pending_j = Signal(range(n))
         draw = Signal(8)
-        stall = self.o.valid & ~self.o.ready
-        advance = ~stall
+        # stage 2: an entry for the queue
+        put, put_addr, put_eos = Signal(), Signal(addr_bits), Signal()
+        m.d.comb += [queue.w_en.eq(put), queue.w_data.eq(Cat(put_addr, put_eos))]
+        advance = ~put | queue.w_rdy
 
         with m.If(self.restart & ~self.busy):
             m.d.sync += state.eq(self._seed)
 
         # Stage 0: read intensity[j] and draw its random byte.
-        reading = self.busy & (j < n) & advance
+        reading = self.busy & ~scanned & advance
         m.d.comb += [read.addr.eq(j), read.en.eq(advance)]
         next_state = lfsr_advance(state, RATE_LFSR_STRIDE)
         with m.If(reading):
             m.d.sync += [state.eq(next_state), draw.eq(next_state[:8]), pending_j.eq(j),
-                         j.eq(j + 1)]
+                         j.eq(j + 1), scanned.eq(j == n - 1)]
         with m.If(advance):
             m.d.sync += pending.eq(reading)
 
-        # Stage 1: compare; an event for a spike, the eos once every input has been seen.
+        # Stage 1: compare; an entry for a spike, the eos once every input has been seen.
         with m.If(advance):
-            m.d.sync += self.o.valid.eq(0)
+            m.d.sync += put.eq(0)
             with m.If(pending & (draw < read.data)):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.addr.eq(pending_j),
-                             self.o.payload.eos.eq(0)]
-            with m.Elif(self.busy & ~pending & ~reading & (j == n) & ~self.o.payload.eos):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eos.eq(1)]
-        with m.If(self.o.valid & self.o.ready & self.o.payload.eos):
-            m.d.sync += [self.busy.eq(0), self.o.valid.eq(0), self.o.payload.eos.eq(0)]
+                m.d.sync += [put.eq(1), put_addr.eq(pending_j), put_eos.eq(0)]
+            with m.Elif(self.busy & ~pending & ~reading & scanned):
+                m.d.sync += [put.eq(1), put_eos.eq(1), self.busy.eq(0)]
         with m.If(self.start & ~self.busy):
-            m.d.sync += [self.busy.eq(1), j.eq(0), pending.eq(0), self.o.payload.eos.eq(0)]
+            m.d.sync += [self.busy.eq(1), j.eq(0), scanned.eq(0), pending.eq(0)]
         return m

@@ -33,6 +33,7 @@ from ..protocol import (
     PROTOCOL_VERSION,
     SOF_REQUEST,
     SOF_RESPONSE,
+    STEP_END,
     Command,
     MemSpace,
     Status,
@@ -53,7 +54,7 @@ from .skid import SkidBuffer
 __all__ = [
     "CRC_PORT", "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "LinkCrc",
     "PayloadByte", "ReplyHead", "RequestChecker", "RequestExecutor", "RequestHead",
-    "ResponseSender", "StatusBytes", "connect_array", "memory_depths",
+    "ResponseSender", "StatusBytes", "connect_array", "memory_depths", "output_buffer",
 ]
 
 
@@ -128,6 +129,27 @@ def times(value, factor: int):
     product to a DSP block, whose combinational path is long (and scarce on small parts)."""
     terms = [Cat(Const(0, k), value) for k in range(factor.bit_length()) if factor >> k & 1]
     return sum(terms[1:], terms[0]) if terms else Const(0, 1)
+
+
+# Entries of the output buffer of a link with the rate encoder (at least a step's): the events
+# and STEP_ENDs of as many RUN_ENCODED steps as fit. 256 u16 entries are one iCE40 EBR, as the
+# buffer of a STEP's events is: 23 steps of 10 outputs.
+RUN_BUFFER_ENTRIES = 256
+# The rate encoder's queue (hdl/encoder.py), in a block RAM, where its scan of the inputs is long
+# enough to be worth overlapping with the array; else 2 entries, in flip-flops (a digits-size
+# network's scan is a few dozen cycles, and its iCE40 build has no block RAM to spare).
+ENCODER_QUEUE, ENCODER_QUEUE_INPUTS = 32, 256
+
+
+def output_buffer(image: Image, encoder: bool) -> tuple[int, int]:
+    """``(entries, run_steps)`` of a link's output buffer: a STEP's events (``n_outputs x
+    max_spikes``), or, with the rate encoder, at least ``RUN_BUFFER_ENTRIES`` and the most
+    RUN_ENCODED steps whose events and STEP_ENDs surely fit (0 without the encoder)."""
+    per_step = image.n_outputs * image.layers[-1].max_spikes
+    if not encoder:
+        return per_step, 0
+    entries = max(per_step + 1, RUN_BUFFER_ENTRIES)
+    return entries, min(0xFFFF, entries // (per_step + 1))
 
 
 def memory_depths(image: Image) -> list[tuple[int, ...]]:
@@ -394,9 +416,10 @@ class RequestChecker(wiring.Component):
     ``bitmap_bytes(n_inputs)``; INTENSITY: at least 3); for READ_MEM and WRITE_MEM, ARG
     when ``core`` is not a core, ``space`` not a memory space, or ``addr + count`` beyond the
     space's depth (:func:`memory_depths`), and BUSY when the array is not ``idle``; for
-    INTENSITY, ARG when its intensities run past ``n_inputs``; for the commands that start
-    events (PUSH, STEP and their bitmap and encoded forms), NOT_LOADED while the flash loader
-    has not made the array ready; else OK.
+    INTENSITY, ARG when its intensities run past ``n_inputs``; for RUN_ENCODED (payload: u16
+    steps), LENGTH unless 2 bytes, ARG for 0 steps or more than ``run_steps``; for the commands
+    that start events (PUSH, STEP and their bitmap and encoded forms, RUN_ENCODED), NOT_LOADED
+    while the flash loader has not made the array ready; else OK.
 
     Members
     -------
@@ -415,11 +438,13 @@ class RequestChecker(wiring.Component):
     loaded: In(1, init=1)
     status: Out(8)
 
-    def __init__(self, image: Image, *, word_bytes: int, encoder: bool = False):
+    def __init__(self, image: Image, *, word_bytes: int, encoder: bool = False,
+                 run_steps: int = 0):
         self._depths = memory_depths(image)
         self._word_bytes = operator.index(word_bytes)
         self._n_inputs = image.n_inputs
         self._encoder = bool(encoder)
+        self._run_steps = operator.index(run_steps)
         super().__init__()
 
     def elaborate(self, platform):
@@ -453,8 +478,15 @@ class RequestChecker(wiring.Component):
             is_memory.eq((head.cmd == Command.READ_MEM) | (head.cmd == Command.WRITE_MEM)),
             is_events.eq((head.cmd == Command.PUSH) | (head.cmd == Command.STEP) |
                          (head.cmd == Command.PUSH_BITMAP) | (head.cmd == Command.STEP_BITMAP) |
-                         (head.cmd == Command.STEP_ENCODED)),
+                         (head.cmd == Command.STEP_ENCODED) |
+                         (head.cmd == Command.RUN_ENCODED)),
         ]
+        # RUN_ENCODED's step count (the payload's first two bytes: the head's core and space)
+        # out of range: a register of its own, read in stage 2
+        is_run, run_bad = Signal(), Signal()
+        run_steps = Cat(head.core, head.space)
+        m.d.sync += [is_run.eq(head.cmd == Command.RUN_ENCODED),
+                     run_bad.eq((run_steps == 0) | (run_steps > self._run_steps))]
         mem_length = Mux(head.cmd == Command.READ_MEM, ARGS_BYTES,
                          ARGS_BYTES + times(head.count, self._word_bytes))
         pre = Signal(8)
@@ -490,13 +522,18 @@ class RequestChecker(wiring.Component):
                         m.d.sync += pre.eq(Status.NO_ENCODER)
                     else:
                         m.d.sync += pre.eq(Mux(head.length != 0, Status.LENGTH, Status.OK))
+                with m.Case(Command.RUN_ENCODED):
+                    if not self._encoder:
+                        m.d.sync += pre.eq(Status.NO_ENCODER)
+                    else:  # ARG for the step count: stage 2
+                        m.d.sync += pre.eq(Mux(head.length != 2, Status.LENGTH, Status.OK))
                 with m.Default():
                     m.d.sync += pre.eq(Status.UNKNOWN_CMD)
         # -- stage 2: the range, idle and loaded -----------------------------------------------
         in_range = known & (end <= depth)
         with m.If(pre != Status.OK):
             m.d.sync += self.status.eq(pre)
-        with m.Elif(is_memory & ~in_range):
+        with m.Elif((is_memory & ~in_range) | (is_run & run_bad)):
             m.d.sync += self.status.eq(Status.ARG)
         with m.Elif(is_memory & ~self.idle):
             m.d.sync += self.status.eq(Status.BUSY)
@@ -643,7 +680,11 @@ class RequestExecutor(wiring.Component):
     of the byte goes first), or, with ``encoder_seed``, from a :class:`RateEncoder` (built
     here): INTENSITY writes its memory (2 cycles a byte), STEP_ENCODED forwards one step of its
     events and its ``eos`` (``n_inputs + 2`` cycles, more under backpressure), and CLEAR
-    restarts its LFSR at the seed.
+    restarts its LFSR at the seed. RUN_ENCODED runs that many encoded steps in one request:
+    the encoder scans step ``t + 1`` as soon as step ``t``'s ``eos`` is queued (its queue
+    lets it scan while the array integrates, and layers pipeline), and the output events of
+    every step, each step's followed by a ``STEP_END``, fill the output buffer
+    (:func:`output_buffer`) for the answer.
 
     Members
     -------
@@ -706,15 +747,19 @@ class RequestExecutor(wiring.Component):
         # a multi-spike output layer answers up to max_spikes events per neuron
         n_out = self._image.n_outputs * self._image.layers[-1].max_spikes
         n_status = status_length(len(self._image.layers))
+        out_depth, run_steps = output_buffer(self._image, self._seed is not None)
         m.submodules.checker = checker = RequestChecker(self._image, word_bytes=wb,
-                                                        encoder=self._seed is not None)
+                                                        encoder=self._seed is not None,
+                                                        run_steps=run_steps)
         n_in = self._image.n_inputs
         n_bitmap = bitmap_bytes(n_in)
         enc = None
         if self._seed is not None:
-            m.submodules.encoder = enc = RateEncoder(n_inputs=n_in, seed=self._seed)
+            m.submodules.encoder = enc = RateEncoder(
+                n_inputs=n_in, seed=self._seed,
+                queue=ENCODER_QUEUE if n_in >= ENCODER_QUEUE_INPUTS else 2)
         # written while a step collects its events, read after
-        m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=n_out, init=[],
+        m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=out_depth, init=[],
                                               attrs=NO_COLLISIONS)
         out_wr = outbuf.write_port()
         out_rd = read_port(m, outbuf)
@@ -723,7 +768,7 @@ class RequestExecutor(wiring.Component):
         req = self.i.payload
         cmd = req.cmd
         status = Signal(range(max(Status) + 1))  # the answer's status code
-        longest = max(255 * wb, 2 * n_out, n_status, len(self._hello))  # answer payload
+        longest = max(255 * wb, 2 * out_depth, n_status, len(self._hello))  # answer payload
         resp_len = Signal(range(longest + 1))
         idx = Signal(range(self._max_payload + 1))  # payload byte to fetch
         pidx = Signal(range(longest + 1))  # answer payload byte
@@ -732,7 +777,11 @@ class RequestExecutor(wiring.Component):
         # Words move a byte at a time through a shift register (cheaper than byte multiplexers):
         # bytes enter at the top and leave at the bottom, little-endian first.
         word = Signal(8 * max(wb, 2))
-        out_count = Signal(range(n_out + 1))
+        out_count = Signal(range(out_depth + 1))
+        # RUN_ENCODED: steps whose scan is still to start; steps whose outputs are still to come
+        # (at most run_steps: the checker refuses more)
+        feed_left, take_left = Signal(range(run_steps + 1)), Signal(range(run_steps + 1))
+        feed_more = Signal()  # feed_left != 0, registered
         # The last executed request; command 0 (none) after reset and HELLO. A command is kept
         # on the bits a command has: a request with any other is refused (UNKNOWN_CMD) before
         # it could be taken for a repeat.
@@ -753,7 +802,8 @@ class RequestExecutor(wiring.Component):
         is_hello, is_status = kind(Command.HELLO), kind(Command.STATUS)
         is_push, is_push_bitmap = kind(Command.PUSH), kind(Command.PUSH_BITMAP)
         is_step, is_step_bitmap = kind(Command.STEP), kind(Command.STEP_BITMAP)
-        stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED)
+        stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED,
+                        Command.RUN_ENCODED)
         between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
         # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
@@ -775,7 +825,7 @@ class RequestExecutor(wiring.Component):
             self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
             self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
             out_wr.addr.eq(out_count),
-            out_wr.data.eq(self.outputs.payload.addr),
+            out_wr.data.eq(Mux(self.outputs.payload.eos, STEP_END, self.outputs.payload.addr)),
             self.reply.valid.eq(replying),
             self.reply.payload.seq.eq(req.seq),
             self.reply.payload.cmd.eq(cmd),
@@ -872,6 +922,13 @@ class RequestExecutor(wiring.Component):
                             remember()
                             m.d.sync += open_step.eq(0)
                             m.next = "EncStart"
+                        with m.Case(Command.RUN_ENCODED):
+                            remember()
+                            # the payload's u16, on the bits run_steps has
+                            steps = Cat(req.core, req.space)[:len(feed_left)]
+                            m.d.sync += [open_step.eq(0), feed_left.eq(steps),
+                                         take_left.eq(steps), out_count.eq(0)]
+                            m.next = "RunCollect"
                         with m.Default():  # PUSH, STEP (the checker refused anything else)
                             remember()
                             m.d.sync += [idx.eq(0), open_step.eq(is_push)]
@@ -953,6 +1010,34 @@ class RequestExecutor(wiring.Component):
                     with m.If(enc.o.valid & self.events.ready & enc.o.payload.eos):
                         m.d.sync += out_count.eq(0)
                         m.next = "Collect"
+
+            # RUN_ENCODED: the encoder's events go to the array as they come, its next scan
+            # starts once the last one's eos is queued, and the outputs fill the buffer.
+            # feed_more lags feed_left by a cycle: the encoder is busy for at least 3 cycles
+            # after a start, so it never starts a step too many.
+            m.d.sync += feed_more.eq(feed_left != 0)
+            with m.State("RunCollect"):
+                if enc is not None:
+                    m.d.comb += [self.events.valid.eq(enc.o.valid),
+                                 self.events.payload.eq(enc.o.payload),
+                                 enc.o.ready.eq(self.events.ready)]
+                    with m.If(feed_more & ~enc.busy):
+                        m.d.comb += enc.start.eq(1)
+                        m.d.sync += feed_left.eq(feed_left - 1)
+                m.d.comb += self.outputs.ready.eq(1)
+                with m.If(self.outputs.valid):
+                    with m.If(out_count == out_depth):
+                        m.d.comb += self.lost.eq(1)  # cannot happen: the checker bounds steps
+                    with m.Else():
+                        m.d.comb += out_wr.en.eq(1)
+                        m.d.sync += out_count.eq(out_count + 1)
+                    with m.If(self.outputs.payload.eos):
+                        m.d.sync += take_left.eq(take_left - 1)
+                # the cycle after the last step's STEP_END went in: nothing more comes
+                with m.If(take_left == 0):
+                    m.next = "RunDone"
+            with m.State("RunDone"):
+                answer()
 
             with m.State("Eos"):
                 m.d.comb += [self.events.valid.eq(1), self.events.payload.eos.eq(1)]
@@ -1111,7 +1196,8 @@ class HostLink(wiring.Component):
             features=((FEATURE_BITMAP if bitmap_bytes(image.n_inputs) <= self._max_payload
                        else 0) |
                       (FEATURE_RATE_ENCODER if self._encoder_seed is not None else 0)),
-            clock_hz=min(0xFFFFFFFF, round(clock_hz)))
+            clock_hz=min(0xFFFFFFFF, round(clock_hz)),
+            run_steps=output_buffer(image, self._encoder_seed is not None)[1])
         per_layer = data.ArrayLayout(unsigned(COUNTER_BITS), len(image.layers))
         super().__init__({
             "rx": In(stream.Signature(8)),

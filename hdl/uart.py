@@ -37,6 +37,12 @@ class UartRx(wiring.Component):
     held replaces it and pulses ``overrun``. A low stop bit pulses ``framing_error``, drops the
     byte, and the receiver waits for the line to go high (a break) before it looks for the
     next start bit.
+
+    Sampling point: the synchroniser and the start-bit check delay the edge by 3 cycles, so a
+    bit is sampled ``divisor // 2`` to ``divisor // 2 + 1`` cycles after its start (the edge's
+    phase against the clock decides which). With 4 or 5 cycles per bit, back-to-back frames
+    from a sender whose rate is off by up to 2 % still sample every bit, stop bit included,
+    inside it (tests/test_hdl_uart.py models the line in continuous time).
     """
 
     rx: In(1, init=1)

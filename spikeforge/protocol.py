@@ -23,22 +23,23 @@ from typing import Protocol
 __all__ = [
     "ARGS_BYTES", "ARRAY_COUNTERS", "COUNTER_BITS", "COUNTER_BYTES", "HELLO_BYTES",
     "LAYER_COUNTERS", "LINK_COUNTERS", "LINK_COUNTER_BITS", "PROTOCOL_VERSION", "SOF_REQUEST",
-    "SOF_RESPONSE", "Command", "CrcError", "DeviceError", "DeviceInfo", "DeviceStatus",
+    "SOF_RESPONSE", "STEP_END", "Command", "CrcError", "DeviceError", "DeviceInfo", "DeviceStatus",
     "FEATURE_BITMAP", "FEATURE_RATE_ENCODER", "FrameError", "LinkClient", "MemSpace",
     "ProtocolError", "ProtocolViolation", "Response", "ResponseTimeout", "Status", "Transport",
     "bitmap_bytes", "bitmap_payload", "check_hello", "counter_delta", "crc16",
     "decode_response", "encode_request", "encode_response", "frame_bytes", "hello_payload",
     "image_id", "intensity_payload", "parse_bitmap", "parse_events", "parse_hello",
-    "parse_intensity", "parse_status", "parse_step", "parse_words", "push_payload",
-    "read_mem_payload", "read_response", "status_length", "status_payload", "step_requests",
-    "write_mem_payload",
+    "parse_intensity", "parse_run", "parse_status", "parse_step", "parse_words", "push_payload",
+    "read_mem_payload", "read_response", "run_payload", "status_length", "status_payload",
+    "step_requests", "write_mem_payload",
 ]
 
 # 2: STATUS carries learn_cycles per layer. 3: array counters of COUNTER_BITS (24, wrapping),
 # memory requests range-checked (ARG), HELLO ends a step a PUSH left open. 4: bitmap PUSH/STEP,
 # the on-chip rate encoder (INTENSITY, STEP_ENCODED, status NO_ENCODER), HELLO's feature byte
-# and fabric clock.
-PROTOCOL_VERSION = 4
+# and fabric clock. 5: RUN_ENCODED (a sample's steps in one request, its answer every step's
+# output events with a STEP_END after each), HELLO's run_steps.
+PROTOCOL_VERSION = 5
 SOF_REQUEST = 0xA5
 SOF_RESPONSE = 0x5A
 ARGS_BYTES = 7  # core, space, address (4), count: the head of READ_MEM and WRITE_MEM
@@ -53,7 +54,10 @@ ARRAY_COUNTERS = ("events_in", "events_out", "busy_cycles", "integrate_cycles")
 LAYER_COUNTERS = ("sops", "spikes", "saturations", "learn_cycles")  # each per layer, in order
 _REQUEST_HEAD = 5  # SOF, seq, cmd, len
 _RESPONSE_HEAD = 6  # SOF, seq, cmd, status, len
-HELLO_BYTES = 30
+HELLO_BYTES = 32
+# In a RUN_ENCODED answer, the u16 after each step's output events (never an address: a
+# network has at most 0x7FFF outputs).
+STEP_END = 0xFFFF
 # HELLO's feature bits: what this device's gateware does beyond the commands every one has.
 FEATURE_BITMAP = 0x01  # PUSH_BITMAP and STEP_BITMAP
 FEATURE_RATE_ENCODER = 0x02  # INTENSITY and STEP_ENCODED: the image encodes on chip
@@ -73,6 +77,7 @@ class Command(enum.IntEnum):
     STEP_BITMAP = 0x09
     INTENSITY = 0x0A  # 8-bit intensities of the on-chip rate encoder, from an offset
     STEP_ENCODED = 0x0B  # a step whose input events the rate encoder draws
+    RUN_ENCODED = 0x0C  # u16 steps: that many encoded steps; every step's events, STEP_END each
 
 
 class Status(enum.IntEnum):
@@ -373,6 +378,36 @@ def parse_step(payload: bytes, n_outputs: int, max_spikes: int = 1) -> list[int]
     return events
 
 
+def run_payload(steps: int) -> bytes:
+    """RUN_ENCODED: the steps to run (u16, 1..HELLO's ``run_steps``)."""
+    if not 1 <= steps <= 0xFFFF:
+        raise ValueError(f"a RUN_ENCODED request runs 1..65535 steps, not {steps!r}")
+    return steps.to_bytes(2, "little")
+
+
+def parse_run(payload: bytes, steps: int, n_outputs: int,
+              max_spikes: int = 1) -> list[list[int]]:
+    """A RUN_ENCODED answer: per step its output events (each step as :func:`parse_step`
+    checks them), each step's ended by a ``STEP_END``; exactly ``steps`` of them."""
+    if len(payload) % 2:
+        raise ProtocolViolation(f"RUN_ENCODED answer must hold whole u16 words, not "
+                                f"{len(payload)} bytes")
+    words = parse_events(payload)
+    ends = [k for k, word in enumerate(words) if word == STEP_END]
+    if len(ends) != steps or (words and words[-1] != STEP_END) or not words:
+        raise ProtocolViolation(f"RUN_ENCODED answer must end {steps} steps with STEP_END, "
+                                f"not {len(ends)} in {len(words)} words")
+    out, start = [], 0
+    for end in ends:
+        chunk = b"".join(w.to_bytes(2, "little") for w in words[start:end])
+        try:
+            out.append(parse_step(chunk, n_outputs, max_spikes))
+        except ProtocolViolation as exc:
+            raise ProtocolViolation(f"RUN_ENCODED step {len(out)}: {exc}") from None
+        start = end + 1
+    return out
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     version: int
@@ -389,6 +424,7 @@ class DeviceInfo:
     image_id: int
     features: int = 0  # FEATURE_* bits
     clock_hz: int = 0  # the fabric clock the gateware was built for (0: not known)
+    run_steps: int = 0  # most steps of one RUN_ENCODED (0: the device has no rate encoder)
 
     @property
     def bitmap(self) -> bool:
@@ -402,7 +438,7 @@ class DeviceInfo:
 def hello_payload(*, n_cores: int, n_layers: int, word_bytes: int, mem_data_bits: int,
                   mem_addr_bits: int, max_payload: int, timeout_bytes: int, n_inputs: int,
                   n_outputs: int, image_id: int, features: int = FEATURE_BITMAP,
-                  clock_hz: int = 0) -> bytes:
+                  clock_hz: int = 0, run_steps: int = 0) -> bytes:
     """The payload of the HELLO response (what the device sends; :func:`parse_hello` reads it)."""
     return b"".join([
         _HELLO_MAGIC,
@@ -414,6 +450,7 @@ def hello_payload(*, n_cores: int, n_layers: int, word_bytes: int, mem_data_bits
         n_outputs.to_bytes(4, "little"),
         image_id.to_bytes(4, "little"),
         int(clock_hz).to_bytes(4, "little"),
+        int(run_steps).to_bytes(2, "little"),
     ])
 
 
@@ -430,7 +467,7 @@ def parse_hello(payload: bytes) -> DeviceInfo:
                       mem_data_bits=payload[7], mem_addr_bits=payload[8],
                       max_payload=u16(10), timeout_bytes=u16(12), n_inputs=u32(14),
                       n_outputs=u32(18), image_id=u32(22), features=payload[9],
-                      clock_hz=u32(26))
+                      clock_hz=u32(26), run_steps=u16(30))
 
 
 def check_hello(info: DeviceInfo) -> None:
@@ -456,6 +493,8 @@ def check_hello(info: DeviceInfo) -> None:
          "1..32767 (a STEP answer's payload)"),
         ("features", info.features, not info.features & ~_KNOWN_FEATURES,
          f"a combination of 0x{_KNOWN_FEATURES:02x}"),
+        ("run_steps", info.run_steps, (info.run_steps >= 1) == info.rate_encoder,
+         "at least 1 with the rate encoder, else 0"),
     ]
     for name, value, ok, want in checks:
         if not ok:
@@ -693,6 +732,17 @@ class LinkClient:
         response = self.request(Command.STEP_ENCODED,
                                 answer_bytes=2 * info.n_outputs * max_spikes)
         return parse_step(response.payload, info.n_outputs, max_spikes)
+
+    def run_encoded(self, steps: int, max_spikes: int = 1) -> list[list[int]]:
+        """``steps`` timesteps whose input events the rate encoder draws, in one request (at
+        most HELLO's ``run_steps``); per step its output events (as :meth:`step`)."""
+        info = self._need_encoder("RUN_ENCODED")
+        if not 1 <= steps <= info.run_steps:
+            raise ValueError(f"a RUN_ENCODED request runs 1..{info.run_steps} steps on this "
+                             f"device, not {steps!r}")
+        response = self.request(Command.RUN_ENCODED, run_payload(steps),
+                                answer_bytes=2 * steps * (info.n_outputs * max_spikes + 1))
+        return parse_run(response.payload, steps, info.n_outputs, max_spikes)
 
     def status(self) -> DeviceStatus:
         info = self._need_info()

@@ -218,8 +218,8 @@ def test_hello_values_the_host_cannot_use(image, field, value, match):
 def test_hello_of_another_size(image):
     with FakeDevice(image) as device:
         device.hello = device.hello + b"\x00"
-        reported(lambda: open_board(device), r"HELLO answer must be 30 bytes starting with "
-                                              r"b'SF', not 31 bytes")
+        reported(lambda: open_board(device), r"HELLO answer must be 32 bytes starting with "
+                                              r"b'SF', not 33 bytes")
 
 
 @pytest.mark.parametrize("delta", [-1, 1])

@@ -1,6 +1,7 @@
-"""The host link of protocol 4 end to end: the UART rate as an option (checked dividers), and on
-the virtual board (whole SoC in Verilator, slow) a run with bitmap steps and a run through the
-on-chip rate encoder against the golden model."""
+"""The host link of protocols 4 and 5 end to end: the UART rate as an option (checked
+dividers), and on the virtual board (whole SoC in Verilator, slow) runs with bitmap steps and
+through the on-chip rate encoder (RUN_ENCODED, also at 8 Mbaud and 40 MHz) against the golden
+model."""
 
 from __future__ import annotations
 
@@ -66,28 +67,64 @@ def test_virtual_board_bitmap_and_encoder_match_golden():
         raise AssertionError("no image of seeds 31..130 spikes at its output")
     with Board.virtual(coded) as board:
         assert board.info.bitmap and board.info.rate_encoder
+        assert board.info.run_steps >= 6
         spikes_run = board.run(x)
         coded_run = board.run(intensities=pixels, steps=6)
+        # a STATUS every 4 steps: RUN_ENCODED of 4 steps, then of 2, the LFSR running on
+        chunked_run = board.run(intensities=pixels, steps=6, status_every=4)
         status = board.status()
-    for got, want in ((spikes_run, spikeforge.simulate(coded, x)),
-                      (coded_run, spikeforge.simulate(coded, intensities=pixels, steps=6))):
+    encoded = spikeforge.simulate(coded, intensities=pixels, steps=6)
+    for got, want in ((spikes_run, spikeforge.simulate(coded, x)), (coded_run, encoded),
+                      (chunked_run, encoded)):
         assert want.spikes.sum() > 0  # a test of something
         assert np.array_equal(got.spikes, want.spikes)
         assert np.array_equal(got.sops, want.sops)
         assert (got.link_bytes > 0).all() and (got.compute_seconds > 0).all()
     # the encoded samples' bytes on the line, written out from the protocol: CLEAR, one
-    # INTENSITY, six STEP_ENCODED with their output events, one STATUS (status_interval >= 6)
+    # INTENSITY, RUN_ENCODED requests (u16 steps; every step's output events and a STEP_END),
+    # each followed by a STATUS (status_interval >= 6)
     def exchange(command, payload=b"", answer=b""):
         return len(protocol.encode_request(0, command, payload)) + len(
             protocol.encode_response(0, command, 0, answer))
 
-    for b in range(2):
-        want = (exchange(Command.CLEAR)
-                + exchange(Command.INTENSITY, protocol.intensity_payload(0, pixels[b].tolist()))
-                + sum(exchange(Command.STEP_ENCODED, answer=protocol.push_payload(
-                    np.flatnonzero(row).tolist())) for row in coded_run.spikes[b])
-                + exchange(Command.STATUS, answer=bytes(protocol.status_length(2))))
-        assert coded_run.link_bytes[b] == want
+    def run_answer(rows):
+        return b"".join(protocol.push_payload(np.flatnonzero(row).tolist()) + b"\xff\xff"
+                        for row in rows)
+
+    for result, chunks in ((coded_run, [(0, 6)]), (chunked_run, [(0, 4), (4, 6)])):
+        for b in range(2):
+            want = (exchange(Command.CLEAR)
+                    + exchange(Command.INTENSITY,
+                               protocol.intensity_payload(0, pixels[b].tolist()))
+                    + sum(exchange(Command.RUN_ENCODED, (t1 - t0).to_bytes(2, "little"),
+                                   run_answer(result.spikes[b, t0:t1]))
+                          + exchange(Command.STATUS, answer=bytes(protocol.status_length(2)))
+                          for t0, t1 in chunks))
+            assert result.link_bytes[b] == want
+    assert not status.device.link_error and status.retries == 0
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_virtual_board_at_8_mbaud_runs_784_inputs_as_golden():
+    # The SoC at 40 MHz and 8 Mbaud (5 cycles per UART bit, the iCEBreaker's planned rate), 784
+    # inputs (the encoder's queue in a block RAM), 12 steps in one RUN_ENCODED per sample
+    for seed in range(40, 140):
+        coded = with_rate_encoder(random_image(seed, (784, 12, 4)), seed=0x2B)
+        pixels = np.random.default_rng(seed).integers(0, 80, (2, 784), dtype=np.uint8)
+        want = spikeforge.simulate(coded, intensities=pixels, steps=12)
+        if want.spikes.any() and not want.spikes.all():
+            break
+    else:
+        raise AssertionError("no image of seeds 40..139 spikes at its output")
+    with Board.virtual(coded, baud=8_000_000, clock_hz=40e6) as board:
+        assert board.baud == 8_000_000 and board.info.clock_hz == 40_000_000
+        assert board.info.run_steps >= 12
+        got = board.run(intensities=pixels, steps=12)
+        status = board.status()
+    assert np.array_equal(got.spikes, want.spikes)
+    assert np.array_equal(got.sops, want.sops)
+    assert np.array_equal(got.input_events, want.events_in[:, 0])
     assert not status.device.link_error and status.retries == 0
 
 

@@ -69,7 +69,7 @@ def test_gateware_encodes_as_rate_lfsr(n, steps, seed, samples, data):
                          dtype=np.uint8)
     # a repeating pattern of stalled cycles; it lets one transfer through at least once a round
     stall = data.draw(st.lists(st.booleans(), max_size=6)) + [False]
-    dut = RateEncoder(n_inputs=n, seed=seed)
+    dut = RateEncoder(n_inputs=n, seed=seed, queue=data.draw(st.sampled_from([2, 3, 32])))
     expected = rate_lfsr(intensity, steps, seed=seed)
     got = np.zeros_like(expected)
 
@@ -126,3 +126,40 @@ def test_advance_matrix_is_the_lfsr_run_forward(state, steps):
         got |= (bin(state & mask).count("1") & 1) << i
     expected = lfsr_sequence()[(lfsr_positions()[state] + steps) % LFSR_PERIOD]
     assert got == expected
+
+
+def test_scan_runs_ahead_of_a_stalled_consumer():
+    """The scan costs n_inputs + 2 cycles and stalls only on a full queue: with nobody taking
+    events it still ends while its spikes and eos fit the queue, and it holds at a full one."""
+    n = 40
+    for spiking, queue, ends in ((3, 8, True), (12, 8, False)):
+        dut = RateEncoder(n_inputs=n, seed=1, queue=queue)
+        intensity = [255] * spiking + [0] * (n - spiking)  # 255: spikes on every draw but one
+
+        async def bench(ctx, dut=dut, intensity=intensity, ends=ends, spiking=spiking):
+            ctx.set(dut.w_en, 1)
+            for j, x in enumerate(intensity):
+                ctx.set(dut.w_addr, j)
+                ctx.set(dut.w_data, x)
+                await ctx.tick()
+            ctx.set(dut.w_en, 0)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            await ctx.tick().repeat(n + 2)
+            assert ctx.get(dut.busy) != ends
+            ctx.set(dut.o.ready, 1)
+            got = []
+            while True:
+                _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+                if valid:
+                    if payload.eos:
+                        break
+                    got.append(payload.addr)
+            assert got == [j for j in range(spiking)
+                           if rate_lfsr(np.array(intensity, np.uint8), 1, seed=1)[0, 0, j]]
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(bench)
+        sim.run()

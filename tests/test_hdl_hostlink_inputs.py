@@ -92,3 +92,53 @@ def test_input_faults_are_refused():
         (Command.STEP_ENCODED, b"\x00\x00", Status.LENGTH),
     ], start=20):
         assert raw(board, seq, command, payload).status == status
+
+
+def test_run_encoded_matches_golden():
+    # One request runs a sample's steps: the encoder scans step t + 1 while the array is on
+    # step t; the answer holds every step's events, each step's ended by a STEP_END. Steps
+    # continue the LFSR, in one request or several, as STEP_ENCODED does; a repeated request
+    # is answered again from the buffer.
+    image = with_rate_encoder(random_image(7, (20, 8, 3)), seed=0xBEEF)
+    board, client = stream_client(image, max_payload=24)
+    info = client.hello()
+    per_step = image.n_outputs + 1
+    assert info.run_steps == max(per_step, 256) // per_step
+    rng = np.random.default_rng(7)
+    intensity = rng.integers(0, 256, (2, 20), dtype=np.uint8)
+    steps = 6
+    spikes = rate_lfsr(intensity, steps, seed=0xBEEF)
+    result = golden.run(image, spikes, record=True)
+    for b, chunks in enumerate([(steps,), (1, 3, 2)]):
+        client.clear()
+        client.intensity(intensity[b].tolist())
+        got = [events for n in chunks for events in client.run_encoded(n)]
+        assert got == spike_steps(result.spikes[b])
+        if b:  # a repeat of the last request (2 steps) is answered again, not run again
+            again = raw(board, client._seq, Command.RUN_ENCODED, protocol.run_payload(2))
+            assert again.status == Status.OK
+            assert protocol.parse_run(again.payload, 2, image.n_outputs) == got[4:]
+        st = client.status()
+        assert st.events_in == int(spikes[b].sum())
+        assert st.sops == result.sops[b].tolist()
+    assert st.link["duplicates"] == 1
+    # the steps held different numbers of output events (none, one, several)
+    assert len({len(events) for events in spike_steps(result.spikes.reshape(-1, 3))}) > 1
+
+
+def test_run_encoded_faults_are_refused():
+    plain = random_image(2, (13, 5, 2))
+    board, client = stream_client(plain)
+    assert client.hello().run_steps == 0
+    assert raw(board, 10, Command.RUN_ENCODED, b"\x01\x00").status == Status.NO_ENCODER
+    coded = with_rate_encoder(random_image(2, (13, 5, 2)), seed=9)
+    board, client = stream_client(coded)
+    most = client.hello().run_steps
+    for seq, (payload, status) in enumerate([
+        (b"\x01", Status.LENGTH),
+        (b"\x01\x00\x00", Status.LENGTH),
+        (b"\x00\x00", Status.ARG),  # no steps
+        ((most + 1).to_bytes(2, "little"), Status.ARG),  # more than the buffer holds
+        (b"\x01\x00", Status.OK),
+    ], start=20):
+        assert raw(board, seq, Command.RUN_ENCODED, payload).status == status

@@ -246,11 +246,18 @@ def depths_of(image):
     return out
 
 
-def expected_status(head, idle, depths, word_bytes, n_inputs=5, encoder=False):
+def expected_status(head, idle, depths, word_bytes, n_inputs=5, encoder=False, run_steps=0):
     """docs/host-protocol.md's status rules, in its order."""
     cmd, length = head["cmd"], head["length"]
     if not head["crc_ok"]:
         return Status.CRC
+    if cmd == Command.RUN_ENCODED:
+        steps = head["core"] | head["space"] << 8  # the payload's first two bytes
+        if not encoder:
+            return Status.NO_ENCODER
+        if length != 2:
+            return Status.LENGTH
+        return Status.OK if 1 <= steps <= run_steps else Status.ARG
     if cmd in (Command.INTENSITY, Command.STEP_ENCODED):
         if not encoder:
             return Status.NO_ENCODER
@@ -290,7 +297,7 @@ def test_memory_depths_are_the_images():
 @st.composite
 def heads(draw):
     depths = depths_of(IMAGE)
-    cmd = draw(st.sampled_from([*Command, 0, 0x0C, 0xFF]))
+    cmd = draw(st.sampled_from([*Command, 0, 0x0D, 0xFF]))
     core = draw(st.integers(0, len(depths)))
     space = draw(st.integers(0, 6))
     depth = depths[core][MemSpace(space)] if core < len(depths) and space < 5 else 4
@@ -310,7 +317,8 @@ def heads(draw):
 def test_checker_follows_the_documented_rules(cases):
     depths = depths_of(IMAGE)
     for encoder in (False, True):
-        dut = RequestChecker(IMAGE, word_bytes=2, encoder=encoder)
+        # RUN_ENCODED's steps are the head's core and space: 0..3 meet the limit's both sides
+        dut = RequestChecker(IMAGE, word_bytes=2, encoder=encoder, run_steps=2 if encoder else 0)
 
         async def bench(ctx, dut=dut, encoder=encoder):
             for head, idle in cases:
@@ -321,7 +329,8 @@ def test_checker_follows_the_documented_rules(cases):
                 ctx.set(dut.idle, idle)
                 await ctx.tick()
                 assert ctx.get(dut.status) == expected_status(
-                    head, idle, depths, 2, IMAGE.n_inputs, encoder), (head, idle, encoder)
+                    head, idle, depths, 2, IMAGE.n_inputs, encoder, 2 if encoder else 0), \
+                    (head, idle, encoder)
 
         run(dut, bench)
 

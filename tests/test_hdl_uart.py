@@ -139,3 +139,93 @@ def test_uart_rx_framing_error_and_glitch(divisor):
     assert got == [0xA5, 0x96, 0x22]
     assert len(errors) == 1
     assert len(overruns) == 1
+
+
+# -- the far end's rate off by up to 2 %, at the fewest cycles per bit ---------------------------
+# The line is modelled in continuous time, not in clock cycles: a far-end transmitter whose bit
+# lasts `divisor / (1 + error)` clock periods, starting at a fraction of a period off the
+# clock; a far-end receiver that finds each start edge and samples every bit in its middle at
+# its own rate. Frames go back to back (no idle between them), the hardest case for both ends.
+
+PERIOD = 1e-8
+FAR_BYTES = bytes([0x00, 0xFF, 0x55, 0xAA, 0x0F, 0xF0, 0x01, 0x80, 0xA5, 0x5A, 0x7E, 0x81])
+
+
+@pytest.mark.parametrize("divisor", [4, 5])
+@pytest.mark.parametrize("error", [-0.02, 0.0, 0.02])
+@pytest.mark.parametrize("phase", [0.05, 0.5, 0.95])
+def test_uart_rx_far_end_rate(divisor, error, phase):
+    """Back-to-back frames from a transmitter 2 % fast or slow arrive, whatever the phase of
+    their first edge against the clock."""
+    dut = UartRx(divisor)
+    bit = divisor * PERIOD / (1 + error)
+    levels = [level for byte in FAR_BYTES for level in frame_bits(byte)]
+    got, errors = [], []
+
+    async def line(ctx):
+        ctx.set(dut.rx, 1)
+        await ctx.delay((3 * divisor + phase) * PERIOD)
+        for level in levels:
+            ctx.set(dut.rx, level)
+            await ctx.delay(bit)
+        ctx.set(dut.rx, 1)
+        await ctx.delay(4 * divisor * PERIOD)
+
+    async def watch(ctx):
+        ctx.set(dut.o.ready, 1)
+        async for _, _, valid, payload, ferr in ctx.tick().sample(
+                dut.o.valid, dut.o.payload, dut.framing_error):
+            if valid:
+                got.append(payload)
+            if ferr:
+                errors.append(1)
+
+    sim = Simulator(dut)
+    sim.add_clock(PERIOD)
+    sim.add_testbench(line)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    assert bytes(got) == FAR_BYTES and not errors
+
+
+def far_end_receive(samples: list[int], bit: float) -> list[int]:
+    """Bytes a far-end 8N1 receiver decodes from a line given as one level per clock period:
+    at each falling edge (found at period resolution) it samples the middle of every bit at
+    its own bit time `bit` (in periods); a low stop bit is an error."""
+    out, k = [], 1
+    while k < len(samples):
+        if not (samples[k - 1] and not samples[k]):
+            k += 1
+            continue
+        levels = [samples[int(k + (i + 0.5) * bit)] for i in range(10)]
+        assert levels[0] == 0 and levels[9] == 1, f"bad frame at period {k}: {levels}"
+        out.append(sum(level << i for i, level in enumerate(levels[1:9])))
+        k = int(k + 9.5 * bit)  # the middle of the stop bit: hunt for the next start from here
+    return out
+
+
+@pytest.mark.parametrize("divisor", [4, 5])
+@pytest.mark.parametrize("error", [-0.02, 0.02])
+def test_uart_tx_far_end_rate(divisor, error):
+    """Back-to-back frames reach a receiver 2 % fast or slow."""
+    dut = UartTx(divisor)
+    samples = []
+
+    async def send(ctx):
+        for byte in FAR_BYTES:
+            ctx.set(dut.i.payload, byte)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+        await ctx.tick().repeat(12 * divisor)
+
+    async def watch(ctx):
+        async for _, _, level in ctx.tick().sample(dut.tx):
+            samples.append(level)
+
+    sim = Simulator(dut)
+    sim.add_clock(PERIOD)
+    sim.add_testbench(send)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    assert bytes(far_end_receive(samples, divisor / (1 + error))) == FAR_BYTES

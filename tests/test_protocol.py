@@ -87,12 +87,14 @@ def test_parse_hello_and_status():
     hello = protocol.hello_payload(n_cores=3, n_layers=2, word_bytes=4, mem_data_bits=32,
                                    mem_addr_bits=16, max_payload=256, timeout_bytes=128,
                                    n_inputs=64, n_outputs=10, image_id=0xDEADBEEF,
-                                   features=3, clock_hz=18_000_000)
+                                   features=3, clock_hz=18_000_000, run_steps=0x1234)
     info = protocol.parse_hello(hello)
     assert info == protocol.DeviceInfo(
         version=protocol.PROTOCOL_VERSION, n_cores=3, n_layers=2, counter_bytes=3,
         word_bytes=4, mem_data_bits=32, mem_addr_bits=16, max_payload=256, timeout_bytes=128,
-        n_inputs=64, n_outputs=10, image_id=0xDEADBEEF, features=3, clock_hz=18_000_000)
+        n_inputs=64, n_outputs=10, image_id=0xDEADBEEF, features=3, clock_hz=18_000_000,
+        run_steps=0x1234)
+    assert hello[30:] == b"\x34\x12"  # the document's table: u16 at offset 30
     assert info.bitmap and info.rate_encoder
     protocol.check_hello(info)
     # STATUS: written out from the document's table, field by field.

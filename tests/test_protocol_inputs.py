@@ -1,4 +1,4 @@
-"""Protocol v4's input encodings, host side (pure Python): bitmap frames round-trip and are
+"""Protocol v4-5's input encodings, host side (pure Python): bitmap frames round-trip and are
 chosen only when shorter, INTENSITY payloads round-trip, and faults are refused in one line."""
 
 import numpy as np
@@ -104,3 +104,50 @@ def test_image_encoder_flag_is_checked():
                                                                    "seed": 77}
     with pytest.raises(ImageError, match=r"^meta\.encoder must be "):
         with_rate_encoder(random_image(1, (5, 3)), seed=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sets(st.integers(0, 0x7FFE), max_size=6), min_size=1, max_size=8))
+def test_run_answer_round_trip(steps):
+    """A RUN_ENCODED answer written out from docs/host-protocol.md: every step's events
+    (u16 LE), then STEP_END (0xFFFF)."""
+    events = [sorted(step) for step in steps]
+    payload = b"".join(b"".join(a.to_bytes(2, "little") for a in step) + b"\xff\xff"
+                       for step in events)
+    assert protocol.parse_run(payload, len(events), 0x7FFF) == events
+
+
+@pytest.mark.parametrize(("payload", "steps", "message"), [
+    (b"\x01\x00\xff\xff", 2, r"^RUN_ENCODED answer must end 2 steps with STEP_END, not 1 in "
+                             r"2 words$"),
+    (b"\xff\xff\x01\x00", 1, r"^RUN_ENCODED answer must end 1 steps with STEP_END, not 1 in "
+                             r"2 words$"),
+    (b"\xff\xff\xff", 1, r"^RUN_ENCODED answer must hold whole u16 words, not 3 bytes$"),
+    (b"\xff\xff\x02\x00\x01\x00\xff\xff", 2, r"^RUN_ENCODED step 1: STEP answer's events must "
+                                             r"ascend below n_outputs \(4\), not \[2, 1\]$"),
+    (b"\x04\x00\xff\xff", 1, r"^RUN_ENCODED step 0: STEP answer's events must ascend below "
+                             r"n_outputs \(4\), not \[4\]$"),
+])
+def test_run_answer_faults_are_violations(payload, steps, message):
+    with pytest.raises(protocol.ProtocolViolation, match=message):
+        protocol.parse_run(payload, steps, 4)
+
+
+def test_run_steps_in_hello_are_checked():
+    def hello(features, run_steps):
+        return protocol.parse_hello(protocol.hello_payload(
+            n_cores=1, n_layers=1, word_bytes=1, mem_data_bits=8, mem_addr_bits=16,
+            max_payload=16, timeout_bytes=4, n_inputs=5, n_outputs=3, image_id=0,
+            features=features, run_steps=run_steps))
+
+    protocol.check_hello(hello(protocol.FEATURE_RATE_ENCODER, 40))
+    for features, run_steps in ((protocol.FEATURE_RATE_ENCODER, 0), (0, 3)):
+        with pytest.raises(protocol.ProtocolViolation, match=r"^HELLO's run_steps must be at "
+                                                             r"least 1 with the rate encoder, "
+                                                             rf"else 0, not {run_steps}$"):
+            protocol.check_hello(hello(features, run_steps))
+    client = LinkClient(None, byte_time=1e-6)
+    client.info = hello(protocol.FEATURE_RATE_ENCODER, 4)
+    with pytest.raises(ValueError, match=r"^a RUN_ENCODED request runs 1\.\.4 steps on this "
+                                         r"device, not 5$"):
+        client.run_encoded(5)
