@@ -551,7 +551,8 @@ class StatusBytes(wiring.Component):
     -------
     index : In(range(status_length(n_layers)))
     byte : Out(8)
-        Byte ``index`` of the payload (combinational).
+        Byte ``index`` of the payload, a cycle later (a register: the byte multiplexer ends
+        at it).
     overflow, idle, error, not_loaded : In(1)
         The flags.
     load_error : In(3)
@@ -589,7 +590,7 @@ class StatusBytes(wiring.Component):
             self.events_in, self.events_out, self.busy_cycles, self.integrate_cycles,
             *(getattr(self, name)[k] for name in LAYER_COUNTERS for k in range(n)))
         assert len(vector) == 8 * status_length(n)
-        m.d.comb += self.byte.eq(vector.word_select(self.index, 8))
+        m.d.sync += self.byte.eq(vector.word_select(self.index, 8))
         return m
 
 
@@ -770,6 +771,8 @@ class RequestExecutor(wiring.Component):
         status = Signal(range(max(Status) + 1))  # the answer's status code
         longest = max(255 * wb, 2 * out_depth, n_status, len(self._hello))  # answer payload
         resp_len = Signal(range(longest + 1))
+        resp_last = Signal(range(longest + 1))  # resp_len - 1, a cycle late: read 2+ later
+        m.d.sync += resp_last.eq(resp_len - 1)
         idx = Signal(range(self._max_payload + 1))  # payload byte to fetch
         pidx = Signal(range(longest + 1))  # answer payload byte
         bidx = Signal(range(max(wb, 2)))  # byte inside the current word
@@ -805,6 +808,12 @@ class RequestExecutor(wiring.Component):
         stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED,
                         Command.RUN_ENCODED)
         between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
+        # the Reply state's table byte (HELLO or STATUS) of `pidx`, two registers behind it
+        table_byte = Signal(8)
+        settled = Signal(2)  # `pidx` has held for one, two cycles in Reply
+        m.d.sync += settled.eq(0)  # (outside Reply)
+        m.d.sync += table_byte.eq(Mux(is_hello, hello.word_select(pidx[:5], 8),
+                                      self.status_byte))
         # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
         low = Signal(3)
@@ -832,7 +841,7 @@ class RequestExecutor(wiring.Component):
             self.reply.payload.status.eq(status),
             self.reply.payload.length.eq(resp_len),
             self.status_index.eq(pidx),
-            self.payload.payload.last.eq(pidx == resp_len - 1),
+            self.payload.payload.last.eq(pidx == resp_last),
         ]
 
         # An executed request's answer length follows from its command alone (one multiplexer
@@ -1096,16 +1105,18 @@ class RequestExecutor(wiring.Component):
                             m.next = "OutReq"
             with m.State("Reply"):
                 # HELLO and STATUS answers are tables read a byte at a time; the others are
-                # empty, or sent by now.
+                # empty, or sent by now. The table byte of `pidx` is a register two cycles
+                # behind it (STATUS's multiplexer ends at a register too): a byte is offered
+                # once `pidx` has held for two cycles.
                 table = (status == Status.OK) & (is_hello | is_status)
                 m.d.comb += [
-                    self.payload.payload.data.eq(Mux(is_hello,
-                                                     hello.word_select(pidx[:5], 8),
-                                                     self.status_byte)),
-                    self.payload.valid.eq(table & (pidx != resp_len)),
+                    self.payload.payload.data.eq(table_byte),
+                    self.payload.valid.eq(table & (pidx != resp_len) & settled[1]),
                 ]
                 with m.If(self.payload.valid & self.payload.ready):
-                    m.d.sync += pidx.eq(pidx + 1)
+                    m.d.sync += [pidx.eq(pidx + 1), settled.eq(0)]
+                with m.Else():
+                    m.d.sync += settled.eq(Cat(1, settled[0]))
                 with m.If(self.reply.ready):
                     m.d.comb += self.i.ready.eq(1)
                     m.d.sync += replying.eq(0)
