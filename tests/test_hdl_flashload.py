@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import gc
 import warnings
-import zlib
 
 import numpy as np
 import pytest
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
+from amaranth.lib.crc import catalog
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 
@@ -198,9 +198,9 @@ def _faulty(image, fault):
     if fault in ("version", "length"):
         field = {"version": (4, 2, flashimage.FORMAT_VERSION + 1), "length": (12, 4, 1 << 17)}
         at, size, value = field[fault]
-        blob[at:at + size] = value.to_bytes(size, "little")
+        blob[at:at + size] = value.to_bytes(size, "big")
         # a consistent CRC, so only the named field is wrong
-        blob[-4:] = zlib.crc32(bytes(blob[:-4])).to_bytes(4, "little")
+        blob[-4:] = catalog.CRC32_BZIP2().compute(bytes(blob[:-4])).to_bytes(4, "big")
         return bytes(blob)
     if fault == "record":
         # a record naming a core the array lacks, with a good CRC
