@@ -12,7 +12,11 @@ Networks (`--net`, repeatable; default all that fit the board):
 - three: a 3-layer random network 64-40-24-10 (about 3,800 synapses), 8-bit weights;
 - mnist4: 784-128-10 with random 4-bit weights.
 
+`--flash` builds the SoC with the power-up flash loader (`build(..., flash=True)`), `--no-flash`
+without it; by default the build decides (docs/flash.md).
+
 Run: .venv/bin/python bench/fmax.py --board icebreaker --net digits8 --clock 40
+     .venv/bin/python bench/fmax.py --board icebreaker --net mnist4 --flash --seed 1
 One nextpnr build at a time; each takes minutes.
 """
 
@@ -55,12 +59,13 @@ def _used(report: dict, resource: str) -> list[int] | None:
 
 
 def measure(board: str, net: str, clock_mhz: float | None, out_dir: Path,
-            seed: int | None) -> dict:
+            seed: int | None, flash: bool | None = None) -> dict:
     row: dict = {"board": board, "network": net}
     try:
         image = make_image(net, board)
         clock_hz = None if clock_mhz is None else clock_mhz * 1e6
-        report = build(image, board, out_dir, clock_hz=clock_hz, seed=seed).to_dict()
+        report = build(image, board, out_dir, clock_hz=clock_hz, seed=seed,
+                       flash=flash).to_dict()
     except TimingError as exc:
         report = exc.report.to_dict()
     except (FitError, BuildError) as exc:
@@ -75,6 +80,7 @@ def measure(board: str, net: str, clock_mhz: float | None, out_dir: Path,
                           "delay_ns": path.get("delay_ns"),
                           "logic_levels": path.get("logic_levels")},
         "lanes": [c.lanes for c in image.config.cores],
+        "flash_offset": report.get("flash_offset"),
         "seconds": report["seconds"],
     })
     return row
@@ -90,6 +96,9 @@ def main() -> None:
                         help="fabric clock in MHz (default: the board's catalog clock)")
     parser.add_argument("--seed", type=int, default=None, help="nextpnr placer seed")
     parser.add_argument("--out", default=None, help="build folder (default: a temporary one)")
+    parser.add_argument("--flash", action=argparse.BooleanOptionalAction, default=None,
+                        help="with (--flash) or without (--no-flash) the flash loader "
+                             "(default: as the build decides)")
     args = parser.parse_args()
     boards = args.board or ["icebreaker", "ulx3s-85f"]
     nets = args.net or list(NETS)
@@ -97,7 +106,8 @@ def main() -> None:
         root = Path(args.out or tmp)
         for board in boards:
             for net in nets:
-                row = measure(board, net, args.clock, root / f"{board}-{net}", args.seed)
+                row = measure(board, net, args.clock, root / f"{board}-{net}", args.seed,
+                              args.flash)
                 print(json.dumps(row), flush=True)
 
 

@@ -143,7 +143,7 @@ LUT_CONV_PER_BRAM_LANE = 58
 # event decode, the update pipeline) mostly cannot share a cell with a LUT. Tutorial 6 at 8 bits
 # on the iCEBreaker (docs/boards.md): 5182 cells, 3917 LUT4s; the model's LUT4s + 1000 + 2 x 180.
 ICE40_EXTRA_CELLS_PER_CONV_CORE = 180
-LUT_FLASH_LOADER = 1068  # UP5K, 8-6-3 image: 4703 logic cells with the loader, 3635 without
+LUT_FLASH_LOADER = 350  # provisional
 # iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
 # carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
 #   8-6-3 image, lanes 1-1 (spikeforge build --no-flash)       3635 - 2927 = 708

@@ -20,8 +20,8 @@ from ..image import Image, param_fields, param_words
 from .core import MemAccessSignature
 from .enums import wire_enum
 
-__all__ = ["image_id", "image_records", "image_blob", "SpiShifter", "FlashReader", "FlashLoader",
-           "LoadState", "LoadError", "MemLock", "CMD_READ", "CMD_WAKE"]
+__all__ = ["image_id", "image_records", "image_length", "image_blob", "SpiShifter", "FlashReader",
+           "FlashLoader", "LoadState", "LoadError", "MemLock", "CMD_READ", "CMD_WAKE"]
 
 CMD_READ = 0x03
 CMD_WAKE = 0xAB  # release from deep power-down (iCE40 boards leave the flash powered down)
@@ -58,6 +58,14 @@ def image_records(image: Image) -> list[flashimage.Record]:
     return records
 
 
+def image_length(image: Image) -> int:
+    """The length in bytes of ``image``'s flash blob, trailer included (fixed by the structure
+    :func:`image_id` names)."""
+    return (flashimage.HEADER.size + flashimage.TRAILER_BYTES
+            + sum(flashimage.RECORD.size + len(rec.words) * rec.word_bytes
+                  for rec in image_records(image)))
+
+
 def image_blob(image: Image) -> bytes:
     """The flash blob of ``image``: every core's parameters and weights, for its gateware."""
     image.check()
@@ -78,7 +86,7 @@ class PyLoadError(py_enum.IntEnum):
     MAGIC = 2
     VERSION = 3
     IMAGE_ID = 4  # a blob for another network structure
-    LENGTH = 5  # length below a header and trailer, or above max_length
+    LENGTH = 5  # not the length of the gateware's image
     CRC = 6  # corrupt or truncated (erased bytes read as 0xFF)
     RECORD = 7  # a record names a core, space, word size or address the array lacks
 
@@ -264,10 +272,10 @@ class FlashReader(wiring.Component):
 class FlashLoader(wiring.Component):
     """Check a flash image at ``offset`` and write its records through ``mem``.
 
-    Pass one reads the blob from its start: the header byte by byte against the expected magic,
-    format version and ``image_id`` (the first differing byte names the fault), its length
-    (within 20..``max_length``), and every byte of the blob, trailer included, bit by bit through
-    a CRC-32 register as the bits arrive, writing nothing. Only when the register ends at
+    Pass one reads the blob from its start: the header byte by byte against the magic, format
+    version, ``image_id`` and ``length`` this gateware expects (the first differing byte names
+    the fault), then every byte up to ``length``, trailer included, bit by bit through a CRC-32
+    register as the bits arrive, writing nothing. Only when the register ends at
     :data:`spikeforge.flashimage.CRC_RESIDUE` does pass two read the blob again from its start
     and write each record's words through ``mem`` (a request held until ``ready``). ``state`` is
     LOADING until then, READY after the last write, ERROR with ``reason`` on the first fault; a
@@ -275,10 +283,13 @@ class FlashLoader(wiring.Component):
     that runs into the trailer) also ends in ERROR, so whatever drives the array must keep it
     stopped until READY.
 
-    Small by design (docs/flash.md): one byte-position down-counter for the whole blob, no
-    header or trailer registers, a shift register for the word being assembled (big-endian,
-    so a short word is right-aligned), and address and count registers ``addr_width`` + 1 bits
-    wide (wider fields are record faults).
+    ``length`` is the whole blob's, trailer included: for an image, :func:`image_length` (fixed
+    by the structure ``image_id`` names).
+
+    Small by design (docs/flash.md): one down-counter of the bytes left in the blob, no header,
+    trailer or record registers beyond the fields a write needs, a shift register for the word
+    being assembled (big-endian, so a short word is right-aligned), and address and count
+    registers ``addr_width`` + 1 bits wide (wider fields are record faults).
 
     Members
     -------
@@ -290,14 +301,13 @@ class FlashLoader(wiring.Component):
     """
 
     def __init__(self, *, image_id: int, offset: int, n_cores: int, data_width: int,
-                 addr_width: int, max_length: int = 1 << 20, divisor: int = 1,
-                 wake_cycles: int = 40):
+                 addr_width: int, length: int, divisor: int = 1, wake_cycles: int = 40):
         self._image_id = operator.index(image_id)
         self._offset = operator.index(offset)
         self._n_cores = operator.index(n_cores)
         self._data_width = operator.index(data_width)
         self._addr_width = operator.index(addr_width)
-        self._max_length = operator.index(max_length)
+        self._length = operator.index(length)
         if not 0 <= self._image_id < 1 << 32:
             raise ValueError(f"Image id must be a 32-bit unsigned integer, not {image_id!r}")
         if not 0 <= self._offset < 1 << 24:
@@ -305,9 +315,9 @@ class FlashLoader(wiring.Component):
         if not 1 <= self._n_cores <= 256:
             raise ValueError(f"Core count must be 1..256, not {n_cores!r}")
         minimum = flashimage.HEADER.size + flashimage.TRAILER_BYTES
-        if not minimum <= self._max_length <= (1 << 24) - self._offset:
-            raise ValueError(f"Maximum length must be {minimum}..{(1 << 24) - self._offset} "
-                             f"(the flash past the offset), not {max_length!r}")
+        if not minimum <= self._length <= (1 << 24) - self._offset:
+            raise ValueError(f"Blob length must be {minimum}..{(1 << 24) - self._offset} "
+                             f"(the flash past the offset), not {length!r}")
         self._reader = FlashReader(divisor=divisor, wake_cycles=wake_cycles)
         super().__init__({
             "cs_n": Out(1, init=1), "sck": Out(1), "copi": Out(1), "cipo": In(1),
@@ -324,6 +334,10 @@ class FlashLoader(wiring.Component):
     def offset(self) -> int:
         return self._offset
 
+    @property
+    def length(self) -> int:
+        return self._length
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.reader = reader = self._reader
@@ -331,7 +345,7 @@ class FlashLoader(wiring.Component):
                      self.copi.eq(reader.copi), reader.cipo.eq(self.cipo),
                      reader.addr.eq(self._offset)]
         header_bytes = flashimage.HEADER.size
-        trailer_at = header_bytes + flashimage.TRAILER_BYTES  # `left` at the trailer
+        trailer = flashimage.TRAILER_BYTES
 
         byte = reader.o.payload
         take = Signal()  # a byte is consumed this cycle
@@ -342,26 +356,18 @@ class FlashLoader(wiring.Component):
             m.d.sync += [self.reason.eq(reason), reader.stop.eq(1)]
             m.next = "Error"
 
-        def shift_in(reg, value, overflow):
-            """``reg`` takes ``value`` as its new low byte (big-endian fields); bits pushed out
-            of its top set ``overflow``."""
-            wide = Cat(value, reg)
-            m.d.sync += reg.eq(wide[:len(reg)])
-            with m.If(wide[len(reg):].any()):
-                m.d.sync += overflow.eq(1)
-
         # Pass one: CRC-32/BZIP2, one bit per SPI clock, over every byte up to `length`.
         crc = Signal(32, init=0xFFFF_FFFF)
         with m.If(reader.bit_valid & ~second):
             feedback = crc[31] ^ reader.bit
             m.d.sync += crc.eq(Cat(0, crc[:31]) ^ Mux(feedback, flashimage.CRC_POLY, 0))
 
-        # The header, byte by byte against what this gateware expects (record count and length
-        # are not fixed): the first differing byte gives the fault.
+        # The header, byte by byte against what this gateware expects (all but the record
+        # count, which the gateware does not need: it walks the records up to the trailer).
         expected = flashimage.HEADER.pack(flashimage.MAGIC, flashimage.FORMAT_VERSION, 0,
-                                          self._image_id, 0)
+                                          self._image_id, self._length)
         region = ([LoadError.MAGIC] * 4 + [LoadError.VERSION] * 2 + [LoadError.NONE] * 2
-                  + [LoadError.IMAGE_ID] * 4 + [LoadError.NONE] * 4)
+                  + [LoadError.IMAGE_ID] * 4 + [LoadError.LENGTH] * 4)
         hpos = Signal(4)  # header byte being taken
         fault = Signal(LoadError)  # the header's first fault
         blank = Signal(init=1)  # every magic byte so far reads 0xFF
@@ -369,15 +375,27 @@ class FlashLoader(wiring.Component):
         m.d.comb += differs.eq(byte != Array(Const(b, 8) for b in expected)[hpos])
         here = Signal(LoadError)
         m.d.comb += here.eq(Array(region)[hpos])
-        # bytes from blob offset 16 on still to come before the end of the blob (trailer
-        # included); the header's length field shifts into it
-        length_bits = self._max_length.bit_length()
-        left = Signal(length_bits)
-        too_long = Signal()  # the length field has bits above `left`'s
-        at_trailer = Signal()
-        m.d.comb += at_trailer.eq(left == trailer_at)
+        header_take = Signal()
+        with m.If(header_take):
+            m.d.sync += hpos.eq(hpos + 1)
+            with m.If(differs & (fault == LoadError.NONE)):
+                m.d.sync += fault.eq(here)
+            with m.If(~hpos[2] & ~hpos[3] & (byte != 0xFF)):
+                m.d.sync += blank.eq(0)
 
-        # a record being written
+        # bytes of the blob past its header still to come, trailer included
+        body = self._length - header_bytes
+        left = Signal(range(body + 1), init=body)
+        count_byte = Signal()  # a byte past the header is taken
+        reload = Signal()
+        with m.If(reload):
+            m.d.sync += left.eq(body)
+        with m.Elif(count_byte):
+            m.d.sync += left.eq(left - 1)
+        at_trailer = Signal()
+        m.d.comb += at_trailer.eq(left == trailer)
+
+        # the record being written
         data_bytes = (self._data_width + 7) // 8
         core_bits = max(1, (self._n_cores - 1).bit_length())
         aw = self._addr_width
@@ -393,6 +411,49 @@ class FlashLoader(wiring.Component):
         m.d.comb += [self.mem.core.eq(r_core), self.mem.space.as_value().eq(r_space),
                      self.mem.addr.eq(addr[:aw]), self.mem.wdata.eq(word)]
 
+        record_take = Signal()
+        with m.If(record_take):
+            m.d.sync += rpos.eq(rpos + 1)
+            with m.Switch(rpos):
+                with m.Case(0):
+                    m.d.sync += r_core.eq(byte)
+                    with m.If(byte >= self._n_cores):
+                        m.d.sync += bad.eq(1)
+                with m.Case(1):
+                    m.d.sync += r_space.eq(byte)
+                    with m.If(byte > max(flashimage.WRITABLE)):
+                        m.d.sync += bad.eq(1)
+                with m.Case(2):
+                    m.d.sync += r_last.eq(byte - 1)
+                    with m.If((byte == 0) | (byte > data_bytes)):
+                        m.d.sync += bad.eq(1)
+        # address and count shift in from the right (big-endian); bits pushed out of the top
+        # are a record fault
+        new_addr = Signal()  # the record starts: the address shifts in from zero
+        addr_take = Signal()
+        count_take = Signal()
+        written = Signal()
+        m.d.comb += [addr_take.eq(record_take & (rpos[2:] == 1)),
+                     count_take.eq(record_take & (rpos[2:] == 2))]
+        for reg, shift in ((addr, addr_take), (count, count_take)):
+            with m.If(shift & Cat(byte, reg)[len(reg):].any()):
+                m.d.sync += bad.eq(1)
+        with m.If(new_addr):
+            m.d.sync += addr.eq(0)
+        with m.Elif(addr_take):
+            m.d.sync += addr.eq(Cat(byte, addr))
+        with m.Elif(written):
+            m.d.sync += addr.eq(addr + 1)
+        with m.If(count_take):
+            m.d.sync += count.eq(Cat(byte, count))
+        with m.Elif(written):
+            m.d.sync += count.eq(count - 1)
+        word_take = Signal()
+        with m.If(written):
+            m.d.sync += [word.eq(0), w_byte.eq(0)]
+        with m.Elif(word_take):
+            m.d.sync += [word.eq(Cat(byte, word)), w_byte.eq(w_byte + 1)]
+
         m.d.sync += reader.stop.eq(0)
         with m.FSM():
             with m.State("Wake"):
@@ -400,46 +461,33 @@ class FlashLoader(wiring.Component):
                     m.d.comb += reader.start.eq(1)
                     m.next = "Header"
             with m.State("Header"):
-                m.d.comb += reader.o.ready.eq(1)
-                with m.If(take):
-                    m.d.sync += hpos.eq(hpos + 1)
-                    with m.If(differs & (here != LoadError.NONE) & (fault == LoadError.NONE)):
-                        m.d.sync += fault.eq(here)
-                    with m.If((hpos < 4) & (byte != 0xFF)):
-                        m.d.sync += blank.eq(0)
-                    with m.If(hpos == 12):
-                        m.d.sync += [left.eq(byte), too_long.eq(0)]
-                    with m.Elif(hpos > 12):
-                        shift_in(left, byte, too_long)
-                    with m.If(hpos == header_bytes - 1):
-                        m.next = "CheckHeader"
+                m.d.comb += [reader.o.ready.eq(1), header_take.eq(take)]
+                with m.If(take & (hpos == header_bytes - 1)):
+                    m.next = "CheckHeader"
             with m.State("CheckHeader"):
                 with m.If((fault == LoadError.MAGIC) & blank):
                     fail(LoadError.BLANK)
                 with m.Elif(fault != LoadError.NONE):
                     fail(fault)
-                with m.Elif(too_long | (left < trailer_at) | (left > self._max_length)):
-                    fail(LoadError.LENGTH)
                 with m.Elif(second):
                     m.next = "NextRecord"
                 with m.Else():
                     m.next = "Body"
             with m.State("Body"):
-                m.d.comb += reader.o.ready.eq(1)
-                with m.If(take):
-                    m.d.sync += left.eq(left - 1)
-                    with m.If(left == header_bytes + 1):
-                        m.d.sync += reader.stop.eq(1)
-                        m.next = "CheckCrc"
+                m.d.comb += [reader.o.ready.eq(1), count_byte.eq(take)]
+                with m.If(take & (left == 1)):
+                    m.d.sync += reader.stop.eq(1)
+                    m.next = "CheckCrc"
             with m.State("CheckCrc"):
                 with m.If(crc != flashimage.CRC_RESIDUE):
                     fail(LoadError.CRC)
                 with m.Elif(reader.idle & ~reader.stop):
-                    m.d.comb += reader.start.eq(1)
+                    m.d.comb += [reader.start.eq(1), reload.eq(1)]
                     m.d.sync += second.eq(1)
                     m.next = "Header"
             with m.State("NextRecord"):
-                m.d.sync += [rpos.eq(0), bad.eq(0), addr.eq(0)]
+                m.d.comb += new_addr.eq(1)
+                m.d.sync += [rpos.eq(0), bad.eq(0)]
                 with m.If(at_trailer):
                     m.d.sync += reader.stop.eq(1)
                     m.next = "Ready"
@@ -449,30 +497,11 @@ class FlashLoader(wiring.Component):
                 with m.If(at_trailer):
                     fail(LoadError.RECORD)
                 with m.Else():
-                    m.d.comb += reader.o.ready.eq(1)
-                with m.If(take):
-                    m.d.sync += [rpos.eq(rpos + 1), left.eq(left - 1)]
-                    with m.Switch(rpos):
-                        with m.Case(0):
-                            m.d.sync += r_core.eq(byte)
-                            with m.If(byte >= self._n_cores):
-                                m.d.sync += bad.eq(1)
-                        with m.Case(1):
-                            m.d.sync += r_space.eq(byte)
-                            with m.If(byte > max(flashimage.WRITABLE)):
-                                m.d.sync += bad.eq(1)
-                        with m.Case(2):
-                            m.d.sync += r_last.eq(byte - 1)
-                            with m.If((byte == 0) | (byte > data_bytes)):
-                                m.d.sync += bad.eq(1)
-                        with m.Case(4, 5, 6, 7):
-                            shift_in(addr, byte, bad)
-                        with m.Case(8, 9, 10, 11):
-                            shift_in(count, byte, bad)
-                    with m.If(rpos == flashimage.RECORD.size - 1):
+                    m.d.comb += [reader.o.ready.eq(1), record_take.eq(take),
+                                 count_byte.eq(take)]
+                    with m.If(take & (rpos == flashimage.RECORD.size - 1)):
                         m.next = "CheckRecord"
             with m.State("CheckRecord"):
-                m.d.sync += w_byte.eq(0)
                 with m.If(bad):
                     fail(LoadError.RECORD)
                 with m.Else():
@@ -483,17 +512,12 @@ class FlashLoader(wiring.Component):
                 with m.Elif(at_trailer | addr[aw]):
                     fail(LoadError.RECORD)
                 with m.Else():
-                    m.d.comb += reader.o.ready.eq(1)
-                    with m.If(take):
-                        m.d.sync += [word.eq(Cat(byte, word)), w_byte.eq(w_byte + 1),
-                                     left.eq(left - 1)]
-                        with m.If(w_byte == r_last):
-                            m.next = "Write"
+                    m.d.comb += [reader.o.ready.eq(1), word_take.eq(take), count_byte.eq(take)]
+                    with m.If(take & (w_byte == r_last)):
+                        m.next = "Write"
             with m.State("Write"):
-                m.d.comb += self.mem.we.eq(1)
+                m.d.comb += [self.mem.we.eq(1), written.eq(self.mem.ready)]
                 with m.If(self.mem.ready):
-                    m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), word.eq(0),
-                                 w_byte.eq(0)]
                     m.next = "Word"
             with m.State("Ready"):
                 m.d.comb += self.state.eq(LoadState.READY)

@@ -4,6 +4,7 @@ amaranth's CRC catalogue (CRC-32/BZIP2), every refusal."""
 from __future__ import annotations
 
 import struct
+
 import pytest
 from amaranth.lib.crc import catalog
 

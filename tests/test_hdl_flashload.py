@@ -27,6 +27,7 @@ from spikeforge.hdl.flashload import (
     PyLoadError,
     image_blob,
     image_id,
+    image_length,
     image_records,
 )
 from spikeforge.hdl.spiflash import SpiFlashModel
@@ -105,7 +106,7 @@ def test_powered_down_flash_answers_nothing_without_the_wake_up():
 class Rig:
     """Flash model -> loader -> lock -> array; the test bench reads through the host side."""
 
-    def __init__(self, image, blob, *, blob_id=None, max_length=1 << 16, divisor=1):
+    def __init__(self, image, blob, *, blob_id=None, divisor=1):
         self.image = image
         # the bitstream's own memory contents: this image without its weights
         self.array = CoreArray(_unloaded(image))
@@ -113,7 +114,7 @@ class Rig:
             image_id=image_id(image) if blob_id is None else blob_id,
             offset=OFFSET, n_cores=len(image.config.cores),
             data_width=self.array.mem_data_width, addr_width=self.array.mem_addr_width,
-            max_length=max_length, divisor=divisor, wake_cycles=3)
+            length=image_length(image), divisor=divisor, wake_cycles=3)
         self.lock = MemLock(data_width=self.array.mem_data_width,
                             addr_width=self.array.mem_addr_width)
         m = Module()
@@ -249,12 +250,12 @@ def test_wrong_image_id_is_refused():
     ({"offset": 1 << 24}, r"^Flash offset must be a 24-bit address, not 16777216$"),
     ({"n_cores": 0}, r"^Core count must be 1\.\.256, not 0$"),
     ({"image_id": 1 << 32}, r"^Image id must be a 32-bit unsigned integer, not 4294967296$"),
-    ({"max_length": 19}, r"^Maximum length must be 20\.\.16777216 \(the flash past the "
-                         r"offset\), not 19$"),
+    ({"length": 19}, r"^Blob length must be 20\.\.16777216 \(the flash past the offset\), "
+                     r"not 19$"),
 ])
 def test_loader_parameters_are_checked(kwargs, message):
     args = {"image_id": 0, "offset": 0, "n_cores": 1, "data_width": 8, "addr_width": 4,
-            **kwargs}
+            "length": 20, **kwargs}
     with warnings.catch_warnings():  # the half-built component is never elaborated
         warnings.simplefilter("ignore", UnusedElaboratable)
         with pytest.raises(ValueError, match=message):
