@@ -98,9 +98,10 @@ LoadError = wire_enum(PyLoadError, unsigned(3), name="LoadError")
 class SpiShifter(wiring.Component):
     """One byte out on ``copi`` and in from ``cipo``, SPI mode 0, MSB first.
 
-    ``start`` (while ``busy`` is low) latches ``tx``; SCK then runs ``divisor`` cycles low and
-    ``divisor`` cycles high per bit. ``cipo`` is sampled in the last cycle of each high phase
-    (the flash drives it from the falling edge before); ``sample`` is high in that cycle.
+    ``start`` (while ``busy`` is low) starts a byte: ``tx`` must hold while ``busy`` is high
+    (``copi`` shows its bits in turn, no copy is kept). SCK then runs ``divisor`` cycles low
+    and ``divisor`` cycles high per bit. ``cipo`` is sampled in the last cycle of each high
+    phase (the flash drives it from the falling edge before); ``sample`` is high in that cycle.
     ``done`` pulses with ``rx`` valid in the cycle after the eighth bit; SCK rests low.
 
     Members
@@ -137,16 +138,14 @@ class SpiShifter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        out = Signal(8)
-        bit = Signal(3)
+        bit = Signal(3)  # bits done in this byte (wraps to 0 after the eighth)
         timer = Signal(range(self._divisor))
-        m.d.comb += [self.copi.eq(out[7]),
+        m.d.comb += [self.copi.eq(Cat(*reversed(list(self.tx))).bit_select(bit, 1)),
                      self.sample.eq(self.busy & self.sck & (timer == 0))]
         m.d.sync += self.done.eq(0)
         with m.If(~self.busy):
             with m.If(self.start):
-                m.d.sync += [out.eq(self.tx), bit.eq(0), timer.eq(self._divisor - 1),
-                             self.busy.eq(1)]
+                m.d.sync += [timer.eq(self._divisor - 1), self.busy.eq(1)]
         with m.Elif(timer != 0):
             m.d.sync += timer.eq(timer - 1)
         with m.Else():
@@ -155,7 +154,7 @@ class SpiShifter(wiring.Component):
                 m.d.sync += self.sck.eq(1)
             with m.Else():
                 m.d.sync += [self.sck.eq(0), self.rx.eq(Cat(self.cipo, self.rx[:7])),
-                             out.eq(out << 1), bit.eq(bit + 1)]
+                             bit.eq(bit + 1)]
                 with m.If(bit == 7):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         return m
@@ -164,12 +163,13 @@ class SpiShifter(wiring.Component):
 class FlashReader(wiring.Component):
     """Bytes from an SPI flash, from any address on.
 
-    After reset it sends 0xAB (release from deep power-down) and waits ``wake_cycles`` (tRES1,
-    3 us on the usual parts) with CS high; ``awake`` then rises. ``start`` (while ``awake`` and
-    idle) sends READ 0x03 and the 24-bit ``addr`` (sampled while the command goes out: hold it),
-    after which ``o`` streams the bytes from that address on; SCK pauses while ``o.ready`` is
-    low, and the next byte is not clocked in before the last one is taken. ``bit_valid`` is high
-    in the cycle each bit of a data byte is sampled, ``bit`` its value (for a bit-serial CRC).
+    After reset it sends 0xAB (release from deep power-down) and then, with CS high, clocks
+    dummy bytes for at least ``wake_cycles`` (tRES1, 3 us on the usual parts; a deselected
+    flash ignores SCK): no counter of its own. ``awake`` then rises. ``start`` (while ``awake``
+    and idle) sends READ 0x03 and the 24-bit ``addr`` (hold it until the first byte), after
+    which ``o`` streams the bytes from that address on; SCK pauses while ``o.ready`` is low, and
+    the next byte is not clocked in before the last one is taken. ``bit_valid`` is high in the
+    cycle each bit of a data byte is sampled, ``bit`` its value (for a bit-serial CRC).
     ``stop`` ends the read (CS high) and returns to idle; a byte not yet taken is dropped.
 
     Members
@@ -211,30 +211,31 @@ class FlashReader(wiring.Component):
         # the command byte by byte: no shift register of its own (with a constant address, as
         # the flash loader's, this is a small table)
         command = Array([Const(CMD_READ, 8), self.addr[16:24], self.addr[8:16], self.addr[0:8]])
-        sent = Signal(2)
-        wait = Signal(range(self._wake_cycles + 1))
+        byte_cycles = 16 * self._divisor  # at least, per byte
+        dummies = -(-self._wake_cycles // byte_cycles)
+        sent = Signal(max(2, (dummies - 1).bit_length()))
         with m.FSM():
             with m.State("Wake"):
-                m.d.comb += [shifter.tx.eq(CMD_WAKE), shifter.start.eq(1)]
+                m.d.comb += [shifter.tx.eq(CMD_WAKE), shifter.start.eq(~self.cs_n)]
                 m.d.sync += self.cs_n.eq(0)
-                with m.If(~self.cs_n):
-                    m.next = "WakeShift"
-            with m.State("WakeShift"):
                 with m.If(shifter.done):
-                    m.d.sync += [self.cs_n.eq(1), wait.eq(self._wake_cycles)]
+                    m.d.sync += [self.cs_n.eq(1), sent.eq(0)]
                     m.next = "WakeWait"
             with m.State("WakeWait"):
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 1):
-                    m.d.sync += self.awake.eq(1)
-                    m.next = "Idle"
+                with m.If(~shifter.busy & ~shifter.done):
+                    m.d.comb += shifter.start.eq(1)
+                with m.If(shifter.done):
+                    m.d.sync += sent.eq(sent + 1)
+                    with m.If(sent == dummies - 1):
+                        m.d.sync += self.awake.eq(1)
+                        m.next = "Idle"
             with m.State("Idle"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
                     m.d.sync += [sent.eq(0), self.cs_n.eq(0)]
                     m.next = "Command"
             with m.State("Command"):
-                m.d.comb += shifter.tx.eq(command[sent])
+                m.d.comb += shifter.tx.eq(command[sent[:2]])
                 with m.If(~shifter.busy & ~shifter.done):
                     m.d.comb += shifter.start.eq(1)
                 with m.If(shifter.done):
