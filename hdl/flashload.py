@@ -289,7 +289,7 @@ class FlashLoader(wiring.Component):
 
     Small by design (docs/flash.md): one down-counter of the bytes left in the blob, no header,
     trailer or record registers beyond the fields a write needs, a shift register for the word
-    being assembled (big-endian, so a short word is right-aligned), and address and count
+    being assembled (big-endian, so a short word is right-aligned), and address and end
     registers ``addr_width`` + 1 bits wide (wider fields are record faults).
 
     Members
@@ -407,7 +407,7 @@ class FlashLoader(wiring.Component):
         r_last = Signal(range(data_bytes))  # word bytes - 1
         w_byte = Signal(range(data_bytes))  # byte of the word being taken
         addr = Signal(aw + 1)  # bit aw set: past the memories
-        count = Signal(aw + 1)  # words left in the record
+        end = Signal(aw + 1)  # the address past the record's last word
         word = Signal(self._data_width)
         m.d.comb += [self.mem.core.eq(r_core), self.mem.space.as_value().eq(r_space),
                      self.mem.addr.eq(addr[:aw]), self.mem.wdata.eq(word)]
@@ -428,15 +428,15 @@ class FlashLoader(wiring.Component):
                     m.d.sync += r_last.eq(byte - 1)
                     with m.If((byte == 0) | (byte > data_bytes)):
                         m.d.sync += bad.eq(1)
-        # address and count shift in from the right (big-endian); bits pushed out of the top
-        # are a record fault
-        new_addr = Signal()  # the record starts: the address shifts in from zero
+        # address and end shift in from the right (big-endian); bits pushed out of the top are
+        # a record fault
+        new_addr = Signal()  # a record starts: address and end shift in from zero
         addr_take = Signal()
-        count_take = Signal()
+        end_take = Signal()
         written = Signal()
         m.d.comb += [addr_take.eq(record_take & (rpos[2:] == 1)),
-                     count_take.eq(record_take & (rpos[2:] == 2))]
-        for reg, shift in ((addr, addr_take), (count, count_take)):
+                     end_take.eq(record_take & (rpos[2:] == 2))]
+        for reg, shift in ((addr, addr_take), (end, end_take)):
             with m.If(shift & Cat(byte, reg)[len(reg):].any()):
                 m.d.sync += bad.eq(1)
         with m.If(new_addr):
@@ -445,10 +445,10 @@ class FlashLoader(wiring.Component):
             m.d.sync += addr.eq(Cat(byte, addr))
         with m.Elif(written):
             m.d.sync += addr.eq(addr + 1)
-        with m.If(count_take):
-            m.d.sync += count.eq(Cat(byte, count))
-        with m.Elif(written):
-            m.d.sync += count.eq(count - 1)
+        with m.If(new_addr):
+            m.d.sync += end.eq(0)
+        with m.Elif(end_take):
+            m.d.sync += end.eq(Cat(byte, end))
         word_take = Signal()
         with m.If(written):
             m.d.sync += [word.eq(0), w_byte.eq(0)]
@@ -508,7 +508,7 @@ class FlashLoader(wiring.Component):
                 with m.Else():
                     m.next = "Word"
             with m.State("Word"):
-                with m.If(count == 0):
+                with m.If(addr == end):
                     m.next = "NextRecord"
                 with m.Elif(at_trailer | addr[aw]):
                     fail(LoadError.RECORD)

@@ -8,8 +8,8 @@ it imports nothing of the project (``hdl.flashload.image_blob`` builds the blob 
 Layout, every field and word big-endian (most significant byte first)::
 
     header   16 bytes  magic b"SFFL" | version u16 | record count u16 | image id u32 | length u32
-    record   12 bytes  core u8 | space u8 | word bytes u8 | 0 u8 | address u32 | count u32
-             then count words of `word bytes` bytes each
+    record   12 bytes  core u8 | space u8 | word bytes u8 | 0 u8 | address u32 | end u32
+             then end - address words of `word bytes` bytes each, for addresses address..end-1
     ...      (record count records, up to the trailer)
     trailer   4 bytes  CRC-32/BZIP2 (:func:`crc32`) of every byte before it
 
@@ -38,7 +38,7 @@ __all__ = ["FLASH_OFFSETS", "MAGIC", "FORMAT_VERSION", "HEADER", "RECORD", "TRAI
 MAGIC = b"SFFL"
 FORMAT_VERSION = 2
 HEADER = struct.Struct(">4sHHII")  # magic, version, record count, image id, length
-RECORD = struct.Struct(">BBBxII")  # core, space, word bytes, pad, address, count
+RECORD = struct.Struct(">BBBxII")  # core, space, word bytes, pad, address, end
 TRAILER_BYTES = 4
 CRC_POLY = 0x04C1_1DB7
 # The CRC register (before the final inversion) after a blob and its own trailer, MSB first
@@ -103,8 +103,11 @@ def encode(records: Sequence[Record], *, image_id: int) -> bytes:
         if not 1 <= rec.word_bytes <= 255 or not 0 <= rec.core < 256:
             raise FlashImageError(f"record of core {rec.core!r} with {rec.word_bytes!r}-byte "
                                   f"words does not fit the record header")
+        if not 0 <= rec.addr <= rec.addr + len(rec.words) < 1 << 32:
+            raise FlashImageError(f"record of core {rec.core} at address {rec.addr!r} with "
+                                  f"{len(rec.words)} words does not fit 32-bit addresses")
         body.append(RECORD.pack(rec.core, int(rec.space), rec.word_bytes, rec.addr,
-                                len(rec.words)))
+                                rec.addr + len(rec.words)))
         limit = 1 << (8 * rec.word_bytes)
         for word in rec.words:
             if not 0 <= word < limit:
@@ -148,11 +151,13 @@ def decode(data: bytes, *, image_id: int | None = None) -> FlashImage:
     while pos < len(body):
         if pos + RECORD.size > len(body):
             raise FlashImageError(f"flash image record at byte {pos} overruns its length")
-        core, space, word_bytes, addr, n = RECORD.unpack_from(body, pos)
+        core, space, word_bytes, addr, stop = RECORD.unpack_from(body, pos)
         pos += RECORD.size
-        if space not in {int(s) for s in WRITABLE} or word_bytes == 0:
+        if space not in {int(s) for s in WRITABLE} or word_bytes == 0 or stop < addr:
             raise FlashImageError(f"flash image record at byte {pos - RECORD.size} has "
-                                  f"space {space} and {word_bytes}-byte words")
+                                  f"space {space}, {word_bytes}-byte words and addresses "
+                                  f"{addr}..{stop}")
+        n = stop - addr
         end = pos + n * word_bytes
         if end > len(body):
             raise FlashImageError(f"flash image record at byte {pos - RECORD.size} overruns "

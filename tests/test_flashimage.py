@@ -25,7 +25,7 @@ def test_layout_field_by_field():
     blob = encode([rec], image_id=0xCAFE0001)
     assert blob[:4] == b"SFFL"
     assert struct.unpack_from(">HHII", blob, 4) == (2, 1, 0xCAFE0001, len(blob))
-    assert struct.unpack_from(">BBBBII", blob, 16) == (3, 2, 2, 0, 5, 2)
+    assert struct.unpack_from(">BBBBII", blob, 16) == (3, 2, 2, 0, 5, 7)
     assert blob[28:32] == bytes([0x12, 0x34, 0xBE, 0xEF])
     assert int.from_bytes(blob[-4:], "big") == catalog.CRC32_BZIP2().compute(blob[:-4])
     assert decode(blob + b"\xff" * 9).records == (rec,)
