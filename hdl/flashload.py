@@ -393,8 +393,12 @@ class FlashLoader(wiring.Component):
             m.d.sync += left.eq(body)
         with m.Elif(count_byte):
             m.d.sync += left.eq(left - 1)
+        # Compares registered (off the critical path): a byte is never taken in two cycles in a
+        # row (the reader clocks the next one in after the take), so at a take they are exact;
+        # in the cycle after one they may lag, and no state then acts on them but to wait.
         at_trailer = Signal()
-        m.d.comb += at_trailer.eq(left == trailer)
+        at_last = Signal()  # the blob's last byte is next
+        m.d.sync += [at_trailer.eq(left == trailer), at_last.eq(left == 1)]
 
         # the record being written
         data_bytes = (self._data_width + 7) // 8
@@ -409,6 +413,8 @@ class FlashLoader(wiring.Component):
         addr = Signal(aw + 1)  # bit aw set: past the memories
         end = Signal(aw + 1)  # the address past the record's last word
         word = Signal(self._data_width)
+        at_end = Signal()  # addr == end, registered (see at_trailer; Write waits a cycle)
+        m.d.sync += at_end.eq(addr == end)
         m.d.comb += [self.mem.core.eq(r_core), self.mem.space.as_value().eq(r_space),
                      self.mem.addr.eq(addr[:aw]), self.mem.wdata.eq(word)]
 
@@ -476,7 +482,7 @@ class FlashLoader(wiring.Component):
                     m.next = "Body"
             with m.State("Body"):
                 m.d.comb += [reader.o.ready.eq(1), count_byte.eq(take)]
-                with m.If(take & (left == 1)):
+                with m.If(take & at_last):
                     m.d.sync += reader.stop.eq(1)
                     m.next = "CheckCrc"
             with m.State("CheckCrc"):
@@ -508,7 +514,7 @@ class FlashLoader(wiring.Component):
                 with m.Else():
                     m.next = "Word"
             with m.State("Word"):
-                with m.If(addr == end):
+                with m.If(at_end):
                     m.next = "NextRecord"
                 with m.Elif(at_trailer | addr[aw]):
                     fail(LoadError.RECORD)
@@ -519,7 +525,9 @@ class FlashLoader(wiring.Component):
             with m.State("Write"):
                 m.d.comb += [self.mem.we.eq(1), written.eq(self.mem.ready)]
                 with m.If(self.mem.ready):
-                    m.next = "Word"
+                    m.next = "Advance"
+            with m.State("Advance"):  # at_end catches up with the new address
+                m.next = "Word"
             with m.State("Ready"):
                 m.d.comb += self.state.eq(LoadState.READY)
             with m.State("Error"):
