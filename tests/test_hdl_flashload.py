@@ -210,6 +210,25 @@ def _faulty(image, fault):
                                         records[-1].addr, records[-1].word_bytes,
                                         records[-1].words)
         return flashimage.encode(records, image_id=image_id(image))
+    if fault == "address":
+        # a record whose words run past the array's address space, with a good CRC
+        records = image_records(image)
+        with warnings.catch_warnings():  # built only for its port width
+            warnings.simplefilter("ignore", UnusedElaboratable)
+            addr_bits = CoreArray(image).mem_addr_width
+            gc.collect()
+        records[0] = flashimage.Record(records[0].core, records[0].space,
+                                       (1 << addr_bits) - 1, records[0].word_bytes,
+                                       records[0].words)
+        return flashimage.encode(records, image_id=image_id(image))
+    if fault == "overrun":
+        # the last record claims one word more than the blob holds, with a good CRC
+        at = len(blob) - 4 - sum(len(r.words) * r.word_bytes + flashimage.RECORD.size
+                                 for r in image_records(image)[-1:]) + 8
+        end = int.from_bytes(blob[at:at + 4], "big")
+        blob[at:at + 4] = (end + 1).to_bytes(4, "big")
+        blob[-4:] = catalog.CRC32_BZIP2().compute(bytes(blob[:-4])).to_bytes(4, "big")
+        return bytes(blob)
     raise AssertionError(fault)
 
 
@@ -221,11 +240,13 @@ def _faulty(image, fault):
     ("version", PyLoadError.VERSION),
     ("length", PyLoadError.LENGTH),
     ("record", PyLoadError.RECORD),
+    ("address", PyLoadError.RECORD),
+    ("overrun", PyLoadError.RECORD),
 ])
 def test_a_faulty_blob_ends_in_error_with_its_reason(fault, reason):
     image = random_image(4, (4, 5, 2))
     blob = _faulty(image, fault)
-    if fault != "record":  # only the gateware knows its core count
+    if fault not in ("record", "address"):  # only the gateware knows its cores and depth
         with pytest.raises(flashimage.FlashImageError):
             flashimage.decode(blob + b"\xff" * 8, image_id=image_id(image))
     rig = Rig(image, blob)
