@@ -12,7 +12,14 @@ Networks (`--net`, repeatable; default all that fit the board):
 - three: a 3-layer random network 64-40-24-10 (about 3,800 synapses), 8-bit weights;
 - mnist4: 784-128-10 with random 4-bit weights.
 
+`--flash` builds the SoC with the power-up flash loader (`build(..., flash=True)`), `--no-flash`
+without it; by default the build decides (docs/flash.md). `--skip-fit-check` builds even when
+the mapper's estimate says the design does not fit, so nextpnr reports the real figure (the
+row's `estimate_luts` keeps the estimate).
+
 Run: .venv/bin/python bench/fmax.py --board icebreaker --net digits8 --clock 40
+     .venv/bin/python bench/fmax.py --board icebreaker --net mnist4 --flash --seed 1 \
+         --skip-fit-check
 One nextpnr build at a time; each takes minutes.
 """
 
@@ -55,12 +62,23 @@ def _used(report: dict, resource: str) -> list[int] | None:
 
 
 def measure(board: str, net: str, clock_mhz: float | None, out_dir: Path,
-            seed: int | None) -> dict:
+            seed: int | None, flash: bool | None = None, skip_fit_check: bool = False) -> dict:
     row: dict = {"board": board, "network": net}
     try:
         image = make_image(net, board)
+        if skip_fit_check:
+            from spikeforge.boards import build as build_module
+            from spikeforge.compiler.mapper import estimate_resources
+
+            def estimate_only(image, board, *, flash=False):
+                estimate = estimate_resources(image.layers, image.config, flash=flash)
+                row["estimate_luts"] = list(estimate["luts"])
+                return estimate
+
+            build_module.check_fit = estimate_only
         clock_hz = None if clock_mhz is None else clock_mhz * 1e6
-        report = build(image, board, out_dir, clock_hz=clock_hz, seed=seed).to_dict()
+        report = build(image, board, out_dir, clock_hz=clock_hz, seed=seed,
+                       flash=flash).to_dict()
     except TimingError as exc:
         report = exc.report.to_dict()
     except (FitError, BuildError) as exc:
@@ -75,6 +93,7 @@ def measure(board: str, net: str, clock_mhz: float | None, out_dir: Path,
                           "delay_ns": path.get("delay_ns"),
                           "logic_levels": path.get("logic_levels")},
         "lanes": [c.lanes for c in image.config.cores],
+        "flash_offset": report.get("flash_offset"),
         "seconds": report["seconds"],
     })
     return row
@@ -90,6 +109,11 @@ def main() -> None:
                         help="fabric clock in MHz (default: the board's catalog clock)")
     parser.add_argument("--seed", type=int, default=None, help="nextpnr placer seed")
     parser.add_argument("--out", default=None, help="build folder (default: a temporary one)")
+    parser.add_argument("--flash", action=argparse.BooleanOptionalAction, default=None,
+                        help="with (--flash) or without (--no-flash) the flash loader "
+                             "(default: as the build decides)")
+    parser.add_argument("--skip-fit-check", action="store_true",
+                        help="build even when the mapper's estimate does not fit")
     args = parser.parse_args()
     boards = args.board or ["icebreaker", "ulx3s-85f"]
     nets = args.net or list(NETS)
@@ -97,7 +121,8 @@ def main() -> None:
         root = Path(args.out or tmp)
         for board in boards:
             for net in nets:
-                row = measure(board, net, args.clock, root / f"{board}-{net}", args.seed)
+                row = measure(board, net, args.clock, root / f"{board}-{net}", args.seed,
+                              args.flash, args.skip_fit_check)
                 print(json.dumps(row), flush=True)
 
 

@@ -143,7 +143,13 @@ LUT_CONV_PER_BRAM_LANE = 58
 # event decode, the update pipeline) mostly cannot share a cell with a LUT. Tutorial 6 at 8 bits
 # on the iCEBreaker (docs/boards.md): 5182 cells, 3917 LUT4s; the model's LUT4s + 1000 + 2 x 180.
 ICE40_EXTRA_CELLS_PER_CONV_CORE = 180
-LUT_FLASH_LOADER = 1068  # UP5K, 8-6-3 image: 4703 logic cells with the loader, 3635 without
+# The power-up flash loader (hdl/flashload.py) with its MemLock, in iCE40 logic cells: the
+# difference of two UP5K builds of the same image and nextpnr seed (bench/fmax.py --net mnist4
+# --seed 1, 784-128-10 at 4 bits, 16 lanes, 18 MHz): 5244 cells with it (--flash), 4724 without
+# (--no-flash). About 150 of them are the write data path (the word being assembled and the
+# lock's multiplexer, 64 bits wide here); a narrower image pays less (the 8-6-3 test image, seed
+# 1: 3941 cells with it, 3543 without, 398). docs/flash.md.
+LUT_FLASH_LOADER = 520
 # iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
 # carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
 #   8-6-3 image, lanes 1-1 (spikeforge build --no-flash)       3635 - 2927 = 708

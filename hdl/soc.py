@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..image import Image
 from .array import CoreArray
-from .flashload import FlashLoader, LoadState, MemLock, image_id
+from .flashload import FlashLoader, LoadState, MemLock, image_id, image_length
 from .hostlink import HostLink, connect_array
 from .uart import UartRx, UartTx, uart_divisor
 
@@ -69,7 +69,7 @@ class SpikeSoC(wiring.Component):
                 image_id=image_id(image), offset=flash_offset, n_cores=len(image.config.cores),
                 data_width=self._array.mem_data_width, addr_width=self._array.mem_addr_width,
                 divisor=flash_divisor, wake_cycles=wake,
-                max_length=min(1 << 20, (1 << 24) - flash_offset))
+                length=image_length(image))
             members.update({"flash_cs_n": Out(1, init=1), "flash_sck": Out(1),
                             "flash_copi": Out(1), "flash_cipo": In(1)})
         super().__init__(members)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import gc
 import warnings
-import zlib
 
 import numpy as np
 import pytest
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
+from amaranth.lib.crc import catalog
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 
@@ -27,6 +27,7 @@ from spikeforge.hdl.flashload import (
     PyLoadError,
     image_blob,
     image_id,
+    image_length,
     image_records,
 )
 from spikeforge.hdl.spiflash import SpiFlashModel
@@ -105,7 +106,7 @@ def test_powered_down_flash_answers_nothing_without_the_wake_up():
 class Rig:
     """Flash model -> loader -> lock -> array; the test bench reads through the host side."""
 
-    def __init__(self, image, blob, *, blob_id=None, max_length=1 << 16, divisor=1):
+    def __init__(self, image, blob, *, blob_id=None, divisor=1):
         self.image = image
         # the bitstream's own memory contents: this image without its weights
         self.array = CoreArray(_unloaded(image))
@@ -113,7 +114,7 @@ class Rig:
             image_id=image_id(image) if blob_id is None else blob_id,
             offset=OFFSET, n_cores=len(image.config.cores),
             data_width=self.array.mem_data_width, addr_width=self.array.mem_addr_width,
-            max_length=max_length, divisor=divisor, wake_cycles=3)
+            length=image_length(image), divisor=divisor, wake_cycles=3)
         self.lock = MemLock(data_width=self.array.mem_data_width,
                             addr_width=self.array.mem_addr_width)
         m = Module()
@@ -198,9 +199,9 @@ def _faulty(image, fault):
     if fault in ("version", "length"):
         field = {"version": (4, 2, flashimage.FORMAT_VERSION + 1), "length": (12, 4, 1 << 17)}
         at, size, value = field[fault]
-        blob[at:at + size] = value.to_bytes(size, "little")
+        blob[at:at + size] = value.to_bytes(size, "big")
         # a consistent CRC, so only the named field is wrong
-        blob[-4:] = zlib.crc32(bytes(blob[:-4])).to_bytes(4, "little")
+        blob[-4:] = catalog.CRC32_BZIP2().compute(bytes(blob[:-4])).to_bytes(4, "big")
         return bytes(blob)
     if fault == "record":
         # a record naming a core the array lacks, with a good CRC
@@ -209,6 +210,25 @@ def _faulty(image, fault):
                                         records[-1].addr, records[-1].word_bytes,
                                         records[-1].words)
         return flashimage.encode(records, image_id=image_id(image))
+    if fault == "address":
+        # a record whose words run past the array's address space, with a good CRC
+        records = image_records(image)
+        with warnings.catch_warnings():  # built only for its port width
+            warnings.simplefilter("ignore", UnusedElaboratable)
+            addr_bits = CoreArray(image).mem_addr_width
+            gc.collect()
+        records[0] = flashimage.Record(records[0].core, records[0].space,
+                                       (1 << addr_bits) - 1, records[0].word_bytes,
+                                       records[0].words)
+        return flashimage.encode(records, image_id=image_id(image))
+    if fault == "overrun":
+        # the last record claims one word more than the blob holds, with a good CRC
+        at = len(blob) - 4 - sum(len(r.words) * r.word_bytes + flashimage.RECORD.size
+                                 for r in image_records(image)[-1:]) + 8
+        end = int.from_bytes(blob[at:at + 4], "big")
+        blob[at:at + 4] = (end + 1).to_bytes(4, "big")
+        blob[-4:] = catalog.CRC32_BZIP2().compute(bytes(blob[:-4])).to_bytes(4, "big")
+        return bytes(blob)
     raise AssertionError(fault)
 
 
@@ -220,11 +240,13 @@ def _faulty(image, fault):
     ("version", PyLoadError.VERSION),
     ("length", PyLoadError.LENGTH),
     ("record", PyLoadError.RECORD),
+    ("address", PyLoadError.RECORD),
+    ("overrun", PyLoadError.RECORD),
 ])
 def test_a_faulty_blob_ends_in_error_with_its_reason(fault, reason):
     image = random_image(4, (4, 5, 2))
     blob = _faulty(image, fault)
-    if fault != "record":  # only the gateware knows its core count
+    if fault not in ("record", "address"):  # only the gateware knows its cores and depth
         with pytest.raises(flashimage.FlashImageError):
             flashimage.decode(blob + b"\xff" * 8, image_id=image_id(image))
     rig = Rig(image, blob)
@@ -249,12 +271,12 @@ def test_wrong_image_id_is_refused():
     ({"offset": 1 << 24}, r"^Flash offset must be a 24-bit address, not 16777216$"),
     ({"n_cores": 0}, r"^Core count must be 1\.\.256, not 0$"),
     ({"image_id": 1 << 32}, r"^Image id must be a 32-bit unsigned integer, not 4294967296$"),
-    ({"max_length": 19}, r"^Maximum length must be 20\.\.16777216 \(the flash past the "
-                         r"offset\), not 19$"),
+    ({"length": 19}, r"^Blob length must be 20\.\.16777216 \(the flash past the offset\), "
+                     r"not 19$"),
 ])
 def test_loader_parameters_are_checked(kwargs, message):
     args = {"image_id": 0, "offset": 0, "n_cores": 1, "data_width": 8, "addr_width": 4,
-            **kwargs}
+            "length": 20, **kwargs}
     with warnings.catch_warnings():  # the half-built component is never elaborated
         warnings.simplefilter("ignore", UnusedElaboratable)
         with pytest.raises(ValueError, match=message):
