@@ -10,7 +10,8 @@ Networks (`--net`, repeatable; default all that fit the board):
 - digits8, digits4: the digits demo network (snnTorch 64-128-10, untrained weights, as
   `make bitstreams` builds it) compiled at 8 / 4 bits;
 - three: a 3-layer random network 64-40-24-10 (about 3,800 synapses), 8-bit weights;
-- mnist4: 784-128-10 with random 4-bit weights.
+- mnist4: 784-128-10 with random 4-bit weights;
+- mnist256: 784-256-10 with random 4-bit weights.
 
 `--flash` builds the SoC with the power-up flash loader (`build(..., flash=True)`), `--no-flash`
 without it; by default the build decides (docs/flash.md). `--skip-fit-check` builds even when
@@ -38,7 +39,7 @@ from spikeforge.image import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from core_throughput import random_network  # noqa: E402
 
-NETS = ("digits8", "digits4", "three", "mnist4")
+NETS = ("digits8", "digits4", "three", "mnist4", "mnist256")
 
 
 def make_image(net: str, board: str) -> Image:
@@ -52,6 +53,9 @@ def make_image(net: str, board: str) -> Image:
         return Image(64, layers, map_network(layers, 64, board=board))
     if net == "mnist4":
         layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
+        return Image(784, layers, map_network(layers, 784, board=board))
+    if net == "mnist256":
+        layers = random_network((784, 256, 10), 4, seed=2, activity=0.1)
         return Image(784, layers, map_network(layers, 784, board=board))
     raise ValueError(f"network must be one of {', '.join(NETS)}, not {net!r}")
 
