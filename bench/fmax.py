@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from spikeforge.boards.build import BuildError, TimingError, build
+from spikeforge.boards.catalog import board_target
 from spikeforge.compiler.mapper import FitError, map_network
 from spikeforge.image import Image
 
@@ -48,15 +49,15 @@ def make_image(net: str, board: str) -> Image:
         from spikeforge.digits import build_model
 
         return spikeforge.compile(build_model(), weight_bits=int(net[-1]), board=board)
-    if net == "three":
-        layers = random_network((64, 40, 24, 10), 8, seed=4, activity=0.3)
-        return Image(64, layers, map_network(layers, 64, board=board))
-    if net == "mnist4":
-        layers = random_network((784, 128, 10), 4, seed=2, activity=0.1)
-        return Image(784, layers, map_network(layers, 784, board=board))
-    if net == "mnist256":
-        layers = random_network((784, 256, 10), 4, seed=2, activity=0.1)
-        return Image(784, layers, map_network(layers, 784, board=board))
+    # map_network's `board` only labels the configuration: the board's device is mapped for
+    name, device, _ = board_target(board)
+    shapes = {"three": ((64, 40, 24, 10), 8, 4, 0.3), "mnist4": ((784, 128, 10), 4, 2, 0.1),
+              "mnist256": ((784, 256, 10), 4, 2, 0.1)}
+    if net in shapes:
+        sizes, bits, seed, activity = shapes[net]
+        layers = random_network(sizes, bits, seed=seed, activity=activity)
+        return Image(sizes[0], layers,
+                     map_network(layers, sizes[0], device=device, board=name))
     raise ValueError(f"network must be one of {', '.join(NETS)}, not {net!r}")
 
 
