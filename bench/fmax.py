@@ -11,7 +11,8 @@ Networks (`--net`, repeatable; default all that fit the board):
   `make bitstreams` builds it) compiled at 8 / 4 bits;
 - three: a 3-layer random network 64-40-24-10 (about 3,800 synapses), 8-bit weights;
 - mnist4: 784-128-10 with random 4-bit weights;
-- mnist256: 784-256-10 with random 4-bit weights.
+- mnist256: 784-256-10 with random 4-bit weights;
+- digits8-3f: digits8 whose output layer learns on chip by the three-factor rule.
 
 `--flash` builds the SoC with the power-up flash loader (`build(..., flash=True)`), `--no-flash`
 without it; by default the build decides (docs/flash.md). `--skip-fit-check` builds even when
@@ -40,15 +41,16 @@ from spikeforge.image import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from core_throughput import random_network  # noqa: E402
 
-NETS = ("digits8", "digits4", "three", "mnist4", "mnist256")
+NETS = ("digits8", "digits4", "three", "mnist4", "mnist256", "digits8-3f")
 
 
 def make_image(net: str, board: str) -> Image:
-    if net in ("digits8", "digits4"):
+    if net in ("digits8", "digits4", "digits8-3f"):
         import spikeforge
         from spikeforge.digits import build_model
 
-        return spikeforge.compile(build_model(), weight_bits=int(net[-1]), board=board)
+        image = spikeforge.compile(build_model(), weight_bits=int(net[6]), board=board)
+        return image.with_learning(-1, "three_factor") if net.endswith("-3f") else image
     # map_network's `board` only labels the configuration: the board's device is mapped for
     name, device, _ = board_target(board)
     shapes = {"three": ((64, 40, 24, 10), 8, 4, 0.3), "mnist4": ((784, 128, 10), 4, 2, 0.1),

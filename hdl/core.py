@@ -34,9 +34,11 @@ class MemAccessSignature(wiring.Signature):
 
     A request (``re`` or ``we`` high, with ``space``, ``addr``, ``wdata`` and, at the array,
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
-    performs it in that cycle and answers a read with ``rvalid`` high for one cycle, one cycle
-    later; the array first registers it (``hdl.array.CoreArray``), so there ``rvalid`` comes
-    at least three cycles after the taking cycle. ``rdata`` is valid while ``rvalid`` is high.
+    performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
+    (:class:`LifCore` two cycles later, its word registered behind its space multiplexer;
+    ``hdl.conv.ConvCore`` one); the array first registers the request
+    (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
+    taking cycle. ``rdata`` is valid while ``rvalid`` is high.
     Data narrower than the bus is zero-extended on reads and truncated on writes.
     """
 
@@ -329,19 +331,27 @@ class LifCore(wiring.Component):
             self.mem.ready.eq(between),
             host.eq(between & (self.mem.re | self.mem.we)),
         ]
+        # A read's word is registered once more behind the space multiplexer: a deep or wide
+        # memory's read data (ECP5: cascaded block RAMs and their output multiplexer) ends at
+        # a register here, not in the array's answer multiplexer.
         host_space = Signal(MemSpace)
-        m.d.sync += [self.mem.rvalid.eq(host & self.mem.re), host_space.eq(self.mem.space)]
+        read1 = Signal()
+        word = Signal.like(self.mem.rdata)
+        m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
+                     self.mem.rvalid.eq(read1)]
+        with m.If(read1):
+            m.d.sync += self.mem.rdata.eq(word)
         with m.Switch(host_space):
             with m.Case(MemSpace.WEIGHTS):
-                m.d.comb += self.mem.rdata.eq(w_rd.data)
+                m.d.comb += word.eq(w_rd.data)
             with m.Case(MemSpace.STATE):
-                m.d.comb += self.mem.rdata.eq(s_rd.data.as_value())
+                m.d.comb += word.eq(s_rd.data.as_value())
             with m.Case(MemSpace.PARAMS):
                 view = Signal(self._param_layout)
                 m.d.comb += [view[name].eq(value) for name, value in params.items()]
-                m.d.comb += self.mem.rdata.eq(view.as_value())
+                m.d.comb += word.eq(view.as_value())
             with m.Case(MemSpace.ACC):
-                m.d.comb += self.mem.rdata.eq(a_rd.data.as_value())
+                m.d.comb += word.eq(a_rd.data.as_value())
         host_we = {space: Signal(name=f"host_we_{space.name.lower()}") for space in MemSpace}
         for space, strobe in host_we.items():
             m.d.comb += strobe.eq(host & self.mem.we & (self.mem.space == space))
