@@ -178,7 +178,7 @@ def check_fit(image: Image, board: Board, *, flash: bool = False) -> dict[str, t
     """The mapper's estimate of the image's cores (and the flash loader) on the board's device;
     FitError if over."""
     config = replace(image.config, device=board.device)
-    estimate = estimate_resources(image.layers, config, flash=flash)
+    estimate = estimate_resources(image.layers, config, flash=flash, learning=image.learning)
     over = {r: nc for r, nc in estimate.items() if nc[0] > nc[1]}
     if over:
         detail = "; ".join(f"{r} need {need}, have {cap}" for r, (need, cap) in over.items())

@@ -619,10 +619,39 @@ def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement) -> int
 
 
 def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
-                       flash: bool = False) -> dict[str, tuple[int, int]]:
+                       flash: bool = False,
+                       learning: tuple = ()) -> dict[str, tuple[int, int]]:
     """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring);
-    `flash`: with the SoC's flash loader."""
-    return _estimate(layers, config, spram=True, flash=flash)
+    `flash`: with the SoC's flash loader; `learning`: the image's rules (``Image.learning``),
+    whose learning units add their memories' block RAM."""
+    estimate = _estimate(layers, config, spram=True, flash=flash)
+    extra = learning_block_ram(layers, config, learning)
+    if extra:
+        need, have = estimate["bram"]
+        estimate["bram"] = (need + extra, have)
+    return estimate
+
+
+def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tuple) -> int:
+    """Block RAMs of the learning units of the cores whose layer learns (hdl/learning.py): the
+    learning memory (x_j and flag; STDP also y_i from the power of two at or above
+    ``max(n_in, neurons)``), words of ``max(trace_bits, 8) + 1`` bits, and a three-factor
+    rule's modulators (``neurons`` x 8 bits)."""
+    shapes = BRAM_SHAPES[resolve_device(config.device).family]
+    rules = {rule.layer: rule for rule in learning}
+    blocks = 0
+    for core in config.cores:
+        rule = rules.get(core.layer)
+        if rule is None:
+            continue
+        layer = layers[core.layer]
+        words = layer.n_in
+        if rule.rule == "stdp":
+            words = (1 << max(1, (max(layer.n_in, core.neurons) - 1).bit_length())) + core.neurons
+        blocks += _memory_blocks(max(rule.trace_bits, 8) + 1, words, shapes)
+        if rule.rule != "stdp":
+            blocks += _memory_blocks(8, core.neurons, shapes)
+    return blocks
 
 
 def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,

@@ -37,3 +37,17 @@ def test_weight_memory_maps_to_block_ram(device):
     assert stats["ffs"] < weight_bits // 8, stats
     assert 0 < stats["luts"] < 1500, stats
     assert stats["luts_pct"] == pytest.approx(100 * stats["luts"] / dev.luts, abs=0.05)
+
+
+@pytest.mark.parametrize("rule", ["stdp", "three_factor"])
+def test_learning_block_ram_is_what_yosys_maps(rule):
+    """The mapper's count of a learning unit's block RAMs (what `build`'s fit check adds) is
+    the difference yosys makes between the same array with and without the rule."""
+    from spikeforge.compiler.mapper import learning_block_ram
+
+    image = small_image("iCE40UP5K")
+    learning = image.with_learning(0, rule)
+    extra = learning_block_ram(learning.layers, learning.config, learning.learning)
+    assert extra >= 1
+    assert (synth_stats(learning, "iCE40UP5K")["bram"]
+            - synth_stats(image, "iCE40UP5K")["bram"]) == extra
