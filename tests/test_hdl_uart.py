@@ -21,6 +21,15 @@ def frame_bits(byte: int, stop: int = 1) -> list[int]:
     return [0, *((byte >> k) & 1 for k in range(8)), stop]
 
 
+
+async def send_bytes(ctx, port, data):
+    """Offer `data` at the stream `port` a byte at a time, each held until taken."""
+    for byte in data:
+        ctx.set(port.payload, byte)
+        ctx.set(port.valid, 1)
+        await ctx.tick().until(port.ready)
+    ctx.set(port.valid, 0)
+
 def test_crc_closed_form_check_value():
     assert crc16(b"123456789") == CHECK
     assert binascii.crc_hqx(b"123456789", 0xFFFF) == CHECK
@@ -51,11 +60,7 @@ def test_uart_loopback(divisor, data):
     received, line = [], []
 
     async def send(ctx):
-        for byte in data:
-            ctx.set(tx.i.payload, byte)
-            ctx.set(tx.i.valid, 1)
-            await ctx.tick().until(tx.i.ready)
-        ctx.set(tx.i.valid, 0)
+        await send_bytes(ctx, tx.i, data)
 
     async def take(ctx):
         ctx.set(rx.o.ready, 1)
@@ -212,11 +217,7 @@ def test_uart_tx_far_end_rate(divisor, error):
     samples = []
 
     async def send(ctx):
-        for byte in FAR_BYTES:
-            ctx.set(dut.i.payload, byte)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
+        await send_bytes(ctx, dut.i, FAR_BYTES)
         await ctx.tick().repeat(12 * divisor)
 
     async def watch(ctx):
