@@ -21,7 +21,6 @@ def frame_bits(byte: int, stop: int = 1) -> list[int]:
     return [0, *((byte >> k) & 1 for k in range(8)), stop]
 
 
-
 async def send_bytes(ctx, port, data):
     """Offer `data` at the stream `port` a byte at a time, each held until taken."""
     for byte in data:
