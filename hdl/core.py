@@ -35,8 +35,8 @@ class MemAccessSignature(wiring.Signature):
     A request (``re`` or ``we`` high, with ``space``, ``addr``, ``wdata`` and, at the array,
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
-    (:class:`LifCore` two cycles later, its word registered behind its space multiplexer, three
-    with ``registered_reads``; ``hdl.conv.ConvCore`` one); the array first registers the request
+    (:class:`LifCore` two cycles later, its word registered behind its space multiplexer;
+    ``hdl.conv.ConvCore`` one); the array first registers the request
     (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
     taking cycle. ``rdata`` is valid while ``rvalid`` is high.
     Data narrower than the bus is zero-extended on reads and truncated on writes.
@@ -241,12 +241,6 @@ class LifCore(wiring.Component):
         return tuple(self._stored)
 
     @property
-    def read_latency(self) -> int:
-        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid`` (3 with registered
-        reads, else 2)."""
-        return 3 if self._registered_reads else 2
-
-    @property
     def spram_weights(self) -> bool:
         """The weight memory is an :class:`~.spram.SpramMemory` (starts zeroed: load it)."""
         return self._spram_weights
@@ -340,36 +334,24 @@ class LifCore(wiring.Component):
         # A read's word is registered once more behind the space multiplexer: a deep or wide
         # memory's read data (ECP5: cascaded block RAMs and their output multiplexer) ends at
         # a register here, not in the array's answer multiplexer.
-        # With registered reads (ECP5: a deep memory is a cascade of block RAMs behind an
-        # output multiplexer) each space's word is registered before the space multiplexer
-        # too, a cycle more.
         host_space = Signal(MemSpace)
         read1 = Signal()
         word = Signal.like(self.mem.rdata)
-        view = Signal(self._param_layout)
-        m.d.comb += [view[name].eq(value) for name, value in params.items()]
-        spaces = {MemSpace.WEIGHTS: w_rd.data, MemSpace.STATE: s_rd.data.as_value(),
-                  MemSpace.PARAMS: view.as_value(), MemSpace.ACC: a_rd.data.as_value()}
-        m.d.sync += read1.eq(host & self.mem.re)
-        with m.If(host & self.mem.re):
-            m.d.sync += host_space.eq(self.mem.space)
-        ready_word = read1
-        if self._registered_reads:
-            read2 = Signal()
-            m.d.sync += read2.eq(read1)
-            for space, value in spaces.items():
-                held = Signal.like(value, name=f"host_{space.name.lower()}")
-                with m.If(read1):
-                    m.d.sync += held.eq(value)
-                spaces[space] = held
-            ready_word = read2
-        m.d.sync += self.mem.rvalid.eq(ready_word)
-        with m.If(ready_word):
+        m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
+                     self.mem.rvalid.eq(read1)]
+        with m.If(read1):
             m.d.sync += self.mem.rdata.eq(word)
         with m.Switch(host_space):
-            for space, value in spaces.items():
-                with m.Case(space):
-                    m.d.comb += word.eq(value)
+            with m.Case(MemSpace.WEIGHTS):
+                m.d.comb += word.eq(w_rd.data)
+            with m.Case(MemSpace.STATE):
+                m.d.comb += word.eq(s_rd.data.as_value())
+            with m.Case(MemSpace.PARAMS):
+                view = Signal(self._param_layout)
+                m.d.comb += [view[name].eq(value) for name, value in params.items()]
+                m.d.comb += word.eq(view.as_value())
+            with m.Case(MemSpace.ACC):
+                m.d.comb += word.eq(a_rd.data.as_value())
         host_we = {space: Signal(name=f"host_we_{space.name.lower()}") for space in MemSpace}
         for space, strobe in host_we.items():
             m.d.comb += strobe.eq(host & self.mem.we & (self.mem.space == space))

@@ -29,8 +29,7 @@ SETTINGS = settings(deadline=None, max_examples=20,
 
 
 async def core_access(ctx, dut, space, addr, wdata=None):
-    """One access through a core's memory port; a read answers `read_latency` cycles after
-    acceptance."""
+    """One access through a core's memory port; a read answers two cycles after acceptance."""
     ctx.set(dut.mem.space, space)
     ctx.set(dut.mem.addr, addr)
     strobe = dut.mem.re if wdata is None else dut.mem.we
@@ -40,9 +39,8 @@ async def core_access(ctx, dut, space, addr, wdata=None):
     await ctx.tick().until(dut.mem.ready)
     ctx.set(strobe, 0)
     if wdata is None:
-        for _ in range(dut.read_latency - 1):
-            assert not ctx.get(dut.mem.rvalid)
-            await ctx.tick()
+        assert not ctx.get(dut.mem.rvalid)
+        await ctx.tick()
         assert ctx.get(dut.mem.rvalid)
         return ctx.get(dut.mem.rdata)
     return None
