@@ -378,6 +378,11 @@ class ConvCore(wiring.Component):
         return self._config
 
     @property
+    def read_latency(self) -> int:
+        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid``."""
+        return 1
+
+    @property
     def layer(self) -> LayerParams:
         return self._layer
 

@@ -35,8 +35,8 @@ class MemAccessSignature(wiring.Signature):
     A request (``re`` or ``we`` high, with ``space``, ``addr``, ``wdata`` and, at the array,
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
-    (:class:`LifCore` two cycles later, its word registered behind its space multiplexer;
-    ``hdl.conv.ConvCore`` one); the array first registers the request
+    (a core's ``read_latency``: :class:`LifCore` two cycles later, its word registered
+    behind its space multiplexer; ``hdl.conv.ConvCore`` one); the array first registers the request
     (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
     taking cycle. ``rdata`` is valid while ``rvalid`` is high.
     Data narrower than the bus is zero-extended on reads and truncated on writes.
@@ -239,6 +239,11 @@ class LifCore(wiring.Component):
     def stored_params(self) -> tuple[str, ...]:
         """Parameter fields held in the params memory (the others are constants)."""
         return tuple(self._stored)
+
+    @property
+    def read_latency(self) -> int:
+        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid``."""
+        return 2
 
     @property
     def spram_weights(self) -> bool:

@@ -29,7 +29,8 @@ SETTINGS = settings(deadline=None, max_examples=20,
 
 
 async def core_access(ctx, dut, space, addr, wdata=None):
-    """One access through a core's memory port; a read answers two cycles after acceptance."""
+    """One access through a core's memory port; a read answers `read_latency` cycles after
+    acceptance (a LifCore 2, a ConvCore 1)."""
     ctx.set(dut.mem.space, space)
     ctx.set(dut.mem.addr, addr)
     strobe = dut.mem.re if wdata is None else dut.mem.we
@@ -39,8 +40,9 @@ async def core_access(ctx, dut, space, addr, wdata=None):
     await ctx.tick().until(dut.mem.ready)
     ctx.set(strobe, 0)
     if wdata is None:
-        assert not ctx.get(dut.mem.rvalid)
-        await ctx.tick()
+        for _ in range(dut.read_latency - 1):
+            assert not ctx.get(dut.mem.rvalid)
+            await ctx.tick()
         assert ctx.get(dut.mem.rvalid)
         return ctx.get(dut.mem.rdata)
     return None
