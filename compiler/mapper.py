@@ -82,8 +82,8 @@ loads them from flash at power-up or over the host link (docs/flash.md).
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
            (the digits-like 64-128-10 array on the UP5K, bench/core_resources.py --model:
            1,536 LUTs plain, 1,764 with a 16-bit current, 1,833 with up to 4 spikes)
-           + 1068 for the flash loader (`flash=True`: hdl/flashload.py, its CRC-32 and
-           counters; measured as the logic cells it adds to a UP5K build)
+           + LUT_FLASH_LOADER (520) for the flash loader (`flash=True`: hdl/flashload.py,
+           its CRC-32 and counters; measured as the logic cells it adds to a UP5K build)
            (LUT4s, within 3 % of yosys on the pipelined core)
            + per convolution core
            (635 + 6 * v_bits + 3 * lanes * weight_bits + 58 * lanes with block-RAM
