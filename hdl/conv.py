@@ -61,7 +61,7 @@ from ..image import (
     pack_weights,
     param_values,
 )
-from .core import MemAccessSignature, MemSpace, param_layout, state_layout
+from .core import MemAccessSignature, MemSpace, clear_sweep, param_layout, state_layout
 from .event import SpikeEvent
 from .neuron import NeuronUpdate
 from .skid import SkidBuffer
@@ -731,15 +731,7 @@ class ConvCore(wiring.Component):
 
         with m.FSM(init="Clear"):
             with m.State("Clear"):
-                sweep_span = max(neurons, a_depth)
-                sweep = Signal(range(sweep_span + 1))
-                m.d.comb += [
-                    s_wr.addr.eq(sweep), s_wr.data.eq(0), s_wr.en.eq(sweep < neurons),
-                    a_wr.addr.eq(sweep), a_wr.data.eq(0), a_wr.en.eq(sweep < a_depth),
-                ]
-                with m.If(sweep < sweep_span):
-                    m.d.sync += sweep.eq(sweep + 1)
-                with m.If(sweep >= sweep_span - 1):
+                with m.If(clear_sweep(m, s_wr, a_wr, neurons, a_depth)):
                     m.next = "Ffwd"
             with m.State("Ffwd"):
                 m.d.comb += [between.eq(~started & ~d1_valid & ~d2_valid & ~act & ~in_flight),

@@ -22,7 +22,8 @@ from .neuron import NeuronUpdate, count_bits
 from .skid import SkidBuffer
 from .spram import SpramMemory
 
-__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "param_layout", "state_layout"]
+__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "clear_sweep", "param_layout",
+           "state_layout"]
 
 
 # Which memory of a core an access of the memory-access port addresses (spikeforge.protocol).
@@ -57,6 +58,22 @@ class MemAccessSignature(wiring.Signature):
             "rvalid": In(1),
         })
         super().__init__(members)
+
+
+def clear_sweep(m: Module, state_wr, acc_wr, neurons: int, acc_depth: int):
+    """Zero a core's state (``neurons`` words) and accumulator (``acc_depth`` words) memories
+    through their write ports, one address of each per cycle, from the cycles this is driven in
+    (a core's Clear state, entered after reset and ``clear``). Returns the condition that holds
+    in the sweep's last cycle and after it."""
+    span = max(neurons, acc_depth)
+    sweep = Signal(range(span + 1))
+    m.d.comb += [
+        state_wr.addr.eq(sweep), state_wr.data.eq(0), state_wr.en.eq(sweep < neurons),
+        acc_wr.addr.eq(sweep), acc_wr.data.eq(0), acc_wr.en.eq(sweep < acc_depth),
+    ]
+    with m.If(sweep < span):
+        m.d.sync += sweep.eq(sweep + 1)
+    return sweep >= span - 1
 
 
 def param_layout(layer: LayerParams) -> data.StructLayout:
@@ -548,15 +565,8 @@ class LifCore(wiring.Component):
 
         with m.FSM(init="Clear"):
             with m.State("Clear"):
-                span = max(neurons, groups)
-                sweep = Signal(range(span + 1))
-                m.d.comb += [
-                    s_wr.addr.eq(sweep), s_wr.data.eq(0), s_wr.en.eq(sweep < neurons),
-                    a_wr.addr.eq(sweep), a_wr.data.eq(0), a_wr.en.eq(sweep < groups),
-                ]
-                with m.If(sweep < span):
-                    m.d.sync += sweep.eq(sweep + 1)
-                with m.If((sweep >= span - 1) & (~unit.busy if learn is not None else 1)):
+                swept = clear_sweep(m, s_wr, a_wr, neurons, groups)
+                with m.If(swept & (~unit.busy if learn is not None else 1)):
                     m.next = "Ffwd"
             if recurrent:
                 with m.State("Rec"):
