@@ -208,21 +208,24 @@ def conv_cores(draw, max_channels=3, max_map=6):
             draw(st.booleans()), seed)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(conv_cores(max_channels=3, max_map=5))
-def test_conv_core_equals_golden(case):
+def check_case(case):
+    """`check_core` on a case drawn by `conv_cores`."""
     layer, first, channels, lanes, steps, spram_kernel, spram_acc, seed = case
     check_core(layer, first, channels, lanes, steps, spram_kernel=spram_kernel,
                spram_acc=spram_acc, seed=seed)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_cores(max_channels=3, max_map=5))
+def test_conv_core_equals_golden(case):
+    check_case(case)
 
 
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_cores(max_channels=8, max_map=16))
 def test_conv_core_equals_golden_wide(case):
-    layer, first, channels, lanes, steps, spram_kernel, spram_acc, seed = case
-    check_core(layer, first, channels, lanes, steps, spram_kernel=spram_kernel,
-               spram_acc=spram_acc, seed=seed)
+    check_case(case)
 
 
 TUTORIAL = ConvSpec(2, 8, 8, 4, 5, pool="max", pool_size=2)
