@@ -11,7 +11,14 @@ from ..compiler.mapper import memory_placement
 from ..image import Image
 from ..protocol import COUNTER_BYTES
 from .conv import ConvCore, conv_mem_shape
-from .core import LifCore, MemAccessSignature, MemSpace, param_layout, state_layout
+from .core import (
+    LifCore,
+    MemAccessSignature,
+    MemSpace,
+    acc_address,
+    param_layout,
+    state_layout,
+)
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
 from .router import EventFifo, EventFork, EventMerge
@@ -84,7 +91,8 @@ class CoreArray(wiring.Component):
         - PARAMS: address = local neuron; ``hdl.core.param_layout(layer)``: threshold, bias,
           decay (shift ``k`` or ``beta_q``). Fields that are uniform over the core are
           constants: they read back, writes to them are ignored.
-        - ACC: address = group; ``lanes`` accumulators of ``acc_bits``; read-only (debug).
+        - ACC: one accumulator of ``acc_bits`` a word, neuron ``g * lanes + p`` at
+          ``(g << ceil_log2(lanes)) | p`` (:func:`~.core.acc_address`); read-only (debug).
         - MOD (cores of a three-factor layer): address = local neuron; the signed 8-bit
           modulator m_i of the next update (docs/learning.md); write-only, kept over ``clear``.
           Write step t's modulators after step t - 1's output ``eos`` came out and before
@@ -137,9 +145,11 @@ class CoreArray(wiring.Component):
                 core_width, core_depth = conv_mem_shape(layer, core)
                 width, depth = max(width, core_width), max(depth, core_depth)
                 continue
+            # (ACC holds one accumulator a word: core.acc_address)
             width = max(width, core.lanes * layer.weight_bits, state_layout(layer).size,
-                        param_layout(layer).size, core.lanes * layer.acc_bits)
-            depth = max(depth, layer.fan_in * core.groups, core.neurons)
+                        param_layout(layer).size, layer.acc_bits)
+            depth = max(depth, layer.fan_in * core.groups, core.neurons,
+                        acc_address(core, core.neurons - 1) + 1)
             rule = image.learning_of(core.layer)
             if rule is not None:
                 width = max(width, core.lanes * (rule.trace_bits + 1), MOD_BITS)

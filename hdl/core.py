@@ -22,12 +22,21 @@ from .neuron import NeuronUpdate, count_bits
 from .skid import SkidBuffer
 from .spram import SpramMemory
 
-__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "clear_sweep", "param_layout",
-           "state_layout"]
+__all__ = ["LifCore", "MemSpace", "MemAccessSignature", "acc_address", "clear_sweep",
+           "param_layout", "state_layout"]
 
 
 # Which memory of a core an access of the memory-access port addresses (spikeforge.protocol).
 MemSpace = wire_enum(protocol.MemSpace, unsigned(3))
+
+
+def acc_address(config: CoreConfig, neuron: int) -> int:
+    """The ACC-space address of local neuron `neuron`'s accumulator: ``(g << ceil_log2(lanes))
+    | lane`` for ``neuron = g * lanes + lane`` (one accumulator a word, as a convolution core's
+    :func:`~.conv.conv_acc_address`). A lane a group lacks reads as zero."""
+    if not 0 <= neuron < config.neurons:
+        raise ValueError(f"Neuron must be in range {config.neurons}, not {neuron!r}")
+    return (neuron // config.lanes) << (config.lanes - 1).bit_length() | neuron % config.lanes
 
 
 class MemAccessSignature(wiring.Signature):
@@ -357,10 +366,12 @@ class LifCore(wiring.Component):
         # memory's read data (ECP5: cascaded block RAMs and their output multiplexer) ends at
         # a register here, not in the array's answer multiplexer.
         host_space = Signal(MemSpace)
+        lane_bits = (lanes - 1).bit_length()
+        host_lane = Signal(max(1, lane_bits))  # an ACC read's lane (acc_address)
         read1 = Signal()
         word = Signal.like(self.mem.rdata)
         m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
-                     self.mem.rvalid.eq(read1)]
+                     host_lane.eq(self.mem.addr[:lane_bits]), self.mem.rvalid.eq(read1)]
         with m.If(read1):
             m.d.sync += self.mem.rdata.eq(word)
         with m.Switch(host_space):
@@ -372,8 +383,11 @@ class LifCore(wiring.Component):
                 view = Signal(self._param_layout)
                 m.d.comb += [view[name].eq(value) for name, value in params.items()]
                 m.d.comb += word.eq(view.as_value())
-            with m.Case(MemSpace.ACC):
-                m.d.comb += word.eq(a_rd.data.as_value())
+            with m.Case(MemSpace.ACC):  # one accumulator a word: the host word stays narrow
+                with m.Switch(host_lane):
+                    for p in range(lanes):
+                        with m.Case(p):
+                            m.d.comb += word.eq(a_rd.data[p].as_unsigned())
         host_we = {space: Signal(name=f"host_we_{space.name.lower()}") for space in MemSpace}
         for space, strobe in host_we.items():
             m.d.comb += strobe.eq(host & self.mem.we & (self.mem.space == space))
@@ -551,7 +565,7 @@ class LifCore(wiring.Component):
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
-            a_rd.addr.eq(Mux(host, self.mem.addr, g)),
+            a_rd.addr.eq(Mux(host, self.mem.addr[lane_bits:], g)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
             s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
             s_wr.data.eq(Mux(host, self.mem.wdata, new_state)),

@@ -45,7 +45,7 @@ from ..protocol import (
 from ..sim.encode import encoder_seed
 from .array import CoreArray
 from .conv import conv_acc_address
-from .core import MemAccessSignature
+from .core import MemAccessSignature, acc_address
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
 from .memport import NO_COLLISIONS, read_port
@@ -155,7 +155,7 @@ def output_buffer(image: Image, encoder: bool) -> tuple[int, int]:
 def memory_depths(image: Image) -> list[tuple[int, ...]]:
     """Per core, the words of each memory space (indexed by ``MemSpace``) that READ_MEM and
     WRITE_MEM may address: WEIGHTS ``image.weight_depth`` (a convolution's kernel slice), STATE
-    and PARAMS one per neuron, ACC one per group (a convolution: the range of
+    and PARAMS one per neuron, ACC the range of `hdl.core.acc_address` (a convolution: of
     ``hdl.conv.conv_acc_address``), MOD one per neuron on the cores of a three-factor layer
     (none elsewhere)."""
     placement = memory_placement(image.layers, image.config)
@@ -164,7 +164,7 @@ def memory_depths(image: Image) -> list[tuple[int, ...]]:
         layer = image.layers[core.layer]
         learning = image.learning_of(core.layer)
         mod = core.neurons if learning is not None and learning.rule == "three_factor" else 0
-        acc = core.groups
+        acc = acc_address(core, core.neurons - 1) + 1
         if layer.conv is not None:
             c0, c1 = core_channels(layer, core)
             conv_h, conv_w = layer.conv.conv_shape

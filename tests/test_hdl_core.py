@@ -122,8 +122,12 @@ def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed, registered):
                for n in range(n_out)]
         assert got == expected.tolist()
         # Accumulators are cleared by the pass.
+        # (one a word, at (group << ceil_log2(lanes)) | lane: every lane of every group)
+        lanes_now = image.config.cores[0].lanes
+        lane_bits = (lanes_now - 1).bit_length()
         for g in range(groups):
-            assert await core_access(ctx, dut, MemSpace.ACC, g) == 0
+            for p in range(lanes_now):
+                assert await core_access(ctx, dut, MemSpace.ACC, g << lane_bits | p) == 0
 
     simulate(dut, bench)
 

@@ -240,7 +240,10 @@ def depths_of(image):
         learning = image.learning_of(core.layer)
         out.append({MemSpace.WEIGHTS: len(image.weight_memory(index)),
                     MemSpace.STATE: core.hi - core.lo, MemSpace.PARAMS: core.hi - core.lo,
-                    MemSpace.ACC: -(-(core.hi - core.lo) // core.lanes),
+                    # one accumulator a word: group g's lane p at (g << ceil_log2(lanes)) | p
+                    MemSpace.ACC: ((core.hi - core.lo - 1) // core.lanes
+                                   << (core.lanes - 1).bit_length())
+                    + (core.hi - core.lo - 1) % core.lanes + 1,
                     MemSpace.MOD: core.hi - core.lo if learning is not None
                     and learning.rule == "three_factor" else 0})
     return out
