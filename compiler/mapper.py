@@ -24,7 +24,10 @@ MAX_BUDGET_COMBINATIONS, every combination is tried: of those that fit, the fewe
 (ties: the most lanes); when none fits, the closest (least total overrun) is the one a FitError
 reports. Halving alone can stall there: an SPRAM primitive frees up only once a memory narrows
 to 16 bits, and meanwhile narrowing another layer saves a little block RAM (tutorial 6 at 8
-bits needs conv2's kernel and fc's weights both at 2 lanes).
+bits needs conv2's kernel and fc's weights both at 2 lanes). Last, each dense core narrows to
+the fewest lanes that cost the network at most BALANCE_SLACK (5 %) more integration cycles at
+uniform activity (`step_weight_reads`) and no more memory: a layer that integrates little needs
+few lanes, and every lane costs LUTs (784-128-10 at 4 bits: the output core 10 -> 5 lanes).
 
 Resource model, calibrated against yosys `synth_ice40` of the generated SoC (hdl/soc.py: host
 link + array) on the digits network at 8 and 4 bits and 2..16 lanes (within one block RAM and
@@ -167,6 +170,8 @@ CONV_CORE_ACCUMULATORS = SPRAM_DEPTH  # a convolution core's pre-pool accumulato
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
 MAX_BUDGET_COMBINATIONS = 1024  # lane budgets the mapper tries one by one when halving fails
+# Narrowing a core may cost the network this share of integration cycles (_balanced_lanes)
+BALANCE_SLACK = 0.05
 
 
 class FitError(ValueError):
@@ -234,7 +239,50 @@ def map_network(layers: list[LayerParams], n_inputs: int, *, device: str | None 
 def _map(layers: list[LayerParams], n_inputs: int, device: str | None, board: str | None,
          lanes: int | None, max_neurons_per_core: int, clock_hz: float | None) -> HwConfig:
     config = _search(layers, n_inputs, device, board, lanes, max_neurons_per_core, clock_hz)
-    return config if lanes is not None else _serial_lanes(layers, config)
+    return config if lanes is not None else _balanced_lanes(layers,
+                                                            _serial_lanes(layers, config))
+
+
+def step_weight_reads(layers: list[LayerParams], config: HwConfig) -> int:
+    """Weight-word reads of one step in which every input of every dense layer spikes, with
+    the layers integrating one after another and a layer's cores side by side: the sum over
+    dense layers of ``fan_in * groups`` of its core with the most groups. At a uniform
+    activity a step's integration takes this times the activity, in cycles."""
+    reads = {}
+    for core in config.cores:
+        layer = layers[core.layer]
+        if layer.conv is None:
+            reads[core.layer] = max(reads.get(core.layer, 0), layer.fan_in * core.groups)
+    return sum(reads.values())
+
+
+def _balanced_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
+    """`config` with each dense core narrowed to the fewest lanes that keep
+    :func:`step_weight_reads` within BALANCE_SLACK of `config`'s, the mapping within the
+    device, and its memories in no more block RAM and SPRAM. The widest word gives a layer
+    that integrates little (an output layer of ten neurons behind a 784-input one) lanes that
+    buy next to no cycles but cost LUTs each (``core_luts``): 784-128-10 at 4 bits keeps 16
+    lanes on its hidden core and goes from 10 to 5 on its output core. Cores with the most
+    lanes are tried first."""
+    bound = step_weight_reads(layers, config) * (1 + BALANCE_SLACK)
+    before = estimate_resources(layers, config)
+    order = sorted(range(len(config.cores)), key=lambda i: (-config.cores[i].lanes, i))
+    for index in order:
+        core = config.cores[index]
+        if layers[core.layer].conv is not None or core.lanes == 1:
+            continue
+        for lanes in range(1, core.lanes):
+            cores = list(config.cores)
+            cores[index] = CoreConfig(core.layer, core.lo, core.hi, lanes)
+            trial = replace(config, cores=tuple(cores))
+            if step_weight_reads(layers, trial) > bound:
+                continue
+            estimate = estimate_resources(layers, trial)
+            if _badness(estimate) == 0 and all(
+                    estimate[r][0] <= before[r][0] for r in ("bram", "spram")):
+                config = trial
+                break
+    return config
 
 
 def _serial_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
