@@ -112,12 +112,19 @@ def depths(netlist: dict) -> list[tuple[float, str, str]]:
 
 
 def synthesize(board_name: str, net: str, clock_mhz: float, out: Path) -> dict:
+    return synthesize_image(make_image(net, board_name), board_name, clock_mhz, out)
+
+
+def synthesize_image(image, board_name: str, clock_mhz: float, out: Path, *,
+                     flash: bool | None = None) -> dict:
+    """yosys's netlist (JSON) of `image`'s SoC for the board, as `build` elaborates it
+    (`flash` as its argument), in `out` with the build's files."""
     board = find_board(board_name)
     if board.family != "ice40":
         raise SystemExit(f"board must be an iCE40 board, not {board_name!r} ({board.family})")
-    image = make_image(net, board_name)
     clock = plan_clock(board, clock_mhz * 1e6)
-    top = BoardTop(image, board, clock_hz=clock.f_out, baud=check_baud(board, None, clock.f_out))
+    top = BoardTop(image, board, clock_hz=clock.f_out, baud=check_baud(board, None, clock.f_out),
+                   flash=flash)
     with _environment(tool_env()):
         plan = board.platform_class()().build(top, name="top", build_dir=str(out),
                                               do_build=False, synth_opts=synth_options(board))

@@ -1,0 +1,128 @@
+"""The mapper's iCE40 logic-cell model against the tools, network by network and core by core.
+
+For each network (bench/fmax.py's `--net` names) the board's SoC is elaborated as `build` does
+(host link + array, with the flash loader when `--flash`), synthesized with the board build's
+`synth_ice40` options, and packed by nextpnr (`--pack-only`: the logic cells the device's
+capacity counts, a second after synthesis, no placement). The LUT4s of the netlist are
+attributed to components by cell name (`soc.array.coreN`, the rest of the SoC).
+
+Prints one JSON line per core (`core`: lanes, v_bits, acc_bits, `model_luts` =
+`mapper.core_luts`, `yosys_luts`) and one per network: `model_cells` (the fit check's
+`estimate_resources` figure), `packed_cells` (nextpnr), `yosys_luts`, and the model's and the
+tools' rest of the SoC (host link, router, counters). The fit check must not refuse a network
+whose cells fit: `model_cells` should be at or just above `packed_cells`. `--fit` ends with the
+least-squares constants of a dense core (LUT_CORE, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT at the
+mapper's LUT_PER_V_BIT) over the cores seen, and the cells over LUT4s of every network.
+
+Run: .venv/bin/python bench/resource_model.py --net digits8 --net mnist4 [--flash] [--fit]
+About a minute per network (yosys). iCE40 boards only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from spikeforge.boards.build import tool_env
+from spikeforge.boards.catalog import find_board
+from spikeforge.compiler import mapper
+from spikeforge.compiler.mapper import core_luts, estimate_resources, memory_placement
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fmax import NETS, make_image  # noqa: E402
+from logic_depth import component, synthesize_image  # noqa: E402
+
+
+def packed_cells(board_name: str, out: Path) -> int:
+    """ICESTORM_LC after nextpnr's packing of out/top.json."""
+    board = find_board(board_name)
+    script = (out / "build_top.sh").read_text()
+    device = re.search(r"--(up5k|u4k|lp1k|lp384|lp4k|lp8k|hx1k|hx4k|hx8k)\b", script).group(1)
+    package = re.search(r"--package (\S+)", script).group(1)
+    log = subprocess.run([tool_env()["NEXTPNR_ICE40"], f"--{device}", "--package", package,
+                          "--json", "top.json", "--pcf", "top.pcf", "--pack-only"],
+                         cwd=out, capture_output=True, text=True, check=True)
+    found = re.search(r"ICESTORM_LC:\s+(\d+)/", log.stderr + log.stdout)
+    if found is None:
+        raise SystemExit(f"nextpnr reported no ICESTORM_LC count for {board.name}")
+    return int(found.group(1))
+
+
+def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[dict], dict]:
+    image = make_image(net, board)
+    with tempfile.TemporaryDirectory(prefix="spikeforge-model-") as tmp:
+        out = Path(tmp)
+        netlist = synthesize_image(image, board, clock_mhz, out, flash=flash)
+        cells = packed_cells(board, out)
+    luts: dict[str, int] = {}
+    for name, cell in netlist["modules"]["top"]["cells"].items():
+        if cell["type"] == "SB_LUT4":
+            parts = component(name).lstrip("\\").split(".")
+            key = ".".join(parts[:3]) if parts[:2] == ["soc", "array"] and len(parts) > 2 \
+                and parts[2].startswith("core") else "rest"
+            luts[key] = luts.get(key, 0) + 1
+    placement = memory_placement(image.layers, image.config)
+    rows = []
+    for index, core in enumerate(image.config.cores):
+        layer = image.layers[core.layer]
+        rows.append({"network": net, "core": index, "conv": layer.conv is not None,
+                     "n_in": layer.fan_in, "neurons": core.neurons, "lanes": core.lanes,
+                     "v_bits": layer.v_bits, "acc_bits": layer.acc_bits,
+                     "model_luts": core_luts(layer, core, placement[index]),
+                     "yosys_luts": luts.get(f"soc.array.core{index}", 0)})
+    estimate = estimate_resources(image.layers, image.config, flash=flash,
+                                  learning=image.learning)
+    model_cells = estimate["luts"][0]
+    model_luts = model_cells - mapper.ICE40_EXTRA_CELLS - (mapper.LUT_FLASH_LOADER if flash
+                                                           else 0)
+    summary = {"network": net, "board": board, "flash": flash, "lanes":
+               [c.lanes for c in image.config.cores], "model_cells": model_cells,
+               "packed_cells": cells, "model_over_packed": model_cells - cells,
+               "yosys_luts": sum(luts.values()), "model_luts": model_luts,
+               "cells_over_luts": cells - sum(luts.values()),
+               "yosys_rest_luts": luts.get("rest", 0),
+               "model_rest_luts": model_luts - sum(r["model_luts"] for r in rows)}
+    return rows, summary
+
+
+def fit(cores: list[dict], summaries: list[dict]) -> dict:
+    dense = [r for r in cores if not r["conv"]]
+    a = np.array([[1.0, r["lanes"], r["lanes"] * r["acc_bits"]] for r in dense])
+    b = np.array([r["yosys_luts"] - mapper.LUT_PER_V_BIT * r["v_bits"] for r in dense])
+    (core, lane, lane_acc), *_ = np.linalg.lstsq(a, b, rcond=None)
+    return {"fit": "dense core", "cores": len(dense), "LUT_CORE": round(core, 1),
+            "LUT_PER_LANE": round(lane, 1), "LUT_PER_LANE_ACC_BIT": round(lane_acc, 2),
+            "rest_luts": [s["yosys_rest_luts"] for s in summaries],
+            "cells_over_luts": [s["cells_over_luts"] for s in summaries]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--board", default="icebreaker")
+    parser.add_argument("--net", action="append", choices=NETS,
+                        help="network (repeatable; default digits8, three, mnist4)")
+    parser.add_argument("--clock", type=float, default=40.0, help="fabric clock in MHz")
+    parser.add_argument("--flash", action="store_true", help="with the flash loader")
+    parser.add_argument("--fit", action="store_true", help="end with the least-squares fit")
+    args = parser.parse_args()
+    cores, summaries = [], []
+    for net in args.net or ["digits8", "three", "mnist4"]:
+        rows, summary = measure(args.board, net, args.clock, args.flash)
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        print(json.dumps(summary), flush=True)
+        cores += rows
+        summaries.append(summary)
+    if args.fit:
+        print(json.dumps(fit(cores, summaries)))
+
+
+if __name__ == "__main__":
+    main()
