@@ -46,7 +46,8 @@ class MemAccessSignature(wiring.Signature):
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
     (a core's ``read_latency``: :class:`LifCore` two cycles later, its word registered
-    behind its space multiplexer; ``hdl.conv.ConvCore`` one); the array first registers the request
+    behind its space multiplexer, an ACC read four; ``hdl.conv.ConvCore`` one); the array
+    first registers the request
     (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
     taking cycle. ``rdata`` is valid while ``rvalid`` is high.
     Data narrower than the bus is zero-extended on reads and truncated on writes.
@@ -268,8 +269,14 @@ class LifCore(wiring.Component):
 
     @property
     def read_latency(self) -> int:
-        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid``."""
+        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid`` (ACC: two more,
+        ``acc_read_latency``)."""
         return 2
+
+    @property
+    def acc_read_latency(self) -> int:
+        """Cycles from an ACC read's taking cycle to its ``rvalid``."""
+        return self.read_latency + 2
 
     @property
     def spram_weights(self) -> bool:
@@ -371,9 +378,27 @@ class LifCore(wiring.Component):
         read1 = Signal()
         word = Signal.like(self.mem.rdata)
         m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
-                     host_lane.eq(self.mem.addr[:lane_bits]), self.mem.rvalid.eq(read1)]
+                     host_lane.eq(self.mem.addr[:lane_bits])]
+        # An ACC read answers two cycles later (``acc_read_latency``): its lane multiplexer
+        # (16:1 on a 16-lane core) is two stages of 4:1 with registers of their own, not in
+        # front of the space multiplexer. The word is padded with zero lanes to a power of
+        # two: a lane a group lacks reads 0.
+        low = min(2, lane_bits)
+        padded = Cat(a_rd.data.as_value(), Const(0, ((1 << lane_bits) - lanes) * a_bits))
+        quads = [Signal(a_bits, name=f"acc_quad{q}") for q in range(1 << (lane_bits - low))]
+        for q, quad in enumerate(quads):
+            part = padded[q * (a_bits << low):(q + 1) * (a_bits << low)]
+            m.d.sync += quad.eq(part.word_select(host_lane[:low], a_bits) if low else part)
+        acc_pick = Signal(a_bits)
+        m.d.sync += acc_pick.eq(Cat(*quads).word_select(host_lane[low:lane_bits], a_bits)
+                                if len(quads) > 1 else quads[0])
+        acc_read = Signal(2)
+        m.d.sync += [acc_read.eq(Cat(read1 & (host_space == MemSpace.ACC), acc_read[0])),
+                     self.mem.rvalid.eq((read1 & (host_space != MemSpace.ACC)) | acc_read[1])]
         with m.If(read1):
             m.d.sync += self.mem.rdata.eq(word)
+        with m.If(acc_read[1]):
+            m.d.sync += self.mem.rdata.eq(acc_pick)
         with m.Switch(host_space):
             with m.Case(MemSpace.WEIGHTS):
                 m.d.comb += word.eq(w_rd.data)
@@ -383,11 +408,6 @@ class LifCore(wiring.Component):
                 view = Signal(self._param_layout)
                 m.d.comb += [view[name].eq(value) for name, value in params.items()]
                 m.d.comb += word.eq(view.as_value())
-            with m.Case(MemSpace.ACC):  # one accumulator a word: the host word stays narrow
-                with m.Switch(host_lane):
-                    for p in range(lanes):
-                        with m.Case(p):
-                            m.d.comb += word.eq(a_rd.data[p].as_unsigned())
         host_we = {space: Signal(name=f"host_we_{space.name.lower()}") for space in MemSpace}
         for space, strobe in host_we.items():
             m.d.comb += strobe.eq(host & self.mem.we & (self.mem.space == space))

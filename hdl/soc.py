@@ -123,10 +123,16 @@ class SpikeSoC(wiring.Component):
             wiring.connect(m, link.mem, lock.host)
             wiring.connect(m, loader.mem, lock.loader)
             wiring.connect(m, lock.o, array.mem)
+            # The verdict reaches the link through registers: the loader's FSM decode stays
+            # out of the request checker's paths (a cycle later READY changes nothing: the
+            # lock opens with the loader's state, and the link answers NOT_LOADED meanwhile).
+            loaded = Signal()
+            load_error = Signal.like(loader.reason)
+            m.d.sync += [loaded.eq(loader.state == LoadState.READY), load_error.eq(loader.reason)]
             m.d.comb += [
                 lock.locked.eq(loader.state == LoadState.LOADING),
-                link.loaded.eq(loader.state == LoadState.READY),
-                link.load_error.eq(loader.reason),
+                link.loaded.eq(loaded),
+                link.load_error.eq(load_error),
                 self.flash_cs_n.eq(loader.cs_n), self.flash_sck.eq(loader.sck),
                 self.flash_copi.eq(loader.copi), loader.cipo.eq(self.flash_cipo),
             ]

@@ -30,7 +30,7 @@ SETTINGS = settings(deadline=None, max_examples=20,
 
 async def core_access(ctx, dut, space, addr, wdata=None):
     """One access through a core's memory port; a read answers `read_latency` cycles after
-    acceptance (a LifCore 2, a ConvCore 1)."""
+    acceptance (a LifCore 2, an ACC read 4: its `acc_read_latency`; a ConvCore 1)."""
     ctx.set(dut.mem.space, space)
     ctx.set(dut.mem.addr, addr)
     strobe = dut.mem.re if wdata is None else dut.mem.we
@@ -40,7 +40,10 @@ async def core_access(ctx, dut, space, addr, wdata=None):
     await ctx.tick().until(dut.mem.ready)
     ctx.set(strobe, 0)
     if wdata is None:
-        for _ in range(dut.read_latency - 1):
+        latency = dut.read_latency
+        if space == MemSpace.ACC:
+            latency = getattr(dut, "acc_read_latency", latency)
+        for _ in range(latency - 1):
             assert not ctx.get(dut.mem.rvalid)
             await ctx.tick()
         assert ctx.get(dut.mem.rvalid)
