@@ -405,9 +405,10 @@ class FrameReceiver(wiring.Component):
 
 
 class RequestChecker(wiring.Component):
-    """The status a request gets, in two register stages: the head's decode, lengths and memory
-    range (two cycles after ``head``), ``idle`` and ``loaded`` (one cycle after them), so that
-    neither the depth table and the range compare nor the status priority sit in a long path.
+    """The status a request gets, in three register stages: the head's decode, lengths and
+    the memory space's depth; the range compare; ``idle``, ``loaded`` and the priority (three
+    cycles after ``head``), so that neither the depth table, the range compare nor the status
+    priority sit in a long path.
 
     In order: CRC when its CRC did not check; UNKNOWN_CMD; NO_ENCODER for INTENSITY and
     STEP_ENCODED without an ``encoder``; LENGTH when its payload length does not fit the command
@@ -424,7 +425,7 @@ class RequestChecker(wiring.Component):
     Members
     -------
     head : In(RequestHead)
-        Held for two cycles before ``status`` is read.
+        Held for three cycles before ``status`` is read.
     idle : In(1)
     loaded : In(1)
         The flash loader's verdict (docs/flash.md); 1 without a loader. Both are read one cycle
@@ -529,15 +530,18 @@ class RequestChecker(wiring.Component):
                         m.d.sync += pre.eq(Mux(head.length != 2, Status.LENGTH, Status.OK))
                 with m.Default():
                     m.d.sync += pre.eq(Status.UNKNOWN_CMD)
-        # -- stage 2: the range, idle and loaded -----------------------------------------------
-        in_range = known & (end <= depth)
-        with m.If(pre != Status.OK):
-            m.d.sync += self.status.eq(pre)
-        with m.Elif((is_memory & ~in_range) | (is_run & run_bad)):
+        # -- stage 2: the range -----------------------------------------------------------------
+        pre2, memory2, events2, bad = Signal(8), Signal(), Signal(), Signal()
+        m.d.sync += [pre2.eq(pre), memory2.eq(is_memory), events2.eq(is_events),
+                     bad.eq((is_memory & ~(known & (end <= depth))) | (is_run & run_bad))]
+        # -- stage 3: idle and loaded ------------------------------------------------------------
+        with m.If(pre2 != Status.OK):
+            m.d.sync += self.status.eq(pre2)
+        with m.Elif(bad):
             m.d.sync += self.status.eq(Status.ARG)
-        with m.Elif(is_memory & ~self.idle):
+        with m.Elif(memory2 & ~self.idle):
             m.d.sync += self.status.eq(Status.BUSY)
-        with m.Elif(is_events & ~self.loaded):
+        with m.Elif(events2 & ~self.loaded):
             m.d.sync += self.status.eq(Status.NOT_LOADED)
         with m.Else():
             m.d.sync += self.status.eq(Status.OK)
@@ -808,6 +812,13 @@ class RequestExecutor(wiring.Component):
         stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED,
                         Command.RUN_ENCODED)
         between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
+        is_clear, is_intensity = kind(Command.CLEAR), kind(Command.INTENSITY)
+        is_bitmap = kind(Command.PUSH_BITMAP, Command.STEP_BITMAP)
+        is_step_encoded, is_run_encoded = kind(Command.STEP_ENCODED), kind(Command.RUN_ENCODED)
+        # the request's lengths, registered as the flags are (Dispatch reads no head field's
+        # compare: its next state comes from registers and the checker's status alone)
+        no_count, no_payload = Signal(), Signal()
+        m.d.sync += [no_count.eq(req.count == 0), no_payload.eq(req.length == 0)]
         # the Reply state's table byte (HELLO or STATUS) of `pidx`, two registers behind it
         table_byte = Signal(8)
         settled = Signal(2)  # `pidx` has held for one, two cycles in Reply
@@ -882,7 +893,9 @@ class RequestExecutor(wiring.Component):
                 # the checker refuses memory requests with BUSY.
                 m.d.sync += pidx.eq(0)
                 with m.If(self.idle | open_step | ~between):
-                    m.next = "Dispatch"
+                    m.next = "Check"
+            with m.State("Check"):  # the checker's third stage (RequestChecker)
+                m.next = "Dispatch"
             with m.State("Dispatch"):
                 m.d.sync += [mem_addr.eq(req.addr), bidx.eq(0)]
                 with m.If(checker.status != Status.OK):
@@ -893,60 +906,58 @@ class RequestExecutor(wiring.Component):
                     m.d.comb += self.duplicate.eq(1)
                     answer()  # READ_MEM and STATUS read again, a step's events are kept
                 with m.Else():
-                    with m.Switch(cmd):
-                        with m.Case(Command.HELLO):
-                            # A new session: the next request is never a repeat, and a step a
-                            # dead host left open (PUSH without STEP) ends.
-                            m.d.sync += [last_cmd.eq(0), open_step.eq(0)]
-                            with m.If(open_step):
-                                m.next = "ClearGo"
-                            with m.Else():
-                                answer()
-                        with m.Case(Command.STATUS):
-                            remember()
-                            answer()
-                        with m.Case(Command.CLEAR):
-                            remember()
-                            m.d.sync += open_step.eq(0)
+                    # one registered flag a command (`kind`), in the checker's order: it
+                    # refused any other command
+                    with m.If(is_hello):
+                        # A new session: the next request is never a repeat, and a step a
+                        # dead host left open (PUSH without STEP) ends.
+                        m.d.sync += [last_cmd.eq(0), open_step.eq(0)]
+                        with m.If(open_step):
                             m.next = "ClearGo"
-                        with m.Case(Command.READ_MEM):
-                            remember()
+                        with m.Else():
                             answer()
-                        with m.Case(Command.WRITE_MEM):
-                            remember()
-                            m.d.sync += idx.eq(ARGS_BYTES)
-                            with m.If(req.count == 0):
-                                answer()
-                            with m.Else():
-                                m.next = "Fetch"
-                        with m.Case(Command.PUSH_BITMAP, Command.STEP_BITMAP):
-                            remember()
-                            m.d.sync += [idx.eq(0), open_step.eq(is_push_bitmap)]
-                            m.next = "BmpFetch"
-                        with m.Case(Command.INTENSITY):
-                            remember()
-                            m.d.sync += [idx.eq(2), int_addr.eq(Cat(req.core, req.space))]
-                            m.next = "IntFetch"
-                        with m.Case(Command.STEP_ENCODED):
-                            remember()
-                            m.d.sync += open_step.eq(0)
-                            m.next = "EncStart"
-                        with m.Case(Command.RUN_ENCODED):
-                            remember()
-                            # the payload's u16, on the bits run_steps has
-                            steps = Cat(req.core, req.space)[:len(feed_left)]
-                            m.d.sync += [open_step.eq(0), feed_left.eq(steps),
-                                         take_left.eq(steps), out_count.eq(0)]
-                            m.next = "RunCollect"
-                        with m.Default():  # PUSH, STEP (the checker refused anything else)
-                            remember()
-                            m.d.sync += [idx.eq(0), open_step.eq(is_push)]
-                            with m.If(req.length != 0):
-                                m.next = "Fetch"
-                            with m.Elif(is_step):
-                                m.next = "Eos"
-                            with m.Else():
-                                answer()
+                    with m.Elif(is_status | is_read):
+                        remember()
+                        answer()
+                    with m.Elif(is_clear):
+                        remember()
+                        m.d.sync += open_step.eq(0)
+                        m.next = "ClearGo"
+                    with m.Elif(is_write):
+                        remember()
+                        m.d.sync += idx.eq(ARGS_BYTES)
+                        with m.If(no_count):
+                            answer()
+                        with m.Else():
+                            m.next = "Fetch"
+                    with m.Elif(is_bitmap):
+                        remember()
+                        m.d.sync += [idx.eq(0), open_step.eq(is_push_bitmap)]
+                        m.next = "BmpFetch"
+                    with m.Elif(is_intensity):
+                        remember()
+                        m.d.sync += [idx.eq(2), int_addr.eq(Cat(req.core, req.space))]
+                        m.next = "IntFetch"
+                    with m.Elif(is_step_encoded):
+                        remember()
+                        m.d.sync += open_step.eq(0)
+                        m.next = "EncStart"
+                    with m.Elif(is_run_encoded):
+                        remember()
+                        # the payload's u16, on the bits run_steps has
+                        steps = Cat(req.core, req.space)[:len(feed_left)]
+                        m.d.sync += [open_step.eq(0), feed_left.eq(steps),
+                                     take_left.eq(steps), out_count.eq(0)]
+                        m.next = "RunCollect"
+                    with m.Else():  # PUSH, STEP
+                        remember()
+                        m.d.sync += [idx.eq(0), open_step.eq(is_push)]
+                        with m.If(~no_payload):
+                            m.next = "Fetch"
+                        with m.Elif(is_step):
+                            m.next = "Eos"
+                        with m.Else():
+                            answer()
 
             # -- execute: words / events from the payload buffer -----------------------------
             with m.State("Fetch"):

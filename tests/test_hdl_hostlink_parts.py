@@ -325,10 +325,11 @@ def test_checker_follows_the_documented_rules(cases):
 
         async def bench(ctx, dut=dut, encoder=encoder):
             for head, idle in cases:
-                # the head two cycles before the status, idle one cycle (the other value before)
+                # the head three cycles before the status, idle one cycle (the other value
+                # before)
                 ctx.set(dut.head, head)
                 ctx.set(dut.idle, not idle)
-                await ctx.tick()
+                await ctx.tick().repeat(2)
                 ctx.set(dut.idle, idle)
                 await ctx.tick()
                 assert ctx.get(dut.status) == expected_status(
