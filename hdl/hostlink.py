@@ -864,16 +864,10 @@ class RequestExecutor(wiring.Component):
             is_status, n_status, Mux(is_hello, len(self._hello), 0))))
 
         def answer():
-            """Answer an executed request (status OK)."""
-            # pidx and bidx are 0 here (zeroed in Settle and Dispatch, or counted down):
-            # not set here, so that the array's handshakes do not reach their enables.
-            m.d.sync += [status.eq(Status.OK), resp_len.eq(ok_len), replying.eq(1)]
-            with m.If(is_read & req.count.any()):
-                m.next = "RdReq"
-            with m.Elif(stepping & out_count.any()):
-                m.next = "OutReq"
-            with m.Else():
-                m.next = "Reply"
+            """Answer an executed request (status OK), from the Answer state: the conditions
+            that end a request (a compare, a handshake) reach the FSM's next state alone, not
+            the answer's status, length and the byte counters' enables."""
+            m.next = "Answer"
 
         def remember():
             m.d.sync += [last_seq.eq(req.seq), last_cmd.eq(cmd)]
@@ -1076,6 +1070,15 @@ class RequestExecutor(wiring.Component):
                     with m.Else():
                         m.d.comb += out_wr.en.eq(1)
                         m.d.sync += out_count.eq(out_count + 1)
+            with m.State("Answer"):
+                # pidx and bidx are 0 here (zeroed in Settle and Dispatch, or counted down)
+                m.d.sync += [status.eq(Status.OK), resp_len.eq(ok_len), replying.eq(1)]
+                with m.If(is_read & ~no_count):
+                    m.next = "RdReq"
+                with m.Elif(stepping & out_count.any()):
+                    m.next = "OutReq"
+                with m.Else():
+                    m.next = "Reply"
             with m.State("ClearGo"):
                 m.d.comb += self.clear.eq(1)
                 if enc is not None:
