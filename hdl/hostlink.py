@@ -531,13 +531,15 @@ class RequestChecker(wiring.Component):
                 with m.Default():
                     m.d.sync += pre.eq(Status.UNKNOWN_CMD)
         # -- stage 2: the range -----------------------------------------------------------------
-        pre2, memory2, events2, bad = Signal(8), Signal(), Signal(), Signal()
+        # (the compare's carry chain ends at a register of its own)
+        pre2, memory2, events2, fits = Signal(8), Signal(), Signal(), Signal()
+        known2, run_bad2 = Signal(), Signal()
         m.d.sync += [pre2.eq(pre), memory2.eq(is_memory), events2.eq(is_events),
-                     bad.eq((is_memory & ~(known & (end <= depth))) | (is_run & run_bad))]
+                     fits.eq(end <= depth), known2.eq(known), run_bad2.eq(is_run & run_bad)]
         # -- stage 3: idle and loaded ------------------------------------------------------------
         with m.If(pre2 != Status.OK):
             m.d.sync += self.status.eq(pre2)
-        with m.Elif(bad):
+        with m.Elif((memory2 & ~(known2 & fits)) | run_bad2):
             m.d.sync += self.status.eq(Status.ARG)
         with m.Elif(memory2 & ~self.idle):
             m.d.sync += self.status.eq(Status.BUSY)
