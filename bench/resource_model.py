@@ -10,9 +10,10 @@ Prints one JSON line per core (`core`: lanes, v_bits, acc_bits, `model_luts` =
 `mapper.core_luts`, `yosys_luts`) and one per network: `model_cells` (the fit check's
 `estimate_resources` figure), `packed_cells` (nextpnr), `yosys_luts`, and the model's and the
 tools' rest of the SoC (host link, router, counters). The fit check must not refuse a network
-whose cells fit: `model_cells` should be at or just above `packed_cells`. `--fit` ends with the
-least-squares constants of a dense core (LUT_CORE, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT at the
-mapper's LUT_PER_V_BIT) over the cores seen, and the cells over LUT4s of every network.
+whose cells fit, nor pass one far over: `model_cells` should be close to `packed_cells`.
+`--fit` ends with the least-squares constants of a dense core (LUT_CORE, LUT_PER_LANE,
+LUT_PER_LANE_ACC_BIT at the mapper's LUT_PER_V_BIT) over the cores seen, the SoC's rest
+(LUT_SOC, LUT_SOC_PER_LAYER) and the cells over LUT4s of every network.
 
 Run: .venv/bin/python bench/resource_model.py --net digits8 --net mnist4 [--flash] [--fit]
 About a minute per network (yosys). iCE40 boards only.
@@ -93,14 +94,30 @@ def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[d
 
 
 def fit(cores: list[dict], summaries: list[dict]) -> dict:
+    """Least squares: a dense core's LUT_CORE, LUT_PER_LANE and LUT_PER_LANE_ACC_BIT at the
+    mapper's LUT_PER_V_BIT (the networks here vary v_bits too little to fit it: free, it comes
+    out negative); the rest of the SoC's LUT_SOC and LUT_SOC_PER_LAYER (without the flash
+    loader); the cells over LUT4s (mean and range)."""
     dense = [r for r in cores if not r["conv"]]
     a = np.array([[1.0, r["lanes"], r["lanes"] * r["acc_bits"]] for r in dense])
-    b = np.array([r["yosys_luts"] - mapper.LUT_PER_V_BIT * r["v_bits"] for r in dense])
-    (core, lane, lane_acc), *_ = np.linalg.lstsq(a, b, rcond=None)
-    return {"fit": "dense core", "cores": len(dense), "LUT_CORE": round(core, 1),
-            "LUT_PER_LANE": round(lane, 1), "LUT_PER_LANE_ACC_BIT": round(lane_acc, 2),
-            "rest_luts": [s["yosys_rest_luts"] for s in summaries],
-            "cells_over_luts": [s["cells_over_luts"] for s in summaries]}
+    b = np.array([r["yosys_luts"] - mapper.LUT_PER_V_BIT * r["v_bits"] for r in dense],
+                 dtype=float)
+    constants, *_ = np.linalg.lstsq(a, b, rcond=None)
+    residual = b - a @ constants
+    plain = [s for s in summaries if not s["flash"]]
+    rest = np.array([[1.0, len(s["lanes"])] for s in plain])  # (one core a layer here)
+    soc, per_layer = np.linalg.lstsq(rest, np.array([s["yosys_rest_luts"] for s in plain],
+                                                    dtype=float), rcond=None)[0] \
+        if len(plain) > 1 else (float("nan"), float("nan"))
+    over = [s["cells_over_luts"] for s in summaries]
+    return {"fit": "dense core", "cores": len(dense),
+            **{name: round(float(value), 2) for name, value in zip(
+                ("LUT_CORE", "LUT_PER_LANE", "LUT_PER_LANE_ACC_BIT"),
+                constants, strict=True)},
+            "core_residual": [int(round(x)) for x in residual],
+            "LUT_SOC": round(float(soc), 1), "LUT_SOC_PER_LAYER": round(float(per_layer), 1),
+            "cells_over_luts": {"mean": round(float(np.mean(over)), 1), "min": min(over),
+                                "max": max(over)}}
 
 
 def main() -> None:
