@@ -387,8 +387,8 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     if not board.buildable:
         raise ValueError(board.why_not_buildable)
     image.check_gateware()
-    clock = plan_clock(board, clock_hz)
-    baud = check_baud(board, baud, clock.f_out)
+    clock = plan_clock(board, clock_hz, image)
+    baud = check_baud(board, baud, clock.f_out, image)
     top = BoardTop(image, board, clock_hz=clock.f_out, soc=soc, flash=flash, baud=baud)
     say("checking the fit")
     estimate = check_fit(image, board, flash=top.flash_offset is not None)

@@ -48,6 +48,10 @@ def check_baud_rate(baud) -> None:
         raise ValueError(f"baud rate must be a positive number, not {baud!r}")
 
 
+def _has_conv(image) -> bool:
+    return image is not None and any(layer.conv is not None for layer in image.layers)
+
+
 @dataclass(frozen=True)
 class Board:
     name: str  # catalog key, lower case with dashes
@@ -65,6 +69,10 @@ class Board:
     flash_default: bool = True  # without --sram/--flash: write the configuration flash
     notes: str = ""
     baud: int = 115200  # default UART rate of the host link (the bridge and the divider allow it)
+    # An image with a convolution layer meets a lower clock (its cores' lane-serial SPRAM
+    # updates and a fuller device): its fabric clock and rate, when they differ from the above
+    conv_target_hz: float | None = None
+    conv_baud: int | None = None
 
     @property
     def family(self) -> str:
@@ -99,9 +107,25 @@ class Board:
     def fabric_hz(self) -> float:
         return self.target_hz if self.target_hz is not None else self.clock_hz
 
+    def clock_for(self, image=None) -> float:
+        """The fabric clock the gateware for `image` runs at unless told (`fabric_hz`, or
+        `conv_target_hz` for an image with a convolution layer)."""
+        if self.conv_target_hz is not None and _has_conv(image):
+            return self.conv_target_hz
+        return self.fabric_hz
+
+    def baud_for(self, image=None) -> int:
+        """The host link's rate for `image` unless told (`baud`, or `conv_baud`)."""
+        if self.conv_baud is not None and _has_conv(image):
+            return self.conv_baud
+        return self.baud
+
     @property
     def programmer(self) -> str | None:
         return next(iter(self.programmers), None)
+
+    def clock_for_conv(self) -> float:
+        return self.conv_target_hz if self.conv_target_hz is not None else self.fabric_hz
 
     def platform_class(self):
         """The amaranth-boards platform class (imports amaranth_boards)."""
@@ -118,7 +142,9 @@ class Board:
             "platform": self.platform, "buildable": self.buildable, "can": self.can,
             "uart": ({"rx": self.uart[0], "tx": self.uart[1], "bridge": self.uart_bridge}
                      if self.uart else None),
-            "leds": self.leds, "baud": self.baud, "programmer": self.programmer,
+            "leds": self.leds, "baud": self.baud,
+            "conv_target_hz": self.clock_for_conv(), "conv_baud": self.conv_baud or self.baud,
+            "programmer": self.programmer,
             "programmers": list(self.programmers), "notes": self.notes,
         }
 
@@ -127,14 +153,16 @@ _OFL = "openfpgaloader"
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     # -- iCE40 -------------------------------------------------------------------------------
-    # UP5K at 18 MHz (12 * 48 / 32): the digits demo reached Fmax 27.7 MHz at 18 on the
-    # iCEBreaker, 28.7 after the neurons and SPRAM merges (make bitstreams; the host link's UART
-    # receiver -> its error counter, 7 levels, mostly routing at 78 % of the cells). 22.5 MHz
-    # would keep 20 % margin, but 18 MHz divides the FT2232H's 3 Mbaud exactly (6), 22.5 not.
+    # UP5K at 31.875 MHz (12 * 85 / 32) and 8 Mbaud (the FT2232H's 12 MHz / 1.5; divisor 4):
+    # the registered core and link reach 38.6 MHz with the digits demo at --clock 40 and
+    # 40.5 MHz with 784-256-10 and its flash loader (bench/fmax.py, docs/boards.md), so 31.875
+    # keeps 17 % margin. An image with convolutions (tutorial 6: 23-24 MHz, 95 % of the cells)
+    # stays at 18 MHz (12 * 48 / 32) and 3 Mbaud (divisor 6).
     Board("icebreaker", "1BitSquared iCEBreaker", "iCE40UP5K", 12e6,
-          "icebreaker:ICEBreakerPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
+          "icebreaker:ICEBreakerPlatform", target_hz=31.875e6, pll="SB_PLL40_PAD",
           uart=("6", "9"), uart_bridge="FT2232H channel B (USB)", leds=2,
-          programmers={_OFL: ("-b", "icebreaker"), "iceprog": ()}, baud=3_000_000),
+          programmers={_OFL: ("-b", "icebreaker"), "iceprog": ()}, baud=8_000_000,
+          conv_target_hz=18e6, conv_baud=3_000_000),
     Board("icesugar", "MuseLab iCESugar", "iCE40UP5K", 12e6,
           "icesugar:ICESugarPlatform", target_hz=18e6, pll="SB_PLL40_PAD",
           uart=("4", "6"), uart_bridge="iCELink (USB CDC)", leds=3,

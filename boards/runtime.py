@@ -72,7 +72,7 @@ def default_baud(image: Image | None) -> int:
     from .catalog import BOARDS
 
     board = None if image is None else BOARDS.get(str(image.config.board).lower())
-    return DEFAULT_BAUD if board is None else board.baud
+    return DEFAULT_BAUD if board is None else board.baud_for(image)
 
 
 def status_interval(image: Image) -> int:

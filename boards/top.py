@@ -134,10 +134,11 @@ def ecp5_pll(f_in: float, f_out: float) -> PllConfig:
     return _pick(found, f_in, f_out, "ECP5", vco_mid=600e6)
 
 
-def plan_clock(board: Board | str, clock_hz: float | None = None) -> PllConfig:
-    """How `board` makes its fabric clock (`clock_hz`, default the board's target)."""
+def plan_clock(board: Board | str, clock_hz: float | None = None, image=None) -> PllConfig:
+    """How `board` makes its fabric clock (`clock_hz`, default the board's target for
+    `image`: `Board.clock_for`)."""
     board = find_board(board) if isinstance(board, str) else board
-    target = float(clock_hz) if clock_hz is not None else board.fabric_hz
+    target = float(clock_hz) if clock_hz is not None else board.clock_for(image)
     if not target > 0:
         raise ValueError(f"clock must be positive, not {clock_hz!r}")
     if abs(target - board.clock_hz) < 1.0:
@@ -157,15 +158,16 @@ def _default_soc(image, clk_freq: float, baud: float = 115200, **options):
 
 
 def check_baud(board: Board | str, baud: float | None = None,
-               clock_hz: float | None = None) -> int:
-    """The UART rate the SoC on `board` talks at (default the catalog's `baud`), checked: the
-    divider at the fabric clock must give it within 2 % (ValueError in one line otherwise)."""
+               clock_hz: float | None = None, image=None) -> int:
+    """The UART rate the SoC on `board` talks at (default the catalog's for `image`:
+    `Board.baud_for`), checked: the divider at the fabric clock (default `Board.clock_for`)
+    must give it within 2 % (ValueError in one line otherwise)."""
     from ..hdl.uart import uart_divisor
 
     board = find_board(board) if isinstance(board, str) else board
-    rate = board.baud if baud is None else baud
+    rate = board.baud_for(image) if baud is None else baud
     check_baud_rate(rate)
-    clock = float(clock_hz) if clock_hz is not None else board.fabric_hz
+    clock = float(clock_hz) if clock_hz is not None else board.clock_for(image)
     try:
         uart_divisor(clock, rate)
     except ValueError as exc:
@@ -235,8 +237,8 @@ class BoardTop(Elaboratable):
         if flash not in (None, True, False):
             raise TypeError(f"flash must be None, True or False, not {flash!r}")
         self._image = image
-        self._clock = plan_clock(self._board, clock_hz)
-        self._baud = check_baud(self._board, baud, self._clock.f_out)
+        self._clock = plan_clock(self._board, clock_hz, image)
+        self._baud = check_baud(self._board, baud, self._clock.f_out, image)
         self._soc_factory = soc or functools.partial(_default_soc, baud=self._baud)
         self._flash_resource = flash_resource(self._board)
         if flash and self._flash_resource is None:

@@ -12,27 +12,27 @@ import spikeforge
 from spikeforge import protocol
 from spikeforge.boards.catalog import find_board
 from spikeforge.boards.runtime import Board, BoardError, default_baud
-from spikeforge.boards.top import check_baud
+from spikeforge.boards.top import check_baud, plan_clock
 from spikeforge.boards.virtual import VirtualBoard, VirtualBoardError
 from spikeforge.hdl.rtl import available_simulators
 from spikeforge.hdl.soc import SpikeSoC
-from spikeforge.image import HwConfig
+from spikeforge.image import ConvSpec, HwConfig
 from spikeforge.protocol import Command
 from spikeforge.sim.encode import with_rate_encoder
 
-from .strategies import random_image
+from .strategies import conv_image, random_image
 
 
 def test_baud_is_a_checked_option():
     board = find_board("icebreaker")
-    assert board.baud == 3_000_000 and board.to_dict()["baud"] == 3_000_000
-    assert check_baud(board) == 3_000_000
+    assert board.baud == 8_000_000 and board.to_dict()["baud"] == 8_000_000
+    assert check_baud(board) == 8_000_000
     assert SpikeSoC(random_image(0, (4, 3)), clk_freq=board.fabric_hz,
-                    baud=board.baud).divisor == 6  # 18 MHz / 3 Mbaud, exact
-    with pytest.raises(ValueError, match=r"^board 'icebreaker': 4000000 baud from a 18000000\.0 "
-                                         r"Hz clock is off by 12\.5% \(divisor 4\); choose "
+                    baud=board.baud).divisor == 4  # 31.875 MHz / 8 Mbaud, 0.4 % off
+    with pytest.raises(ValueError, match=r"^board 'icebreaker': 6000000 baud from a 31875000\.0 "
+                                         r"Hz clock is off by 6\.2% \(divisor 5\); choose "
                                          r"another rate$"):
-        check_baud(board, 4_000_000)
+        check_baud(board, 6_000_000)
     with pytest.raises(ValueError, match=r"^baud rate must be a positive number, not 0$"):
         check_baud(board, 0)
     with pytest.raises(VirtualBoardError, match=r"^the virtual board cannot talk at 1000000 "
@@ -42,7 +42,16 @@ def test_baud_is_a_checked_option():
     assert default_baud(image) == 115200  # no board recorded
     on_board = spikeforge.Image(image.n_inputs, image.layers,
                                 HwConfig("iCE40UP5K", image.config.cores, board="icebreaker"))
-    assert default_baud(on_board) == 3_000_000
+    assert default_baud(on_board) == 8_000_000
+    # An image with a convolution runs at the board's lower convolution clock and rate:
+    # 18 MHz / 3 Mbaud, divisor 6, exact
+    conv = conv_image(1, ConvSpec(1, 6, 6, 2, 3, padding=1, pool="max", pool_size=2))
+    conv = spikeforge.Image(conv.n_inputs, conv.layers,
+                            HwConfig("iCE40UP5K", conv.config.cores, board="icebreaker"))
+    assert (board.clock_for(conv), board.baud_for(conv)) == (18e6, 3_000_000)
+    assert default_baud(conv) == 3_000_000 and check_baud(board, image=conv) == 3_000_000
+    assert plan_clock(board, image=conv).f_out == 18e6
+    assert plan_clock(board).f_out == board.fabric_hz == 31.875e6
 
 
 needs_verilator = pytest.mark.skipif("verilator" not in available_simulators(),
@@ -150,8 +159,8 @@ def test_cli_refuses_a_bad_baud_and_intensities_without_encoder(tmp_path, capsys
     image.save(tmp_path / "net.sfi")
     np.savez(tmp_path / "pix.npz", intensities=np.zeros((1, 4), np.uint8))
     for argv, needle in (
-            (["build", tmp_path / "net.sfi", "--board", "icebreaker", "--baud", "4000000",
-              "-o", tmp_path / "build"], "4000000 baud from a 18000000.0 Hz clock is off by"),
+            (["build", tmp_path / "net.sfi", "--board", "icebreaker", "--baud", "6000000",
+              "-o", tmp_path / "build"], "6000000 baud from a 31875000.0 Hz clock is off by"),
             (["simulate", tmp_path / "net.sfi", "--input", tmp_path / "pix.npz", "--steps", "3",
               "-o", tmp_path / "out.npz"], "intensities need an image that encodes on chip")):
         assert main([str(a) for a in argv]) == 1
