@@ -163,6 +163,14 @@ ICE40_EXTRA_CELLS = 1000
 BRAM_SOC = 2  # the host link's receive and response buffers
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
+# A memory the gateware marks for flip-flops (yosys ram_style "logic") when it holds at most
+# this many bits: its flip-flops (a logic cell each) and read multiplexer cost less than the
+# block RAM it would take (the iCE40UP5K has 176 logic cells for each of its 30 EBRs). The
+# learning unit's modulators (hdl/learning.py: neurons x 8 bits) are placed by it.
+FF_MEMORY_BITS = 128
+# Data bits one write enable of a block RAM covers (yosys's brams.txt: the iCE40 EBR masks
+# each bit; the ECP5 DP16KD enables bytes of 9 bits).
+WRITE_BYTE = {"ice40": 1, "ecp5": 9}
 CONV_CORE_ACCUMULATORS = SPRAM_DEPTH  # a convolution core's pre-pool accumulators, at most
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
@@ -478,8 +486,41 @@ def _state_bits(layer: LayerParams) -> int:
         (layer.syn_bits if layer.current_based else 0)
 
 
+def _neuron_blocks(layer: LayerParams, neurons: int, param_bits: int,
+                   family: str) -> tuple[int, int | None]:
+    """(block RAMs of a core's state and per-neuron parameters, the bit at which the
+    parameters start in a word they share with the state, or None for two memories).
+
+    A dense core's state (``_state_bits``) and its ``param_bits`` of stored parameters share
+    one memory when that takes fewer block RAMs than two: the state at bits [0, S), the
+    parameters from S rounded up to the family's write-enable byte (``WRITE_BYTE``), so that a
+    state write leaves them unchanged. A convolution core keeps them apart."""
+    shapes = BRAM_SHAPES[family]
+    state = _state_bits(layer)
+    apart = _memory_blocks(state, neurons, shapes) + _memory_blocks(param_bits, neurons, shapes)
+    if layer.conv is not None or not param_bits:
+        return apart, None
+    byte = WRITE_BYTE[family]
+    offset = -(-state // byte) * byte
+    shared = _memory_blocks(offset + param_bits, neurons, shapes)
+    return (shared, offset) if shared < apart else (apart, None)
+
+
+def shared_params_offset(layer: LayerParams, core: CoreConfig, device: str) -> int | None:
+    """Where a dense core's stored parameters start in the word they share with its state on
+    `device` (``hdl.core.LifCore``'s ``params_offset``), or None when state and parameters
+    are two memories (``_neuron_blocks``)."""
+    family = resolve_device(device).family
+    return _neuron_blocks(layer, core.neurons, _param_bits(layer, core), family)[1]
+
+
 def _varies(values: np.ndarray) -> bool:
     return bool(values.size) and bool((values != values[0]).any())
+
+
+def memory_in_flip_flops(width: int, depth: int) -> bool:
+    """Whether a memory the gateware may place in flip-flops goes there (``FF_MEMORY_BITS``)."""
+    return width * depth <= FF_MEMORY_BITS
 
 
 def _memory_blocks(width: int, depth: int, shapes) -> int:
@@ -526,7 +567,8 @@ def _block_ram(layers: list[LayerParams], config: HwConfig,
     a dense core, whose accumulators count with the rest), and of everything else (`cache`
     keeps the parameter widths of a core's neurons between calls of one mapping search)."""
     cache = {} if cache is None else cache
-    shapes = BRAM_SHAPES[resolve_device(config.device).family]
+    family = resolve_device(config.device).family
+    shapes = BRAM_SHAPES[family]
     weights, accs = [], []
     other = BRAM_SOC if config.cores else 0
     for core in config.cores:
@@ -537,14 +579,13 @@ def _block_ram(layers: list[LayerParams], config: HwConfig,
             other += _memory_blocks(*_acc_shape(layer, core, False), shapes)
         else:
             accs.append(_memory_blocks(*_acc_shape(layer, core, False), shapes))
-        other += _memory_blocks(_state_bits(layer), core.neurons, shapes)
         key = (core.layer, core.lo, core.hi)
         if key not in cache:
             cache[key] = _param_widths(layer, core)
         per_channel, per_neuron = cache[key]
         c0, c1 = core_channels(layer, core)
         other += _memory_blocks(per_channel, c1 - c0, shapes)
-        other += _memory_blocks(per_neuron, core.neurons, shapes)
+        other += _neuron_blocks(layer, core.neurons, per_neuron, family)[0]
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
             other += _memory_blocks(17, layer.max_spikes * layer.n_out + 2, shapes)
@@ -636,7 +677,7 @@ def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tu
     """Block RAMs of the learning units of the cores whose layer learns (hdl/learning.py): the
     learning memory (x_j and flag; STDP also y_i from the power of two at or above
     ``max(n_in, neurons)``), words of ``max(trace_bits, 8) + 1`` bits, and a three-factor
-    rule's modulators (``neurons`` x 8 bits)."""
+    rule's modulators (``neurons`` x 8 bits; in flip-flops up to ``FF_MEMORY_BITS``)."""
     shapes = BRAM_SHAPES[resolve_device(config.device).family]
     rules = {rule.layer: rule for rule in learning}
     blocks = 0
@@ -649,7 +690,7 @@ def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tu
         if rule.rule == "stdp":
             words = (1 << max(1, (max(layer.n_in, core.neurons) - 1).bit_length())) + core.neurons
         blocks += _memory_blocks(max(rule.trace_bits, 8) + 1, words, shapes)
-        if rule.rule != "stdp":
+        if rule.rule != "stdp" and not memory_in_flip_flops(8, core.neurons):
             blocks += _memory_blocks(8, core.neurons, shapes)
     return blocks
 

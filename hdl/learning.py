@@ -12,6 +12,7 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..compiler.mapper import memory_in_flip_flops
 from ..image import CoreConfig, LayerParams, LearningConfig
 from ..lfsr import LFSR_TAPS
 
@@ -199,8 +200,11 @@ class LearningUnit(wiring.Component):
             depress_now = (op1 == Op.TRACE) & ~y1 & rd_data.f
             sweep_now = self.s_in
         else:
-            # the modulators: written by the host at its address, read at neuron i
-            m.submodules.mods = mods = Memory(shape=signed(MOD_BITS), depth=neurons, init=[])
+            # the modulators: written by the host at its address, read at neuron i; a few
+            # neurons' worth in flip-flops rather than a block RAM (compiler.mapper)
+            logic = memory_in_flip_flops(MOD_BITS, neurons)
+            m.submodules.mods = mods = Memory(shape=signed(MOD_BITS), depth=neurons, init=[],
+                                              attrs={"ram_style": "logic"} if logic else None)
             m_wr, m_rd = mods.write_port(), mods.read_port()
             m.d.comb += [m_wr.addr.eq(self.mod_addr), m_wr.data.eq(self.mod_data),
                          m_wr.en.eq(self.mod_we), m_rd.addr.eq(i)]
