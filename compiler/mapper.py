@@ -39,6 +39,10 @@ about 3% of LUTs there). Per core:
     parameters     depth neurons,         width of the fields that differ between the core's
                                           neurons (threshold v_bits - 1, bias, decay 5 or f + 1);
                                           uniform fields are constants and take no memory
+    state + params one memory of depth neurons, width S' + P (S' the state's width rounded up
+                   to the family's write-enable byte, WRITE_BYTE), where that takes fewer
+                   block RAMs than the two apart (`shared_params_offset`; hdl.core.LifCore
+                   builds the same)
     recurrent FIFO depth max_spikes * n_out + 2, width 17             (recurrent layers)
 
 A convolution core (hdl/conv.py ConvCore) holding `channels` output channels, groups =
