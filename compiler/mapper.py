@@ -167,11 +167,6 @@ ICE40_EXTRA_CELLS = 1000
 BRAM_SOC = 2  # the host link's receive and response buffers
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
-# A memory the gateware marks for flip-flops (yosys ram_style "logic") when it holds at most
-# this many bits: its flip-flops (a logic cell each) and read multiplexer cost less than the
-# block RAM it would take (the iCE40UP5K has 176 logic cells for each of its 30 EBRs). The
-# learning unit's modulators (hdl/learning.py: neurons x 8 bits) are placed by it.
-FF_MEMORY_BITS = 128
 # Data bits one write enable of a block RAM covers (yosys's brams.txt: the iCE40 EBR masks
 # each bit; the ECP5 DP16KD enables bytes of 9 bits).
 WRITE_BYTE = {"ice40": 1, "ecp5": 9}
@@ -522,11 +517,6 @@ def _varies(values: np.ndarray) -> bool:
     return bool(values.size) and bool((values != values[0]).any())
 
 
-def memory_in_flip_flops(width: int, depth: int) -> bool:
-    """Whether a memory the gateware may place in flip-flops goes there (``FF_MEMORY_BITS``)."""
-    return width * depth <= FF_MEMORY_BITS
-
-
 def _memory_blocks(width: int, depth: int, shapes) -> int:
     if width == 0 or depth <= FF_MEMORY_DEPTH:
         return 0
@@ -679,9 +669,9 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
 
 def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tuple) -> int:
     """Block RAMs of the learning units of the cores whose layer learns (hdl/learning.py): the
-    learning memory (x_j and flag; STDP also y_i from the power of two at or above
-    ``max(n_in, neurons)``), words of ``max(trace_bits, 8) + 1`` bits, and a three-factor
-    rule's modulators (``neurons`` x 8 bits; in flip-flops up to ``FF_MEMORY_BITS``)."""
+    learning memory: x_j and flag, and from the power of two at or above ``max(n_in,
+    neurons)`` STDP's y_i or a three-factor rule's modulators m_i, words of
+    ``max(trace_bits, 8) + 1`` bits."""
     shapes = BRAM_SHAPES[resolve_device(config.device).family]
     rules = {rule.layer: rule for rule in learning}
     blocks = 0
@@ -690,12 +680,8 @@ def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tu
         if rule is None:
             continue
         layer = layers[core.layer]
-        words = layer.n_in
-        if rule.rule == "stdp":
-            words = (1 << max(1, (max(layer.n_in, core.neurons) - 1).bit_length())) + core.neurons
+        words = (1 << max(1, (max(layer.n_in, core.neurons) - 1).bit_length())) + core.neurons
         blocks += _memory_blocks(max(rule.trace_bits, 8) + 1, words, shapes)
-        if rule.rule != "stdp" and not memory_in_flip_flops(8, core.neurons):
-            blocks += _memory_blocks(8, core.neurons, shapes)
     return blocks
 
 

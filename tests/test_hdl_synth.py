@@ -41,7 +41,7 @@ def test_weight_memory_maps_to_block_ram(device):
 
 @pytest.mark.parametrize("rule, neurons", [
     ("stdp", 32), ("three_factor", 32),
-    # 10 x 8 bits of modulators: in flip-flops (mapper.FF_MEMORY_BITS)
+    # the modulators beside the traces: one block RAM for 64 + 10 words
     pytest.param("three_factor", 10, marks=pytest.mark.slow),
 ])
 def test_learning_block_ram_is_what_yosys_maps(rule, neurons):
