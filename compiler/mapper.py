@@ -669,8 +669,8 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
 
 def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tuple) -> int:
     """Block RAMs of the learning units of the cores whose layer learns (hdl/learning.py): the
-    learning memory: x_j and flag, and from the power of two at or above ``max(n_in,
-    neurons)`` STDP's y_i or a three-factor rule's modulators m_i, words of
+    learning memory: x_j and flag, then a three-factor rule's modulators m_i (from n_in) or
+    STDP's y_i (from the power of two at or above ``max(n_in, neurons)``), words of
     ``max(trace_bits, 8) + 1`` bits."""
     shapes = BRAM_SHAPES[resolve_device(config.device).family]
     rules = {rule.layer: rule for rule in learning}
@@ -680,7 +680,9 @@ def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tu
         if rule is None:
             continue
         layer = layers[core.layer]
-        words = (1 << max(1, (max(layer.n_in, core.neurons) - 1).bit_length())) + core.neurons
+        words = layer.n_in + core.neurons  # x_j, then m_i (three-factor)
+        if rule.rule == "stdp":  # x_j, then y_i from a power of two
+            words = (1 << max(1, (max(layer.n_in, core.neurons) - 1).bit_length())) + core.neurons
         blocks += _memory_blocks(max(rule.trace_bits, 8) + 1, words, shapes)
     return blocks
 

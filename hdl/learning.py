@@ -67,9 +67,10 @@ class LearningUnit(wiring.Component):
 
     r is the core's LFSR state (``lfsr_state``; ``updating`` steps it: high in every weight
     update cycle and only then). The learning memory (block RAM, one read and one write port)
-    holds x_j and the flag s_in_j at address j and, at ``y_base + i`` with ``y_base`` the power
-    of two at or above ``max(n_in, neurons)``, STDP's y_i or the three-factor rule's m_i (the
-    low ``MOD_BITS`` of the trace field: no block RAM of its own); every write to it but a
+    holds x_j and the flag s_in_j at address j and, at ``y_base + i``, STDP's y_i (``y_base``
+    the power of two at or above ``max(n_in, neurons)``) or the three-factor rule's m_i
+    (``y_base`` = n_in; the low ``MOD_BITS`` of the trace field: no block RAM of its own);
+    every write to it but a
     modulator's lands one cycle after a read of the same address. The host writes m_i between
     steps, while the unit is idle (never in a cycle the unit writes).
 
@@ -125,8 +126,9 @@ class LearningUnit(wiring.Component):
 
     @property
     def y_base(self) -> int:
-        """Address of y_0 (m_0) in the learning memory."""
-        return 1 << self._y_bits
+        """Address of y_0 (STDP: a power of two) or m_0 (three-factor: n_in) in the learning
+        memory."""
+        return 1 << self._y_bits if self._rule.rule == "stdp" else self._layer.n_in
 
     def elaborate(self, platform):
         m = Module()
@@ -147,7 +149,9 @@ class LearningUnit(wiring.Component):
         rd_data = data.View(word, rd.data)
         wr_data = data.View(word, wr.data)
 
-        def y_addr(neuron):  # y_base + neuron, by wiring
+        def y_addr(neuron):  # y_base + neuron, by wiring (STDP) or an adder (three-factor)
+            if not stdp:
+                return self.y_base + neuron
             return Cat(neuron[:kb], Const(0, max(0, kb - len(neuron))), Const(1, 1))
 
         # -- counters: j over rows, i over neurons (with its group ig and lane ip) -----------
