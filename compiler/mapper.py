@@ -42,6 +42,10 @@ about 3% of LUTs there). Per core:
     parameters     depth neurons,         width of the fields that differ between the core's
                                           neurons (threshold v_bits - 1, bias, decay 5 or f + 1);
                                           uniform fields are constants and take no memory
+    state + params one memory of depth neurons, width S' + P (S' the state's width rounded up
+                   to the family's write-enable byte, WRITE_BYTE), where that takes fewer
+                   block RAMs than the two apart (`shared_params_offset`; hdl.core.LifCore
+                   builds the same)
     recurrent FIFO depth max_spikes * n_out + 2, width 17             (recurrent layers)
 
 A convolution core (hdl/conv.py ConvCore) holding `channels` output channels, groups =
@@ -166,6 +170,9 @@ ICE40_EXTRA_CELLS = 1000
 BRAM_SOC = 2  # the host link's receive and response buffers
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
+# Data bits one write enable of a block RAM covers (yosys's brams.txt: the iCE40 EBR masks
+# each bit; the ECP5 DP16KD enables bytes of 9 bits).
+WRITE_BYTE = {"ice40": 1, "ecp5": 9}
 CONV_CORE_ACCUMULATORS = SPRAM_DEPTH  # a convolution core's pre-pool accumulators, at most
 MAX_ADDRESS = 1 << 16  # AER addresses are 16 bits
 RESOURCES = ("luts", "bram", "spram", "dsp")
@@ -526,6 +533,34 @@ def _state_bits(layer: LayerParams) -> int:
         (layer.syn_bits if layer.current_based else 0)
 
 
+def _neuron_blocks(layer: LayerParams, neurons: int, param_bits: int,
+                   family: str) -> tuple[int, int | None]:
+    """(block RAMs of a core's state and per-neuron parameters, the bit at which the
+    parameters start in a word they share with the state, or None for two memories).
+
+    A dense core's state (``_state_bits``) and its ``param_bits`` of stored parameters share
+    one memory when that takes fewer block RAMs than two: the state at bits [0, S), the
+    parameters from S rounded up to the family's write-enable byte (``WRITE_BYTE``), so that a
+    state write leaves them unchanged. A convolution core keeps them apart."""
+    shapes = BRAM_SHAPES[family]
+    state = _state_bits(layer)
+    apart = _memory_blocks(state, neurons, shapes) + _memory_blocks(param_bits, neurons, shapes)
+    if layer.conv is not None or not param_bits:
+        return apart, None
+    byte = WRITE_BYTE[family]
+    offset = -(-state // byte) * byte
+    shared = _memory_blocks(offset + param_bits, neurons, shapes)
+    return (shared, offset) if shared < apart else (apart, None)
+
+
+def shared_params_offset(layer: LayerParams, core: CoreConfig, device: str) -> int | None:
+    """Where a dense core's stored parameters start in the word they share with its state on
+    `device` (``hdl.core.LifCore``'s ``params_offset``), or None when state and parameters
+    are two memories (``_neuron_blocks``)."""
+    family = resolve_device(device).family
+    return _neuron_blocks(layer, core.neurons, _param_bits(layer, core), family)[1]
+
+
 def _varies(values: np.ndarray) -> bool:
     return bool(values.size) and bool((values != values[0]).any())
 
@@ -574,7 +609,8 @@ def _block_ram(layers: list[LayerParams], config: HwConfig,
     a dense core, whose accumulators count with the rest), and of everything else (`cache`
     keeps the parameter widths of a core's neurons between calls of one mapping search)."""
     cache = {} if cache is None else cache
-    shapes = BRAM_SHAPES[resolve_device(config.device).family]
+    family = resolve_device(config.device).family
+    shapes = BRAM_SHAPES[family]
     weights, accs = [], []
     other = BRAM_SOC if config.cores else 0
     for core in config.cores:
@@ -585,14 +621,13 @@ def _block_ram(layers: list[LayerParams], config: HwConfig,
             other += _memory_blocks(*_acc_shape(layer, core, False), shapes)
         else:
             accs.append(_memory_blocks(*_acc_shape(layer, core, False), shapes))
-        other += _memory_blocks(_state_bits(layer), core.neurons, shapes)
         key = (core.layer, core.lo, core.hi)
         if key not in cache:
             cache[key] = _param_widths(layer, core)
         per_channel, per_neuron = cache[key]
         c0, c1 = core_channels(layer, core)
         other += _memory_blocks(per_channel, c1 - c0, shapes)
-        other += _memory_blocks(per_neuron, core.neurons, shapes)
+        other += _neuron_blocks(layer, core.neurons, per_neuron, family)[0]
     for index, layer in enumerate(layers):
         if layer.recurrent and config.cores_of(index):
             other += _memory_blocks(17, layer.max_spikes * layer.n_out + 2, shapes)
@@ -682,9 +717,9 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
 
 def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tuple) -> int:
     """Block RAMs of the learning units of the cores whose layer learns (hdl/learning.py): the
-    learning memory (x_j and flag; STDP also y_i from the power of two at or above
-    ``max(n_in, neurons)``), words of ``max(trace_bits, 8) + 1`` bits, and a three-factor
-    rule's modulators (``neurons`` x 8 bits)."""
+    learning memory: x_j and flag, then a three-factor rule's modulators m_i (from n_in) or
+    STDP's y_i (from the power of two at or above ``max(n_in, neurons)``), words of
+    ``max(trace_bits, 8) + 1`` bits."""
     shapes = BRAM_SHAPES[resolve_device(config.device).family]
     rules = {rule.layer: rule for rule in learning}
     blocks = 0
@@ -693,12 +728,10 @@ def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tu
         if rule is None:
             continue
         layer = layers[core.layer]
-        words = layer.n_in
-        if rule.rule == "stdp":
+        words = layer.n_in + core.neurons  # x_j, then m_i (three-factor)
+        if rule.rule == "stdp":  # x_j, then y_i from a power of two
             words = (1 << max(1, (max(layer.n_in, core.neurons) - 1).bit_length())) + core.neurons
         blocks += _memory_blocks(max(rule.trace_bits, 8) + 1, words, shapes)
-        if rule.rule != "stdp":
-            blocks += _memory_blocks(8, core.neurons, shapes)
     return blocks
 
 

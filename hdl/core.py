@@ -12,6 +12,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
+from ..compiler.mapper import shared_params_offset
 from ..image import CoreConfig, Image, LayerParams, LearningConfig, param_fields, param_values
 from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
@@ -141,6 +142,12 @@ class LifCore(wiring.Component):
       layer), syn[t-1] of a current-based layer.
     - params: ``neurons`` words of the per-neuron fields of ``param_layout`` that differ between
       the core's neurons; uniform fields are constants.
+    - with ``params_offset``, state and params are one memory of ``neurons`` words (fewer
+      block RAMs where the two words together fit a port better than apart:
+      ``compiler.mapper.shared_params_offset``): the state at bits ``[0, S)``, the stored
+      parameters from bit ``params_offset``, each part written under its own enable (the pass
+      and the clear sweep write the state, the host either part); one read gives both. The
+      STATE and PARAMS spaces of ``mem`` are the same either way.
 
     Integration: an event with row j takes ``groups`` cycles, one weight word (``lanes``
     synapses) per cycle, and the next event is accepted in the cycle the last word of the
@@ -187,7 +194,7 @@ class LifCore(wiring.Component):
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
                  transparent_weights: bool = False, learning: LearningConfig | None = None,
                  core_index: int = 0, registered_reads: bool = False,
-                 spram_weights: bool = False):
+                 spram_weights: bool = False, params_offset: int | None = None):
         if not 0 <= config.lo < config.hi <= layer.n_out:
             raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
                              f"layer's {layer.n_out} neurons")
@@ -210,6 +217,16 @@ class LifCore(wiring.Component):
         values = {name: v[lo:hi] for name, v in param_values(layer).items()}
         self._param_values = values
         self._stored = [name for name, vals in values.items() if not _uniform(vals)]
+        if params_offset is not None:
+            params_offset = operator.index(params_offset)
+            if not self._stored:
+                raise ValueError(f"core neurons [{config.lo}, {config.hi}) store no "
+                                 f"parameters: params_offset must be None, not "
+                                 f"{params_offset!r}")
+            if params_offset < state_layout(layer).size:
+                raise ValueError(f"params_offset must be at least the state's "
+                                 f"{state_layout(layer).size} bits, not {params_offset!r}")
+        self._params_offset = params_offset
         width = max(self._lanes * layer.weight_bits, state_layout(layer).size,
                     self._param_layout.size,
                     self._lanes * layer.acc_bits)
@@ -242,8 +259,14 @@ class LifCore(wiring.Component):
 
     @classmethod
     def from_image(cls, image: Image, core_index: int, **kwargs) -> "LifCore":
+        """Core ``core_index`` of ``image``; unless ``params_offset`` is given, its state and
+        parameters share a word where the mapper counts them so
+        (``compiler.mapper.shared_params_offset`` for the image's device)."""
         config = image.config.cores[core_index]
-        return cls(config, image.layers[config.layer], image.weight_memory(core_index),
+        layer = image.layers[config.layer]
+        if "params_offset" not in kwargs:
+            kwargs["params_offset"] = shared_params_offset(layer, config, image.config.device)
+        return cls(config, layer, image.weight_memory(core_index),
                    learning=image.learning_of(config.layer), core_index=core_index, **kwargs)
 
     @property
@@ -266,6 +289,12 @@ class LifCore(wiring.Component):
     def stored_params(self) -> tuple[str, ...]:
         """Parameter fields held in the params memory (the others are constants)."""
         return tuple(self._stored)
+
+    @property
+    def params_offset(self) -> int | None:
+        """The bit at which the stored parameters start in the word they share with the
+        state, or None: state and parameters are two memories."""
+        return self._params_offset
 
     @property
     def read_latency(self) -> int:
@@ -302,6 +331,38 @@ class LifCore(wiring.Component):
         ]
         return w_wr, w_rd
 
+    def _shared_neuron_memory(self, m: Module, stored_layout: data.StructLayout,
+                              init: list[dict]):
+        """State and stored parameters in one memory of ``neurons`` words (``params_offset``):
+        the state at bits ``[0, S)``, the parameters from bit ``params_offset``, each part
+        with its own write enable. Returns state and parameter write and read ports with the
+        members of a ``Memory`` port the core drives; both parts share the write address (the
+        state's) and the read port (the state's ``addr`` and ``en``)."""
+        neurons, offset = self._config.neurons, self._params_offset
+        s_layout = state_layout(self._layer)
+        width = offset + stored_layout.size
+        m.submodules.neuron = nmem = Memory(
+            shape=unsigned(width), depth=neurons,
+            init=[stored_layout.const(fields).as_value().value << offset for fields in init],
+            attrs=NO_COLLISIONS)
+        w_port = nmem.write_port(granularity=1)
+        r_port = read_port(m, nmem)
+        s_wr = SimpleNamespace(addr=Signal(range(neurons), name="s_waddr"),
+                               data=Signal(s_layout, name="s_wdata"), en=Signal(name="s_we"))
+        p_wr = SimpleNamespace(data=Signal(stored_layout, name="p_wdata"),
+                               en=Signal(name="p_we"))
+        m.d.comb += [
+            w_port.addr.eq(s_wr.addr),
+            w_port.data.eq(s_wr.data.as_value() | (p_wr.data.as_value() << offset)),
+            w_port.en.eq(Cat(s_wr.en.replicate(s_layout.size),
+                             Const(0, offset - s_layout.size),
+                             p_wr.en.replicate(stored_layout.size))),
+        ]
+        s_rd = SimpleNamespace(addr=r_port.addr, en=r_port.en,
+                               data=data.View(s_layout, r_port.data[:s_layout.size]))
+        p_rd = SimpleNamespace(data=data.View(stored_layout, r_port.data[offset:]))
+        return s_wr, s_rd, p_wr, p_rd
+
     def elaborate(self, platform):
         m = Module()
         layer, cfg = self._layer, self._config
@@ -337,19 +398,22 @@ class LifCore(wiring.Component):
                                          attrs=None if through else NO_COLLISIONS)
         a_wr = amem.write_port()
         a_rd = amem.read_port(transparent_for=(a_wr,)) if through else read_port(m, amem)
-        m.submodules.state = smem = Memory(shape=state_layout(layer), depth=neurons, init=[],
-                                           attrs=NO_COLLISIONS)
-        s_wr = smem.write_port()
-        s_rd = read_port(m, smem)
         pfields = self._param_layout.members
-        if self._stored:
-            stored_layout = data.StructLayout({name: pfields[name] for name in self._stored})
-            init = [{name: int(self._param_values[name][n]) for name in self._stored}
-                    for n in range(neurons)]
-            m.submodules.params = pmem = Memory(shape=stored_layout, depth=neurons, init=init,
-                                                attrs=NO_COLLISIONS)
-            p_wr = pmem.write_port()
-            p_rd = read_port(m, pmem)
+        stored_layout = data.StructLayout({name: pfields[name] for name in self._stored})
+        init = [{name: int(self._param_values[name][n]) for name in self._stored}
+                for n in range(neurons)]
+        if self._params_offset is None:
+            m.submodules.state = smem = Memory(shape=state_layout(layer), depth=neurons,
+                                               init=[], attrs=NO_COLLISIONS)
+            s_wr = smem.write_port()
+            s_rd = read_port(m, smem)
+            if self._stored:
+                m.submodules.params = pmem = Memory(shape=stored_layout, depth=neurons,
+                                                    init=init, attrs=NO_COLLISIONS)
+                p_wr = pmem.write_port()
+                p_rd = read_port(m, pmem)
+        else:
+            s_wr, s_rd, p_wr, p_rd = self._shared_neuron_memory(m, stored_layout, init)
         if learn is not None:
             m.submodules.learning = unit = LearningUnit(cfg, layer, learn)
             m.d.comb += [unit.w_rdata.eq(w_rd.data), unit.s_in.eq(s_rd.data.c),
@@ -430,12 +494,10 @@ class LifCore(wiring.Component):
             ]
         if self._stored:
             host_params = data.View(self._param_layout, self.mem.wdata[:self._param_layout.size])
-            m.d.comb += [
-                p_wr.addr.eq(self.mem.addr),
-                p_wr.en.eq(host_we[MemSpace.PARAMS]),
-                p_rd.addr.eq(self.mem.addr),
-            ]
+            m.d.comb += p_wr.en.eq(host_we[MemSpace.PARAMS])
             m.d.comb += [p_wr.data[name].eq(host_params[name]) for name in self._stored]
+            if self._params_offset is None:  # (shared: the state's write address is the host's)
+                m.d.comb += p_wr.addr.eq(self.mem.addr)
 
         # -- input: each stream through a skid buffer, so that its ready is a register and
         # not this core's control logic (the fork in front of the cores ANDs them) ------------
@@ -535,7 +597,6 @@ class LifCore(wiring.Component):
             "clear_acc": unsigned(1),  # the last lane of its group (or the last neuron)
             "last": unsigned(1),
         })
-        stored_layout = data.StructLayout({name: pfields[name] for name in self._stored})
         m.submodules.update = update = NeuronUpdate(
             layer, stored=stored_layout,
             constants={name: int(self._param_values[name][0])
@@ -594,7 +655,7 @@ class LifCore(wiring.Component):
             a_wr.data.eq(Mux(w_valid, sums.as_value(), 0)),
             a_wr.en.eq(w_valid | (commit & o_tag.clear_acc)),
         ]
-        if self._stored:
+        if self._stored and self._params_offset is None:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
 
         with m.FSM(init="Clear"):
@@ -626,7 +687,7 @@ class LifCore(wiring.Component):
                     a_rd.addr.eq(pg),
                     a_rd.en.eq(p0_go & (pp == 0)),
                 ]
-                if self._stored:
+                if self._stored and self._params_offset is None:
                     m.d.comb += p_rd.en.eq(adv)
                 with m.If(adv):
                     m.d.sync += [q1.eq(p0_go), n1.eq(n), pp1.eq(pp), pg1.eq(pg)]

@@ -67,10 +67,12 @@ class LearningUnit(wiring.Component):
 
     r is the core's LFSR state (``lfsr_state``; ``updating`` steps it: high in every weight
     update cycle and only then). The learning memory (block RAM, one read and one write port)
-    holds x_j and the flag s_in_j at address j and, for STDP, y_i at ``y_base + i`` with
-    ``y_base`` the power of two at or above ``max(n_in, neurons)``; every write to it lands one
-    cycle after a read of the same address. The three-factor rule keeps m_i in a memory of its
-    own, written by the host and read at neuron i.
+    holds x_j and the flag s_in_j at address j and, at ``y_base + i``, STDP's y_i (``y_base``
+    the power of two at or above ``max(n_in, neurons)``) or the three-factor rule's m_i
+    (``y_base`` = n_in; the low ``MOD_BITS`` of the trace field: no block RAM of its own);
+    every write to it but a
+    modulator's lands one cycle after a read of the same address. The host writes m_i between
+    steps, while the unit is idle (never in a cycle the unit writes).
 
     Pipeline: stage 0 issues the reads of the learning memory, the weight memory
     (``w_read``/``w_raddr``: word ``row * groups + group of neuron i``) and the core's state
@@ -124,8 +126,9 @@ class LearningUnit(wiring.Component):
 
     @property
     def y_base(self) -> int:
-        """Address of y_0 (m_0) in the learning memory."""
-        return 1 << self._y_bits
+        """Address of y_0 (STDP: a power of two) or m_0 (three-factor: n_in) in the learning
+        memory."""
+        return 1 << self._y_bits if self._rule.rule == "stdp" else self._layer.n_in
 
     def elaborate(self, platform):
         m = Module()
@@ -136,7 +139,8 @@ class LearningUnit(wiring.Component):
         kb = self._y_bits
 
         word = trace_memory_layout(rule)
-        depth = self.y_base + neurons if stdp else n_in  # x_j (and STDP: y_i)
+        depth = self.y_base + neurons  # x_j, y_i (STDP) or m_i (three-factor)
+        wiped = depth if stdp else n_in  # the modulators stay over clear
         # Block RAM: as distributed RAM (ECP5) a few hundred words cost hundreds of LUTs.
         m.submodules.mem = mem = Memory(shape=unsigned(word.size), depth=depth, init=[],
                                         attrs={"ram_style": "block"})
@@ -145,7 +149,9 @@ class LearningUnit(wiring.Component):
         rd_data = data.View(word, rd.data)
         wr_data = data.View(word, wr.data)
 
-        def y_addr(neuron):  # y_base + neuron, by wiring
+        def y_addr(neuron):  # y_base + neuron, by wiring (STDP) or an adder (three-factor)
+            if not stdp:
+                return self.y_base + neuron
             return Cat(neuron[:kb], Const(0, max(0, kb - len(neuron))), Const(1, 1))
 
         # -- counters: j over rows, i over neurons (with its group ig and lane ip) -----------
@@ -173,7 +179,7 @@ class LearningUnit(wiring.Component):
         y_sel = Signal()  # it reads y_i / m_i (else x_j)
         w_row = Signal(range(n_in))
         m.d.comb += [
-            rd.addr.eq(Mux(y_sel, y_addr(i), j) if stdp else j),
+            rd.addr.eq(Mux(y_sel, y_addr(i), j)),
             self.n_addr.eq(i),
             self.w_read.eq(op == Op.UPDATE),
             self.w_raddr.eq(w_row * groups + ig),
@@ -199,12 +205,8 @@ class LearningUnit(wiring.Component):
             depress_now = (op1 == Op.TRACE) & ~y1 & rd_data.f
             sweep_now = self.s_in
         else:
-            # the modulators: written by the host at its address, read at neuron i
-            m.submodules.mods = mods = Memory(shape=signed(MOD_BITS), depth=neurons, init=[])
-            m_wr, m_rd = mods.write_port(), mods.read_port()
-            m.d.comb += [m_wr.addr.eq(self.mod_addr), m_wr.data.eq(self.mod_data),
-                         m_wr.en.eq(self.mod_we), m_rd.addr.eq(i)]
-            mod_now = m_rd.data
+            # m_i, read at y_base + i in NeuronRead
+            mod_now = rd_data.t[:MOD_BITS].as_signed()
             flag = rd_data.f
             depress_now = Const(0)
             sweep_now = mod_now != 0
@@ -215,7 +217,7 @@ class LearningUnit(wiring.Component):
             with m.State("Wipe"):
                 m.d.comb += op.eq(Op.WIPE)
                 m.d.sync += j.eq(j + 1)
-                with m.If(j == depth - 1):
+                with m.If(j == wiped - 1):
                     m.d.sync += [self.busy.eq(0), j.eq(0)]
                     m.next = "Idle"
             with m.State("Idle"):
@@ -247,8 +249,9 @@ class LearningUnit(wiring.Component):
                         m.next = "Rows"
             with m.State("NeuronRead"):  # phase b: y_i (and s_i) or m_i of neuron i
                 with m.If(i < neurons):
+                    m.d.comb += y_sel.eq(1)
                     if stdp:
-                        m.d.comb += [op.eq(Op.TRACE), y_sel.eq(1), self.n_read.eq(1)]
+                        m.d.comb += [op.eq(Op.TRACE), self.n_read.eq(1)]
                     m.next = "NeuronDecide"
                 with m.Else():
                     m.d.sync += self.busy.eq(0)
@@ -322,4 +325,8 @@ class LearningUnit(wiring.Component):
             m.d.comb += wr.en.eq(t_mask | f_mask)
         with m.Elif(op1 == Op.TRACE):
             m.d.comb += [wr_data.t.eq(t_sat), wr.en.eq(t_mask | f_mask)]
+        if not stdp:
+            with m.If(self.mod_we):
+                m.d.comb += [wr.addr.eq(y_addr(self.mod_addr)),
+                             wr_data.t.eq(self.mod_data.as_unsigned()), wr.en.eq(t_mask)]
         return m

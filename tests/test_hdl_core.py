@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeforge.hdl.core import LifCore, MemSpace
+from spikeforge.hdl.core import LifCore, MemSpace, state_layout
 from spikeforge.hdl.router import EventFifo, EventFork, EventMerge
 from spikeforge.image import (
     DECAY_MODES,
@@ -84,6 +84,17 @@ async def run_core(ctx, dut, steps, *, gaps=None):
 def single_core_image(layer, lanes, lo=0, hi=None):
     hi = layer.n_out if hi is None else hi
     return Image(layer.n_in, [layer], HwConfig("iCE40UP5K", (CoreConfig(0, lo, hi, lanes),)))
+
+
+def make_core(image, shared, pad=0, **kwargs):
+    """Core 0 of `image`, its state and stored parameters in one memory word (the parameters
+    `pad` bits above the state) when `shared` and it stores any, else in two memories: both
+    layouts, whichever the mapper would choose for the image."""
+    core = LifCore.from_image(image, 0, params_offset=None, **kwargs)
+    if not (shared and core.stored_params):
+        return core
+    offset = state_layout(image.layers[0]).size + pad
+    return LifCore.from_image(image, 0, params_offset=offset, **kwargs)
 
 
 def simulate(dut, bench):
@@ -197,13 +208,14 @@ def single_layers(draw):
 
 @SETTINGS
 @given(layer=single_layers(), lanes=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
-       gaps=st.lists(st.booleans(), max_size=4), registered=st.booleans())
-def test_pass_matches_golden(layer, lanes, seed, gaps, registered):
+       gaps=st.lists(st.booleans(), max_size=4), registered=st.booleans(),
+       shared=st.booleans(), pad=st.integers(0, 8))
+def test_pass_matches_golden(layer, lanes, seed, gaps, registered, shared, pad):
     rng = np.random.default_rng(seed)
     x = (rng.random((6, layer.n_in)) < 0.6).astype(np.uint8)
     image = single_core_image(layer, lanes)
     ref = golden.run(image, x, record=True)
-    dut = LifCore.from_image(image, 0, registered_reads=registered)
+    dut = make_core(image, shared, pad, registered_reads=registered)
 
     async def bench(ctx):
         await ctx.tick().until(dut.idle)
@@ -269,8 +281,9 @@ def test_pass_matches_golden_at_range_ends(layer, lanes, seed):
 # -- memory port ----------------------------------------------------------------------------
 
 @settings(deadline=None, max_examples=10)
-@given(layer=single_layers(), lanes=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
-def test_memory_port_rewrites_weights_and_params(layer, lanes, seed):
+@given(layer=single_layers(), lanes=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
+       shared=st.booleans())
+def test_memory_port_rewrites_weights_and_params(layer, lanes, seed, shared):
     """Read the image's weights and params back, write new ones, and run against the golden
     model of the rewritten layer."""
     rng = np.random.default_rng(seed)
@@ -283,7 +296,7 @@ def test_memory_port_rewrites_weights_and_params(layer, lanes, seed):
                                                             layer.acc_bits))
     dut_image = single_core_image(dataclasses.replace(layer, acc_bits=new_layer.acc_bits),
                                   lanes)
-    dut = LifCore.from_image(dut_image, 0)
+    dut = make_core(dut_image, shared)
     stored = "threshold" in dut.stored_params
     if stored:
         new_layer = dataclasses.replace(new_layer, threshold=new_theta)
@@ -318,6 +331,41 @@ def test_memory_port_rewrites_weights_and_params(layer, lanes, seed):
 
     simulate(dut, bench)
     assert np.array_equal(new_words, pack_weights(new_w, layer.weight_bits, lanes))
+
+
+@settings(deadline=None, max_examples=10)
+@given(layer=single_layers(), seed=st.integers(0, 2**32 - 1), shared=st.booleans(),
+       pad=st.integers(0, 8))
+def test_state_and_params_writes_leave_each_other(layer, seed, shared, pad):
+    """Host writes to STATE leave PARAMS as the image has them, and writes to PARAMS leave the
+    STATE just written, whether the two share a memory word or not (closed form: each space
+    reads back what was last written to it)."""
+    rng = np.random.default_rng(seed)
+    dut = make_core(single_core_image(layer, 1), shared, pad)
+    state_bits = state_layout(layer).size
+    states = rng.integers(0, 1 << state_bits, layer.n_out).tolist()
+    layout = dut.param_layout
+    params = [layout.const({name: int(dut._param_values[name][n]) for name in layout.members})
+              .as_bits() for n in range(layer.n_out)]
+    stored = dut.stored_params
+    flipped = layout.const({name: -1 if layout.members[name].signed else 1
+                            for name in stored}).as_bits()
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.idle)
+        for n in range(layer.n_out):
+            await core_access(ctx, dut, MemSpace.STATE, n, states[n])
+        for n in range(layer.n_out):
+            assert await core_access(ctx, dut, MemSpace.PARAMS, n) == params[n]
+            assert await core_access(ctx, dut, MemSpace.STATE, n) == states[n]
+        for n in range(0, layer.n_out, 2):
+            await core_access(ctx, dut, MemSpace.PARAMS, n, params[n] ^ flipped)
+        for n in range(layer.n_out):
+            assert await core_access(ctx, dut, MemSpace.STATE, n) == states[n]
+            assert await core_access(ctx, dut, MemSpace.PARAMS, n) == \
+                params[n] ^ (flipped if n % 2 == 0 else 0)
+
+    simulate(dut, bench)
 
 
 # -- router blocks --------------------------------------------------------------------------
