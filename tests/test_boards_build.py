@@ -63,7 +63,8 @@ def test_icebreaker_build_report(icebreaker_build):
     assert report.clock_hz == board.fabric_hz
     util, achieved, constraint = _log_figures(Path(report.log).read_text())
     assert report.fmax_mhz == pytest.approx(achieved, abs=0.01)
-    assert constraint == pytest.approx(board.fabric_hz / 1e6, abs=0.01)
+    # (nextpnr's log gives the constraint to 0.01 MHz, converted from its period in ns)
+    assert constraint == pytest.approx(board.fabric_hz / 1e6, abs=0.02)
     assert report.timing_met == (achieved >= constraint)
     for name, cell in (("luts", "ICESTORM_LC"), ("bram", "ICESTORM_RAM"),
                        ("spram", "ICESTORM_SPRAM"), ("pll", "ICESTORM_PLL")):

@@ -53,7 +53,13 @@ def test_committed_table_is_the_generated_one(rows):
         expected = f"{board.clock_hz / 1e6:g}"
         if clock is not None and clock.primitive:
             expected += f" -> {clock.f_out / 1e6:g} ({clock.primitive})"
+        if board.conv_target_hz is not None:  # an image with convolutions: its own clock
+            expected += f"; with convolutions {board.conv_target_hz / 1e6:g}"
         assert table[name][2] == expected, name  # the catalog's default, through its PLL
+        if board.buildable:  # the rate: the catalog's, and one the divider makes (top.py)
+            rates = f"{board.baud:,} baud" + (
+                f" ({board.conv_baud:,} with convolutions)" if board.conv_baud else "")
+            assert table[name][3].endswith(rates), name
 
 
 def test_doc_check_and_rewrite(rows, tmp_path, monkeypatch, capsys):
