@@ -17,7 +17,7 @@ from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
 from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr
-from .memport import NO_COLLISIONS, read_port
+from .memport import NO_COLLISIONS, BankedMemory, read_port
 from .neuron import NeuronUpdate, count_bits
 from .skid import SkidBuffer
 from .spram import SpramMemory
@@ -177,7 +177,7 @@ class LifCore(wiring.Component):
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
                  transparent_weights: bool = False, learning: LearningConfig | None = None,
                  core_index: int = 0, registered_reads: bool = False,
-                 spram_weights: bool = False):
+                 spram_weights: bool = False, weight_bank_depth: int = 0):
         if not 0 <= config.lo < config.hi <= layer.n_out:
             raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
                              f"layer's {layer.n_out} neurons")
@@ -209,6 +209,12 @@ class LifCore(wiring.Component):
         if self._spram_weights and learning is not None:
             raise ValueError(f"layer {layer.name!r} learns: its weights cannot live in SPRAM "
                              f"(single-port; the learning read-modify-write needs two ports)")
+        self._weight_bank_depth = operator.index(weight_bank_depth)
+        if self._weight_bank_depth and (learning is not None or self._transparent_weights
+                                        or self._spram_weights):
+            raise ValueError(f"layer {layer.name!r}: a banked weight memory must be a block RAM "
+                             f"only the host writes (no learning, transparent or SPRAM "
+                             f"weights), not weight_bank_depth={weight_bank_depth!r}")
         if learning is not None:
             if layer.recurrent:
                 raise ValueError(f"layer {layer.name!r} is recurrent: it cannot learn")
@@ -259,8 +265,15 @@ class LifCore(wiring.Component):
 
     @property
     def read_latency(self) -> int:
-        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid``."""
-        return 2
+        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid``: 2, or 3 with a
+        banked weight memory (its word is registered once more, before the bank select)."""
+        return 3 if self.weight_banked else 2
+
+    @property
+    def weight_banked(self) -> bool:
+        """The weight memory is a :class:`~.memport.BankedMemory` of more than one bank."""
+        depth = self._layer.fan_in * self._config.groups
+        return 0 < self._weight_bank_depth < depth
 
     @property
     def spram_weights(self) -> bool:
@@ -295,8 +308,15 @@ class LifCore(wiring.Component):
 
         # -- memories ------------------------------------------------------------------------
         learn = self._learning
+        banked = self.weight_banked
         if self._spram_weights:
             w_wr, w_rd = self._spram_weight_ports(m, lanes * w_bits, layer.fan_in * groups)
+        elif banked:
+            m.submodules.weights = bmem = BankedMemory(
+                width=lanes * w_bits, depth=layer.fan_in * groups,
+                bank_depth=self._weight_bank_depth, init=self._weight_init)
+            w_wr = SimpleNamespace(addr=bmem.w_addr, data=bmem.w_data, en=bmem.w_en)
+            w_rd = SimpleNamespace(addr=bmem.r_addr, data=bmem.r_data)
         else:
             # Without learning only the host writes the weights, between steps, and no read
             # then uses the word written in its cycle: no read-during-write emulation. The
@@ -359,10 +379,19 @@ class LifCore(wiring.Component):
         host_space = Signal(MemSpace)
         read1 = Signal()
         word = Signal.like(self.mem.rdata)
-        m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
-                     self.mem.rvalid.eq(read1)]
-        with m.If(read1):
-            m.d.sync += self.mem.rdata.eq(word)
+        m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space)]
+        answer, answer_word = read1, word
+        if banked:  # a weight word comes a cycle later; the other spaces' words wait for it
+            read2, space2 = Signal(), Signal(MemSpace)
+            word2 = Signal.like(word)
+            m.d.sync += [read2.eq(read1), space2.eq(host_space)]
+            with m.If(read1):
+                m.d.sync += word2.eq(word)
+            answer = read2
+            answer_word = Mux(space2 == MemSpace.WEIGHTS, w_rd.data, word2)
+        m.d.sync += self.mem.rvalid.eq(answer)
+        with m.If(answer):
+            m.d.sync += self.mem.rdata.eq(answer_word)
         with m.Switch(host_space):
             with m.Case(MemSpace.WEIGHTS):
                 m.d.comb += word.eq(w_rd.data)
@@ -413,17 +442,24 @@ class LifCore(wiring.Component):
             wiring.connect(m, wiring.flipped(self.r), r_skid.i)
             ev_rec = r_skid.o
 
-        # -- integration: issue stage (0) and add/write-back stage (1) -----------------------
+        # -- integration: issue stage (0), the weight word's read stages, (a register stage,)
+        # the add/write-back stage ------------------------------------------------------------
         act = Signal()  # stage 0 holds an event
         g = Signal(range(groups))
         g_last = Signal(init=groups == 1)  # g == groups - 1, kept in a register
         waddr = Signal(range(layer.fan_in * groups))
-        v1 = Signal()
-        g1 = Signal(range(groups))
+        # stage k holds word group gs[k] when vs[k]; the weight word issued in stage 0 is at
+        # w_rd.data in stage `w_latency`, the accumulator word is read a stage before that
+        w_latency = 2 if banked else 1
+        add_stage = w_latency + self._registered_reads
+        vs, gs = [act], [g]
+        for k in range(1, add_stage + 1):
+            vs.append(Signal(name=f"v{k}"))
+            gs.append(Signal(range(groups), name=f"g{k}"))
+            m.d.sync += [vs[k].eq(vs[k - 1]), gs[k].eq(gs[k - 1])]
+        acc_raddr = gs[w_latency - 1]
         m.d.comb += self.integrating.eq(act)
-        m.d.sync += v1.eq(act)
         with m.If(act):
-            m.d.sync += g1.eq(g)
             with m.If(g_last):
                 m.d.sync += act.eq(0)
             with m.Else():
@@ -449,31 +485,29 @@ class LifCore(wiring.Component):
                 m.d.comb += total[p].eq(acc_word[p] + weight)
             return total
 
+        s, r = add_stage, add_stage - 1
         if not self._registered_reads:
-            # stage 1 adds the memories' read data and writes the sum back
+            # the add stage adds the memories' read data and writes the sum back
             sums = add_words(a_rd.data, w_rd.data)
-            w_valid, w_group, in_flight = v1, g1, v1
         else:
-            # stage 1 registers the read data, stage 2 adds and writes back. The accumulator
-            # word read in stage 1 misses the writes of this cycle and of the previous one
-            # (the read port is not transparent): they are forwarded.
-            v2 = Signal()
-            g2 = Signal(range(groups))
-            w2 = Signal(lanes * w_bits)
-            a2 = Signal(acc_layout)
-            sums = add_words(a2, w2)
+            # stage r registers the read data, the add stage adds and writes back. The
+            # accumulator word read in stage r - 1 misses the writes of that cycle and of the
+            # next one (the read port is not transparent): they are forwarded.
+            w_reg = Signal(lanes * w_bits)
+            a_reg = Signal(acc_layout)
+            sums = add_words(a_reg, w_reg)
             last_v = Signal()
             last_g = Signal(range(groups))
             last_sum = Signal(acc_layout)
-            m.d.sync += [v2.eq(v1), g2.eq(g1), w2.eq(w_rd.data),
-                         last_v.eq(v2), last_g.eq(g2), last_sum.eq(sums)]
-            with m.If(v2 & (g2 == g1)):
-                m.d.sync += a2.eq(sums)
-            with m.Elif(last_v & (last_g == g1)):
-                m.d.sync += a2.eq(last_sum)
+            m.d.sync += [w_reg.eq(w_rd.data),
+                         last_v.eq(vs[s]), last_g.eq(gs[s]), last_sum.eq(sums)]
+            with m.If(vs[s] & (gs[s] == gs[r])):
+                m.d.sync += a_reg.eq(sums)
+            with m.Elif(last_v & (last_g == gs[r])):
+                m.d.sync += a_reg.eq(last_sum)
             with m.Else():
-                m.d.sync += a2.eq(a_rd.data)
-            w_valid, w_group, in_flight = v2, g2, v1 | v2
+                m.d.sync += a_reg.eq(a_rd.data)
+        w_valid, w_group, in_flight = vs[s], gs[s], Cat(*vs[1:]).any()
 
         # -- pass: P0 issues the reads of neuron n, P1 has their data, then the update -------
         n = Signal(range(neurons))
@@ -551,7 +585,7 @@ class LifCore(wiring.Component):
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
-            a_rd.addr.eq(Mux(host, self.mem.addr, g)),
+            a_rd.addr.eq(Mux(host, self.mem.addr, acc_raddr)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
             s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
             s_wr.data.eq(Mux(host, self.mem.wdata, new_state)),

@@ -26,11 +26,13 @@ from .strategies import signed
 
 SETTINGS = settings(deadline=None, max_examples=20,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# weight_bank_depth: one memory (0), or banks of 1, 2, 4 words (hdl.memport.BankedMemory)
+BANK_DEPTHS = (0, 1, 2, 4)
 
 
 async def core_access(ctx, dut, space, addr, wdata=None):
     """One access through a core's memory port; a read answers `read_latency` cycles after
-    acceptance (a LifCore 2, a ConvCore 1)."""
+    acceptance (a LifCore 2, 3 with banked weights; a ConvCore 1)."""
     ctx.set(dut.mem.space, space)
     ctx.set(dut.mem.addr, addr)
     strobe = dut.mem.re if wdata is None else dut.mem.we
@@ -94,8 +96,9 @@ def simulate(dut, bench):
 
 @SETTINGS
 @given(n_in=st.integers(1, 12), n_out=st.integers(1, 20), lanes=st.integers(1, 8),
-       w_bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1), registered=st.booleans())
-def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed, registered):
+       w_bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1), registered=st.booleans(),
+       bank=st.sampled_from(BANK_DEPTHS))
+def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed, registered, bank):
     rng = np.random.default_rng(seed)
     steps = 3
     x = (rng.random((steps, n_in)) < 0.7).astype(np.int64)
@@ -107,7 +110,7 @@ def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed, registered):
                         w_bits, v_bits, 20, decay_mode="none")
     layer = dataclasses.replace(layer, acc_bits=layer.acc_bits_needed())
     image = single_core_image(layer, lanes)
-    dut = LifCore.from_image(image, 0, registered_reads=registered)
+    dut = LifCore.from_image(image, 0, registered_reads=registered, weight_bank_depth=bank)
     groups = image.config.cores[0].groups
     expected = weights @ x.sum(axis=0)
 
@@ -190,13 +193,14 @@ def single_layers(draw):
 
 @SETTINGS
 @given(layer=single_layers(), lanes=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
-       gaps=st.lists(st.booleans(), max_size=4), registered=st.booleans())
-def test_pass_matches_golden(layer, lanes, seed, gaps, registered):
+       gaps=st.lists(st.booleans(), max_size=4), registered=st.booleans(),
+       bank=st.sampled_from(BANK_DEPTHS))
+def test_pass_matches_golden(layer, lanes, seed, gaps, registered, bank):
     rng = np.random.default_rng(seed)
     x = (rng.random((6, layer.n_in)) < 0.6).astype(np.uint8)
     image = single_core_image(layer, lanes)
     ref = golden.run(image, x, record=True)
-    dut = LifCore.from_image(image, 0, registered_reads=registered)
+    dut = LifCore.from_image(image, 0, registered_reads=registered, weight_bank_depth=bank)
 
     async def bench(ctx):
         await ctx.tick().until(dut.idle)
@@ -262,10 +266,11 @@ def test_pass_matches_golden_at_range_ends(layer, lanes, seed):
 # -- memory port ----------------------------------------------------------------------------
 
 @settings(deadline=None, max_examples=10)
-@given(layer=single_layers(), lanes=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
-def test_memory_port_rewrites_weights_and_params(layer, lanes, seed):
+@given(layer=single_layers(), lanes=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
+       registered=st.booleans(), bank=st.sampled_from(BANK_DEPTHS))
+def test_memory_port_rewrites_weights_and_params(layer, lanes, seed, registered, bank):
     """Read the image's weights and params back, write new ones, and run against the golden
-    model of the rewritten layer."""
+    model of the rewritten layer (weights also in banks: a read answers a cycle later)."""
     rng = np.random.default_rng(seed)
     w_max = 1 << (layer.weight_bits - 1)
     new_w = rng.integers(-w_max, w_max, layer.weights.shape)
@@ -276,7 +281,7 @@ def test_memory_port_rewrites_weights_and_params(layer, lanes, seed):
                                                             layer.acc_bits))
     dut_image = single_core_image(dataclasses.replace(layer, acc_bits=new_layer.acc_bits),
                                   lanes)
-    dut = LifCore.from_image(dut_image, 0)
+    dut = LifCore.from_image(dut_image, 0, registered_reads=registered, weight_bank_depth=bank)
     stored = "threshold" in dut.stored_params
     if stored:
         new_layer = dataclasses.replace(new_layer, threshold=new_theta)
