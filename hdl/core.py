@@ -37,7 +37,8 @@ class MemAccessSignature(wiring.Signature):
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
     (a core's ``read_latency``: :class:`LifCore` two cycles later, its word registered
-    behind its space multiplexer; ``hdl.conv.ConvCore`` one); the array first registers the request
+    behind its space multiplexer, three with a banked weight memory; ``hdl.conv.ConvCore``
+    one); the array first registers the request
     (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
     taking cycle. ``rdata`` is valid while ``rvalid`` is high.
     Data narrower than the bus is zero-extended on reads and truncated on writes.
@@ -125,7 +126,11 @@ class LifCore(wiring.Component):
       ``row`` to neurons ``g * lanes + p``, lane p at bits
       ``[p * w, (p + 1) * w)`` (as ``Image.weight_memory``). A write port serves the host (and
       the learning unit); ``transparent_weights`` makes the read port transparent to it for
-      read-modify-write.
+      read-modify-write. With ``weight_bank_depth`` (a power of 2 below the depth; 0: one
+      memory) a :class:`~.memport.BankedMemory`: banks of that many words, each bank's read
+      data registered before the bank select, a word two cycles after its address (the
+      array gives it an ECP5 core whose weights a row of DP16KDs does not hold,
+      :func:`~.memport.bank_depth`); only for weights the host alone writes.
     - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes.
     - state: ``neurons`` words of :func:`state_layout`: v, c[t-1] (bit V for a single-spike
       layer), syn[t-1] of a current-based layer.
@@ -140,8 +145,10 @@ class LifCore(wiring.Component):
     that memory's read port is then transparent to its write port. With
     ``registered_reads`` (for parts whose block RAM has a long clock-to-out, as ECP5's DP16KD)
     cycle c+1 registers both words and cycle c+2 adds and writes back; the sums written in
-    cycles c+1 and c+2 to the word read in c are forwarded into its register. Either way the
-    loop takes one word per cycle.
+    cycles c+1 and c+2 to the word read in c are forwarded into its register. A banked weight
+    memory delays all of it by one cycle: the weight word of cycle c comes in c+2, the
+    accumulator word is read in c+1 (registered reads: both registered in c+2, added and
+    written back in c+3). Either way the loop takes one word per cycle.
 
     Per step the core takes the recurrent events (port ``r``, rows ``n_in + addr``; skipped at
     the first step after a clear, where s[-1] = 0) up to their ``eos``, starting only once the
