@@ -463,7 +463,9 @@ class LifCore(wiring.Component):
         for k in range(1, add_stage + 1):
             vs.append(Signal(name=f"v{k}"))
             gs.append(Signal(range(groups), name=f"g{k}"))
-            m.d.sync += [vs[k].eq(vs[k - 1]), gs[k].eq(gs[k - 1])]
+            m.d.sync += vs[k].eq(vs[k - 1])
+            with m.If(vs[k - 1]):
+                m.d.sync += gs[k].eq(gs[k - 1])
         acc_raddr = gs[w_latency - 1]
         m.d.comb += self.integrating.eq(act)
         with m.If(act):
