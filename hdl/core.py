@@ -217,6 +217,9 @@ class LifCore(wiring.Component):
             raise ValueError(f"layer {layer.name!r} learns: its weights cannot live in SPRAM "
                              f"(single-port; the learning read-modify-write needs two ports)")
         self._weight_bank_depth = operator.index(weight_bank_depth)
+        if self._weight_bank_depth < 0 or self._weight_bank_depth & (self._weight_bank_depth - 1):
+            raise ValueError(f"Weight bank depth must be 0 or a power of 2, not "
+                             f"{weight_bank_depth!r}")
         if self._weight_bank_depth and (learning is not None or self._transparent_weights
                                         or self._spram_weights):
             raise ValueError(f"layer {layer.name!r}: a banked weight memory must be a block RAM "

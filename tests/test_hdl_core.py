@@ -5,6 +5,7 @@ import dataclasses
 import itertools
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -316,6 +317,20 @@ def test_memory_port_rewrites_weights_and_params(layer, lanes, seed, registered,
 
     simulate(dut, bench)
     assert np.array_equal(new_words, pack_weights(new_w, layer.weight_bits, lanes))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"weight_bank_depth": 3}, r"^Weight bank depth must be 0 or a power of 2, not 3$"),
+    ({"weight_bank_depth": -2}, r"^Weight bank depth must be 0 or a power of 2, not -2$"),
+    ({"weight_bank_depth": 4, "transparent_weights": True},
+     r"^layer 'l': a banked weight memory must be a block RAM only the host writes \(no "
+     r"learning, transparent or SPRAM weights\), not weight_bank_depth=4$"),
+])
+def test_bad_weight_banks_are_named(kwargs, message):
+    layer = LayerParams("l", np.ones((3, 4), dtype=np.int64), np.zeros(3), np.full(3, 5), 4, 8,
+                        12, decay_mode="none")
+    with pytest.raises(ValueError, match=message):
+        LifCore.from_image(single_core_image(layer, 1), 0, **kwargs)
 
 
 # -- router blocks --------------------------------------------------------------------------
