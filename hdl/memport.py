@@ -38,11 +38,10 @@ def bank_depth(width: int, depth: int, shapes) -> int:
     ``shapes`` ((width, depth) pairs, as ``compiler.mapper.BRAM_SHAPES``): the depth of the
     shape that takes the fewest blocks (ties: the shallower), so that each bank is one row of
     blocks side by side, with no output multiplexer of a depth cascade inside it, and the banks
-    together take as few blocks as the memory would unbanked. ``depth`` itself (one bank) when
-    that shape holds the whole memory."""
+    together take as few blocks as the memory would unbanked. A power of 2 (a shape's depth);
+    at least ``depth`` when that shape holds the whole memory (one bank: no banking)."""
     width, depth = operator.index(width), operator.index(depth)
-    cost, bank = min(((-(-width // w)) * (-(-depth // d)), d) for w, d in shapes)
-    return depth if bank >= depth else bank
+    return min(((-(-width // w)) * (-(-depth // d)), d) for w, d in shapes)[1]
 
 
 class BankedMemory(wiring.Component):
