@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.devices import find_device
-from ..compiler.mapper import memory_placement
+from ..compiler.mapper import BRAM_SHAPES, memory_placement
 from ..image import Image
 from ..protocol import COUNTER_BYTES
 from .conv import ConvCore, conv_mem_shape
@@ -21,6 +21,7 @@ from .core import (
 )
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
+from .memport import bank_depth
 from .router import EventFifo, EventFork, EventMerge
 from .skid import SkidBuffer
 
@@ -224,14 +225,24 @@ class CoreArray(wiring.Component):
         n_layers = len(image.layers)
         cores = []
         # ECP5 block RAM's unregistered read data takes ~6 ns: register it in the integration
-        registered = find_device(image.config.device).family == "ecp5"
+        family = find_device(image.config.device).family
+        registered = family == "ecp5"
         for index, place in enumerate(self._placement):
             if image.layers[image.config.cores[index].layer].conv is not None:
                 core = ConvCore.from_image(image, index, spram_kernel=place.weights_spram,
                                            spram_acc=place.acc_spram)
             else:
+                # and a weight memory deeper than a row of DP16KDs in banks, each bank's read
+                # data registered before the bank select (hdl.memport.BankedMemory)
+                config = image.config.cores[index]
+                layer = image.layers[config.layer]
+                plain = image.learning_of(config.layer) is None and not place.weights_spram
+                banks = (bank_depth(config.lanes * layer.weight_bits,
+                                    layer.fan_in * config.groups, BRAM_SHAPES[family])
+                         if registered and plain else 0)
                 core = LifCore.from_image(image, index, registered_reads=registered,
-                                          spram_weights=place.weights_spram)
+                                          spram_weights=place.weights_spram,
+                                          weight_bank_depth=banks)
             top.submodules[f"core{index}"] = core
             m.d.comb += core.clear.eq(self.clear)
             cores.append(core)

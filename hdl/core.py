@@ -18,7 +18,7 @@ from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
 from .event import SpikeEvent
 from .learning import MOD_BITS, LearningUnit, Lfsr
-from .memport import NO_COLLISIONS, read_port
+from .memport import NO_COLLISIONS, BankedMemory, read_port
 from .neuron import NeuronUpdate, count_bits
 from .skid import SkidBuffer
 from .spram import SpramMemory
@@ -47,8 +47,8 @@ class MemAccessSignature(wiring.Signature):
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
     (a core's ``read_latency``: :class:`LifCore` two cycles later, its word registered
-    behind its space multiplexer, an ACC read four; ``hdl.conv.ConvCore`` one); the array
-    first registers the request
+    behind its space multiplexer, three with a banked weight memory, an ACC read four;
+    ``hdl.conv.ConvCore`` one); the array first registers the request
     (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
     taking cycle. ``rdata`` is valid while ``rvalid`` is high.
     Data narrower than the bus is zero-extended on reads and truncated on writes.
@@ -136,7 +136,11 @@ class LifCore(wiring.Component):
       ``row`` to neurons ``g * lanes + p``, lane p at bits
       ``[p * w, (p + 1) * w)`` (as ``Image.weight_memory``). A write port serves the host (and
       the learning unit); ``transparent_weights`` makes the read port transparent to it for
-      read-modify-write.
+      read-modify-write. With ``weight_bank_depth`` (a power of 2 below the depth; 0: one
+      memory) a :class:`~.memport.BankedMemory`: banks of that many words, each bank's read
+      data registered before the bank select, a word two cycles after its address (the
+      array gives it an ECP5 core whose weights a row of DP16KDs does not hold,
+      :func:`~.memport.bank_depth`); only for weights the host alone writes.
     - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes.
     - state: ``neurons`` words of :func:`state_layout`: v, c[t-1] (bit V for a single-spike
       layer), syn[t-1] of a current-based layer.
@@ -157,8 +161,10 @@ class LifCore(wiring.Component):
     that memory's read port is then transparent to its write port. With
     ``registered_reads`` (for parts whose block RAM has a long clock-to-out, as ECP5's DP16KD)
     cycle c+1 registers both words and cycle c+2 adds and writes back; the sums written in
-    cycles c+1 and c+2 to the word read in c are forwarded into its register. Either way the
-    loop takes one word per cycle.
+    cycles c+1 and c+2 to the word read in c are forwarded into its register. A banked weight
+    memory delays all of it by one cycle: the weight word of cycle c comes in c+2, the
+    accumulator word is read in c+1 (registered reads: both registered in c+2, added and
+    written back in c+3). Either way the loop takes one word per cycle.
 
     Per step the core takes the recurrent events (port ``r``, rows ``n_in + addr``; skipped at
     the first step after a clear, where s[-1] = 0) up to their ``eos``, starting only once the
@@ -194,7 +200,8 @@ class LifCore(wiring.Component):
     def __init__(self, config: CoreConfig, layer: LayerParams, weight_memory: np.ndarray, *,
                  transparent_weights: bool = False, learning: LearningConfig | None = None,
                  core_index: int = 0, registered_reads: bool = False,
-                 spram_weights: bool = False, params_offset: int | None = None):
+                 spram_weights: bool = False, params_offset: int | None = None,
+                 weight_bank_depth: int = 0):
         if not 0 <= config.lo < config.hi <= layer.n_out:
             raise ValueError(f"core neurons [{config.lo}, {config.hi}) are not inside the "
                              f"layer's {layer.n_out} neurons")
@@ -236,6 +243,15 @@ class LifCore(wiring.Component):
         if self._spram_weights and learning is not None:
             raise ValueError(f"layer {layer.name!r} learns: its weights cannot live in SPRAM "
                              f"(single-port; the learning read-modify-write needs two ports)")
+        self._weight_bank_depth = operator.index(weight_bank_depth)
+        if self._weight_bank_depth < 0 or self._weight_bank_depth & (self._weight_bank_depth - 1):
+            raise ValueError(f"Weight bank depth must be 0 or a power of 2, not "
+                             f"{weight_bank_depth!r}")
+        if self._weight_bank_depth and (learning is not None or self._transparent_weights
+                                        or self._spram_weights):
+            raise ValueError(f"layer {layer.name!r}: a banked weight memory must be a block RAM "
+                             f"only the host writes (no learning, transparent or SPRAM "
+                             f"weights), not weight_bank_depth={weight_bank_depth!r}")
         if learning is not None:
             if layer.recurrent:
                 raise ValueError(f"layer {layer.name!r} is recurrent: it cannot learn")
@@ -298,14 +314,21 @@ class LifCore(wiring.Component):
 
     @property
     def read_latency(self) -> int:
-        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid`` (ACC: two more,
-        ``acc_read_latency``)."""
-        return 2
+        """Cycles from a read's taking cycle at ``mem`` to its ``rvalid``: 2, or 3 with a
+        banked weight memory (its word is registered once more, before the bank select); an
+        ACC read ``acc_read_latency``."""
+        return 3 if self.weight_banked else 2
+
+    @property
+    def weight_banked(self) -> bool:
+        """The weight memory is a :class:`~.memport.BankedMemory` of more than one bank."""
+        depth = self._layer.fan_in * self._config.groups
+        return 0 < self._weight_bank_depth < depth
 
     @property
     def acc_read_latency(self) -> int:
-        """Cycles from an ACC read's taking cycle to its ``rvalid``."""
-        return self.read_latency + 2
+        """Cycles from an ACC read's taking cycle to its ``rvalid`` (banked weights or not)."""
+        return 4
 
     @property
     def spram_weights(self) -> bool:
@@ -372,8 +395,15 @@ class LifCore(wiring.Component):
 
         # -- memories ------------------------------------------------------------------------
         learn = self._learning
+        banked = self.weight_banked
         if self._spram_weights:
             w_wr, w_rd = self._spram_weight_ports(m, lanes * w_bits, layer.fan_in * groups)
+        elif banked:
+            m.submodules.weights = bmem = BankedMemory(
+                width=lanes * w_bits, depth=layer.fan_in * groups,
+                bank_depth=self._weight_bank_depth, init=self._weight_init)
+            w_wr = SimpleNamespace(addr=bmem.w_addr, data=bmem.w_data, en=bmem.w_en)
+            w_rd = SimpleNamespace(addr=bmem.r_addr, data=bmem.r_data)
         else:
             # Without learning only the host writes the weights, between steps, and no read
             # then uses the word written in its cycle: no read-during-write emulation. The
@@ -443,10 +473,10 @@ class LifCore(wiring.Component):
         word = Signal.like(self.mem.rdata)
         m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
                      host_lane.eq(self.mem.addr[:lane_bits])]
-        # An ACC read answers two cycles later (``acc_read_latency``): its lane multiplexer
-        # (16:1 on a 16-lane core) is two stages of 4:1 with registers of their own, not in
-        # front of the space multiplexer. The word is padded with zero lanes to a power of
-        # two: a lane a group lacks reads 0.
+        # An ACC read answers four cycles after its taking cycle (``acc_read_latency``): its
+        # lane multiplexer (16:1 on a 16-lane core) is two stages of 4:1 with registers of
+        # their own, not in front of the space multiplexer. The word is padded with zero lanes
+        # to a power of two: a lane a group lacks reads 0.
         low = min(2, lane_bits)
         padded = Cat(a_rd.data.as_value(), Const(0, ((1 << lane_bits) - lanes) * a_bits))
         quads = [Signal(a_bits, name=f"acc_quad{q}") for q in range(1 << (lane_bits - low))]
@@ -457,10 +487,19 @@ class LifCore(wiring.Component):
         m.d.sync += acc_pick.eq(Cat(*quads).word_select(host_lane[low:lane_bits], a_bits)
                                 if len(quads) > 1 else quads[0])
         acc_read = Signal(2)
-        m.d.sync += [acc_read.eq(Cat(read1 & (host_space == MemSpace.ACC), acc_read[0])),
-                     self.mem.rvalid.eq((read1 & (host_space != MemSpace.ACC)) | acc_read[1])]
-        with m.If(read1):
-            m.d.sync += self.mem.rdata.eq(word)
+        m.d.sync += acc_read.eq(Cat(read1 & (host_space == MemSpace.ACC), acc_read[0]))
+        answer, answer_word = read1 & (host_space != MemSpace.ACC), word
+        if banked:  # a weight word comes a cycle later; the other spaces' words wait for it
+            read2, space2 = Signal(), Signal(MemSpace)
+            word2 = Signal.like(word)
+            m.d.sync += [read2.eq(answer), space2.eq(host_space)]
+            with m.If(read1):
+                m.d.sync += word2.eq(word)
+            answer = read2
+            answer_word = Mux(space2 == MemSpace.WEIGHTS, w_rd.data, word2)
+        m.d.sync += self.mem.rvalid.eq(answer | acc_read[1])
+        with m.If(answer):
+            m.d.sync += self.mem.rdata.eq(answer_word)
         with m.If(acc_read[1]):
             m.d.sync += self.mem.rdata.eq(acc_pick)
         with m.Switch(host_space):
@@ -509,17 +548,26 @@ class LifCore(wiring.Component):
             wiring.connect(m, wiring.flipped(self.r), r_skid.i)
             ev_rec = r_skid.o
 
-        # -- integration: issue stage (0) and add/write-back stage (1) -----------------------
+        # -- integration: issue stage (0), the weight word's read stages, (a register stage,)
+        # the add/write-back stage ------------------------------------------------------------
         act = Signal()  # stage 0 holds an event
         g = Signal(range(groups))
         g_last = Signal(init=groups == 1)  # g == groups - 1, kept in a register
         waddr = Signal(range(layer.fan_in * groups))
-        v1 = Signal()
-        g1 = Signal(range(groups))
+        # stage k holds word group gs[k] when vs[k]; the weight word issued in stage 0 is at
+        # w_rd.data in stage `w_latency`, the accumulator word is read a stage before that
+        w_latency = 2 if banked else 1
+        add_stage = w_latency + self._registered_reads
+        vs, gs = [act], [g]
+        for k in range(1, add_stage + 1):
+            vs.append(Signal(name=f"v{k}"))
+            gs.append(Signal(range(groups), name=f"g{k}"))
+            m.d.sync += vs[k].eq(vs[k - 1])
+            with m.If(vs[k - 1]):
+                m.d.sync += gs[k].eq(gs[k - 1])
+        acc_raddr = gs[w_latency - 1]
         m.d.comb += self.integrating.eq(act)
-        m.d.sync += v1.eq(act)
         with m.If(act):
-            m.d.sync += g1.eq(g)
             with m.If(g_last):
                 m.d.sync += act.eq(0)
             with m.Else():
@@ -545,31 +593,29 @@ class LifCore(wiring.Component):
                 m.d.comb += total[p].eq(acc_word[p] + weight)
             return total
 
+        s, r = add_stage, add_stage - 1
         if not self._registered_reads:
-            # stage 1 adds the memories' read data and writes the sum back
+            # the add stage adds the memories' read data and writes the sum back
             sums = add_words(a_rd.data, w_rd.data)
-            w_valid, w_group, in_flight = v1, g1, v1
         else:
-            # stage 1 registers the read data, stage 2 adds and writes back. The accumulator
-            # word read in stage 1 misses the writes of this cycle and of the previous one
-            # (the read port is not transparent): they are forwarded.
-            v2 = Signal()
-            g2 = Signal(range(groups))
-            w2 = Signal(lanes * w_bits)
-            a2 = Signal(acc_layout)
-            sums = add_words(a2, w2)
+            # stage r registers the read data, the add stage adds and writes back. The
+            # accumulator word read in stage r - 1 misses the writes of that cycle and of the
+            # next one (the read port is not transparent): they are forwarded.
+            w_reg = Signal(lanes * w_bits)
+            a_reg = Signal(acc_layout)
+            sums = add_words(a_reg, w_reg)
             last_v = Signal()
             last_g = Signal(range(groups))
             last_sum = Signal(acc_layout)
-            m.d.sync += [v2.eq(v1), g2.eq(g1), w2.eq(w_rd.data),
-                         last_v.eq(v2), last_g.eq(g2), last_sum.eq(sums)]
-            with m.If(v2 & (g2 == g1)):
-                m.d.sync += a2.eq(sums)
-            with m.Elif(last_v & (last_g == g1)):
-                m.d.sync += a2.eq(last_sum)
+            m.d.sync += [w_reg.eq(w_rd.data),
+                         last_v.eq(vs[s]), last_g.eq(gs[s]), last_sum.eq(sums)]
+            with m.If(vs[s] & (gs[s] == gs[r])):
+                m.d.sync += a_reg.eq(sums)
+            with m.Elif(last_v & (last_g == gs[r])):
+                m.d.sync += a_reg.eq(last_sum)
             with m.Else():
-                m.d.sync += a2.eq(a_rd.data)
-            w_valid, w_group, in_flight = v2, g2, v1 | v2
+                m.d.sync += a_reg.eq(a_rd.data)
+        w_valid, w_group, in_flight = vs[s], gs[s], Cat(*vs[1:]).any()
 
         # -- pass: P0 issues the reads of neuron n, P1 has their data, then the update -------
         n = Signal(range(neurons))
@@ -646,7 +692,7 @@ class LifCore(wiring.Component):
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
-            a_rd.addr.eq(Mux(host, self.mem.addr[lane_bits:], g)),
+            a_rd.addr.eq(Mux(host, self.mem.addr[lane_bits:], acc_raddr)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
             s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
             s_wr.data.eq(Mux(host, self.mem.wdata, new_state)),

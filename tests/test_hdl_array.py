@@ -302,3 +302,35 @@ def test_digits_array_matches_golden():
     x = (rng.random((2, 6, 64)) < pixels[:, None, :] * 0.5).astype(np.uint8)
     forever = itertools.repeat
     check_against_golden(image, x, run_batch(image, x, forever(False), forever(True)))
+
+
+def test_ecp5_banked_weights_match_golden():
+    """On the ECP5 a core's weight memory deeper than a row of DP16KDs is banked, its read data
+    registered before the bank select (hdl.memport.BankedMemory): a 600-input layer at 4 lanes
+    of 8 bits (1200 words of 32 bits, three banks of 512) against the golden model, and its
+    words read back across the banks through the memory port."""
+    from spikeforge.compiler.mapper import BRAM_SHAPES
+    from spikeforge.hdl.memport import bank_depth
+
+    rng = np.random.default_rng(3)
+    layers = []
+    for name, n_in, n_out in (("hidden", 600, 8), ("out", 8, 3)):
+        kwargs = dict(name=name, weights=rng.integers(-128, 128, (n_out, n_in)),
+                      bias=rng.integers(-20, 20, n_out), threshold=np.full(n_out, 300),
+                      weight_bits=8, v_bits=14, acc_bits=40, decay_shift=np.full(n_out, 2))
+        kwargs["acc_bits"] = LayerParams(**kwargs).acc_bits_needed()
+        layers.append(LayerParams(**kwargs))
+    image = Image(600, layers, HwConfig("LFE5U-85F", (CoreConfig(0, 0, 8, 4),
+                                                      CoreConfig(1, 0, 3, 3))))
+    assert bank_depth(32, 1200, BRAM_SHAPES["ecp5"]) == 512
+    words = image.weight_memory(0)
+
+    async def read_back(ctx, dut):
+        for addr in (0, 511, 512, 1023, 1024, 1199, 5):
+            got = await mem_access(ctx, dut, 0, MemSpace.WEIGHTS, addr)
+            assert got == int.from_bytes(words[addr].tobytes(), "little"), addr
+
+    x = (rng.random((2, 3, 600)) < 0.05).astype(np.uint8)
+    forever = itertools.repeat
+    check_against_golden(image, x, run_batch(image, x, forever(False), forever(True),
+                                             before=read_back))

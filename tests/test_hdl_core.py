@@ -5,6 +5,7 @@ import dataclasses
 import itertools
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,11 +27,14 @@ from .strategies import signed
 
 SETTINGS = settings(deadline=None, max_examples=20,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# weight_bank_depth: one memory (0), or banks of 1, 2, 4 words (hdl.memport.BankedMemory)
+BANK_DEPTHS = (0, 1, 2, 4)
 
 
 async def core_access(ctx, dut, space, addr, wdata=None):
     """One access through a core's memory port; a read answers `read_latency` cycles after
-    acceptance (a LifCore 2, an ACC read 4: its `acc_read_latency`; a ConvCore 1)."""
+    acceptance (a LifCore 2, 3 with banked weights, an ACC read 4: its `acc_read_latency`;
+    a ConvCore 1)."""
     ctx.set(dut.mem.space, space)
     ctx.set(dut.mem.addr, addr)
     strobe = dut.mem.re if wdata is None else dut.mem.we
@@ -108,8 +112,9 @@ def simulate(dut, bench):
 
 @SETTINGS
 @given(n_in=st.integers(1, 12), n_out=st.integers(1, 20), lanes=st.integers(1, 8),
-       w_bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1), registered=st.booleans())
-def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed, registered):
+       w_bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1), registered=st.booleans(),
+       bank=st.sampled_from(BANK_DEPTHS))
+def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed, registered, bank):
     rng = np.random.default_rng(seed)
     steps = 3
     x = (rng.random((steps, n_in)) < 0.7).astype(np.int64)
@@ -121,7 +126,7 @@ def test_integration_closed_form(n_in, n_out, lanes, w_bits, seed, registered):
                         w_bits, v_bits, 20, decay_mode="none")
     layer = dataclasses.replace(layer, acc_bits=layer.acc_bits_needed())
     image = single_core_image(layer, lanes)
-    dut = LifCore.from_image(image, 0, registered_reads=registered)
+    dut = LifCore.from_image(image, 0, registered_reads=registered, weight_bank_depth=bank)
     groups = image.config.cores[0].groups
     expected = weights @ x.sum(axis=0)
 
@@ -209,13 +214,13 @@ def single_layers(draw):
 @SETTINGS
 @given(layer=single_layers(), lanes=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
        gaps=st.lists(st.booleans(), max_size=4), registered=st.booleans(),
-       shared=st.booleans(), pad=st.integers(0, 8))
-def test_pass_matches_golden(layer, lanes, seed, gaps, registered, shared, pad):
+       shared=st.booleans(), pad=st.integers(0, 8), bank=st.sampled_from(BANK_DEPTHS))
+def test_pass_matches_golden(layer, lanes, seed, gaps, registered, shared, pad, bank):
     rng = np.random.default_rng(seed)
     x = (rng.random((6, layer.n_in)) < 0.6).astype(np.uint8)
     image = single_core_image(layer, lanes)
     ref = golden.run(image, x, record=True)
-    dut = make_core(image, shared, pad, registered_reads=registered)
+    dut = make_core(image, shared, pad, registered_reads=registered, weight_bank_depth=bank)
 
     async def bench(ctx):
         await ctx.tick().until(dut.idle)
@@ -282,10 +287,10 @@ def test_pass_matches_golden_at_range_ends(layer, lanes, seed):
 
 @settings(deadline=None, max_examples=10)
 @given(layer=single_layers(), lanes=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
-       shared=st.booleans())
-def test_memory_port_rewrites_weights_and_params(layer, lanes, seed, shared):
+       shared=st.booleans(), registered=st.booleans(), bank=st.sampled_from(BANK_DEPTHS))
+def test_memory_port_rewrites_weights_and_params(layer, lanes, seed, shared, registered, bank):
     """Read the image's weights and params back, write new ones, and run against the golden
-    model of the rewritten layer."""
+    model of the rewritten layer (weights also in banks: a read answers a cycle later)."""
     rng = np.random.default_rng(seed)
     w_max = 1 << (layer.weight_bits - 1)
     new_w = rng.integers(-w_max, w_max, layer.weights.shape)
@@ -296,7 +301,7 @@ def test_memory_port_rewrites_weights_and_params(layer, lanes, seed, shared):
                                                             layer.acc_bits))
     dut_image = single_core_image(dataclasses.replace(layer, acc_bits=new_layer.acc_bits),
                                   lanes)
-    dut = make_core(dut_image, shared)
+    dut = make_core(dut_image, shared, registered_reads=registered, weight_bank_depth=bank)
     stored = "threshold" in dut.stored_params
     if stored:
         new_layer = dataclasses.replace(new_layer, threshold=new_theta)
@@ -366,6 +371,20 @@ def test_state_and_params_writes_leave_each_other(layer, seed, shared, pad):
                 params[n] ^ (flipped if n % 2 == 0 else 0)
 
     simulate(dut, bench)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"weight_bank_depth": 3}, r"^Weight bank depth must be 0 or a power of 2, not 3$"),
+    ({"weight_bank_depth": -2}, r"^Weight bank depth must be 0 or a power of 2, not -2$"),
+    ({"weight_bank_depth": 4, "transparent_weights": True},
+     r"^layer 'l': a banked weight memory must be a block RAM only the host writes \(no "
+     r"learning, transparent or SPRAM weights\), not weight_bank_depth=4$"),
+])
+def test_bad_weight_banks_are_named(kwargs, message):
+    layer = LayerParams("l", np.ones((3, 4), dtype=np.int64), np.zeros(3), np.full(3, 5), 4, 8,
+                        12, decay_mode="none")
+    with pytest.raises(ValueError, match=message):
+        LifCore.from_image(single_core_image(layer, 1), 0, **kwargs)
 
 
 # -- router blocks --------------------------------------------------------------------------
