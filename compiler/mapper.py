@@ -82,16 +82,20 @@ live in SPRAM (its read-modify-write needs both ports), which `hdl.array.CoreArr
 name; a convolution cannot learn (`LearningConfig.check`). An image with SPRAM-placed weights
 loads them from flash at power-up or over the host link (docs/flash.md).
 
-    LUTs = 1480 (host link, router; the link alone is 1,319 LUT4s in yosys,
-           bench/hostlink_resources.py) + per dense core
-           (261 + 26 * v_bits + lanes * (16 + 3 * acc_bits))
+    LUTs = 1330 + 183 per layer (host link, router, the array's links and per-layer
+           counters; the link alone is about 1,340 LUT4s in yosys, bench/hostlink_resources.py)
+           + per dense core
+           (67 + 12 * v_bits + 36 * ceil(log2(neurons)) + lanes * (18 + 2 * acc_bits))
+           + 230 + 2 * weight_bits * lanes for a core's learning unit
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
            (the digits-like 64-128-10 array on the UP5K, bench/core_resources.py --model:
            1,536 LUTs plain, 1,764 with a 16-bit current, 1,833 with up to 4 spikes)
            + LUT_FLASH_LOADER (520) for the flash loader (`flash=True`: hdl/flashload.py,
            its CRC-32 and counters; measured as the logic cells it adds to a UP5K build)
-           (LUT4s, within 3 % of yosys on the pipelined core)
+           (LUT4s: least squares over the cores and SoCs of bench/resource_model.py --fit, the
+           digits network at 8 and 4 bits, 64-40-24-10, 784-128-10 and 784-256-10 on the
+           UP5K, each core within about 100 LUT4s of yosys, the rest within 20)
            + per convolution core
            (635 + 6 * v_bits + 3 * lanes * weight_bits + 58 * lanes with block-RAM
             accumulators)
@@ -140,7 +144,12 @@ BRAM_SHAPES = {
     "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
-LUT_SOC, LUT_CORE, LUT_PER_V_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = 1480, 261, 26, 16, 3
+LUT_SOC, LUT_SOC_PER_LAYER = 1330, 183
+LUT_CORE, LUT_PER_V_BIT, LUT_PER_NEURON_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = \
+    67, 12, 36, 18, 2
+# a learning unit (hdl/learning.py): fixed, per weight bit of a lane (bench/core_resources.py
+# --learning: 295-308 LUT4s on the digits output core, 5 lanes of 8 bits)
+LUT_LEARNING_UNIT, LUT_LEARNING_PER_WEIGHT_BIT = 230, 2
 LUT_PER_SYN_BIT, LUT_PER_V_BIT_MULTI = 7, 9  # the synaptic current; the count stage
 # a convolution core (module docstring): fixed logic, per membrane bit, per kernel bit of a lane
 # (the lane-serial select), per lane with block-RAM accumulators (its adder and pass select)
@@ -688,6 +697,7 @@ def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement) -> int
     """LUT4s of one core placed as `place` (model: module docstring), multipliers in DSPs."""
     if layer.conv is None:
         luts = (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
+                + LUT_PER_NEURON_BIT * max(1, (core.neurons - 1).bit_length())
                 + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
     else:
         luts = (LUT_CONV_CORE + LUT_CONV_PER_V_BIT * layer.v_bits
@@ -706,12 +716,18 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
                        learning: tuple = ()) -> dict[str, tuple[int, int]]:
     """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring);
     `flash`: with the SoC's flash loader; `learning`: the image's rules (``Image.learning``),
-    whose learning units add their memories' block RAM."""
+    whose learning units add their logic and their memories' block RAM."""
     estimate = _estimate(layers, config, spram=True, flash=flash)
     extra = learning_block_ram(layers, config, learning)
     if extra:
         need, have = estimate["bram"]
         estimate["bram"] = (need + extra, have)
+    learners = {rule.layer for rule in learning}
+    units = sum(LUT_LEARNING_UNIT + LUT_LEARNING_PER_WEIGHT_BIT * layers[core.layer].weight_bits
+                * core.lanes for core in config.cores if core.layer in learners)
+    if units:
+        need, have = estimate["luts"]
+        estimate["luts"] = (need + units, have)
     return estimate
 
 
@@ -752,7 +768,7 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
             spram += spram_primitives(*_acc_shape(layer, core, True))
         else:
             bram += accs[index]
-    luts = LUT_SOC if config.cores else 0
+    luts = LUT_SOC + LUT_SOC_PER_LAYER * len(layers) if config.cores else 0
     dsp = 1 if config.cores and dev.dsp else 0
     for core, place in zip(config.cores, placement, strict=True):
         layer = layers[core.layer]
