@@ -406,9 +406,9 @@ class FrameReceiver(wiring.Component):
 
 class RequestChecker(wiring.Component):
     """The status a request gets, in three register stages: the head's decode, lengths and
-    the memory space's depth; the range compare; ``idle``, ``loaded`` and the priority (three
-    cycles after ``head``), so that neither the depth table, the range compare nor the status
-    priority sit in a long path.
+    the memory space's depth; the range compare and a memory request's length; ``idle``,
+    ``loaded`` and the priority (three cycles after ``head``), so that neither the depth
+    table, the compares nor the status priority sit in a long path.
 
     In order: CRC when its CRC did not check; UNKNOWN_CMD; NO_ENCODER for INTENSITY and
     STEP_ENCODED without an ``encoder``; LENGTH when its payload length does not fit the command
@@ -488,17 +488,18 @@ class RequestChecker(wiring.Component):
         run_steps = Cat(head.core, head.space)
         m.d.sync += [is_run.eq(head.cmd == Command.RUN_ENCODED),
                      run_bad.eq((run_steps == 0) | (run_steps > self._run_steps))]
-        mem_length = Mux(head.cmd == Command.READ_MEM, ARGS_BYTES,
-                         ARGS_BYTES + times(head.count, self._word_bytes))
+        # READ_MEM's and WRITE_MEM's payload length, a register: compared in stage 2
+        mem_length = Signal.like(head.length)
+        m.d.sync += mem_length.eq(Mux(head.cmd == Command.READ_MEM, ARGS_BYTES,
+                                      ARGS_BYTES + times(head.count, self._word_bytes)))
         pre = Signal(8)
         with m.If(~head.crc_ok):
             m.d.sync += pre.eq(Status.CRC)
         with m.Else():
             with m.Switch(head.cmd):
                 with m.Case(Command.READ_MEM, Command.WRITE_MEM):
-                    # ARG when out of range, decided in stage 2
-                    m.d.sync += pre.eq(Mux(head.length != mem_length, Status.LENGTH,
-                                           Status.OK))
+                    # LENGTH decided in stage 2, ARG (out of range) in stage 3
+                    m.d.sync += pre.eq(Status.OK)
                 with m.Case(Command.HELLO, Command.CLEAR, Command.STATUS):
                     m.d.sync += pre.eq(Mux(head.length == 0, Status.OK, Status.LENGTH))
                 with m.Case(Command.PUSH, Command.STEP):
@@ -534,7 +535,9 @@ class RequestChecker(wiring.Component):
         # (the compare's carry chain ends at a register of its own)
         pre2, memory2, events2, fits = Signal(8), Signal(), Signal(), Signal()
         known2, run_bad2 = Signal(), Signal()
-        m.d.sync += [pre2.eq(pre), memory2.eq(is_memory), events2.eq(is_events),
+        m.d.sync += [pre2.eq(Mux((pre == Status.OK) & is_memory & (head.length != mem_length),
+                                 Status.LENGTH, pre)),
+                     memory2.eq(is_memory), events2.eq(is_events),
                      fits.eq(end <= depth), known2.eq(known), run_bad2.eq(is_run & run_bad)]
         # -- stage 3: idle and loaded ------------------------------------------------------------
         with m.If(pre2 != Status.OK):
