@@ -11,8 +11,9 @@ Prints one JSON line per core (`core`: lanes, v_bits, acc_bits, `model_luts` =
 `estimate_resources` figure), `packed_cells` (nextpnr), `yosys_luts`, and the model's and the
 tools' rest of the SoC (host link, router, counters). The fit check must not refuse a network
 whose cells fit, nor pass one far over: `model_cells` should be close to `packed_cells`.
-`--fit` ends with the least-squares constants of a dense core (LUT_CORE, LUT_PER_LANE,
-LUT_PER_LANE_ACC_BIT at the mapper's LUT_PER_V_BIT) over the cores seen, the SoC's rest
+`--fit` ends with the least-squares constants of a dense core (LUT_CORE, LUT_PER_NEURON_BIT,
+LUT_PER_LANE, LUT_PER_LANE_ACC_BIT at the mapper's LUT_PER_V_BIT; a learning core's unit
+excluded) over the cores seen, the SoC's rest
 (LUT_SOC, LUT_SOC_PER_LAYER) and the cells over LUT4s of every network.
 
 Run: .venv/bin/python bench/resource_model.py --net digits8 --net mnist4 [--flash] [--fit]
@@ -74,6 +75,7 @@ def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[d
     for index, core in enumerate(image.config.cores):
         layer = image.layers[core.layer]
         rows.append({"network": net, "core": index, "conv": layer.conv is not None,
+                     "learning": image.learning_of(core.layer) is not None,
                      "n_in": layer.fan_in, "neurons": core.neurons, "lanes": core.lanes,
                      "v_bits": layer.v_bits, "acc_bits": layer.acc_bits,
                      "model_luts": core_luts(layer, core, placement[index]),
@@ -94,12 +96,14 @@ def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[d
 
 
 def fit(cores: list[dict], summaries: list[dict]) -> dict:
-    """Least squares: a dense core's LUT_CORE, LUT_PER_LANE and LUT_PER_LANE_ACC_BIT at the
+    """Least squares: a dense core's LUT_CORE, LUT_PER_NEURON_BIT, LUT_PER_LANE and
+    LUT_PER_LANE_ACC_BIT at the
     mapper's LUT_PER_V_BIT (the networks here vary v_bits too little to fit it: free, it comes
     out negative); the rest of the SoC's LUT_SOC and LUT_SOC_PER_LAYER (without the flash
     loader); the cells over LUT4s (mean and range)."""
-    dense = [r for r in cores if not r["conv"]]
-    a = np.array([[1.0, r["lanes"], r["lanes"] * r["acc_bits"]] for r in dense])
+    dense = [r for r in cores if not r["conv"] and not r["learning"]]
+    a = np.array([[1.0, max(1, (r["neurons"] - 1).bit_length()), r["lanes"],
+                   r["lanes"] * r["acc_bits"]] for r in dense])
     b = np.array([r["yosys_luts"] - mapper.LUT_PER_V_BIT * r["v_bits"] for r in dense],
                  dtype=float)
     constants, *_ = np.linalg.lstsq(a, b, rcond=None)
@@ -112,7 +116,7 @@ def fit(cores: list[dict], summaries: list[dict]) -> dict:
     over = [s["cells_over_luts"] for s in summaries]
     return {"fit": "dense core", "cores": len(dense),
             **{name: round(float(value), 2) for name, value in zip(
-                ("LUT_CORE", "LUT_PER_LANE", "LUT_PER_LANE_ACC_BIT"),
+                ("LUT_CORE", "LUT_PER_NEURON_BIT", "LUT_PER_LANE", "LUT_PER_LANE_ACC_BIT"),
                 constants, strict=True)},
             "core_residual": [int(round(x)) for x in residual],
             "LUT_SOC": round(float(soc), 1), "LUT_SOC_PER_LAYER": round(float(per_layer), 1),
