@@ -126,11 +126,15 @@ class SpikeSoC(wiring.Component):
             # The verdict reaches the link through registers: the loader's FSM decode stays
             # out of the request checker's paths (a cycle later READY changes nothing: the
             # lock opens with the loader's state, and the link answers NOT_LOADED meanwhile).
+            # So does the lock's select: locked from reset (init) until a cycle after the
+            # loader's last write or its error, when it no longer drives the port.
             loaded = Signal()
+            locked = Signal(init=1)
             load_error = Signal.like(loader.reason)
-            m.d.sync += [loaded.eq(loader.state == LoadState.READY), load_error.eq(loader.reason)]
+            m.d.sync += [loaded.eq(loader.state == LoadState.READY), load_error.eq(loader.reason),
+                         locked.eq(loader.state == LoadState.LOADING)]
             m.d.comb += [
-                lock.locked.eq(loader.state == LoadState.LOADING),
+                lock.locked.eq(locked),
                 link.loaded.eq(loaded),
                 link.load_error.eq(load_error),
                 self.flash_cs_n.eq(loader.cs_n), self.flash_sck.eq(loader.sck),
