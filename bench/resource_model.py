@@ -98,8 +98,8 @@ def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[d
 def fit(cores: list[dict], summaries: list[dict]) -> dict:
     """Least squares: a dense core's LUT_CORE, LUT_PER_NEURON_BIT, LUT_PER_LANE and
     LUT_PER_LANE_ACC_BIT at the mapper's LUT_PER_V_BIT (the networks here vary v_bits too
-    little to fit it: free, it comes out negative); the rest of the SoC's LUT_SOC and LUT_SOC_PER_LAYER (without the flash
-    loader); the cells over LUT4s (mean and range)."""
+    little to fit it: free, it comes out negative); the rest of the SoC's LUT_SOC and
+    LUT_SOC_PER_LAYER (without the flash loader); the cells over LUT4s (mean and range)."""
     dense = [r for r in cores if not r["conv"] and not r["learning"]]
     a = np.array([[1.0, max(1, (r["neurons"] - 1).bit_length()), r["lanes"],
                    r["lanes"] * r["acc_bits"]] for r in dense])
