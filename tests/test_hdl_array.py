@@ -248,18 +248,26 @@ def test_array_matches_golden(image, data):
     check_against_golden(image, x, run_batch(image, x, gaps, readiness, fifo_depth=depth))
 
 
+def hidden_and_out(seed, n_in, n_hidden, n_out, *, threshold, v_bits, decay_shift):
+    """Two dense layers of random 8-bit weights and biases, their accumulators as wide as the
+    weights need."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for name, fan_in, neurons in (("hidden", n_in, n_hidden), ("out", n_hidden, n_out)):
+        kwargs = dict(name=name, weights=rng.integers(-128, 128, (neurons, fan_in)),
+                      bias=rng.integers(-20, 20, neurons), threshold=np.full(neurons, threshold),
+                      weight_bits=8, v_bits=v_bits, acc_bits=40,
+                      decay_shift=np.full(neurons, decay_shift))
+        kwargs["acc_bits"] = LayerParams(**kwargs).acc_bits_needed()
+        layers.append(LayerParams(**kwargs))
+    return layers
+
+
 def digits_image(device="iCE40UP5K"):
     """64-128-10 with 8-bit weights, 8 lanes for the hidden layer and 2 for the output. On the
     UP5K that is more than its block RAM: the mapper's placement puts the hidden layer's
     weights in SPRAM (compiler.mapper.spram_cores)."""
-    rng = np.random.default_rng(0)
-    layers = []
-    for name, n_in, n_out in (("hidden", 64, 128), ("out", 128, 10)):
-        kwargs = dict(name=name, weights=rng.integers(-128, 128, (n_out, n_in)),
-                      bias=rng.integers(-20, 20, n_out), threshold=np.full(n_out, 500),
-                      weight_bits=8, v_bits=16, acc_bits=40, decay_shift=np.full(n_out, 3))
-        kwargs["acc_bits"] = LayerParams(**kwargs).acc_bits_needed()
-        layers.append(LayerParams(**kwargs))
+    layers = hidden_and_out(0, 64, 128, 10, threshold=500, v_bits=16, decay_shift=3)
     return Image(64, layers, HwConfig(device, (CoreConfig(0, 0, 128, 8),
                                                     CoreConfig(1, 0, 10, 2))))
 
@@ -313,14 +321,7 @@ def test_ecp5_banked_weights_match_golden():
     from spikeforge.compiler.mapper import BRAM_SHAPES
     from spikeforge.hdl.memport import bank_depth
 
-    rng = np.random.default_rng(3)
-    layers = []
-    for name, n_in, n_out in (("hidden", 600, 8), ("out", 8, 3)):
-        kwargs = dict(name=name, weights=rng.integers(-128, 128, (n_out, n_in)),
-                      bias=rng.integers(-20, 20, n_out), threshold=np.full(n_out, 300),
-                      weight_bits=8, v_bits=14, acc_bits=40, decay_shift=np.full(n_out, 2))
-        kwargs["acc_bits"] = LayerParams(**kwargs).acc_bits_needed()
-        layers.append(LayerParams(**kwargs))
+    layers = hidden_and_out(3, 600, 8, 3, threshold=300, v_bits=14, decay_shift=2)
     image = Image(600, layers, HwConfig("LFE5U-85F", (CoreConfig(0, 0, 8, 4),
                                                       CoreConfig(1, 0, 3, 3))))
     assert bank_depth(32, 1200, BRAM_SHAPES["ecp5"]) == 512
@@ -331,7 +332,7 @@ def test_ecp5_banked_weights_match_golden():
             got = await mem_access(ctx, dut, 0, MemSpace.WEIGHTS, addr)
             assert got == int.from_bytes(words[addr].tobytes(), "little"), addr
 
-    x = (rng.random((2, 3, 600)) < 0.05).astype(np.uint8)
+    x = (np.random.default_rng(4).random((2, 3, 600)) < 0.05).astype(np.uint8)
     forever = itertools.repeat
     check_against_golden(image, x, run_batch(image, x, forever(False), forever(True),
                                              before=read_back))
