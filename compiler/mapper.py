@@ -166,15 +166,13 @@ ICE40_EXTRA_CELLS_PER_CONV_CORE = 180
 # lock's multiplexer, 64 bits wide here); a narrower image pays less (the 8-6-3 test image, seed
 # 1: 3941 cells with it, 3543 without, 398). docs/flash.md.
 LUT_FLASH_LOADER = 520
-# iCE40 logic cells over the LUT4s of the model: nextpnr also spends a cell on each flip-flop or
-# carry it cannot pack with a LUT. UP5K builds, logic cells - model LUT4s:
-#   8-6-3 image, lanes 1-1 (spikeforge build --no-flash)       3635 - 2927 = 708
-#   digits 8 bit, lanes 1-5 (bench/fmax.py --net digits8)      4128 - 3345 = 783
-#   784-128-10 4 bit, lanes 16-10 (docs/boards.md)              4935 - 4058 = 877
-#   digits 8 bit, lanes 2-5 (an earlier core)                   4300 - 3400 = 900
-#   digits 8 bit, lanes 2-2 (an earlier core, 21-bit LED counter) 4205 - 3226 = 979
-# A factor (cells = 1.27 x LUT4s, the old model) cannot fit both ends: 1.30 on the digits, 1.22
-# on 784-128-10. The largest difference, plus a margin, bounds every build above from above.
+# iCE40 logic cells over the LUT4s: nextpnr also spends a cell on each flip-flop or carry it
+# cannot pack with a LUT. nextpnr's packed cells - yosys's LUT4s (bench/resource_model.py,
+# UP5K): digits 8 bit 986, digits 4 bit 956, 64-40-24-10 1031, 784-128-10 861, 784-256-10 897,
+# digits with a three-factor readout 1094 (mean 971). With the LUT4 model above, the estimate
+# is a least-squares fit, not a bound: within about 5 % of the packed cells either way
+# (docs/boards.md, "Catalog clocks per design"); near the edge nextpnr decides, and `build`
+# names what it ran out of in one line.
 ICE40_EXTRA_CELLS = 1000
 BRAM_SOC = 2  # the host link's receive and response buffers
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)

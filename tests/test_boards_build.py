@@ -73,8 +73,10 @@ def test_icebreaker_build_report(icebreaker_build):
     assert report.utilization["pll"]["used"] == (1 if report.pll.get("primitive") else 0)
     assert report.utilization["luts"]["available"] == 5280
     assert report.utilization["bram"]["used"] >= 1  # the core memories are block RAM
-    # the mapper's logic-cell model bounds nextpnr's count from above (compiler/mapper.py)
-    assert report.estimate["luts"][0] >= report.utilization["luts"]["used"], report.estimate
+    # the mapper's model is a least-squares fit to the tools (compiler/mapper.py), within
+    # about 5 % of nextpnr's logic cells; nextpnr decides near the edge
+    assert report.estimate["luts"][0] == pytest.approx(report.utilization["luts"]["used"],
+                                                       rel=0.08), report.estimate
     saved = json.loads((Path(report.out_dir) / "report.json").read_text())
     assert saved["bitstream"] == report.bitstream and saved["fmax_mhz"] == round(achieved, 2)
     assert saved["clock_mhz"] == board.fabric_hz / 1e6 and saved["utilization"]

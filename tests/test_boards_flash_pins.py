@@ -149,10 +149,22 @@ def test_flash_pins_are_driven_by_the_loader(board, sites, clock, tmp_path):
             assert cell["connections"][PRIMITIVES[cell["type"]][1]] == ["1"], sub
 
 
+def full_spram_image() -> Image:
+    """256-128-64-10 at 4 bits: SPRAM weights, and by the mapper's estimate no room for the
+    loader beside its three cores (it fits without it)."""
+    layers = make_layers([256, 128, 64, 10], bits=4, seed=9)
+    image = Image(256, layers, map_network(layers, 256, device="iCE40UP5K"))
+    assert spram_cores(image.layers, image.config)
+    return image
+
+
 def test_flash_by_default_only_when_spram_weights_and_the_loader_fits():
-    image = _spram_image()  # 16 lanes: SPRAM weights, but no room for the loader
+    image = full_spram_image()
+    fits = estimate_resources(image.layers, image.config)["luts"]
     over = estimate_resources(image.layers, image.config, flash=True)["luts"]
-    assert over[0] > over[1]
+    assert fits[0] <= fits[1] < over[0]
+    # 256-128-10 (16 lanes) has room for it
+    assert BoardTop(_spram_image(), "icebreaker").flash_offset == FLASH_OFFSETS["ice40"]
     assert BoardTop(image, "icebreaker").flash_offset is None
     assert BoardTop(image, "icebreaker", flash=True).flash_offset == FLASH_OFFSETS["ice40"]
     assert BoardTop(small_spram_image(), "icebreaker", flash=False).flash_offset is None
