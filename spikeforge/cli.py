@@ -579,7 +579,13 @@ def cmd_boards(args) -> int:
         clock = f"{row['clock_hz'] / 1e6:g}"
         if row["target_hz"] != row["clock_hz"]:
             clock += f" -> {row['target_hz'] / 1e6:g}"
+        if row["conv_target_hz"] != row["target_hz"]:
+            clock += f" (conv {row['conv_target_hz'] / 1e6:g})"
         uart = f"{row['uart']['rx']}/{row['uart']['tx']}" if row["uart"] else "none"
+        if row["uart"]:
+            uart += f" @ {row['baud'] / 1e6:g}M" if row["baud"] >= 1e6 else f" @ {row['baud']}"
+            if row["conv_baud"] != row["baud"]:
+                uart += f" (conv {row['conv_baud'] / 1e6:g}M)"
         if not row["neurons"]:
             can = "[red]nothing fits[/]"
         elif not row["buildable"]:
