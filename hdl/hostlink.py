@@ -615,8 +615,8 @@ class ResponseSender(wiring.Component):
     Members
     -------
     i : In(stream.Signature(ReplyHead))
-        The answer to send; taken in the cycle its last CRC byte is taken by ``tx`` (so a
-        transfer at ``i`` means: the answer is out).
+        The answer to send; taken in the cycle after its last CRC byte is taken by ``tx``
+        (so a transfer at ``i`` means: the answer is out; ``ready`` is a state decode).
     payload : In(stream.Signature(PayloadByte))
         Its payload bytes, taken after the head.
     tx : Out(stream.Signature(8))
@@ -667,8 +667,13 @@ class ResponseSender(wiring.Component):
                 with m.If(self.tx.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 1):
-                        m.d.comb += self.i.ready.eq(1)
-                        m.next = "Start"
+                        m.next = "Done"
+            with m.State("Done"):
+                # The answer is out: take the head. Its ready comes from this state alone, so
+                # the byte count and the UART's ready stay out of the executor's next state.
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.next = "Start"
         return m
 
 

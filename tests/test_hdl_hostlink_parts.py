@@ -53,14 +53,17 @@ def run(dut, bench, *, clock=True):
        offer=st.lists(st.booleans(), min_size=1, max_size=5))
 def test_sender_frames_are_the_protocols(answers, tx_ready, offer):
     """Each answer goes out as protocol.encode_response frames it (CRC-16/CCITT-FALSE as
-    binascii computes it), under backpressure and gaps in the payload; the head is taken
-    exactly with the last CRC byte."""
+    binascii computes it), under backpressure and gaps in the payload; the head is taken in
+    the cycle after the last CRC byte."""
     dut = ResponseSender()
     sent = []
 
     async def bench(ctx):
-        ready, valid = itertools.cycle(tx_ready + [True]), itertools.cycle(offer + [True])
+        valid = itertools.cycle(offer + [True])
         for seq, cmd, status, payload in answers:
+            # the UART's backpressure pattern from each answer's start, then ready: two
+            # periodic patterns could stay in anti-phase forever (no transfer ever)
+            ready = itertools.chain(tx_ready * 3, itertools.repeat(True))
             ctx.set(dut.i.payload, {"seq": seq, "cmd": cmd, "status": status,
                                     "length": len(payload)})
             ctx.set(dut.i.valid, 1)
@@ -75,6 +78,8 @@ def test_sender_frames_are_the_protocols(answers, tx_ready, offer):
                 if ctx.get(dut.payload.valid) and ctx.get(dut.payload.ready):
                     k += 1
                 done = ctx.get(dut.i.ready)
+                # the head goes once the frame is out: nothing more is offered then
+                assert not (done and ctx.get(dut.tx.valid))
                 await ctx.tick()
                 if done:
                     break
