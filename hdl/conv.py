@@ -61,7 +61,14 @@ from ..image import (
     pack_weights,
     param_values,
 )
-from .core import MemAccessSignature, MemSpace, clear_sweep, param_layout, state_layout
+from .core import (
+    MemAccessSignature,
+    MemSpace,
+    clear_sweep,
+    lane_bits,
+    param_layout,
+    state_layout,
+)
 from .event import SpikeEvent
 from .neuron import NeuronUpdate
 from .skid import SkidBuffer
@@ -94,10 +101,6 @@ def _lanes(config: CoreConfig, channels: int) -> int:
     return lanes
 
 
-def _lane_bits(lanes: int) -> int:
-    return (lanes - 1).bit_length()
-
-
 def conv_mem_shape(layer: LayerParams, config: CoreConfig) -> tuple[int, int]:
     """(data width, depth) of a convolution core's memory port: the widest word and the
     largest address of its spaces (WEIGHTS ``taps * groups``, STATE and PARAMS one per neuron,
@@ -110,7 +113,7 @@ def conv_mem_shape(layer: LayerParams, config: CoreConfig) -> tuple[int, int]:
     width = max(lanes * layer.weight_bits, state_layout(layer).size, param_layout(layer).size,
                 layer.acc_bits)
     depth = max(conv.taps * groups, config.neurons,
-                (conv_h * conv_w * groups) << _lane_bits(lanes))
+                (conv_h * conv_w * groups) << lane_bits(lanes))
     return width, depth
 
 
@@ -170,7 +173,7 @@ def conv_acc_address(layer: LayerParams, config: CoreConfig, channel: int, y: in
     if spram_acc:
         return (channel * conv_h + y) * conv_w + x
     word = (channel // lanes) * conv_h * conv_w + y * conv_w + x
-    return (word << _lane_bits(lanes)) | channel % lanes
+    return (word << lane_bits(lanes)) | channel % lanes
 
 
 def conv_cycles(events, conv: ConvSpec, lanes: int, *, spram_acc: bool = False,
@@ -423,7 +426,7 @@ class ConvCore(wiring.Component):
         spram_acc = self._spram_acc
         k_depth = conv.taps * groups
         a_depth = channels * plane if spram_acc else plane * groups
-        lane_bits = _lane_bits(lanes)
+        lbits = lane_bits(lanes)
 
         # -- memories --------------------------------------------------------------------------
         if self._spram_kernel:
@@ -478,7 +481,7 @@ class ConvCore(wiring.Component):
         host_space = Signal(MemSpace)
         host_lane = Signal(range(lanes))
         m.d.sync += [req.rvalid.eq(host & req.re), host_space.eq(req.space),
-                     host_lane.eq(req.addr[:lane_bits] if lane_bits and not spram_acc else 0)]
+                     host_lane.eq(req.addr[:lbits] if lbits and not spram_acc else 0)]
         host_we = {space: between & req.we & (req.space == space) for space in MemSpace}
         host_acc_re = between & req.re & (req.space == MemSpace.ACC)
         params_view = Signal(param_layout(layer))
@@ -699,7 +702,7 @@ class ConvCore(wiring.Component):
                                   conv.n_out // conv.out_channels, neurons)
 
         # -- memory ports: host, integration, pass, sweep ---------------------------------------
-        host_word = req.addr[lane_bits:] if not spram_acc else req.addr
+        host_word = req.addr[lbits:] if not spram_acc else req.addr
         m.d.comb += [
             k_rd.addr.eq(Mux(host, req.addr, i1_kaddr)),
             s_rd.addr.eq(Mux(host, req.addr, n)),

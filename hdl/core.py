@@ -24,11 +24,16 @@ from .skid import SkidBuffer
 from .spram import SpramMemory
 
 __all__ = ["LifCore", "MemSpace", "MemAccessSignature", "acc_address", "clear_sweep",
-           "param_layout", "state_layout"]
+           "lane_bits", "param_layout", "state_layout"]
 
 
 # Which memory of a core an access of the memory-access port addresses (spikeforge.protocol).
 MemSpace = wire_enum(protocol.MemSpace, unsigned(3))
+
+
+def lane_bits(lanes: int) -> int:
+    """Address bits of a lane in an ACC address (``ceil(log2(lanes))``)."""
+    return (lanes - 1).bit_length()
 
 
 def acc_address(config: CoreConfig, neuron: int) -> int:
@@ -37,7 +42,7 @@ def acc_address(config: CoreConfig, neuron: int) -> int:
     :func:`~.conv.conv_acc_address`). A lane a group lacks reads as zero."""
     if not 0 <= neuron < config.neurons:
         raise ValueError(f"Neuron must be in range {config.neurons}, not {neuron!r}")
-    return (neuron // config.lanes) << (config.lanes - 1).bit_length() | neuron % config.lanes
+    return (neuron // config.lanes) << lane_bits(config.lanes) | neuron % config.lanes
 
 
 class MemAccessSignature(wiring.Signature):
@@ -467,24 +472,24 @@ class LifCore(wiring.Component):
         # memory's read data (ECP5: cascaded block RAMs and their output multiplexer) ends at
         # a register here, not in the array's answer multiplexer.
         host_space = Signal(MemSpace)
-        lane_bits = (lanes - 1).bit_length()
-        host_lane = Signal(max(1, lane_bits))  # an ACC read's lane (acc_address)
+        lbits = lane_bits(lanes)
+        host_lane = Signal(max(1, lbits))  # an ACC read's lane (acc_address)
         read1 = Signal()
         word = Signal.like(self.mem.rdata)
         m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
-                     host_lane.eq(self.mem.addr[:lane_bits])]
+                     host_lane.eq(self.mem.addr[:lbits])]
         # An ACC read answers four cycles after its taking cycle (``acc_read_latency``): its
         # lane multiplexer (16:1 on a 16-lane core) is two stages of 4:1 with registers of
         # their own, not in front of the space multiplexer. The word is padded with zero lanes
         # to a power of two: a lane a group lacks reads 0.
-        low = min(2, lane_bits)
-        padded = Cat(a_rd.data.as_value(), Const(0, ((1 << lane_bits) - lanes) * a_bits))
-        quads = [Signal(a_bits, name=f"acc_quad{q}") for q in range(1 << (lane_bits - low))]
+        low = min(2, lbits)
+        padded = Cat(a_rd.data.as_value(), Const(0, ((1 << lbits) - lanes) * a_bits))
+        quads = [Signal(a_bits, name=f"acc_quad{q}") for q in range(1 << (lbits - low))]
         for q, quad in enumerate(quads):
             part = padded[q * (a_bits << low):(q + 1) * (a_bits << low)]
             m.d.sync += quad.eq(part.word_select(host_lane[:low], a_bits) if low else part)
         acc_pick = Signal(a_bits)
-        m.d.sync += acc_pick.eq(Cat(*quads).word_select(host_lane[low:lane_bits], a_bits)
+        m.d.sync += acc_pick.eq(Cat(*quads).word_select(host_lane[low:lbits], a_bits)
                                 if len(quads) > 1 else quads[0])
         acc_read = Signal(2)
         m.d.sync += acc_read.eq(Cat(read1 & (host_space == MemSpace.ACC), acc_read[0]))
@@ -692,7 +697,7 @@ class LifCore(wiring.Component):
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
-            a_rd.addr.eq(Mux(host, self.mem.addr[lane_bits:], acc_raddr)),
+            a_rd.addr.eq(Mux(host, self.mem.addr[lbits:], acc_raddr)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
             s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
             s_wr.data.eq(Mux(host, self.mem.wdata, new_state)),
