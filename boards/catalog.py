@@ -107,25 +107,25 @@ class Board:
     def fabric_hz(self) -> float:
         return self.target_hz if self.target_hz is not None else self.clock_hz
 
+    def design(self, conv: bool) -> tuple[float, int]:
+        """(fabric clock, host-link rate) of a design without or with convolution layers:
+        `fabric_hz` and `baud`, or `conv_target_hz` and `conv_baud` where they are set."""
+        if not conv:
+            return self.fabric_hz, self.baud
+        return (self.conv_target_hz if self.conv_target_hz is not None else self.fabric_hz,
+                self.conv_baud if self.conv_baud is not None else self.baud)
+
     def clock_for(self, image=None) -> float:
-        """The fabric clock the gateware for `image` runs at unless told (`fabric_hz`, or
-        `conv_target_hz` for an image with a convolution layer)."""
-        if self.conv_target_hz is not None and _has_conv(image):
-            return self.conv_target_hz
-        return self.fabric_hz
+        """The fabric clock the gateware for `image` runs at unless told (`design`)."""
+        return self.design(_has_conv(image))[0]
 
     def baud_for(self, image=None) -> int:
-        """The host link's rate for `image` unless told (`baud`, or `conv_baud`)."""
-        if self.conv_baud is not None and _has_conv(image):
-            return self.conv_baud
-        return self.baud
+        """The host link's rate for `image` unless told (`design`)."""
+        return self.design(_has_conv(image))[1]
 
     @property
     def programmer(self) -> str | None:
         return next(iter(self.programmers), None)
-
-    def clock_for_conv(self) -> float:
-        return self.conv_target_hz if self.conv_target_hz is not None else self.fabric_hz
 
     def platform_class(self):
         """The amaranth-boards platform class (imports amaranth_boards)."""
@@ -143,7 +143,7 @@ class Board:
             "uart": ({"rx": self.uart[0], "tx": self.uart[1], "bridge": self.uart_bridge}
                      if self.uart else None),
             "leds": self.leds, "baud": self.baud,
-            "conv_target_hz": self.clock_for_conv(), "conv_baud": self.conv_baud or self.baud,
+            "conv_target_hz": self.design(True)[0], "conv_baud": self.design(True)[1],
             "programmer": self.programmer,
             "programmers": list(self.programmers), "notes": self.notes,
         }
