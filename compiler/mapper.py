@@ -716,16 +716,13 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
     `flash`: with the SoC's flash loader; `learning`: the image's rules (``Image.learning``),
     whose learning units add their logic and their memories' block RAM."""
     estimate = _estimate(layers, config, spram=True, flash=flash)
-    extra = learning_block_ram(layers, config, learning)
-    if extra:
-        need, have = estimate["bram"]
-        estimate["bram"] = (need + extra, have)
     learners = {rule.layer for rule in learning}
     units = sum(LUT_LEARNING_UNIT + LUT_LEARNING_PER_WEIGHT_BIT * layers[core.layer].weight_bits
                 * core.lanes for core in config.cores if core.layer in learners)
-    if units:
-        need, have = estimate["luts"]
-        estimate["luts"] = (need + units, have)
+    for resource, extra in (("bram", learning_block_ram(layers, config, learning)),
+                            ("luts", units)):
+        need, have = estimate[resource]
+        estimate[resource] = (need + extra, have)
     return estimate
 
 
