@@ -123,11 +123,11 @@ class SpikeSoC(wiring.Component):
             wiring.connect(m, link.mem, lock.host)
             wiring.connect(m, loader.mem, lock.loader)
             wiring.connect(m, lock.o, array.mem)
-            # The verdict reaches the link through registers: the loader's FSM decode stays
-            # out of the request checker's paths (a cycle later READY changes nothing: the
-            # lock opens with the loader's state, and the link answers NOT_LOADED meanwhile).
-            # So does the lock's select: locked from reset (init) until a cycle after the
-            # loader's last write or its error, when it no longer drives the port.
+            # The verdict and the lock's select reach the link through registers, so the
+            # loader's FSM decode stays out of the request checker's and the executor's paths.
+            # Both change a cycle after the loader's state: the lock stays shut (locked from
+            # reset, init) a cycle past the loader's last write or its error, when the loader
+            # no longer drives the port, and the link answers NOT_LOADED meanwhile.
             loaded = Signal()
             locked = Signal(init=1)
             load_error = Signal.like(loader.reason)
