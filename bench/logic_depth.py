@@ -120,8 +120,6 @@ def synthesize_image(image, board_name: str, clock_mhz: float, out: Path, *,
     """yosys's netlist (JSON) of `image`'s SoC for the board, as `build` elaborates it
     (`flash` as its argument), in `out` with the build's files."""
     board = find_board(board_name)
-    if board.family != "ice40":
-        raise SystemExit(f"board must be an iCE40 board, not {board_name!r} ({board.family})")
     clock = plan_clock(board, clock_mhz * 1e6)
     top = BoardTop(image, board, clock_hz=clock.f_out, baud=check_baud(board, None, clock.f_out),
                    flash=flash)
@@ -141,6 +139,9 @@ def main() -> None:
     parser.add_argument("--levels", type=float, default=6.0,
                         help="report endpoints at or above this many levels")
     args = parser.parse_args()
+    board = find_board(args.board)
+    if board.family != "ice40":
+        raise SystemExit(f"board must be an iCE40 board, not {args.board!r} ({board.family})")
     with tempfile.TemporaryDirectory(prefix="spikeforge-depth-") as tmp:
         found = depths(synthesize(args.board, args.net, args.clock, Path(tmp)))
     seen = set()

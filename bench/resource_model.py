@@ -43,18 +43,32 @@ from logic_depth import component, synthesize_image  # noqa: E402
 
 
 def packed_cells(board_name: str, out: Path) -> int:
-    """ICESTORM_LC after nextpnr's packing of out/top.json."""
+    """The logic cells the device's capacity counts after nextpnr's packing of out/top.json:
+    ICESTORM_LC on iCE40, TRELLIS_COMB on ECP5 (the build report's `luts`)."""
     board = find_board(board_name)
     script = (out / "build_top.sh").read_text()
-    device = re.search(r"--(up5k|u4k|lp1k|lp384|lp4k|lp8k|hx1k|hx4k|hx8k)\b", script).group(1)
-    package = re.search(r"--package (\S+)", script).group(1)
-    log = subprocess.run([tool_env()["NEXTPNR_ICE40"], f"--{device}", "--package", package,
-                          "--json", "top.json", "--pcf", "top.pcf", "--pack-only"],
+    if board.family == "ice40":
+        device = re.search(r"--(up5k|u4k|lp1k|lp384|lp4k|lp8k|hx1k|hx4k|hx8k)\b", script)[1]
+        args = [tool_env()["NEXTPNR_ICE40"], f"--{device}", "--pcf", "top.pcf"]
+        key = "ICESTORM_LC"
+    else:
+        device = re.search(r"--(25k|45k|85k|um-25k|um-45k|um-85k|um5g-25k|um5g-45k|um5g-85k)\b",
+                           script)[1]
+        speed = re.search(r"--speed (\d)", script)[1]
+        args = [tool_env()["NEXTPNR_ECP5"], f"--{device}", "--speed", speed, "--lpf", "top.lpf"]
+        key = "TRELLIS_COMB"
+    package = re.search(r"--package (\S+)", script)[1]
+    log = subprocess.run([*args, "--package", package, "--json", "top.json", "--pack-only"],
                          cwd=out, capture_output=True, text=True, check=True)
-    found = re.search(r"ICESTORM_LC:\s+(\d+)/", log.stderr + log.stdout)
+    found = re.search(rf"{key}:\s+(\d+)/", log.stderr + log.stdout)
     if found is None:
-        raise SystemExit(f"nextpnr reported no ICESTORM_LC count for {board.name}")
+        raise SystemExit(f"nextpnr reported no {key} count for {board.name}")
     return int(found.group(1))
+
+
+# LUT4 equivalents of a netlist cell: a CCU2C (two bits of carry) and a TRELLIS_DPR16X4 (LUT
+# RAM) each take two of an ECP5 slice's LUTs
+LUT_WEIGHT = {"SB_LUT4": 1, "LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 2}
 
 
 def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[dict], dict]:
@@ -65,11 +79,11 @@ def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[d
         cells = packed_cells(board, out)
     luts: dict[str, int] = {}
     for name, cell in netlist["modules"]["top"]["cells"].items():
-        if cell["type"] == "SB_LUT4":
+        if cell["type"] in LUT_WEIGHT:
             parts = component(name).lstrip("\\").split(".")
             key = ".".join(parts[:3]) if parts[:2] == ["soc", "array"] and len(parts) > 2 \
                 and parts[2].startswith("core") else "rest"
-            luts[key] = luts.get(key, 0) + 1
+            luts[key] = luts.get(key, 0) + LUT_WEIGHT[cell["type"]]
     placement = memory_placement(image.layers, image.config)
     rows = []
     for index, core in enumerate(image.config.cores):
@@ -83,8 +97,8 @@ def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[d
     estimate = estimate_resources(image.layers, image.config, flash=flash,
                                   learning=image.learning)
     model_cells = estimate["luts"][0]
-    model_luts = model_cells - mapper.ICE40_EXTRA_CELLS - (mapper.LUT_FLASH_LOADER if flash
-                                                           else 0)
+    extra = mapper.ICE40_EXTRA_CELLS if find_board(board).family == "ice40" else 0
+    model_luts = model_cells - extra - (mapper.LUT_FLASH_LOADER if flash else 0)
     summary = {"network": net, "board": board, "flash": flash, "lanes":
                [c.lanes for c in image.config.cores], "model_cells": model_cells,
                "packed_cells": cells, "model_over_packed": model_cells - cells,

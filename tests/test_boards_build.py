@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from spikeforge.boards.build import (
+    PLACEMENTS,
     TOOL_DEFAULTS,
     TimingError,
     build,
@@ -100,6 +101,25 @@ def test_timing_verdict_from_the_same_build(icebreaker_build, tmp_path):
         check_timing(again)
     assert e.value.report is again and again.limiting_path["nets"]
     check_timing(report) if report.timing_met else None
+
+
+def test_a_missed_clock_is_placed_again_with_other_seeds(tmp_path):
+    # the 8-6-3 network reaches about 60 MHz on the UP5K: 150 MHz is missed by every placement
+    stages = []
+    with pytest.raises(TimingError, match=r"Fmax [\d.]+ MHz is below the 150 MHz clock") as e:
+        build(random_image(5, (8, 6, 3)), "icebreaker", tmp_path / "out", clock_hz=150e6,
+              progress=stages.append)
+    report = e.value.report
+    assert (report.placements, report.seed) == (PLACEMENTS, PLACEMENTS - 1)
+    again = [s for s in stages if "place and route again" in s]
+    assert [s.rsplit(" ", 1)[1] for s in again] == [str(k) for k in range(1, PLACEMENTS)]
+    # each figure is the new placement's: the log is the last run's, with its seed
+    util, achieved, _ = _log_figures(Path(report.log).read_text())
+    assert report.fmax_mhz == pytest.approx(achieved, abs=0.01)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (saved["seed"], saved["placements"], saved["fmax_mhz"]) == (
+        PLACEMENTS - 1, PLACEMENTS, round(achieved, 2))
+    assert Path(report.bitstream).exists()
 
 
 def test_fit_is_checked_before_synthesis(tmp_path):
