@@ -17,7 +17,9 @@ excluded) over the cores seen, the SoC's rest
 (LUT_SOC, LUT_SOC_PER_LAYER) and the cells over LUT4s of every network.
 
 Run: .venv/bin/python bench/resource_model.py --net digits8 --net mnist4 [--flash] [--fit]
-About a minute per network (yosys). iCE40 boards only.
+About a minute per network (yosys). On an ECP5 board (`--board ulx3s-85f --clock 100`) the
+LUT4s are TRELLIS_COMB's (a CCU2C or a TRELLIS_DPR16X4 counts two) and the packed cells are
+nextpnr-ecp5's TRELLIS_COMB; the fit adds the banked weight memories' LUT_PER_BANK_BIT.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ import numpy as np
 from spikeforge.boards.build import tool_env
 from spikeforge.boards.catalog import find_board
 from spikeforge.compiler import mapper
-from spikeforge.compiler.mapper import core_luts, estimate_resources, memory_placement
+from spikeforge.compiler.mapper import (
+    core_luts,
+    estimate_resources,
+    memory_placement,
+    weight_banks,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fmax import NETS, make_image  # noqa: E402
@@ -85,20 +92,26 @@ def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[d
                 and parts[2].startswith("core") else "rest"
             luts[key] = luts.get(key, 0) + LUT_WEIGHT[cell["type"]]
     placement = memory_placement(image.layers, image.config)
+    family = find_board(board).family
     rows = []
     for index, core in enumerate(image.config.cores):
         layer = image.layers[core.layer]
+        learns = image.learning_of(core.layer) is not None
         rows.append({"network": net, "core": index, "conv": layer.conv is not None,
-                     "learning": image.learning_of(core.layer) is not None,
+                     "learning": learns, "family": family,
                      "n_in": layer.fan_in, "neurons": core.neurons, "lanes": core.lanes,
                      "v_bits": layer.v_bits, "acc_bits": layer.acc_bits,
-                     "model_luts": core_luts(layer, core, placement[index]),
+                     "weight_bits": core.lanes * layer.weight_bits,
+                     "banks": weight_banks(layer, core, placement[index], family, learns)[1],
+                     "model_luts": core_luts(layer, core, placement[index], family=family,
+                                             learns=learns),
                      "yosys_luts": luts.get(f"soc.array.core{index}", 0)})
     estimate = estimate_resources(image.layers, image.config, flash=flash,
                                   learning=image.learning)
     model_cells = estimate["luts"][0]
     extra = mapper.ICE40_EXTRA_CELLS if find_board(board).family == "ice40" else 0
     model_luts = model_cells - extra - (mapper.LUT_FLASH_LOADER if flash else 0)
+    # (ECP5: model_rest_luts holds the cells over LUT4s too: ECP5_CELLS_SOC is in packed cells)
     summary = {"network": net, "board": board, "flash": flash, "lanes":
                [c.lanes for c in image.config.cores], "model_cells": model_cells,
                "packed_cells": cells, "model_over_packed": model_cells - cells,
@@ -112,27 +125,37 @@ def measure(board: str, net: str, clock_mhz: float, flash: bool) -> tuple[list[d
 def fit(cores: list[dict], summaries: list[dict]) -> dict:
     """Least squares: a dense core's LUT_CORE, LUT_PER_NEURON_BIT, LUT_PER_LANE and
     LUT_PER_LANE_ACC_BIT at the mapper's LUT_PER_V_BIT (the networks here vary v_bits too
-    little to fit it: free, it comes out negative); the rest of the SoC's LUT_SOC and
-    LUT_SOC_PER_LAYER (without the flash loader); the cells over LUT4s (mean and range)."""
+    little to fit it: free, it comes out negative), on ECP5 also LUT_PER_BANK_BIT (the ECP5_
+    constants); the rest of the SoC's LUT_SOC and LUT_SOC_PER_LAYER (without the flash loader;
+    on ECP5 in packed cells, with the cells over LUT4s: ECP5_CELLS_SOC and _PER_LAYER); the
+    cells over LUT4s (mean and range)."""
     dense = [r for r in cores if not r["conv"] and not r["learning"]]
+    ecp5 = dense[0]["family"] == "ecp5"
     a = np.array([[1.0, max(1, (r["neurons"] - 1).bit_length()), r["lanes"],
-                   r["lanes"] * r["acc_bits"]] for r in dense])
+                   r["lanes"] * r["acc_bits"]]
+                  + ([r["weight_bits"] * (r["banks"] - 1)] if ecp5 else []) for r in dense])
     b = np.array([r["yosys_luts"] - mapper.LUT_PER_V_BIT * r["v_bits"] for r in dense],
                  dtype=float)
     constants, *_ = np.linalg.lstsq(a, b, rcond=None)
     residual = b - a @ constants
     plain = [s for s in summaries if not s["flash"]]
     rest = np.array([[1.0, len(s["lanes"])] for s in plain])  # (one core a layer here)
-    soc, per_layer = np.linalg.lstsq(rest, np.array([s["yosys_rest_luts"] for s in plain],
-                                                    dtype=float), rcond=None)[0] \
+    rest_of = (lambda s: s["yosys_rest_luts"] + s["cells_over_luts"]) if ecp5 else \
+        (lambda s: s["yosys_rest_luts"])
+    soc, per_layer = np.linalg.lstsq(rest, np.array([rest_of(s) for s in plain], dtype=float),
+                                     rcond=None)[0] \
         if len(plain) > 1 else (float("nan"), float("nan"))
     over = [s["cells_over_luts"] for s in summaries]
+    prefix = "ECP5_" if ecp5 else ""
+    names = ["LUT_CORE", "LUT_PER_NEURON_BIT", "LUT_PER_LANE", "LUT_PER_LANE_ACC_BIT"] + (
+        ["LUT_PER_BANK_BIT"] if ecp5 else [])
+    soc_names = ("ECP5_CELLS_SOC", "ECP5_CELLS_SOC_PER_LAYER") if ecp5 else \
+        ("LUT_SOC", "LUT_SOC_PER_LAYER")
     return {"fit": "dense core", "cores": len(dense),
-            **{name: round(float(value), 2) for name, value in zip(
-                ("LUT_CORE", "LUT_PER_NEURON_BIT", "LUT_PER_LANE", "LUT_PER_LANE_ACC_BIT"),
-                constants, strict=True)},
+            **{prefix + name: round(float(value), 2)
+               for name, value in zip(names, constants, strict=True)},
             "core_residual": [int(round(x)) for x in residual],
-            "LUT_SOC": round(float(soc), 1), "LUT_SOC_PER_LAYER": round(float(per_layer), 1),
+            soc_names[0]: round(float(soc), 1), soc_names[1]: round(float(per_layer), 1),
             "cells_over_luts": {"mean": round(float(np.mean(over)), 1), "min": min(over),
                                 "max": max(over)}}
 

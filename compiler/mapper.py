@@ -108,6 +108,11 @@ loads them from flash at power-up or over the host link (docs/flash.md).
            nextpnr's logic cells, the figure the device's capacity counts, add a cell for each
            flip-flop or carry it cannot pack with a LUT, a near-constant count (the host link's
            and the pipeline's registers) rather than a share of the LUTs: see the constant
+    On ECP5 the dense core's terms have their own constants (ECP5_LUT_*: the cores register
+    the block-RAM reads and bank deep weight memories, + ECP5_LUT_PER_BANK_BIT per bit of a
+    banked weight word past its first bank), and the SoC's rest and the cells TRELLIS_COMB
+    counts beyond the LUT4s are one figure (ECP5_CELLS_SOC + ECP5_CELLS_SOC_PER_LAYER per
+    layer); the convolution and learning terms are the iCE40's
     block RAM = the memories above (less those placed in SPRAM)
                 + 2 (host link receive and response buffers)
     SPRAM = the primitives of the memories placed there
@@ -121,6 +126,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import operator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -174,6 +180,18 @@ LUT_FLASH_LOADER = 520
 # (docs/boards.md, "Catalog clocks per design"); near the edge nextpnr decides, and `build`
 # names what it ran out of in one line.
 ICE40_EXTRA_CELLS = 1000
+# ECP5, in the LUT4s TRELLIS_COMB counts (a CCU2C or a TRELLIS_DPR16X4 takes two): the same
+# core model with its own constants, plus LUT_PER_BANK_BIT for each bit of a banked weight word
+# past the first bank (the registered bank select, hdl.memport.BankedMemory), and the SoC's
+# rest and the cells over LUT4s together (packed cells). Least squares over the cores and
+# SoCs of bench/resource_model.py --board ulx3s-85f --fit (digits 8 and 4 bit, 64-40-24-10,
+# 784-128-10): each core within about 80 LUT4s of yosys, each network within about 30 cells
+# of nextpnr's packing (one 3-layer network: the per-layer figure rests on it). A fit, not a
+# split into parts: the fixed and per-lane terms come out negative.
+ECP5_LUT_CORE, ECP5_LUT_PER_NEURON_BIT, ECP5_LUT_PER_LANE, ECP5_LUT_PER_LANE_ACC_BIT = \
+    -171, 105, -27, 7
+ECP5_LUT_PER_BANK_BIT = 1
+ECP5_CELLS_SOC, ECP5_CELLS_SOC_PER_LAYER = 1302, 587
 BRAM_SOC = 2  # the host link's receive and response buffers
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
@@ -691,9 +709,41 @@ def _place(layers: list[LayerParams], config: HwConfig, weights: list[int], accs
                  for index in range(len(config.cores)))
 
 
-def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement) -> int:
-    """LUT4s of one core placed as `place` (model: module docstring), multipliers in DSPs."""
-    if layer.conv is None:
+def bank_depth(width: int, depth: int, shapes) -> int:
+    """The bank depth for a ``width`` x ``depth`` memory over block RAMs of data-port
+    ``shapes`` ((width, depth) pairs, as ``BRAM_SHAPES``): the depth of the shape that takes
+    the fewest blocks (ties: the shallower), so that each bank is one row of blocks side by
+    side, with no output multiplexer of a depth cascade inside it, and the banks together take
+    as few blocks as the memory would unbanked. A power of 2 (a shape's depth); at least
+    ``depth`` when that shape holds the whole memory (one bank: no banking)."""
+    width, depth = operator.index(width), operator.index(depth)
+    return min(((-(-width // w)) * (-(-depth // d)), d) for w, d in shapes)[1]
+
+
+def weight_banks(layer: LayerParams, core: CoreConfig, place: CorePlacement, family: str,
+                 learns: bool) -> tuple[int, int]:
+    """(bank depth, banks) of a dense core's weight memory. On ECP5, whose cores register the
+    block-RAM reads, a core that does not learn and keeps its weights in block RAM has them in
+    banks of one row of DP16KDs each (``bank_depth``; hdl.memport.BankedMemory, the array's
+    `weight_bank_depth`); (0, 1) otherwise: one memory."""
+    if family != "ecp5" or learns or place.weights_spram or layer.conv is not None:
+        return 0, 1
+    depth = layer.fan_in * core.groups
+    bank = bank_depth(core.lanes * layer.weight_bits, depth, BRAM_SHAPES[family])
+    return bank, -(-depth // bank)
+
+
+def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement, *,
+              family: str = "ice40", learns: bool = False) -> int:
+    """LUT4s of one core placed as `place` on a device of `family` (model: module docstring;
+    ECP5: its own constants), multipliers in DSPs."""
+    if layer.conv is None and family == "ecp5":
+        banks = weight_banks(layer, core, place, family, learns)[1]
+        luts = (ECP5_LUT_CORE + LUT_PER_V_BIT * layer.v_bits
+                + ECP5_LUT_PER_NEURON_BIT * max(1, (core.neurons - 1).bit_length())
+                + core.lanes * (ECP5_LUT_PER_LANE + ECP5_LUT_PER_LANE_ACC_BIT * layer.acc_bits)
+                + ECP5_LUT_PER_BANK_BIT * core.lanes * layer.weight_bits * (banks - 1))
+    elif layer.conv is None:
         luts = (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
                 + LUT_PER_NEURON_BIT * max(1, (core.neurons - 1).bit_length())
                 + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
@@ -715,8 +765,8 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
     """resource -> (need, capacity) for luts, bram, spram and dsp (model: module docstring);
     `flash`: with the SoC's flash loader; `learning`: the image's rules (``Image.learning``),
     whose learning units add their logic and their memories' block RAM."""
-    estimate = _estimate(layers, config, spram=True, flash=flash)
     learners = {rule.layer for rule in learning}
+    estimate = _estimate(layers, config, spram=True, flash=flash, learners=learners)
     units = sum(LUT_LEARNING_UNIT + LUT_LEARNING_PER_WEIGHT_BIT * layers[core.layer].weight_bits
                 * core.lanes for core in config.cores if core.layer in learners)
     for resource, extra in (("bram", learning_block_ram(layers, config, learning)),
@@ -747,7 +797,8 @@ def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tu
 
 
 def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
-              cache: dict | None = None, flash: bool = False) -> dict[str, tuple[int, int]]:
+              cache: dict | None = None, flash: bool = False,
+              learners: frozenset | set = frozenset()) -> dict[str, tuple[int, int]]:
     dev = resolve_device(config.device)
     weights, accs, bram = _block_ram(layers, config, cache)
     placement = (_place(layers, config, weights, accs, bram) if spram
@@ -763,11 +814,16 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
             spram += spram_primitives(*_acc_shape(layer, core, True))
         else:
             bram += accs[index]
-    luts = LUT_SOC + LUT_SOC_PER_LAYER * len(layers) if config.cores else 0
+    if not config.cores:
+        luts = 0
+    elif dev.family == "ecp5":
+        luts = ECP5_CELLS_SOC + ECP5_CELLS_SOC_PER_LAYER * len(layers)
+    else:
+        luts = LUT_SOC + LUT_SOC_PER_LAYER * len(layers)
     dsp = 1 if config.cores and dev.dsp else 0
     for core, place in zip(config.cores, placement, strict=True):
         layer = layers[core.layer]
-        luts += core_luts(layer, core, place)
+        luts += core_luts(layer, core, place, family=dev.family, learns=core.layer in learners)
         # multipliers: the "mul" decays (membrane, current) and a multi-spike subtract
         # reset's theta * c; yosys puts each in a DSP while the device has one left
         products = [layer.v_bits * (layer.decay_frac + 1)] if layer.decay_mode == "mul" else []

@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.devices import find_device
-from ..compiler.mapper import BRAM_SHAPES, memory_placement
+from ..compiler.mapper import memory_placement, weight_banks
 from ..image import Image
 from ..protocol import COUNTER_BYTES
 from .conv import ConvCore, conv_mem_shape
@@ -21,7 +21,6 @@ from .core import (
 )
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
-from .memport import bank_depth
 from .router import EventFifo, EventFork, EventMerge
 from .skid import SkidBuffer
 
@@ -235,11 +234,8 @@ class CoreArray(wiring.Component):
                 # and a weight memory deeper than a row of DP16KDs in banks, each bank's read
                 # data registered before the bank select (hdl.memport.BankedMemory)
                 config = image.config.cores[index]
-                layer = image.layers[config.layer]
-                plain = image.learning_of(config.layer) is None and not place.weights_spram
-                banks = (bank_depth(config.lanes * layer.weight_bits,
-                                    layer.fan_in * config.groups, BRAM_SHAPES[family])
-                         if registered and plain else 0)
+                banks = weight_banks(image.layers[config.layer], config, place, family,
+                                     image.learning_of(config.layer) is not None)[0]
                 core = LifCore.from_image(image, index, registered_reads=registered,
                                           spram_weights=place.weights_spram,
                                           weight_bank_depth=banks)

@@ -9,6 +9,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..compiler.mapper import bank_depth
+
 __all__ = ["NO_COLLISIONS", "BankedMemory", "bank_depth", "read_port"]
 
 # Memory attributes for a memory whose users never need the data of a read that hits the
@@ -31,17 +33,6 @@ def read_port(m: Module, memory: Memory) -> SimpleNamespace:
     with m.If(en):
         m.d.sync += data.eq(port.data)
     return SimpleNamespace(addr=port.addr, en=en, data=data)
-
-
-def bank_depth(width: int, depth: int, shapes) -> int:
-    """The bank depth for a ``width`` x ``depth`` memory over block RAMs of data-port
-    ``shapes`` ((width, depth) pairs, as ``compiler.mapper.BRAM_SHAPES``): the depth of the
-    shape that takes the fewest blocks (ties: the shallower), so that each bank is one row of
-    blocks side by side, with no output multiplexer of a depth cascade inside it, and the banks
-    together take as few blocks as the memory would unbanked. A power of 2 (a shape's depth);
-    at least ``depth`` when that shape holds the whole memory (one bank: no banking)."""
-    width, depth = operator.index(width), operator.index(depth)
-    return min(((-(-width // w)) * (-(-depth // d)), d) for w, d in shapes)[1]
 
 
 class BankedMemory(wiring.Component):

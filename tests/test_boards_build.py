@@ -174,6 +174,8 @@ def test_ecp5_build(name, tmp_path):
     util, achieved, _ = _log_figures(Path(report.log).read_text())
     assert report.utilization["bram"]["used"] == util["DP16KD"][0]
     assert report.fmax_mhz == pytest.approx(achieved, abs=0.01) and report.timing_met
+    # the mapper's ECP5 model is fitted to nextpnr's TRELLIS_COMB (compiler/mapper.py)
+    assert report.estimate["luts"][0] == pytest.approx(util["TRELLIS_COMB"][0], rel=0.1)
 
 
 @pytest.mark.slow
