@@ -191,46 +191,53 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           "ice40_hx1k_blink_evn:ICE40HX1KBlinkEVNPlatform", programmers={"iceprog": ()},
           notes="no UART; an iCE40HX1K, which no network fits"),
     # -- ECP5 --------------------------------------------------------------------------------
-    # ECP5 at 60 MHz, an exact EHXPLLL output from every oscillator here. The digits demo
-    # reached Fmax 75.8 MHz at 60 on the ULX3S-85F (71.9 after the neurons merge; 76.6 MHz at 50
-    # on the 25F) and 80.7 MHz at
-    # 60 on the Icepi Zero (make bitstreams; the host link's argument register -> its status,
-    # 12 levels). The others carry the same speed grade 6 part (Colorlight 5A-75B, iCESugar-Pro:
-    # LFE5U-25F BG256, as the Icepi Zero) or a speed grade 8 one (Versa, ECP5-5G, ECPIX-5; the
-    # Versa reached 90.7 MHz at 60).
+    # ECP5 at 90 MHz, an exact EHXPLLL output from every oscillator here, for images without
+    # convolutions: with the registered core, the banked weight memories and the registered
+    # link every dense build reaches more than 100 MHz (bench/fmax.py: the ULX3S-85F 106.9-110.7
+    # MHz at --clock 100 for the digits, 64-40-24-10 and 784-128-10; the Icepi Zero, a speed
+    # grade 6 LFE5U-25F as the Colorlight 5A-75B and the iCESugar-Pro, 108.0 MHz at 90; make
+    # bitstreams at 60: 103.6-167.9 MHz, docs/boards.md). Convolutions are not measured on ECP5:
+    # they stay at 60 MHz. The rate is the bridge's: the FT231X does 3 Mbaud (divisor 30 at 90
+    # MHz, 20 at 60), the FT2232H 6 Mbaud (its 12 MHz / 2; divisor 15, 10); the others keep
+    # 115,200 (their bridges are not specified for more).
     *(Board(f"ulx3s-{size}f", f"Radiona ULX3S {size}F", f"LFE5U-{size}F", 25e6,
-            f"ulx3s:ULX3S_{size}F_Platform", target_hz=60e6, pll="EHXPLLL",
+            f"ulx3s:ULX3S_{size}F_Platform", target_hz=90e6, pll="EHXPLLL",
             uart=("M1", "L4"), uart_bridge="FT231X (USB)", leds=8,
-            programmers={_OFL: ("-b", "ulx3s")}, flash_default=False)
+            programmers={_OFL: ("-b", "ulx3s")}, flash_default=False, baud=3_000_000,
+            conv_target_hz=60e6)
       for size in (25, 45, 85)),
     Board("versa-ecp5", "Lattice ECP5 Versa", "LFE5U-45F", 100e6,
-          "versa_ecp5:VersaECP5Platform", part="LFE5UM-45F", target_hz=60e6, pll="EHXPLLL",
+          "versa_ecp5:VersaECP5Platform", part="LFE5UM-45F", target_hz=90e6, pll="EHXPLLL",
           uart=("C11", "A11"), uart_bridge="FT2232H channel B (USB)", leds=8,
-          programmers={_OFL: ("-c", "ft2232")}, flash_default=False,
+          programmers={_OFL: ("-c", "ft2232")}, flash_default=False, baud=6_000_000,
+          conv_target_hz=60e6,
           notes="LFE5UM-45F: the LFE5U-45F fabric and memories plus SERDES"),
     Board("ecp5-5g-evn", "Lattice ECP5-5G Evaluation Board", "LFE5U-85F", 12e6,
-          "ecp5_5g_evn:ECP55GEVNPlatform", part="LFE5UM5G-85F", target_hz=60e6,
+          "ecp5_5g_evn:ECP55GEVNPlatform", part="LFE5UM5G-85F", target_hz=90e6,
           pll="EHXPLLL", uart=("P2", "P3"), uart_bridge="FT2232H channel B (USB)", leds=8,
-          programmers={_OFL: ("-b", "ecp5_evn")}, flash_default=False,
+          programmers={_OFL: ("-b", "ecp5_evn")}, flash_default=False, baud=6_000_000,
+          conv_target_hz=60e6,
           notes="LFE5UM5G-85F: the LFE5U-85F fabric and memories plus SERDES"),
     *(Board(f"ecpix5-{size}", f"LambdaConcept ECPIX-5 {size}F", f"LFE5U-{size}F", 100e6,
-            f"ecpix5:ECPIX5{size}Platform", part=f"LFE5UM5G-{size}F", target_hz=60e6,
+            f"ecpix5:ECPIX5{size}Platform", part=f"LFE5UM5G-{size}F", target_hz=90e6,
             pll="EHXPLLL", uart=("R26", "R24"), uart_bridge="FT2232H channel B (USB)",
-            programmers={_OFL: ("-c", "ft2232")}, flash_default=False,
+            programmers={_OFL: ("-c", "ft2232")}, flash_default=False, baud=6_000_000,
+            conv_target_hz=60e6,
             notes=f"LFE5UM5G-{size}F: the LFE5U-{size}F fabric; RGB LEDs are not driven")
       for size in (45, 85)),
     Board("colorlight-5a-75b", "Colorlight 5A-75B v7.0", "LFE5U-25F", 25e6,
-          "colorlight_5a75b_r7_0:Colorlight_5A75B_R70Platform", target_hz=60e6, pll="EHXPLLL",
+          "colorlight_5a75b_r7_0:Colorlight_5A75B_R70Platform", target_hz=90e6,
+          conv_target_hz=60e6, pll="EHXPLLL",
           uart=("M13", "P11"), uart_bridge="header pins: needs a USB-UART adapter",
           programmers={_OFL: ("-c", "ft232")}, flash_default=False,
           notes="needs an external JTAG cable and USB-UART adapter; its LED shares the UART "
                 "tx pin and is not driven"),
     Board("icesugar-pro", "MuseLab iCESugar-Pro", "LFE5U-25F", 25e6,
-          "icesugar_pro:ICESugarProPlatform", target_hz=60e6, pll="EHXPLLL",
+          "icesugar_pro:ICESugarProPlatform", target_hz=90e6, conv_target_hz=60e6, pll="EHXPLLL",
           uart=("A9", "B9"), uart_bridge="iCELink (USB CDC)",
           programmers={"icesprog": ()}, notes="RGB LED is not driven"),
     Board("icepi-zero", "Icepi Zero v1.3", "LFE5U-25F", 50e6,
-          "icepi_zero:IcepiZero1_3Platform", target_hz=60e6, pll="EHXPLLL",
+          "icepi_zero:IcepiZero1_3Platform", target_hz=90e6, conv_target_hz=60e6, pll="EHXPLLL",
           uart=("K16", "K15"),
           uart_bridge="USB-UART (USB)", leds=5, programmers={_OFL: ("-b", "icepi-zero")}),
     Board("orangecrab", "Good Stuff Department OrangeCrab r0.2 25F", "LFE5U-25F", 48e6,

@@ -204,3 +204,22 @@ def test_cli_boards_lists_uart_and_programmer():
     assert rows["icebreaker"]["uart"]["rx"] == "6" and rows["icebreaker"]["programmer"]
     assert rows["orangecrab"]["uart"] is None and not rows["orangecrab"]["buildable"]
     assert rows["ulx3s-85f"]["target_hz"] == BOARDS["ulx3s-85f"].fabric_hz
+
+
+def test_ecp5_design_clocks_and_rates_are_exact():
+    # every buildable ECP5 board: 90 MHz for a dense image, 60 MHz with convolutions, both exact
+    # EHXPLLL outputs of its oscillator (the PLL equations), and its bridge's rate an exact
+    # divisor of both (FT231X 3 Mbaud, FT2232H 6 Mbaud, others 115,200 within 2 %)
+    from spikeforge.boards.top import check_baud
+    from spikeforge.hdl.uart import uart_divisor
+
+    bridges = {"FT231X (USB)": 3_000_000, "FT2232H channel B (USB)": 6_000_000}
+    for board in (b for b in BOARDS.values() if b.family == "ecp5" and b.buildable):
+        assert (board.design(False)[0], board.design(True)[0]) == (90e6, 60e6), board.name
+        assert board.baud == bridges.get(board.uart_bridge, 115200), board.name
+        for clock in (90e6, 60e6):
+            pll = plan_clock(board, clock)
+            assert pll.f_out == clock == pll.f_in / pll.clki_div * pll.clkfb_div, board.name
+            assert check_baud(board, None, clock) == board.baud
+            if board.baud > 115200:
+                assert clock % board.baud == 0 and uart_divisor(clock, board.baud) >= 10
