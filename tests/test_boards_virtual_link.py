@@ -28,9 +28,9 @@ def test_baud_is_a_checked_option():
     assert board.baud == 8_000_000 and board.to_dict()["baud"] == 8_000_000
     assert check_baud(board) == 8_000_000
     assert SpikeSoC(random_image(0, (4, 3)), clk_freq=board.fabric_hz,
-                    baud=board.baud).divisor == 4  # 31.875 MHz / 8 Mbaud, 0.4 % off
-    with pytest.raises(ValueError, match=r"^board 'icebreaker': 6000000 baud from a 31875000\.0 "
-                                         r"Hz clock is off by 6\.2% \(divisor 5\); choose "
+                    baud=board.baud).divisor == 5  # 40.5 MHz / 8 Mbaud, 1.25 % off
+    with pytest.raises(ValueError, match=r"^board 'icebreaker': 6000000 baud from a 40500000\.0 "
+                                         r"Hz clock is off by 3\.6% \(divisor 7\); choose "
                                          r"another rate$"):
         check_baud(board, 6_000_000)
     with pytest.raises(ValueError, match=r"^baud rate must be a positive number, not 0$"):
@@ -51,7 +51,7 @@ def test_baud_is_a_checked_option():
     assert (board.clock_for(conv), board.baud_for(conv)) == (18e6, 3_000_000)
     assert default_baud(conv) == 3_000_000 and check_baud(board, image=conv) == 3_000_000
     assert plan_clock(board, image=conv).f_out == 18e6
-    assert plan_clock(board).f_out == board.fabric_hz == 31.875e6
+    assert plan_clock(board).f_out == board.fabric_hz == 40.5e6
 
 
 needs_verilator = pytest.mark.skipif("verilator" not in available_simulators(),
@@ -160,7 +160,7 @@ def test_cli_refuses_a_bad_baud_and_intensities_without_encoder(tmp_path, capsys
     np.savez(tmp_path / "pix.npz", intensities=np.zeros((1, 4), np.uint8))
     for argv, needle in (
             (["build", tmp_path / "net.sfi", "--board", "icebreaker", "--baud", "6000000",
-              "-o", tmp_path / "build"], "6000000 baud from a 31875000.0 Hz clock is off by"),
+              "-o", tmp_path / "build"], "6000000 baud from a 40500000.0 Hz clock is off by"),
             (["simulate", tmp_path / "net.sfi", "--input", tmp_path / "pix.npz", "--steps", "3",
               "-o", tmp_path / "out.npz"], "intensities need an image that encodes on chip")):
         assert main([str(a) for a in argv]) == 1
