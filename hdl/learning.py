@@ -77,11 +77,13 @@ class LearningUnit(wiring.Component):
     Pipeline: stage 0 issues the reads of the learning memory, the weight memory
     (``w_read``/``w_raddr``: word ``row * groups + group of neuron i``) and the core's state
     memory (``n_read``/``n_addr``: STDP, phase b, for s_i, which comes back in ``s_in`` the next
-    cycle); stage 1 computes and writes: the trace back to the learning memory, the weight lane
-    through ``w_we`` (one bit per lane) / ``w_waddr`` / ``w_wdata`` (the new weight; the core
-    puts it on every lane). A weight word may be read while a lane of it is written: the other
-    lanes are what the read needs. Phase a is pipelined; phase b takes two cycles per neuron
-    (read, decide); a sweep of updates starts one cycle after its row or neuron was decided.
+    cycle); stage 1 writes the trace back to the learning memory and registers an update's
+    old weight, its rounded increment R (the LFSR's state of that cycle) and its address;
+    stage 2 adds and clips and writes the weight lane through ``w_we`` (one bit per lane) /
+    ``w_waddr`` / ``w_wdata`` (the new weight; the core puts it on every lane). A weight word
+    may be read while a lane of it is written: the other lanes are what the read needs. Phase a
+    is pipelined; phase b takes two cycles per neuron (read, decide); a sweep of updates starts
+    one cycle after its row or neuron was decided.
 
     Protocol with the core: after reset (the core's ``clear``) the unit zeroes the traces and
     flags (``busy`` high; not the modulators); ``take``/``take_row`` sets the flag of an
@@ -101,7 +103,7 @@ class LearningUnit(wiring.Component):
         depth = layer.fan_in * config.groups
         super().__init__({
             "start": In(1),
-            "busy": Out(1, init=1),
+            "busy": Out(1),
             "take": In(1),
             "take_row": In(range(layer.n_in)),
             "w_read": Out(1),
@@ -153,6 +155,8 @@ class LearningUnit(wiring.Component):
             if not stdp:
                 return self.y_base + neuron
             return Cat(neuron[:kb], Const(0, max(0, kb - len(neuron))), Const(1, 1))
+
+        fsm_busy = Signal(init=1)  # the FSM's phases (``busy`` adds the write stage)
 
         # -- counters: j over rows, i over neurons (with its group ig and lane ip) -----------
         j = Signal(range(max(depth, n_in + 1)))  # also the wipe's and a flag's address
@@ -218,7 +222,7 @@ class LearningUnit(wiring.Component):
                 m.d.comb += op.eq(Op.WIPE)
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == wiped - 1):
-                    m.d.sync += [self.busy.eq(0), j.eq(0)]
+                    m.d.sync += [fsm_busy.eq(0), j.eq(0)]
                     m.next = "Idle"
             with m.State("Idle"):
                 with m.If(self.take):
@@ -226,7 +230,7 @@ class LearningUnit(wiring.Component):
                 with m.If(took):
                     m.d.comb += op.eq(Op.FLAG)
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), j.eq(0)]
+                    m.d.sync += [fsm_busy.eq(1), j.eq(0)]
                     first_neuron()
                     m.next = "Rows"
             with m.State("Rows"):  # phase a: x_j, and (STDP) the depression of spiking rows
@@ -254,7 +258,7 @@ class LearningUnit(wiring.Component):
                         m.d.comb += [op.eq(Op.TRACE), self.n_read.eq(1)]
                     m.next = "NeuronDecide"
                 with m.Else():
-                    m.d.sync += self.busy.eq(0)
+                    m.d.sync += fsm_busy.eq(0)
                     m.next = "Idle"
             with m.State("NeuronDecide"):  # stage 1: y_i is written back; sweep its rows?
                 with m.If(sweep_now):
@@ -304,16 +308,31 @@ class LearningUnit(wiring.Component):
             operand = Signal(signed(width))
             q, c = split(product, rule.mod_shift)
             m.d.comb += [operand.eq(q), carry.eq(c)]
+
+        # -- stage 2: the weight's sum, its clip and the write, from registers: no path runs
+        # from the memories' read data (and a three-factor rule's multiplier) into the write
+        # port. The word written two cycles after its read is never read in between (a sweep
+        # moves on to another row or lane; other lanes of a word are not written).
+        upd2 = Signal()
+        lane2 = Signal(range(lanes))
+        waddr2 = Signal.like(self.w_raddr)
+        w_old2 = Signal(signed(w_bits))
+        operand2 = Signal(signed(width))
+        carry2 = Signal()
+        m.d.sync += [upd2.eq(op1 == Op.UPDATE), lane2.eq(lane1), waddr2.eq(waddr1),
+                     w_old2.eq(w_old), operand2.eq(operand), carry2.eq(carry)]
         total = Signal(signed(width + 1))
-        m.d.comb += total.eq(w_old + operand + carry)
+        m.d.comb += total.eq(w_old2 + operand2 + carry2)
         top = total[w_bits - 1:]
         in_range = top.all() | ~top.any()
         w_min, w_max = -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1
         m.d.comb += [
             self.w_wdata.eq(Mux(in_range, total[:w_bits], Mux(total[-1], w_min, w_max))),
-            self.w_waddr.eq(waddr1),
+            self.w_waddr.eq(waddr2),
             self.updating.eq(op1 == Op.UPDATE),
-            self.w_we.eq(Mux(op1 == Op.UPDATE, 1 << lane1, 0)),
+            self.w_we.eq(Mux(upd2, 1 << lane2, 0)),
+            # the unit is busy until its last weight is written
+            self.busy.eq(fsm_busy | upd2),
         ]
 
         # -- the learning memory's write port: always one cycle after the read ---------------
