@@ -49,7 +49,7 @@ from .core import MemAccessSignature, acc_address
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
 from .memport import NO_COLLISIONS, read_port
-from .skid import SkidBuffer
+from .skid import SkidBuffer, StreamRegister
 
 __all__ = [
     "CRC_PORT", "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "LinkCrc",
@@ -88,6 +88,11 @@ class PayloadByte(data.Struct):
     data: 8
     last: 1
 
+
+# The bits that tell the commands apart. A request with any other command is refused
+# (UNKNOWN_CMD, :class:`RequestChecker`) before anything acts on it, so the executor decodes
+# and remembers a command on these bits alone.
+CMD_BITS = max(Command).bit_length()
 
 LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
 
@@ -334,7 +339,7 @@ class FrameReceiver(wiring.Component):
                 length = Cat(head_length[:8], byte)
                 with m.If(got):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.Switch(idx):
+                    with m.Switch(idx[:2]):  # the header's 4 bytes: idx is 0..3 here
                         with m.Case(0):
                             m.d.sync += seq.eq(byte)
                         with m.Case(1):
@@ -358,7 +363,9 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += [check.valid.eq(got), wr.en.eq(got)]
                 with m.If(got):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.Switch(idx):
+                    # the arguments are bytes 0..6: a decode of idx's low bits, once its high ones
+                    # are 0
+                    with m.If(idx[3:] == 0), m.Switch(idx[:3]):
                         with m.Case(0):
                             m.d.sync += core.eq(byte)
                         with m.Case(1):
@@ -803,7 +810,7 @@ class RequestExecutor(wiring.Component):
         # on the bits a command has: a request with any other is refused (UNKNOWN_CMD) before
         # it could be taken for a repeat.
         last_seq = Signal(8)
-        last_cmd = Signal(max(Command).bit_length())
+        last_cmd = Signal(CMD_BITS)
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
         hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
@@ -812,19 +819,23 @@ class RequestExecutor(wiring.Component):
             """Whether the request is one of ``commands``, registered: the request is held from
             the cycle before Settle on, and every state that reads these comes after Idle."""
             flag = Signal()
-            m.d.sync += flag.eq(Cat(cmd == command for command in commands).any())
+            m.d.sync += flag.eq(Cat(cmd[:CMD_BITS] == command for command in commands).any())
             return flag
 
         is_read, is_write = kind(Command.READ_MEM), kind(Command.WRITE_MEM)
         is_hello, is_status = kind(Command.HELLO), kind(Command.STATUS)
         is_push, is_push_bitmap = kind(Command.PUSH), kind(Command.PUSH_BITMAP)
         is_step, is_step_bitmap = kind(Command.STEP), kind(Command.STEP_BITMAP)
-        stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED,
-                        Command.RUN_ENCODED)
+        # Without the encoder the checker refuses the encoder's commands (NO_ENCODER): neither
+        # their flags nor their states are built.
+        encoded = (Command.STEP_ENCODED, Command.RUN_ENCODED) if enc is not None else ()
+        stepping = kind(Command.STEP, Command.STEP_BITMAP, *encoded)
         between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
-        is_clear, is_intensity = kind(Command.CLEAR), kind(Command.INTENSITY)
+        is_clear = kind(Command.CLEAR)
         is_bitmap = kind(Command.PUSH_BITMAP, Command.STEP_BITMAP)
-        is_step_encoded, is_run_encoded = kind(Command.STEP_ENCODED), kind(Command.RUN_ENCODED)
+        if enc is not None:
+            is_intensity = kind(Command.INTENSITY)
+            is_step_encoded, is_run_encoded = kind(*encoded[:1]), kind(*encoded[1:])
         # the request's lengths, registered as the flags are (Dispatch reads no head field's
         # compare: its next state comes from registers and the checker's status alone)
         no_count, no_payload = Signal(), Signal()
@@ -855,7 +866,9 @@ class RequestExecutor(wiring.Component):
             self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
             self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
             out_wr.addr.eq(out_count),
-            out_wr.data.eq(Mux(self.outputs.payload.eos, STEP_END, self.outputs.payload.addr)),
+            # (an eos is written only by RUN_ENCODED: a STEP's answers on it)
+            out_wr.data.eq(Mux(self.outputs.payload.eos, STEP_END, self.outputs.payload.addr)
+                           if enc is not None else self.outputs.payload.addr),
             self.reply.valid.eq(replying),
             self.reply.payload.seq.eq(req.seq),
             self.reply.payload.cmd.eq(cmd),
@@ -938,21 +951,22 @@ class RequestExecutor(wiring.Component):
                         remember()
                         m.d.sync += [idx.eq(0), open_step.eq(is_push_bitmap)]
                         m.next = "BmpFetch"
-                    with m.Elif(is_intensity):
-                        remember()
-                        m.d.sync += [idx.eq(2), int_addr.eq(Cat(req.core, req.space))]
-                        m.next = "IntFetch"
-                    with m.Elif(is_step_encoded):
-                        remember()
-                        m.d.sync += open_step.eq(0)
-                        m.next = "EncStart"
-                    with m.Elif(is_run_encoded):
-                        remember()
-                        # the payload's u16, on the bits run_steps has
-                        steps = Cat(req.core, req.space)[:len(feed_left)]
-                        m.d.sync += [open_step.eq(0), feed_left.eq(steps),
-                                     take_left.eq(steps), out_count.eq(0)]
-                        m.next = "RunCollect"
+                    if enc is not None:
+                        with m.Elif(is_intensity):
+                            remember()
+                            m.d.sync += [idx.eq(2), int_addr.eq(Cat(req.core, req.space))]
+                            m.next = "IntFetch"
+                        with m.Elif(is_step_encoded):
+                            remember()
+                            m.d.sync += open_step.eq(0)
+                            m.next = "EncStart"
+                        with m.Elif(is_run_encoded):
+                            remember()
+                            # the payload's u16, on the bits run_steps has
+                            steps = Cat(req.core, req.space)[:len(feed_left)]
+                            m.d.sync += [open_step.eq(0), feed_left.eq(steps),
+                                         take_left.eq(steps), out_count.eq(0)]
+                            m.next = "RunCollect"
                     with m.Else():  # PUSH, STEP
                         remember()
                         m.d.sync += [idx.eq(0), open_step.eq(is_push)]
@@ -1011,23 +1025,20 @@ class RequestExecutor(wiring.Component):
             # -- execute: the rate encoder ----------------------------------------------------
             if enc is not None:
                 m.d.comb += [enc.w_addr.eq(int_addr), enc.w_data.eq(self.buf_data)]
-            with m.State("IntFetch"):
-                m.d.sync += idx.eq(idx + 1)
-                m.next = "IntWrite"
-            with m.State("IntWrite"):
-                if enc is not None:
+                with m.State("IntFetch"):
+                    m.d.sync += idx.eq(idx + 1)
+                    m.next = "IntWrite"
+                with m.State("IntWrite"):
                     m.d.comb += enc.w_en.eq(1)
-                m.d.sync += int_addr.eq(int_addr + 1)
-                with m.If(idx == req.length):
-                    answer()
-                with m.Else():
-                    m.next = "IntFetch"
-            with m.State("EncStart"):
-                if enc is not None:
+                    m.d.sync += int_addr.eq(int_addr + 1)
+                    with m.If(idx == req.length):
+                        answer()
+                    with m.Else():
+                        m.next = "IntFetch"
+                with m.State("EncStart"):
                     m.d.comb += enc.start.eq(1)
-                m.next = "EncRun"
-            with m.State("EncRun"):
-                if enc is not None:
+                    m.next = "EncRun"
+                with m.State("EncRun"):
                     m.d.comb += [self.events.valid.eq(enc.o.valid),
                                  self.events.payload.eq(enc.o.payload),
                                  enc.o.ready.eq(self.events.ready)]
@@ -1035,33 +1046,33 @@ class RequestExecutor(wiring.Component):
                         m.d.sync += out_count.eq(0)
                         m.next = "Collect"
 
-            # RUN_ENCODED: the encoder's events go to the array as they come, its next scan
-            # starts once the last one's eos is queued, and the outputs fill the buffer.
-            # feed_more lags feed_left by a cycle: the encoder is busy for at least 3 cycles
-            # after a start, so it never starts a step too many.
-            m.d.sync += feed_more.eq(feed_left != 0)
-            with m.State("RunCollect"):
-                if enc is not None:
+                # RUN_ENCODED: the encoder's events go to the array as they come, its next scan
+                # starts once the last one's eos is queued, and the outputs fill the buffer.
+                # feed_more lags feed_left by a cycle: the encoder is busy for at least 3
+                # cycles after a start, so it never starts a step too many.
+                m.d.sync += feed_more.eq(feed_left != 0)
+                with m.State("RunCollect"):
                     m.d.comb += [self.events.valid.eq(enc.o.valid),
                                  self.events.payload.eq(enc.o.payload),
                                  enc.o.ready.eq(self.events.ready)]
                     with m.If(feed_more & ~enc.busy):
                         m.d.comb += enc.start.eq(1)
                         m.d.sync += feed_left.eq(feed_left - 1)
-                m.d.comb += self.outputs.ready.eq(1)
-                with m.If(self.outputs.valid):
-                    with m.If(out_count == out_depth):
-                        m.d.comb += self.lost.eq(1)  # cannot happen: the checker bounds steps
-                    with m.Else():
-                        m.d.comb += out_wr.en.eq(1)
-                        m.d.sync += out_count.eq(out_count + 1)
-                    with m.If(self.outputs.payload.eos):
-                        m.d.sync += take_left.eq(take_left - 1)
-                # the cycle after the last step's STEP_END went in: nothing more comes
-                with m.If(take_left == 0):
-                    m.next = "RunDone"
-            with m.State("RunDone"):
-                answer()
+                    m.d.comb += self.outputs.ready.eq(1)
+                    with m.If(self.outputs.valid):
+                        with m.If(out_count == out_depth):
+                            # cannot happen: the checker bounds the steps
+                            m.d.comb += self.lost.eq(1)
+                        with m.Else():
+                            m.d.comb += out_wr.en.eq(1)
+                            m.d.sync += out_count.eq(out_count + 1)
+                        with m.If(self.outputs.payload.eos):
+                            m.d.sync += take_left.eq(take_left - 1)
+                    # the cycle after the last step's STEP_END went in: nothing more comes
+                    with m.If(take_left == 0):
+                        m.next = "RunDone"
+                with m.State("RunDone"):
+                    answer()
 
             with m.State("Eos"):
                 m.d.comb += [self.events.valid.eq(1), self.events.payload.eos.eq(1)]
@@ -1326,13 +1337,14 @@ class HostLink(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
         wiring.connect(m, receiver.o, executor.i)
         wiring.connect(m, executor.reply, sender.i)
-        # The answer's bytes pass two skid buffers: the executor's byte multiplexers (STATUS,
-        # HELLO, read words) end at a register, and so do the sender's (head, CRC) in front of
-        # the UART. Bytes leave at the UART's pace, so the two cycles cost nothing.
-        m.submodules.payload = payload = SkidBuffer(PayloadByte)
+        # The answer's bytes pass two stream registers: the executor's byte multiplexers
+        # (STATUS, HELLO, read words) end at a register, and so do the sender's (head, CRC) in
+        # front of the UART. Bytes leave at the UART's pace, so the two cycles (and a byte every
+        # other cycle at most) cost nothing.
+        m.submodules.payload = payload = StreamRegister(PayloadByte)
         wiring.connect(m, executor.payload, payload.i)
         wiring.connect(m, payload.o, sender.payload)
-        m.submodules.tx = tx = SkidBuffer(unsigned(8))
+        m.submodules.tx = tx = StreamRegister(unsigned(8))
         wiring.connect(m, sender.tx, tx.i)
         wiring.connect(m, tx.o, wiring.flipped(self.tx))
         # Input events leave through a skid buffer: the array's ready (which depends on the
