@@ -49,7 +49,7 @@ from .core import MemAccessSignature, acc_address
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
 from .memport import NO_COLLISIONS, read_port
-from .skid import SkidBuffer, StreamRegister
+from .skid import StreamRegister
 
 __all__ = [
     "CRC_PORT", "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "LinkCrc",
@@ -1347,10 +1347,11 @@ class HostLink(wiring.Component):
         m.submodules.tx = tx = StreamRegister(unsigned(8))
         wiring.connect(m, sender.tx, tx.i)
         wiring.connect(m, tx.o, wiring.flipped(self.tx))
-        # Input events leave through a skid buffer: the array's ready (which depends on the
-        # event's address) and the executor's FSM stay a register apart. CLEAR empties it with
-        # the array; the executor sees the array idle only when it is empty.
-        events = SkidBuffer(SpikeEvent)
+        # Input events leave through a stream register: the array's ready (which depends on the
+        # event's address) and the executor's FSM stay a register apart. (At most an event every
+        # other cycle: the array takes one in many more.) CLEAR empties it with the array; the
+        # executor sees the array idle only when it is empty.
+        events = StreamRegister(SpikeEvent)
         m.submodules.events = ResetInserter(executor.clear)(events)
         wiring.connect(m, executor.events, events.i)
         wiring.connect(m, events.o, wiring.flipped(self.events))
@@ -1360,7 +1361,7 @@ class HostLink(wiring.Component):
             receiver.framing_error.eq(self.framing_error),
             receiver.buf_addr.eq(executor.buf_addr),
             executor.buf_data.eq(receiver.buf_data),
-            executor.idle.eq(self.idle & events.empty),
+            executor.idle.eq(self.idle & ~events.o.valid),
             executor.loaded.eq(self.loaded),
             executor.status_byte.eq(status.byte),
             status.index.eq(executor.status_index),
