@@ -824,6 +824,7 @@ class RequestExecutor(wiring.Component):
 
         is_read, is_write = kind(Command.READ_MEM), kind(Command.WRITE_MEM)
         is_hello, is_status = kind(Command.HELLO), kind(Command.STATUS)
+        is_table = kind(Command.HELLO, Command.STATUS)
         is_push, is_push_bitmap = kind(Command.PUSH), kind(Command.PUSH_BITMAP)
         is_step, is_step_bitmap = kind(Command.STEP), kind(Command.STEP_BITMAP)
         # Without the encoder the checker refuses the encoder's commands (NO_ENCODER): neither
@@ -840,12 +841,14 @@ class RequestExecutor(wiring.Component):
         # compare: its next state comes from registers and the checker's status alone)
         no_count, no_payload = Signal(), Signal()
         m.d.sync += [no_count.eq(req.count == 0), no_payload.eq(req.length == 0)]
-        # the Reply state's table byte (HELLO or STATUS) of `pidx`, two registers behind it
+        # the Reply state's table byte (HELLO, STATUS or a step's output events) of `pidx`,
+        # two registers behind it
         table_byte = Signal(8)
         settled = Signal(2)  # `pidx` has held for one, two cycles in Reply
         m.d.sync += settled.eq(0)  # (outside Reply)
-        m.d.sync += table_byte.eq(Mux(is_hello, hello.word_select(pidx[:5], 8),
-                                      self.status_byte))
+        m.d.sync += table_byte.eq(Mux(is_table, Mux(is_hello, hello.word_select(pidx[:5], 8),
+                                                     self.status_byte),
+                                      out_data.word_select(pidx[0], 8)))
         # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
         low = Signal(3)
@@ -866,6 +869,9 @@ class RequestExecutor(wiring.Component):
             self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
             self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
             out_wr.addr.eq(out_count),
+            # two bytes an event, little-endian: the event of answer byte `pidx` (read in
+            # Reply; a read elsewhere is unused)
+            out_rd.addr.eq(pidx[1:]),
             # (an eos is written only by RUN_ENCODED: a STEP's answers on it)
             out_wr.data.eq(Mux(self.outputs.payload.eos, STEP_END, self.outputs.payload.addr)
                            if enc is not None else self.outputs.payload.addr),
@@ -1096,8 +1102,6 @@ class RequestExecutor(wiring.Component):
                 m.d.sync += [status.eq(Status.OK), resp_len.eq(ok_len), replying.eq(1)]
                 with m.If(is_read & ~no_count):
                     m.next = "RdReq"
-                with m.Elif(stepping & out_count.any()):
-                    m.next = "OutReq"
                 with m.Else():
                     m.next = "Reply"
             with m.State("ClearGo"):
@@ -1118,32 +1122,21 @@ class RequestExecutor(wiring.Component):
                 with m.If(self.mem.rvalid):
                     m.d.sync += [word.eq(self.mem.rdata), mem_addr.eq(mem_addr + 1)]
                     m.next = "Bytes"
-            with m.State("OutReq"):
-                # two bytes an event: the next event's index is half the bytes sent
-                m.d.comb += out_rd.addr.eq(pidx[1:])
-                m.next = "OutLatch"
-            with m.State("OutLatch"):
-                m.d.sync += word.eq(out_data)
-                m.next = "Bytes"
             with m.State("Bytes"):
                 m.d.comb += [self.payload.payload.data.eq(word[:8]), self.payload.valid.eq(1)]
-                word_end = Mux(stepping, bidx == 1, bidx == wb - 1)
                 with m.If(self.payload.ready):
                     m.d.sync += [pidx.eq(pidx + 1), bidx.eq(bidx + 1), word.eq(word[8:])]
                     with m.If(self.payload.payload.last):
                         m.next = "Reply"
-                    with m.Elif(word_end):
+                    with m.Elif(bidx == wb - 1):
                         m.d.sync += bidx.eq(0)
-                        with m.If(is_read):
-                            m.next = "RdReq"
-                        with m.Else():
-                            m.next = "OutReq"
+                        m.next = "RdReq"
             with m.State("Reply"):
-                # HELLO and STATUS answers are tables read a byte at a time; the others are
-                # empty, or sent by now. The table byte of `pidx` is a register two cycles
-                # behind it (STATUS's multiplexer ends at a register too): a byte is offered
-                # once `pidx` has held for two cycles.
-                table = (status == Status.OK) & (is_hello | is_status)
+                # HELLO, STATUS and a step's answers are tables read a byte at a time; the
+                # others are empty, or sent by now. The table byte of `pidx` is a register two
+                # cycles behind it (STATUS's multiplexer and the output buffer's read port end
+                # at a register too): a byte is offered once `pidx` has held for two cycles.
+                table = (status == Status.OK) & (is_table | stepping)
                 m.d.comb += [
                     self.payload.payload.data.eq(table_byte),
                     self.payload.valid.eq(table & (pidx != resp_len) & settled[1]),
