@@ -293,7 +293,7 @@ class FrameReceiver(wiring.Component):
         # set, count
         core, space, count = Signal(8), Signal(8), Signal(8)
         addr, high = Signal(self._addr_bits), Signal()
-        timer = Signal(range(self._timeout_cycles + 1))
+        timer = Signal(range(self._timeout_cycles))
         byte, got = self.rx.payload, self.rx.valid
         out = self.o.payload
         m.d.comb += [
@@ -313,26 +313,29 @@ class FrameReceiver(wiring.Component):
             self.buf_data.eq(rd_data),
         ]
 
+        # Cycles of silence, in every state: a byte (or a lost one) restarts the count, and so
+        # does its end. (One counter with a clear, outside the FSM: the states only read it.)
+        silent = Signal()  # `timeout_cycles` of silence end in this cycle
+        m.d.comb += silent.eq(timer == self._timeout_cycles - 1)
+        with m.If(got | self.framing_error | silent):
+            m.d.sync += timer.eq(0)
+        with m.Else():
+            m.d.sync += timer.eq(timer + 1)
+
         def watch_silence():
             """Inside a frame: a lost byte drops it (skip to silence); silence times it out."""
             with m.If(self.framing_error):
                 m.d.comb += self.dropped.eq(1)
-                m.d.sync += timer.eq(0)
                 m.next = "Discard"
-            with m.Elif(got):
-                m.d.sync += timer.eq(0)
-            with m.Elif(timer == self._timeout_cycles - 1):
+            with m.Elif(~got & silent):
                 m.d.comb += [self.timeout.eq(1), self.dropped.eq(1), self.activity.eq(1)]
-                m.d.sync += timer.eq(0)
                 m.next = "Hunt"
-            with m.Else():
-                m.d.sync += timer.eq(timer + 1)
 
         with m.FSM():
             with m.State("Hunt"):
                 m.d.comb += check.start.eq(1)
                 with m.If(got & (byte == SOF_REQUEST)):
-                    m.d.sync += [idx.eq(0), timer.eq(0)]
+                    m.d.sync += idx.eq(0)
                     m.next = "Header"
             with m.State("Header"):
                 m.d.comb += check.valid.eq(got)
@@ -352,7 +355,6 @@ class FrameReceiver(wiring.Component):
                             with m.If(length > self._max_payload):
                                 # The length cannot be trusted, so neither can the frame's end.
                                 m.d.comb += self.dropped.eq(1)
-                                m.d.sync += timer.eq(0)
                                 m.next = "Discard"
                             with m.Elif(length == 0):
                                 m.next = "Trailer"
@@ -391,13 +393,9 @@ class FrameReceiver(wiring.Component):
                         m.next = "Check"
                 watch_silence()
             with m.State("Discard"):
-                with m.If(got):
-                    m.d.sync += timer.eq(0)
-                with m.Elif(timer == self._timeout_cycles - 1):
+                with m.If(~got & silent):
                     m.d.comb += self.activity.eq(1)
                     m.next = "Hunt"
-                with m.Else():
-                    m.d.sync += timer.eq(timer + 1)
             with m.State("Check"):
                 # The CRC register took the last trailer byte: its residue is final now.
                 m.d.comb += [self.activity.eq(1), self.crc_error.eq(~check.match)]
