@@ -220,9 +220,9 @@ class FrameReceiver(wiring.Component):
     own CRC leaves the residue 0) until ``o``
     is taken: the taker says so when it has answered. A frame whose length exceeds
     ``max_payload``, or that holds a byte with a framing error, is dropped and every byte is
-    skipped until ``timeout_cycles`` of silence; a partial frame followed by that much silence
-    is dropped (``timeout``). Bytes that arrive while a request is held are dropped
-    (``overrun``).
+    skipped until ``timeout_cycles`` of silence (a byte with a framing error is no silence);
+    a partial frame followed by that much silence is dropped (``timeout``). Bytes that arrive
+    while a request is held are dropped (``overrun``).
 
     The head's ``addr`` is exact below ``2 ** addr_bits``; a larger one keeps its low
     ``addr_bits`` bits and has every bit above them set, so it stays at least
