@@ -82,8 +82,8 @@ live in SPRAM (its read-modify-write needs both ports), which `hdl.array.CoreArr
 name; a convolution cannot learn (`LearningConfig.check`). An image with SPRAM-placed weights
 loads them from flash at power-up or over the host link (docs/flash.md).
 
-    LUTs = 1330 + 183 per layer (host link, router, the array's links and per-layer
-           counters; the link alone is about 1,340 LUT4s in yosys, bench/hostlink_resources.py)
+    LUTs = 1222 + 185 per layer (host link, router, the array's links and per-layer
+           counters; the link alone is about 1,160 LUT4s in yosys, bench/hostlink_resources.py)
            + per dense core
            (67 + 12 * v_bits + 36 * ceil(log2(neurons)) + lanes * (18 + 2 * acc_bits))
            + 230 + 2 * weight_bits * lanes for a core's learning unit
@@ -150,7 +150,7 @@ BRAM_SHAPES = {
     "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
-LUT_SOC, LUT_SOC_PER_LAYER = 1330, 183
+LUT_SOC, LUT_SOC_PER_LAYER = 1222, 185
 LUT_CORE, LUT_PER_V_BIT, LUT_PER_NEURON_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = \
     67, 12, 36, 18, 2
 # a learning unit (hdl/learning.py): fixed, per weight bit of a lane (bench/core_resources.py

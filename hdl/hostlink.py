@@ -49,7 +49,7 @@ from .core import MemAccessSignature, acc_address
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
 from .memport import NO_COLLISIONS, read_port
-from .skid import SkidBuffer
+from .skid import StreamRegister
 
 __all__ = [
     "CRC_PORT", "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "LinkCrc",
@@ -88,6 +88,11 @@ class PayloadByte(data.Struct):
     data: 8
     last: 1
 
+
+# The bits that tell the commands apart. A request with any other command is refused
+# (UNKNOWN_CMD, :class:`RequestChecker`) before anything acts on it, so the executor decodes
+# and remembers a command on these bits alone.
+CMD_BITS = max(Command).bit_length()
 
 LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
 
@@ -215,9 +220,9 @@ class FrameReceiver(wiring.Component):
     own CRC leaves the residue 0) until ``o``
     is taken: the taker says so when it has answered. A frame whose length exceeds
     ``max_payload``, or that holds a byte with a framing error, is dropped and every byte is
-    skipped until ``timeout_cycles`` of silence; a partial frame followed by that much silence
-    is dropped (``timeout``). Bytes that arrive while a request is held are dropped
-    (``overrun``).
+    skipped until ``timeout_cycles`` of silence (a byte with a framing error is no silence);
+    a partial frame followed by that much silence is dropped (``timeout``). Bytes that arrive
+    while a request is held are dropped (``overrun``).
 
     The head's ``addr`` is exact below ``2 ** addr_bits``; a larger one keeps its low
     ``addr_bits`` bits and has every bit above them set, so it stays at least
@@ -288,7 +293,7 @@ class FrameReceiver(wiring.Component):
         # set, count
         core, space, count = Signal(8), Signal(8), Signal(8)
         addr, high = Signal(self._addr_bits), Signal()
-        timer = Signal(range(self._timeout_cycles + 1))
+        timer = Signal(range(self._timeout_cycles))
         byte, got = self.rx.payload, self.rx.valid
         out = self.o.payload
         m.d.comb += [
@@ -308,33 +313,36 @@ class FrameReceiver(wiring.Component):
             self.buf_data.eq(rd_data),
         ]
 
+        # Cycles of silence, in every state: a byte (or a lost one) restarts the count, and so
+        # does its end. (One counter with a clear, outside the FSM: the states only read it.)
+        silent = Signal()  # `timeout_cycles` of silence end in this cycle
+        m.d.comb += silent.eq(timer == self._timeout_cycles - 1)
+        with m.If(got | self.framing_error | silent):
+            m.d.sync += timer.eq(0)
+        with m.Else():
+            m.d.sync += timer.eq(timer + 1)
+
         def watch_silence():
             """Inside a frame: a lost byte drops it (skip to silence); silence times it out."""
             with m.If(self.framing_error):
                 m.d.comb += self.dropped.eq(1)
-                m.d.sync += timer.eq(0)
                 m.next = "Discard"
-            with m.Elif(got):
-                m.d.sync += timer.eq(0)
-            with m.Elif(timer == self._timeout_cycles - 1):
+            with m.Elif(~got & silent):
                 m.d.comb += [self.timeout.eq(1), self.dropped.eq(1), self.activity.eq(1)]
-                m.d.sync += timer.eq(0)
                 m.next = "Hunt"
-            with m.Else():
-                m.d.sync += timer.eq(timer + 1)
 
         with m.FSM():
             with m.State("Hunt"):
                 m.d.comb += check.start.eq(1)
                 with m.If(got & (byte == SOF_REQUEST)):
-                    m.d.sync += [idx.eq(0), timer.eq(0)]
+                    m.d.sync += idx.eq(0)
                     m.next = "Header"
             with m.State("Header"):
                 m.d.comb += check.valid.eq(got)
                 length = Cat(head_length[:8], byte)
                 with m.If(got):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.Switch(idx):
+                    with m.Switch(idx[:2]):  # the header's 4 bytes: idx is 0..3 here
                         with m.Case(0):
                             m.d.sync += seq.eq(byte)
                         with m.Case(1):
@@ -347,7 +355,6 @@ class FrameReceiver(wiring.Component):
                             with m.If(length > self._max_payload):
                                 # The length cannot be trusted, so neither can the frame's end.
                                 m.d.comb += self.dropped.eq(1)
-                                m.d.sync += timer.eq(0)
                                 m.next = "Discard"
                             with m.Elif(length == 0):
                                 m.next = "Trailer"
@@ -358,7 +365,9 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += [check.valid.eq(got), wr.en.eq(got)]
                 with m.If(got):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.Switch(idx):
+                    # the arguments are bytes 0..6: a decode of idx's low bits, once its high ones
+                    # are 0
+                    with m.If(idx[3:] == 0), m.Switch(idx[:3]):
                         with m.Case(0):
                             m.d.sync += core.eq(byte)
                         with m.Case(1):
@@ -384,13 +393,9 @@ class FrameReceiver(wiring.Component):
                         m.next = "Check"
                 watch_silence()
             with m.State("Discard"):
-                with m.If(got):
-                    m.d.sync += timer.eq(0)
-                with m.Elif(timer == self._timeout_cycles - 1):
+                with m.If(~got & silent):
                     m.d.comb += self.activity.eq(1)
                     m.next = "Hunt"
-                with m.Else():
-                    m.d.sync += timer.eq(timer + 1)
             with m.State("Check"):
                 # The CRC register took the last trailer byte: its residue is final now.
                 m.d.comb += [self.activity.eq(1), self.crc_error.eq(~check.match)]
@@ -803,7 +808,7 @@ class RequestExecutor(wiring.Component):
         # on the bits a command has: a request with any other is refused (UNKNOWN_CMD) before
         # it could be taken for a repeat.
         last_seq = Signal(8)
-        last_cmd = Signal(max(Command).bit_length())
+        last_cmd = Signal(CMD_BITS)
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
         hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
@@ -812,29 +817,36 @@ class RequestExecutor(wiring.Component):
             """Whether the request is one of ``commands``, registered: the request is held from
             the cycle before Settle on, and every state that reads these comes after Idle."""
             flag = Signal()
-            m.d.sync += flag.eq(Cat(cmd == command for command in commands).any())
+            m.d.sync += flag.eq(Cat(cmd[:CMD_BITS] == command for command in commands).any())
             return flag
 
         is_read, is_write = kind(Command.READ_MEM), kind(Command.WRITE_MEM)
         is_hello, is_status = kind(Command.HELLO), kind(Command.STATUS)
+        is_table = kind(Command.HELLO, Command.STATUS)
         is_push, is_push_bitmap = kind(Command.PUSH), kind(Command.PUSH_BITMAP)
         is_step, is_step_bitmap = kind(Command.STEP), kind(Command.STEP_BITMAP)
-        stepping = kind(Command.STEP, Command.STEP_BITMAP, Command.STEP_ENCODED,
-                        Command.RUN_ENCODED)
+        # Without the encoder the checker refuses the encoder's commands (NO_ENCODER): neither
+        # their flags nor their states are built.
+        encoded = (Command.STEP_ENCODED, Command.RUN_ENCODED) if enc is not None else ()
+        stepping = kind(Command.STEP, Command.STEP_BITMAP, *encoded)
         between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
-        is_clear, is_intensity = kind(Command.CLEAR), kind(Command.INTENSITY)
+        is_clear = kind(Command.CLEAR)
         is_bitmap = kind(Command.PUSH_BITMAP, Command.STEP_BITMAP)
-        is_step_encoded, is_run_encoded = kind(Command.STEP_ENCODED), kind(Command.RUN_ENCODED)
+        if enc is not None:
+            is_intensity = kind(Command.INTENSITY)
+            is_step_encoded, is_run_encoded = kind(*encoded[:1]), kind(*encoded[1:])
         # the request's lengths, registered as the flags are (Dispatch reads no head field's
         # compare: its next state comes from registers and the checker's status alone)
         no_count, no_payload = Signal(), Signal()
         m.d.sync += [no_count.eq(req.count == 0), no_payload.eq(req.length == 0)]
-        # the Reply state's table byte (HELLO or STATUS) of `pidx`, two registers behind it
+        # the Reply state's table byte (HELLO, STATUS or a step's output events) of `pidx`,
+        # two registers behind it
         table_byte = Signal(8)
         settled = Signal(2)  # `pidx` has held for one, two cycles in Reply
         m.d.sync += settled.eq(0)  # (outside Reply)
-        m.d.sync += table_byte.eq(Mux(is_hello, hello.word_select(pidx[:5], 8),
-                                      self.status_byte))
+        m.d.sync += table_byte.eq(Mux(is_table, Mux(is_hello, hello.word_select(pidx[:5], 8),
+                                                     self.status_byte),
+                                      out_data.word_select(pidx[0], 8)))
         # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
         low = Signal(3)
@@ -855,7 +867,12 @@ class RequestExecutor(wiring.Component):
             self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
             self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
             out_wr.addr.eq(out_count),
-            out_wr.data.eq(Mux(self.outputs.payload.eos, STEP_END, self.outputs.payload.addr)),
+            # two bytes an event, little-endian: the event of answer byte `pidx` (read in
+            # Reply; a read elsewhere is unused)
+            out_rd.addr.eq(pidx[1:]),
+            # (an eos is written only by RUN_ENCODED: a STEP's answers on it)
+            out_wr.data.eq(Mux(self.outputs.payload.eos, STEP_END, self.outputs.payload.addr)
+                           if enc is not None else self.outputs.payload.addr),
             self.reply.valid.eq(replying),
             self.reply.payload.seq.eq(req.seq),
             self.reply.payload.cmd.eq(cmd),
@@ -938,21 +955,22 @@ class RequestExecutor(wiring.Component):
                         remember()
                         m.d.sync += [idx.eq(0), open_step.eq(is_push_bitmap)]
                         m.next = "BmpFetch"
-                    with m.Elif(is_intensity):
-                        remember()
-                        m.d.sync += [idx.eq(2), int_addr.eq(Cat(req.core, req.space))]
-                        m.next = "IntFetch"
-                    with m.Elif(is_step_encoded):
-                        remember()
-                        m.d.sync += open_step.eq(0)
-                        m.next = "EncStart"
-                    with m.Elif(is_run_encoded):
-                        remember()
-                        # the payload's u16, on the bits run_steps has
-                        steps = Cat(req.core, req.space)[:len(feed_left)]
-                        m.d.sync += [open_step.eq(0), feed_left.eq(steps),
-                                     take_left.eq(steps), out_count.eq(0)]
-                        m.next = "RunCollect"
+                    if enc is not None:
+                        with m.Elif(is_intensity):
+                            remember()
+                            m.d.sync += [idx.eq(2), int_addr.eq(Cat(req.core, req.space))]
+                            m.next = "IntFetch"
+                        with m.Elif(is_step_encoded):
+                            remember()
+                            m.d.sync += open_step.eq(0)
+                            m.next = "EncStart"
+                        with m.Elif(is_run_encoded):
+                            remember()
+                            # the payload's u16, on the bits run_steps has
+                            steps = Cat(req.core, req.space)[:len(feed_left)]
+                            m.d.sync += [open_step.eq(0), feed_left.eq(steps),
+                                         take_left.eq(steps), out_count.eq(0)]
+                            m.next = "RunCollect"
                     with m.Else():  # PUSH, STEP
                         remember()
                         m.d.sync += [idx.eq(0), open_step.eq(is_push)]
@@ -1011,23 +1029,20 @@ class RequestExecutor(wiring.Component):
             # -- execute: the rate encoder ----------------------------------------------------
             if enc is not None:
                 m.d.comb += [enc.w_addr.eq(int_addr), enc.w_data.eq(self.buf_data)]
-            with m.State("IntFetch"):
-                m.d.sync += idx.eq(idx + 1)
-                m.next = "IntWrite"
-            with m.State("IntWrite"):
-                if enc is not None:
+                with m.State("IntFetch"):
+                    m.d.sync += idx.eq(idx + 1)
+                    m.next = "IntWrite"
+                with m.State("IntWrite"):
                     m.d.comb += enc.w_en.eq(1)
-                m.d.sync += int_addr.eq(int_addr + 1)
-                with m.If(idx == req.length):
-                    answer()
-                with m.Else():
-                    m.next = "IntFetch"
-            with m.State("EncStart"):
-                if enc is not None:
+                    m.d.sync += int_addr.eq(int_addr + 1)
+                    with m.If(idx == req.length):
+                        answer()
+                    with m.Else():
+                        m.next = "IntFetch"
+                with m.State("EncStart"):
                     m.d.comb += enc.start.eq(1)
-                m.next = "EncRun"
-            with m.State("EncRun"):
-                if enc is not None:
+                    m.next = "EncRun"
+                with m.State("EncRun"):
                     m.d.comb += [self.events.valid.eq(enc.o.valid),
                                  self.events.payload.eq(enc.o.payload),
                                  enc.o.ready.eq(self.events.ready)]
@@ -1035,33 +1050,33 @@ class RequestExecutor(wiring.Component):
                         m.d.sync += out_count.eq(0)
                         m.next = "Collect"
 
-            # RUN_ENCODED: the encoder's events go to the array as they come, its next scan
-            # starts once the last one's eos is queued, and the outputs fill the buffer.
-            # feed_more lags feed_left by a cycle: the encoder is busy for at least 3 cycles
-            # after a start, so it never starts a step too many.
-            m.d.sync += feed_more.eq(feed_left != 0)
-            with m.State("RunCollect"):
-                if enc is not None:
+                # RUN_ENCODED: the encoder's events go to the array as they come, its next scan
+                # starts once the last one's eos is queued, and the outputs fill the buffer.
+                # feed_more lags feed_left by a cycle: the encoder is busy for at least 3
+                # cycles after a start, so it never starts a step too many.
+                m.d.sync += feed_more.eq(feed_left != 0)
+                with m.State("RunCollect"):
                     m.d.comb += [self.events.valid.eq(enc.o.valid),
                                  self.events.payload.eq(enc.o.payload),
                                  enc.o.ready.eq(self.events.ready)]
                     with m.If(feed_more & ~enc.busy):
                         m.d.comb += enc.start.eq(1)
                         m.d.sync += feed_left.eq(feed_left - 1)
-                m.d.comb += self.outputs.ready.eq(1)
-                with m.If(self.outputs.valid):
-                    with m.If(out_count == out_depth):
-                        m.d.comb += self.lost.eq(1)  # cannot happen: the checker bounds steps
-                    with m.Else():
-                        m.d.comb += out_wr.en.eq(1)
-                        m.d.sync += out_count.eq(out_count + 1)
-                    with m.If(self.outputs.payload.eos):
-                        m.d.sync += take_left.eq(take_left - 1)
-                # the cycle after the last step's STEP_END went in: nothing more comes
-                with m.If(take_left == 0):
-                    m.next = "RunDone"
-            with m.State("RunDone"):
-                answer()
+                    m.d.comb += self.outputs.ready.eq(1)
+                    with m.If(self.outputs.valid):
+                        with m.If(out_count == out_depth):
+                            # cannot happen: the checker bounds the steps
+                            m.d.comb += self.lost.eq(1)
+                        with m.Else():
+                            m.d.comb += out_wr.en.eq(1)
+                            m.d.sync += out_count.eq(out_count + 1)
+                        with m.If(self.outputs.payload.eos):
+                            m.d.sync += take_left.eq(take_left - 1)
+                    # the cycle after the last step's STEP_END went in: nothing more comes
+                    with m.If(take_left == 0):
+                        m.next = "RunDone"
+                with m.State("RunDone"):
+                    answer()
 
             with m.State("Eos"):
                 m.d.comb += [self.events.valid.eq(1), self.events.payload.eos.eq(1)]
@@ -1085,8 +1100,6 @@ class RequestExecutor(wiring.Component):
                 m.d.sync += [status.eq(Status.OK), resp_len.eq(ok_len), replying.eq(1)]
                 with m.If(is_read & ~no_count):
                     m.next = "RdReq"
-                with m.Elif(stepping & out_count.any()):
-                    m.next = "OutReq"
                 with m.Else():
                     m.next = "Reply"
             with m.State("ClearGo"):
@@ -1107,32 +1120,21 @@ class RequestExecutor(wiring.Component):
                 with m.If(self.mem.rvalid):
                     m.d.sync += [word.eq(self.mem.rdata), mem_addr.eq(mem_addr + 1)]
                     m.next = "Bytes"
-            with m.State("OutReq"):
-                # two bytes an event: the next event's index is half the bytes sent
-                m.d.comb += out_rd.addr.eq(pidx[1:])
-                m.next = "OutLatch"
-            with m.State("OutLatch"):
-                m.d.sync += word.eq(out_data)
-                m.next = "Bytes"
             with m.State("Bytes"):
                 m.d.comb += [self.payload.payload.data.eq(word[:8]), self.payload.valid.eq(1)]
-                word_end = Mux(stepping, bidx == 1, bidx == wb - 1)
                 with m.If(self.payload.ready):
                     m.d.sync += [pidx.eq(pidx + 1), bidx.eq(bidx + 1), word.eq(word[8:])]
                     with m.If(self.payload.payload.last):
                         m.next = "Reply"
-                    with m.Elif(word_end):
+                    with m.Elif(bidx == wb - 1):
                         m.d.sync += bidx.eq(0)
-                        with m.If(is_read):
-                            m.next = "RdReq"
-                        with m.Else():
-                            m.next = "OutReq"
+                        m.next = "RdReq"
             with m.State("Reply"):
-                # HELLO and STATUS answers are tables read a byte at a time; the others are
-                # empty, or sent by now. The table byte of `pidx` is a register two cycles
-                # behind it (STATUS's multiplexer ends at a register too): a byte is offered
-                # once `pidx` has held for two cycles.
-                table = (status == Status.OK) & (is_hello | is_status)
+                # HELLO, STATUS and a step's answers are tables read a byte at a time; the
+                # others are empty, or sent by now. The table byte of `pidx` is a register two
+                # cycles behind it (STATUS's multiplexer and the output buffer's read port end
+                # at a register too): a byte is offered once `pidx` has held for two cycles.
+                table = (status == Status.OK) & (is_table | stepping)
                 m.d.comb += [
                     self.payload.payload.data.eq(table_byte),
                     self.payload.valid.eq(table & (pidx != resp_len) & settled[1]),
@@ -1326,19 +1328,21 @@ class HostLink(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
         wiring.connect(m, receiver.o, executor.i)
         wiring.connect(m, executor.reply, sender.i)
-        # The answer's bytes pass two skid buffers: the executor's byte multiplexers (STATUS,
-        # HELLO, read words) end at a register, and so do the sender's (head, CRC) in front of
-        # the UART. Bytes leave at the UART's pace, so the two cycles cost nothing.
-        m.submodules.payload = payload = SkidBuffer(PayloadByte)
+        # The answer's bytes pass two stream registers: the executor's byte multiplexers
+        # (STATUS, HELLO, read words) end at a register, and so do the sender's (head, CRC) in
+        # front of the UART. Bytes leave at the UART's pace, so the two cycles (and a byte every
+        # other cycle at most) cost nothing.
+        m.submodules.payload = payload = StreamRegister(PayloadByte)
         wiring.connect(m, executor.payload, payload.i)
         wiring.connect(m, payload.o, sender.payload)
-        m.submodules.tx = tx = SkidBuffer(unsigned(8))
+        m.submodules.tx = tx = StreamRegister(unsigned(8))
         wiring.connect(m, sender.tx, tx.i)
         wiring.connect(m, tx.o, wiring.flipped(self.tx))
-        # Input events leave through a skid buffer: the array's ready (which depends on the
-        # event's address) and the executor's FSM stay a register apart. CLEAR empties it with
-        # the array; the executor sees the array idle only when it is empty.
-        events = SkidBuffer(SpikeEvent)
+        # Input events leave through a stream register: the array's ready (which depends on the
+        # event's address) and the executor's FSM stay a register apart. (At most an event every
+        # other cycle: the array takes one in many more.) CLEAR empties it with the array; the
+        # executor sees the array idle only when it is empty.
+        events = StreamRegister(SpikeEvent)
         m.submodules.events = ResetInserter(executor.clear)(events)
         wiring.connect(m, executor.events, events.i)
         wiring.connect(m, events.o, wiring.flipped(self.events))
@@ -1348,7 +1352,7 @@ class HostLink(wiring.Component):
             receiver.framing_error.eq(self.framing_error),
             receiver.buf_addr.eq(executor.buf_addr),
             executor.buf_data.eq(receiver.buf_data),
-            executor.idle.eq(self.idle & events.empty),
+            executor.idle.eq(self.idle & ~events.o.valid),
             executor.loaded.eq(self.loaded),
             executor.status_byte.eq(status.byte),
             status.index.eq(executor.status_index),

@@ -1,4 +1,5 @@
-"""A two-entry skid buffer: a stream register stage whose ``ready`` is a flip-flop."""
+"""Stream register stages whose ``ready`` is a flip-flop: a two-entry skid buffer at full rate,
+a one-entry register at half rate."""
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
@@ -6,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .event import SpikeEvent
 
-__all__ = ["SkidBuffer"]
+__all__ = ["SkidBuffer", "StreamRegister"]
 
 
 class SkidBuffer(wiring.Component):
@@ -54,4 +55,40 @@ class SkidBuffer(wiring.Component):
                     m.d.sync += self.o.payload.eq(self.i.payload)
         with m.Elif(taken):  # main holds on: the item waits in the skid entry
             m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
+
+
+class StreamRegister(wiring.Component):
+    """A one-entry stream register: like :class:`SkidBuffer`, no combinational path runs from
+    ``o.ready`` to ``i.ready`` or from ``i.valid`` to ``o.valid``, at half its throughput and
+    with half its registers and none of its multiplexers: for streams slower than the clock
+    (a UART's bytes).
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+        ``i.ready`` is high while the entry is empty (a register).
+    o : Out(stream.Signature(shape))
+        ``o.valid`` and ``o.payload`` are registers.
+
+    Latency: an item taken at ``i`` is offered at ``o`` the next cycle. Throughput: one item
+    every two cycles while ``o.ready`` stays high (the entry is free again the cycle after its
+    item is taken).
+    """
+
+    def __init__(self, shape):
+        self._shape = shape
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(~self.o.valid)
+        with m.If(self.o.valid):
+            with m.If(self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+        with m.Elif(self.i.valid):
+            m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
         return m

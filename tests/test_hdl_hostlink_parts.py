@@ -1,8 +1,9 @@
 """The host link's components alone, in the Amaranth simulator: the frame receiver and the
 response sender against the host side's frames (CRC by ``binascii.crc_hqx``), the request
 checker against the status rules of docs/host-protocol.md written out here, the STATUS bytes
-against the document's layout, the link counters against a count. The composition (HostLink
-with a CoreArray) is tests/test_hdl_hostlink.py."""
+against the document's layout, the link counters against a count, the stream register of its
+answer bytes and input events against its stream. The composition (HostLink with a CoreArray)
+is tests/test_hdl_hostlink.py."""
 
 import binascii
 import itertools
@@ -24,6 +25,7 @@ from spikeforge.hdl.hostlink import (
     StatusBytes,
     memory_depths,
 )
+from spikeforge.hdl.skid import StreamRegister
 from spikeforge.protocol import ARGS_BYTES, Command, MemSpace, Status
 
 from .strategies import plastic_image, random_image
@@ -411,3 +413,58 @@ def test_component_parameters_are_checked():
         FrameReceiver(max_payload=16, timeout_cycles=0)
     with pytest.raises(ValueError, match=r"^Address bits must be 1\.\.32, not 0$"):
         FrameReceiver(max_payload=16, timeout_cycles=10, addr_bits=0)
+
+
+# -- StreamRegister -------------------------------------------------------------------------------
+
+@settings(deadline=None, max_examples=30)
+@given(items=st.lists(st.integers(0, 255), max_size=30),
+       valid=st.lists(st.booleans(), min_size=1, max_size=5),
+       ready=st.lists(st.booleans(), min_size=1, max_size=5))
+def test_stream_register_keeps_order_and_registers_its_outputs(items, valid, ready):
+    """Everything offered comes out once, in order, under random valid/ready patterns; i.ready
+    and o.valid only change at clock edges (within a cycle, changing o.ready or i.valid does
+    not change them); with both sides always willing, item k is offered in cycle 2k + 1."""
+    dut = StreamRegister(8)
+
+    async def bench(ctx):
+        offer, take = itertools.cycle([*valid, True]), itertools.cycle([*ready, True])
+        sent, out = 0, []
+        while len(out) < len(items):
+            presenting = sent < len(items) and next(offer)
+            ctx.set(dut.i.valid, presenting)
+            if presenting:
+                ctx.set(dut.i.payload, items[sent])
+            want = next(take)
+            before = (ctx.get(dut.i.ready), ctx.get(dut.o.valid))
+            ctx.set(dut.o.ready, not want)
+            ctx.set(dut.i.valid, not presenting)
+            assert (ctx.get(dut.i.ready), ctx.get(dut.o.valid)) == before
+            ctx.set(dut.o.ready, want)
+            ctx.set(dut.i.valid, presenting)
+            _, _, i_ready, o_valid, payload = await ctx.tick().sample(
+                dut.i.ready, dut.o.valid, dut.o.payload)
+            if presenting and i_ready:
+                sent += 1
+            if want and o_valid:
+                out.append(payload)
+        assert out == items
+        ctx.set(dut.i.valid, 0)
+        await ctx.tick().repeat(2)
+        assert not ctx.get(dut.o.valid)
+        # the full rate: both sides always willing
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.valid, 1)
+        taken, offered = [], []
+        for cycle in range(2 * len(items)):
+            ctx.set(dut.i.payload, items[len(taken)] if len(taken) < len(items) else 0)
+            _, _, i_ready, o_valid, payload = await ctx.tick().sample(
+                dut.i.ready, dut.o.valid, dut.o.payload)
+            if i_ready and len(taken) < len(items):
+                taken.append(cycle)
+            if o_valid:
+                offered.append((cycle, payload))
+        assert taken == [2 * k for k in range(len(items))]
+        assert offered == [(2 * k + 1, item) for k, item in enumerate(items)]
+
+    run(dut, bench)
