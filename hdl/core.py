@@ -572,6 +572,7 @@ class LifCore(wiring.Component):
                 m.d.sync += gs[k].eq(gs[k - 1])
         acc_raddr = gs[w_latency - 1]
         m.d.comb += self.integrating.eq(act)
+        m.d.sync += self.ops.eq(0)  # (the take below sets it: a register, a cycle late)
         with m.If(act):
             with m.If(g_last):
                 m.d.sync += act.eq(0)
@@ -585,7 +586,7 @@ class LifCore(wiring.Component):
             with m.If(stream_in.valid):
                 m.d.sync += started.eq(1)
                 with m.If(~stream_in.payload.eos):
-                    m.d.comb += self.ops.eq(neurons)
+                    m.d.sync += self.ops.eq(neurons)
                     m.d.sync += [act.eq(1), g.eq(0), g_last.eq(groups == 1),
                                  waddr.eq(row * groups)]
                     if learn is not None:  # flag the row: input `row` spiked
@@ -642,33 +643,25 @@ class LifCore(wiring.Component):
         p0_go = Signal()
         commit = Signal()
 
-        tag_layout = data.StructLayout({
-            "n": unsigned(max(1, (neurons - 1).bit_length())),
-            "g": unsigned(max(1, (groups - 1).bit_length())),
-            "clear_acc": unsigned(1),  # the last lane of its group (or the last neuron)
-            "last": unsigned(1),
-        })
         m.submodules.update = update = NeuronUpdate(
             layer, stored=stored_layout,
             constants={name: int(self._param_values[name][0])
                        for name in pfields if name not in self._stored},
-            bias_bits=pfields["bias"].width, tag_width=tag_layout.size)
-        # The lane select: lane 0 of the group's word straight from the memory, the others
-        # from a register that shifts the word down one lane per neuron.
-        acc_rest = Signal(acc_layout)
-        acc_word = Mux(pp1 == 0, a_rd.data.as_value(), acc_rest.as_value())
-        with m.If(adv & q1):
-            m.d.sync += acc_rest.eq(acc_word >> a_bits)
-        i_tag = data.View(tag_layout, update.i_tag)
-        o_tag = data.View(tag_layout, update.o_tag)
+            bias_bits=pfields["bias"].width)
+        # The lane select: the group's word stays at the accumulator memory's read data (its
+        # read is enabled only at a group's first lane) while its lanes enter the update.
+        acc_word = a_rd.data.as_value().word_select(pp1, a_bits) if lanes > 1 \
+            else a_rd.data.as_value()
+        # The neuron leaving the update: the pass order is fixed, so a counter at the output
+        # names it (no tag travels through the update's stages).
+        o_n = Signal(range(neurons))
+        o_last = Signal(init=neurons == 1)  # o_n == neurons - 1, kept in a register
+        with m.If(commit):
+            m.d.sync += [o_n.eq(o_n + 1), o_last.eq(o_n == neurons - 2)]
         m.d.comb += [
             update.en.eq(out_ready),
             adv.eq(out_ready & ~update.hold),
             update.i_valid.eq(q1),
-            i_tag.n.eq(n1),
-            i_tag.g.eq(pg1),
-            i_tag.clear_acc.eq((pp1 == lanes - 1) | (n1 == neurons - 1)),
-            i_tag.last.eq(n1 == neurons - 1),
             update.acc.eq(acc_word[:a_bits]),
             update.v.eq(s_rd.data.v),
             update.c.eq(s_rd.data.c),
@@ -682,11 +675,12 @@ class LifCore(wiring.Component):
         m.d.comb += [
             # a neuron leaves the update (its state is written) in the cycle of its last event
             commit.eq(update.o_valid & update.last & out_ready),
-            self.saturated.eq(Mux(commit, update.saturated, 0)),
             obuf.i.valid.eq(update.o_valid & update.spike & out_ready),
-            obuf.i.payload.addr.eq(cfg.lo + o_tag.n),
+            obuf.i.payload.addr.eq(cfg.lo + o_n),
             obuf.i.payload.eos.eq(0),
         ]
+        # registered: the array's counter sees it a cycle later
+        m.d.sync += self.saturated.eq(Mux(commit, update.saturated, 0))
 
         if learn is not None:
             w_raddr = Mux(unit.w_read, unit.w_raddr, waddr)
@@ -699,12 +693,14 @@ class LifCore(wiring.Component):
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
             a_rd.addr.eq(Mux(host, self.mem.addr[lbits:], acc_raddr)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
-            s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
+            s_wr.addr.eq(Mux(host, self.mem.addr, o_n)),
             s_wr.data.eq(Mux(host, self.mem.wdata, new_state)),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
-            a_wr.addr.eq(Mux(w_valid, w_group, o_tag.g)),
+            # the pass clears a group's accumulators once its word is read (q1: only in the
+            # pass, whose word stays at the read data; the integration writes never then)
+            a_wr.addr.eq(Mux(w_valid, w_group, pg1)),
             a_wr.data.eq(Mux(w_valid, sums.as_value(), 0)),
-            a_wr.en.eq(w_valid | (commit & o_tag.clear_acc)),
+            a_wr.en.eq(w_valid | q1),
         ]
         if self._stored and self._params_offset is None:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
@@ -729,7 +725,8 @@ class LifCore(wiring.Component):
                         m.next = "Drain"
             with m.State("Drain"):
                 with m.If(~act & ~in_flight):
-                    m.d.sync += [n.eq(0), pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0)]
+                    m.d.sync += [n.eq(0), pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0),
+                                 o_n.eq(0), o_last.eq(neurons == 1)]
                     m.next = "Pass"
             with m.State("Pass"):
                 m.d.comb += [
@@ -750,7 +747,7 @@ class LifCore(wiring.Component):
                         m.d.sync += [pp.eq(0), pg.eq(pg + 1)]
                     with m.Else():
                         m.d.sync += pp.eq(pp + 1)
-                with m.If(commit & o_tag.last):
+                with m.If(commit & o_last):
                     m.next = "PassEos"
             with m.State("PassEos"):
                 m.d.comb += [obuf.i.valid.eq(1), obuf.i.payload.eos.eq(1)]

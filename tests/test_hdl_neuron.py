@@ -141,9 +141,9 @@ def test_update_rejects_missing_parameters():
     with pytest.raises(ValueError, match=r"^Parameters must be \['bias', 'decay', 'threshold'\], "
                                          r"not \['threshold'\]$"):
         NeuronUpdate(layer, stored=layout, constants={}, bias_bits=4, tag_width=4)
-    with pytest.raises(ValueError, match=r"^Tag width must be at least 1, not 0$"):
+    with pytest.raises(ValueError, match=r"^Tag width must be at least 0, not -1$"):
         NeuronUpdate(layer, stored=layout, constants={"bias": 0, "decay": 1}, bias_bits=4,
-                     tag_width=0)
+                     tag_width=-1)
 
 
 @settings(deadline=None, max_examples=30)
