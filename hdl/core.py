@@ -177,8 +177,9 @@ class LifCore(wiring.Component):
     (port ``i``, rows ``addr``) up to their ``eos``; then one pass over the neurons, one per
     cycle, that applies the update, clears the accumulators, writes the state back and emits
     ``c`` events ``lo + n`` per neuron in a row, ascending, then an ``eos``. The pass is a
-    pipeline (read addresses, memory data with the lane select, then
-    :class:`~.neuron.NeuronUpdate`'s stages; ``N + 2 + latency`` cycles, plus ``c - 1`` for
+    pipeline (read addresses, memory data with the lane select and the clear of the group's
+    accumulator word, then :class:`~.neuron.NeuronUpdate`'s stages, whose neurons a counter
+    at its output names; ``N + 2 + latency`` cycles, plus ``c - 1`` for
     each neuron that fires ``c > 1`` times) that advances while the output skid buffer
     (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event and the update's
     count stage is not holding a multi-spike neuron; ``o`` is that buffer's output. Addresses
@@ -186,8 +187,11 @@ class LifCore(wiring.Component):
     ``n_out``.
 
     Each input stream enters through a skid buffer of its own, so the core's ``ready`` is a
-    register. ``ops`` is ``neurons`` in the cycle the core takes an event (not an ``eos``),
-    else 0: the synaptic operations the array counts (``sops``).
+    register. The outputs the array counts are registers too (its counters may see them a cycle
+    late; all of a step's are in before ``idle``): ``ops`` is ``neurons`` in the cycle after the
+    core takes an event (not an ``eos``), else 0: the synaptic operations (``sops``);
+    ``saturated`` the clamps of the neuron committed in the cycle before; ``integrating`` is
+    high while the issue stage holds an event.
 
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
     zero (``max(neurons, groups)`` cycles); the same sweep runs after power-on.

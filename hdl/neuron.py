@@ -1,4 +1,4 @@
-"""The neuron update of a LIF core as a pipeline: one neuron per cycle, five register stages
+"""The neuron update of a LIF core as a pipeline: one neuron per cycle, four register stages
 (more for the models beyond the plain LIF)."""
 
 import operator
@@ -34,19 +34,22 @@ class NeuronUpdate(wiring.Component):
     ``v``, ``c`` (and ``syn``) are the neuron's state from step t-1, ``acc`` its accumulated
     input of step t, ``params`` the per-neuron fields of ``stored`` (a ``data.StructLayout``
     port); the fields of ``constants`` (name -> int: threshold, bias, decay, syn_decay) are the
-    same for every neuron and are wired in. ``tag`` travels with the neuron unchanged.
+    same for every neuron and are wired in. With ``tag_width`` > 0, ``i_tag`` travels with the
+    neuron unchanged to ``o_tag`` (a user that knows the order of its neurons counts them at
+    the output instead: every stage's tag register is a flip-flop of its own).
 
-    Stages, each a register advanced in a cycle with ``en`` high (and ``hold`` low):
+    Stages, each a register advanced in a cycle with ``en`` high (and ``hold`` low); a value
+    is carried only as far as a stage needs it (the threshold to the compare):
 
     A. the inputs (a register right behind the memories' read data);
     R. (multi-spike with a subtract reset only) the reset amount ``theta * c``;
     B. ``decay(v)`` (for "mul" a registered multiplier: A and B surround it, as a DSP wants),
-       and the offset ``bias - theta * c`` (current-based: ``decay_a(syn)``, and the offset
-       ``[syn] - theta * c`` of the membrane), both from A (or R);
-    C. ``decay + offset``;
-    D. ``u = C + acc`` (current-based: ``syn' = C + acc``, clamped from D's top bits);
-    E. (current-based only) ``u = C + J``;
-       from the last of D or E, combinationally: saturation from u's top bits, the clamp, and
+       and the membrane's offset ``acc + bias - theta * c`` (current-based: ``[syn] - theta *
+       c``, and beside it ``decay_a(syn)`` and ``acc + bias``), all from A (or R);
+    C. ``u = decay + offset`` (current-based: also ``syn' = decay_a(syn) + acc + bias``,
+       clamped from its top bits);
+    D. (current-based with ``syn_delay`` 0 only) ``u = C + syn'``;
+       from the last of C or D, combinationally: saturation from u's top bits, the clamp, and
        beside it the spike compare on u's low bits (v_new = v_max spikes iff theta < v_max);
     O. (single-spike) those results, registered;
     M. (multi-spike, instead of O) the count: the neuron stays here one cycle per spike it emits
@@ -54,12 +57,16 @@ class NeuronUpdate(wiring.Component):
        grown by theta, no multiplier) so that ``last`` is known in the cycle of its last spike.
        While it stays, ``hold`` is high and the stages before M do not advance.
 
+    Every sum is as wide as its operands need (one bit over the wider), ``decay(x)`` as wide
+    as ``x`` (one bit more for "mul"): no value wraps.
+
     Latency: the result of an input presented with ``i_valid`` in a cycle with ``en`` high is on
-    ``o_valid`` / ``v_new`` / ``spike`` / ``saturated`` / ``o_tag`` after ``latency`` more cycles
-    with ``en`` high and ``hold`` low (5 for the plain LIF), and stays there while ``en`` is low.
-    A neuron leaves in the cycle with ``en`` and ``last`` high; ``count`` and ``saturated`` (the
-    number of clamps, 0..2: current and membrane) are valid then. Each cycle with ``en``,
-    ``o_valid`` and ``spike`` high is one event. Outputs are undefined while ``o_valid`` is low.
+    ``o_valid`` / ``v_new`` / ``spike`` / ``saturated`` (/ ``o_tag``) after ``latency`` more
+    cycles with ``en`` high and ``hold`` low (4 for the plain LIF), and stays there while ``en``
+    is low. A neuron leaves in the cycle with ``en`` and ``last`` high; ``count`` and
+    ``saturated`` (the number of clamps, 0..2: current and membrane) are valid then. Each cycle
+    with ``en``, ``o_valid`` and ``spike`` high is one event. Outputs are undefined while
+    ``o_valid`` is low.
     """
 
     def __init__(self, layer: LayerParams, *, stored: data.StructLayout,
