@@ -52,7 +52,7 @@ class MemAccessSignature(wiring.Signature):
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
     (a core's ``read_latency``: :class:`LifCore` two cycles later, its word registered
-    behind its space multiplexer, three with a banked weight memory, an ACC read four;
+    behind its space multiplexer, three with a banked weight memory, an ACC read three;
     ``hdl.conv.ConvCore`` one); the array first registers the request
     (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
     taking cycle. ``rdata`` is valid while ``rvalid`` is high.
@@ -337,7 +337,7 @@ class LifCore(wiring.Component):
     @property
     def acc_read_latency(self) -> int:
         """Cycles from an ACC read's taking cycle to its ``rvalid`` (banked weights or not)."""
-        return 4
+        return 3
 
     @property
     def spram_weights(self) -> bool:
@@ -477,26 +477,22 @@ class LifCore(wiring.Component):
         # a register here, not in the array's answer multiplexer.
         host_space = Signal(MemSpace)
         lbits = lane_bits(lanes)
-        host_lane = Signal(max(1, lbits))  # an ACC read's lane (acc_address)
         read1 = Signal()
         word = Signal.like(self.mem.rdata)
-        m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
-                     host_lane.eq(self.mem.addr[:lbits])]
-        # An ACC read answers four cycles after its taking cycle (``acc_read_latency``): its
-        # lane multiplexer (16:1 on a 16-lane core) is two stages of 4:1 with registers of
-        # their own, not in front of the space multiplexer. The word is padded with zero lanes
-        # to a power of two: a lane a group lacks reads 0.
-        low = min(2, lbits)
+        m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space)]
+        # The lane select of the accumulator word, shared by the pass (the lane of the neuron
+        # at P1) and an ACC read (its address's lane, taken with the request). The word is
+        # padded with zero lanes to a power of two: a lane a group lacks reads 0.
+        pp1 = Signal(range(lanes))
+        with m.If(host):
+            m.d.sync += pp1.eq(self.mem.addr[:lbits])
         padded = Cat(a_rd.data.as_value(), Const(0, ((1 << lbits) - lanes) * a_bits))
-        quads = [Signal(a_bits, name=f"acc_quad{q}") for q in range(1 << (lbits - low))]
-        for q, quad in enumerate(quads):
-            part = padded[q * (a_bits << low):(q + 1) * (a_bits << low)]
-            m.d.sync += quad.eq(part.word_select(host_lane[:low], a_bits) if low else part)
+        acc_word = padded.word_select(pp1, a_bits) if lanes > 1 else padded
+        # An ACC read answers three cycles after its taking cycle (``acc_read_latency``): the
+        # selected lane is registered before it joins the answer.
         acc_pick = Signal(a_bits)
-        m.d.sync += acc_pick.eq(Cat(*quads).word_select(host_lane[low:lbits], a_bits)
-                                if len(quads) > 1 else quads[0])
-        acc_read = Signal(2)
-        m.d.sync += acc_read.eq(Cat(read1 & (host_space == MemSpace.ACC), acc_read[0]))
+        acc_read = Signal()
+        m.d.sync += [acc_pick.eq(acc_word), acc_read.eq(read1 & (host_space == MemSpace.ACC))]
         answer, answer_word = read1 & (host_space != MemSpace.ACC), word
         if banked:  # a weight word comes a cycle later; the other spaces' words wait for it
             read2, space2 = Signal(), Signal(MemSpace)
@@ -506,10 +502,10 @@ class LifCore(wiring.Component):
                 m.d.sync += word2.eq(word)
             answer = read2
             answer_word = Mux(space2 == MemSpace.WEIGHTS, w_rd.data, word2)
-        m.d.sync += self.mem.rvalid.eq(answer | acc_read[1])
+        m.d.sync += self.mem.rvalid.eq(answer | acc_read)
         with m.If(answer):
             m.d.sync += self.mem.rdata.eq(answer_word)
-        with m.If(acc_read[1]):
+        with m.If(acc_read):
             m.d.sync += self.mem.rdata.eq(acc_pick)
         with m.Switch(host_space):
             with m.Case(MemSpace.WEIGHTS):
@@ -634,7 +630,6 @@ class LifCore(wiring.Component):
         p0_done = Signal()
         q1 = Signal()
         n1 = Signal(range(neurons))
-        pp1 = Signal(range(lanes))
         pg1 = Signal(range(groups))
         m.submodules.out = obuf = SkidBuffer(SpikeEvent)
         wiring.connect(m, obuf.o, wiring.flipped(self.o))
@@ -652,10 +647,8 @@ class LifCore(wiring.Component):
             constants={name: int(self._param_values[name][0])
                        for name in pfields if name not in self._stored},
             bias_bits=pfields["bias"].width)
-        # The lane select: the group's word stays at the accumulator memory's read data (its
-        # read is enabled only at a group's first lane) while its lanes enter the update.
-        acc_word = a_rd.data.as_value().word_select(pp1, a_bits) if lanes > 1 \
-            else a_rd.data.as_value()
+        # (acc_word: the group's word stays at the accumulator memory's read data, its read
+        # enabled only at a group's first lane, while its lanes enter the update)
         # The neuron leaving the update: the pass order is fixed, so a counter at the output
         # names it (no tag travels through the update's stages).
         o_n = Signal(range(neurons))
