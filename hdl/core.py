@@ -646,7 +646,10 @@ class LifCore(wiring.Component):
             layer, stored=stored_layout,
             constants={name: int(self._param_values[name][0])
                        for name in pfields if name not in self._stored},
-            bias_bits=pfields["bias"].width)
+            bias_bits=pfields["bias"].width,
+            # the update's first stage takes the block RAMs' read data straight where its
+            # logic on them is one carry chain deep; not with ECP5's slow read data
+            input_stage=self._registered_reads)
         # (acc_word: the group's word stays at the accumulator memory's read data, its read
         # enabled only at a group's first lane, while its lanes enter the update)
         # The neuron leaving the update: the pass order is fixed, so a counter at the output

@@ -41,7 +41,12 @@ class NeuronUpdate(wiring.Component):
     Stages, each a register advanced in a cycle with ``en`` high (and ``hold`` low); a value
     is carried only as far as a stage needs it (the threshold to the compare):
 
-    A. the inputs (a register right behind the memories' read data);
+    A. the inputs (a register right behind the memories' read data); with ``input_stage``
+       False it is left out where B's logic on the inputs is one carry chain deep (decay
+       none or by a constant shift, no reset before the decay, no ``theta * c`` multiplier:
+       ``input_stage`` the property says whether it is built), and the plain LIF's
+       ``acc`` is then registered at B and joins the sum at C (for inputs that come from
+       registers, such as an iCE40 block RAM's read data);
     R. (multi-spike with a subtract reset only) the reset amount ``theta * c``;
     B. ``decay(v)`` (for "mul" a registered multiplier: A and B surround it, as a DSP wants),
        and the membrane's offset ``acc + bias - theta * c`` (current-based: ``[syn] - theta *
@@ -62,20 +67,22 @@ class NeuronUpdate(wiring.Component):
 
     Latency: the result of an input presented with ``i_valid`` in a cycle with ``en`` high is on
     ``o_valid`` / ``v_new`` / ``spike`` / ``saturated`` (/ ``o_tag``) after ``latency`` more
-    cycles with ``en`` high and ``hold`` low (4 for the plain LIF), and stays there while ``en``
-    is low. A neuron leaves in the cycle with ``en`` and ``last`` high; ``count`` and
-    ``saturated`` (the number of clamps, 0..2: current and membrane) are valid then. Each cycle
-    with ``en``, ``o_valid`` and ``spike`` high is one event. Outputs are undefined while
-    ``o_valid`` is low.
+    cycles with ``en`` high and ``hold`` low (4 for the plain LIF, 3 without A), and stays
+    there while ``en`` is low. A neuron leaves in the cycle with ``en`` and ``last`` high;
+    ``count`` and ``saturated`` (the number of clamps, 0..2: current and membrane) are valid
+    then. Each cycle with ``en``, ``o_valid`` and ``spike`` high is one event. Outputs are
+    undefined while ``o_valid`` is low.
     """
 
     def __init__(self, layer: LayerParams, *, stored: data.StructLayout,
-                 constants: dict[str, int], bias_bits: int, tag_width: int = 0):
+                 constants: dict[str, int], bias_bits: int, tag_width: int = 0,
+                 input_stage: bool = True):
         self._layer = layer
         self._stored = stored
         self._constants = {name: int(value) for name, value in constants.items()}
         self._bias_bits = operator.index(bias_bits)
         self._tag_width = operator.index(tag_width)
+        self._input_stage = bool(input_stage)
         if self._tag_width < 0:
             raise ValueError(f"Tag width must be at least 0, not {tag_width!r}")
         fields = set(stored.members) | set(self._constants)
@@ -116,7 +123,22 @@ class NeuronUpdate(wiring.Component):
         """Cycles (with ``en`` high, ``hold`` low) from an input to its first output."""
         layer = self._layer
         reset_stage = self.multi_spike and layer.reset == "subtract"
-        return 3 + reset_stage + (layer.current_based and not layer.syn_delay) + 1
+        return (self.input_stage + 2 + reset_stage + (layer.current_based and not layer.syn_delay)
+                + 1)
+
+    @property
+    def input_stage(self) -> bool:
+        """Stage A is built: asked for, or B's logic on the inputs is more than one carry
+        chain deep (a multiplier, a per-neuron shift, the reset before the decay, theta * c)."""
+        if self._input_stage:
+            return True
+        layer, stored = self._layer, self._stored.members
+        deep = (layer.decay_mode == "mul" or "decay" in stored
+                or (layer.spiking and layer.reset == "subtract"
+                    and (not layer.reset_delay or self.multi_spike)))
+        if layer.current_based:
+            deep |= layer.syn_decay_mode == "mul" or "syn_decay" in stored
+        return deep
 
     def elaborate(self, platform):
         m = Module()
@@ -185,16 +207,21 @@ class NeuronUpdate(wiring.Component):
             hi = (1 << (bits - 1)) - 1
             return Mux(in_range, low, Mux(negative, -hi - 1, hi)), in_range, negative, low
 
-        # -- A: inputs --------------------------------------------------------------------
-        valid = stage("a_valid", valid)
-        if tag is not None:
-            tag = stage("a_tag", tag)
-        a_acc = stage("a_acc", self.acc)
-        a_v = stage("a_v", self.v)
-        a_c = stage("a_c", self.c)
-        a_syn = stage("a_syn", self.syn) if layer.current_based else None
-        a_params = {name: stage(f"a_{name}", self.params[name])
-                    for name in self._stored.members}
+        # -- A: inputs (or, without it, the ports themselves) --------------------------------
+        has_a = self.input_stage
+
+        def inputs(name, value):
+            return stage(f"a_{name}", value) if has_a else value
+
+        if has_a:
+            valid = stage("a_valid", valid)
+            if tag is not None:
+                tag = stage("a_tag", tag)
+        a_acc = inputs("acc", self.acc)
+        a_v = inputs("v", self.v)
+        a_c = inputs("c", self.c)
+        a_syn = inputs("syn", self.syn) if layer.current_based else None
+        a_params = {name: inputs(name, self.params[name]) for name in self._stored.members}
         theta = param("threshold", unsigned(v_bits - 1))
         bias = param("bias", signed(self._bias_bits))
 
@@ -217,7 +244,8 @@ class NeuronUpdate(wiring.Component):
         else:
             reset_amount = None
 
-        # -- B: decays and offsets; the accumulator joins an offset here ------------------
+        # -- B: decays and offsets; the accumulator joins an offset here (without A: it is
+        # registered, and joins at C, so that B is one carry chain behind the memories) -----
         if not spiking or (subtract and layer.reset_delay):
             x = a_v
         elif subtract:  # the reset at the spike, before the decay
@@ -230,7 +258,7 @@ class NeuronUpdate(wiring.Component):
         # less theta * c with the delayed reset
         offset = Const(0, 1)
         if not layer.current_based:
-            offset = a_acc + bias
+            offset = a_acc + bias if has_a else bias
         elif layer.syn_delay:
             offset = a_syn
         if subtract and layer.reset_delay:
@@ -241,10 +269,13 @@ class NeuronUpdate(wiring.Component):
                                                   layer.syn_decay_frac),
                              decay_shape(s_bits, layer.syn_decay_mode))
             b_soffset = stage("b_soffset", a_acc + bias)
+        late_acc = not has_a and not layer.current_based
+        if late_acc:
+            b_acc = stage("b_acc", a_acc)
         step("b")
 
-        # -- C: u = decay + offset (current-based: syn' = decay_a + acc + bias beside it) ---
-        c_sum = stage("c_sum", b_decay + b_offset)
+        # -- C: u = decay + offset (+ acc), current-based: syn' = decay_a + acc + bias beside it
+        c_sum = stage("c_sum", b_decay + b_acc + b_offset if late_acc else b_decay + b_offset)
         sat_syn = Const(0, 1)
         if layer.current_based:
             c_su = stage("c_su", b_sdecay + b_soffset)
