@@ -85,7 +85,7 @@ loads them from flash at power-up or over the host link (docs/flash.md).
     LUTs = 1330 + 183 per layer (host link, router, the array's links and per-layer
            counters; the link alone is about 1,340 LUT4s in yosys, bench/hostlink_resources.py)
            + per dense core
-           (67 + 12 * v_bits + 36 * ceil(log2(neurons)) + lanes * (18 + 2 * acc_bits))
+           (111 + 12 * v_bits + 33 * ceil(log2(neurons)) + lanes * (18 + acc_bits))
            + 230 + 2 * weight_bits * lanes for a core's learning unit
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
@@ -145,8 +145,11 @@ BRAM_SHAPES = {
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
 LUT_SOC, LUT_SOC_PER_LAYER = 1330, 183
+# (a dense core since its update carries no tag and skips the input stage on iCE40: least
+# squares over bench/resource_model.py --fit's 9 cores, LUT_PER_LANE_ACC_BIT held at 1;
+# residuals -70..+105 LUT4s)
 LUT_CORE, LUT_PER_V_BIT, LUT_PER_NEURON_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = \
-    67, 12, 36, 18, 2
+    111, 12, 33, 18, 1
 # a learning unit (hdl/learning.py): fixed, per weight bit of a lane (bench/core_resources.py
 # --learning: 295-308 LUT4s on the digits output core, 5 lanes of 8 bits)
 LUT_LEARNING_UNIT, LUT_LEARNING_PER_WEIGHT_BIT = 230, 2
