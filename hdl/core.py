@@ -6,13 +6,13 @@ import operator
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
-from ..compiler.mapper import shared_params_offset
+from ..compiler.mapper import FF_MEMORY_DEPTH, shared_params_offset
 from ..image import CoreConfig, Image, LayerParams, LearningConfig, param_fields, param_values
 from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
@@ -432,11 +432,33 @@ class LifCore(wiring.Component):
         # the group before, and with registered reads both later writes are forwarded. The
         # pass reads a state word (and parameters) only of the neuron it has not written yet.
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
-        through = groups == 1 and not self._registered_reads
-        m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[],
-                                         attrs=None if through else NO_COLLISIONS)
-        a_wr = amem.write_port()
-        a_rd = amem.read_port(transparent_for=(a_wr,)) if through else read_port(m, amem)
+        # A memory this shallow is flip-flops (compiler.mapper.FF_MEMORY_DEPTH) either way:
+        # then each word is a register with an adder of its own (each flip-flop shares a logic
+        # cell with its adder's bit, where a write port's data would fan out to every word),
+        # and a write (the clears) only zeroes a word: its only reset, so that it is the
+        # flip-flop's own (the clear sweep zeroes the words after ``clear``, as a memory's).
+        # Its read port is the same as a memory's.
+        ff_acc = groups <= FF_MEMORY_DEPTH
+        if ff_acc:
+            acc_words = [Signal(acc_layout, name=f"acc_word{k}", reset_less=True)
+                         for k in range(groups)]
+            a_rd = SimpleNamespace(addr=Signal(range(groups), name="acc_raddr"),
+                                   en=Signal(init=1, name="acc_re"),
+                                   data=Signal(acc_layout, name="acc_rdata"))
+            a_wr = SimpleNamespace(addr=Signal(range(groups), name="acc_waddr"),
+                                   data=Signal(acc_layout, name="acc_wdata"),
+                                   en=Signal(name="acc_we"))
+            with m.If(a_rd.en):
+                m.d.sync += a_rd.data.eq(Array(acc_words)[a_rd.addr])
+            for k, word in enumerate(acc_words):
+                with m.If(a_wr.en & (a_wr.addr == k)):
+                    m.d.sync += word.eq(0)
+        else:
+            through = groups == 1 and not self._registered_reads
+            m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[],
+                                             attrs=None if through else NO_COLLISIONS)
+            a_wr = amem.write_port()
+            a_rd = amem.read_port(transparent_for=(a_wr,)) if through else read_port(m, amem)
         pfields = self._param_layout.members
         stored_layout = data.StructLayout({name: pfields[name] for name in self._stored})
         init = [{name: int(self._param_values[name][n]) for name in self._stored}
@@ -600,7 +622,17 @@ class LifCore(wiring.Component):
             return total
 
         s, r = add_stage, add_stage - 1
-        if not self._registered_reads:
+        if ff_acc:
+            # the add stage adds the weight word to its group's register
+            weight_word = w_rd.data
+            if self._registered_reads:
+                weight_word = Signal(lanes * w_bits)
+                m.d.sync += weight_word.eq(w_rd.data)
+            for k, word in enumerate(acc_words):
+                with m.If(vs[s] & (gs[s] == k)):
+                    m.d.sync += word.eq(add_words(word, weight_word))
+            sums = None
+        elif not self._registered_reads:
             # the add stage adds the memories' read data and writes the sum back
             sums = add_words(a_rd.data, w_rd.data)
         else:
@@ -698,9 +730,9 @@ class LifCore(wiring.Component):
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
             # the pass clears a group's accumulators once its word is read (q1: only in the
             # pass, whose word stays at the read data; the integration writes never then)
-            a_wr.addr.eq(Mux(w_valid, w_group, pg1)),
-            a_wr.data.eq(Mux(w_valid, sums.as_value(), 0)),
-            a_wr.en.eq(w_valid | q1),
+            a_wr.addr.eq(Mux(w_valid, w_group, pg1) if sums is not None else pg1),
+            a_wr.data.eq(Mux(w_valid, sums.as_value(), 0) if sums is not None else 0),
+            a_wr.en.eq(w_valid | q1 if sums is not None else q1),
         ]
         if self._stored and self._params_offset is None:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
