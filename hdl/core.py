@@ -146,7 +146,8 @@ class LifCore(wiring.Component):
       data registered before the bank select, a word two cycles after its address (the
       array gives it an ECP5 core whose weights a row of DP16KDs does not hold,
       :func:`~.memport.bank_depth`); only for weights the host alone writes.
-    - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes.
+    - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes (with at most
+      ``compiler.mapper.FF_MEMORY_DEPTH`` groups: registers, an adder each).
     - state: ``neurons`` words of :func:`state_layout`: v, c[t-1] (bit V for a single-spike
       layer), syn[t-1] of a current-based layer.
     - params: ``neurons`` words of the per-neuron fields of ``param_layout`` that differ between
