@@ -85,7 +85,7 @@ loads them from flash at power-up or over the host link (docs/flash.md).
     LUTs = 1222 + 185 per layer (host link, router, the array's links and per-layer
            counters; the link alone is about 1,160 LUT4s in yosys, bench/hostlink_resources.py)
            + per dense core
-           (67 + 12 * v_bits + 36 * ceil(log2(neurons)) + lanes * (18 + 2 * acc_bits))
+           (146 + 12 * v_bits + 30 * ceil(log2(neurons)) + lanes * (5 + 2 * acc_bits))
            + 230 + 2 * weight_bits * lanes for a core's learning unit
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
@@ -95,7 +95,7 @@ loads them from flash at power-up or over the host link (docs/flash.md).
            its CRC-32 and counters; measured as the logic cells it adds to a UP5K build)
            (LUT4s: least squares over the cores and SoCs of bench/resource_model.py --fit, the
            digits network at 8 and 4 bits, 64-40-24-10, 784-128-10 and 784-256-10 on the
-           UP5K, each core within about 100 LUT4s of yosys, the rest within 20)
+           UP5K, each core within about 150 LUT4s of yosys, the rest within 20)
            + per convolution core
            (635 + 6 * v_bits + 3 * lanes * weight_bits + 58 * lanes with block-RAM
             accumulators)
@@ -151,8 +151,12 @@ BRAM_SHAPES = {
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
 LUT_SOC, LUT_SOC_PER_LAYER = 1222, 185
+# (a dense core whose update carries no tag and skips its input stage on iCE40, with register
+# accumulators (an adder each) at groups <= FF_MEMORY_DEPTH: least squares over the 9 cores of
+# bench/resource_model.py --net digits8 --net digits4 --net three --net mnist4 --fit, the
+# per-lane-bit term held at 2; residuals -75..+153 LUT4s, the most under on 2-group cores)
 LUT_CORE, LUT_PER_V_BIT, LUT_PER_NEURON_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = \
-    67, 12, 36, 18, 2
+    146, 12, 30, 5, 2
 # a learning unit (hdl/learning.py): fixed, per weight bit of a lane (bench/core_resources.py
 # --learning: 295-308 LUT4s on the digits output core, 5 lanes of 8 bits)
 LUT_LEARNING_UNIT, LUT_LEARNING_PER_WEIGHT_BIT = 230, 2

@@ -6,13 +6,13 @@ import operator
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
-from ..compiler.mapper import shared_params_offset
+from ..compiler.mapper import FF_MEMORY_DEPTH, shared_params_offset
 from ..image import CoreConfig, Image, LayerParams, LearningConfig, param_fields, param_values
 from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
@@ -52,7 +52,7 @@ class MemAccessSignature(wiring.Signature):
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
     (a core's ``read_latency``: :class:`LifCore` two cycles later, its word registered
-    behind its space multiplexer, three with a banked weight memory, an ACC read four;
+    behind its space multiplexer, three with a banked weight memory, an ACC read three;
     ``hdl.conv.ConvCore`` one); the array first registers the request
     (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
     taking cycle. ``rdata`` is valid while ``rvalid`` is high.
@@ -146,7 +146,8 @@ class LifCore(wiring.Component):
       data registered before the bank select, a word two cycles after its address (the
       array gives it an ECP5 core whose weights a row of DP16KDs does not hold,
       :func:`~.memport.bank_depth`); only for weights the host alone writes.
-    - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes.
+    - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes (with at most
+      ``compiler.mapper.FF_MEMORY_DEPTH`` groups: registers, an adder each).
     - state: ``neurons`` words of :func:`state_layout`: v, c[t-1] (bit V for a single-spike
       layer), syn[t-1] of a current-based layer.
     - params: ``neurons`` words of the per-neuron fields of ``param_layout`` that differ between
@@ -177,8 +178,9 @@ class LifCore(wiring.Component):
     (port ``i``, rows ``addr``) up to their ``eos``; then one pass over the neurons, one per
     cycle, that applies the update, clears the accumulators, writes the state back and emits
     ``c`` events ``lo + n`` per neuron in a row, ascending, then an ``eos``. The pass is a
-    pipeline (read addresses, memory data with the lane select, then
-    :class:`~.neuron.NeuronUpdate`'s stages; ``N + 2 + latency`` cycles, plus ``c - 1`` for
+    pipeline (read addresses, memory data with the lane select and the clear of the group's
+    accumulator word, then :class:`~.neuron.NeuronUpdate`'s stages, whose neurons a counter
+    at its output names; ``N + 2 + latency`` cycles, plus ``c - 1`` for
     each neuron that fires ``c > 1`` times) that advances while the output skid buffer
     (:class:`~.skid.SkidBuffer`, ``ready`` registered) can take an event and the update's
     count stage is not holding a multi-spike neuron; ``o`` is that buffer's output. Addresses
@@ -186,8 +188,11 @@ class LifCore(wiring.Component):
     ``n_out``.
 
     Each input stream enters through a skid buffer of its own, so the core's ``ready`` is a
-    register. ``ops`` is ``neurons`` in the cycle the core takes an event (not an ``eos``),
-    else 0: the synaptic operations the array counts (``sops``).
+    register. The outputs the array counts are registers too (its counters may see them a cycle
+    late; all of a step's are in before ``idle``): ``ops`` is ``neurons`` in the cycle after the
+    core takes an event (not an ``eos``), else 0: the synaptic operations (``sops``);
+    ``saturated`` the clamps of the neuron committed in the cycle before; ``integrating`` is
+    high while the issue stage holds an event.
 
     ``clear`` resets the control logic and then sweeps the state and accumulator memories to
     zero (``max(neurons, groups)`` cycles); the same sweep runs after power-on.
@@ -333,7 +338,7 @@ class LifCore(wiring.Component):
     @property
     def acc_read_latency(self) -> int:
         """Cycles from an ACC read's taking cycle to its ``rvalid`` (banked weights or not)."""
-        return 4
+        return 3
 
     @property
     def spram_weights(self) -> bool:
@@ -428,11 +433,33 @@ class LifCore(wiring.Component):
         # the group before, and with registered reads both later writes are forwarded. The
         # pass reads a state word (and parameters) only of the neuron it has not written yet.
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
-        through = groups == 1 and not self._registered_reads
-        m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[],
-                                         attrs=None if through else NO_COLLISIONS)
-        a_wr = amem.write_port()
-        a_rd = amem.read_port(transparent_for=(a_wr,)) if through else read_port(m, amem)
+        # A memory this shallow is flip-flops (compiler.mapper.FF_MEMORY_DEPTH) either way:
+        # then each word is a register with an adder of its own (each flip-flop shares a logic
+        # cell with its adder's bit, where a write port's data would fan out to every word),
+        # and a write (the clears) only zeroes a word: its only reset, so that it is the
+        # flip-flop's own (the clear sweep zeroes the words after ``clear``, as a memory's).
+        # Its read port is the same as a memory's.
+        ff_acc = groups <= FF_MEMORY_DEPTH
+        if ff_acc:
+            acc_words = [Signal(acc_layout, name=f"acc_word{k}", reset_less=True)
+                         for k in range(groups)]
+            a_rd = SimpleNamespace(addr=Signal(range(groups), name="acc_raddr"),
+                                   en=Signal(init=1, name="acc_re"),
+                                   data=Signal(acc_layout, name="acc_rdata"))
+            a_wr = SimpleNamespace(addr=Signal(range(groups), name="acc_waddr"),
+                                   data=Signal(acc_layout, name="acc_wdata"),
+                                   en=Signal(name="acc_we"))
+            with m.If(a_rd.en):
+                m.d.sync += a_rd.data.eq(Array(acc_words)[a_rd.addr])
+            for k, word in enumerate(acc_words):
+                with m.If(a_wr.en & (a_wr.addr == k)):
+                    m.d.sync += word.eq(0)
+        else:
+            through = groups == 1 and not self._registered_reads
+            m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[],
+                                             attrs=None if through else NO_COLLISIONS)
+            a_wr = amem.write_port()
+            a_rd = amem.read_port(transparent_for=(a_wr,)) if through else read_port(m, amem)
         pfields = self._param_layout.members
         stored_layout = data.StructLayout({name: pfields[name] for name in self._stored})
         init = [{name: int(self._param_values[name][n]) for name in self._stored}
@@ -473,26 +500,22 @@ class LifCore(wiring.Component):
         # a register here, not in the array's answer multiplexer.
         host_space = Signal(MemSpace)
         lbits = lane_bits(lanes)
-        host_lane = Signal(max(1, lbits))  # an ACC read's lane (acc_address)
         read1 = Signal()
         word = Signal.like(self.mem.rdata)
-        m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space),
-                     host_lane.eq(self.mem.addr[:lbits])]
-        # An ACC read answers four cycles after its taking cycle (``acc_read_latency``): its
-        # lane multiplexer (16:1 on a 16-lane core) is two stages of 4:1 with registers of
-        # their own, not in front of the space multiplexer. The word is padded with zero lanes
-        # to a power of two: a lane a group lacks reads 0.
-        low = min(2, lbits)
+        m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space)]
+        # The lane select of the accumulator word, shared by the pass (the lane of the neuron
+        # at P1) and an ACC read (its address's lane, taken with the request). The word is
+        # padded with zero lanes to a power of two: a lane a group lacks reads 0.
+        pp1 = Signal(range(lanes))
+        with m.If(host):
+            m.d.sync += pp1.eq(self.mem.addr[:lbits])
         padded = Cat(a_rd.data.as_value(), Const(0, ((1 << lbits) - lanes) * a_bits))
-        quads = [Signal(a_bits, name=f"acc_quad{q}") for q in range(1 << (lbits - low))]
-        for q, quad in enumerate(quads):
-            part = padded[q * (a_bits << low):(q + 1) * (a_bits << low)]
-            m.d.sync += quad.eq(part.word_select(host_lane[:low], a_bits) if low else part)
+        acc_word = padded.word_select(pp1, a_bits) if lanes > 1 else padded
+        # An ACC read answers three cycles after its taking cycle (``acc_read_latency``): the
+        # selected lane is registered before it joins the answer.
         acc_pick = Signal(a_bits)
-        m.d.sync += acc_pick.eq(Cat(*quads).word_select(host_lane[low:lbits], a_bits)
-                                if len(quads) > 1 else quads[0])
-        acc_read = Signal(2)
-        m.d.sync += acc_read.eq(Cat(read1 & (host_space == MemSpace.ACC), acc_read[0]))
+        acc_read = Signal()
+        m.d.sync += [acc_pick.eq(acc_word), acc_read.eq(read1 & (host_space == MemSpace.ACC))]
         answer, answer_word = read1 & (host_space != MemSpace.ACC), word
         if banked:  # a weight word comes a cycle later; the other spaces' words wait for it
             read2, space2 = Signal(), Signal(MemSpace)
@@ -502,10 +525,10 @@ class LifCore(wiring.Component):
                 m.d.sync += word2.eq(word)
             answer = read2
             answer_word = Mux(space2 == MemSpace.WEIGHTS, w_rd.data, word2)
-        m.d.sync += self.mem.rvalid.eq(answer | acc_read[1])
+        m.d.sync += self.mem.rvalid.eq(answer | acc_read)
         with m.If(answer):
             m.d.sync += self.mem.rdata.eq(answer_word)
-        with m.If(acc_read[1]):
+        with m.If(acc_read):
             m.d.sync += self.mem.rdata.eq(acc_pick)
         with m.Switch(host_space):
             with m.Case(MemSpace.WEIGHTS):
@@ -572,6 +595,7 @@ class LifCore(wiring.Component):
                 m.d.sync += gs[k].eq(gs[k - 1])
         acc_raddr = gs[w_latency - 1]
         m.d.comb += self.integrating.eq(act)
+        m.d.sync += self.ops.eq(0)  # (the take below sets it: a register, a cycle late)
         with m.If(act):
             with m.If(g_last):
                 m.d.sync += act.eq(0)
@@ -585,7 +609,7 @@ class LifCore(wiring.Component):
             with m.If(stream_in.valid):
                 m.d.sync += started.eq(1)
                 with m.If(~stream_in.payload.eos):
-                    m.d.comb += self.ops.eq(neurons)
+                    m.d.sync += self.ops.eq(neurons)
                     m.d.sync += [act.eq(1), g.eq(0), g_last.eq(groups == 1),
                                  waddr.eq(row * groups)]
                     if learn is not None:  # flag the row: input `row` spiked
@@ -599,7 +623,17 @@ class LifCore(wiring.Component):
             return total
 
         s, r = add_stage, add_stage - 1
-        if not self._registered_reads:
+        if ff_acc:
+            # the add stage adds the weight word to its group's register
+            weight_word = w_rd.data
+            if self._registered_reads:
+                weight_word = Signal(lanes * w_bits)
+                m.d.sync += weight_word.eq(w_rd.data)
+            for k, word in enumerate(acc_words):
+                with m.If(vs[s] & (gs[s] == k)):
+                    m.d.sync += word.eq(add_words(word, weight_word))
+            sums = None
+        elif not self._registered_reads:
             # the add stage adds the memories' read data and writes the sum back
             sums = add_words(a_rd.data, w_rd.data)
         else:
@@ -629,7 +663,6 @@ class LifCore(wiring.Component):
         p0_done = Signal()
         q1 = Signal()
         n1 = Signal(range(neurons))
-        pp1 = Signal(range(lanes))
         pg1 = Signal(range(groups))
         m.submodules.out = obuf = SkidBuffer(SpikeEvent)
         wiring.connect(m, obuf.o, wiring.flipped(self.o))
@@ -642,33 +675,26 @@ class LifCore(wiring.Component):
         p0_go = Signal()
         commit = Signal()
 
-        tag_layout = data.StructLayout({
-            "n": unsigned(max(1, (neurons - 1).bit_length())),
-            "g": unsigned(max(1, (groups - 1).bit_length())),
-            "clear_acc": unsigned(1),  # the last lane of its group (or the last neuron)
-            "last": unsigned(1),
-        })
         m.submodules.update = update = NeuronUpdate(
             layer, stored=stored_layout,
             constants={name: int(self._param_values[name][0])
                        for name in pfields if name not in self._stored},
-            bias_bits=pfields["bias"].width, tag_width=tag_layout.size)
-        # The lane select: lane 0 of the group's word straight from the memory, the others
-        # from a register that shifts the word down one lane per neuron.
-        acc_rest = Signal(acc_layout)
-        acc_word = Mux(pp1 == 0, a_rd.data.as_value(), acc_rest.as_value())
-        with m.If(adv & q1):
-            m.d.sync += acc_rest.eq(acc_word >> a_bits)
-        i_tag = data.View(tag_layout, update.i_tag)
-        o_tag = data.View(tag_layout, update.o_tag)
+            bias_bits=pfields["bias"].width,
+            # the update's first stage takes the block RAMs' read data straight where its
+            # logic on them is one carry chain deep; not with ECP5's slow read data
+            input_stage=self._registered_reads)
+        # (acc_word: the group's word stays at the accumulator memory's read data, its read
+        # enabled only at a group's first lane, while its lanes enter the update)
+        # The neuron leaving the update: the pass order is fixed, so a counter at the output
+        # names it (no tag travels through the update's stages).
+        o_n = Signal(range(neurons))
+        o_last = Signal(init=neurons == 1)  # o_n == neurons - 1, kept in a register
+        with m.If(commit):
+            m.d.sync += [o_n.eq(o_n + 1), o_last.eq(o_n == neurons - 2)]
         m.d.comb += [
             update.en.eq(out_ready),
             adv.eq(out_ready & ~update.hold),
             update.i_valid.eq(q1),
-            i_tag.n.eq(n1),
-            i_tag.g.eq(pg1),
-            i_tag.clear_acc.eq((pp1 == lanes - 1) | (n1 == neurons - 1)),
-            i_tag.last.eq(n1 == neurons - 1),
             update.acc.eq(acc_word[:a_bits]),
             update.v.eq(s_rd.data.v),
             update.c.eq(s_rd.data.c),
@@ -682,11 +708,12 @@ class LifCore(wiring.Component):
         m.d.comb += [
             # a neuron leaves the update (its state is written) in the cycle of its last event
             commit.eq(update.o_valid & update.last & out_ready),
-            self.saturated.eq(Mux(commit, update.saturated, 0)),
             obuf.i.valid.eq(update.o_valid & update.spike & out_ready),
-            obuf.i.payload.addr.eq(cfg.lo + o_tag.n),
+            obuf.i.payload.addr.eq(cfg.lo + o_n),
             obuf.i.payload.eos.eq(0),
         ]
+        # registered: the array's counter sees it a cycle later
+        m.d.sync += self.saturated.eq(Mux(commit, update.saturated, 0))
 
         if learn is not None:
             w_raddr = Mux(unit.w_read, unit.w_raddr, waddr)
@@ -699,12 +726,14 @@ class LifCore(wiring.Component):
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
             a_rd.addr.eq(Mux(host, self.mem.addr[lbits:], acc_raddr)),
             s_rd.addr.eq(Mux(host, self.mem.addr, s_raddr)),
-            s_wr.addr.eq(Mux(host, self.mem.addr, o_tag.n)),
+            s_wr.addr.eq(Mux(host, self.mem.addr, o_n)),
             s_wr.data.eq(Mux(host, self.mem.wdata, new_state)),
             s_wr.en.eq(host_we[MemSpace.STATE] | commit),
-            a_wr.addr.eq(Mux(w_valid, w_group, o_tag.g)),
-            a_wr.data.eq(Mux(w_valid, sums.as_value(), 0)),
-            a_wr.en.eq(w_valid | (commit & o_tag.clear_acc)),
+            # the pass clears a group's accumulators once its word is read (q1: only in the
+            # pass, whose word stays at the read data; the integration writes never then)
+            a_wr.addr.eq(Mux(w_valid, w_group, pg1) if sums is not None else pg1),
+            a_wr.data.eq(Mux(w_valid, sums.as_value(), 0) if sums is not None else 0),
+            a_wr.en.eq(w_valid | q1 if sums is not None else q1),
         ]
         if self._stored and self._params_offset is None:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
@@ -729,7 +758,8 @@ class LifCore(wiring.Component):
                         m.next = "Drain"
             with m.State("Drain"):
                 with m.If(~act & ~in_flight):
-                    m.d.sync += [n.eq(0), pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0)]
+                    m.d.sync += [n.eq(0), pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0),
+                                 o_n.eq(0), o_last.eq(neurons == 1)]
                     m.next = "Pass"
             with m.State("Pass"):
                 m.d.comb += [
@@ -750,7 +780,7 @@ class LifCore(wiring.Component):
                         m.d.sync += [pp.eq(0), pg.eq(pg + 1)]
                     with m.Else():
                         m.d.sync += pp.eq(pp + 1)
-                with m.If(commit & o_tag.last):
+                with m.If(commit & o_last):
                     m.next = "PassEos"
             with m.State("PassEos"):
                 m.d.comb += [obuf.i.valid.eq(1), obuf.i.payload.eos.eq(1)]

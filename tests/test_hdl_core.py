@@ -33,7 +33,7 @@ BANK_DEPTHS = (0, 1, 2, 4)
 
 async def core_access(ctx, dut, space, addr, wdata=None):
     """One access through a core's memory port; a read answers `read_latency` cycles after
-    acceptance (a LifCore 2, 3 with banked weights, an ACC read 4: its `acc_read_latency`;
+    acceptance (a LifCore 2, 3 with banked weights, an ACC read 3: its `acc_read_latency`;
     a ConvCore 1)."""
     ctx.set(dut.mem.space, space)
     ctx.set(dut.mem.addr, addr)

@@ -24,25 +24,26 @@ SETTINGS = settings(deadline=None, max_examples=25,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def _update(layer, stored):
+def _update(layer, stored, input_stage=True):
     fields = param_layout(layer).members
     values = param_values(layer)
     layout = data.StructLayout({name: fields[name] for name in stored})
     constants = {name: int(vals[0]) for name, vals in values.items() if name not in stored}
     dut = NeuronUpdate(layer, stored=layout, constants=constants, bias_bits=fields["bias"].width,
-                       tag_width=8)
+                       tag_width=8, input_stage=input_stage)
     return dut, values
 
 
-def run_update(layer, stored, v, c, syn, acc, en):
+def run_update(layer, stored, v, c, syn, acc, en, input_stage=True):
     """Feed neurons (v, c, syn, acc, per-neuron parameters) through NeuronUpdate with cycles of
-    `en` low; per neuron: (tag, v_new, syn_new, count, events, saturations)."""
-    dut, values = _update(layer, stored)
+    `en` low; per neuron: (tag, v_new, syn_new, count, events, saturations). Checks that the
+    first result comes after `latency` cycles with `en` high and `hold` low."""
+    dut, values = _update(layer, stored, input_stage)
     n = len(v)
 
     async def bench(ctx):
         pattern = itertools.cycle([*en, True])
-        fed, got, events = 0, [], 0
+        fed, got, events, advances, seen = 0, [], 0, 0, False
         while len(got) < n:
             on = next(pattern)
             ctx.set(dut.en, on)
@@ -63,6 +64,10 @@ def run_update(layer, stored, v, c, syn, acc, en):
                     dut.saturated) + ((dut.syn_new,) if layer.current_based else ())
             _, _, valid, tag, v_new, spike, last, count, sat, *syn_new = \
                 await ctx.tick().sample(*outs)
+            if valid and not seen:  # (sampled before this cycle's edge)
+                assert advances == dut.latency, "the first result after the latency"
+                seen = True
+            advances += on and not hold
             if on and valid:
                 events += spike
                 if last:
@@ -92,8 +97,9 @@ def _uniform(layer, n):
 @given(seed=st.integers(0, 2**32 - 1), reset=st.sampled_from(RESET_MODES),
        decay_mode=st.sampled_from(DECAY_MODES), v_bits=st.integers(4, 16),
        uniform=st.booleans(), en=st.lists(st.booleans(), min_size=1, max_size=5),
-       model=neuron_models(last=True))
-def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, model):
+       model=neuron_models(last=True), input_stage=st.booleans())
+def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, model,
+                               input_stage):
     """Random v, c, syn, acc (over the whole ranges, so clamps happen) and parameters,
     thresholds up to v_max included (and 0), in every neuron model, with cycles of en low:
     every neuron's v, syn, count, events and saturations are the golden model's."""
@@ -122,7 +128,7 @@ def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, mod
     golden = NeuronParams(layer, np.int64)
     want_v, want_syn, want_c, want_sats = golden.update(v[None], None if syn is None else syn[None],
                                                         c[None], acc[None])
-    got = run_update(layer, stored, v, c, syn, acc, en)
+    got = run_update(layer, stored, v, c, syn, acc, en, input_stage)
     assert [g[0] for g in got] == list(range(n))
     for index, (_, v_new, syn_new, count, events, _) in enumerate(got):
         assert v_new == want_v[0, index], f"neuron {index}: v"
@@ -141,9 +147,9 @@ def test_update_rejects_missing_parameters():
     with pytest.raises(ValueError, match=r"^Parameters must be \['bias', 'decay', 'threshold'\], "
                                          r"not \['threshold'\]$"):
         NeuronUpdate(layer, stored=layout, constants={}, bias_bits=4, tag_width=4)
-    with pytest.raises(ValueError, match=r"^Tag width must be at least 1, not 0$"):
+    with pytest.raises(ValueError, match=r"^Tag width must be at least 0, not -1$"):
         NeuronUpdate(layer, stored=layout, constants={"bias": 0, "decay": 1}, bias_bits=4,
-                     tag_width=0)
+                     tag_width=-1)
 
 
 @settings(deadline=None, max_examples=30)
