@@ -832,6 +832,11 @@ class RequestExecutor(wiring.Component):
         between = kind(Command.READ_MEM, Command.WRITE_MEM, Command.STATUS)
         is_clear = kind(Command.CLEAR)
         is_bitmap = kind(Command.PUSH_BITMAP, Command.STEP_BITMAP)
+        # `clear` resets every core and the array's streams and counters: it comes from a
+        # flip-flop (high in the ClearGo cycle, set on the way in), not from the state decode
+        clear = Signal()
+        m.d.sync += clear.eq(0)
+        m.d.comb += self.clear.eq(clear)
         if enc is not None:
             is_intensity = kind(Command.INTENSITY)
             is_step_encoded, is_run_encoded = kind(*encoded[:1]), kind(*encoded[1:])
@@ -934,6 +939,7 @@ class RequestExecutor(wiring.Component):
                         # dead host left open (PUSH without STEP) ends.
                         m.d.sync += [last_cmd.eq(0), open_step.eq(0)]
                         with m.If(open_step):
+                            m.d.sync += clear.eq(1)
                             m.next = "ClearGo"
                         with m.Else():
                             answer()
@@ -942,7 +948,7 @@ class RequestExecutor(wiring.Component):
                         answer()
                     with m.Elif(is_clear):
                         remember()
-                        m.d.sync += open_step.eq(0)
+                        m.d.sync += [open_step.eq(0), clear.eq(1)]
                         m.next = "ClearGo"
                     with m.Elif(is_write):
                         remember()
@@ -1102,8 +1108,7 @@ class RequestExecutor(wiring.Component):
                     m.next = "RdReq"
                 with m.Else():
                     m.next = "Reply"
-            with m.State("ClearGo"):
-                m.d.comb += self.clear.eq(1)
+            with m.State("ClearGo"):  # (`clear` is high)
                 if enc is not None:
                     m.d.comb += enc.restart.eq(1)  # a new sample: the LFSR starts again
                 m.next = "ClearWait"
