@@ -849,6 +849,12 @@ class RequestExecutor(wiring.Component):
         table_byte = Signal(8)
         settled = Signal(2)  # `pidx` has held for one, two cycles in Reply
         m.d.sync += settled.eq(0)  # (outside Reply)
+        # Reply's verdicts as registers, a cycle behind what they read (Reply reads them once
+        # `pidx` has settled, and status, flags and length were set before it): the answer is a
+        # table, and its bytes are all out
+        table, at_len = Signal(), Signal()
+        m.d.sync += [table.eq((status == Status.OK) & (is_table | stepping)),
+                     at_len.eq(pidx == resp_len)]
         m.d.sync += table_byte.eq(Mux(is_table, Mux(is_hello, hello.word_select(pidx[:5], 8),
                                                      self.status_byte),
                                       out_data.word_select(pidx[0], 8)))
@@ -1139,10 +1145,9 @@ class RequestExecutor(wiring.Component):
                 # others are empty, or sent by now. The table byte of `pidx` is a register two
                 # cycles behind it (STATUS's multiplexer and the output buffer's read port end
                 # at a register too): a byte is offered once `pidx` has held for two cycles.
-                table = (status == Status.OK) & (is_table | stepping)
                 m.d.comb += [
                     self.payload.payload.data.eq(table_byte),
-                    self.payload.valid.eq(table & (pidx != resp_len) & settled[1]),
+                    self.payload.valid.eq(table & ~at_len & settled[1]),
                 ]
                 with m.If(self.payload.valid & self.payload.ready):
                     m.d.sync += [pidx.eq(pidx + 1), settled.eq(0)]
