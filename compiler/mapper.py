@@ -82,7 +82,7 @@ live in SPRAM (its read-modify-write needs both ports), which `hdl.array.CoreArr
 name; a convolution cannot learn (`LearningConfig.check`). An image with SPRAM-placed weights
 loads them from flash at power-up or over the host link (docs/flash.md).
 
-    LUTs = 1222 + 185 per layer (host link, router, the array's links and per-layer
+    LUTs = 1246 + 173 per layer (host link, router, the array's links and per-layer
            counters; the link alone is about 1,160 LUT4s in yosys, bench/hostlink_resources.py)
            + per dense core
            (146 + 12 * v_bits + 30 * ceil(log2(neurons)) + lanes * (5 + 2 * acc_bits))
@@ -90,8 +90,9 @@ loads them from flash at power-up or over the host link (docs/flash.md).
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
            (the digits-like 64-128-10 array on the UP5K, bench/core_resources.py --model:
-           1,536 LUTs plain, 1,764 with a 16-bit current, 1,833 with up to 4 spikes)
-           + LUT_FLASH_LOADER (520) for the flash loader (`flash=True`: hdl/flashload.py,
+           1,570 LUTs plain, 1,691 with a 16-bit current (2 lanes on the hidden core, not 4),
+           1,853 with up to 4 spikes)
+           + LUT_FLASH_LOADER (450) for the flash loader (`flash=True`: hdl/flashload.py,
            its CRC-32 and counters; measured as the logic cells it adds to a UP5K build)
            (LUT4s: least squares over the cores and SoCs of bench/resource_model.py --fit, the
            digits network at 8 and 4 bits, 64-40-24-10, 784-128-10 and 784-256-10 on the
@@ -150,7 +151,7 @@ BRAM_SHAPES = {
     "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
-LUT_SOC, LUT_SOC_PER_LAYER = 1222, 185
+LUT_SOC, LUT_SOC_PER_LAYER = 1246, 173
 # (a dense core whose update carries no tag and skips its input stage on iCE40, with register
 # accumulators (an adder each) at groups <= FF_MEMORY_DEPTH: least squares over the 9 cores of
 # bench/resource_model.py --net digits8 --net digits4 --net three --net mnist4 --fit, the
@@ -170,20 +171,20 @@ LUT_CONV_PER_BRAM_LANE = 58
 # on the iCEBreaker (docs/boards.md): 5182 cells, 3917 LUT4s; the model's LUT4s + 1000 + 2 x 180.
 ICE40_EXTRA_CELLS_PER_CONV_CORE = 180
 # The power-up flash loader (hdl/flashload.py) with its MemLock, in iCE40 logic cells: the
-# difference of two UP5K builds of the same image and nextpnr seed (bench/fmax.py --net mnist4
-# --seed 1, 784-128-10 at 4 bits, 16 lanes, 18 MHz): 5244 cells with it (--flash), 4724 without
-# (--no-flash). About 150 of them are the write data path (the word being assembled and the
-# lock's multiplexer, 64 bits wide here); a narrower image pays less (the 8-6-3 test image, seed
-# 1: 3941 cells with it, 3543 without, 398). docs/flash.md.
-LUT_FLASH_LOADER = 520
+# difference of the packed cells of two UP5K SoCs of the same image (bench/resource_model.py,
+# nextpnr --pack-only): 784-128-10 at 4 bits, 16 lanes, 4141 cells with it (--flash), 3697
+# without (444); 784-256-10 4192 with it. About 150 of them are the write data path (the word
+# being assembled and the lock's multiplexer, 64 bits wide here); a narrower image pays less.
+# docs/flash.md.
+LUT_FLASH_LOADER = 450
 # iCE40 logic cells over the LUT4s: nextpnr also spends a cell on each flip-flop or carry it
 # cannot pack with a LUT. nextpnr's packed cells - yosys's LUT4s (bench/resource_model.py,
-# UP5K): digits 8 bit 986, digits 4 bit 956, 64-40-24-10 1031, 784-128-10 861, 784-256-10 897,
-# digits with a three-factor readout 1094 (mean 971). With the LUT4 model above, the estimate
-# is a least-squares fit, not a bound: within about 5 % of the packed cells either way
-# (docs/boards.md, "Catalog clocks per design"); near the edge nextpnr decides, and `build`
-# names what it ran out of in one line.
-ICE40_EXTRA_CELLS = 1000
+# UP5K, after the tagless neuron pass and the leaner link): digits 8 bit 535, digits 4 bit 638,
+# 64-40-24-10 639, 784-128-10 575 (mean 597). With the LUT4 model above, the estimate is a
+# least-squares fit, not a bound: within about 5 % of the packed cells either way (docs/boards.md,
+# "Catalog clocks per design"); near the edge nextpnr decides, and `build` names what it ran out
+# of in one line.
+ICE40_EXTRA_CELLS = 600
 # ECP5, in the LUT4s TRELLIS_COMB counts (a CCU2C or a TRELLIS_DPR16X4 takes two): the same
 # core model with its own constants, plus LUT_PER_BANK_BIT for each bit of a banked weight word
 # past the first bank (the registered bank select, hdl.memport.BankedMemory), and the SoC's

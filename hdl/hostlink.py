@@ -855,9 +855,14 @@ class RequestExecutor(wiring.Component):
         table, at_len = Signal(), Signal()
         m.d.sync += [table.eq((status == Status.OK) & (is_table | stepping)),
                      at_len.eq(pidx == resp_len)]
-        m.d.sync += table_byte.eq(Mux(is_table, Mux(is_hello, hello.word_select(pidx[:5], 8),
-                                                     self.status_byte),
-                                      out_data.word_select(pidx[0], 8)))
+        # (HELLO's byte is looked up into a register first, as StatusBytes's is: a byte of the
+        # constant table is a function of five bits of `pidx`, two LUT levels of its own)
+        hello_byte = Signal(8)
+        m.d.sync += [
+            hello_byte.eq(hello.word_select(pidx[:5], 8)),
+            table_byte.eq(Mux(is_table, Mux(is_hello, hello_byte, self.status_byte),
+                              out_data.word_select(pidx[0], 8))),
+        ]
         # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
         low = Signal(3)
