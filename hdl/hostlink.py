@@ -847,14 +847,14 @@ class RequestExecutor(wiring.Component):
         # the Reply state's table byte (HELLO, STATUS or a step's output events) of `pidx`,
         # two registers behind it
         table_byte = Signal(8)
-        settled = Signal(2)  # `pidx` has held for one, two cycles in Reply
-        m.d.sync += settled.eq(0)  # (outside Reply)
+        settled = Signal(2)  # `pidx` has held for one, two cycles in Bytes or Reply
+        m.d.sync += settled.eq(0)  # (outside them)
         # Reply's verdicts as registers, a cycle behind what they read (Reply reads them once
         # `pidx` has settled, and status, flags and length were set before it): the answer is a
         # table, and its bytes are all out
-        table, at_len = Signal(), Signal()
+        table, at_len, at_last = Signal(), Signal(), Signal()
         m.d.sync += [table.eq((status == Status.OK) & (is_table | stepping)),
-                     at_len.eq(pidx == resp_len)]
+                     at_len.eq(pidx == resp_len), at_last.eq(pidx == resp_last)]
         # (HELLO's byte is looked up into a register first, as StatusBytes's is: a byte of the
         # constant table is a function of five bits of `pidx`, two LUT levels of its own)
         hello_byte = Signal(8)
@@ -895,7 +895,7 @@ class RequestExecutor(wiring.Component):
             self.reply.payload.status.eq(status),
             self.reply.payload.length.eq(resp_len),
             self.status_index.eq(pidx),
-            self.payload.payload.last.eq(pidx == resp_last),
+            self.payload.payload.last.eq(at_last),
         ]
 
         # An executed request's answer length follows from its command alone (one multiplexer
@@ -1137,8 +1137,13 @@ class RequestExecutor(wiring.Component):
                     m.d.sync += [word.eq(self.mem.rdata), mem_addr.eq(mem_addr + 1)]
                     m.next = "Bytes"
             with m.State("Bytes"):
-                m.d.comb += [self.payload.payload.data.eq(word[:8]), self.payload.valid.eq(1)]
-                with m.If(self.payload.ready):
+                # a byte is offered once `pidx` has held for a cycle (`at_last` is a register
+                # behind it; the StreamRegister takes a byte every other cycle anyway)
+                m.d.comb += [self.payload.payload.data.eq(word[:8]),
+                             self.payload.valid.eq(settled[0])]
+                with m.If(~(self.payload.valid & self.payload.ready)):
+                    m.d.sync += settled.eq(Cat(1, settled[0]))
+                with m.Else():
                     m.d.sync += [pidx.eq(pidx + 1), bidx.eq(bidx + 1), word.eq(word[8:])]
                     with m.If(self.payload.payload.last):
                         m.next = "Reply"
