@@ -19,6 +19,7 @@ from .. import flashimage
 from ..image import Image, param_fields, param_words
 from .core import MemAccessSignature
 from .enums import wire_enum
+from .fsm import one_hot
 
 __all__ = ["image_id", "image_records", "image_length", "image_blob", "SpiShifter", "FlashReader",
            "FlashLoader", "LoadState", "LoadError", "MemLock", "CMD_READ", "CMD_WAKE"]
@@ -462,7 +463,7 @@ class FlashLoader(wiring.Component):
             m.d.sync += [word.eq(Cat(byte, word)), w_byte.eq(w_byte + 1)]
 
         m.d.sync += reader.stop.eq(0)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("Wake"):
                 with m.If(reader.awake & reader.idle):
                     m.d.comb += reader.start.eq(1)
@@ -532,6 +533,7 @@ class FlashLoader(wiring.Component):
                 m.d.comb += self.state.eq(LoadState.READY)
             with m.State("Error"):
                 m.d.comb += self.state.eq(LoadState.ERROR)
+        one_hot(fsm)
         return m
 
 
