@@ -17,6 +17,7 @@ from ..image import CoreConfig, Image, LayerParams, LearningConfig, param_fields
 from ..lfsr import lfsr_initial_state
 from .enums import wire_enum
 from .event import SpikeEvent
+from .fsm import one_hot
 from .learning import MOD_BITS, LearningUnit, Lfsr
 from .memport import NO_COLLISIONS, BankedMemory, read_port
 from .neuron import NeuronUpdate, count_bits
@@ -738,7 +739,7 @@ class LifCore(wiring.Component):
         if self._stored and self._params_offset is None:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
 
-        with m.FSM(init="Clear"):
+        with m.FSM(init="Clear") as fsm:
             with m.State("Clear"):
                 swept = clear_sweep(m, s_wr, a_wr, neurons, groups)
                 with m.If(swept & (~unit.busy if learn is not None else 1)):
@@ -796,6 +797,7 @@ class LifCore(wiring.Component):
                     with m.If(~unit.busy):
                         m.next = "Ffwd"
 
+        one_hot(fsm)  # (its state decodes sit in the take and pass handshakes)
         m.d.comb += self.idle.eq(between & obuf.empty & i_skid.empty)
         if learn is None:
             return ResetInserter(self.clear)(m)

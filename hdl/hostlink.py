@@ -332,7 +332,7 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += [self.timeout.eq(1), self.dropped.eq(1), self.activity.eq(1)]
                 m.next = "Hunt"
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("Hunt"):
                 m.d.comb += check.start.eq(1)
                 with m.If(got & (byte == SOF_REQUEST)):
@@ -407,6 +407,7 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += [self.o.valid.eq(1), self.overrun.eq(got)]
                 with m.If(self.o.ready):
                     m.next = "Hunt"
+        one_hot(fsm)
         return m
 
 
