@@ -33,6 +33,8 @@ from spikeforge.sim import golden
 
 from .strategies import random_image
 
+SMALL_CLOCK_HZ = 31.875e6  # an iCE40 PLL output (12 * 85 / 32)
+
 
 def _log_figures(log: str) -> tuple[dict, float, float]:
     """From the nextpnr log alone: final utilisation table and the last Fmax line."""
@@ -49,23 +51,24 @@ def icebreaker_build(tmp_path_factory):
     image = random_image(5, (8, 6, 3))
     out = tmp_path_factory.mktemp("icebreaker")
     stages = []
-    report = build(image, "icebreaker", out, progress=stages.append)
+    # at 31.875 MHz: this small image misses the iCEBreaker's 40.5 MHz catalog clock (37.7-39.7
+    # MHz: its output core's control, docs/boards.md), which the networks of bench/fmax.py meet
+    report = build(image, "icebreaker", out, progress=stages.append, clock_hz=SMALL_CLOCK_HZ)
     return image, report, stages
 
 
 def test_icebreaker_build_report(icebreaker_build):
     image, report, stages = icebreaker_build
-    board = BOARDS["icebreaker"]
     assert stages[0] == "checking the fit" and stages[-1] == "done"
     assert "place and route (nextpnr)" in stages
     bitstream = Path(report.bitstream)
     data = bitstream.read_bytes()
     assert bitstream.suffix == ".bin" and b"\x7e\xaa\x99\x7e" in data[:64]  # iCE40 sync word
-    assert report.clock_hz == board.fabric_hz
+    assert report.clock_hz == SMALL_CLOCK_HZ
     util, achieved, constraint = _log_figures(Path(report.log).read_text())
     assert report.fmax_mhz == pytest.approx(achieved, abs=0.01)
     # (nextpnr's log gives the constraint to 0.01 MHz, converted from its period in ns)
-    assert constraint == pytest.approx(board.fabric_hz / 1e6, abs=0.02)
+    assert constraint == pytest.approx(SMALL_CLOCK_HZ / 1e6, abs=0.02)
     assert report.timing_met == (achieved >= constraint)
     for name, cell in (("luts", "ICESTORM_LC"), ("bram", "ICESTORM_RAM"),
                        ("spram", "ICESTORM_SPRAM"), ("pll", "ICESTORM_PLL")):
@@ -80,7 +83,7 @@ def test_icebreaker_build_report(icebreaker_build):
                                                        rel=0.08), report.estimate
     saved = json.loads((Path(report.out_dir) / "report.json").read_text())
     assert saved["bitstream"] == report.bitstream and saved["fmax_mhz"] == round(achieved, 2)
-    assert saved["clock_mhz"] == board.fabric_hz / 1e6 and saved["utilization"]
+    assert saved["clock_mhz"] == SMALL_CLOCK_HZ / 1e6 and saved["utilization"]
     # throughput: the documented formula on the golden model's event counts
     rng = np.random.default_rng(0)
     spikes = (rng.random((4, 25, 8)) < 0.2).astype(np.uint8)
