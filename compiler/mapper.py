@@ -189,14 +189,16 @@ ICE40_EXTRA_CELLS = 600
 # core model with its own constants, plus LUT_PER_BANK_BIT for each bit of a banked weight word
 # past the first bank (the registered bank select, hdl.memport.BankedMemory), and the SoC's
 # rest and the cells over LUT4s together (packed cells). Least squares over the cores and
-# SoCs of bench/resource_model.py --board ulx3s-85f --fit (digits 8 and 4 bit, 64-40-24-10,
-# 784-128-10): each core within about 80 LUT4s of yosys, each network within about 30 cells
-# of nextpnr's packing (one 3-layer network: the per-layer figure rests on it). A fit, not a
-# split into parts: the fixed and per-lane terms come out negative.
+# SoCs of bench/resource_model.py --board ulx3s-85f --clock 100 --fit (digits 8 and 4 bit,
+# 64-40-24-10, 784-128-10; after the tagless neuron pass and the leaner link): each core within
+# 80 LUT4s of yosys, each network within 40 cells of nextpnr's packing (one 3-layer network:
+# the per-layer figure rests on it). A fit, not a split into parts: the fixed and per-lane terms
+# come out negative and the per-neuron-bit one large (a 128-neuron core's small memories go to
+# LUT RAM); held to the iCE40's per-neuron figure, the worst core is 260 LUT4s off.
 ECP5_LUT_CORE, ECP5_LUT_PER_NEURON_BIT, ECP5_LUT_PER_LANE, ECP5_LUT_PER_LANE_ACC_BIT = \
-    -171, 105, -27, 7
-ECP5_LUT_PER_BANK_BIT = 1
-ECP5_CELLS_SOC, ECP5_CELLS_SOC_PER_LAYER = 1302, 587
+    -456, 185, -25, 4
+ECP5_LUT_PER_BANK_BIT = 1.2
+ECP5_CELLS_SOC, ECP5_CELLS_SOC_PER_LAYER = 1084, 597
 BRAM_SOC = 2  # the host link's receive and response buffers
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
@@ -747,7 +749,7 @@ def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement, *,
         luts = (ECP5_LUT_CORE + LUT_PER_V_BIT * layer.v_bits
                 + ECP5_LUT_PER_NEURON_BIT * max(1, (core.neurons - 1).bit_length())
                 + core.lanes * (ECP5_LUT_PER_LANE + ECP5_LUT_PER_LANE_ACC_BIT * layer.acc_bits)
-                + ECP5_LUT_PER_BANK_BIT * core.lanes * layer.weight_bits * (banks - 1))
+                + round(ECP5_LUT_PER_BANK_BIT * core.lanes * layer.weight_bits * (banks - 1)))
     elif layer.conv is None:
         luts = (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
                 + LUT_PER_NEURON_BIT * max(1, (core.neurons - 1).bit_length())
