@@ -744,16 +744,16 @@ def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement, *,
               family: str = "ice40", learns: bool = False) -> int:
     """LUT4s of one core placed as `place` on a device of `family` (model: module docstring;
     ECP5: its own constants), multipliers in DSPs."""
-    if layer.conv is None and family == "ecp5":
-        banks = weight_banks(layer, core, place, family, learns)[1]
-        luts = (ECP5_LUT_CORE + LUT_PER_V_BIT * layer.v_bits
-                + ECP5_LUT_PER_NEURON_BIT * max(1, (core.neurons - 1).bit_length())
-                + core.lanes * (ECP5_LUT_PER_LANE + ECP5_LUT_PER_LANE_ACC_BIT * layer.acc_bits)
-                + round(ECP5_LUT_PER_BANK_BIT * core.lanes * layer.weight_bits * (banks - 1)))
-    elif layer.conv is None:
-        luts = (LUT_CORE + LUT_PER_V_BIT * layer.v_bits
-                + LUT_PER_NEURON_BIT * max(1, (core.neurons - 1).bit_length())
-                + core.lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * layer.acc_bits))
+    if layer.conv is None:
+        fixed, per_neuron_bit, per_lane, per_lane_acc_bit = (
+            (ECP5_LUT_CORE, ECP5_LUT_PER_NEURON_BIT, ECP5_LUT_PER_LANE, ECP5_LUT_PER_LANE_ACC_BIT)
+            if family == "ecp5" else
+            (LUT_CORE, LUT_PER_NEURON_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT))
+        luts = (fixed + LUT_PER_V_BIT * layer.v_bits
+                + per_neuron_bit * max(1, (core.neurons - 1).bit_length())
+                + core.lanes * (per_lane + per_lane_acc_bit * layer.acc_bits))
+        banks = weight_banks(layer, core, place, family, learns)[1]  # (1 but on ECP5)
+        luts += round(ECP5_LUT_PER_BANK_BIT * core.lanes * layer.weight_bits * (banks - 1))
     else:
         luts = (LUT_CONV_CORE + LUT_CONV_PER_V_BIT * layer.v_bits
                 + LUT_CONV_PER_LANE_WEIGHT_BIT * core.lanes * layer.weight_bits)
