@@ -101,6 +101,9 @@ def measure(board: str, net: str, clock_mhz: float | None, out_dir: Path,
                           "logic_levels": path.get("logic_levels")},
         "lanes": [c.lanes for c in image.config.cores],
         "flash_offset": report.get("flash_offset"),
+        # the catalog clock, when this build missed it and was built again below it
+        "fallback_from_mhz": (report.get("fallback_from") or {}).get("clock_hz", 0) / 1e6
+                             or None,
         "seconds": report["seconds"],
     })
     return row

@@ -51,12 +51,13 @@ import numpy as np
 from ..compiler.mapper import FitError, estimate_resources, memory_placement
 from ..image import Image, core_channels, load_image
 from .catalog import Board, find_board
-from .top import BoardTop, check_baud, plan_clock
+from .top import BoardTop, check_baud, clock_below, plan_clock
 
 __all__ = ["BuildReport", "BuildError", "TimingError", "build", "check_fit", "tool_env",
            "synth_options",
            "core_step_cycles", "step_cycles",
-           "parse_nextpnr_log", "collect", "check_timing", "TOOL_DEFAULTS", "PLACEMENTS"]
+           "parse_nextpnr_log", "collect", "check_timing", "TOOL_DEFAULTS", "PLACEMENTS",
+           "FALLBACK_MARGIN"]
 
 # Amaranth's environment variable -> the YoWASP (or wheel) command used when it is unset
 TOOL_DEFAULTS = {
@@ -116,6 +117,9 @@ class BuildReport:
     baud: int = 0  # the UART rate the host link's divider was generated for
     seed: int | None = None  # nextpnr's placer seed of this result (None: its default)
     placements: int = 1  # place-and-route runs it took (PLACEMENTS)
+    # the board's catalog clock this build missed before it was built at `clock_hz`
+    # (FALLBACK_MARGIN): {"clock_hz", "fmax_hz" (the best of its placements), "placements"}
+    fallback_from: dict | None = None
 
     @property
     def fmax_mhz(self) -> float | None:
@@ -351,6 +355,12 @@ def check_timing(report: BuildReport) -> None:
 # At 85-90 % of a UP5K the seed moves Fmax by 2-3 MHz (docs/boards.md); a build that still misses
 # raises TimingError with the last report. An explicit `seed` is placed once.
 PLACEMENTS = 3
+# A build at the board's catalog clock (no `clock_hz` or `seed` given) that still misses it is
+# built once more, at the fastest clock the board's PLL makes at or below this share of the best
+# Fmax its placements reached from which the UART divider still makes the same rate
+# (`top.clock_below`): the host keeps its rate, and HELLO carries the new clock. An explicit
+# clock is never lowered: missing it raises TimingError.
+FALLBACK_MARGIN = 0.95
 
 
 def _place_again(out: Path, seed: int) -> None:
@@ -393,7 +403,9 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     """Build `image` for `board` into `out_dir`; return the report (also out_dir/report.json).
 
     Raises FitError before synthesis when the estimate exceeds the device, BuildError when a
-    tool fails, TimingError (carrying the report) when Fmax is below the clock.
+    tool fails, TimingError (carrying the report) when Fmax is below the clock: `clock_hz`, or
+    when it is not given and the board's catalog clock is missed, the lower clock it was built
+    at again (FALLBACK_MARGIN; the report's `fallback_from` names the catalog clock).
     `soc(image, clk_freq)` overrides the SoC (default `hdl.soc.SpikeSoC` at `baud`, default
     the board's catalog rate; a rate the divider cannot make within 2 % raises ValueError).
     `flash`: the SoC loads its memories from the board's SPI flash at power-up (`BoardTop`'s
@@ -460,6 +472,7 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
     say("reading the reports")
     collect(report, board)
     report.seed = seed
+    best = report.fmax_hz
     while report.timing_met is False and seed is None and report.placements < PLACEMENTS:
         retry = report.placements
         say(f"Fmax {report.fmax_mhz:.2f} MHz is below the {clock.f_out / 1e6:g} MHz clock: "
@@ -472,8 +485,35 @@ def build(image: Image | str | os.PathLike, board: Board | str, out_dir: str | o
                              f"{retry}: {_tail(out / f'{NAME}.tim')}") from exc
         collect(report, board)
         report.seed, report.placements = retry, report.placements + 1
+        best = max(filter(None, (best, report.fmax_hz)), default=None)
     report.seconds = round(time.monotonic() - started, 1)
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
-    check_timing(report)
-    say("done")
-    return report
+    lower = (clock_below(board, FALLBACK_MARGIN * best, baud)
+             if report.timing_met is False and clock_hz is None and seed is None and best
+             else None)
+    if lower is None:
+        check_timing(report)
+        say("done")
+        return report
+    say(f"the board's {clock.f_out / 1e6:g} MHz clock is not met (best Fmax {best / 1e6:.2f} "
+        f"MHz in {report.placements} placements): building at {lower.f_out / 1e6:g} MHz")
+    missed = {"clock_hz": clock.f_out, "fmax_hz": best, "placements": report.placements}
+    while True:  # a lower clock that is missed too (a new netlist, new placements): lower again
+        try:
+            slower = build(image, board, out, clock_hz=lower.f_out, progress=progress, soc=soc,
+                           spikes=spikes, flash=flash, baud=baud)
+            break
+        except TimingError as exc:
+            fmax = exc.report.fmax_hz
+            again = clock_below(board, FALLBACK_MARGIN * fmax, baud) if fmax else None
+            if again is None or again.f_out >= lower.f_out:
+                exc.report.fallback_from = missed
+                (out / "report.json").write_text(json.dumps(exc.report.to_dict(), indent=1))
+                raise
+            say(f"Fmax {fmax / 1e6:.2f} MHz is below {lower.f_out / 1e6:g} MHz too: building "
+                f"at {again.f_out / 1e6:g} MHz")
+            lower = again
+    slower.fallback_from = missed
+    slower.seconds = round(time.monotonic() - started, 1)
+    (out / "report.json").write_text(json.dumps(slower.to_dict(), indent=1))
+    return slower

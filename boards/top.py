@@ -41,8 +41,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 from ..flashimage import FLASH_OFFSETS
 from .catalog import Board, check_baud_rate, find_board
 
-__all__ = ["BoardTop", "check_baud", "flash_resource", "PllConfig", "ice40_pll", "ecp5_pll",
-           "plan_clock", "PllError"]
+__all__ = ["BoardTop", "check_baud", "clock_below", "flash_resource", "PllConfig", "ice40_pll",
+           "ecp5_pll", "plan_clock", "PllError"]
 
 
 class PllError(ValueError):
@@ -149,6 +149,32 @@ def plan_clock(board: Board | str, clock_hz: float | None = None, image=None) ->
     if board.pll == "EHXPLLL":
         return ecp5_pll(board.clock_hz, target)
     return ice40_pll(board.clock_hz, target, board.pll)
+
+
+def clock_below(board: Board | str, limit_hz: float, baud: float) -> PllConfig | None:
+    """The fastest clock `board`'s PLL makes at or below `limit_hz` from which the UART divider
+    makes `baud` (``hdl.uart.uart_divisor``: at least 4 cycles a bit, within 2 %); None when
+    the board has no PLL or no such clock exists."""
+    from ..hdl.uart import uart_divisor
+
+    board = find_board(board) if isinstance(board, str) else board
+    if board.pll is None:
+        return None
+    limit = float(limit_hz)
+    while limit >= 3.5 * baud:  # below that no divisor of 4 or more is within 2 %
+        try:
+            clock = plan_clock(board, limit)
+        except PllError:
+            return None
+        if clock.f_out > limit * (1 + 1e-9):  # the PLL's slowest output is above the limit
+            return None
+        try:
+            uart_divisor(clock.f_out, baud)
+        except ValueError:
+            limit = clock.f_out - 1.0
+            continue
+        return clock
+    return None
 
 
 def _default_soc(image, clk_freq: float, baud: float = 115200, **options):

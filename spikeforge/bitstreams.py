@@ -47,6 +47,9 @@ def summary_line(report: dict) -> str:
                                         ("spram", "SPRAM"), ("dsp", "DSP")) if key in util)
     if report.get("fmax_mhz") is not None:
         verdict = "met" if report.get("timing_met") else "MISSED"
+        missed = report.get("fallback_from")
+        if missed:
+            verdict += f"; its {missed['clock_hz'] / 1e6:g} MHz catalog clock was missed"
         line = (f"{name}: Fmax {report['fmax_mhz']:g} MHz at {report['clock_mhz']:g} MHz "
                 f"({verdict}), {used}")
         return line if "error" not in report else f"{line}: {report['error']}"

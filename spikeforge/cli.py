@@ -638,6 +638,12 @@ def _print_build(report: dict) -> None:
     verdict = "[green]met[/]" if report.get("timing_met") else "[red]MISSED[/]"
     console.print(f"[bold]{report['board']}[/] ({report['part']}): bitstream "
                   f"{report.get('bitstream')}")
+    missed = report.get("fallback_from")
+    if missed:
+        console.print(f"[yellow]the board's {missed['clock_hz'] / 1e6:g} MHz clock was not met "
+                      f"(best Fmax {missed['fmax_hz'] / 1e6:.2f} MHz in {missed['placements']} "
+                      f"placements): built at {report['clock_mhz']:g} MHz, "
+                      f"{report['baud']} baud[/]")
     console.print(f"clock {report['clock_mhz']:g} MHz, Fmax {fmax} MHz: timing {verdict}; "
                   f"{report['cycles_per_step']:g} cycles/step -> "
                   f"{report['steps_per_s']:,.0f} steps/s ({report['throughput_basis']})")

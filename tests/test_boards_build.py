@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spikeforge import bitstreams, cli
+from spikeforge.boards import build as build_module
 from spikeforge.boards.build import (
+    FALLBACK_MARGIN,
     PLACEMENTS,
     TOOL_DEFAULTS,
     TimingError,
@@ -28,6 +31,7 @@ from spikeforge.boards.build import (
     tool_env,
 )
 from spikeforge.boards.catalog import BOARDS
+from spikeforge.boards.top import clock_below
 from spikeforge.compiler.mapper import FitError
 from spikeforge.sim import golden
 
@@ -107,7 +111,7 @@ def test_timing_verdict_from_the_same_build(icebreaker_build, tmp_path):
 
 
 def test_a_missed_clock_is_placed_again_with_other_seeds(tmp_path):
-    # the 8-6-3 network reaches about 60 MHz on the UP5K: 150 MHz is missed by every placement
+    # the 8-6-3 network reaches about 40 MHz on the UP5K: 150 MHz is missed by every placement
     stages = []
     with pytest.raises(TimingError, match=r"Fmax [\d.]+ MHz is below the 150 MHz clock") as e:
         build(random_image(5, (8, 6, 3)), "icebreaker", tmp_path / "out", clock_hz=150e6,
@@ -123,6 +127,37 @@ def test_a_missed_clock_is_placed_again_with_other_seeds(tmp_path):
     assert (saved["seed"], saved["placements"], saved["fmax_mhz"]) == (
         PLACEMENTS - 1, PLACEMENTS, round(achieved, 2))
     assert Path(report.bitstream).exists()
+
+
+def test_a_missed_catalog_clock_is_built_again_below_it(tmp_path, monkeypatch, capsys):
+    # an iCEBreaker whose catalog clock is 150 MHz, which no design meets: after its placements
+    # (one here) the build is made again at the fastest PLL output at or below FALLBACK_MARGIN
+    # of the best Fmax from which the divider still makes the board's 8 Mbaud (lower again
+    # while one is missed), and the report says what it missed
+    monkeypatch.setattr(build_module, "PLACEMENTS", 1)
+    board = replace(BOARDS["icebreaker"], target_hz=150e6)
+    stages = []
+    report = build(random_image(5, (8, 6, 3)), board, tmp_path / "out", progress=stages.append)
+    missed = report.fallback_from
+    assert (missed["clock_hz"], missed["placements"]) == (150e6, 1)
+    assert report.timing_met and report.fmax_hz >= report.clock_hz and report.baud == board.baud
+    first = clock_below(board, FALLBACK_MARGIN * missed["fmax_hz"], board.baud)
+    told = [s for s in stages if "MHz clock is not met" in s]
+    assert told == [f"the board's 150 MHz clock is not met (best Fmax "
+                    f"{missed['fmax_hz'] / 1e6:.2f} MHz in 1 placements): building at "
+                    f"{first.f_out / 1e6:g} MHz"]
+    lowered = [s for s in stages if " too: building at " in s]
+    assert report.clock_hz == (first.f_out if not lowered
+                               else float(lowered[-1].rsplit(" ", 2)[1]) * 1e6)
+    assert report.pll["f_out"] == report.clock_hz and Path(report.bitstream).exists()
+    util, achieved, constraint = _log_figures(Path(report.log).read_text())
+    # (the platform's constraint is a period in ns, rounded: 32.625 MHz reads 32.65)
+    assert constraint == pytest.approx(report.clock_hz / 1e6, abs=0.05)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["fallback_from"] == missed and saved["clock_mhz"] == round(report.clock_mhz, 4)
+    assert "its 150 MHz catalog clock was missed" in bitstreams.summary_line(saved)
+    cli._print_build(saved)
+    assert "the board's 150 MHz clock was not met" in capsys.readouterr().out
 
 
 def test_fit_is_checked_before_synthesis(tmp_path):

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikeforge.boards.catalog import BOARD_DEVICES, BOARDS, find_board, resolve_board
-from spikeforge.boards.top import BoardTop, PllError, ecp5_pll, ice40_pll, plan_clock
+from spikeforge.boards.top import BoardTop, PllError, clock_below, ecp5_pll, ice40_pll, plan_clock
 from spikeforge.compiler.devices import DEVICES
 
 from .strategies import random_image
@@ -169,6 +169,44 @@ def test_pll_out_of_range():
     with pytest.raises(PllError, match="no PLL configured"):
         plan_clock("nandland-go", 50e6)
     assert plan_clock("icebreaker", 12e6).primitive == ""  # the oscillator itself
+
+
+def _ice40_outputs(f_in: float) -> set[float]:
+    # every SIMPLE-feedback output, from the equations in the iCE40 PLL usage guide
+    return {f_in / (r + 1) * (f + 1) / 2 ** q for r in range(16) for f in range(128)
+            for q in range(1, 7) if 10e6 <= f_in / (r + 1) <= 133e6
+            and 533e6 <= f_in / (r + 1) * (f + 1) <= 1066e6
+            and 16e6 <= f_in / (r + 1) * (f + 1) / 2 ** q <= 275e6}
+
+
+def _divides(clock: float, baud: float) -> bool:
+    # the UART's rule (docs/host-protocol.md): at least 4 cycles a bit, within 2 % of the rate
+    cycles = round(clock / baud)
+    return cycles >= 4 and abs(clock / cycles - baud) <= 0.02 * baud
+
+
+@settings(deadline=None, max_examples=15)
+@given(st.floats(16e6, 120e6), st.sampled_from([8_000_000, 6_000_000, 3_000_000, 115200]))
+def test_clock_below_is_the_fastest_pll_output_the_rate_divides(limit, baud):
+    # build's fallback clock (FALLBACK_MARGIN): against every output of the PLL's equations
+    board = BOARDS["icebreaker"]
+    fits = [f for f in _ice40_outputs(board.clock_hz)
+            if f <= limit * (1 + 1e-9) and _divides(f, baud)]
+    found = clock_below(board, limit, baud)
+    if not fits:
+        assert found is None
+    else:
+        assert found is not None and found.f_out == pytest.approx(max(fits), abs=1.0)
+        _check_ice40(found)
+
+
+def test_clock_below_on_other_boards():
+    # 84 MHz (25 * 84 / 25, 28 cycles a bit) qualifies: the fastest is at least that
+    ulx3s = clock_below("ulx3s-85f", 86e6, 3_000_000)
+    assert 84e6 <= ulx3s.f_out <= 86e6 and _divides(ulx3s.f_out, 3_000_000)
+    assert ulx3s.f_out == pytest.approx(ulx3s.f_in / ulx3s.clki_div * ulx3s.clkfb_div)
+    assert clock_below("nandland-go", 20e6, 115200) is None  # no PLL: only its oscillator
+    assert clock_below("icebreaker", 30e6, 8_000_000) is None  # under 4 cycles a bit
 
 
 # -- BoardTop ------------------------------------------------------------------------------------
