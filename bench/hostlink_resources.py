@@ -21,15 +21,14 @@ from pathlib import Path
 
 from spikeforge.compiler.mapper import map_network
 from spikeforge.hdl.array import CoreArray
+from spikeforge.hdl.counters import StatusCounters, status_counter_specs
 from spikeforge.hdl.hostlink import (
     FrameReceiver,
     HostLink,
-    LinkCounters,
     LinkCrc,
     RequestChecker,
     RequestExecutor,
     ResponseSender,
-    StatusBytes,
 )
 from spikeforge.hdl.synth import synth_rtlil_stats
 from spikeforge.image import Image
@@ -69,9 +68,9 @@ def main() -> None:
                     image, mem_data_width=array.mem_data_width,
                     mem_addr_width=array.mem_addr_width, max_payload=link.max_payload,
                     hello=link.hello),
-                "StatusBytes": StatusBytes(len(image.layers)),
+                "StatusCounters": StatusCounters(status_counter_specs(image),
+                                                 len(image.layers)),
                 "ResponseSender": ResponseSender(),
-                "LinkCounters": LinkCounters(),
                 "LinkCrc": LinkCrc(),
             }
         for name, block in blocks.items():

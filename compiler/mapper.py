@@ -200,6 +200,11 @@ ECP5_LUT_CORE, ECP5_LUT_PER_NEURON_BIT, ECP5_LUT_PER_LANE, ECP5_LUT_PER_LANE_ACC
 ECP5_LUT_PER_BANK_BIT = 1.2
 ECP5_CELLS_SOC, ECP5_CELLS_SOC_PER_LAYER = 1084, 597
 BRAM_SOC = 2  # the host link's receive and response buffers
+# The STATUS counters (hdl/counters.py) take a block RAM where the mapping leaves one free
+# (`status_in_bram`); else they are registers, which cost the SoC this many more logic cells
+# (fixed, per layer; bench/resource_model.py, the same networks either way).
+BRAM_STATUS = 1
+LUT_STATUS_REGISTERS, LUT_STATUS_REGISTERS_PER_LAYER = 0, 0
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
 # Data bits one write enable of a block RAM covers (yosys's brams.txt: the iCE40 EBR masks
@@ -773,14 +778,22 @@ def estimate_resources(layers: list[LayerParams], config: HwConfig, *,
     `flash`: with the SoC's flash loader; `learning`: the image's rules (``Image.learning``),
     whose learning units add their logic and their memories' block RAM."""
     learners = {rule.layer for rule in learning}
-    estimate = _estimate(layers, config, spram=True, flash=flash, learners=learners)
+    estimate = _estimate(layers, config, spram=True, flash=flash, learners=learners,
+                         learning_bram=learning_block_ram(layers, config, learning))
     units = sum(LUT_LEARNING_UNIT + LUT_LEARNING_PER_WEIGHT_BIT * layers[core.layer].weight_bits
                 * core.lanes for core in config.cores if core.layer in learners)
-    for resource, extra in (("bram", learning_block_ram(layers, config, learning)),
-                            ("luts", units)):
-        need, have = estimate[resource]
-        estimate[resource] = (need + extra, have)
+    need, have = estimate["luts"]
+    estimate["luts"] = (need + units, have)
     return estimate
+
+
+def status_in_bram(layers: list[LayerParams], config: HwConfig, learning: tuple = ()) -> bool:
+    """Whether the SoC keeps its STATUS counters in a block RAM (hdl.counters.StatusCounters):
+    when the mapping, with its learning units (``Image.learning``), leaves one free."""
+    estimate = _estimate(layers, config, spram=True, status=False,
+                         learning_bram=learning_block_ram(layers, config, learning))
+    need, have = estimate["bram"]
+    return bool(config.cores) and need + BRAM_STATUS <= have
 
 
 def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tuple) -> int:
@@ -805,7 +818,8 @@ def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tu
 
 def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
               cache: dict | None = None, flash: bool = False,
-              learners: frozenset | set = frozenset()) -> dict[str, tuple[int, int]]:
+              learners: frozenset | set = frozenset(), learning_bram: int = 0,
+              status: bool = True) -> dict[str, tuple[int, int]]:
     dev = resolve_device(config.device)
     weights, accs, bram = _block_ram(layers, config, cache)
     placement = (_place(layers, config, weights, accs, bram) if spram
@@ -845,6 +859,12 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
                 luts += product
     if flash:
         luts += LUT_FLASH_LOADER
+    bram += learning_bram
+    if status and config.cores:  # the STATUS counters (`status_in_bram`)
+        if bram + BRAM_STATUS <= dev.bram:
+            bram += BRAM_STATUS
+        else:
+            luts += LUT_STATUS_REGISTERS + LUT_STATUS_REGISTERS_PER_LAYER * len(layers)
     if dev.family == "ice40":
         luts += ICE40_EXTRA_CELLS + ICE40_EXTRA_CELLS_PER_CONV_CORE * sum(
             layers[core.layer].conv is not None for core in config.cores)

@@ -19,6 +19,7 @@ from .core import (
     param_layout,
     state_layout,
 )
+from .counters import array_step_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
 from .router import EventFifo, EventFork, EventMerge
@@ -185,6 +186,7 @@ class CoreArray(wiring.Component):
             "events_out": Out(unsigned(bits)),
             "busy_cycles": Out(unsigned(bits)),
             "integrate_cycles": Out(unsigned(bits)),
+            "steps": Out(array_step_layout(image)),
             "overflow": Out(1),
         })
 
@@ -248,12 +250,18 @@ class CoreArray(wiring.Component):
         m.d.comb += self.overflow.eq(overflow)
         layer_fifos = []
 
-        def count(counter, amount):
+        def count(name, amount, index=None):
             # The increment is registered first: no logic of the cores or streams sits in
-            # front of the counter's carry chain.
+            # front of the counter's carry chain. It is `steps` too (the SoC counts there, in
+            # hdl.counters.StatusCounters, and these counters go unused).
+            counter = getattr(self, name) if index is None else getattr(self, name)[index]
+            field = self.steps[name if index is None else f"{name}_{index}"]
             amount = Value.cast(amount)
-            step = Signal(amount.shape())
+            assert len(field) <= len(amount)
+            step = Signal(len(field), name=f"step_{name}" + ("" if index is None else
+                                                              f"_{index}"))
             m.d.sync += [step.eq(amount), counter.eq(counter + step)]
+            m.d.comb += field.eq(step)
 
         def fork(name, n):
             m.submodules[name] = block = EventFork(n)
@@ -292,7 +300,7 @@ class CoreArray(wiring.Component):
         ]
         with m.If(entry.o.valid & bad):
             m.d.sync += overflow.eq(1)
-        count(self.events_in, transfer(source))
+        count("events_in", transfer(source))
 
         for index, layer in enumerate(image.layers):
             group = by_layer[index]
@@ -310,11 +318,14 @@ class CoreArray(wiring.Component):
             m.submodules[f"l{index}_merge"] = merge = EventMerge(len(group))
             for port, core in zip(merge.i, group):
                 wiring.connect(m, core.o, port)
-            count(self.spikes[index], transfer(merge.o))
-            merged = skid(f"l{index}_skid", merge.o)
-            count(self.saturations[index], sum(core.saturated for core in group))
+            count("spikes", transfer(merge.o), index)
+            # Several cores' merge selects among their output buffers: its multiplexer ends at
+            # a skid buffer. One core's merge is a wire from its output buffer (ready is a
+            # register there): a second buffer would only add a cycle and ~50 logic cells.
+            merged = skid(f"l{index}_skid", merge.o) if len(group) > 1 else merge.o
+            count("saturations", sum(core.saturated for core in group), index)
             if image.learning_of(index) is not None:
-                count(self.learn_cycles[index], sum(core.updating for core in group))
+                count("learn_cycles", sum(core.updating for core in group), index)
             if layer.recurrent:
                 # The merged step also goes back to the layer as next step's rows n_in + addr.
                 # The FIFO never pushes back: it is drained before the layer's next pass.
@@ -338,21 +349,21 @@ class CoreArray(wiring.Component):
                 source = merged
             # each core counts the accumulator updates of the events it takes (a convolution's
             # event reaches only the positions it touches)
-            count(self.sops[index], sum(core.ops for core in group))
+            count("sops", sum(core.ops for core in group), index)
         m.d.comb += [
             self.o.payload.eq(source.payload),
             self.o.valid.eq(source.valid),
             source.ready.eq(self.o.ready),
         ]
-        count(self.events_out, transfer(self.o))
+        count("events_out", transfer(self.o))
 
         # Registered: a cycle late, as the counters (their increments are registered too).
         idle = Signal()
         m.d.sync += idle.eq(Cat(*(core.idle for core in cores), *(b.empty for b in skids),
                                 *(fifo.level == 0 for fifo in layer_fifos)).all())
         m.d.comb += self.idle.eq(idle)
-        count(self.busy_cycles, ~idle)
-        count(self.integrate_cycles, Cat(*(core.integrating for core in cores)).any())
+        count("busy_cycles", ~idle)
+        count("integrate_cycles", Cat(*(core.integrating for core in cores)).any())
 
         # Memory access. A request is first taken into a register (ready is that register's
         # emptiness, and the core index is decoded on the way in), then performed at the

@@ -21,7 +21,7 @@ from .fsm import one_hot
 from .learning import MOD_BITS, LearningUnit, Lfsr
 from .memport import NO_COLLISIONS, BankedMemory, read_port
 from .neuron import NeuronUpdate, count_bits
-from .skid import SkidBuffer
+from .skid import SkidBuffer, StreamRegister
 from .spram import SpramMemory
 
 __all__ = ["LifCore", "MemSpace", "MemAccessSignature", "acc_address", "clear_sweep",
@@ -569,11 +569,14 @@ class LifCore(wiring.Component):
 
         # -- input: each stream through a skid buffer, so that its ready is a register and
         # not this core's control logic (the fork in front of the cores ANDs them) ------------
-        m.submodules.i_skid = i_skid = SkidBuffer(SpikeEvent)
+        # An event takes `groups` cycles to integrate: from two groups on, a one-entry
+        # StreamRegister (an item every other cycle, no multiplexer) keeps up as well.
+        buffer = SkidBuffer if groups == 1 else StreamRegister
+        m.submodules.i_skid = i_skid = buffer(SpikeEvent)
         wiring.connect(m, wiring.flipped(self.i), i_skid.i)
         ev_in = i_skid.o
         if recurrent:  # (what it holds between steps is state, as the recurrent FIFO's)
-            m.submodules.r_skid = r_skid = SkidBuffer(SpikeEvent)
+            m.submodules.r_skid = r_skid = buffer(SpikeEvent)
             wiring.connect(m, wiring.flipped(self.r), r_skid.i)
             ev_rec = r_skid.o
 
@@ -798,7 +801,7 @@ class LifCore(wiring.Component):
                         m.next = "Ffwd"
 
         one_hot(fsm)  # (its state decodes sit in the take and pass handshakes)
-        m.d.comb += self.idle.eq(between & obuf.empty & i_skid.empty)
+        m.d.comb += self.idle.eq(between & obuf.empty & ~i_skid.o.valid)
         if learn is None:
             return ResetInserter(self.clear)(m)
         # The LFSR runs on over `clear`: a sample does not restart its sequence.

@@ -7,9 +7,8 @@ composition of small components, each with its own test (tests/test_hdl_hostlink
 - :class:`FrameReceiver`: request bytes -> checked request heads, payload kept in a buffer;
 - :class:`RequestChecker`: the status a request gets (length, arguments, memory ranges, busy);
 - :class:`RequestExecutor`: executes a request on the array and produces the answer;
-- :class:`StatusBytes`: the STATUS payload, a byte at a time;
+- :class:`~.counters.StatusCounters`: the STATUS payload, its counters in a block RAM;
 - :class:`ResponseSender`: answer head and payload bytes -> a response frame with its CRC;
-- :class:`LinkCounters`: the six link counters and the sticky error flag;
 - :class:`LinkCrc`: the CRC-16/CCITT-FALSE the receiver and the sender share (``CRC_PORT``).
 """
 
@@ -20,17 +19,13 @@ from amaranth.lib import crc, data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.mapper import memory_placement
+from ..compiler.mapper import memory_placement, status_in_bram
 from ..image import Image, core_channels, weight_depth
 from ..protocol import (
     ARGS_BYTES,
-    COUNTER_BITS,
     FEATURE_BITMAP,
     FEATURE_RATE_ENCODER,
-    LAYER_COUNTERS,
-    LINK_COUNTER_BITS,
     LINK_COUNTERS,
-    PROTOCOL_VERSION,
     SOF_REQUEST,
     SOF_RESPONSE,
     STEP_END,
@@ -46,6 +41,7 @@ from ..sim.encode import encoder_seed
 from .array import CoreArray
 from .conv import conv_acc_address
 from .core import MemAccessSignature, acc_address
+from .counters import StatusCounters, array_step_layout, status_counter_specs
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
 from .fsm import one_hot
@@ -53,9 +49,9 @@ from .memport import NO_COLLISIONS, read_port
 from .skid import StreamRegister
 
 __all__ = [
-    "CRC_PORT", "LINK_COUNTER_LAYOUT", "FrameReceiver", "HostLink", "LinkCounters", "LinkCrc",
-    "PayloadByte", "ReplyHead", "RequestChecker", "RequestExecutor", "RequestHead",
-    "ResponseSender", "StatusBytes", "connect_array", "memory_depths", "output_buffer",
+    "CRC_PORT", "FrameReceiver", "HostLink", "LinkCrc", "PayloadByte", "ReplyHead",
+    "RequestChecker", "RequestExecutor", "RequestHead", "ResponseSender", "connect_array",
+    "memory_depths", "output_buffer",
 ]
 
 
@@ -95,7 +91,6 @@ class PayloadByte(data.Struct):
 # and remembers a command on these bits alone.
 CMD_BITS = max(Command).bit_length()
 
-LINK_COUNTER_LAYOUT = data.StructLayout({name: LINK_COUNTER_BITS for name in LINK_COUNTERS})
 
 # A CRC user's side of a CRC-16 engine (:class:`LinkCrc`): ``start`` restarts it, ``valid``
 # feeds it ``data``; ``crc`` is the CRC of the bytes fed since, ``match`` whether their residue
@@ -180,35 +175,6 @@ def memory_depths(image: Image) -> list[tuple[int, ...]]:
                     MemSpace.PARAMS: core.neurons, MemSpace.ACC: acc, MemSpace.MOD: mod}
         depths.append(tuple(by_space[space] for space in MemSpace))
     return depths
-
-
-class LinkCounters(wiring.Component):
-    """The link counters of STATUS, ``LINK_COUNTER_BITS`` wide, wrapping, cleared only by reset.
-
-    Members
-    -------
-    inc : In(StructLayout({name: 1 for name in LINK_COUNTERS}))
-        Strobes: each high bit adds one to its counter at the second clock edge after it (the
-        strobes are registered first, so no decode in front reaches a carry chain).
-    counters : Out(LINK_COUNTER_LAYOUT)
-    error : Out(1)
-        Sticky: some counter other than ``duplicates`` moved.
-    """
-
-    inc: In(data.StructLayout({name: 1 for name in LINK_COUNTERS}))
-    counters: Out(LINK_COUNTER_LAYOUT)
-    error: Out(1)
-
-    def elaborate(self, platform):
-        m = Module()
-        inc = Signal.like(self.inc)
-        m.d.sync += inc.eq(self.inc)
-        for name in LINK_COUNTERS:
-            with m.If(inc[name]):
-                m.d.sync += self.counters[name].eq(self.counters[name] + 1)
-                if name != "duplicates":
-                    m.d.sync += self.error.eq(1)
-        return m
 
 
 class FrameReceiver(wiring.Component):
@@ -560,56 +526,6 @@ class RequestChecker(wiring.Component):
         return m
 
 
-class StatusBytes(wiring.Component):
-    """The STATUS payload (docs/host-protocol.md), read live a byte at a time.
-
-    Members
-    -------
-    index : In(range(status_length(n_layers)))
-    byte : Out(8)
-        Byte ``index`` of the payload, a cycle later (a register: the byte multiplexer ends
-        at it).
-    overflow, idle, error, not_loaded : In(1)
-        The flags.
-    load_error : In(3)
-        The flash loader's reason code (docs/flash.md), flag bits 5..7.
-    link : In(LINK_COUNTER_LAYOUT)
-    events_in, events_out, busy_cycles, integrate_cycles : In(COUNTER_BITS)
-    sops, spikes, saturations, learn_cycles : In(ArrayLayout(COUNTER_BITS, n_layers))
-    """
-
-    def __init__(self, n_layers: int):
-        self._n_layers = operator.index(n_layers)
-        per_layer = data.ArrayLayout(unsigned(COUNTER_BITS), self._n_layers)
-        super().__init__({
-            "index": In(range(status_length(self._n_layers))),
-            "byte": Out(8),
-            "overflow": In(1),
-            "idle": In(1),
-            "error": In(1),
-            "not_loaded": In(1),
-            "load_error": In(3),
-            "link": In(LINK_COUNTER_LAYOUT),
-            **{name: In(unsigned(COUNTER_BITS))
-               for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles")},
-            **{name: In(per_layer) for name in LAYER_COUNTERS},
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        n = self._n_layers
-        vector = Cat(
-            Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, self.error, self.not_loaded,
-            Const(0, 1), self.load_error,
-            Const(n, 8), Const(0, 8),
-            *(self.link[name] for name in LINK_COUNTERS),
-            self.events_in, self.events_out, self.busy_cycles, self.integrate_cycles,
-            *(getattr(self, name)[k] for name in LAYER_COUNTERS for k in range(n)))
-        assert len(vector) == 8 * status_length(n)
-        m.d.sync += self.byte.eq(vector.word_select(self.index, 8))
-        return m
-
-
 class ResponseSender(wiring.Component):
     """Send answer frames: start byte, head, payload bytes, CRC high byte first.
 
@@ -719,8 +635,14 @@ class RequestExecutor(wiring.Component):
     payload : Out(stream.Signature(PayloadByte))
         The answer (see :class:`ResponseSender`).
     status_index : Out(range(status_length(n_layers)))
+    status_read : Out(1)
     status_byte : In(8)
-        The STATUS payload (:class:`StatusBytes`).
+        The STATUS payload (:class:`~.counters.StatusCounters`): byte ``status_index`` the
+        cycle after ``status_read``, held.
+    status_flush : Out(1)
+    status_flushed : In(1)
+        STATUS waits in Settle, ``status_flush`` high, for ``status_flushed``: every count
+        before it is in the payload.
     events : Out(stream.Signature(SpikeEvent))
     outputs : In(stream.Signature(SpikeEvent))
     clear : Out(1)
@@ -750,7 +672,10 @@ class RequestExecutor(wiring.Component):
             "reply": Out(stream.Signature(ReplyHead)),
             "payload": Out(stream.Signature(PayloadByte)),
             "status_index": Out(range(status_length(len(image.layers)))),
+            "status_read": Out(1),
             "status_byte": In(8),
+            "status_flush": Out(1),
+            "status_flushed": In(1),
             "events": Out(stream.Signature(SpikeEvent)),
             "outputs": In(stream.Signature(SpikeEvent)),
             "clear": Out(1),
@@ -857,7 +782,7 @@ class RequestExecutor(wiring.Component):
         table, at_len, at_last = Signal(), Signal(), Signal()
         m.d.sync += [table.eq((status == Status.OK) & (is_table | stepping)),
                      at_len.eq(pidx == resp_len), at_last.eq(pidx == resp_last)]
-        # (HELLO's byte is looked up into a register first, as StatusBytes's is: a byte of the
+        # (HELLO's byte is looked up into a register first, as a STATUS byte is: a byte of the
         # constant table is a function of five bits of `pidx`, two LUT levels of its own)
         hello_byte = Signal(8)
         m.d.sync += [
@@ -931,7 +856,9 @@ class RequestExecutor(wiring.Component):
                 # array. While a PUSH holds a step open the array never gets idle: go on, and
                 # the checker refuses memory requests with BUSY.
                 m.d.sync += pidx.eq(0)
-                with m.If(self.idle | open_step | ~between):
+                m.d.comb += self.status_flush.eq(is_status)
+                with m.If((self.idle | open_step | ~between) &
+                          (self.status_flushed | ~is_status)):
                     m.next = "Check"
             with m.State("Check"):  # the checker's third stage (RequestChecker)
                 m.next = "Dispatch"
@@ -1160,6 +1087,7 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += [
                     self.payload.payload.data.eq(table_byte),
                     self.payload.valid.eq(table & ~at_len & settled[1]),
+                    self.status_read.eq(is_status & ~settled[0]),
                 ]
                 with m.If(self.payload.valid & self.payload.ready):
                     m.d.sync += [pidx.eq(pidx + 1), settled.eq(0)]
@@ -1177,9 +1105,10 @@ class HostLink(wiring.Component):
     """Parse request frames from ``rx``, execute them on a core array, answer on ``tx``.
 
     A composition: :class:`FrameReceiver` -> :class:`RequestExecutor` (with its
-    :class:`RequestChecker`, reading :class:`StatusBytes`) -> :class:`ResponseSender`;
-    :class:`LinkCounters` counts what goes wrong. Nothing in a frame is acted on before its CRC
-    has checked. A partial frame followed by ``timeout_bytes`` byte times of silence is dropped.
+    :class:`RequestChecker`, reading :class:`~.counters.StatusCounters`, which counts the
+    array's work and what goes wrong on the link) -> :class:`ResponseSender`. Nothing in a
+    frame is acted on before its CRC has checked. A partial frame followed by
+    ``timeout_bytes`` byte times of silence is dropped.
     Requests are stop-and-wait: bytes that arrive while the link executes or answers are
     dropped and counted (``overruns``). Memory requests out of a memory's range are refused
     (ARG), as are memory requests while a PUSH holds a step open (BUSY). Steps' input events
@@ -1202,9 +1131,11 @@ class HostLink(wiring.Component):
         Strobe to the array's ``clear``.
     mem : Out(MemAccessSignature(...))
         To the array's memory-access port.
-    idle, overflow, sops, spikes, saturations, learn_cycles, events_in, events_out,
-    busy_cycles, integrate_cycles : In
-        The array's status, reported by STATUS (counters of ``protocol.COUNTER_BITS``).
+    idle, overflow : In(1)
+        The array's status, reported by STATUS.
+    steps : In(StructLayout)
+        The array's counter increments (``CoreArray.steps``), counted for STATUS in
+        :class:`~.counters.StatusCounters`.
     activity : Out(1)
         Strobe: a frame ended (complete, timed out or skipped).
     busy : Out(1)
@@ -1258,7 +1189,6 @@ class HostLink(wiring.Component):
                       (FEATURE_RATE_ENCODER if self._encoder_seed is not None else 0)),
             clock_hz=min(0xFFFFFFFF, round(clock_hz)),
             run_steps=output_buffer(image, self._encoder_seed is not None)[1])
-        per_layer = data.ArrayLayout(unsigned(COUNTER_BITS), len(image.layers))
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -1271,14 +1201,7 @@ class HostLink(wiring.Component):
                                           addr_width=self._mem_addr_width, core_width=8)),
             "idle": In(1),
             "overflow": In(1),
-            "sops": In(per_layer),
-            "spikes": In(per_layer),
-            "saturations": In(per_layer),
-            "learn_cycles": In(per_layer),
-            "events_in": In(unsigned(COUNTER_BITS)),
-            "events_out": In(unsigned(COUNTER_BITS)),
-            "busy_cycles": In(unsigned(COUNTER_BITS)),
-            "integrate_cycles": In(unsigned(COUNTER_BITS)),
+            "steps": In(array_step_layout(image)),
             "activity": Out(1),
             "busy": Out(1),
             "error": Out(1),
@@ -1335,8 +1258,10 @@ class HostLink(wiring.Component):
             mem_addr_width=self._mem_addr_width, max_payload=self._max_payload,
             hello=self._hello, encoder_seed=self._encoder_seed)
         m.submodules.sender = sender = ResponseSender()
-        m.submodules.counters = counters = LinkCounters()
-        m.submodules.status = status = StatusBytes(len(self._image.layers))
+        image = self._image
+        m.submodules.status = status = StatusCounters(
+            status_counter_specs(image), len(image.layers),
+            in_bram=status_in_bram(image.layers, image.config, image.learning))
         # One CRC engine: the receiver's until it holds a request, then the sender's, whose
         # answer is out before the receiver takes the next request.
         m.submodules.crc = shared = LinkCrc()
@@ -1379,26 +1304,35 @@ class HostLink(wiring.Component):
             executor.loaded.eq(self.loaded),
             executor.status_byte.eq(status.byte),
             status.index.eq(executor.status_index),
+            status.read.eq(executor.status_read),
+            status.flush.eq(executor.status_flush),
+            executor.status_flushed.eq(status.flushed),
             self.clear.eq(executor.clear),
-            counters.inc.crc_errors.eq(receiver.crc_error),
-            counters.inc.framing_errors.eq(self.framing_error),
-            counters.inc.timeouts.eq(receiver.timeout),
-            counters.inc.dropped_frames.eq(receiver.dropped | executor.refused),
-            counters.inc.duplicates.eq(executor.duplicate),
-            counters.inc.overruns.eq(receiver.overrun | self.overrun | executor.lost),
+            status.clear.eq(executor.clear),
             status.overflow.eq(self.overflow),
             status.idle.eq(self.idle),
-            status.error.eq(counters.error),
             status.not_loaded.eq(~self.loaded),
             status.load_error.eq(self.load_error),
-            status.link.eq(counters.counters),
             self.activity.eq(receiver.activity),
             self.busy.eq(receiver.o.valid),
-            self.error.eq(counters.error),
+            self.error.eq(status.error),
         ]
-        for name in ("events_in", "events_out", "busy_cycles", "integrate_cycles",
-                     *LAYER_COUNTERS):
-            m.d.comb += getattr(status, name).eq(getattr(self, name))
+        # The link's strobes are registered first (no decode in front of a pre-counter's
+        # carry chain), as the array registers its increments.
+        strobes = {
+            "crc_errors": receiver.crc_error,
+            "framing_errors": self.framing_error,
+            "timeouts": receiver.timeout,
+            "dropped_frames": receiver.dropped | executor.refused,
+            "duplicates": executor.duplicate,
+            "overruns": receiver.overrun | self.overrun | executor.lost,
+        }
+        for name in LINK_COUNTERS:
+            held = Signal(name=f"inc_{name}")
+            m.d.sync += held.eq(strobes[name])
+            m.d.comb += status.inc[name].eq(held)
+        for name, _ in array_step_layout(self._image):
+            m.d.comb += status.inc[name].eq(self.steps[name])
         return m
 
 
@@ -1411,12 +1345,5 @@ def connect_array(m: Module, link: HostLink, array: CoreArray) -> None:
         array.clear.eq(link.clear),
         link.idle.eq(array.idle),
         link.overflow.eq(array.overflow),
-        link.sops.eq(array.sops),
-        link.spikes.eq(array.spikes),
-        link.saturations.eq(array.saturations),
-        link.learn_cycles.eq(array.learn_cycles),
-        link.events_in.eq(array.events_in),
-        link.events_out.eq(array.events_out),
-        link.busy_cycles.eq(array.busy_cycles),
-        link.integrate_cycles.eq(array.integrate_cycles),
+        link.steps.eq(array.steps),
     ]

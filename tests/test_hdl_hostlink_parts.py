@@ -1,9 +1,9 @@
 """The host link's components alone, in the Amaranth simulator: the frame receiver and the
 response sender against the host side's frames (CRC by ``binascii.crc_hqx``), the request
-checker against the status rules of docs/host-protocol.md written out here, the STATUS bytes
-against the document's layout, the link counters against a count, the stream register of its
-answer bytes and input events against its stream. The composition (HostLink with a CoreArray)
-is tests/test_hdl_hostlink.py."""
+checker against the status rules of docs/host-protocol.md written out here, the stream register
+of its answer bytes and input events against its stream. The STATUS payload and its counters
+are tests/test_hdl_counters.py; the composition (HostLink with a CoreArray) is
+tests/test_hdl_hostlink.py."""
 
 import binascii
 import itertools
@@ -18,11 +18,9 @@ from hypothesis import strategies as st
 from spikeforge import protocol
 from spikeforge.hdl.hostlink import (
     FrameReceiver,
-    LinkCounters,
     LinkCrc,
     RequestChecker,
     ResponseSender,
-    StatusBytes,
     memory_depths,
 )
 from spikeforge.hdl.skid import StreamRegister
@@ -345,66 +343,6 @@ def test_checker_follows_the_documented_rules(cases):
                     (head, idle, encoder)
 
         run(dut, bench)
-
-
-# -- StatusBytes and LinkCounters ----------------------------------------------------------------
-
-@settings(deadline=None, max_examples=20)
-@given(n_layers=st.integers(1, 3), data=st.data())
-def test_status_bytes_are_the_documented_layout(n_layers, data):
-    top = (1 << protocol.COUNTER_BITS) - 1
-    counter = st.integers(0, top)
-    status = protocol.DeviceStatus(
-        version=protocol.PROTOCOL_VERSION, overflow=data.draw(st.booleans()),
-        idle=data.draw(st.booleans()), link_error=data.draw(st.booleans()),
-        link={name: data.draw(st.integers(0, 0xFFFF)) for name in protocol.LINK_COUNTERS},
-        **{name: data.draw(counter) for name in protocol.ARRAY_COUNTERS},
-        **{name: data.draw(st.lists(counter, min_size=n_layers, max_size=n_layers))
-           for name in protocol.LAYER_COUNTERS})
-    dut = StatusBytes(n_layers)
-    got = bytearray()
-
-    async def bench(ctx):
-        ctx.set(dut.overflow, status.overflow)
-        ctx.set(dut.idle, status.idle)
-        ctx.set(dut.error, status.link_error)
-        ctx.set(dut.link, status.link)
-        for name in protocol.ARRAY_COUNTERS:
-            ctx.set(getattr(dut, name), getattr(status, name))
-        for name in protocol.LAYER_COUNTERS:
-            ctx.set(getattr(dut, name), getattr(status, name))
-        for k in range(protocol.status_length(n_layers)):
-            ctx.set(dut.index, k)
-            await ctx.tick()  # the byte is a register
-            got.append(ctx.get(dut.byte))
-
-    run(dut, bench)
-    assert bytes(got) == protocol.status_payload(status)
-    assert protocol.parse_status(bytes(got), n_layers) == status
-
-
-def test_link_counters_count_and_error_is_sticky():
-    dut = LinkCounters()
-    pattern = [{name: (k * (i + 3)) % 5 == 0 for i, name in enumerate(protocol.LINK_COUNTERS)}
-               for k in range(200)]
-
-    async def bench(ctx):
-        only_duplicates = {name: name == "duplicates" for name in protocol.LINK_COUNTERS}
-        ctx.set(dut.inc, only_duplicates)
-        await ctx.tick()
-        assert not ctx.get(dut.error)  # repeats are no error
-        for strobes in pattern:
-            ctx.set(dut.inc, strobes)
-            await ctx.tick()
-        ctx.set(dut.inc, dict.fromkeys(protocol.LINK_COUNTERS, 0))
-        await ctx.tick().repeat(2)  # the strobes are registered first
-        counts = ctx.get(dut.counters)
-        for name in protocol.LINK_COUNTERS:
-            want = sum(s[name] for s in pattern) + (name == "duplicates")
-            assert getattr(counts, name) == want
-        assert ctx.get(dut.error)
-
-    run(dut, bench)
 
 
 def test_component_parameters_are_checked():

@@ -1,0 +1,299 @@
+"""STATUS's counters in one block RAM: small pre-counters, swept into it a byte at a time.
+
+The STATUS payload (docs/host-protocol.md) holds six 16-bit link counters and 4 + 4 * n_layers
+24-bit array counters. As flip-flop counters they took a logic cell a bit, and the payload's
+byte multiplexer over them about 0.65 LUT4 a bit more (issue 10). Here each counter is a byte
+range of one 8-bit-wide memory laid out as the payload itself, and a narrow *pre-counter* of
+its own:
+
+- every cycle a counter's increment (``inc``, registered upstream) adds to its pre-counter;
+- a sweep walks the payload's counter bytes, one a cycle: at a counter's first byte it takes
+  the pre-counter (plus this cycle's increment) as the addend and zeroes it, adds it to the
+  byte read from the memory, writes the byte back and carries into the next byte, and so on
+  to the counter's last byte, whose carry is dropped: the counter wraps as the flip-flop one
+  did;
+- a pre-counter is as wide as the most its increments add up to between two visits
+  (``CounterSpec.bound`` over ``window`` cycles), so none overflows.
+
+A counter's value is its bytes plus its pre-counter. STATUS is exact: the executor asks for a
+flush (``flush``) and reads once ``flushed`` says a whole sweep began after the request, so
+every increment before it is in the memory. ``clear`` (CLEAR) zeroes the counters marked
+``cleared`` (the array's): their pre-counters at once, their bytes in the first whole sweep
+of their range after it (until then their bytes are neither written nor flushed).
+
+The payload is read a byte at a time (``read`` with ``index``): ``byte`` holds it from the
+next cycle on. A read takes the memory's port for that cycle; the sweep waits a cycle.
+
+Where the mapping leaves no block RAM for it (``compiler.mapper.status_in_bram``: the digits
+network with a three-factor readout on the UP5K takes all 30), the same component keeps each
+counter in a register of its full width and reads the payload through a byte multiplexer, as
+the link did before: the same contract, about 200 logic cells more.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..protocol import (
+    COUNTER_BYTES,
+    LAYER_COUNTERS,
+    LINK_COUNTERS,
+    PROTOCOL_VERSION,
+    status_length,
+)
+
+__all__ = ["CounterSpec", "StatusCounters", "array_step_layout", "status_counter_specs",
+           "HEADER_BYTES"]
+
+HEADER_BYTES = 4  # version, flags, n_layers, reserved
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    """One STATUS counter: its name (the field of ``inc``), its bytes in the payload, and how
+    fast it can move: ``terms`` of (most added at once, fewest cycles between two such adds);
+    ``cleared`` by CLEAR (the array's) or only by reset (the link's); ``error``: it sets the
+    sticky link-error flag."""
+
+    name: str
+    nbytes: int
+    terms: tuple[tuple[int, int], ...] = ((1, 1),)
+    cleared: bool = True
+    error: bool = False
+
+    @property
+    def step_max(self) -> int:
+        """The most it adds in one cycle."""
+        return sum(most for most, _ in self.terms)
+
+    def bound(self, window: int) -> int:
+        """The most it adds in any ``window`` consecutive cycles."""
+        return sum((window // gap + 1) * most for most, gap in self.terms)
+
+
+def status_counter_specs(image) -> list[CounterSpec]:
+    """The counters of `image`'s STATUS payload, in payload order (docs/host-protocol.md): the
+    link's, the array's, then per layer. A dense core adds its neurons' operations once per
+    input event (an event takes ``groups`` cycles), a convolution core up to its lanes a
+    cycle; saturations count a flag a core (two with a current); learning a cycle a core."""
+    from .. import protocol
+
+    specs = [CounterSpec(name, protocol.LINK_COUNTER_BITS // 8, cleared=False,
+                         error=name != "duplicates") for name in LINK_COUNTERS]
+    specs += [CounterSpec(name, COUNTER_BYTES) for name in protocol.ARRAY_COUNTERS]
+    cores = image.config.cores
+    for name in LAYER_COUNTERS:
+        for index, layer in enumerate(image.layers):
+            mine = [core for core in cores if core.layer == index]
+            if name == "sops":
+                terms = tuple((core.lanes, 1) if layer.conv is not None
+                              else (core.neurons, core.groups) for core in mine)
+            elif name == "spikes":
+                terms = ((1, 1),)
+            elif name == "saturations":
+                terms = (((3 if layer.current_based else 1) * len(mine), 1),)
+            else:  # learn_cycles
+                terms = ((len(mine), 1),) if image.learning_of(index) is not None else ()
+            specs.append(CounterSpec(f"{name}_{index}", COUNTER_BYTES, terms))
+    assert HEADER_BYTES + sum(s.nbytes for s in specs) == status_length(len(image.layers))
+    return specs
+
+
+def array_step_layout(image) -> data.StructLayout:
+    """The array's counter increments, one field a counter of `image` (``CoreArray.steps``),
+    each as wide as the most it adds in a cycle."""
+    return data.StructLayout({spec.name: spec.step_max.bit_length()
+                              for spec in status_counter_specs(image) if spec.cleared})
+
+
+class StatusCounters(wiring.Component):
+    """The STATUS payload (docs/host-protocol.md): its counters in a block RAM (module
+    docstring), its header live.
+
+    Members
+    -------
+    inc : In(StructLayout)
+        Each counter's increment this cycle (``specs``' names).
+    clear : In(1)
+        Zero the ``cleared`` counters (a cycle or more).
+    flush : In(1)
+        Held high: every increment before it goes to the memory; ``flushed`` says when.
+    flushed : Out(1)
+    read : In(1)
+        Read byte ``index`` of the payload: ``byte`` from the next cycle on, held.
+    index : In(range(status_length))
+    byte : Out(8)
+    overflow, idle, not_loaded : In(1)
+    load_error : In(3)
+    error : Out(1)
+        Sticky: a counter marked ``error`` moved.
+    """
+
+    def __init__(self, specs: list[CounterSpec], n_layers: int, *, in_bram: bool = True):
+        self._specs = list(specs)
+        self._n_layers = operator.index(n_layers)
+        self._in_bram = bool(in_bram)
+        self._length = HEADER_BYTES + sum(s.nbytes for s in self._specs)
+        # A counter is visited once a sweep; the sweep loses a cycle to each read (at most one
+        # in three cycles), and a CLEAR can hold a cleared counter's bytes for one more sweep:
+        # between two visits at most 2 * 1.5 sweeps pass.
+        self._window = 3 * (self._length - HEADER_BYTES) + 4
+        super().__init__({
+            "inc": In(data.StructLayout({s.name: s.step_max.bit_length() for s in specs})),
+            "clear": In(1),
+            "flush": In(1),
+            "flushed": Out(1),
+            "read": In(1),
+            "index": In(range(self._length)),
+            "byte": Out(8),
+            "overflow": In(1),
+            "idle": In(1),
+            "not_loaded": In(1),
+            "load_error": In(3),
+            "error": Out(1),
+        })
+
+    @property
+    def in_bram(self) -> bool:
+        """The counters in a block RAM (module docstring), or (False) each a register of its
+        full width, the payload's bytes through a multiplexer: where the mapping leaves no
+        block RAM for them (``compiler.mapper.status_in_bram``)."""
+        return self._in_bram
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    @property
+    def window(self) -> int:
+        """Cycles between two visits of a counter, at most."""
+        return self._window
+
+    def pre_bits(self, spec: CounterSpec) -> int:
+        """Width of `spec`'s pre-counter."""
+        return spec.bound(self._window).bit_length() if spec.terms else 0
+
+    def _header(self) -> Value:
+        return Cat(Const(PROTOCOL_VERSION, 8), self.overflow, self.idle, self.error,
+                   self.not_loaded, Const(0, 1), self.load_error,
+                   Const(self._n_layers, 8), Const(0, 8))
+
+    def _registers(self, m: Module) -> None:
+        """Each counter a register, the payload a byte multiplexer (``in_bram`` False)."""
+        values = []
+        for spec in self._specs:
+            value = Signal(8 * spec.nbytes, name=f"count_{spec.name}")
+            inc = self.inc[spec.name]
+            m.d.sync += value.eq(Mux(self.clear, 0, value + inc) if spec.cleared
+                                 else value + inc)
+            if spec.error:
+                with m.If(inc != 0):
+                    m.d.sync += self.error.eq(1)
+            values.append(value)
+        with m.If(self.read):
+            m.d.sync += self.byte.eq(Cat(self._header(), *values).word_select(self.index, 8))
+        m.d.comb += self.flushed.eq(self.flush)  # (nothing waits)
+
+    def elaborate(self, platform):
+        m = Module()
+        if not self._in_bram:
+            self._registers(m)
+            return m
+        specs, first_byte = self._specs, HEADER_BYTES
+        n = len(specs)
+
+        # -- pre-counters -----------------------------------------------------------------
+        pres, incs, flush_k = [], [], []
+        for spec in specs:
+            pre = Signal(self.pre_bits(spec), name=f"pre_{spec.name}")
+            inc = self.inc[spec.name]
+            take = Signal(name=f"take_{spec.name}")
+            zero = take | self.clear if spec.cleared else take
+            m.d.sync += pre.eq(Mux(zero, 0, pre + inc))
+            if spec.error:
+                with m.If(inc != 0):
+                    m.d.sync += self.error.eq(1)
+            pres.append(pre)
+            incs.append(inc)
+            flush_k.append(take)
+
+        # -- the sweep: issue (read) a byte, then add and write it back ---------------------
+        mem = Memory(shape=8, depth=self._length, init=[])
+        m.submodules.mem = mem
+        wr = mem.write_port()
+        rd = mem.read_port(transparent_for=(wr,))
+        addr = Signal(range(self._length), init=first_byte)
+        k = Signal(range(max(n, 2)))  # the counter of `addr`
+        j = Signal(2)  # its byte
+        widths = Array(Const(s.nbytes - 1, 2) for s in specs)
+        cleared = Array(Const(int(s.cleared), 1) for s in specs)
+        last = j == widths[k]
+        first_cleared = first_byte + sum(s.nbytes for s in specs if not s.cleared)
+        assert all(not s.cleared for s in specs[:sum(not s.cleared for s in specs)])
+        pending = Signal()  # a CLEAR waits for the cleared range's next sweep
+        zeroing = Signal()  # this sweep of the cleared range writes from zero
+        with m.If(self.clear):
+            m.d.sync += pending.eq(1)
+        go = ~self.read
+        at_start, at_cleared = addr == first_byte, addr == first_cleared
+        zero_now = zeroing | (pending & at_cleared)
+        skip_now = cleared[k] & pending & ~at_cleared
+        addend_bits = max([self.pre_bits(s) for s in specs] + [1]) + 1
+        # stage 1: the byte read, and what to add to it
+        v1, last1, first1, skip1, zero1 = (Signal(name=f"{x}1") for x in
+                                           ("v", "last", "first", "skip", "zero"))
+        a1 = Signal.like(addr)
+        add1 = Signal(addend_bits)
+        m.d.sync += v1.eq(go)
+        m.d.comb += [rd.addr.eq(Mux(go, addr, self.index)), rd.en.eq(1)]
+        with m.If(go):
+            m.d.sync += [a1.eq(addr), last1.eq(last), first1.eq(j == 0), skip1.eq(skip_now),
+                         zero1.eq(zero_now & cleared[k]),
+                         add1.eq(Array(pres)[k] + Array(incs)[k])]
+            with m.If(j == 0):
+                for kk, take in enumerate(flush_k):
+                    m.d.comb += take.eq((k == kk) & ~skip_now)
+            with m.If(last):
+                m.d.sync += [j.eq(0), k.eq(Mux(k == n - 1, 0, k + 1)),
+                             addr.eq(Mux(addr == self._length - 1, first_byte, addr + 1))]
+            with m.Else():
+                m.d.sync += [j.eq(j + 1), addr.eq(addr + 1)]
+            with m.If(pending & at_cleared & ~self.clear):
+                m.d.sync += [pending.eq(0), zeroing.eq(1)]
+            with m.If(at_start):
+                m.d.sync += zeroing.eq(0)
+        # stage 2: add and write back; the carry waits for the counter's next byte
+        carry = Signal(addend_bits - 7)
+        total = Signal(addend_bits + 1)
+        m.d.comb += [
+            total.eq(Mux(zero1, 0, rd.data) + Mux(first1, add1, carry)),
+            wr.addr.eq(a1),
+            wr.data.eq(total[:8]),
+            wr.en.eq(v1 & ~skip1),
+        ]
+        with m.If(v1):
+            m.d.sync += carry.eq(Mux(last1, 0, total[8:]))
+
+        # -- flush: a whole sweep that began after the request ------------------------------
+        phase = Signal(2)
+        with m.If(~self.flush):
+            m.d.sync += phase.eq(0)
+        with m.Elif(go & at_start & (phase != 2)):
+            m.d.sync += phase.eq(phase + 1)
+        m.d.comb += self.flushed.eq((phase == 2) & ~pending)
+
+        # -- the reader ---------------------------------------------------------------------
+        header = self._header()
+        rd1, head1 = Signal(), Signal()
+        head_byte, held = Signal(8), Signal(8)
+        m.d.sync += [rd1.eq(self.read), head1.eq(self.index < HEADER_BYTES),
+                     head_byte.eq(header.word_select(self.index[:2], 8))]
+        m.d.comb += self.byte.eq(Mux(rd1, Mux(head1, head_byte, rd.data), held))
+        m.d.sync += held.eq(self.byte)
+        return m
