@@ -439,7 +439,9 @@ class LifCore(wiring.Component):
         # cell with its adder's bit, where a write port's data would fan out to every word),
         # and a write (the clears) only zeroes a word: its only reset, so that it is the
         # flip-flop's own (the clear sweep zeroes the words after ``clear``, as a memory's).
-        # Its read port is the same as a memory's.
+        # Its read port has a memory port's timing without a copy of the word: the address is
+        # registered and the data is the word it names, so the pass zeroes a group's word only
+        # once its last lane has entered the update (`a_wr.en` below).
         ff_acc = groups <= FF_MEMORY_DEPTH
         if ff_acc:
             acc_words = [Signal(acc_layout, name=f"acc_word{k}", reset_less=True)
@@ -450,8 +452,10 @@ class LifCore(wiring.Component):
             a_wr = SimpleNamespace(addr=Signal(range(groups), name="acc_waddr"),
                                    data=Signal(acc_layout, name="acc_wdata"),
                                    en=Signal(name="acc_we"))
+            held = Signal(range(groups), name="acc_rsel")
             with m.If(a_rd.en):
-                m.d.sync += a_rd.data.eq(Array(acc_words)[a_rd.addr])
+                m.d.sync += held.eq(a_rd.addr)
+            m.d.comb += a_rd.data.eq(Array(acc_words)[held])
             for k, word in enumerate(acc_words):
                 with m.If(a_wr.en & (a_wr.addr == k)):
                     m.d.sync += word.eq(0)
@@ -737,7 +741,9 @@ class LifCore(wiring.Component):
             # pass, whose word stays at the read data; the integration writes never then)
             a_wr.addr.eq(Mux(w_valid, w_group, pg1) if sums is not None else pg1),
             a_wr.data.eq(Mux(w_valid, sums.as_value(), 0) if sums is not None else 0),
-            a_wr.en.eq(w_valid | q1 if sums is not None else q1),
+            a_wr.en.eq(w_valid | q1 if sums is not None
+                       # (flip-flop words: after the group's last lane, as it advances)
+                       else q1 & adv & ((pp1 == lanes - 1) | (n1 == neurons - 1))),
         ]
         if self._stored and self._params_offset is None:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))

@@ -7,16 +7,17 @@ range of one 8-bit-wide memory laid out as the payload itself, and a narrow *pre
 its own:
 
 - every cycle a counter's increment (``inc``, registered upstream) adds to its pre-counter;
-- a sweep walks the payload's counter bytes, one a cycle: at a counter's first byte it takes
-  the pre-counter (plus this cycle's increment) as the addend and zeroes it, adds it to the
-  byte read from the memory, writes the byte back and carries into the next byte, and so on
-  to the counter's last byte, whose carry is dropped: the counter wraps as the flip-flop one
-  did;
+- a sweep walks the payload's counter bytes, one a cycle: a counter ahead of a counter's first
+  byte it takes the pre-counter (plus that cycle's increment) as the addend and zeroes it; at
+  the first byte it adds the addend to the byte read from the memory, writes the byte back and
+  carries into the next byte, and so on to the counter's last byte, whose carry is dropped:
+  the counter wraps as the flip-flop one did;
 - a pre-counter is as wide as the most its increments add up to between two visits
   (``CounterSpec.bound`` over ``window`` cycles), so none overflows.
 
-A counter's value is its bytes plus its pre-counter. STATUS is exact: the executor asks for a
-flush (``flush``) and reads once ``flushed`` says a whole sweep began after the request, so
+A counter's value is its bytes plus its addend in flight plus its pre-counter. STATUS is
+exact: the executor asks for a flush (``flush``) and reads once ``flushed`` says two whole
+sweeps began after the request (the first counter's addend may have been taken before it), so
 every increment before it is in the memory. ``clear`` (CLEAR) zeroes the counters marked
 ``cleared`` (the array's): their pre-counters at once, their bytes in the first whole sweep
 of their range after it (until then their bytes are neither written nor flushed).
@@ -230,12 +231,14 @@ class StatusCounters(wiring.Component):
         rd = mem.read_port(transparent_for=(wr,))
         addr = Signal(range(self._length), init=first_byte)
         k = Signal(range(max(n, 2)))  # the counter of `addr`
+        k_next = Signal(range(max(n, 2)), init=1 % n)  # the one after it
         j = Signal(2)  # its byte
         widths = Array(Const(s.nbytes - 1, 2) for s in specs)
         cleared = Array(Const(int(s.cleared), 1) for s in specs)
         last = j == widths[k]
+        kept = sum(not s.cleared for s in specs)  # the first cleared counter's index
         first_cleared = first_byte + sum(s.nbytes for s in specs if not s.cleared)
-        assert all(not s.cleared for s in specs[:sum(not s.cleared for s in specs)])
+        assert all(not s.cleared for s in specs[:kept])
         pending = Signal()  # a CLEAR waits for the cleared range's next sweep
         zeroing = Signal()  # this sweep of the cleared range writes from zero
         with m.If(self.clear):
@@ -245,22 +248,38 @@ class StatusCounters(wiring.Component):
         zero_now = zeroing | (pending & at_cleared)
         skip_now = cleared[k] & pending & ~at_cleared
         addend_bits = max([self.pre_bits(s) for s in specs] + [1]) + 1
+        # The addend is taken ahead: at the issue of a counter's first byte, the next
+        # counter's pre-counter and increment are selected (`sel`, `sel_inc`: the multiplexer
+        # over every counter ends at registers) and it restarts from zero; their sum (`addend`)
+        # is ready when that counter's first byte is added, a counter (two bytes or more)
+        # later. A CLEAR in between makes the counter skipped: the addend is dropped with it.
+        pending_after = self.clear | (pending & ~at_cleared)  # as it will be at the next issue
+        skip_next = cleared[k_next] & pending_after & (k_next != kept)
+        sel = Signal(addend_bits - 1)
+        sel_inc = Signal(max([s.step_max.bit_length() for s in specs] + [1]))
+        addend = Signal(addend_bits)
+        m.d.sync += addend.eq(sel + sel_inc)
+        # (an addend taken in or before a CLEAR's cycle is stale: a cleared counter drops it)
+        stale = Signal()
         # stage 1: the byte read, and what to add to it
-        v1, last1, first1, skip1, zero1 = (Signal(name=f"{x}1") for x in
-                                           ("v", "last", "first", "skip", "zero"))
+        v1, last1, first1, skip1, zero1, drop1 = (Signal(name=f"{x}1") for x in
+                                                  ("v", "last", "first", "skip", "zero", "drop"))
         a1 = Signal.like(addr)
-        add1 = Signal(addend_bits)
         m.d.sync += v1.eq(go)
         m.d.comb += [rd.addr.eq(Mux(go, addr, self.index)), rd.en.eq(1)]
+        with m.If(self.clear):
+            m.d.sync += stale.eq(1)
         with m.If(go):
             m.d.sync += [a1.eq(addr), last1.eq(last), first1.eq(j == 0), skip1.eq(skip_now),
-                         zero1.eq(zero_now & cleared[k]),
-                         add1.eq(Array(pres)[k] + Array(incs)[k])]
+                         zero1.eq(zero_now & cleared[k]), drop1.eq(stale & cleared[k])]
             with m.If(j == 0):
+                m.d.sync += [sel.eq(Array(pres)[k_next]), sel_inc.eq(Array(incs)[k_next])]
+                with m.If(~skip_next):
+                    m.d.sync += stale.eq(self.clear)
                 for kk, take in enumerate(flush_k):
-                    m.d.comb += take.eq((k == kk) & ~skip_now)
+                    m.d.comb += take.eq((k_next == kk) & ~skip_next)
             with m.If(last):
-                m.d.sync += [j.eq(0), k.eq(Mux(k == n - 1, 0, k + 1)),
+                m.d.sync += [j.eq(0), k.eq(k_next), k_next.eq(Mux(k_next == n - 1, 0, k_next + 1)),
                              addr.eq(Mux(addr == self._length - 1, first_byte, addr + 1))]
             with m.Else():
                 m.d.sync += [j.eq(j + 1), addr.eq(addr + 1)]
@@ -272,7 +291,7 @@ class StatusCounters(wiring.Component):
         carry = Signal(addend_bits - 7)
         total = Signal(addend_bits + 1)
         m.d.comb += [
-            total.eq(Mux(zero1, 0, rd.data) + Mux(first1, add1, carry)),
+            total.eq(Mux(zero1, 0, rd.data) + Mux(first1, Mux(drop1, 0, addend), carry)),
             wr.addr.eq(a1),
             wr.data.eq(total[:8]),
             wr.en.eq(v1 & ~skip1),
@@ -280,13 +299,14 @@ class StatusCounters(wiring.Component):
         with m.If(v1):
             m.d.sync += carry.eq(Mux(last1, 0, total[8:]))
 
-        # -- flush: a whole sweep that began after the request ------------------------------
+        # -- flush: two whole sweeps that began after the request (the first counter's addend
+        # may have been taken before it) ------------------------------------------------------
         phase = Signal(2)
         with m.If(~self.flush):
             m.d.sync += phase.eq(0)
-        with m.Elif(go & at_start & (phase != 2)):
+        with m.Elif(go & at_start & (phase != 3)):
             m.d.sync += phase.eq(phase + 1)
-        m.d.comb += self.flushed.eq((phase == 2) & ~pending)
+        m.d.comb += self.flushed.eq((phase == 3) & ~pending)
 
         # -- the reader ---------------------------------------------------------------------
         header = self._header()

@@ -43,7 +43,7 @@ def expected(specs, values, n_layers, *, overflow, idle, error, not_loaded,
     return bytes(out)
 
 
-@settings(deadline=None, max_examples=30)
+@settings(deadline=None, max_examples=60)
 @given(n_layers=st.integers(1, 2), sops_gap=st.integers(1, 4), in_bram=st.booleans(),
        data=st.data())
 def test_status_counters_count_every_increment(n_layers, sops_gap, in_bram, data):
