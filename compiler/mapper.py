@@ -151,13 +151,15 @@ BRAM_SHAPES = {
     "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
-LUT_SOC, LUT_SOC_PER_LAYER = 1246, 173
+LUT_SOC, LUT_SOC_PER_LAYER = 1170, 77
 # (a dense core whose update carries no tag and skips its input stage on iCE40, with register
-# accumulators (an adder each) at groups <= FF_MEMORY_DEPTH: least squares over the 9 cores of
-# bench/resource_model.py --net digits8 --net digits4 --net three --net mnist4 --fit, the
-# per-lane-bit term held at 2; residuals -75..+153 LUT4s, the most under on 2-group cores)
+# accumulators (an adder each) at groups <= FF_MEMORY_DEPTH and, from two groups on, a one-entry
+# input register: least squares over the 9 cores of bench/resource_model.py --net digits8 --net
+# digits4 --net three --net mnist4 --fit, the per-v-bit term at 12 and the per-lane-bit term
+# held at 2 (free, the fit trades them against the rest); residuals -104..+142 LUT4s, the most
+# under on 2-group cores. A fit, not a split into parts: its fixed term comes out near zero.)
 LUT_CORE, LUT_PER_V_BIT, LUT_PER_NEURON_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = \
-    146, 12, 30, 5, 2
+    -12, 12, 53, 15, 2
 # a learning unit (hdl/learning.py): fixed, per weight bit of a lane (bench/core_resources.py
 # --learning: 295-308 LUT4s on the digits output core, 5 lanes of 8 bits)
 LUT_LEARNING_UNIT, LUT_LEARNING_PER_WEIGHT_BIT = 230, 2
@@ -179,12 +181,12 @@ ICE40_EXTRA_CELLS_PER_CONV_CORE = 180
 LUT_FLASH_LOADER = 450
 # iCE40 logic cells over the LUT4s: nextpnr also spends a cell on each flip-flop or carry it
 # cannot pack with a LUT. nextpnr's packed cells - yosys's LUT4s (bench/resource_model.py,
-# UP5K, after the tagless neuron pass and the leaner link): digits 8 bit 535, digits 4 bit 638,
-# 64-40-24-10 639, 784-128-10 575 (mean 597). With the LUT4 model above, the estimate is a
+# UP5K, with the STATUS counters in a block RAM): digits 8 bit 560, digits 4 bit 558,
+# 64-40-24-10 641, 784-128-10 587 (mean 587). With the LUT4 model above, the estimate is a
 # least-squares fit, not a bound: within about 5 % of the packed cells either way (docs/boards.md,
 # "Catalog clocks per design"); near the edge nextpnr decides, and `build` names what it ran out
 # of in one line.
-ICE40_EXTRA_CELLS = 600
+ICE40_EXTRA_CELLS = 587
 # ECP5, in the LUT4s TRELLIS_COMB counts (a CCU2C or a TRELLIS_DPR16X4 takes two): the same
 # core model with its own constants, plus LUT_PER_BANK_BIT for each bit of a banked weight word
 # past the first bank (the registered bank select, hdl.memport.BankedMemory), and the SoC's
@@ -204,7 +206,7 @@ BRAM_SOC = 2  # the host link's receive and response buffers
 # (`status_in_bram`); else they are registers, which cost the SoC this many more logic cells
 # (fixed, per layer; bench/resource_model.py, the same networks either way).
 BRAM_STATUS = 1
-LUT_STATUS_REGISTERS, LUT_STATUS_REGISTERS_PER_LAYER = 0, 0
+LUT_STATUS_REGISTERS, LUT_STATUS_REGISTERS_PER_LAYER = 0, 85
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384  # SB_SPRAM256KA (hdl/spram.py)
 FF_MEMORY_DEPTH = 2  # yosys keeps memories this shallow in flip-flops
 # Data bits one write enable of a block RAM covers (yosys's brams.txt: the iCE40 EBR masks
