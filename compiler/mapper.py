@@ -795,8 +795,12 @@ def status_in_bram(layers: list[LayerParams], config: HwConfig, learning: tuple 
     when the mapping, with its learning units (``Image.learning``), leaves one free."""
     estimate = _estimate(layers, config, spram=True, status=False,
                          learning_bram=learning_block_ram(layers, config, learning))
-    need, have = estimate["bram"]
-    return bool(config.cores) and need + BRAM_STATUS <= have
+    return bool(config.cores) and _room_for_status(*estimate["bram"])
+
+
+def _room_for_status(need: int, have: int) -> bool:
+    """Whether `need` block RAMs of `have` leave room for the STATUS counters'."""
+    return need + BRAM_STATUS <= have
 
 
 def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tuple) -> int:
@@ -864,7 +868,7 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
         luts += LUT_FLASH_LOADER
     bram += learning_bram
     if status and config.cores:  # the STATUS counters (`status_in_bram`)
-        if bram + BRAM_STATUS <= dev.bram:
+        if _room_for_status(bram, dev.bram):
             bram += BRAM_STATUS
         else:
             luts += LUT_STATUS_REGISTERS + LUT_STATUS_REGISTERS_PER_LAYER * len(layers)

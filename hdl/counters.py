@@ -42,8 +42,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..protocol import (
+    ARRAY_COUNTERS,
     COUNTER_BYTES,
     LAYER_COUNTERS,
+    LINK_COUNTER_BITS,
     LINK_COUNTERS,
     PROTOCOL_VERSION,
     status_length,
@@ -73,6 +75,11 @@ class CounterSpec:
         """The most it adds in one cycle."""
         return sum(most for most, _ in self.terms)
 
+    @property
+    def step_bits(self) -> int:
+        """Width of its increment (``inc``, ``CoreArray.steps``)."""
+        return self.step_max.bit_length()
+
     def bound(self, window: int) -> int:
         """The most it adds in any ``window`` consecutive cycles."""
         return sum((window // gap + 1) * most for most, gap in self.terms)
@@ -83,11 +90,9 @@ def status_counter_specs(image) -> list[CounterSpec]:
     link's, the array's, then per layer. A dense core adds its neurons' operations once per
     input event (an event takes ``groups`` cycles), a convolution core up to its lanes a
     cycle; saturations count a flag a core (two with a current); learning a cycle a core."""
-    from .. import protocol
-
-    specs = [CounterSpec(name, protocol.LINK_COUNTER_BITS // 8, cleared=False,
+    specs = [CounterSpec(name, LINK_COUNTER_BITS // 8, cleared=False,
                          error=name != "duplicates") for name in LINK_COUNTERS]
-    specs += [CounterSpec(name, COUNTER_BYTES) for name in protocol.ARRAY_COUNTERS]
+    specs += [CounterSpec(name, COUNTER_BYTES) for name in ARRAY_COUNTERS]
     cores = image.config.cores
     for name in LAYER_COUNTERS:
         for index, layer in enumerate(image.layers):
@@ -109,7 +114,7 @@ def status_counter_specs(image) -> list[CounterSpec]:
 def array_step_layout(image) -> data.StructLayout:
     """The array's counter increments, one field a counter of `image` (``CoreArray.steps``),
     each as wide as the most it adds in a cycle."""
-    return data.StructLayout({spec.name: spec.step_max.bit_length()
+    return data.StructLayout({spec.name: spec.step_bits
                               for spec in status_counter_specs(image) if spec.cleared})
 
 
@@ -146,7 +151,7 @@ class StatusCounters(wiring.Component):
         # between two visits at most 2 * 1.5 sweeps pass.
         self._window = 3 * (self._length - HEADER_BYTES) + 4
         super().__init__({
-            "inc": In(data.StructLayout({s.name: s.step_max.bit_length() for s in specs})),
+            "inc": In(data.StructLayout({s.name: s.step_bits for s in specs})),
             "clear": In(1),
             "flush": In(1),
             "flushed": Out(1),
@@ -193,9 +198,6 @@ class StatusCounters(wiring.Component):
             inc = self.inc[spec.name]
             m.d.sync += value.eq(Mux(self.clear, 0, value + inc) if spec.cleared
                                  else value + inc)
-            if spec.error:
-                with m.If(inc != 0):
-                    m.d.sync += self.error.eq(1)
             values.append(value)
         with m.If(self.read):
             m.d.sync += self.byte.eq(Cat(self._header(), *values).word_select(self.index, 8))
@@ -203,6 +205,10 @@ class StatusCounters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        for spec in self._specs:
+            if spec.error:
+                with m.If(self.inc[spec.name] != 0):
+                    m.d.sync += self.error.eq(1)
         if not self._in_bram:
             self._registers(m)
             return m
@@ -217,9 +223,6 @@ class StatusCounters(wiring.Component):
             take = Signal(name=f"take_{spec.name}")
             zero = take | self.clear if spec.cleared else take
             m.d.sync += pre.eq(Mux(zero, 0, pre + inc))
-            if spec.error:
-                with m.If(inc != 0):
-                    m.d.sync += self.error.eq(1)
             pres.append(pre)
             incs.append(inc)
             flush_k.append(take)
@@ -256,7 +259,7 @@ class StatusCounters(wiring.Component):
         pending_after = self.clear | (pending & ~at_cleared)  # as it will be at the next issue
         skip_next = cleared[k_next] & pending_after & (k_next != kept)
         sel = Signal(addend_bits - 1)
-        sel_inc = Signal(max([s.step_max.bit_length() for s in specs] + [1]))
+        sel_inc = Signal(max([s.step_bits for s in specs] + [1]))
         addend = Signal(addend_bits)
         m.d.sync += addend.eq(sel + sel_inc)
         # (an addend taken in or before a CLEAR's cycle is stale: a cleared counter drops it)

@@ -1331,7 +1331,7 @@ class HostLink(wiring.Component):
             held = Signal(name=f"inc_{name}")
             m.d.sync += held.eq(strobes[name])
             m.d.comb += status.inc[name].eq(held)
-        for name, _ in array_step_layout(self._image):
+        for name, _ in self.steps.shape():
             m.d.comb += status.inc[name].eq(self.steps[name])
         return m
 

@@ -5,6 +5,8 @@ back by ``protocol.parse_status``. Increments come at random and at each counter
 CLEARs and reads of the payload in between. Which form a SoC gets is the mapper's
 (``status_in_bram``), checked here against its block-RAM count."""
 
+import random
+
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,7 +63,7 @@ def test_status_counters_count_every_increment(n_layers, sops_gap, in_bram, data
              "load_error": data.draw(st.integers(0, 7))}
     values = dict.fromkeys((s.name for s in specs), 0)
     error = [0]
-    rng = __import__("random").Random(seed)
+    rng = random.Random(seed)
 
     async def bench(ctx):
         for name, value in flags.items():
