@@ -1,5 +1,6 @@
 """The core array: LIF cores of every layer joined by AER streams."""
 
+import functools
 import operator
 
 from amaranth.hdl import Cat, Module, ResetInserter, Signal, Value, unsigned
@@ -14,7 +15,6 @@ from .conv import ConvCore, conv_mem_shape
 from .core import (
     LifCore,
     MemAccessSignature,
-    MemSpace,
     acc_address,
     param_layout,
     state_layout,
@@ -77,11 +77,11 @@ class CoreArray(wiring.Component):
         Memory access for the host link and read-back. Members: ``core`` (index into
         ``image.config.cores``), ``space`` (:class:`MemSpace`: WEIGHTS, STATE, PARAMS, ACC),
         ``addr``, ``wdata``, ``we``, ``re`` (host -> array); ``ready``, ``rdata``, ``rvalid``
-        (array -> host). A request is held until ``ready``; the array then takes it into a
-        register and performs it once the addressed core is between steps (use it when
-        ``idle`` is high; a request to a core index that does not exist is taken and reads 0),
-        and ``ready`` stays low until it is performed. A read returns ``rdata`` with
-        ``rvalid`` high for one cycle, at least 3 cycles after the taking cycle. Words:
+        (array -> host). A request is held, unchanged, until a cycle with ``ready`` high: the
+        addressed core performs it in that cycle, once it is between steps (use it when
+        ``idle`` is high; a request to a core index that does not exist is done at once and
+        reads 0). A read returns ``rdata`` with ``rvalid`` high for one cycle, the addressed
+        core's ``read_latency`` (at least 2) cycles after the taking cycle. Words:
 
         - WEIGHTS: address ``row * groups + group``, ``lanes`` two's-complement weights of
           ``weight_bits`` packed little-endian (as ``Image.weight_memory``).
@@ -365,48 +365,33 @@ class CoreArray(wiring.Component):
         count("busy_cycles", ~idle)
         count("integrate_cycles", Cat(*(core.integrating for core in cores)).any())
 
-        # Memory access. A request is first taken into a register (ready is that register's
-        # emptiness, and the core index is decoded on the way in), then performed at the
-        # addressed core once that core is ready; answers come back registered. No path runs
-        # from the requester's logic into a core's memories or its stream handshakes.
+        # Memory access. The requester holds a request until `ready` (its fields are
+        # registers there: hdl.hostlink's executor, the flash loader's MemLock), so the cores
+        # see it as it is, each its own strobes (the core index decoded); the addressed core
+        # performs it in its `ready` cycle. A core index that does not exist is done at once
+        # (a read answers 0). Answers come back registered.
         req = self.mem
-        held = Signal()
-        r_space = Signal(MemSpace)
-        r_addr = Signal.like(req.addr)
-        r_wdata = Signal.like(req.wdata)
-        r_re = Signal(len(cores))  # one-hot per core: the strobes the cores see, registers
-        r_we = Signal(len(cores))
-        r_miss = Signal()  # a core that does not exist: done at once (a read answers 0)
+        hit = [req.core == index for index in range(len(cores))]
         r_miss_read = Signal()
-        done = Signal()
-        m.d.comb += req.ready.eq(~held)
-        with m.If(~held):
-            hit = [req.core == index for index in range(len(cores))]
-            m.d.sync += [held.eq(req.re | req.we), r_space.eq(req.space), r_addr.eq(req.addr),
-                         r_wdata.eq(req.wdata), r_re.eq(Cat(*(req.re & h for h in hit))),
-                         r_we.eq(Cat(*(req.we & h for h in hit))),
-                         r_miss.eq((req.re | req.we) & (req.core >= len(cores))),
-                         r_miss_read.eq(req.re & (req.core >= len(cores)))]
-        with m.Elif(done):
-            m.d.sync += [held.eq(0), r_re.eq(0), r_we.eq(0), r_miss.eq(0), r_miss_read.eq(0)]
-        m.d.comb += done.eq(r_miss | ((r_re | r_we) &
-                                      Cat(*(core.mem.ready for core in cores))).any())
-        for index, core in enumerate(cores):
-            m.d.comb += [
-                core.mem.space.eq(r_space),
-                core.mem.addr.eq(r_addr),
-                core.mem.wdata.eq(r_wdata),
-                core.mem.re.eq(r_re[index]),
-                core.mem.we.eq(r_we[index]),
-            ]
-        answer = Signal()
-        m.d.sync += answer.eq(r_miss_read)
-        m.d.sync += [
-            req.rvalid.eq(answer | Cat(*(core.mem.rvalid for core in cores)).any()),
-            req.rdata.eq(0),
+        m.d.comb += [
+            r_miss_read.eq(req.re & (req.core >= len(cores))),
+            req.ready.eq(Cat(*(h & core.mem.ready for h, core in zip(hit, cores))).any()
+                         | (req.core >= len(cores))),
         ]
-        for core in cores:
-            with m.If(core.mem.rvalid):
-                m.d.sync += req.rdata.eq(core.mem.rdata)
+        for h, core in zip(hit, cores):
+            m.d.comb += [
+                core.mem.space.eq(req.space),
+                core.mem.addr.eq(req.addr),
+                core.mem.wdata.eq(req.wdata),
+                core.mem.re.eq(req.re & h),
+                core.mem.we.eq(req.we & h),
+            ]
+        # Each core's answer is a register, zero unless it answers: their OR is the answer.
+        answer = Signal()  # a read of a core that does not exist: 0, a cycle later
+        m.d.sync += answer.eq(r_miss_read)
+        m.d.comb += [
+            req.rvalid.eq(answer | Cat(*(core.mem.rvalid for core in cores)).any()),
+            req.rdata.eq(functools.reduce(operator.or_, (core.mem.rdata for core in cores))),
+        ]
         top.submodules.links = ResetInserter(self.clear)(m)
         return top

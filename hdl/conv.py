@@ -485,7 +485,7 @@ class ConvCore(wiring.Component):
         host_we = {space: between & req.we & (req.space == space) for space in MemSpace}
         host_acc_re = between & req.re & (req.space == MemSpace.ACC)
         params_view = Signal(param_layout(layer))
-        with m.Switch(host_space):
+        with m.If(req.rvalid), m.Switch(host_space):  # (zero unless answering)
             with m.Case(MemSpace.WEIGHTS):
                 m.d.comb += req.rdata.eq(k_rd.data)
             with m.Case(MemSpace.STATE):

@@ -6,7 +6,7 @@ import operator
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,10 +53,10 @@ class MemAccessSignature(wiring.Signature):
     ``core``) is held until a cycle in which ``ready`` is high; that cycle takes it. A core
     performs it in that cycle and answers a read with ``rvalid`` high for one cycle, later
     (a core's ``read_latency``: :class:`LifCore` two cycles later, its word registered
-    behind its space multiplexer, three with a banked weight memory, an ACC read three;
-    ``hdl.conv.ConvCore`` one); the array first registers the request
-    (``hdl.array.CoreArray``), so there ``rvalid`` comes at least three cycles after the
-    taking cycle. ``rdata`` is valid while ``rvalid`` is high.
+    behind its space multiplexer, three with a banked weight memory; ``hdl.conv.ConvCore``
+    one). ``rdata`` is the answer while ``rvalid`` is high and zero otherwise, so that
+    ``hdl.array.CoreArray`` answers with the OR of its cores' (and ``rvalid`` comes as
+    late there as at the core).
     Data narrower than the bus is zero-extended on reads and truncated on writes.
     """
 
@@ -326,8 +326,7 @@ class LifCore(wiring.Component):
     @property
     def read_latency(self) -> int:
         """Cycles from a read's taking cycle at ``mem`` to its ``rvalid``: 2, or 3 with a
-        banked weight memory (its word is registered once more, before the bank select); an
-        ACC read ``acc_read_latency``."""
+        banked weight memory (its word is registered once more, before the bank select)."""
         return 3 if self.weight_banked else 2
 
     @property
@@ -335,11 +334,6 @@ class LifCore(wiring.Component):
         """The weight memory is a :class:`~.memport.BankedMemory` of more than one bank."""
         depth = self._layer.fan_in * self._config.groups
         return 0 < self._weight_bank_depth < depth
-
-    @property
-    def acc_read_latency(self) -> int:
-        """Cycles from an ACC read's taking cycle to its ``rvalid`` (banked weights or not)."""
-        return 3
 
     @property
     def spram_weights(self) -> bool:
@@ -435,30 +429,24 @@ class LifCore(wiring.Component):
         # pass reads a state word (and parameters) only of the neuron it has not written yet.
         acc_layout = data.ArrayLayout(signed(a_bits), lanes)
         # A memory this shallow is flip-flops (compiler.mapper.FF_MEMORY_DEPTH) either way:
-        # then each word is a register with an adder of its own (each flip-flop shares a logic
-        # cell with its adder's bit, where a write port's data would fan out to every word),
-        # and a write (the clears) only zeroes a word: its only reset, so that it is the
-        # flip-flop's own (the clear sweep zeroes the words after ``clear``, as a memory's).
-        # Its read port has a memory port's timing without a copy of the word: the address is
-        # registered and the data is the word it names, so the pass zeroes a group's word only
-        # once its last lane has entered the update (`a_wr.en` below).
+        # then its words form a ring whose head is the group in use, with one adder, at the
+        # tail, and no multiplexer. An event adds its groups in order, one a cycle: the head
+        # plus the weight word goes to the tail while the words move up one, so that after the
+        # event's last group the ring is in order again. The pass takes the head's lowest lane:
+        # as a neuron enters the update the head shifts down a lane (`acc_lane_next`), and
+        # after a group's last lane (`a_wr.en`) the ring moves up with a zero into the tail,
+        # as the clear sweep's writes move zeros in. Between steps every word is zero (the
+        # pass zeroed it), so a host ACC read answers from the head too.
         ff_acc = groups <= FF_MEMORY_DEPTH
         if ff_acc:
             acc_words = [Signal(acc_layout, name=f"acc_word{k}", reset_less=True)
                          for k in range(groups)]
             a_rd = SimpleNamespace(addr=Signal(range(groups), name="acc_raddr"),
-                                   en=Signal(init=1, name="acc_re"),
-                                   data=Signal(acc_layout, name="acc_rdata"))
+                                   en=Signal(init=1, name="acc_re"), data=acc_words[0])
             a_wr = SimpleNamespace(addr=Signal(range(groups), name="acc_waddr"),
                                    data=Signal(acc_layout, name="acc_wdata"),
                                    en=Signal(name="acc_we"))
-            held = Signal(range(groups), name="acc_rsel")
-            with m.If(a_rd.en):
-                m.d.sync += held.eq(a_rd.addr)
-            m.d.comb += a_rd.data.eq(Array(acc_words)[held])
-            for k, word in enumerate(acc_words):
-                with m.If(a_wr.en & (a_wr.addr == k)):
-                    m.d.sync += word.eq(0)
+            acc_lane_next = Signal()
         else:
             through = groups == 1 and not self._registered_reads
             m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[],
@@ -515,13 +503,8 @@ class LifCore(wiring.Component):
         with m.If(host):
             m.d.sync += pp1.eq(self.mem.addr[:lbits])
         padded = Cat(a_rd.data.as_value(), Const(0, ((1 << lbits) - lanes) * a_bits))
-        acc_word = padded.word_select(pp1, a_bits) if lanes > 1 else padded
-        # An ACC read answers three cycles after its taking cycle (``acc_read_latency``): the
-        # selected lane is registered before it joins the answer.
-        acc_pick = Signal(a_bits)
-        acc_read = Signal()
-        m.d.sync += [acc_pick.eq(acc_word), acc_read.eq(read1 & (host_space == MemSpace.ACC))]
-        answer, answer_word = read1 & (host_space != MemSpace.ACC), word
+        acc_word = padded.word_select(pp1, a_bits) if lanes > 1 and not ff_acc else padded
+        answer, answer_word = read1, word
         if banked:  # a weight word comes a cycle later; the other spaces' words wait for it
             read2, space2 = Signal(), Signal(MemSpace)
             word2 = Signal.like(word)
@@ -530,11 +513,8 @@ class LifCore(wiring.Component):
                 m.d.sync += word2.eq(word)
             answer = read2
             answer_word = Mux(space2 == MemSpace.WEIGHTS, w_rd.data, word2)
-        m.d.sync += self.mem.rvalid.eq(answer | acc_read)
-        with m.If(answer):
-            m.d.sync += self.mem.rdata.eq(answer_word)
-        with m.If(acc_read):
-            m.d.sync += self.mem.rdata.eq(acc_pick)
+        # (zero unless answering: the array ORs the cores' answers)
+        m.d.sync += [self.mem.rvalid.eq(answer), self.mem.rdata.eq(Mux(answer, answer_word, 0))]
         with m.Switch(host_space):
             with m.Case(MemSpace.WEIGHTS):
                 m.d.comb += word.eq(w_rd.data)
@@ -544,6 +524,8 @@ class LifCore(wiring.Component):
                 view = Signal(self._param_layout)
                 m.d.comb += [view[name].eq(value) for name, value in params.items()]
                 m.d.comb += word.eq(view.as_value())
+            with m.Case(MemSpace.ACC):
+                m.d.comb += word.eq(acc_word[:a_bits])
         host_we = {space: Signal(name=f"host_we_{space.name.lower()}") for space in MemSpace}
         for space, strobe in host_we.items():
             m.d.comb += strobe.eq(host & self.mem.we & (self.mem.space == space))
@@ -632,14 +614,17 @@ class LifCore(wiring.Component):
 
         s, r = add_stage, add_stage - 1
         if ff_acc:
-            # the add stage adds the weight word to its group's register
+            # the add stage adds the weight word to the ring's head, into its tail
             weight_word = w_rd.data
             if self._registered_reads:
                 weight_word = Signal(lanes * w_bits)
                 m.d.sync += weight_word.eq(w_rd.data)
-            for k, word in enumerate(acc_words):
-                with m.If(vs[s] & (gs[s] == k)):
-                    m.d.sync += word.eq(add_words(word, weight_word))
+            head, tail = acc_words[0], acc_words[-1]
+            with m.If(vs[s] | a_wr.en):
+                m.d.sync += [acc_words[k].eq(acc_words[k + 1]) for k in range(groups - 1)]
+                m.d.sync += tail.eq(Mux(a_wr.en, 0, add_words(head, weight_word).as_value()))
+            with m.Elif(acc_lane_next):
+                m.d.sync += head.eq(head.as_value()[a_bits:])
             sums = None
         elif not self._registered_reads:
             # the add stage adds the memories' read data and writes the sum back
@@ -729,6 +714,8 @@ class LifCore(wiring.Component):
         else:
             w_raddr, s_raddr = waddr, n
 
+        group_end = (pp1 == lanes - 1) | (n1 == neurons - 1)  # P1's neuron ends its group
+
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [
             w_rd.addr.eq(Mux(host, self.mem.addr, w_raddr)),
@@ -743,8 +730,10 @@ class LifCore(wiring.Component):
             a_wr.data.eq(Mux(w_valid, sums.as_value(), 0) if sums is not None else 0),
             a_wr.en.eq(w_valid | q1 if sums is not None
                        # (flip-flop words: after the group's last lane, as it advances)
-                       else q1 & adv & ((pp1 == lanes - 1) | (n1 == neurons - 1))),
+                       else q1 & adv & group_end),
         ]
+        if ff_acc:
+            m.d.comb += acc_lane_next.eq(q1 & adv & ~group_end)
         if self._stored and self._params_offset is None:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
 

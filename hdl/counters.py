@@ -85,13 +85,26 @@ class CounterSpec:
         return sum((window // gap + 1) * most for most, gap in self.terms)
 
 
-def status_counter_specs(image) -> list[CounterSpec]:
+# How often the link's counters move (hdl.hostlink.HostLink's strobes), in UART byte times:
+# each source at most once per frame or per received byte, and a byte takes at least 9.5 bit
+# times from one stop bit to the next (hdl.uart.UartRx), so at most once per half a byte
+# time. `dropped_frames` has two sources (the receiver's drops and the executor's refusals);
+# `overruns` counts the executor's lost output events too, which may come every cycle.
+LINK_SOURCES = {"crc_errors": 1, "framing_errors": 1, "timeouts": 1, "dropped_frames": 2,
+                "duplicates": 1}
+
+
+def status_counter_specs(image, *, byte_cycles: int = 2) -> list[CounterSpec]:
     """The counters of `image`'s STATUS payload, in payload order (docs/host-protocol.md): the
-    link's, the array's, then per layer. A dense core adds its neurons' operations once per
-    input event (an event takes ``groups`` cycles), a convolution core up to its lanes a
-    cycle; saturations count a flag a core (two with a current); learning a cycle a core."""
-    specs = [CounterSpec(name, LINK_COUNTER_BITS // 8, cleared=False,
-                         error=name != "duplicates") for name in LINK_COUNTERS]
+    link's, the array's, then per layer. The link's move at most once per half a UART byte
+    of ``byte_cycles`` cycles a source (``LINK_SOURCES``; 2, the default: any cycle),
+    `overruns` any cycle. A dense core adds its neurons' operations once per input event (an
+    event takes ``groups`` cycles), a convolution core up to its lanes a cycle; saturations
+    count a flag a core (two with a current); learning a cycle a core."""
+    gap = max(1, operator.index(byte_cycles) // 2)
+    specs = [CounterSpec(name, LINK_COUNTER_BITS // 8,
+                         ((1, gap),) * LINK_SOURCES[name] if name in LINK_SOURCES else ((1, 1),),
+                         cleared=False, error=name != "duplicates") for name in LINK_COUNTERS]
     specs += [CounterSpec(name, COUNTER_BYTES) for name in ARRAY_COUNTERS]
     cores = image.config.cores
     for name in LAYER_COUNTERS:

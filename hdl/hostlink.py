@@ -1260,7 +1260,7 @@ class HostLink(wiring.Component):
         m.submodules.sender = sender = ResponseSender()
         image = self._image
         m.submodules.status = status = StatusCounters(
-            status_counter_specs(image), len(image.layers),
+            status_counter_specs(image, byte_cycles=self._byte_cycles), len(image.layers),
             in_bram=status_in_bram(image.layers, image.config, image.learning))
         # One CRC engine: the receiver's until it holds a request, then the sender's, whose
         # answer is out before the receiver takes the next request.

@@ -132,14 +132,14 @@ async def mem_access(ctx, dut, core, space, addr, wdata=None):
     ctx.set(strobe, 0)
     if wdata is not None:
         return None
-    # the array registers the request, performs it at the core (ready between steps), and
-    # registers the answer: rvalid comes 3 cycles after the taking cycle, at the earliest
+    # the core performs it in the taking cycle (ready between steps) and answers from a
+    # register (its read_latency, two cycles and more); the array ORs the answers
     waited = 1
     while not ctx.get(dut.mem.rvalid):
         await ctx.tick()
         waited += 1
         assert waited <= 16, "no answer"
-    assert waited >= 3, "rdata comes at least 3 cycles after the taking cycle"
+    assert waited >= 2, "rdata comes at least 2 cycles after the taking cycle"
     value = ctx.get(dut.mem.rdata)
     await ctx.tick()
     assert not ctx.get(dut.mem.rvalid)

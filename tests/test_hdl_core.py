@@ -33,8 +33,8 @@ BANK_DEPTHS = (0, 1, 2, 4)
 
 async def core_access(ctx, dut, space, addr, wdata=None):
     """One access through a core's memory port; a read answers `read_latency` cycles after
-    acceptance (a LifCore 2, 3 with banked weights, an ACC read 3: its `acc_read_latency`;
-    a ConvCore 1)."""
+    acceptance (a LifCore 2, 3 with banked weights; a ConvCore 1); `rdata` is zero unless
+    `rvalid` is high (an array ORs its cores' answers)."""
     ctx.set(dut.mem.space, space)
     ctx.set(dut.mem.addr, addr)
     strobe = dut.mem.re if wdata is None else dut.mem.we
@@ -44,11 +44,9 @@ async def core_access(ctx, dut, space, addr, wdata=None):
     await ctx.tick().until(dut.mem.ready)
     ctx.set(strobe, 0)
     if wdata is None:
-        latency = dut.read_latency
-        if space == MemSpace.ACC:
-            latency = getattr(dut, "acc_read_latency", latency)
-        for _ in range(latency - 1):
+        for _ in range(dut.read_latency - 1):
             assert not ctx.get(dut.mem.rvalid)
+            assert ctx.get(dut.mem.rdata) == 0
             await ctx.tick()
         assert ctx.get(dut.mem.rvalid)
         return ctx.get(dut.mem.rdata)

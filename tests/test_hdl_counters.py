@@ -23,10 +23,14 @@ from spikeforge.hdl.counters import (
 from .strategies import plastic_image, random_image
 
 
-def specs_for(n_layers: int, sops_gap: int) -> list[CounterSpec]:
+def specs_for(n_layers: int, sops_gap: int, link_gap: int) -> list[CounterSpec]:
     """The payload's counters (the names ``status_counter_specs`` gives), with a layer's sops
-    as a core that adds 7 at most every ``sops_gap`` cycles, saturations 2 a cycle."""
-    specs = [CounterSpec(name, 2, cleared=False, error=name != "duplicates")
+    as a core that adds 7 at most every ``sops_gap`` cycles, saturations 2 a cycle, and the
+    link's counters at most once every ``link_gap`` cycles a source (``dropped_frames`` two
+    sources, ``overruns`` any cycle), as UART byte times bound them."""
+    sources = {"dropped_frames": 2, "overruns": 0}
+    specs = [CounterSpec(name, 2, ((1, link_gap),) * sources.get(name, 1) or ((1, 1),),
+                         cleared=False, error=name != "duplicates")
              for name in protocol.LINK_COUNTERS]
     specs += [CounterSpec(name, 3) for name in protocol.ARRAY_COUNTERS]
     terms = {"sops": ((7, sops_gap),), "spikes": ((1, 1),), "saturations": ((2, 1),),
@@ -46,11 +50,11 @@ def expected(specs, values, n_layers, *, overflow, idle, error, not_loaded,
 
 
 @settings(deadline=None, max_examples=60)
-@given(n_layers=st.integers(1, 2), sops_gap=st.integers(1, 4), in_bram=st.booleans(),
-       data=st.data())
-def test_status_counters_count_every_increment(n_layers, sops_gap, in_bram, data):
+@given(n_layers=st.integers(1, 2), sops_gap=st.integers(1, 4), link_gap=st.integers(1, 200),
+       in_bram=st.booleans(), data=st.data())
+def test_status_counters_count_every_increment(n_layers, sops_gap, link_gap, in_bram, data):
     # both forms: in a block RAM with pre-counters, and (no block RAM left) as registers
-    specs = specs_for(n_layers, sops_gap)
+    specs = specs_for(n_layers, sops_gap, link_gap)
     dut = StatusCounters(specs, n_layers, in_bram=in_bram)
     assert dut.length == protocol.status_length(n_layers)
     # per counter: silent, at its most every cycle it may, or at random
@@ -68,19 +72,22 @@ def test_status_counters_count_every_increment(n_layers, sops_gap, in_bram, data
     async def bench(ctx):
         for name, value in flags.items():
             ctx.set(getattr(dut, name), value)
-        since = {s.name: 10**9 for s in specs}  # cycles since the last add of the term
+        # cycles since the last add of each term
+        since = {(s.name, k): 10**9 for s in specs for k in range(len(s.terms))}
         for cycles, clear_at_end, reads in phases:
             for t in range(cycles):
                 clear = clear_at_end and t == cycles - 1
                 ctx.set(dut.clear, clear)
                 for spec in specs:
-                    most, gap = spec.terms[0]
-                    since[spec.name] += 1
                     inc = 0
-                    if since[spec.name] >= gap and modes[spec.name] != "zero":
-                        inc = most if modes[spec.name] == "most" else rng.randint(0, most)
-                    if inc:
-                        since[spec.name] = 0
+                    for k, (most, gap) in enumerate(spec.terms):
+                        since[spec.name, k] += 1
+                        add = 0
+                        if since[spec.name, k] >= gap and modes[spec.name] != "zero":
+                            add = most if modes[spec.name] == "most" else rng.randint(0, most)
+                        if add:
+                            since[spec.name, k] = 0
+                        inc += add
                     ctx.set(dut.inc[spec.name], inc)
                     if clear and spec.cleared:
                         values[spec.name] = 0  # the increment of a CLEAR's cycle is lost
@@ -142,6 +149,12 @@ def test_pre_counters_hold_what_a_counter_adds_between_visits():
     assert not by_name["crc_errors"].cleared and by_name["events_in"].cleared
     assert [s.error for s in specs[:6]] == [name != "duplicates"
                                             for name in protocol.LINK_COUNTERS]
+    # the link's counters move at most once per half a UART byte time a source (a byte of 400
+    # cycles: 10 cycles a bit), but for the overruns (the executor's lost events)
+    uart = {s.name: s for s in status_counter_specs(image, byte_cycles=400)}
+    assert dut.pre_bits(uart["crc_errors"]) == (window // 200 + 1).bit_length()
+    assert uart["dropped_frames"].bound(window) == 2 * (window // 200 + 1)
+    assert uart["overruns"].terms == ((1, 1),) == by_name["crc_errors"].terms
     # the array's increments are as wide as a cycle's most
     layout = array_step_layout(image)
     assert layout.size == sum(s.step_max.bit_length() for s in specs if s.cleared)
