@@ -78,10 +78,11 @@ class CoreArray(wiring.Component):
         ``image.config.cores``), ``space`` (:class:`MemSpace`: WEIGHTS, STATE, PARAMS, ACC),
         ``addr``, ``wdata``, ``we``, ``re`` (host -> array); ``ready``, ``rdata``, ``rvalid``
         (array -> host). A request is held, unchanged, until a cycle with ``ready`` high: the
-        addressed core performs it in that cycle, once it is between steps (use it when
-        ``idle`` is high; a request to a core index that does not exist is done at once and
-        reads 0). A read returns ``rdata`` with ``rvalid`` high for one cycle, the addressed
-        core's ``read_latency`` (at least 2) cycles after the taking cycle. Words:
+        addressed core performs it in that cycle, at the earliest the cycle after the request
+        appeared and once the core is between steps (use it when ``idle`` is high; a request
+        to a core index that does not exist is done at once and reads 0). A read returns
+        ``rdata`` with ``rvalid`` high for one cycle, the addressed core's ``read_latency``
+        (at least 2) cycles after the taking cycle. Words:
 
         - WEIGHTS: address ``row * groups + group``, ``lanes`` two's-complement weights of
           ``weight_bits`` packed little-endian (as ``Image.weight_memory``).
@@ -367,28 +368,34 @@ class CoreArray(wiring.Component):
 
         # Memory access. The requester holds a request until `ready` (its fields are
         # registers there: hdl.hostlink's executor, the flash loader's MemLock), so the cores
-        # see it as it is, each its own strobes (the core index decoded); the addressed core
-        # performs it in its `ready` cycle. A core index that does not exist is done at once
-        # (a read answers 0). Answers come back registered.
+        # see its fields as they are. Only its strobes are registered, decoded per core: the
+        # addressed core sees them a cycle later and performs the request in its next `ready`
+        # cycle, which is the array's `ready`. A core index that does not exist is done at
+        # once (a read answers 0).
         req = self.mem
-        hit = [req.core == index for index in range(len(cores))]
-        r_miss_read = Signal()
+        miss = Signal()
+        r_re = Signal(len(cores))  # one-hot per core: the strobes the cores see, registers
+        r_we = Signal(len(cores))
+        done = Cat(*(core.mem.ready for core in cores)) & (r_re | r_we)
         m.d.comb += [
-            r_miss_read.eq(req.re & (req.core >= len(cores))),
-            req.ready.eq(Cat(*(h & core.mem.ready for h, core in zip(hit, cores))).any()
-                         | (req.core >= len(cores))),
+            miss.eq(req.core >= len(cores)),
+            req.ready.eq(done.any() | miss),
         ]
-        for h, core in zip(hit, cores):
+        m.d.sync += [
+            r_re.eq(Cat(*(req.re & (req.core == index) for index in range(len(cores)))) & ~done),
+            r_we.eq(Cat(*(req.we & (req.core == index) for index in range(len(cores)))) & ~done),
+        ]
+        for index, core in enumerate(cores):
             m.d.comb += [
                 core.mem.space.eq(req.space),
                 core.mem.addr.eq(req.addr),
                 core.mem.wdata.eq(req.wdata),
-                core.mem.re.eq(req.re & h),
-                core.mem.we.eq(req.we & h),
+                core.mem.re.eq(r_re[index]),
+                core.mem.we.eq(r_we[index]),
             ]
         # Each core's answer is a register, zero unless it answers: their OR is the answer.
         answer = Signal()  # a read of a core that does not exist: 0, a cycle later
-        m.d.sync += answer.eq(r_miss_read)
+        m.d.sync += answer.eq(req.re & miss)
         m.d.comb += [
             req.rvalid.eq(answer | Cat(*(core.mem.rvalid for core in cores)).any()),
             req.rdata.eq(functools.reduce(operator.or_, (core.mem.rdata for core in cores))),

@@ -655,7 +655,7 @@ class LifCore(wiring.Component):
         pp = Signal(range(lanes))
         p0_done = Signal()
         q1 = Signal()
-        n1 = Signal(range(neurons))
+        end1 = Signal()  # P1's neuron ends its group (a register: the ring's words' enables)
         pg1 = Signal(range(groups))
         m.submodules.out = obuf = SkidBuffer(SpikeEvent)
         wiring.connect(m, obuf.o, wiring.flipped(self.o))
@@ -714,7 +714,6 @@ class LifCore(wiring.Component):
         else:
             w_raddr, s_raddr = waddr, n
 
-        group_end = (pp1 == lanes - 1) | (n1 == neurons - 1)  # P1's neuron ends its group
 
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [
@@ -730,10 +729,10 @@ class LifCore(wiring.Component):
             a_wr.data.eq(Mux(w_valid, sums.as_value(), 0) if sums is not None else 0),
             a_wr.en.eq(w_valid | q1 if sums is not None
                        # (flip-flop words: after the group's last lane, as it advances)
-                       else q1 & adv & group_end),
+                       else q1 & adv & end1),
         ]
         if ff_acc:
-            m.d.comb += acc_lane_next.eq(q1 & adv & ~group_end)
+            m.d.comb += acc_lane_next.eq(q1 & adv & ~end1)
         if self._stored and self._params_offset is None:
             m.d.comb += p_rd.addr.eq(Mux(host, self.mem.addr, n))
 
@@ -770,7 +769,8 @@ class LifCore(wiring.Component):
                 if self._stored and self._params_offset is None:
                     m.d.comb += p_rd.en.eq(adv)
                 with m.If(adv):
-                    m.d.sync += [q1.eq(p0_go), n1.eq(n), pp1.eq(pp), pg1.eq(pg)]
+                    m.d.sync += [q1.eq(p0_go), pp1.eq(pp), pg1.eq(pg),
+                                 end1.eq((pp == lanes - 1) | (n == neurons - 1))]
                 with m.If(p0_go):
                     m.d.sync += n.eq(n + 1)
                     with m.If(n == neurons - 1):

@@ -23,7 +23,10 @@ every increment before it is in the memory. ``clear`` (CLEAR) zeroes the counter
 of their range after it (until then their bytes are neither written nor flushed).
 
 The payload is read a byte at a time (``read`` with ``index``): ``byte`` holds it from the
-next cycle on. A read takes the memory's port for that cycle; the sweep waits a cycle.
+next cycle on. A read takes the memory's port for that cycle; the sweep waits a cycle. HELLO's
+payload, a constant, is read the same way from index ``hello_base`` on: in the memory, its
+initial contents past the counters' bytes (the executor's table of its own cost about 30
+logic cells).
 
 Where the mapping leaves no block RAM for it (``compiler.mapper.status_in_bram``: the digits
 network with a three-factor readout on the UP5K takes all 30), the same component keeps each
@@ -51,8 +54,8 @@ from ..protocol import (
     status_length,
 )
 
-__all__ = ["CounterSpec", "StatusCounters", "array_step_layout", "status_counter_specs",
-           "HEADER_BYTES"]
+__all__ = ["CounterSpec", "StatusCounters", "array_step_layout", "hello_base",
+           "status_counter_specs", "HEADER_BYTES"]
 
 HEADER_BYTES = 4  # version, flags, n_layers, reserved
 
@@ -92,6 +95,12 @@ class CounterSpec:
 # `overruns` counts the executor's lost output events too, which may come every cycle.
 LINK_SOURCES = {"crc_errors": 1, "framing_errors": 1, "timeouts": 1, "dropped_frames": 2,
                 "duplicates": 1}
+
+
+def hello_base(n_layers: int) -> int:
+    """Where HELLO's payload starts in a :class:`StatusCounters` table: the power of two at
+    or above the STATUS payload's length."""
+    return 1 << (status_length(n_layers) - 1).bit_length()
 
 
 def status_counter_specs(image, *, byte_cycles: int = 2) -> list[CounterSpec]:
@@ -154,11 +163,14 @@ class StatusCounters(wiring.Component):
         Sticky: a counter marked ``error`` moved.
     """
 
-    def __init__(self, specs: list[CounterSpec], n_layers: int, *, in_bram: bool = True):
+    def __init__(self, specs: list[CounterSpec], n_layers: int, *, in_bram: bool = True,
+                 hello: bytes = b""):
         self._specs = list(specs)
         self._n_layers = operator.index(n_layers)
         self._in_bram = bool(in_bram)
         self._length = HEADER_BYTES + sum(s.nbytes for s in self._specs)
+        self._hello = bytes(hello)
+        self._hello_base = 1 << (self._length - 1).bit_length()
         # A counter is visited once a sweep; the sweep loses a cycle to each read (at most one
         # in three cycles), and a CLEAR can hold a cleared counter's bytes for one more sweep:
         # between two visits at most 2 * 1.5 sweeps pass.
@@ -169,7 +181,8 @@ class StatusCounters(wiring.Component):
             "flush": In(1),
             "flushed": Out(1),
             "read": In(1),
-            "index": In(range(self._length)),
+            "index": In(range(self._hello_base + len(self._hello) if hello
+                              else self._length)),
             "byte": Out(8),
             "overflow": In(1),
             "idle": In(1),
@@ -188,6 +201,11 @@ class StatusCounters(wiring.Component):
     @property
     def length(self) -> int:
         return self._length
+
+    @property
+    def hello_base(self) -> int:
+        """The index of HELLO's first byte (``hello_base(n_layers)``)."""
+        return self._hello_base
 
     @property
     def window(self) -> int:
@@ -212,8 +230,12 @@ class StatusCounters(wiring.Component):
             m.d.sync += value.eq(Mux(self.clear, 0, value + inc) if spec.cleared
                                  else value + inc)
             values.append(value)
+        table = [self._header(), *values]
+        if self._hello:
+            table += [Const(0, 8 * (self._hello_base - self._length)),
+                      Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))]
         with m.If(self.read):
-            m.d.sync += self.byte.eq(Cat(self._header(), *values).word_select(self.index, 8))
+            m.d.sync += self.byte.eq(Cat(*table).word_select(self.index, 8))
         m.d.comb += self.flushed.eq(self.flush)  # (nothing waits)
 
     def elaborate(self, platform):
@@ -241,7 +263,9 @@ class StatusCounters(wiring.Component):
             flush_k.append(take)
 
         # -- the sweep: issue (read) a byte, then add and write it back ---------------------
-        mem = Memory(shape=8, depth=self._length, init=[])
+        mem = Memory(shape=8, depth=self._hello_base + len(self._hello) if self._hello
+                     else self._length,
+                     init=[0] * self._hello_base + list(self._hello) if self._hello else [])
         m.submodules.mem = mem
         wr = mem.write_port()
         rd = mem.read_port(transparent_for=(wr,))

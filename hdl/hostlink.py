@@ -41,7 +41,7 @@ from ..sim.encode import encoder_seed
 from .array import CoreArray
 from .conv import conv_acc_address
 from .core import MemAccessSignature, acc_address
-from .counters import StatusCounters, array_step_layout, status_counter_specs
+from .counters import StatusCounters, array_step_layout, hello_base, status_counter_specs
 from .encoder import RateEncoder
 from .event import ADDR_BITS, SpikeEvent
 from .fsm import one_hot
@@ -634,11 +634,11 @@ class RequestExecutor(wiring.Component):
     reply : Out(stream.Signature(ReplyHead))
     payload : Out(stream.Signature(PayloadByte))
         The answer (see :class:`ResponseSender`).
-    status_index : Out(range(status_length(n_layers)))
+    status_index : Out(range(hello_base(n_layers) + HELLO_BYTES))
     status_read : Out(1)
     status_byte : In(8)
         The STATUS payload (:class:`~.counters.StatusCounters`): byte ``status_index`` the
-        cycle after ``status_read``, held.
+        cycle after ``status_read``, held; HELLO's from ``hello_base`` on.
     status_flush : Out(1)
     status_flushed : In(1)
         STATUS waits in Settle, ``status_flush`` high, for ``status_flushed``: every count
@@ -671,7 +671,7 @@ class RequestExecutor(wiring.Component):
             "buf_data": In(8),
             "reply": Out(stream.Signature(ReplyHead)),
             "payload": Out(stream.Signature(PayloadByte)),
-            "status_index": Out(range(status_length(len(image.layers)))),
+            "status_index": Out(range(hello_base(len(image.layers)) + len(self._hello))),
             "status_read": Out(1),
             "status_byte": In(8),
             "status_flush": Out(1),
@@ -694,6 +694,7 @@ class RequestExecutor(wiring.Component):
         # a multi-spike output layer answers up to max_spikes events per neuron
         n_out = self._image.n_outputs * self._image.layers[-1].max_spikes
         n_status = status_length(len(self._image.layers))
+        n_hello = hello_base(len(self._image.layers))  # (where HELLO's bytes start)
         out_depth, run_steps = output_buffer(self._image, self._seed is not None)
         m.submodules.checker = checker = RequestChecker(self._image, word_bytes=wb,
                                                         encoder=self._seed is not None,
@@ -738,7 +739,6 @@ class RequestExecutor(wiring.Component):
         last_cmd = Signal(CMD_BITS)
         open_step = Signal()  # a PUSH was executed, its STEP not yet
         replying = Signal()
-        hello = Const(int.from_bytes(self._hello, "little"), 8 * len(self._hello))
 
         def kind(*commands):
             """Whether the request is one of ``commands``, registered: the request is held from
@@ -782,14 +782,9 @@ class RequestExecutor(wiring.Component):
         table, at_len, at_last = Signal(), Signal(), Signal()
         m.d.sync += [table.eq((status == Status.OK) & (is_table | stepping)),
                      at_len.eq(pidx == resp_len), at_last.eq(pidx == resp_last)]
-        # (HELLO's byte is looked up into a register first, as a STATUS byte is: a byte of the
-        # constant table is a function of five bits of `pidx`, two LUT levels of its own)
-        hello_byte = Signal(8)
-        m.d.sync += [
-            hello_byte.eq(hello.word_select(pidx[:5], 8)),
-            table_byte.eq(Mux(is_table, Mux(is_hello, hello_byte, self.status_byte),
-                              out_data.word_select(pidx[0], 8))),
-        ]
+        # (HELLO's bytes are a constant table beside the STATUS payload's: StatusCounters)
+        m.d.sync += table_byte.eq(Mux(is_table, self.status_byte,
+                                      out_data.word_select(pidx[0], 8)))
         # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
         low = Signal(3)
@@ -821,7 +816,7 @@ class RequestExecutor(wiring.Component):
             self.reply.payload.cmd.eq(cmd),
             self.reply.payload.status.eq(status),
             self.reply.payload.length.eq(resp_len),
-            self.status_index.eq(pidx),
+            self.status_index.eq(Cat(pidx[:(n_hello - 1).bit_length()], is_hello)),
             self.payload.payload.last.eq(at_last),
         ]
 
@@ -1087,7 +1082,7 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += [
                     self.payload.payload.data.eq(table_byte),
                     self.payload.valid.eq(table & ~at_len & settled[1]),
-                    self.status_read.eq(is_status & ~settled[0]),
+                    self.status_read.eq(is_table & ~settled[0]),
                 ]
                 with m.If(self.payload.valid & self.payload.ready):
                     m.d.sync += [pidx.eq(pidx + 1), settled.eq(0)]
@@ -1261,7 +1256,8 @@ class HostLink(wiring.Component):
         image = self._image
         m.submodules.status = status = StatusCounters(
             status_counter_specs(image, byte_cycles=self._byte_cycles), len(image.layers),
-            in_bram=status_in_bram(image.layers, image.config, image.learning))
+            in_bram=status_in_bram(image.layers, image.config, image.learning),
+            hello=self._hello)
         # One CRC engine: the receiver's until it holds a request, then the sender's, whose
         # answer is out before the receiver takes the next request.
         m.submodules.crc = shared = LinkCrc()

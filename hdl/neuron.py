@@ -42,11 +42,11 @@ class NeuronUpdate(wiring.Component):
     is carried only as far as a stage needs it (the threshold to the compare):
 
     A. the inputs (a register right behind the memories' read data); with ``input_stage``
-       False it is left out where B's logic on the inputs is one carry chain deep (decay
+       False it is left out where B's logic on the inputs is no more than its adds (decay
        none or by a constant shift, no reset before the decay, no ``theta * c`` multiplier:
-       ``input_stage`` the property says whether it is built), and the plain LIF's
-       ``acc`` is then registered at B and joins the sum at C (for inputs that come from
-       registers, such as an iCE40 block RAM's read data);
+       ``input_stage`` the property says whether it is built), for inputs that come from
+       registers, such as an iCE40 block RAM's read data (the accumulator joins the offset
+       at B either way: a register at B and a second adder at C cost more, issue 10);
     R. (multi-spike with a subtract reset only) the reset amount ``theta * c``;
     B. ``decay(v)`` (for "mul" a registered multiplier: A and B surround it, as a DSP wants),
        and the membrane's offset ``acc + bias - theta * c`` (current-based: ``[syn] - theta *
@@ -244,8 +244,7 @@ class NeuronUpdate(wiring.Component):
         else:
             reset_amount = None
 
-        # -- B: decays and offsets; the accumulator joins an offset here (without A: it is
-        # registered, and joins at C, so that B is one carry chain behind the memories) -----
+        # -- B: decays and offsets; the accumulator joins an offset here ---------------------
         if not spiking or (subtract and layer.reset_delay):
             x = a_v
         elif subtract:  # the reset at the spike, before the decay
@@ -258,7 +257,7 @@ class NeuronUpdate(wiring.Component):
         # less theta * c with the delayed reset
         offset = Const(0, 1)
         if not layer.current_based:
-            offset = a_acc + bias if has_a else bias
+            offset = a_acc + bias
         elif layer.syn_delay:
             offset = a_syn
         if subtract and layer.reset_delay:
@@ -269,13 +268,10 @@ class NeuronUpdate(wiring.Component):
                                                   layer.syn_decay_frac),
                              decay_shape(s_bits, layer.syn_decay_mode))
             b_soffset = stage("b_soffset", a_acc + bias)
-        late_acc = not has_a and not layer.current_based
-        if late_acc:
-            b_acc = stage("b_acc", a_acc)
         step("b")
 
-        # -- C: u = decay + offset (+ acc), current-based: syn' = decay_a + acc + bias beside it
-        c_sum = stage("c_sum", b_decay + b_acc + b_offset if late_acc else b_decay + b_offset)
+        # -- C: u = decay + offset, current-based: syn' = decay_a + acc + bias beside it
+        c_sum = stage("c_sum", b_decay + b_offset)
         sat_syn = Const(0, 1)
         if layer.current_based:
             c_su = stage("c_su", b_sdecay + b_soffset)

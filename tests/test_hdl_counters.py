@@ -178,3 +178,34 @@ def test_the_counters_take_a_block_ram_only_where_one_is_free():
     assert not status_in_bram(learning.layers, learning.config, learning.learning)
     for im in (image, learning):
         assert estimate_resources(im.layers, im.config, learning=im.learning)["bram"] == (30, 30)
+
+
+def test_hello_reads_back_beside_the_payload():
+    # HELLO's payload is a constant table from hello_base on, read as the payload is, in
+    # either form; the counters' sweep never writes it
+    from spikeforge.hdl.counters import hello_base
+
+    hello = bytes(range(7, 7 + protocol.HELLO_BYTES))
+    for in_bram in (True, False):
+        specs = specs_for(2, 1, 1)
+        dut = StatusCounters(specs, 2, in_bram=in_bram, hello=hello)
+        assert dut.hello_base == hello_base(2) >= dut.length
+        got = bytearray()
+
+        async def bench(ctx, dut=dut, got=got):
+            for name in ("events_in", "crc_errors"):
+                ctx.set(dut.inc[name], 1)
+            await ctx.tick().repeat(3 * dut.length)  # sweeps over the counters' bytes
+            for index in range(len(hello)):
+                ctx.set(dut.index, dut.hello_base + index)
+                ctx.set(dut.read, 1)
+                await ctx.tick()
+                ctx.set(dut.read, 0)
+                got.append(ctx.get(dut.byte))
+                await ctx.tick()
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(bench)
+        sim.run()
+        assert bytes(got) == hello, f"in_bram={in_bram}"
