@@ -82,10 +82,13 @@ live in SPRAM (its read-modify-write needs both ports), which `hdl.array.CoreArr
 name; a convolution cannot learn (`LearningConfig.check`). An image with SPRAM-placed weights
 loads them from flash at power-up or over the host link (docs/flash.md).
 
-    LUTs = 1246 + 173 per layer (host link, router, the array's links and per-layer
-           counters; the link alone is about 1,160 LUT4s in yosys, bench/hostlink_resources.py)
-           + per dense core
-           (146 + 12 * v_bits + 30 * ceil(log2(neurons)) + lanes * (5 + 2 * acc_bits))
+    LUTs = LUT_SOC + LUT_SOC_PER_LAYER per layer (host link, router, the array's links and
+           per-layer counters)
+           + per dense core (LUT_CORE + LUT_PER_V_BIT * v_bits + LUT_PER_NEURON_BIT *
+           ceil(log2(neurons)) + lanes * (LUT_PER_LANE + LUT_PER_LANE_ACC_BIT * acc_bits),
+           + LUT_INPUT_STAGE_PER_V_BIT * v_bits on iCE40 for a core whose update registers
+           its inputs first: a per-neuron decay shift, "mul", the reset before the decay;
+           hdl.neuron.NeuronUpdate.input_stage)
            + 230 + 2 * weight_bits * lanes for a core's learning unit
            + v_bits * (decay_frac + 1) for a "mul" core that finds no DSP left
            + 7 * syn_bits for a synaptic current, + 9 * v_bits for multi-spike counts
@@ -151,16 +154,25 @@ BRAM_SHAPES = {
     "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
 }
-LUT_SOC, LUT_SOC_PER_LAYER = 1170, 77
-# (a dense core whose update carries no tag and skips its input stage on iCE40, with register
-# accumulators (an adder each) at groups <= FF_MEMORY_DEPTH and, from two groups on, a one-entry
-# input register: least squares over the 9 cores of bench/resource_model.py --net digits8 --net
-# digits4 --net three --net mnist4 --fit and the two of the 8-6-3 image tests/test_boards_build.py
-# builds (6 and 3 neurons), the per-v-bit term at 12 and the per-lane-bit term held at 2 (free,
-# the fit trades them against the rest); residuals -142..+100 LUT4s, the most under on 2-group
-# cores. Without the small cores the fit's fixed term came out near zero and missed them by 150.)
+LUT_SOC, LUT_SOC_PER_LAYER = 1120, 77
+# (a dense core whose update carries no tag and skips its input stage on iCE40, its accumulator
+# joining the offset at stage B, with a ring of register accumulators (one adder) at groups <=
+# FF_MEMORY_DEPTH and, from two groups on, a one-entry input register.) Session 10 fitted these
+# to the packed cells of whole SoCs, not to yosys's per-core LUT4s: the cell names put parts of
+# the host link's request path in the cores (the executor's word register is named for core 0's
+# write data), which left the per-core fit +-200 LUT4s off. Least squares over the packed cells
+# of bench/resource_model.py's digits 8 and 4 bit, 64-40-24-10, 784-128-10 and the 8-6-3 image
+# tests/test_boards_build.py builds, with the per-v-bit (12), per-neuron-bit (34), per-lane (14),
+# per-lane-bit (2) and per-layer (77) terms held at the earlier fit's: LUT_CORE, LUT_SOC +
+# ICE40_EXTRA_CELLS and LUT_INPUT_STAGE_PER_V_BIT come out 9, 1561 and 19; each network within
+# 2.8 % of its packed cells. ICE40_EXTRA_CELLS is the four bench networks' mean (below).
 LUT_CORE, LUT_PER_V_BIT, LUT_PER_NEURON_BIT, LUT_PER_LANE, LUT_PER_LANE_ACC_BIT = \
-    111, 12, 34, 14, 2
+    9, 12, 34, 14, 2
+# An iCE40 core whose update registers its inputs first (stage A: per-neuron decay shifts, "mul",
+# the reset before the decay): A's registers (v, acc, c, the stored parameters; their D inputs are
+# the block RAMs' read data, so each takes a logic cell of its own) and a per-neuron shifter, per
+# membrane bit. Fitted on the 8-6-3 image's two cores (per-neuron decay shifts) alone.
+LUT_INPUT_STAGE_PER_V_BIT = 19
 # a learning unit (hdl/learning.py): fixed, per weight bit of a lane (bench/core_resources.py
 # --learning: 295-308 LUT4s on the digits output core, 5 lanes of 8 bits)
 LUT_LEARNING_UNIT, LUT_LEARNING_PER_WEIGHT_BIT = 230, 2
@@ -182,12 +194,13 @@ ICE40_EXTRA_CELLS_PER_CONV_CORE = 180
 LUT_FLASH_LOADER = 450
 # iCE40 logic cells over the LUT4s: nextpnr also spends a cell on each flip-flop or carry it
 # cannot pack with a LUT. nextpnr's packed cells - yosys's LUT4s (bench/resource_model.py,
-# UP5K, with the STATUS counters in a block RAM): digits 8 bit 560, digits 4 bit 558,
-# 64-40-24-10 641, 784-128-10 587 (mean 587). With the LUT4 model above, the estimate is a
+# UP5K, with the STATUS counters in a block RAM, session 10): digits 8 bit 443, digits 4 bit
+# 419, 64-40-24-10 482, 784-128-10 421 (mean 441; the 8-6-3 image 717, its input stages'
+# registers: LUT_INPUT_STAGE_PER_V_BIT). With the LUT4 model above, the estimate is a
 # least-squares fit, not a bound: within about 5 % of the packed cells either way (docs/boards.md,
 # "Catalog clocks per design"); near the edge nextpnr decides, and `build` names what it ran out
 # of in one line.
-ICE40_EXTRA_CELLS = 587
+ICE40_EXTRA_CELLS = 441
 # ECP5, in the LUT4s TRELLIS_COMB counts (a CCU2C or a TRELLIS_DPR16X4 takes two): the same
 # core model with its own constants, plus LUT_PER_BANK_BIT for each bit of a banked weight word
 # past the first bank (the registered bank select, hdl.memport.BankedMemory), and the SoC's
@@ -748,6 +761,24 @@ def weight_banks(layer: LayerParams, core: CoreConfig, place: CorePlacement, fam
     return bank, -(-depth // bank)
 
 
+def _input_stage(layer: LayerParams, core: CoreConfig) -> bool:
+    """Whether a dense core's neuron update registers its inputs first on iCE40 (the rule of
+    ``hdl.neuron.NeuronUpdate.input_stage``: its stage B does more than adds on them)."""
+    values = param_values(layer)
+
+    def stored(name: str) -> bool:
+        return name in values and _varies(values[name][core.lo:core.hi])
+
+    multi = layer.spiking and layer.max_spikes > 1
+    deep = (layer.decay_mode == "mul" or (layer.decay_mode != "none" and stored("decay"))
+            or (layer.spiking and layer.reset == "subtract"
+                and (not layer.reset_delay or multi)))
+    if layer.current_based:
+        deep = deep or layer.syn_decay_mode == "mul" or (
+            layer.syn_decay_mode != "none" and stored("syn_decay"))
+    return deep
+
+
 def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement, *,
               family: str = "ice40", learns: bool = False) -> int:
     """LUT4s of one core placed as `place` on a device of `family` (model: module docstring;
@@ -762,6 +793,8 @@ def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement, *,
                 + core.lanes * (per_lane + per_lane_acc_bit * layer.acc_bits))
         banks = weight_banks(layer, core, place, family, learns)[1]  # (1 but on ECP5)
         luts += round(ECP5_LUT_PER_BANK_BIT * core.lanes * layer.weight_bits * (banks - 1))
+        if family == "ice40" and _input_stage(layer, core):
+            luts += LUT_INPUT_STAGE_PER_V_BIT * layer.v_bits
     else:
         luts = (LUT_CONV_CORE + LUT_CONV_PER_V_BIT * layer.v_bits
                 + LUT_CONV_PER_LANE_WEIGHT_BIT * core.lanes * layer.weight_bits)

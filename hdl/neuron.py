@@ -128,8 +128,9 @@ class NeuronUpdate(wiring.Component):
 
     @property
     def input_stage(self) -> bool:
-        """Stage A is built: asked for, or B's logic on the inputs is more than one carry
-        chain deep (a multiplier, a per-neuron shift, the reset before the decay, theta * c)."""
+        """Stage A is built: asked for, or B's logic on the inputs is more than its adds (a
+        multiplier, a per-neuron shift, the reset before the decay, theta * c);
+        ``compiler.mapper`` models the same rule."""
         if self._input_stage:
             return True
         layer, stored = self._layer, self._stored.members
