@@ -80,9 +80,9 @@ class CoreArray(wiring.Component):
         (array -> host). A request is held, unchanged, until a cycle with ``ready`` high: the
         addressed core performs it in that cycle, at the earliest the cycle after the request
         appeared and once the core is between steps (use it when ``idle`` is high; a request
-        to a core index that does not exist is done at once and reads 0). A read returns
-        ``rdata`` with ``rvalid`` high for one cycle, the addressed core's ``read_latency``
-        (at least 2) cycles after the taking cycle. Words:
+        to a core index that does not exist is done the cycle after it appeared and reads 0).
+        A read returns ``rdata`` with ``rvalid`` high for one cycle, the addressed core's
+        ``read_latency`` (at least 2) cycles after the taking cycle. Words:
 
         - WEIGHTS: address ``row * groups + group``, ``lanes`` two's-complement weights of
           ``weight_bits`` packed little-endian (as ``Image.weight_memory``).
@@ -370,18 +370,16 @@ class CoreArray(wiring.Component):
         # registers there: hdl.hostlink's executor, the flash loader's MemLock), so the cores
         # see its fields as they are. Only its strobes are registered, decoded per core: the
         # addressed core sees them a cycle later and performs the request in its next `ready`
-        # cycle, which is the array's `ready`. A core index that does not exist is done at
-        # once (a read answers 0).
+        # cycle, which is the array's `ready`. A core index that does not exist is done a
+        # cycle after it appears (a read answers 0).
         req = self.mem
-        miss = Signal()
+        r_miss = Signal()  # a request to a core that does not exist, registered as the strobes
         r_re = Signal(len(cores))  # one-hot per core: the strobes the cores see, registers
         r_we = Signal(len(cores))
         done = Cat(*(core.mem.ready for core in cores)) & (r_re | r_we)
-        m.d.comb += [
-            miss.eq(req.core >= len(cores)),
-            req.ready.eq(done.any() | miss),
-        ]
+        m.d.comb += req.ready.eq(done.any() | r_miss)  # (from registers: no compare on it)
         m.d.sync += [
+            r_miss.eq((req.re | req.we) & (req.core >= len(cores)) & ~r_miss),
             r_re.eq(Cat(*(req.re & (req.core == index) for index in range(len(cores)))) & ~done),
             r_we.eq(Cat(*(req.we & (req.core == index) for index in range(len(cores)))) & ~done),
         ]
@@ -395,7 +393,7 @@ class CoreArray(wiring.Component):
             ]
         # Each core's answer is a register, zero unless it answers: their OR is the answer.
         answer = Signal()  # a read of a core that does not exist: 0, a cycle later
-        m.d.sync += answer.eq(req.re & miss)
+        m.d.sync += answer.eq(req.re & r_miss)
         m.d.comb += [
             req.rvalid.eq(answer | Cat(*(core.mem.rvalid for core in cores)).any()),
             req.rdata.eq(functools.reduce(operator.or_, (core.mem.rdata for core in cores))),
