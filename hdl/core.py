@@ -32,6 +32,12 @@ __all__ = ["LifCore", "MemSpace", "MemAccessSignature", "acc_address", "clear_sw
 MemSpace = wire_enum(protocol.MemSpace, unsigned(3))
 
 
+# Above this many lanes, a core with its accumulators in a block RAM hands the selected lane
+# to its neuron update a stage later (``NeuronUpdate``'s ``late_acc``): the digits network at
+# 4 bits, 16 lanes, missed 40.5 MHz on the UP5K with it joining at B (35.9 MHz).
+LATE_ACC_LANES = 4
+
+
 def lane_bits(lanes: int) -> int:
     """Address bits of a lane in an ACC address (``ceil(log2(lanes))``)."""
     return (lanes - 1).bit_length()
@@ -675,7 +681,10 @@ class LifCore(wiring.Component):
             bias_bits=pfields["bias"].width,
             # the update's first stage takes the block RAMs' read data straight where its
             # logic on them is one carry chain deep; not with ECP5's slow read data
-            input_stage=self._registered_reads)
+            input_stage=self._registered_reads,
+            # the accumulator lane joins at B unless it comes through a lane multiplexer
+            # wider than 4 to 1 (two LUT levels in front of B's adder, then)
+            late_acc=not ff_acc and lanes > LATE_ACC_LANES)
         # (acc_word: the group's word stays at the accumulator memory's read data, its read
         # enabled only at a group's first lane, while its lanes enter the update)
         # The neuron leaving the update: the pass order is fixed, so a counter at the output

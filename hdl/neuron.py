@@ -45,8 +45,10 @@ class NeuronUpdate(wiring.Component):
        False it is left out where B's logic on the inputs is no more than its adds (decay
        none or by a constant shift, no reset before the decay, no ``theta * c`` multiplier:
        ``input_stage`` the property says whether it is built), for inputs that come from
-       registers, such as an iCE40 block RAM's read data (the accumulator joins the offset
-       at B either way: a register at B and a second adder at C cost more, issue 10);
+       registers, such as an iCE40 block RAM's read data. The accumulator joins the offset
+       at B then too, unless ``late_acc``: it is registered at B and joins the sum at C (for
+       an accumulator that comes through a wide lane multiplexer; the register and C's
+       second adder cost about 30 logic cells);
     R. (multi-spike with a subtract reset only) the reset amount ``theta * c``;
     B. ``decay(v)`` (for "mul" a registered multiplier: A and B surround it, as a DSP wants),
        and the membrane's offset ``acc + bias - theta * c`` (current-based: ``[syn] - theta *
@@ -76,13 +78,14 @@ class NeuronUpdate(wiring.Component):
 
     def __init__(self, layer: LayerParams, *, stored: data.StructLayout,
                  constants: dict[str, int], bias_bits: int, tag_width: int = 0,
-                 input_stage: bool = True):
+                 input_stage: bool = True, late_acc: bool = False):
         self._layer = layer
         self._stored = stored
         self._constants = {name: int(value) for name, value in constants.items()}
         self._bias_bits = operator.index(bias_bits)
         self._tag_width = operator.index(tag_width)
         self._input_stage = bool(input_stage)
+        self._late_acc = bool(late_acc)
         if self._tag_width < 0:
             raise ValueError(f"Tag width must be at least 0, not {tag_width!r}")
         fields = set(stored.members) | set(self._constants)
@@ -257,8 +260,9 @@ class NeuronUpdate(wiring.Component):
         # the membrane's offset: J (plain: acc + bias; current-based with syn_delay: syn),
         # less theta * c with the delayed reset
         offset = Const(0, 1)
+        late_acc = self._late_acc and not has_a and not layer.current_based
         if not layer.current_based:
-            offset = a_acc + bias
+            offset = bias if late_acc else a_acc + bias
         elif layer.syn_delay:
             offset = a_syn
         if subtract and layer.reset_delay:
@@ -269,10 +273,12 @@ class NeuronUpdate(wiring.Component):
                                                   layer.syn_decay_frac),
                              decay_shape(s_bits, layer.syn_decay_mode))
             b_soffset = stage("b_soffset", a_acc + bias)
+        if late_acc:
+            b_acc = stage("b_acc", a_acc)
         step("b")
 
-        # -- C: u = decay + offset, current-based: syn' = decay_a + acc + bias beside it
-        c_sum = stage("c_sum", b_decay + b_offset)
+        # -- C: u = decay + offset (+ acc), current-based: syn' = decay_a + acc + bias beside it
+        c_sum = stage("c_sum", b_decay + b_acc + b_offset if late_acc else b_decay + b_offset)
         sat_syn = Const(0, 1)
         if layer.current_based:
             c_su = stage("c_su", b_sdecay + b_soffset)

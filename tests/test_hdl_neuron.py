@@ -24,21 +24,21 @@ SETTINGS = settings(deadline=None, max_examples=25,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def _update(layer, stored, input_stage=True):
+def _update(layer, stored, input_stage=True, late_acc=False):
     fields = param_layout(layer).members
     values = param_values(layer)
     layout = data.StructLayout({name: fields[name] for name in stored})
     constants = {name: int(vals[0]) for name, vals in values.items() if name not in stored}
     dut = NeuronUpdate(layer, stored=layout, constants=constants, bias_bits=fields["bias"].width,
-                       tag_width=8, input_stage=input_stage)
+                       tag_width=8, input_stage=input_stage, late_acc=late_acc)
     return dut, values
 
 
-def run_update(layer, stored, v, c, syn, acc, en, input_stage=True):
+def run_update(layer, stored, v, c, syn, acc, en, input_stage=True, late_acc=False):
     """Feed neurons (v, c, syn, acc, per-neuron parameters) through NeuronUpdate with cycles of
     `en` low; per neuron: (tag, v_new, syn_new, count, events, saturations). Checks that the
     first result comes after `latency` cycles with `en` high and `hold` low."""
-    dut, values = _update(layer, stored, input_stage)
+    dut, values = _update(layer, stored, input_stage, late_acc)
     n = len(v)
 
     async def bench(ctx):
@@ -97,9 +97,9 @@ def _uniform(layer, n):
 @given(seed=st.integers(0, 2**32 - 1), reset=st.sampled_from(RESET_MODES),
        decay_mode=st.sampled_from(DECAY_MODES), v_bits=st.integers(4, 16),
        uniform=st.booleans(), en=st.lists(st.booleans(), min_size=1, max_size=5),
-       model=neuron_models(last=True), input_stage=st.booleans())
+       model=neuron_models(last=True), input_stage=st.booleans(), late_acc=st.booleans())
 def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, model,
-                               input_stage):
+                               input_stage, late_acc):
     """Random v, c, syn, acc (over the whole ranges, so clamps happen) and parameters,
     thresholds up to v_max included (and 0), in every neuron model, with cycles of en low:
     every neuron's v, syn, count, events and saturations are the golden model's."""
@@ -128,7 +128,7 @@ def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, mod
     golden = NeuronParams(layer, np.int64)
     want_v, want_syn, want_c, want_sats = golden.update(v[None], None if syn is None else syn[None],
                                                         c[None], acc[None])
-    got = run_update(layer, stored, v, c, syn, acc, en, input_stage)
+    got = run_update(layer, stored, v, c, syn, acc, en, input_stage, late_acc)
     assert [g[0] for g in got] == list(range(n))
     for index, (_, v_new, syn_new, count, events, _) in enumerate(got):
         assert v_new == want_v[0, index], f"neuron {index}: v"
