@@ -154,7 +154,7 @@ class LifCore(wiring.Component):
       array gives it an ECP5 core whose weights a row of DP16KDs does not hold,
       :func:`~.memport.bank_depth`); only for weights the host alone writes.
     - accumulators: ``groups`` words of ``lanes`` signed ``acc_bits`` lanes (with at most
-      ``compiler.mapper.FF_MEMORY_DEPTH`` groups: registers, an adder each).
+      ``compiler.mapper.FF_MEMORY_DEPTH`` groups: a ring of registers, one adder).
     - state: ``neurons`` words of :func:`state_layout`: v, c[t-1] (bit V for a single-spike
       layer), syn[t-1] of a current-based layer.
     - params: ``neurons`` words of the per-neuron fields of ``param_layout`` that differ between
@@ -504,7 +504,8 @@ class LifCore(wiring.Component):
         m.d.sync += [read1.eq(host & self.mem.re), host_space.eq(self.mem.space)]
         # The lane select of the accumulator word, shared by the pass (the lane of the neuron
         # at P1) and an ACC read (its address's lane, taken with the request). The word is
-        # padded with zero lanes to a power of two: a lane a group lacks reads 0.
+        # padded with zero lanes to a power of two: a lane a group lacks reads 0. (Flip-flop
+        # words need no select: the pass and an ACC read take the ring head's lowest lane.)
         pp1 = Signal(range(lanes))
         with m.If(host):
             m.d.sync += pp1.eq(self.mem.addr[:lbits])
