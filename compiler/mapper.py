@@ -212,14 +212,15 @@ ICE40_EXTRA_CELLS = 441
 # come out negative and the per-neuron-bit one large (a 128-neuron core's small memories go to
 # LUT RAM); held to the iCE40's per-neuron figure, the worst core is 260 LUT4s off.
 ECP5_LUT_CORE, ECP5_LUT_PER_NEURON_BIT, ECP5_LUT_PER_LANE, ECP5_LUT_PER_LANE_ACC_BIT = \
-    -456, 185, -25, 4
+    -456, 133, -25, 4
 ECP5_LUT_PER_BANK_BIT = 1.2
 # Session 10's leaner core and link (the ring accumulators, the array's memory access, the
-# link's counters and HELLO) took 430-720 cells off these SoCs; ECP5_CELLS_SOC moved down by
-# 420 (was 1084), the rest held: nextpnr-ecp5's TRELLIS_COMB at 100 MHz (bench/fmax.py
-# --board ulx3s-85f --clock 100) digits 8 bit 3726, 64-40-24-10 4782, 784-128-10 4430, the
-# 8-6-3 image 2491 (tests/test_boards_build.py): the estimate +3.6, +3.6, +6.8, -5.2 %.
-ECP5_CELLS_SOC, ECP5_CELLS_SOC_PER_LAYER = 664, 597
+# link's counters and HELLO) took 430-720 cells off these SoCs, more off the larger cores:
+# ECP5_CELLS_SOC (was 1084) and ECP5_LUT_PER_NEURON_BIT (was 185) refitted, the rest held, to
+# nextpnr-ecp5's TRELLIS_COMB at 100 MHz (bench/fmax.py --board ulx3s-85f --clock 100):
+# digits 8 bit 3726, 64-40-24-10 4782, 784-128-10 4430, and the 8-6-3 image as
+# tests/test_boards_build.py builds it (lanes 6-3) 2481: the estimate +0.9, -2.9, +4.5, -3.8 %.
+ECP5_CELLS_SOC, ECP5_CELLS_SOC_PER_LAYER = 1140, 597
 BRAM_SOC = 2  # the host link's receive and response buffers
 # The STATUS counters (hdl/counters.py) take a block RAM where the mapping leaves one free
 # (`status_in_bram`); else they are registers, which cost the SoC this many more logic cells
