@@ -23,7 +23,7 @@ from .counters import array_step_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
 from .router import EventFifo, EventFork, EventMerge
-from .skid import SkidBuffer
+from .skid import SkidBuffer, StreamRegister
 
 __all__ = ["CoreArray", "COUNTER_BITS"]
 
@@ -281,11 +281,15 @@ class CoreArray(wiring.Component):
             skids.append(block)
             return block.o
 
-        # The address check rides through the entry skid as a flag beside the event, so that
-        # neither the compare nor the drop sits on the handshake into the array.
+        # The address check rides through the entry register as a flag beside the event, so
+        # that neither the compare nor the drop sits on the handshake into the array. A
+        # one-entry StreamRegister (an event every other cycle) where every core of the first
+        # layer takes an event in two cycles or more anyway (as its own input register does).
         checked = data.StructLayout({"event": SpikeEvent, "bad": 1})
-        m.submodules.l0_in = entry = SkidBuffer(checked)
-        skids.append(entry)
+        slow = image.layers[0].conv is None and all(
+            core.groups >= 2 for core in image.config.cores_of(0))
+        m.submodules.l0_in = entry = (StreamRegister if slow else SkidBuffer)(checked)
+        entry_empty = ~entry.o.valid if slow else entry.empty
         m.d.comb += [
             entry.i.payload.event.eq(self.i.payload),
             entry.i.payload.bad.eq(~self.i.payload.eos & (self.i.payload.addr >= image.n_inputs)),
@@ -361,6 +365,7 @@ class CoreArray(wiring.Component):
         # Registered: a cycle late, as the counters (their increments are registered too).
         idle = Signal()
         m.d.sync += idle.eq(Cat(*(core.idle for core in cores), *(b.empty for b in skids),
+                                entry_empty,
                                 *(fifo.level == 0 for fifo in layer_fifos)).all())
         m.d.comb += self.idle.eq(idle)
         count("busy_cycles", ~idle)
