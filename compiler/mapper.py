@@ -767,22 +767,28 @@ def weight_banks(layer: LayerParams, core: CoreConfig, place: CorePlacement, fam
     return bank, -(-depth // bank)
 
 
-def _input_stage(layer: LayerParams, core: CoreConfig) -> bool:
-    """Whether a dense core's neuron update registers its inputs first on iCE40 (the rule of
-    ``hdl.neuron.NeuronUpdate.input_stage``: its stage B does more than adds on them)."""
-    values = param_values(layer)
-
-    def stored(name: str) -> bool:
-        return name in values and _varies(values[name][core.lo:core.hi])
-
+def update_input_stage(layer: LayerParams, stored) -> bool:
+    """Whether a layer's neuron update needs its input stage (``hdl.neuron.NeuronUpdate``'s
+    stage A) on a part whose block RAMs' read data is a register, given the names of the
+    parameter fields its core stores (the others are constants): when its stage B does more
+    than adds on the inputs (a multiplier, a per-neuron shift, the reset before the decay,
+    theta * c)."""
     multi = layer.spiking and layer.max_spikes > 1
-    deep = (layer.decay_mode == "mul" or (layer.decay_mode != "none" and stored("decay"))
+    deep = (layer.decay_mode == "mul" or (layer.decay_mode != "none" and "decay" in stored)
             or (layer.spiking and layer.reset == "subtract"
                 and (not layer.reset_delay or multi)))
     if layer.current_based:
         deep = deep or layer.syn_decay_mode == "mul" or (
-            layer.syn_decay_mode != "none" and stored("syn_decay"))
+            layer.syn_decay_mode != "none" and "syn_decay" in stored)
     return deep
+
+
+def _input_stage(layer: LayerParams, core: CoreConfig) -> bool:
+    """``update_input_stage`` of a dense core: its stored fields are those that vary over its
+    neurons (``hdl.core.LifCore``)."""
+    stored = {name for name, values in param_values(layer).items()
+              if _varies(values[core.lo:core.hi])}
+    return update_input_stage(layer, stored)
 
 
 def core_luts(layer: LayerParams, core: CoreConfig, place: CorePlacement, *,

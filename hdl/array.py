@@ -23,7 +23,7 @@ from .counters import array_step_layout
 from .event import ADDR_BITS, SpikeEvent
 from .learning import MOD_BITS
 from .router import EventFifo, EventFork, EventMerge
-from .skid import SkidBuffer, StreamRegister
+from .skid import SkidBuffer, input_register
 
 __all__ = ["CoreArray", "COUNTER_BITS"]
 
@@ -282,14 +282,13 @@ class CoreArray(wiring.Component):
             return block.o
 
         # The address check rides through the entry register as a flag beside the event, so
-        # that neither the compare nor the drop sits on the handshake into the array. A
-        # one-entry StreamRegister (an event every other cycle) where every core of the first
-        # layer takes an event in two cycles or more anyway (as its own input register does).
+        # that neither the compare nor the drop sits on the handshake into the array. It is a
+        # one-entry StreamRegister where every core of a dense first layer takes an event in
+        # two cycles or more anyway (as each core's own input register is).
         checked = data.StructLayout({"event": SpikeEvent, "bad": 1})
-        slow = image.layers[0].conv is None and all(
-            core.groups >= 2 for core in image.config.cores_of(0))
-        m.submodules.l0_in = entry = (StreamRegister if slow else SkidBuffer)(checked)
-        entry_empty = ~entry.o.valid if slow else entry.empty
+        first = image.config.cores_of(0)
+        m.submodules.l0_in = entry = input_register(
+            checked, min(core.groups for core in first) if image.layers[0].conv is None else 1)
         m.d.comb += [
             entry.i.payload.event.eq(self.i.payload),
             entry.i.payload.bad.eq(~self.i.payload.eos & (self.i.payload.addr >= image.n_inputs)),
@@ -365,7 +364,7 @@ class CoreArray(wiring.Component):
         # Registered: a cycle late, as the counters (their increments are registered too).
         idle = Signal()
         m.d.sync += idle.eq(Cat(*(core.idle for core in cores), *(b.empty for b in skids),
-                                entry_empty,
+                                ~entry.o.valid,
                                 *(fifo.level == 0 for fifo in layer_fifos)).all())
         m.d.comb += self.idle.eq(idle)
         count("busy_cycles", ~idle)
@@ -383,10 +382,11 @@ class CoreArray(wiring.Component):
         r_we = Signal(len(cores))
         done = Cat(*(core.mem.ready for core in cores)) & (r_re | r_we)
         m.d.comb += req.ready.eq(done.any() | r_miss)  # (from registers: no compare on it)
+        hit = Cat(*(req.core == index for index in range(len(cores))))
         m.d.sync += [
             r_miss.eq((req.re | req.we) & (req.core >= len(cores)) & ~r_miss),
-            r_re.eq(Cat(*(req.re & (req.core == index) for index in range(len(cores)))) & ~done),
-            r_we.eq(Cat(*(req.we & (req.core == index) for index in range(len(cores)))) & ~done),
+            r_re.eq(hit & req.re.replicate(len(cores)) & ~done),
+            r_we.eq(hit & req.we.replicate(len(cores)) & ~done),
         ]
         for index, core in enumerate(cores):
             m.d.comb += [

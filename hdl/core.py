@@ -21,7 +21,7 @@ from .fsm import one_hot
 from .learning import MOD_BITS, LearningUnit, Lfsr
 from .memport import NO_COLLISIONS, BankedMemory, read_port
 from .neuron import NeuronUpdate, count_bits
-from .skid import SkidBuffer, StreamRegister
+from .skid import SkidBuffer, input_register
 from .spram import SpramMemory
 
 __all__ = ["LifCore", "MemSpace", "MemAccessSignature", "acc_address", "clear_sweep",
@@ -564,12 +564,11 @@ class LifCore(wiring.Component):
         # not this core's control logic (the fork in front of the cores ANDs them) ------------
         # An event takes `groups` cycles to integrate: from two groups on, a one-entry
         # StreamRegister (an item every other cycle, no multiplexer) keeps up as well.
-        buffer = SkidBuffer if groups == 1 else StreamRegister
-        m.submodules.i_skid = i_skid = buffer(SpikeEvent)
+        m.submodules.i_skid = i_skid = input_register(SpikeEvent, groups)
         wiring.connect(m, wiring.flipped(self.i), i_skid.i)
         ev_in = i_skid.o
         if recurrent:  # (what it holds between steps is state, as the recurrent FIFO's)
-            m.submodules.r_skid = r_skid = buffer(SpikeEvent)
+            m.submodules.r_skid = r_skid = input_register(SpikeEvent, groups)
             wiring.connect(m, wiring.flipped(self.r), r_skid.i)
             ev_rec = r_skid.o
 
@@ -723,7 +722,6 @@ class LifCore(wiring.Component):
             s_raddr = Mux(unit.n_read, unit.n_addr, n)
         else:
             w_raddr, s_raddr = waddr, n
-
 
         # -- memory port addressing ----------------------------------------------------------
         m.d.comb += [

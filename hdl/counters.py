@@ -100,7 +100,12 @@ LINK_SOURCES = {"crc_errors": 1, "framing_errors": 1, "timeouts": 1, "dropped_fr
 def hello_base(n_layers: int) -> int:
     """Where HELLO's payload starts in a :class:`StatusCounters` table: the power of two at
     or above the STATUS payload's length."""
-    return 1 << (status_length(n_layers) - 1).bit_length()
+    return _after(status_length(n_layers))
+
+
+def _after(length: int) -> int:
+    """The power of two at or above ``length`` bytes (``hello_base``)."""
+    return 1 << (length - 1).bit_length()
 
 
 def status_counter_specs(image, *, byte_cycles: int = 2) -> list[CounterSpec]:
@@ -170,7 +175,9 @@ class StatusCounters(wiring.Component):
         self._in_bram = bool(in_bram)
         self._length = HEADER_BYTES + sum(s.nbytes for s in self._specs)
         self._hello = bytes(hello)
-        self._hello_base = 1 << (self._length - 1).bit_length()
+        self._hello_base = _after(self._length)
+        # the table's bytes: the payload, then (with `hello`) HELLO's from hello_base on
+        self._table_length = self._hello_base + len(self._hello) if hello else self._length
         # A counter is visited once a sweep; the sweep loses a cycle to each read (at most one
         # in three cycles), and a CLEAR can hold a cleared counter's bytes for one more sweep:
         # between two visits at most 2 * 1.5 sweeps pass.
@@ -181,8 +188,7 @@ class StatusCounters(wiring.Component):
             "flush": In(1),
             "flushed": Out(1),
             "read": In(1),
-            "index": In(range(self._hello_base + len(self._hello) if hello
-                              else self._length)),
+            "index": In(range(self._table_length)),
             "byte": Out(8),
             "overflow": In(1),
             "idle": In(1),
@@ -263,8 +269,7 @@ class StatusCounters(wiring.Component):
             flush_k.append(take)
 
         # -- the sweep: issue (read) a byte, then add and write it back ---------------------
-        mem = Memory(shape=8, depth=self._hello_base + len(self._hello) if self._hello
-                     else self._length,
+        mem = Memory(shape=8, depth=self._table_length,
                      init=[0] * self._hello_base + list(self._hello) if self._hello else [])
         m.submodules.mem = mem
         wr = mem.write_port()

@@ -7,6 +7,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..compiler.mapper import update_input_stage
 from ..image import LayerParams
 
 __all__ = ["NeuronUpdate", "count_bits"]
@@ -131,18 +132,9 @@ class NeuronUpdate(wiring.Component):
 
     @property
     def input_stage(self) -> bool:
-        """Stage A is built: asked for, or B's logic on the inputs is more than its adds (a
-        multiplier, a per-neuron shift, the reset before the decay, theta * c);
-        ``compiler.mapper`` models the same rule."""
-        if self._input_stage:
-            return True
-        layer, stored = self._layer, self._stored.members
-        deep = (layer.decay_mode == "mul" or "decay" in stored
-                or (layer.spiking and layer.reset == "subtract"
-                    and (not layer.reset_delay or self.multi_spike)))
-        if layer.current_based:
-            deep |= layer.syn_decay_mode == "mul" or "syn_decay" in stored
-        return deep
+        """Stage A is built: asked for, or B's logic on the inputs is more than its adds
+        (``compiler.mapper.update_input_stage``, the rule the mapper's cost model uses)."""
+        return self._input_stage or update_input_stage(self._layer, self._stored.members)
 
     def elaborate(self, platform):
         m = Module()

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .event import SpikeEvent
 
-__all__ = ["SkidBuffer", "StreamRegister"]
+__all__ = ["SkidBuffer", "StreamRegister", "input_register"]
 
 
 class SkidBuffer(wiring.Component):
@@ -92,3 +92,11 @@ class StreamRegister(wiring.Component):
         with m.Elif(self.i.valid):
             m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
         return m
+
+
+def input_register(shape, cycles_per_item: int):
+    """The register stage in front of a consumer that takes an item in ``cycles_per_item``
+    cycles at the least: a :class:`SkidBuffer` at one, from two on a :class:`StreamRegister`
+    (an item every other cycle keeps up, without the skid entry and its multiplexer). Either
+    is empty when ``o.valid`` is low."""
+    return SkidBuffer(shape) if cycles_per_item <= 1 else StreamRegister(shape)
