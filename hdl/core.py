@@ -577,7 +577,14 @@ class LifCore(wiring.Component):
         act = Signal()  # stage 0 holds an event
         g = Signal(range(groups))
         g_last = Signal(init=groups == 1)  # g == groups - 1, kept in a register
-        waddr = Signal(range(layer.fan_in * groups))
+        # The weight word's address, row * groups + g: with a power-of-two `groups` it is the
+        # event's row above g's bits (no counter of its own).
+        pow2_groups = groups & (groups - 1) == 0
+        if pow2_groups:
+            row_reg = Signal(range(layer.fan_in))
+            waddr = Cat(g, row_reg)
+        else:
+            waddr = Signal(range(layer.fan_in * groups))
         # stage k holds word group gs[k] when vs[k]; the weight word issued in stage 0 is at
         # w_rd.data in stage `w_latency`, the accumulator word is read a stage before that
         w_latency = 2 if banked else 1
@@ -596,7 +603,9 @@ class LifCore(wiring.Component):
             with m.If(g_last):
                 m.d.sync += act.eq(0)
             with m.Else():
-                m.d.sync += [g.eq(g + 1), waddr.eq(waddr + 1), g_last.eq(g == groups - 2)]
+                m.d.sync += [g.eq(g + 1), g_last.eq(g == groups - 2)]
+                if not pow2_groups:
+                    m.d.sync += waddr.eq(waddr + 1)
         can_take = ~act | g_last
 
         def take(stream_in, row):
@@ -607,7 +616,7 @@ class LifCore(wiring.Component):
                 with m.If(~stream_in.payload.eos):
                     m.d.sync += self.ops.eq(neurons)
                     m.d.sync += [act.eq(1), g.eq(0), g_last.eq(groups == 1),
-                                 waddr.eq(row * groups)]
+                                 row_reg.eq(row) if pow2_groups else waddr.eq(row * groups)]
                     if learn is not None:  # flag the row: input `row` spiked
                         m.d.comb += [unit.take.eq(1), unit.take_row.eq(row)]
 
@@ -656,9 +665,11 @@ class LifCore(wiring.Component):
         w_valid, w_group, in_flight = vs[s], gs[s], Cat(*vs[1:]).any()
 
         # -- pass: P0 issues the reads of neuron n, P1 has their data, then the update -------
-        n = Signal(range(neurons))
         pg = Signal(range(groups))
         pp = Signal(range(lanes))
+        # the neuron, pg * lanes + pp: with a power-of-two `lanes` it is pp below pg
+        pow2_lanes = lanes & (lanes - 1) == 0
+        n = Cat(pp, pg) if pow2_lanes else Signal(range(neurons))
         p0_done = Signal()
         q1 = Signal()
         end1 = Signal()  # P1's neuron ends its group (a register: the ring's words' enables)
@@ -764,8 +775,10 @@ class LifCore(wiring.Component):
                         m.next = "Drain"
             with m.State("Drain"):
                 with m.If(~act & ~in_flight):
-                    m.d.sync += [n.eq(0), pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0),
+                    m.d.sync += [pg.eq(0), pp.eq(0), p0_done.eq(0), q1.eq(0),
                                  o_n.eq(0), o_last.eq(neurons == 1)]
+                    if not pow2_lanes:
+                        m.d.sync += n.eq(0)
                     m.next = "Pass"
             with m.State("Pass"):
                 m.d.comb += [
@@ -780,7 +793,8 @@ class LifCore(wiring.Component):
                     m.d.sync += [q1.eq(p0_go), pp1.eq(pp), pg1.eq(pg),
                                  end1.eq((pp == lanes - 1) | (n == neurons - 1))]
                 with m.If(p0_go):
-                    m.d.sync += n.eq(n + 1)
+                    if not pow2_lanes:
+                        m.d.sync += n.eq(n + 1)
                     with m.If(n == neurons - 1):
                         m.d.sync += p0_done.eq(1)
                     with m.If(pp == lanes - 1):
