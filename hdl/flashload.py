@@ -425,15 +425,27 @@ class FlashLoader(wiring.Component):
             with m.Switch(rpos):
                 with m.Case(0):
                     m.d.sync += r_core.eq(byte)
-                    with m.If(byte >= self._n_cores):
-                        m.d.sync += bad.eq(1)
                 with m.Case(1):
                     m.d.sync += r_space.eq(byte)
-                    with m.If(byte > max(flashimage.WRITABLE)):
-                        m.d.sync += bad.eq(1)
                 with m.Case(2):
                     m.d.sync += r_last.eq(byte - 1)
-                    with m.If((byte == 0) | (byte > data_bytes)):
+        # The first three fields' checks a cycle after their take, on registered copies: the
+        # compares sit behind registers, not behind the reader's handshake. (CheckRecord reads
+        # `bad` after the record's last byte, many cycles after the third.)
+        f_take, f_pos, f_byte = Signal(), Signal(2), Signal(8)
+        m.d.sync += f_take.eq(record_take & (rpos < 3))
+        with m.If(record_take):
+            m.d.sync += [f_pos.eq(rpos), f_byte.eq(byte)]
+        with m.If(f_take):
+            with m.Switch(f_pos):
+                with m.Case(0):
+                    with m.If(f_byte >= self._n_cores):
+                        m.d.sync += bad.eq(1)
+                with m.Case(1):
+                    with m.If(f_byte > max(flashimage.WRITABLE)):
+                        m.d.sync += bad.eq(1)
+                with m.Case(2):
+                    with m.If((f_byte == 0) | (f_byte > data_bytes)):
                         m.d.sync += bad.eq(1)
         # address and end shift in from the right (big-endian); bits pushed out of the top are
         # a record fault

@@ -221,6 +221,16 @@ def _faulty(image, fault):
                                        (1 << addr_bits) - 1, records[0].word_bytes,
                                        records[0].words)
         return flashimage.encode(records, image_id=image_id(image))
+    if fault in ("space", "word_bytes"):
+        # the last record's space (one no memory has) or word width (0), with a good CRC
+        at = len(blob) - 4 - sum(len(r.words) * r.word_bytes + flashimage.RECORD.size
+                                 for r in image_records(image)[-1:])
+        if fault == "space":
+            blob[at + 1] = max(flashimage.WRITABLE) + 1
+        else:
+            blob[at + 2] = 0
+        blob[-4:] = catalog.CRC32_BZIP2().compute(bytes(blob[:-4])).to_bytes(4, "big")
+        return bytes(blob)
     if fault == "overrun":
         # the last record claims one word more than the blob holds, with a good CRC
         at = len(blob) - 4 - sum(len(r.words) * r.word_bytes + flashimage.RECORD.size
@@ -241,6 +251,8 @@ def _faulty(image, fault):
     ("length", PyLoadError.LENGTH),
     ("record", PyLoadError.RECORD),
     ("address", PyLoadError.RECORD),
+    ("space", PyLoadError.RECORD),
+    ("word_bytes", PyLoadError.RECORD),
     ("overrun", PyLoadError.RECORD),
 ])
 def test_a_faulty_blob_ends_in_error_with_its_reason(fault, reason):
