@@ -9,6 +9,9 @@ spike trains go to the testbench as files in a per-run folder named by the
 Compiled simulators are cached per (image, gateware sources, simulator, waves) hash under
 `build_dir` (default `$SPIKEFORGE_CACHE/rtl`, else `~/.cache/spikeforge/rtl`), so a second run of
 the same image only launches the simulator. A file lock lets parallel test workers share it.
+A Verilator entry keeps what runs, not its precompiled headers (about 145 of its 160 MB), and
+after each new entry the least recently used ones go until the cache is within
+`SPIKEFORGE_RTL_CACHE_MB` (default 4096 MB; `prune_cache`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +39,7 @@ from ..sim.golden import GoldenResult
 
 __all__ = ["SIMULATORS", "RtlError", "RtlResult", "SimBuild", "available_simulators",
            "build_simulator", "default_simulator", "gateware_digest", "gateware_sources",
-           "generate_verilog", "run_cocotb", "run_rtl"]
+           "generate_verilog", "prune_cache", "run_cocotb", "run_rtl"]
 
 SIMULATORS = ("verilator", "icarus")
 JOB_ENV = "SPIKEFORGE_RTL_JOB"
@@ -136,6 +140,12 @@ def toolchain_identity(simulator: str) -> list[str]:
     tool = shutil.which("verilator" if simulator == "verilator" else "iverilog")
     return [getattr(cocotb, "__version__", "?"), str(libs),
             str(Path(tool).resolve()) if tool else "-"]
+
+
+CACHE_MB_ENV = "SPIKEFORGE_RTL_CACHE_MB"
+CACHE_MB = 4096  # the cache's size after a prune, at most (without CACHE_MB_ENV)
+# An entry used this recently is never pruned: another process may be about to run it.
+CACHE_KEEP_SECONDS = 600
 
 
 def default_cache_root() -> Path:
@@ -266,10 +276,10 @@ def build_simulator(verilog_source, *, key: str | None = None, simulator: str | 
     directory = root / f"{simulator}-{digest.hexdigest()[:20]}"
     build = SimBuild(simulator, directory, toplevel, waves)
     stamp = directory / "BUILT"
-    if stamp.exists():
+    if _used(stamp):
         return build
     with _locked(root / f".{directory.name}.lock"):
-        if stamp.exists():
+        if _used(stamp):
             return build
         if directory.exists():
             shutil.rmtree(directory)
@@ -289,8 +299,62 @@ def build_simulator(verilog_source, *, key: str | None = None, simulator: str | 
                              timescale=("1ns", "1ps"), log_file=log)
         except (RuntimeError, SystemExit) as exc:
             raise RtlError(f"{simulator} could not build {source}: {exc}\n{_tail(log)}") from None
+        for header in directory.glob("*.gch"):  # Verilator's precompiled headers: build only
+            header.unlink()
         stamp.write_text(key)
+    prune_cache(root, keep=directory)
     return build
+
+
+def _used(stamp: Path) -> bool:
+    """Whether a cache entry is built; if so, mark it used now (its stamp's time)."""
+    try:
+        os.utime(stamp)
+    except FileNotFoundError:
+        return False
+    except PermissionError:  # a read-only cache: used, not marked
+        return stamp.exists()
+    return True
+
+
+def _size(folder: Path) -> int:
+    return sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file())
+
+
+def prune_cache(root: str | os.PathLike, *, limit_mb: float | None = None,
+                keep: Path | None = None, now: float | None = None) -> list[Path]:
+    """Delete the least recently used simulator entries under `root` until the rest take at
+    most `limit_mb` (default: `$SPIKEFORGE_RTL_CACHE_MB`, else CACHE_MB). An entry used (run
+    or built) in the last CACHE_KEEP_SECONDS stays, and so does `keep`; an unfinished one (no
+    stamp) is another process's build. Returns the deleted entries, oldest first."""
+    root = Path(root)
+    if limit_mb is None:
+        limit_mb = float(os.environ.get(CACHE_MB_ENV, CACHE_MB))
+    now = time.time() if now is None else now
+    entries = []
+    for folder in root.glob("*-*"):
+        try:
+            used = (folder / "BUILT").stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        entries.append((used, folder, _size(folder)))
+    total = sum(size for _, _, size in entries)
+    deleted = []
+    for used, folder, size in sorted(entries, key=lambda entry: entry[0]):
+        if total <= limit_mb * 2 ** 20:
+            break
+        if folder == keep or now - used < CACHE_KEEP_SECONDS:
+            continue
+        with _locked(root / f".{folder.name}.lock"):  # (not while it is being rebuilt)
+            try:  # (used since the listing: it stays)
+                if (folder / "BUILT").stat().st_mtime != used:
+                    continue
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+        total -= size
+        deleted.append(folder)
+    return deleted
 
 
 # -- run ---------------------------------------------------------------------------------------

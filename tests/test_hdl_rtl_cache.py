@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -81,3 +82,39 @@ def test_cache_entries_are_kept_apart_per_toolchain(tmp_path, monkeypatch):
                         lambda simulator: ["2.0", "/gone/.venv/cocotb/libs", "/gone/iverilog"])
     with pytest.raises(_Miss):
         rtl.build_simulator(_miss, key="k", simulator="icarus", cache_root=tmp_path)
+
+
+def _entry(root: Path, name: str, megabytes: float, used: float) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "top").write_bytes(b"\0" * int(megabytes * 2 ** 20))
+    stamp = folder / "BUILT"
+    stamp.write_text("key")
+    os.utime(stamp, (used, used))
+    return folder
+
+
+def test_prune_deletes_the_least_recently_used_entries_down_to_the_limit(tmp_path):
+    now = 1_000_000.0
+    old = [_entry(tmp_path, f"verilator-{k}", 1, now - 10_000 + k) for k in range(5)]
+    recent = _entry(tmp_path, "verilator-recent", 1, now - 5)  # in use: stays
+    unfinished = tmp_path / "verilator-building"  # no stamp: another process's build
+    unfinished.mkdir()
+    (unfinished / "top.v").write_bytes(b"\0" * 2 ** 20)
+    deleted = rtl.prune_cache(tmp_path, limit_mb=3.5, now=now)
+    # 6 stamped entries of 1 MB over a 3.5 MB limit: the 3 oldest go, in order of last use
+    assert deleted == old[:3]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(
+        [old[3].name, old[4].name, recent.name, unfinished.name])
+    assert rtl.prune_cache(tmp_path, limit_mb=0, now=now, keep=old[4]) == [old[3]]
+    assert recent.exists() and old[4].exists()
+
+
+def test_a_verilator_entry_keeps_no_precompiled_headers(tmp_path):
+    if "verilator" not in available_simulators():
+        pytest.skip("Verilator is not installed")
+    build = rtl.build_simulator("module top(input a, output b); assign b = a; endmodule\n",
+                                simulator="verilator", cache_root=tmp_path)
+    assert (build.directory / "BUILT").exists()
+    assert not list(build.directory.glob("*.gch"))
+    assert list(build.directory.glob("*.o")), "the build left no objects: did it build?"
