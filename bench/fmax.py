@@ -9,6 +9,10 @@ Networks (`--net`, repeatable; default all that fit the board):
 
 - digits8, digits4: the digits demo network (snnTorch 64-128-10, untrained weights, as
   `make bitstreams` builds it) compiled at 8 / 4 bits;
+- demo8, demo4: the same network trained as `make demo` trains it (seeded, about 10 s) and
+  compiled as the demo compiles it, with the training spikes as calibration: the bitstream a
+  user of the demo gets (its trained weights need narrower membranes and thresholds than the
+  untrained ones, so it takes a few dozen cells less);
 - three: a 3-layer random network 64-40-24-10 (about 3,800 synapses), 8-bit weights;
 - mnist4: 784-128-10 with random 4-bit weights;
 - mnist256: 784-256-10 with random 4-bit weights;
@@ -28,6 +32,7 @@ One nextpnr build at a time; each takes minutes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -41,10 +46,24 @@ from spikeforge.image import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from core_throughput import random_network  # noqa: E402
 
-NETS = ("digits8", "digits4", "three", "mnist4", "mnist256", "digits8-3f")
+NETS = ("digits8", "digits4", "three", "mnist4", "mnist256", "digits8-3f", "demo8", "demo4")
+
+
+@functools.cache
+def _trained_digits():
+    """`make demo`'s data and trained model (spikeforge.demo.train_digits: seeded)."""
+    from spikeforge.demo import train_digits
+
+    return train_digits(progress=False)
 
 
 def make_image(net: str, board: str) -> Image:
+    if net in ("demo8", "demo4"):
+        import spikeforge
+
+        data, model = _trained_digits()
+        return spikeforge.compile(model, weight_bits=int(net[4]), board=board,
+                                  calibration=data.train_spikes)
     if net in ("digits8", "digits4", "digits8-3f"):
         import spikeforge
         from spikeforge.digits import build_model
