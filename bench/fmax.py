@@ -59,11 +59,10 @@ def _trained_digits():
 
 def make_image(net: str, board: str) -> Image:
     if net in ("demo8", "demo4"):
-        import spikeforge
+        from spikeforge.demo import compile_digits
 
         data, model = _trained_digits()
-        return spikeforge.compile(model, weight_bits=int(net[4]), board=board,
-                                  calibration=data.train_spikes)
+        return compile_digits(model, data, int(net[4]), board)
     if net in ("digits8", "digits4", "digits8-3f"):
         import spikeforge
         from spikeforge.digits import build_model

@@ -43,6 +43,14 @@ def train_digits(epochs: int = 40, seed: int = 0, progress: bool = True):
     return data, model
 
 
+def compile_digits(model, data: D.DigitsData, bits: int, board: str):
+    """The demo's image of its trained `model`: `bits`-bit weights for `board`, calibrated on
+    the training spikes (`run_demo`, and bench/fmax.py's demo8 / demo4)."""
+    from .api import compile
+
+    return compile(model, weight_bits=bits, board=board, calibration=data.train_spikes)
+
+
 def check_rtl(image, data: D.DigitsData, samples: int) -> dict:
     """The generated gateware (Verilator) against the golden model on the first test samples."""
     from .api import simulate
@@ -90,8 +98,6 @@ def run_demo(out_dir: Path, *, epochs: int = 40, json_out: bool = False,
     from rich.console import Console
     from rich.table import Table
 
-    from .api import compile
-
     console = Console(quiet=json_out, highlight=False,
                       width=None if sys.stdout.isatty() else 160)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,8 +109,7 @@ def run_demo(out_dir: Path, *, epochs: int = 40, json_out: bool = False,
                 "LUTs", "block RAM", "image"):
         table.add_column(col)
     for bits in (8, 4):
-        image = compile(model, weight_bits=bits, board=board,
-                        calibration=data.train_spikes)
+        image = compile_digits(model, data, bits, board)
         path = out_dir / f"digits-{bits}bit.sfi"
         image.save(path)
         figures = evaluate(image, model, data)
