@@ -279,11 +279,13 @@ class StatusCounters(wiring.Component):
         k_next = Signal(range(max(n, 2)), init=1 % n)  # the one after it
         j = Signal(2)  # its byte
         widths = Array(Const(s.nbytes - 1, 2) for s in specs)
-        cleared = Array(Const(int(s.cleared), 1) for s in specs)
         last = j == widths[k]
+        # The link's counters come first, the cleared ones after them: counter k is cleared
+        # when k >= kept.
         kept = sum(not s.cleared for s in specs)  # the first cleared counter's index
         first_cleared = first_byte + sum(s.nbytes for s in specs if not s.cleared)
         assert all(not s.cleared for s in specs[:kept]) and all(s.cleared for s in specs[kept:])
+        k_cleared = k >= kept
         pending = Signal()  # a CLEAR waits for the cleared range's next sweep
         zeroing = Signal()  # this sweep of the cleared range writes from zero
         with m.If(self.clear):
@@ -297,7 +299,7 @@ class StatusCounters(wiring.Component):
         at_cleared = Signal(init=first_byte == first_cleared)
         next_cleared = Signal(init=(1 % n) > kept)
         zero_now = zeroing | (pending & at_cleared)
-        skip_now = cleared[k] & pending & ~at_cleared
+        skip_now = k_cleared & pending & ~at_cleared
         addend_bits = max([self.pre_bits(s) for s in specs] + [1]) + 1
         # The addend is taken ahead: at the issue of a counter's first byte, the next
         # counter's pre-counter and increment are selected (`sel`, `sel_inc`: the multiplexer
@@ -322,7 +324,7 @@ class StatusCounters(wiring.Component):
             m.d.sync += stale.eq(1)
         with m.If(go):
             m.d.sync += [a1.eq(addr), last1.eq(last), first1.eq(j == 0), skip1.eq(skip_now),
-                         zero1.eq(zero_now & cleared[k]), drop1.eq(stale & cleared[k])]
+                         zero1.eq(zero_now & k_cleared), drop1.eq(stale & k_cleared)]
             with m.If(j == 0):
                 m.d.sync += [sel.eq(Array(pres)[k_next]), sel_inc.eq(Array(incs)[k_next])]
                 with m.If(~skip_next):
