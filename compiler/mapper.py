@@ -221,7 +221,9 @@ ECP5_LUT_PER_BANK_BIT = 1.2
 # digits 8 bit 3726, 64-40-24-10 4782, 784-128-10 4430, and the 8-6-3 image as
 # tests/test_boards_build.py builds it (lanes 6-3) 2481: the estimate +0.9, -2.9, +4.5, -3.8 %.
 ECP5_CELLS_SOC, ECP5_CELLS_SOC_PER_LAYER = 1140, 597
-BRAM_SOC = 2  # the host link's receive and response buffers
+# The host link's buffer (hdl.hostlink.link_buffer_bytes): a request's payload (SpikeSoC's
+# max_payload), then the output events of a STEP's answer, two bytes each
+LINK_PAYLOAD_BYTES = 256
 # The STATUS counters (hdl/counters.py) take a block RAM where the mapping leaves one free
 # (`status_in_bram`); else they are registers, which cost the SoC this many more logic cells
 # (fixed, per layer; bench/resource_model.py, the same networks either way).
@@ -310,28 +312,26 @@ def _map(layers: list[LayerParams], n_inputs: int, device: str | None, board: st
 
 
 def step_weight_reads(layers: list[LayerParams], config: HwConfig) -> int:
-    """Weight-word reads of one step in which every input of every dense layer spikes, with
-    the layers integrating one after another and a layer's cores side by side: the sum over
-    dense layers of ``fan_in * groups`` of its core with the most groups. At a uniform
-    activity a step's integration takes this times the activity, in cycles."""
-    reads = {}
-    for core in config.cores:
-        layer = layers[core.layer]
-        if layer.conv is None:
-            reads[core.layer] = max(reads.get(core.layer, 0), layer.fan_in * core.groups)
-    return sum(reads.values())
+    """Weight-word reads of one step in which every input of every dense layer spikes, in the
+    slowest dense layer: the most ``fan_in * groups`` of any dense core. Layers overlap (a
+    layer integrates step t while the next integrates step t - 1: docs/architecture.md,
+    "Cycle costs", and RUN_ENCODED streams steps so), so at a uniform activity a step's
+    integration takes this times the activity, in cycles."""
+    return max((layers[core.layer].fan_in * core.groups for core in config.cores
+                if layers[core.layer].conv is None), default=0)
 
 
 def _balanced_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
-    """`config` with each dense core narrowed to the fewest lanes that keep
-    :func:`step_weight_reads` within BALANCE_SLACK of `config`'s, the mapping within the
-    device, and its memories in no more block RAM and SPRAM. The widest word gives a layer
-    that integrates little (an output layer of ten neurons behind a 784-input one) lanes that
-    buy next to no cycles but cost LUTs each (``core_luts``): 784-128-10 at 4 bits keeps 16
-    lanes on its hidden core and goes from 10 to 5 on its output core. Cores with the most
-    lanes are tried first."""
+    """`config` with each dense core narrowed to the lanes that cost the fewest logic cells
+    (``estimate_resources``) while :func:`step_weight_reads` stays within BALANCE_SLACK of
+    `config`'s, the mapping within the device, its SPRAM no more, and its STATUS counters in
+    block RAM if they were. The widest word gives a layer that integrates little (an output
+    layer of ten neurons behind a 784-input one) lanes that buy no cycles but cost cells
+    (``core_luts``); the digits network's output core goes from 5 lanes to 1, with its
+    accumulators in a block RAM. Cores with the most lanes are tried first."""
     bound = step_weight_reads(layers, config) * (1 + BALANCE_SLACK)
-    before = estimate_resources(layers, config)
+    best = estimate_resources(layers, config)
+    status = "bram" if status_in_bram(layers, config) else True
     order = sorted(range(len(config.cores)), key=lambda i: (-config.cores[i].lanes, i))
     for index in order:
         core = config.cores[index]
@@ -344,10 +344,11 @@ def _balanced_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
             if step_weight_reads(layers, trial) > bound:
                 continue
             estimate = estimate_resources(layers, trial)
-            if _badness(estimate) == 0 and all(
-                    estimate[r][0] <= before[r][0] for r in ("bram", "spram")):
-                config = trial
-                break
+            if (_badness(estimate) == 0
+                    and _badness(_estimate(layers, trial, spram=True, status=status)) == 0
+                    and estimate["spram"][0] <= best["spram"][0]
+                    and estimate["luts"][0] < best["luts"][0]):
+                config, best = trial, estimate
     return config
 
 
@@ -413,14 +414,18 @@ def _search(layers: list[LayerParams], n_inputs: int, device: str | None, board:
                         cores=_tile(layers, max_neurons_per_core, None, bits))
 
     # Block RAM alone first (the bitstream initialises it, so the board runs without a
-    # loader); SPRAM only for a network that fits no other way.
+    # loader), with a block RAM left for the STATUS counters (in registers they cost about
+    # LUT_STATUS_REGISTERS_PER_LAYER cells a layer: more than the lanes that block RAM would
+    # buy); then without it; SPRAM only for a network that fits no other way.
     first = budgets
     cache: dict = {}
-    for spram in (False, True) if dev.spram else (True,):
+    passes = ((False, "bram"), (False, True), (True, True)) if dev.spram else \
+        ((True, "bram"), (True, True))
+    for spram, status in passes:
         budgets = first
         config = mapping(budgets)
         while True:
-            estimate = _estimate(layers, config, spram=spram, cache=cache)
+            estimate = _estimate(layers, config, spram=spram, cache=cache, status=status)
             if _badness(estimate) == 0:
                 return config
             options = []
@@ -432,7 +437,7 @@ def _search(layers: list[LayerParams], n_inputs: int, device: str | None, board:
                 narrower = mapping(trial)
                 lanes_now = sum(c.lanes for c in config.cores_of(index))
                 options.append((_badness(_estimate(layers, narrower, spram=spram,
-                                                   cache=cache)),
+                                                   cache=cache, status=status)),
                                 -lanes_now, index, trial, narrower))
             if not options:
                 break
@@ -671,7 +676,7 @@ def _block_ram(layers: list[LayerParams], config: HwConfig,
     family = resolve_device(config.device).family
     shapes = BRAM_SHAPES[family]
     weights, accs = [], []
-    other = BRAM_SOC if config.cores else 0
+    other = link_block_ram(layers, config.device) if config.cores else 0
     for core in config.cores:
         layer = layers[core.layer]
         weights.append(blocks_for(*_weight_shape(layer, core), shapes))
@@ -691,6 +696,14 @@ def _block_ram(layers: list[LayerParams], config: HwConfig,
         if layer.recurrent and config.cores_of(index):
             other += _memory_blocks(17, layer.max_spikes * layer.n_out + 2, shapes)
     return weights, accs, other
+
+
+def link_block_ram(layers: list[LayerParams], device: str) -> int:
+    """Block RAMs of the host link's buffer for a network ending in ``layers[-1]`` (without
+    the rate encoder, whose RUN_ENCODED answers take a larger one)."""
+    events = layers[-1].n_out * layers[-1].max_spikes
+    shapes = BRAM_SHAPES[resolve_device(device).family]
+    return blocks_for(8, LINK_PAYLOAD_BYTES + 2 * events, shapes)
 
 
 def memory_placement(layers: list[LayerParams],
@@ -871,7 +884,10 @@ def learning_block_ram(layers: list[LayerParams], config: HwConfig, learning: tu
 def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
               cache: dict | None = None, flash: bool = False,
               learners: frozenset | set = frozenset(), learning_bram: int = 0,
-              status: bool = True) -> dict[str, tuple[int, int]]:
+              status: bool | str = True) -> dict[str, tuple[int, int]]:
+    """The resources of a mapping; ``status``: True counts the STATUS counters where
+    `status_in_bram` puts them, "bram" in a block RAM whether or not one is left, False not
+    at all."""
     dev = resolve_device(config.device)
     weights, accs, bram = _block_ram(layers, config, cache)
     placement = (_place(layers, config, weights, accs, bram) if spram
@@ -913,7 +929,7 @@ def _estimate(layers: list[LayerParams], config: HwConfig, *, spram: bool,
         luts += LUT_FLASH_LOADER
     bram += learning_bram
     if status and config.cores:  # the STATUS counters (`status_in_bram`)
-        if _room_for_status(bram, dev.bram):
+        if status == "bram" or _room_for_status(bram, dev.bram):
             bram += BRAM_STATUS
         else:
             luts += LUT_STATUS_REGISTERS + LUT_STATUS_REGISTERS_PER_LAYER * len(layers)

@@ -11,6 +11,7 @@ from ..compiler.devices import find_device
 from ..compiler.mapper import memory_placement, weight_banks
 from ..image import Image
 from ..protocol import COUNTER_BYTES
+from .compare import at_least
 from .conv import ConvCore, conv_mem_shape
 from .core import (
     LifCore,
@@ -291,7 +292,8 @@ class CoreArray(wiring.Component):
             checked, min(core.groups for core in first) if image.layers[0].conv is None else 1)
         m.d.comb += [
             entry.i.payload.event.eq(self.i.payload),
-            entry.i.payload.bad.eq(~self.i.payload.eos & (self.i.payload.addr >= image.n_inputs)),
+            entry.i.payload.bad.eq(~self.i.payload.eos &
+                                   at_least(self.i.payload.addr, image.n_inputs)),
             entry.i.valid.eq(self.i.valid),
             self.i.ready.eq(entry.i.ready),
         ]
@@ -384,7 +386,7 @@ class CoreArray(wiring.Component):
         m.d.comb += req.ready.eq(done.any() | r_miss)  # (from registers: no compare on it)
         hit = Cat(*(req.core == index for index in range(len(cores))))
         m.d.sync += [
-            r_miss.eq((req.re | req.we) & (req.core >= len(cores)) & ~r_miss),
+            r_miss.eq((req.re | req.we) & at_least(req.core, len(cores)) & ~r_miss),
             r_re.eq(hit & req.re.replicate(len(cores)) & ~done),
             r_we.eq(hit & req.we.replicate(len(cores)) & ~done),
         ]

@@ -15,6 +15,7 @@ from .. import protocol
 from ..compiler.mapper import FF_MEMORY_DEPTH, shared_params_offset
 from ..image import CoreConfig, Image, LayerParams, LearningConfig, param_fields, param_values
 from ..lfsr import lfsr_initial_state
+from .compare import at_least, below
 from .enums import wire_enum
 from .event import SpikeEvent
 from .fsm import one_hot
@@ -91,12 +92,12 @@ def clear_sweep(m: Module, state_wr, acc_wr, neurons: int, acc_depth: int):
     span = max(neurons, acc_depth)
     sweep = Signal(range(span + 1))
     m.d.comb += [
-        state_wr.addr.eq(sweep), state_wr.data.eq(0), state_wr.en.eq(sweep < neurons),
-        acc_wr.addr.eq(sweep), acc_wr.data.eq(0), acc_wr.en.eq(sweep < acc_depth),
+        state_wr.addr.eq(sweep), state_wr.data.eq(0), state_wr.en.eq(below(sweep, neurons)),
+        acc_wr.addr.eq(sweep), acc_wr.data.eq(0), acc_wr.en.eq(below(sweep, acc_depth)),
     ]
-    with m.If(sweep < span):
+    with m.If(below(sweep, span)):
         m.d.sync += sweep.eq(sweep + 1)
-    return sweep >= span - 1
+    return at_least(sweep, span - 1)
 
 
 def param_layout(layer: LayerParams) -> data.StructLayout:

@@ -53,6 +53,7 @@ from ..protocol import (
     PROTOCOL_VERSION,
     status_length,
 )
+from .compare import at_least, below
 
 __all__ = ["CounterSpec", "StatusCounters", "array_step_layout", "hello_base",
            "status_counter_specs", "HEADER_BYTES"]
@@ -285,7 +286,7 @@ class StatusCounters(wiring.Component):
         kept = sum(not s.cleared for s in specs)  # the first cleared counter's index
         first_cleared = first_byte + sum(s.nbytes for s in specs if not s.cleared)
         assert all(not s.cleared for s in specs[:kept]) and all(s.cleared for s in specs[kept:])
-        k_cleared = k >= kept
+        k_cleared = at_least(k, kept)
         pending = Signal()  # a CLEAR waits for the cleared range's next sweep
         zeroing = Signal()  # this sweep of the cleared range writes from zero
         with m.If(self.clear):
@@ -334,7 +335,7 @@ class StatusCounters(wiring.Component):
             wrap = addr == self._length - 1
             with m.If(last):
                 m.d.sync += [j.eq(0), k.eq(k_next), k_next.eq(Mux(k_next == n - 1, 0, k_next + 1)),
-                             next_cleared.eq((k_next >= kept) & (k_next != n - 1)),
+                             next_cleared.eq(at_least(k_next, kept) & (k_next != n - 1)),
                              addr.eq(Mux(wrap, first_byte, addr + 1)),
                              at_start.eq(wrap),
                              at_cleared.eq(Mux(wrap, first_byte == first_cleared,
@@ -371,7 +372,7 @@ class StatusCounters(wiring.Component):
         header = self._header()
         rd1, head1 = Signal(), Signal()
         head_byte, held = Signal(8), Signal(8)
-        m.d.sync += [rd1.eq(self.read), head1.eq(self.index < HEADER_BYTES),
+        m.d.sync += [rd1.eq(self.read), head1.eq(below(self.index, HEADER_BYTES)),
                      head_byte.eq(header.word_select(self.index[:2], 8))]
         m.d.comb += self.byte.eq(Mux(rd1, Mux(head1, head_byte, rd.data), held))
         m.d.sync += held.eq(self.byte)

@@ -39,6 +39,7 @@ from ..protocol import (
 )
 from ..sim.encode import encoder_seed
 from .array import CoreArray
+from .compare import at_least, below
 from .conv import conv_acc_address
 from .core import MemAccessSignature, acc_address
 from .counters import StatusCounters, array_step_layout, hello_base, status_counter_specs
@@ -153,6 +154,18 @@ def output_buffer(image: Image, encoder: bool) -> tuple[int, int]:
     return entries, min(0xFFFF, entries // (per_step + 1))
 
 
+def answer_base(max_payload: int) -> int:
+    """Where a link's output events start in its receiver's buffer: above the request's
+    payload."""
+    return max_payload
+
+
+def link_buffer_bytes(image: Image, max_payload: int, encoder: bool) -> int:
+    """Bytes of a link's buffer (:class:`FrameReceiver`): a request's payload, then its
+    answer's output events (:func:`output_buffer`), two bytes each."""
+    return answer_base(max_payload) + 2 * output_buffer(image, encoder)[0]
+
+
 def memory_depths(image: Image) -> list[tuple[int, ...]]:
     """Per core, the words of each memory space (indexed by ``MemSpace``) that READ_MEM and
     WRITE_MEM may address: WEIGHTS ``image.weight_depth`` (a convolution's kernel slice), STATE
@@ -180,8 +193,9 @@ def memory_depths(image: Image) -> list[tuple[int, ...]]:
 class FrameReceiver(wiring.Component):
     """Take request frames from a byte stream; hold each one, CRC checked, until it is done.
 
-    Hunts for the start byte, then takes the header and the payload (into a block-RAM buffer of
-    ``max_payload`` bytes; its first ``ARGS_BYTES`` also into ``o.payload``) while a
+    Hunts for the start byte, then takes the header and the payload (into the first
+    ``max_payload`` bytes of a block-RAM buffer of ``buffer_bytes``; its first ``ARGS_BYTES``
+    also into ``o.payload``) while a
     CRC-16/CCITT-FALSE runs over them (at ``crc``, a :class:`LinkCrc`'s, unused while ``o`` is
     offered), then offers the head at ``o`` with ``crc_ok`` (the CRC over the frame and its
     own CRC leaves the residue 0) until ``o``
@@ -205,9 +219,15 @@ class FrameReceiver(wiring.Component):
         Strobe from the UART receiver: a byte was lost.
     o : Out(stream.Signature(RequestHead))
         The received request, held until taken.
-    buf_addr : In(range(max_payload))
+    buf_addr : In(range(buffer_bytes))
     buf_data : Out(8)
-        The payload buffer: ``buf_data`` is the byte at ``buf_addr`` of the cycle before.
+        The buffer: ``buf_data`` is the byte at ``buf_addr`` of the cycle before.
+    buf_waddr : In(range(buffer_bytes))
+    buf_wdata : In(8)
+    buf_we : In(1)
+        The taker's write port into the buffer, used while ``o`` is offered (the receiver
+        writes only before): the request's answer can be kept beside its payload
+        (:class:`RequestExecutor`), in the same block RAM.
     crc_error, timeout, dropped, overrun : Out(1)
         Strobes for the link counters (``dropped``: a frame dropped without an answer).
     activity : Out(1)
@@ -215,10 +235,16 @@ class FrameReceiver(wiring.Component):
     crc : Out(CRC_PORT)
     """
 
-    def __init__(self, *, max_payload: int, timeout_cycles: int, addr_bits: int = 32):
+    def __init__(self, *, max_payload: int, timeout_cycles: int, addr_bits: int = 32,
+                 buffer_bytes: int | None = None):
         self._max_payload = operator.index(max_payload)
         self._timeout_cycles = operator.index(timeout_cycles)
         self._addr_bits = operator.index(addr_bits)
+        self._buffer_bytes = (self._max_payload if buffer_bytes is None
+                              else operator.index(buffer_bytes))
+        if self._buffer_bytes < self._max_payload:
+            raise ValueError(f"Buffer must hold the {self._max_payload} payload bytes, not "
+                             f"{buffer_bytes!r}")
         if not 1 <= self._addr_bits <= 32:
             raise ValueError(f"Address bits must be 1..32, not {addr_bits!r}")
         if not ARGS_BYTES <= self._max_payload <= 0xFFFF:
@@ -231,8 +257,11 @@ class FrameReceiver(wiring.Component):
             "rx": In(stream.Signature(8)),
             "framing_error": In(1),
             "o": Out(stream.Signature(RequestHead)),
-            "buf_addr": In(range(self._max_payload)),
+            "buf_addr": In(range(self._buffer_bytes)),
             "buf_data": Out(8),
+            "buf_waddr": In(range(self._buffer_bytes)),
+            "buf_wdata": In(8),
+            "buf_we": In(1),
             "crc_error": Out(1),
             "timeout": Out(1),
             "dropped": Out(1),
@@ -245,8 +274,9 @@ class FrameReceiver(wiring.Component):
         m = Module()
         check = self.crc
         crc_ok = Signal()  # latched: the CRC engine is free while the request is held
-        # the buffer is read only while a request is held, written only before
-        m.submodules.buffer = buffer = Memory(shape=8, depth=self._max_payload, init=[],
+        # the buffer is read only while a request is held; written by the receiver before, by
+        # the request's taker then
+        m.submodules.buffer = buffer = Memory(shape=8, depth=self._buffer_bytes, init=[],
                                               attrs=NO_COLLISIONS)
         wr = buffer.write_port()
         rd = read_port(m, buffer)
@@ -274,8 +304,9 @@ class FrameReceiver(wiring.Component):
             out.count.eq(count),
             out.crc_ok.eq(crc_ok),
             check.data.eq(byte),
-            wr.addr.eq(idx),
-            wr.data.eq(byte),
+            wr.addr.eq(Mux(self.o.valid, self.buf_waddr, idx)),
+            wr.data.eq(Mux(self.o.valid, self.buf_wdata, byte)),
+            wr.en.eq(self.o.valid & self.buf_we),  # (Payload writes its bytes below)
             rd.addr.eq(self.buf_addr),
             self.buf_data.eq(rd_data),
         ]
@@ -319,7 +350,7 @@ class FrameReceiver(wiring.Component):
                         with m.Case(3):
                             m.d.sync += [head_length[8:].eq(byte), idx.eq(0),
                                          last_idx.eq(length - 1)]
-                            with m.If(length > self._max_payload):
+                            with m.If(at_least(length, self._max_payload + 1)):
                                 # The length cannot be trusted, so neither can the frame's end.
                                 m.d.comb += self.dropped.eq(1)
                                 m.next = "Discard"
@@ -443,7 +474,7 @@ class RequestChecker(wiring.Component):
         known = Signal()
         m.d.sync += [
             end.eq(head.addr[:width] + head.count),
-            known.eq((head.core < len(self._depths)) & (head.space < len(MemSpace)) &
+            known.eq(below(head.core, len(self._depths)) & below(head.space, len(MemSpace)) &
                      (head.addr[width:] == 0)),
         ]
         is_memory = Signal()
@@ -460,7 +491,7 @@ class RequestChecker(wiring.Component):
         is_run, run_bad = Signal(), Signal()
         run_steps = Cat(head.core, head.space)
         m.d.sync += [is_run.eq(head.cmd == Command.RUN_ENCODED),
-                     run_bad.eq((run_steps == 0) | (run_steps > self._run_steps))]
+                     run_bad.eq((run_steps == 0) | at_least(run_steps, self._run_steps + 1))]
         # READ_MEM's and WRITE_MEM's payload length, a register: compared in stage 2
         mem_length = Signal.like(head.length)
         m.d.sync += mem_length.eq(Mux(head.cmd == Command.READ_MEM, ARGS_BYTES,
@@ -486,7 +517,7 @@ class RequestChecker(wiring.Component):
                     if not self._encoder:
                         m.d.sync += pre.eq(Status.NO_ENCODER)
                     else:
-                        with m.If(head.length < 3):
+                        with m.If(below(head.length, 3)):
                             m.d.sync += pre.eq(Status.LENGTH)
                         with m.Elif(offset + head.length - 2 > self._n_inputs):
                             m.d.sync += pre.eq(Status.ARG)
@@ -624,13 +655,24 @@ class RequestExecutor(wiring.Component):
     every step, each step's followed by a ``STEP_END``, fill the output buffer
     (:func:`output_buffer`) for the answer.
 
+    The output events are kept in the receiver's buffer, above the request's payload
+    (:func:`answer_base`): the receiver writes it only before it offers a request, and the
+    executor reads the payload only before it collects outputs. An event is written a byte a
+    cycle, low byte first, so it is taken every other cycle at most (a STEP's answer holds
+    ``n_outputs x max_spikes`` of them).
+
     Members
     -------
     i : In(stream.Signature(RequestHead))
         Taken when the answer is out.
-    buf_addr : Out(range(max_payload))
+    buf_addr : Out(range(buffer_bytes))
     buf_data : In(8)
-        The request's payload (the receiver's buffer, one cycle of read latency).
+        The receiver's buffer (one cycle of read latency): the request's payload below
+        ``max_payload``, the output events from :func:`answer_base` on.
+    buf_waddr : Out(range(buffer_bytes))
+    buf_wdata : Out(8)
+    buf_we : Out(1)
+        Its write port (the output events).
     reply : Out(stream.Signature(ReplyHead))
     payload : Out(stream.Signature(PayloadByte))
         The answer (see :class:`ResponseSender`).
@@ -665,10 +707,14 @@ class RequestExecutor(wiring.Component):
         self._max_payload = operator.index(max_payload)
         self._word_bytes = -(-self._mem_data_width // 8)
         self._hello = bytes(hello)
+        self._buffer_bytes = link_buffer_bytes(image, self._max_payload, encoder_seed is not None)
         super().__init__({
             "i": In(stream.Signature(RequestHead)),
-            "buf_addr": Out(range(self._max_payload)),
+            "buf_addr": Out(range(self._buffer_bytes)),
             "buf_data": In(8),
+            "buf_waddr": Out(range(self._buffer_bytes)),
+            "buf_wdata": Out(8),
+            "buf_we": Out(1),
             "reply": Out(stream.Signature(ReplyHead)),
             "payload": Out(stream.Signature(PayloadByte)),
             "status_index": Out(range(hello_base(len(image.layers)) + len(self._hello))),
@@ -688,6 +734,11 @@ class RequestExecutor(wiring.Component):
             "lost": Out(1),
         })
 
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of the receiver's buffer this executor uses (:func:`link_buffer_bytes`)."""
+        return self._buffer_bytes
+
     def elaborate(self, platform):
         m = Module()
         wb = self._word_bytes
@@ -706,12 +757,8 @@ class RequestExecutor(wiring.Component):
             m.submodules.encoder = enc = RateEncoder(
                 n_inputs=n_in, seed=self._seed,
                 queue=ENCODER_QUEUE if n_in >= ENCODER_QUEUE_INPUTS else 2)
-        # written while a step collects its events, read after
-        m.submodules.outbuf = outbuf = Memory(shape=ADDR_BITS, depth=out_depth, init=[],
-                                              attrs=NO_COLLISIONS)
-        out_wr = outbuf.write_port()
-        out_rd = read_port(m, outbuf)
-        out_data = out_rd.data
+        # the output events: written while a step collects them, read after, a byte a cycle
+        base = answer_base(self._max_payload)
 
         req = self.i.payload
         cmd = req.cmd
@@ -720,7 +767,8 @@ class RequestExecutor(wiring.Component):
         resp_len = Signal(range(longest + 1))
         resp_last = Signal(range(longest + 1))  # resp_len - 1, a cycle late: read 2+ later
         m.d.sync += resp_last.eq(resp_len - 1)
-        idx = Signal(range(self._max_payload + 1))  # payload byte to fetch
+        # payload byte to fetch; in Reply, the answer byte's address in the buffer
+        idx = Signal(range(max(self._max_payload + 1, self._buffer_bytes)))
         pidx = Signal(range(longest + 1))  # answer payload byte
         bidx = Signal(range(max(wb, 2)))  # byte inside the current word
         mem_addr = Signal(self._mem_addr_width)
@@ -728,6 +776,21 @@ class RequestExecutor(wiring.Component):
         # bytes enter at the top and leave at the bottom, little-endian first.
         word = Signal(8 * max(wb, 2))
         out_count = Signal(range(out_depth + 1))
+        high = Signal()  # the output event's low byte is written, its high byte is next
+        entry = Signal(ADDR_BITS)  # the output event's buffer entry
+        m.d.comb += entry.eq(Mux(self.outputs.payload.eos, STEP_END, self.outputs.payload.addr)
+                             if enc is not None else self.outputs.payload.addr)
+
+        def store(full):
+            """Write the output event's entry, low byte then high byte, and take it with the
+            second (an event when the buffer is `full` is taken and counted as lost)."""
+            with m.If(full):
+                m.d.comb += [self.outputs.ready.eq(1), self.lost.eq(1)]
+            with m.Else():
+                m.d.comb += [self.buf_we.eq(1), self.outputs.ready.eq(high)]
+                m.d.sync += high.eq(~high)
+                with m.If(high):
+                    m.d.sync += out_count.eq(out_count + 1)
         # RUN_ENCODED: steps whose scan is still to start; steps whose outputs are still to come
         # (at most run_steps: the checker refuses more)
         feed_left, take_left = Signal(range(run_steps + 1)), Signal(range(run_steps + 1))
@@ -783,8 +846,7 @@ class RequestExecutor(wiring.Component):
         m.d.sync += [table.eq((status == Status.OK) & (is_table | stepping)),
                      at_len.eq(pidx == resp_len), at_last.eq(pidx == resp_last)]
         # (HELLO's bytes are a constant table beside the STATUS payload's: StatusCounters)
-        m.d.sync += table_byte.eq(Mux(is_table, self.status_byte,
-                                      out_data.word_select(pidx[0], 8)))
+        m.d.sync += table_byte.eq(Mux(is_table, self.status_byte, self.buf_data))
         # A bitmap byte's inputs still to send; the lowest set bit goes first.
         bits = Signal(8)
         low = Signal(3)
@@ -804,13 +866,10 @@ class RequestExecutor(wiring.Component):
             self.mem.addr.eq(mem_addr),
             self.mem.wdata.eq(word[len(word) - 8 * wb:][:self._mem_data_width]),
             self.events.payload.addr.eq(word[len(word) - ADDR_BITS:]),
-            out_wr.addr.eq(out_count),
-            # two bytes an event, little-endian: the event of answer byte `pidx` (read in
-            # Reply; a read elsewhere is unused)
-            out_rd.addr.eq(pidx[1:]),
-            # (an eos is written only by RUN_ENCODED: a STEP's answers on it)
-            out_wr.data.eq(Mux(self.outputs.payload.eos, STEP_END, self.outputs.payload.addr)
-                           if enc is not None else self.outputs.payload.addr),
+            # two bytes an event, little-endian, from `base` on (an eos is written only by
+            # RUN_ENCODED: a STEP's answers on it)
+            self.buf_waddr.eq(base + Cat(high, out_count)),
+            self.buf_wdata.eq(entry.word_select(high, 8)),
             self.reply.valid.eq(replying),
             self.reply.payload.seq.eq(req.seq),
             self.reply.payload.cmd.eq(cmd),
@@ -1003,15 +1062,9 @@ class RequestExecutor(wiring.Component):
                     with m.If(feed_more & ~enc.busy):
                         m.d.comb += enc.start.eq(1)
                         m.d.sync += feed_left.eq(feed_left - 1)
-                    m.d.comb += self.outputs.ready.eq(1)
                     with m.If(self.outputs.valid):
-                        with m.If(out_count == out_depth):
-                            # cannot happen: the checker bounds the steps
-                            m.d.comb += self.lost.eq(1)
-                        with m.Else():
-                            m.d.comb += out_wr.en.eq(1)
-                            m.d.sync += out_count.eq(out_count + 1)
-                        with m.If(self.outputs.payload.eos):
+                        store(out_count == out_depth)  # (never full: the checker bounds steps)
+                        with m.If(self.outputs.payload.eos & self.outputs.ready):
                             m.d.sync += take_left.eq(take_left - 1)
                     # the cycle after the last step's STEP_END went in: nothing more comes
                     with m.If(take_left == 0):
@@ -1025,20 +1078,18 @@ class RequestExecutor(wiring.Component):
                     m.d.sync += out_count.eq(0)
                     m.next = "Collect"
             with m.State("Collect"):
-                m.d.comb += self.outputs.ready.eq(1)
                 with m.If(self.outputs.valid):
                     with m.If(self.outputs.payload.eos):
+                        m.d.comb += self.outputs.ready.eq(1)
                         answer()
-                    with m.Elif(out_count == n_out):
-                        # More spikes than neurons: cannot happen with a correct array; counted
-                        # rather than silently lost.
-                        m.d.comb += self.lost.eq(1)
                     with m.Else():
-                        m.d.comb += out_wr.en.eq(1)
-                        m.d.sync += out_count.eq(out_count + 1)
+                        # More spikes than neurons (full): cannot happen with a correct array;
+                        # counted rather than silently lost.
+                        store(out_count == n_out)
             with m.State("Answer"):
                 # pidx and bidx are 0 here (zeroed in Settle and Dispatch, or counted down)
-                m.d.sync += [status.eq(Status.OK), resp_len.eq(ok_len), replying.eq(1)]
+                m.d.sync += [status.eq(Status.OK), resp_len.eq(ok_len), replying.eq(1),
+                             idx.eq(base)]
                 with m.If(is_read & ~no_count):
                     m.next = "RdReq"
                 with m.Else():
@@ -1085,7 +1136,7 @@ class RequestExecutor(wiring.Component):
                     self.status_read.eq(is_table & ~settled[0]),
                 ]
                 with m.If(self.payload.valid & self.payload.ready):
-                    m.d.sync += [pidx.eq(pidx + 1), settled.eq(0)]
+                    m.d.sync += [pidx.eq(pidx + 1), idx.eq(idx + 1), settled.eq(0)]
                 with m.Else():
                     m.d.sync += settled.eq(Cat(1, settled[0]))
                 with m.If(self.reply.ready):
@@ -1245,13 +1296,15 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.receiver = receiver = FrameReceiver(
-            max_payload=self._max_payload, timeout_cycles=self.timeout_cycles,
-            addr_bits=self.addr_bits)
         m.submodules.executor = executor = RequestExecutor(
             self._image, mem_data_width=self._mem_data_width,
             mem_addr_width=self._mem_addr_width, max_payload=self._max_payload,
             hello=self._hello, encoder_seed=self._encoder_seed)
+        # One buffer: the request's payload (the receiver's), then its answer's output events
+        # (the executor's, once the receiver holds the request).
+        m.submodules.receiver = receiver = FrameReceiver(
+            max_payload=self._max_payload, timeout_cycles=self.timeout_cycles,
+            addr_bits=self.addr_bits, buffer_bytes=executor.buffer_bytes)
         m.submodules.sender = sender = ResponseSender()
         image = self._image
         m.submodules.status = status = StatusCounters(
@@ -1295,6 +1348,9 @@ class HostLink(wiring.Component):
         m.d.comb += [
             receiver.framing_error.eq(self.framing_error),
             receiver.buf_addr.eq(executor.buf_addr),
+            receiver.buf_waddr.eq(executor.buf_waddr),
+            receiver.buf_wdata.eq(executor.buf_wdata),
+            receiver.buf_we.eq(executor.buf_we),
             executor.buf_data.eq(receiver.buf_data),
             executor.idle.eq(self.idle & ~events.o.valid),
             executor.loaded.eq(self.loaded),

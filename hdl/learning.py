@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..image import CoreConfig, LayerParams, LearningConfig
 from ..lfsr import LFSR_TAPS
+from .compare import below
 
 __all__ = ["Lfsr", "LearningUnit", "MOD_BITS", "trace_memory_layout"]
 
@@ -252,7 +253,7 @@ class LearningUnit(wiring.Component):
                         first_neuron()
                         m.next = "Rows"
             with m.State("NeuronRead"):  # phase b: y_i (and s_i) or m_i of neuron i
-                with m.If(i < neurons):
+                with m.If(below(i, neurons)):
                     m.d.comb += y_sel.eq(1)
                     if stdp:
                         m.d.comb += [op.eq(Op.TRACE), self.n_read.eq(1)]

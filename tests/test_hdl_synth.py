@@ -79,9 +79,9 @@ def test_shared_state_and_params_block_ram_is_what_yosys_maps(device, neurons, v
     by the mapper's count: `shared_params_offset`) takes the block RAMs the mapper counts for
     the image, as yosys maps them."""
     from spikeforge.compiler.mapper import (
-        BRAM_SOC,
         BRAM_STATUS,
         estimate_resources,
+        link_block_ram,
         shared_params_offset,
         status_in_bram,
     )
@@ -89,6 +89,7 @@ def test_shared_state_and_params_block_ram_is_what_yosys_maps(device, neurons, v
     image = neuron_memory_image(device, neurons, v_bits, bias=bias, decay_mode=decay_mode)
     core = image.config.cores[0]
     assert shared_params_offset(image.layers[0], core, device) is not None
-    need = (estimate_resources(image.layers, image.config)["bram"][0] - BRAM_SOC
+    need = (estimate_resources(image.layers, image.config)["bram"][0]
+            - link_block_ram(image.layers, device)
             - BRAM_STATUS * status_in_bram(image.layers, image.config))  # the link's
     assert synth_stats(image, device)["bram"] == need

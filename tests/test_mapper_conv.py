@@ -15,6 +15,7 @@ from spikeforge.boards.catalog import board_target
 from spikeforge.compiler.mapper import (
     BRAM_SHAPES,
     ICE40_EXTRA_CELLS_PER_CONV_CORE,
+    LINK_PAYLOAD_BYTES,
     SPRAM_DEPTH,
     CorePlacement,
     FitError,
@@ -119,13 +120,15 @@ def test_lanes_span_output_channels_within_the_read_width(channels, bits, lanes)
 def test_memory_model_of_a_conv_core_in_closed_form():
     """One conv core on the HX8K (no SPRAM): kernel lanes*w x C_in*K^2*groups, accumulators
     lanes*acc x conv_h*conv_w*groups, state (v+1) x neurons, bias per channel (a table of
-    channels: 12 entries, one block), threshold and decay uniform (constants)."""
+    channels: 12 entries, one block), threshold and decay uniform (constants); the host link's
+    buffer: its payload and, two bytes each, the layer's output events."""
     layers = tutorial6(8)[:1]
     core = CoreConfig(0, 0, CONV1.n_out, 4)
     config = HwConfig("iCE40HX8K", (core,))
     shapes = BRAM_SHAPES["ice40"]
     groups = 3
-    expected = (2 + blocks_for(4 * 8, 25 * groups, shapes)
+    expected = (blocks_for(8, LINK_PAYLOAD_BYTES + 2 * CONV1.n_out, shapes)
+                + blocks_for(4 * 8, 25 * groups, shapes)
                 + blocks_for(4 * 11, 24 * 24 * groups, shapes)
                 + blocks_for(13 + 1, CONV1.n_out, shapes) + blocks_for(2, 12, shapes))
     assert estimate_resources(layers, config)["bram"][0] == expected
