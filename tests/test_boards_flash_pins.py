@@ -150,9 +150,9 @@ def test_flash_pins_are_driven_by_the_loader(board, sites, clock, tmp_path):
 
 
 def full_spram_image() -> Image:
-    """256-128-64-32-16-10 at 4 bits: SPRAM weights, and by the mapper's estimate no room for
-    the loader beside its five cores (it fits without it)."""
-    layers = make_layers([256, 128, 64, 32, 16, 10], bits=4, seed=9)
+    """256-128-64-32-24-16-12-10 at 4 bits: SPRAM weights, and by the mapper's estimate no room
+    for the loader beside its seven cores (it fits without it)."""
+    layers = make_layers([256, 128, 64, 32, 24, 16, 12, 10], bits=4, seed=9)
     image = Image(256, layers, map_network(layers, 256, device="iCE40UP5K"))
     assert spram_cores(image.layers, image.config)
     return image
