@@ -696,7 +696,10 @@ class LifCore(wiring.Component):
             input_stage=self._registered_reads,
             # the accumulator lane joins at B unless it comes through a lane multiplexer
             # wider than 4 to 1 (two LUT levels in front of B's adder, then)
-            late_acc=not ff_acc and lanes > LATE_ACC_LANES)
+            late_acc=not ff_acc and lanes > LATE_ACC_LANES,
+            # and the sum runs into the spike compare in one cycle where the reads are the
+            # block RAMs' own (iCE40: fast carry chains against a 40 MHz clock)
+            sum_stage=self._registered_reads)
         # (acc_word: the group's word stays at the accumulator memory's read data, its read
         # enabled only at a group's first lane, while its lanes enter the update)
         # The neuron leaving the update: the pass order is fixed, so a counter at the output

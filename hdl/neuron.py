@@ -55,7 +55,11 @@ class NeuronUpdate(wiring.Component):
        and the membrane's offset ``acc + bias - theta * c`` (current-based: ``[syn] - theta *
        c``, and beside it ``decay_a(syn)`` and ``acc + bias``), all from A (or R);
     C. ``u = decay + offset`` (current-based: also ``syn' = decay_a(syn) + acc + bias``,
-       clamped from its top bits);
+       clamped from its top bits); with ``sum_stage`` False it is left out where it can be
+       (a single-spike plain LIF whose accumulator joins at B): the sum runs into the clamp
+       and the compare in one cycle, and the threshold's register at C (a logic cell a bit,
+       nothing packs with it) goes. For a part whose carry chains are fast against its clock,
+       such as the UP5K at 40 MHz; ``merged_sum`` says whether it is left out;
     D. (current-based with ``syn_delay`` 0 only) ``u = C + syn'``;
        from the last of C or D, combinationally: saturation from u's top bits, the clamp, and
        beside it the spike compare on u's low bits (v_new = v_max spikes iff theta < v_max);
@@ -70,16 +74,16 @@ class NeuronUpdate(wiring.Component):
 
     Latency: the result of an input presented with ``i_valid`` in a cycle with ``en`` high is on
     ``o_valid`` / ``v_new`` / ``spike`` / ``saturated`` (/ ``o_tag``) after ``latency`` more
-    cycles with ``en`` high and ``hold`` low (4 for the plain LIF, 3 without A), and stays
-    there while ``en`` is low. A neuron leaves in the cycle with ``en`` and ``last`` high;
-    ``count`` and ``saturated`` (the number of clamps, 0..2: current and membrane) are valid
-    then. Each cycle with ``en``, ``o_valid`` and ``spike`` high is one event. Outputs are
-    undefined while ``o_valid`` is low.
+    cycles with ``en`` high and ``hold`` low (4 for the plain LIF, 3 without A, 2 without A and
+    C), and stays there while ``en`` is low. A neuron leaves in the cycle with ``en`` and
+    ``last`` high; ``count`` and ``saturated`` (the number of clamps, 0..2: current and
+    membrane) are valid then. Each cycle with ``en``, ``o_valid`` and ``spike`` high is one
+    event. Outputs are undefined while ``o_valid`` is low.
     """
 
     def __init__(self, layer: LayerParams, *, stored: data.StructLayout,
                  constants: dict[str, int], bias_bits: int, tag_width: int = 0,
-                 input_stage: bool = True, late_acc: bool = False):
+                 input_stage: bool = True, late_acc: bool = False, sum_stage: bool = True):
         self._layer = layer
         self._stored = stored
         self._constants = {name: int(value) for name, value in constants.items()}
@@ -87,6 +91,7 @@ class NeuronUpdate(wiring.Component):
         self._tag_width = operator.index(tag_width)
         self._input_stage = bool(input_stage)
         self._late_acc = bool(late_acc)
+        self._sum_stage = bool(sum_stage)
         if self._tag_width < 0:
             raise ValueError(f"Tag width must be at least 0, not {tag_width!r}")
         fields = set(stored.members) | set(self._constants)
@@ -127,8 +132,16 @@ class NeuronUpdate(wiring.Component):
         """Cycles (with ``en`` high, ``hold`` low) from an input to its first output."""
         layer = self._layer
         reset_stage = self.multi_spike and layer.reset == "subtract"
-        return (self.input_stage + 2 + reset_stage + (layer.current_based and not layer.syn_delay)
-                + 1)
+        return (self.input_stage + 2 - self.merged_sum + reset_stage
+                + (layer.current_based and not layer.syn_delay) + 1)
+
+    @property
+    def merged_sum(self) -> bool:
+        """Stage C is left out (``sum_stage`` False): a single-spike plain LIF whose
+        accumulator joins at B, not behind it."""
+        layer = self._layer
+        return (not self._sum_stage and not self.multi_spike and not layer.current_based
+                and not (self._late_acc and not self.input_stage))
 
     @property
     def input_stage(self) -> bool:
@@ -270,11 +283,16 @@ class NeuronUpdate(wiring.Component):
         step("b")
 
         # -- C: u = decay + offset (+ acc), current-based: syn' = decay_a + acc + bias beside it
-        c_sum = stage("c_sum", b_decay + b_acc + b_offset if late_acc else b_decay + b_offset)
         sat_syn = Const(0, 1)
+        if self.merged_sum:
+            c_sum = b_decay + b_offset  # (into the clamp and the compare in this cycle)
+        else:
+            c_sum = stage("c_sum", b_decay + b_acc + b_offset if late_acc
+                          else b_decay + b_offset)
         if layer.current_based:
             c_su = stage("c_su", b_sdecay + b_soffset)
-        step("c")
+        if not self.merged_sum:
+            step("c")
         u = c_sum
         if layer.current_based:
             syn_new, syn_in_range, _, _ = clamp(c_su, s_bits)

@@ -24,21 +24,23 @@ SETTINGS = settings(deadline=None, max_examples=25,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def _update(layer, stored, input_stage=True, late_acc=False):
+def _update(layer, stored, input_stage=True, late_acc=False, sum_stage=True):
     fields = param_layout(layer).members
     values = param_values(layer)
     layout = data.StructLayout({name: fields[name] for name in stored})
     constants = {name: int(vals[0]) for name, vals in values.items() if name not in stored}
     dut = NeuronUpdate(layer, stored=layout, constants=constants, bias_bits=fields["bias"].width,
-                       tag_width=8, input_stage=input_stage, late_acc=late_acc)
+                       tag_width=8, input_stage=input_stage, late_acc=late_acc,
+                       sum_stage=sum_stage)
     return dut, values
 
 
-def run_update(layer, stored, v, c, syn, acc, en, input_stage=True, late_acc=False):
+def run_update(layer, stored, v, c, syn, acc, en, input_stage=True, late_acc=False,
+               sum_stage=True):
     """Feed neurons (v, c, syn, acc, per-neuron parameters) through NeuronUpdate with cycles of
     `en` low; per neuron: (tag, v_new, syn_new, count, events, saturations). Checks that the
     first result comes after `latency` cycles with `en` high and `hold` low."""
-    dut, values = _update(layer, stored, input_stage, late_acc)
+    dut, values = _update(layer, stored, input_stage, late_acc, sum_stage)
     n = len(v)
 
     async def bench(ctx):
@@ -97,12 +99,14 @@ def _uniform(layer, n):
 @given(seed=st.integers(0, 2**32 - 1), reset=st.sampled_from(RESET_MODES),
        decay_mode=st.sampled_from(DECAY_MODES), v_bits=st.integers(4, 16),
        uniform=st.booleans(), en=st.lists(st.booleans(), min_size=1, max_size=5),
-       model=neuron_models(last=True), input_stage=st.booleans(), late_acc=st.booleans())
+       model=neuron_models(last=True), input_stage=st.booleans(), late_acc=st.booleans(),
+       sum_stage=st.booleans())
 def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, model,
-                               input_stage, late_acc):
+                               input_stage, late_acc, sum_stage):
     """Random v, c, syn, acc (over the whole ranges, so clamps happen) and parameters,
-    thresholds up to v_max included (and 0), in every neuron model, with cycles of en low:
-    every neuron's v, syn, count, events and saturations are the golden model's."""
+    thresholds up to v_max included (and 0), in every neuron model, with cycles of en low, with
+    and without stages A and C: every neuron's v, syn, count, events and saturations are the
+    golden model's."""
     rng = np.random.default_rng(seed)
     n = 24
     layer = random_layer(rng, "l", 4, n, weight_bits=6, v_bits=v_bits, reset=reset,
@@ -128,7 +132,7 @@ def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, mod
     golden = NeuronParams(layer, np.int64)
     want_v, want_syn, want_c, want_sats = golden.update(v[None], None if syn is None else syn[None],
                                                         c[None], acc[None])
-    got = run_update(layer, stored, v, c, syn, acc, en, input_stage, late_acc)
+    got = run_update(layer, stored, v, c, syn, acc, en, input_stage, late_acc, sum_stage)
     assert [g[0] for g in got] == list(range(n))
     for index, (_, v_new, syn_new, count, events, _) in enumerate(got):
         assert v_new == want_v[0, index], f"neuron {index}: v"
@@ -137,6 +141,28 @@ def test_update_matches_golden(seed, reset, decay_mode, v_bits, uniform, en, mod
         assert count == want_c[0, index], f"neuron {index}: count"
         assert events == count, f"neuron {index}: events"
     assert sum(g[5] for g in got) == int(np.sum(want_sats)), "saturations"
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("model, input_stage, late_acc, merged", [
+    ({}, False, False, True),  # B, then the sum, clamp and compare into O
+    ({}, True, False, True),
+    ({}, False, True, False),  # the accumulator joins C: the stage stays
+    ({"max_spikes": 3, "reset": "zero"}, False, False, False),
+    ({"syn_decay_mode": "none", "syn_delay": 1}, False, False, False),
+])
+def test_sum_stage_is_left_out_for_the_single_spike_plain_lif(model, input_stage, late_acc,
+                                                              merged):
+    """``sum_stage`` False leaves stage C out where the update allows it: a cycle less than
+    with it (A, B, C, O: one cycle each; M in place of O for multi-spike)."""
+    rng = np.random.default_rng(1)
+    layer = random_layer(rng, "l", 4, 6, decay_mode="none", **model)
+    stored = tuple(param_layout(layer).members)
+    dut, _ = _update(layer, stored, input_stage, late_acc, sum_stage=False)
+    assert dut.merged_sum is merged
+    assert dut.input_stage is input_stage
+    assert dut.latency == input_stage + 1 + (not merged) + 1
+    assert _update(layer, stored, input_stage, late_acc)[0].latency == input_stage + 3
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
