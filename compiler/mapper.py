@@ -17,21 +17,21 @@ event): 10 neurons under an 8-lane budget get 5 lanes, not 8. A convolution core
 over its output channels (1..its channels; groups = ceil(channels / lanes), `image.core_groups`).
 When that does not fit the device, the budget of one layer at a time is halved: the layer whose
 halving brings the estimate closest to fitting (ties: the layer with the most lanes), until it
-fits or no layer can narrow. The search runs first with a block RAM left for the STATUS
-counters (`status_in_bram`: in registers they cost more cells than the lanes that block RAM
-would buy), then without; on a device with SPRAM with block RAM alone first, and only when no
-lane widths fit that way again with memories allowed into SPRAM (placement below). When halving finds no fit and the budgets' combinations number at most
-MAX_BUDGET_COMBINATIONS, every combination is tried: of those that fit, the fewest halvings
-(ties: the most lanes); when none fits, the closest (least total overrun) is the one a FitError
-reports. Halving alone can stall there: an SPRAM primitive frees up only once a memory narrows
-to 16 bits, and meanwhile narrowing another layer saves a little block RAM (tutorial 6 at 8
-bits needs conv2's kernel and fc's weights both at 2 lanes). Last, each dense core narrows to
-the lanes that cost the fewest logic cells by the model below while the slowest layer's
-integration cycles at uniform activity (`step_weight_reads`: layers overlap) grow by at most
-BALANCE_SLACK (5 %), the mapping still fits, its SPRAM is no more and its STATUS counters stay
-in block RAM: a layer that integrates little needs few lanes, and every lane costs cells (the
-digits network's output core 5 -> 1 lane, its accumulators then in a block RAM; 784-128-10 at
-4 bits: 10 -> 1).
+fits or no layer can narrow. The search runs first with a block RAM left for the STATUS counters
+(`status_in_bram`: in registers they cost more cells than the lanes that block RAM would buy),
+then without; on a device with SPRAM with block RAM alone first, and only when no lane widths
+fit that way again with memories allowed into SPRAM (placement below). When halving finds no fit
+and the budgets' combinations number at most MAX_BUDGET_COMBINATIONS, every combination is
+tried: of those that fit, the fewest halvings (ties: the most lanes); when none fits, the
+closest (least total overrun) is the one a FitError reports. Halving alone can stall there: an
+SPRAM primitive frees up only once a memory narrows to 16 bits, and meanwhile narrowing another
+layer saves a little block RAM (tutorial 6 at 8 bits needs conv2's kernel and fc's weights both
+at 2 lanes). Last, each dense core narrows to the lanes that cost the fewest logic cells by the
+model below while the slowest layer's integration cycles at uniform activity
+(`step_weight_reads`: layers overlap) grow by at most BALANCE_SLACK (5 %), the mapping still
+fits, its SPRAM is no more and its STATUS counters stay in block RAM: a layer that integrates
+little needs few lanes, and every lane costs cells (the digits network's output core 5 -> 1
+lane, its accumulators then in a block RAM; 784-128-10 at 4 bits: 10 -> 1).
 
 Resource model, calibrated against yosys `synth_ice40` of the generated SoC (hdl/soc.py: host
 link + array) on the digits network at 8 and 4 bits and 2..16 lanes (within one block RAM and

@@ -456,8 +456,14 @@ class LifCore(wiring.Component):
             acc_lane_next = Signal()
         else:
             through = groups == 1 and not self._registered_reads
+            attrs = {} if through else dict(NO_COLLISIONS)
+            if not self._registered_reads:
+                # iCE40: a block RAM, as the mapper counts it; yosys would keep a few words
+                # (4 lane groups of 3 lanes) in flip-flops with a read multiplexer, about 200
+                # logic cells (ECP5 keeps them in LUT RAM)
+                attrs["ram_style"] = "block"
             m.submodules.acc = amem = Memory(shape=acc_layout, depth=groups, init=[],
-                                             attrs=None if through else NO_COLLISIONS)
+                                             attrs=attrs)
             a_wr = amem.write_port()
             a_rd = amem.read_port(transparent_for=(a_wr,)) if through else read_port(m, amem)
         pfields = self._param_layout.members
