@@ -4,7 +4,8 @@ The wire protocol (frames, commands, status codes, counters, timing) is docs/hos
 ``spikeforge.protocol`` is its host side and holds every constant of it. :class:`HostLink` is a
 composition of small components, each with its own test (tests/test_hdl_hostlink.py):
 
-- :class:`FrameReceiver`: request bytes -> checked request heads, payload kept in a buffer;
+- :class:`FrameReceiver`: request bytes -> checked request heads, payload kept in a buffer
+  (which then keeps the answer's output events too);
 - :class:`RequestChecker`: the status a request gets (length, arguments, memory ranges, busy);
 - :class:`RequestExecutor`: executes a request on the array and produces the answer;
 - :class:`~.counters.StatusCounters`: the STATUS payload, its counters in a block RAM;
@@ -134,8 +135,9 @@ def times(value, factor: int):
 
 
 # Entries of the output buffer of a link with the rate encoder (at least a step's): the events
-# and STEP_ENDs of as many RUN_ENCODED steps as fit. 256 u16 entries are one iCE40 EBR, as the
-# buffer of a STEP's events is: 23 steps of 10 outputs.
+# and STEP_ENDs of as many RUN_ENCODED steps as fit: 23 steps of 10 outputs. Two bytes each,
+# above the payload's 256 (`link_buffer_bytes`): two iCE40 EBRs, where a STEP's 10 events
+# share the payload's one.
 RUN_BUFFER_ENTRIES = 256
 # The rate encoder's queue (hdl/encoder.py), in a block RAM, where its scan of the inputs is long
 # enough to be worth overlapping with the array; else 2 entries, in flip-flops (a digits-size
@@ -1128,8 +1130,9 @@ class RequestExecutor(wiring.Component):
             with m.State("Reply"):
                 # HELLO, STATUS and a step's answers are tables read a byte at a time; the
                 # others are empty, or sent by now. The table byte of `pidx` is a register two
-                # cycles behind it (STATUS's multiplexer and the output buffer's read port end
-                # at a register too): a byte is offered once `pidx` has held for two cycles.
+                # cycles behind it (STATUS's multiplexer and the buffer's read port, at `idx`,
+                # which counts with `pidx`, end at a register too): a byte is offered once
+                # `pidx` has held for two cycles.
                 m.d.comb += [
                     self.payload.payload.data.eq(table_byte),
                     self.payload.valid.eq(table & ~at_len & settled[1]),
