@@ -237,6 +237,61 @@ def test_receiver_faults():
     run(dut, bench)
 
 
+def test_receiver_buffer_keeps_the_takers_bytes_above_the_payload():
+    """While the receiver holds a request its buffer's write port is the taker's (the executor
+    keeps a step's output events above the payload there, hdl.hostlink.link_buffer_bytes):
+    those bytes read back, the next request's payload leaves them alone, and the port writes
+    nothing while no request is held."""
+    dut = FrameReceiver(max_payload=20, timeout_cycles=TIMEOUT, buffer_bytes=28)
+    first, second = bytes(range(1, 21)), bytes([0xEE] * 20)
+    seen = {}
+
+    async def read(ctx, line, addresses):
+        out = []
+        for a in addresses:
+            ctx.set(dut.buf_addr, a)
+            await line.tick(ctx)
+            out.append(ctx.get(dut.buf_data))
+        return out
+
+    async def held(ctx, line):
+        for _ in range(20):
+            if ctx.get(dut.o.valid):
+                return
+            await line.tick(ctx)
+        raise AssertionError("no request held")
+
+    async def bench(ctx):
+        line = Line(dut)
+        ctx.set(dut.buf_waddr, 20)  # no request held: ignored
+        ctx.set(dut.buf_wdata, 0x55)
+        ctx.set(dut.buf_we, 1)
+        await line.tick(ctx, 2)
+        ctx.set(dut.buf_we, 0)
+        await line.send(ctx, protocol.encode_request(1, Command.PUSH, first))
+        await held(ctx, line)
+        seen["before"] = await read(ctx, line, [20])
+        for k in range(8):
+            ctx.set(dut.buf_waddr, 20 + k)
+            ctx.set(dut.buf_wdata, 0xA0 + k)
+            ctx.set(dut.buf_we, 1)
+            await line.tick(ctx)
+        ctx.set(dut.buf_we, 0)
+        seen["first"] = await read(ctx, line, range(28))
+        ctx.set(dut.o.ready, 1)
+        await line.tick(ctx)
+        ctx.set(dut.o.ready, 0)
+        await line.send(ctx, protocol.encode_request(2, Command.PUSH, second))
+        await held(ctx, line)
+        seen["second"] = await read(ctx, line, range(28))
+
+    run(dut, bench)
+    answer = [0xA0 + k for k in range(8)]
+    assert seen["before"] == [0]
+    assert seen["first"] == [*first, *answer]
+    assert seen["second"] == [*second, *answer]
+
+
 # -- RequestChecker ------------------------------------------------------------------------------
 
 def depths_of(image):
