@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from spikeforge.boards.catalog import BOARD_DEVICES, board_target
 from spikeforge.compiler.devices import DEVICES
 from spikeforge.compiler.mapper import (
+    BALANCE_SLACK,
     BRAM_SHAPES,
     READ_BITS,
     FitError,
@@ -20,6 +22,8 @@ from spikeforge.compiler.mapper import (
     blocks_for,
     estimate_resources,
     map_network,
+    status_in_bram,
+    step_weight_reads,
 )
 from spikeforge.hdl.core import param_layout
 from spikeforge.image import MAX_CORES, CoreConfig, Image, ImageError, LayerParams, image_from_bytes
@@ -141,6 +145,38 @@ def test_digits_network_fits_up5k():
     # leave too little room for the accumulators, so the mapper narrows the lanes.
     assert config.cores[0].lanes < 8
     assert estimate_resources(layers, config)["spram"][0] == 0
+
+
+def test_step_weight_reads_is_the_slowest_dense_layers():
+    """Layers overlap: a step's weight reads at full activity are its slowest core's,
+    fan_in * groups (64 x ceil(128 / 2) against 128 x ceil(10 / 1))."""
+    layers = make_layers([64, 128, 10], bits=8)
+    config = map_network(layers, 64, device="iCE40UP5K", lanes=2)
+    assert step_weight_reads(layers, config) == max(64 * 64, 128 * 5)
+    narrow = replace(config, cores=(config.cores[0], replace(config.cores[1], lanes=1)))
+    assert step_weight_reads(layers, narrow) == max(64 * 64, 128 * 10)
+
+
+def test_balance_takes_the_fewest_cells_within_the_slack():
+    """Each dense core ends on the lanes with the fewest estimated cells among those whose
+    slowest-layer reads stay within BALANCE_SLACK of the search's: on the UP5K a 64-128-10
+    network's output core takes one lane (its layer is not the slow one), with the STATUS
+    counters still in block RAM; no narrower choice for any core is cheaper and allowed."""
+    layers = make_layers([64, 128, 10], bits=8)
+    config = map_network(layers, 64, device="iCE40UP5K")
+    assert config.cores[1].lanes == 1 < config.cores[0].lanes
+    assert status_in_bram(layers, config)
+    bound = step_weight_reads(layers, config) * (1 + BALANCE_SLACK)
+    cells = estimate_resources(layers, config)["luts"][0]
+    for index, core in enumerate(config.cores):
+        for lanes in range(1, core.lanes):
+            cores = list(config.cores)
+            cores[index] = replace(core, lanes=lanes)
+            trial = replace(config, cores=tuple(cores))
+            estimate = estimate_resources(layers, trial)
+            assert (step_weight_reads(layers, trial) > bound
+                    or estimate["luts"][0] >= cells
+                    or estimate["bram"][0] > estimate["bram"][1])
 
 
 def test_mapped_image_round_trips_and_runs():
