@@ -150,6 +150,7 @@ from ..image import (
     param_values,
     weight_depth,
 )
+from ..protocol import DEFAULT_MAX_PAYLOAD
 from .devices import DEVICES, Device, find_device
 
 FAMILY_CLOCK_HZ = {"ice40": 12e6, "ecp5": 25e6}
@@ -225,9 +226,6 @@ ECP5_LUT_PER_BANK_BIT = 1.2
 # digits 8 bit 3726, 64-40-24-10 4782, 784-128-10 4430, and the 8-6-3 image as
 # tests/test_boards_build.py builds it (lanes 6-3) 2481: the estimate +0.9, -2.9, +4.5, -3.8 %.
 ECP5_CELLS_SOC, ECP5_CELLS_SOC_PER_LAYER = 1140, 597
-# The host link's buffer (hdl.hostlink.link_buffer_bytes): a request's payload (SpikeSoC's
-# max_payload), then the output events of a STEP's answer, two bytes each
-LINK_PAYLOAD_BYTES = 256
 # The STATUS counters (hdl/counters.py) take a block RAM where the mapping leaves one free
 # (`status_in_bram`); else they are registers, which cost the SoC this many more logic cells
 # (fixed, per layer; bench/resource_model.py, the same networks either way).
@@ -334,8 +332,9 @@ def _balanced_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
     (``core_luts``); the digits network's output core goes from 5 lanes to 1, with its
     accumulators in a block RAM. Cores with the most lanes are tried first."""
     bound = step_weight_reads(layers, config) * (1 + BALANCE_SLACK)
-    best = estimate_resources(layers, config)
+    # (counters kept in block RAM: a trial that leaves them no room does not fit)
     status = "bram" if status_in_bram(layers, config) else True
+    best = _estimate(layers, config, spram=True, status=status)
     order = sorted(range(len(config.cores)), key=lambda i: (-config.cores[i].lanes, i))
     for index in order:
         core = config.cores[index]
@@ -347,10 +346,8 @@ def _balanced_lanes(layers: list[LayerParams], config: HwConfig) -> HwConfig:
             trial = replace(config, cores=tuple(cores))
             if step_weight_reads(layers, trial) > bound:
                 continue
-            estimate = estimate_resources(layers, trial)
-            if (_badness(estimate) == 0
-                    and _badness(_estimate(layers, trial, spram=True, status=status)) == 0
-                    and estimate["spram"][0] <= best["spram"][0]
+            estimate = _estimate(layers, trial, spram=True, status=status)
+            if (_badness(estimate) == 0 and estimate["spram"][0] <= best["spram"][0]
                     and estimate["luts"][0] < best["luts"][0]):
                 config, best = trial, estimate
     return config
@@ -707,7 +704,13 @@ def link_block_ram(layers: list[LayerParams], device: str) -> int:
     the rate encoder, whose RUN_ENCODED answers take a larger one)."""
     events = layers[-1].n_out * layers[-1].max_spikes
     shapes = BRAM_SHAPES[resolve_device(device).family]
-    return blocks_for(8, LINK_PAYLOAD_BYTES + 2 * events, shapes)
+    return blocks_for(8, link_buffer_bytes(DEFAULT_MAX_PAYLOAD, events), shapes)
+
+
+def link_buffer_bytes(max_payload: int, entries: int) -> int:
+    """Bytes of the host link's buffer (hdl.hostlink.FrameReceiver's): a request's payload,
+    then the ``entries`` of its answer's output buffer (u16 events), two bytes each."""
+    return max_payload + 2 * entries
 
 
 def memory_placement(layers: list[LayerParams],

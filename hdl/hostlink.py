@@ -20,10 +20,12 @@ from amaranth.lib import crc, data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..compiler import mapper
 from ..compiler.mapper import memory_placement, status_in_bram
 from ..image import Image, core_channels, weight_depth
 from ..protocol import (
     ARGS_BYTES,
+    DEFAULT_MAX_PAYLOAD,
     FEATURE_BITMAP,
     FEATURE_RATE_ENCODER,
     LINK_COUNTERS,
@@ -156,16 +158,11 @@ def output_buffer(image: Image, encoder: bool) -> tuple[int, int]:
     return entries, min(0xFFFF, entries // (per_step + 1))
 
 
-def answer_base(max_payload: int) -> int:
-    """Where a link's output events start in its receiver's buffer: above the request's
-    payload."""
-    return max_payload
-
-
 def link_buffer_bytes(image: Image, max_payload: int, encoder: bool) -> int:
-    """Bytes of a link's buffer (:class:`FrameReceiver`): a request's payload, then its
-    answer's output events (:func:`output_buffer`), two bytes each."""
-    return answer_base(max_payload) + 2 * output_buffer(image, encoder)[0]
+    """Bytes of a link's buffer (:class:`FrameReceiver`): a request's payload, then from
+    ``max_payload`` on its answer's output events (:func:`output_buffer`), two bytes each
+    (``compiler.mapper.link_buffer_bytes``, which the mapper counts block RAM by)."""
+    return mapper.link_buffer_bytes(max_payload, output_buffer(image, encoder)[0])
 
 
 def memory_depths(image: Image) -> list[tuple[int, ...]]:
@@ -657,11 +654,11 @@ class RequestExecutor(wiring.Component):
     every step, each step's followed by a ``STEP_END``, fill the output buffer
     (:func:`output_buffer`) for the answer.
 
-    The output events are kept in the receiver's buffer, above the request's payload
-    (:func:`answer_base`): the receiver writes it only before it offers a request, and the
-    executor reads the payload only before it collects outputs. An event is written a byte a
-    cycle, low byte first, so it is taken every other cycle at most (a STEP's answer holds
-    ``n_outputs x max_spikes`` of them).
+    The output events are kept in the receiver's buffer, from ``max_payload`` on, above the
+    request's payload (:func:`link_buffer_bytes`): the receiver writes it only before it offers
+    a request, and the executor reads the payload only before it collects outputs. An event is
+    written a byte a cycle, low byte first, so it is taken every other cycle at most (a STEP's
+    answer holds ``n_outputs x max_spikes`` of them).
 
     Members
     -------
@@ -670,7 +667,7 @@ class RequestExecutor(wiring.Component):
     buf_addr : Out(range(buffer_bytes))
     buf_data : In(8)
         The receiver's buffer (one cycle of read latency): the request's payload below
-        ``max_payload``, the output events from :func:`answer_base` on.
+        ``max_payload``, the output events from there on.
     buf_waddr : Out(range(buffer_bytes))
     buf_wdata : Out(8)
     buf_we : Out(1)
@@ -759,8 +756,9 @@ class RequestExecutor(wiring.Component):
             m.submodules.encoder = enc = RateEncoder(
                 n_inputs=n_in, seed=self._seed,
                 queue=ENCODER_QUEUE if n_in >= ENCODER_QUEUE_INPUTS else 2)
-        # the output events: written while a step collects them, read after, a byte a cycle
-        base = answer_base(self._max_payload)
+        # the output events: written while a step collects them, read after, a byte a cycle,
+        # from `base` on, above the payload
+        base = self._max_payload
 
         req = self.i.payload
         cmd = req.cmd
@@ -1194,7 +1192,8 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, image: Image, *, mem_data_width: int, mem_addr_width: int,
-                 byte_cycles: int, timeout_bytes: int = 128, max_payload: int = 256,
+                 byte_cycles: int, timeout_bytes: int = 128,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD,
                  clock_hz: float = 0):
         image.check()
         self._image = image

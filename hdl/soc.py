@@ -7,6 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..image import Image
+from ..protocol import DEFAULT_MAX_PAYLOAD
 from .array import CoreArray
 from .flashload import FlashLoader, LoadState, MemLock, image_id, image_length
 from .hostlink import HostLink, connect_array
@@ -43,7 +44,8 @@ class SpikeSoC(wiring.Component):
     """
 
     def __init__(self, image: Image, *, clk_freq: float, baud: float = 115200,
-                 timeout_bytes: int = 128, max_payload: int = 256, fifo_depth: int = 0,
+                 timeout_bytes: int = 128, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 fifo_depth: int = 0,
                  flash_offset: int | None = None, flash_divisor: int = 1,
                  flash_wake_cycles: int | None = None):
         image.check()

@@ -24,7 +24,6 @@ from .sim import metrics as M
 from .sim.encode import given
 
 ENGINES = ("golden", "rtl", "board")
-DEFAULT_MAX_PAYLOAD = 256  # SpikeSoC's default, as its HELLO reports it
 
 
 class MetricsError(ValueError):
@@ -43,7 +42,7 @@ def status_exchange_bytes(n_layers: int) -> int:
 
 
 def link_bytes(inputs: np.ndarray, outputs: np.ndarray, n_layers: int, *,
-               max_payload: int = DEFAULT_MAX_PAYLOAD, bitmap: bool = False,
+               max_payload: int = protocol.DEFAULT_MAX_PAYLOAD, bitmap: bool = False,
                status_every: int = 1) -> np.ndarray:
     """Bytes on the serial line (both ways) per sample as `spikeforge.Board.run` moves them:
     CLEAR; per step the input addresses (PUSH frames while they exceed one frame) and STEP, or
@@ -203,7 +202,7 @@ def metrics(image: Image | str | os.PathLike, spikes: np.ndarray, labels=None,
         _run_device(image, x, engine, port, baud, progress)
     if engine != "golden":
         _check_against_golden(engine, device, gold)
-    max_payload = link.get("max_payload", DEFAULT_MAX_PAYLOAD)
+    max_payload = link.get("max_payload", protocol.DEFAULT_MAX_PAYLOAD)
     if link["link_bytes"] is None:
         from .boards.runtime import status_interval
 

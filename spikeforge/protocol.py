@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
-    "ARGS_BYTES", "ARRAY_COUNTERS", "COUNTER_BITS", "COUNTER_BYTES", "HELLO_BYTES",
+    "ARGS_BYTES", "ARRAY_COUNTERS", "COUNTER_BITS", "COUNTER_BYTES", "DEFAULT_MAX_PAYLOAD",
+    "HELLO_BYTES",
     "LAYER_COUNTERS", "LINK_COUNTERS", "LINK_COUNTER_BITS", "PROTOCOL_VERSION", "SOF_REQUEST",
     "SOF_RESPONSE", "STEP_END", "Command", "CrcError", "DeviceError", "DeviceInfo", "DeviceStatus",
     "FEATURE_BITMAP", "FEATURE_RATE_ENCODER", "FrameError", "LinkClient", "MemSpace",
@@ -43,6 +44,9 @@ PROTOCOL_VERSION = 5
 SOF_REQUEST = 0xA5
 SOF_RESPONSE = 0x5A
 ARGS_BYTES = 7  # core, space, address (4), count: the head of READ_MEM and WRITE_MEM
+# A device's request payload buffer unless it is built otherwise (hdl.soc.SpikeSoC's; HELLO
+# reports the one it has)
+DEFAULT_MAX_PAYLOAD = 256
 # The array's counters wrap at 2^COUNTER_BITS; the host unrolls the wrap-around from STATUS
 # reads frequent enough that none moves by 2^COUNTER_BITS in between (docs/host-protocol.md).
 COUNTER_BITS = 24

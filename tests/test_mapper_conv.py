@@ -15,7 +15,6 @@ from spikeforge.boards.catalog import board_target
 from spikeforge.compiler.mapper import (
     BRAM_SHAPES,
     ICE40_EXTRA_CELLS_PER_CONV_CORE,
-    LINK_PAYLOAD_BYTES,
     SPRAM_DEPTH,
     CorePlacement,
     FitError,
@@ -39,6 +38,7 @@ from spikeforge.image import (
     core_groups,
     weight_depth,
 )
+from spikeforge.protocol import DEFAULT_MAX_PAYLOAD
 
 from .strategies import conv_layer
 
@@ -127,7 +127,7 @@ def test_memory_model_of_a_conv_core_in_closed_form():
     config = HwConfig("iCE40HX8K", (core,))
     shapes = BRAM_SHAPES["ice40"]
     groups = 3
-    expected = (blocks_for(8, LINK_PAYLOAD_BYTES + 2 * CONV1.n_out, shapes)
+    expected = (blocks_for(8, DEFAULT_MAX_PAYLOAD + 2 * CONV1.n_out, shapes)
                 + blocks_for(4 * 8, 25 * groups, shapes)
                 + blocks_for(4 * 11, 24 * 24 * groups, shapes)
                 + blocks_for(13 + 1, CONV1.n_out, shapes) + blocks_for(2, 12, shapes))
