@@ -136,12 +136,17 @@ class NeuronUpdate(wiring.Component):
                 + (layer.current_based and not layer.syn_delay) + 1)
 
     @property
+    def late_acc(self) -> bool:
+        """The accumulator is registered at B and joins the sum at C (``late_acc``, where
+        there is no stage A and no synaptic current)."""
+        return self._late_acc and not self.input_stage and not self._layer.current_based
+
+    @property
     def merged_sum(self) -> bool:
         """Stage C is left out (``sum_stage`` False): a single-spike plain LIF whose
         accumulator joins at B, not behind it."""
-        layer = self._layer
-        return (not self._sum_stage and not self.multi_spike and not layer.current_based
-                and not (self._late_acc and not self.input_stage))
+        return (not self._sum_stage and not self.multi_spike
+                and not self._layer.current_based and not self.late_acc)
 
     @property
     def input_stage(self) -> bool:
@@ -265,7 +270,7 @@ class NeuronUpdate(wiring.Component):
         # the membrane's offset: J (plain: acc + bias; current-based with syn_delay: syn),
         # less theta * c with the delayed reset
         offset = Const(0, 1)
-        late_acc = self._late_acc and not has_a and not layer.current_based
+        late_acc = self.late_acc
         if not layer.current_based:
             offset = bias if late_acc else a_acc + bias
         elif layer.syn_delay:
@@ -289,9 +294,8 @@ class NeuronUpdate(wiring.Component):
         else:
             c_sum = stage("c_sum", b_decay + b_acc + b_offset if late_acc
                           else b_decay + b_offset)
-        if layer.current_based:
-            c_su = stage("c_su", b_sdecay + b_soffset)
-        if not self.merged_sum:
+            if layer.current_based:
+                c_su = stage("c_su", b_sdecay + b_soffset)
             step("c")
         u = c_sum
         if layer.current_based:
